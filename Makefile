@@ -1,0 +1,42 @@
+# The two commands of the README: `make reproduce` and `make test`.
+# Both create .venv if missing, install the project, and build the bundled corpus.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# CPU machines: pin the CPU build so pip never pulls a multi-GB CUDA torch.
+# GPU machines: `make test TORCH_SPEC=` keeps the CUDA torch already in the venv.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev,baselines
+PRESET ?= quick
+
+.PHONY: setup data test reproduce lab figures clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"; fi
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+data/corpus/train.jsonl: $(STAMP) toy_models/corpus.py data/corpus_manifest.json
+	$(BIN)/python -m toy_models.corpus
+
+setup: $(STAMP) data
+data: data/corpus/train.jsonl
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+reproduce: setup
+	$(BIN)/scale-lab reproduce --preset $(PRESET)
+
+figures: setup
+	$(BIN)/scale-lab figures --runs data/recordings --out figures
+
+lab:
+	$(MAKE) setup EXTRAS=dev,baselines,notebooks
+	$(BIN)/jupyter lab notebooks/
+
+clean-venv:
+	rm -rf $(VENV)

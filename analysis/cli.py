@@ -1,0 +1,34 @@
+"""The ``scale-lab`` command: one subcommand per module, each also runnable as ``python -m``.
+
+    scale-lab train      -> python -m analysis.train
+    scale-lab reproduce  -> python -m analysis.reproduce
+    scale-lab figures    -> python -m analysis.figures
+    scale-lab memory     -> python -m analysis.memory
+    scale-lab bench      -> python -m analysis.bench
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {"train": "analysis.train", "reproduce": "analysis.reproduce",
+            "figures": "analysis.figures", "memory": "analysis.memory", "bench": "analysis.bench"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: scale-lab {" + ",".join(COMMANDS) + "} [options]\n\n" + __doc__.strip())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command])
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""The training configuration: one frozen dataclass, validated in one place.
+
+Batch sizes are in sequences. ``batch_size`` is the global batch of one optimizer step;
+``micro_batch_size`` is what one forward/backward sees on one process; gradient accumulation
+is derived: ``accum = batch_size / (micro_batch_size * world_size)`` and must be a whole number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from analysis.schedule import InstrumentConfig
+
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-mixed")
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "micro"
+    optimizer: str = "scale"
+    momentum: str | None = None          # placement for ladder recipes
+    lr: float | None = None              # None -> the recipe's default
+    adam_lr: float | None = None
+    beta: float = 0.9
+    weight_decay: float = 0.0
+    steps: int = 300
+    warmup_steps: int | None = None      # None -> 10% of steps
+    min_lr_ratio: float = 0.1
+    batch_size: int = 16
+    micro_batch_size: int | None = None  # None -> batch_size / world_size
+    seq_len: int = 256
+    eval_every: int = 100
+    eval_tokens: int = 32_768
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"              # fp32 | bf16 (pure, as the paper) | bf16-mixed
+    data: str = "bundled"                # bundled | path/glob of shards | c4
+    tokenizer: str | None = None         # None -> the bundled BPE (t5-base for c4)
+    log_every: int = 1
+    save_every: int = 0                  # checkpoint interval in steps; 0 -> only at the end
+    keep_checkpoints: int = 2
+    label: str | None = None             # a display name for figures (default: optimizer)
+    compile: bool = False
+    instrument: InstrumentConfig | None = None
+
+    def validate(self, world_size: int = 1) -> "TrainConfig":
+        from analysis.recipes import get_recipe, PLACEMENTS, RecipeError
+        from toy_models.llama import UnknownModelError, load_config
+
+        try:
+            load_config(self.model)
+            get_recipe(self.optimizer)
+        except (UnknownModelError, RecipeError) as err:
+            raise ConfigError(str(err)) from None
+        if self.momentum is not None and self.momentum not in PLACEMENTS:
+            raise ConfigError(f"unknown momentum placement {self.momentum!r}; choose one of "
+                              f"{', '.join(PLACEMENTS)}")
+        checks = [(self.steps > 0, f"steps must be > 0, got {self.steps}"),
+                  (self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}"),
+                  (self.seq_len > 1, f"seq_len must be > 1, got {self.seq_len}"),
+                  (self.eval_every >= 0, "eval_every must be >= 0 (0: only at the end)"),
+                  (self.eval_tokens > 0, "eval_tokens must be > 0"),
+                  (0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]"),
+                  (self.precision in PRECISIONS,
+                   f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}"),
+                  (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
+                  (self.adam_lr is None or self.adam_lr > 0, f"adam_lr must be > 0, got {self.adam_lr}"),
+                  (0.0 <= self.beta < 1.0, f"momentum beta must be in [0, 1), got {self.beta}"),
+                  (self.warmup_steps is None or 0 <= self.warmup_steps <= self.steps,
+                   f"warmup_steps must be in [0, steps], got {self.warmup_steps}")]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        self.accumulation(world_size)
+        return self
+
+    def micro(self, world_size: int = 1) -> int:
+        return self.micro_batch_size or max(1, self.batch_size // world_size)
+
+    def accumulation(self, world_size: int = 1) -> int:
+        micro = self.micro(world_size)
+        per_step = micro * world_size
+        if self.batch_size % per_step:
+            raise ConfigError(f"batch_size {self.batch_size} is not divisible by micro_batch_size "
+                              f"{micro} x world size {world_size}; choose a batch that is a "
+                              f"multiple of {per_step}")
+        return self.batch_size // per_step
+
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 10)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"unknown config keys {sorted(unknown)}")
+        values = dict(values)
+        if isinstance(values.get("instrument"), dict):
+            values["instrument"] = InstrumentConfig(**values["instrument"])
+        return cls(**values)

@@ -1,0 +1,123 @@
+"""One ``torch.optim.Optimizer`` that applies a transform per parameter group, and one that
+joins several optimizers into a single object.
+
+``ChainedOptimizer`` owns the step: for every parameter ``p`` with gradient ``g`` in a group
+with transform ``T``, learning rate ``lr`` and weight decay ``wd``::
+
+    u = T.update(g, state[p], p)
+    p <- p * (1 - lr * wd)      (decoupled weight decay)
+    p <- p - lr * u
+
+Transforms are held on the optimizer (not in the group dicts) so the groups stay plain
+serialisable dicts; LR schedulers, ``state_dict``/``load_state_dict``, step hooks and HF
+``Trainer(optimizers=...)`` work because this is an ordinary ``torch.optim.Optimizer``.
+
+``PartitionedOptimizer`` is for recipes that pair a library optimizer with AdamW on the
+other parameters (Muon, GaLore, ...): its ``param_groups`` are the very dicts of the inner
+optimizers, so a scheduler that edits ``lr`` edits theirs.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import torch
+
+from analysis.transforms import Transform
+
+
+class ChainedOptimizer(torch.optim.Optimizer):
+    """Apply ``transforms[group["label"]]`` to each group's gradients, then the decoupled step."""
+
+    def __init__(self, param_groups: list[dict], transforms: dict[str, Transform]):
+        for group in param_groups:
+            label = group.get("label")
+            if label not in transforms:
+                raise ValueError(f"param group {label!r} has no transform; "
+                                 f"known labels: {sorted(transforms)}")
+            lr, wd = group.get("lr"), group.get("weight_decay", 0.0)
+            if lr is None or not lr >= 0.0:
+                raise ValueError(f"learning rate must be >= 0, got {lr} for group {label!r}")
+            if not wd >= 0.0:
+                raise ValueError(f"weight_decay must be >= 0, got {wd} for group {label!r}")
+        self.transforms = dict(transforms)
+        super().__init__(param_groups, {"weight_decay": 0.0})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            transform = self.transforms[group["label"]]
+            lr, wd = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state.update(transform.init(p))
+                direction = transform.update(p.grad, state, p)
+                if wd != 0.0:
+                    p.mul_(1.0 - lr * wd)
+                p.add_(direction.to(p.dtype), alpha=-lr)
+        return loss
+
+
+class PartitionedOptimizer(torch.optim.Optimizer):
+    """Several optimizers over disjoint parameters, driven as one.
+
+    ``param_groups`` are the inner optimizers' own group dicts (shared, not copied); ``state``
+    is a read view over the inner states; ``state_dict`` holds one entry per inner optimizer.
+    """
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]):
+        self.optimizers = list(optimizers)
+        groups = [g for opt in self.optimizers for g in opt.param_groups]
+        super().__init__(groups, {})
+        # Optimizer.__init__ re-adds the same dicts; keep them shared with the inner ones.
+        self.param_groups = groups
+        self.state = collections.ChainMap(*(opt.state for opt in self.optimizers))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for opt in self.optimizers:
+            opt.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True):
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return {"partitioned": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state_dict):
+        inner = state_dict.get("partitioned")
+        if inner is None or len(inner) != len(self.optimizers):
+            raise ValueError("optimizer state was saved by a different recipe "
+                             f"(expected {len(self.optimizers)} partitions)")
+        for opt, sd in zip(self.optimizers, inner):
+            opt.load_state_dict(sd)
+        self.state = collections.ChainMap(*(opt.state for opt in self.optimizers))
+
+
+def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held in tensors of ``optimizer.state`` (scalars of size 1 included)."""
+    total = 0
+    for state in optimizer.state.values():
+        for value in state.values():
+            if torch.is_tensor(value):
+                total += value.numel() * value.element_size()
+    return total
+
+
+def state_numel(optimizer: torch.optim.Optimizer, min_ndim: int = 1) -> int:
+    """Elements of state tensors with at least ``min_ndim`` dims (step counters excluded)."""
+    return sum(v.numel() for s in optimizer.state.values() for v in s.values()
+               if torch.is_tensor(v) and v.ndim >= min_ndim)

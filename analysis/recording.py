@@ -1,0 +1,186 @@
+"""Run directories: what a run writes and the one call that reads it back.
+
+A run directory holds:
+
+- ``config.json``: the resolved config plus provenance (git SHA and dirty flag, package
+  versions, seed, device, start time);
+- ``metrics.jsonl``: the tidy long table, one JSON object per line,
+  ``{"step", "param", "role", "stat", "value"}``; run-level metrics (loss, lr, tokens/s, eval
+  loss and perplexity) are rows with ``param`` and ``role`` null;
+- ``spectra.jsonl``: vector-valued records ``{"step", "param", "role", "stat", "values": [...]}``
+  (singular values, per-row statistics);
+- ``result.json``: written last; its presence marks a finished run.
+
+JSONL is append-only: every row batch is written and flushed before training goes on, so a
+``kill -9`` loses at most the rows of the step in flight, and a torn last line is skipped on
+load. ``load_run``/``load_runs`` return pandas DataFrames.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+METRICS = "metrics.jsonl"
+SPECTRA = "spectra.jsonl"
+CONFIG = "config.json"
+RESULT = "result.json"
+PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "numpy", "pandas", "scale-lab")
+
+
+class RecordingError(ValueError):
+    pass
+
+
+def provenance() -> dict:
+    """Git SHA (and whether the tree is dirty), package versions, host."""
+    root = Path(__file__).resolve().parent.parent
+    info: dict = {"python": platform.python_version(), "host": platform.node(),
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        info["git_sha"], info["git_dirty"] = sha or None, bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        info["git_sha"], info["git_dirty"] = None, None
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    info["versions"] = versions
+    return info
+
+
+def _clean(value):
+    """JSON-safe float (NaN/inf become null so every line stays valid JSON)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class Recorder:
+    """Appends rows to a run directory; safe to use from one process (rank 0)."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = open(self.run_dir / METRICS, "a", encoding="utf-8")
+        self._spectra = None
+
+    def write_config(self, config: dict) -> None:
+        path = self.run_dir / CONFIG
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config, indent=2, default=str) + "\n")
+        tmp.replace(path)
+
+    def log(self, step: int, stats: dict[str, float], param: str | None = None,
+            role: str | None = None) -> None:
+        """Rows ``(step, param, role, stat, value)`` for each entry of ``stats``, flushed."""
+        self.log_rows([(step, param, role, k, v) for k, v in stats.items()])
+
+    def log_rows(self, rows) -> None:
+        lines = [json.dumps({"step": int(s), "param": p, "role": r, "stat": k, "value": _clean(v)})
+                 for s, p, r, k, v in rows]
+        if lines:
+            self._metrics.write("\n".join(lines) + "\n")
+            self._metrics.flush()
+
+    def log_vector(self, step: int, param: str | None, role: str | None, stat: str, values) -> None:
+        if self._spectra is None:
+            self._spectra = open(self.run_dir / SPECTRA, "a", encoding="utf-8")
+        row = {"step": int(step), "param": param, "role": role, "stat": stat,
+               "values": [_clean(v) for v in values]}
+        self._spectra.write(json.dumps(row) + "\n")
+        self._spectra.flush()
+
+    def finish(self, result: dict) -> None:
+        path = self.run_dir / RESULT
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        tmp.replace(path)
+
+    def close(self) -> None:
+        for handle in (self._metrics, self._spectra):
+            if handle is not None and not handle.closed:
+                handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    if not path.exists():
+        return rows
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a crash mid-write
+    return rows
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return (Path(path) / CONFIG).exists() and (Path(path) / METRICS).exists()
+
+
+def load_config(run_dir: str | Path) -> dict:
+    return json.loads((Path(run_dir) / CONFIG).read_text())
+
+
+def load_result(run_dir: str | Path) -> dict | None:
+    path = Path(run_dir) / RESULT
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def load_run(run_dir: str | Path, table: str = "metrics") -> pd.DataFrame:
+    """One run's tidy rows (``table="metrics"``) or vector records (``"spectra"``), with a
+    ``run`` column (the directory name) and the run's optimizer, model and seed."""
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        raise RecordingError(f"{run_dir} is not a run directory (needs {CONFIG} and {METRICS})")
+    rows = _read_jsonl(run_dir / (METRICS if table == "metrics" else SPECTRA))
+    columns = ["step", "param", "role", "stat", "value" if table == "metrics" else "values"]
+    frame = pd.DataFrame(rows, columns=columns)
+    config = load_config(run_dir).get("config", {})
+    frame.insert(0, "run", run_dir.name)
+    for key in ("optimizer", "model", "seed"):
+        frame[key] = config.get(key)
+    frame["label"] = config.get("label") or config.get("optimizer")
+    return frame
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    root = Path(root)
+    if is_run_dir(root):
+        return [root]
+    return sorted(p.parent for p in root.glob("**/" + CONFIG) if is_run_dir(p.parent))
+
+
+def load_runs(root: str | Path, table: str = "metrics") -> pd.DataFrame:
+    """Every run below ``root`` (a sweep) concatenated into one DataFrame."""
+    runs = find_runs(root)
+    if not runs:
+        raise RecordingError(f"no run directories under {root} (a run has {CONFIG} and {METRICS}); "
+                             "train some with `scale-lab train` or `scale-lab reproduce`")
+    return pd.concat([load_run(r, table) for r in runs], ignore_index=True)
+
+
+def scalars(frame: pd.DataFrame, stat: str) -> pd.DataFrame:
+    """Run-level rows of one statistic (``param`` null), e.g. ``scalars(df, "loss")``."""
+    return frame[(frame["stat"] == stat) & frame["param"].isna()]
+

@@ -1,0 +1,339 @@
+"""Train a LLaMA with any recipe: ``train(config) -> TrainResult``, and its CLI.
+
+The loop, top to bottom, per optimizer step ``s`` (0-based; the recorded step is ``s + 1``):
+
+1. global batch ``s`` (``toy_models.data``) is cut into ``world_size x accum`` micro-batches;
+   this process takes its ``accum`` of them;
+2. each micro-batch's mean token loss is weighted by ``its tokens / the step's tokens`` (times
+   the world size, which DDP's gradient averaging divides out), so the accumulated gradient
+   is the gradient of the step's token-mean loss whatever the split;
+3. ``optimizer.step()``, then the scheduler: linear warmup ``(s+1)/warmup``, then cosine from
+   1 to ``min_lr_ratio`` at the last step, multiplying every group's own peak lr (so the
+   vectors' ``adam_lr`` follows the same shape);
+4. every ``eval_every`` steps, at step 0 and at the end: token-weighted validation loss
+   ``sum(token losses) / tokens`` over a fixed token budget, and its perplexity.
+
+The same code runs single-process and under ``torchrun`` (DDP; ``no_sync`` on non-final
+micro-steps). On CPU a fixed seed gives bitwise-identical runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from analysis import checkpoint
+from analysis.config import ConfigError, TrainConfig
+from analysis.recipes import OptimizerConfig, build_optimizer, get_recipe
+from analysis.recording import METRICS, RESULT, SPECTRA, Recorder, provenance
+
+RUN_FILES = ("config.json", METRICS, SPECTRA, RESULT)
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path | None
+    steps: int
+    first_eval_loss: float
+    final_eval_loss: float
+    final_perplexity: float
+    final_train_loss: float
+    tokens_per_s: float
+    optimizer_state_bytes: int
+    vocab_size: int
+    losses: list[float]
+
+
+def lr_lambda(config: TrainConfig):
+    warmup, total, floor = config.warmup(), config.steps, config.min_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def resolve_device(config: TrainConfig) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but torch sees no GPU; use --device cpu")
+    return torch.device(config.device)
+
+
+def resolve_precision(config: TrainConfig, device: torch.device) -> str:
+    if config.precision != "auto":
+        return config.precision
+    return "bf16-mixed" if device.type == "cuda" else "fp32"
+
+
+def prepare_run_dir(out: str | Path, overwrite: bool, resume: bool) -> Path:
+    """Create (or reuse, with resume) a run directory, refusing to clobber a finished one."""
+    run_dir = Path(out)
+    if run_dir.exists() and any(run_dir.iterdir()) and not (overwrite or resume):
+        raise ConfigError(f"run directory {run_dir} already exists; pass --overwrite to replace "
+                          "it or --resume to continue it")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"cannot write to output directory {run_dir} ({err.strerror}); "
+                          "choose another --out") from None
+    if overwrite and not resume:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        for ckpt in checkpoint.checkpoints(run_dir):
+            ckpt.unlink()
+    return run_dir
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return rank, world
+
+
+def build(config: TrainConfig, device: torch.device, precision: str):
+    """Tokenizer, data, model and optimizer for a config (shared by train and the benchmarks)."""
+    from toy_models.data import load_blocks
+    from toy_models.llama import CPU_MODELS, build_model, load_config
+    from toy_models.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(config.tokenizer) if config.tokenizer else load_tokenizer()
+    data = load_blocks(tokenizer, config.seq_len, source=config.data, seed=config.seed)
+    base = load_config(config.model)
+    vocab = len(tokenizer) if config.model in CPU_MODELS else max(base.vocab_size, len(tokenizer))
+    model = build_model(load_config(config.model, vocab_size=vocab), seed=config.seed)
+    if precision == "bf16":
+        model = model.to(torch.bfloat16)
+    model = model.to(device)
+    recipe = get_recipe(config.optimizer)
+    opt_cfg = OptimizerConfig(lr=config.lr or recipe.default_lr,
+                              adam_lr=config.adam_lr or recipe.default_adam_lr,
+                              beta=config.beta, weight_decay=config.weight_decay,
+                              momentum=config.momentum)
+    optimizer = build_optimizer(config.optimizer, model, opt_cfg)
+    return tokenizer, data, model, optimizer
+
+
+def token_loss(model, batch: torch.Tensor, autocast) -> tuple[torch.Tensor, int]:
+    """Mean next-token loss of a packed batch and the number of predicted tokens."""
+    with autocast():
+        loss = model(input_ids=batch, labels=batch).loss
+    return loss, batch.size(0) * (batch.size(1) - 1)
+
+
+@torch.no_grad()
+def evaluate(model, data, config: TrainConfig, device, autocast, rank=0, world=1) -> float:
+    """Token-weighted mean validation loss over the fixed budget (no n+1 bias)."""
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    for i, batch in enumerate(data.validation_batches(config.micro(world), config.eval_tokens)):
+        if i % world != rank:
+            continue
+        loss, n = token_loss(model, batch.to(device), autocast)
+        total += torch.tensor([loss.double().item() * n, n], dtype=torch.float64, device=device)
+    if world > 1:
+        torch.distributed.all_reduce(total)
+    model.train()
+    return (total[0] / total[1]).item()
+
+
+def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = False,
+          resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``config``; with ``out``, record into that run directory (see ``analysis.recording``)."""
+    rank, world = _distributed()
+    config.validate(world)
+    accum = config.accumulation(world)
+    micro = config.micro(world)
+    device = resolve_device(config)
+    precision = resolve_precision(config, device)
+    run_dir = prepare_run_dir(out, overwrite, resume) if out is not None and rank == 0 else (
+        Path(out) if out is not None else None)
+
+    torch.manual_seed(config.seed)
+    tokenizer, data, model, optimizer = build(config, device, precision)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+    ident = checkpoint.identity(config.to_dict(), model)
+    start = 0
+    if resume and run_dir is not None:
+        restored = checkpoint.load_latest(run_dir, model, optimizer, scheduler, ident)
+        start = restored["step"] if restored else 0
+    train_model = model
+    if world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(model)
+    if config.compile:
+        train_model = torch.compile(train_model)
+    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+                if precision == "bf16-mixed" else contextlib.nullcontext)
+
+    recorder = Recorder(run_dir) if run_dir is not None and rank == 0 else None
+    if recorder is not None:
+        recorder.write_config({"config": config.to_dict(), "device": str(device),
+                               "precision": precision, "world_size": world,
+                               "accumulation": accum, "micro_batch_size": micro,
+                               "vocab_size": model.config.vocab_size,
+                               "parameters": sum(p.numel() for p in model.parameters()),
+                               "train_blocks": len(data.train), **provenance()})
+    monitor = contextlib.nullcontext()
+    if config.instrument is not None:
+        from analysis.instrument import Instrumentation
+        monitor = Instrumentation(model, optimizer, recorder, config.instrument,
+                                  last_step=config.steps, data=data, autocast=autocast,
+                                  rank=rank, world_size=world)
+
+    first_eval = evaluate(model, data, config, device, autocast, rank, world) if start == 0 else math.nan
+    if recorder is not None and start == 0:
+        recorder.log(0, {"eval_loss": first_eval, "eval_perplexity": math.exp(first_eval)})
+    losses, tokens_per_s, eval_loss = [], 0.0, first_eval
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=config.steps, initial=start, desc=f"{config.optimizer} {config.model}",
+                   unit="step", dynamic_ncols=True)
+    with monitor:
+        for step in range(start, config.steps):
+            t0 = time.perf_counter()
+            batch = data.train_batch(step, config.batch_size)
+            mine = batch.view(world, accum, micro, -1)[rank]
+            step_tokens = config.batch_size * (config.seq_len - 1)
+            step_loss = torch.zeros((), dtype=torch.float64, device=device)
+            for k in range(accum):
+                mb = mine[k].to(device)
+                sync = (train_model.no_sync() if world > 1 and k < accum - 1
+                        else contextlib.nullcontext())
+                with sync:
+                    loss, n = token_loss(train_model, mb, autocast)
+                    weight = n * world / step_tokens
+                    if config.instrument is not None:
+                        monitor.micro_batch(weight, n)
+                    (loss * weight).backward()
+                step_loss += loss.detach().double() * n
+            if world > 1:
+                torch.distributed.all_reduce(step_loss)
+            mean_loss = (step_loss / step_tokens).item()
+            if not math.isfinite(mean_loss):
+                raise TrainingDiverged(f"non-finite loss {mean_loss} at step {step + 1}; lower the "
+                                       "learning rate (the last good checkpoint is kept)")
+            lrs = {f"lr/{g.get('label', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            tokens_per_s = config.batch_size * config.seq_len / (time.perf_counter() - t0)
+            losses.append(mean_loss)
+            done = step + 1
+            if recorder is not None and (done % config.log_every == 0 or done == config.steps):
+                recorder.log(done, {"loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
+                                    **lrs, "tokens_per_s": tokens_per_s,
+                                    "tokens": done * config.batch_size * config.seq_len})
+            if (config.eval_every and done % config.eval_every == 0) or done == config.steps:
+                eval_loss = evaluate(model, data, config, device, autocast, rank, world)
+                if recorder is not None:
+                    recorder.log(done, {"eval_loss": eval_loss,
+                                        "eval_perplexity": math.exp(eval_loss)})
+            if run_dir is not None and rank == 0 and (
+                    (config.save_every and done % config.save_every == 0) or done == config.steps):
+                checkpoint.save(run_dir, done, model, optimizer, scheduler, ident,
+                                {"tokens_seen": done * config.batch_size * config.seq_len},
+                                keep=config.keep_checkpoints)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+    if bar is not None:
+        bar.close()
+
+    from analysis.optimizer import state_bytes
+    result = TrainResult(run_dir=run_dir, steps=config.steps, first_eval_loss=first_eval,
+                         final_eval_loss=eval_loss, final_perplexity=math.exp(eval_loss),
+                         final_train_loss=losses[-1] if losses else math.nan,
+                         tokens_per_s=tokens_per_s, optimizer_state_bytes=state_bytes(optimizer),
+                         vocab_size=model.config.vocab_size,
+                         losses=losses)
+    if recorder is not None:
+        recorder.finish({k: v for k, v in result.__dict__.items() if k != "losses"})
+        recorder.close()
+    return result
+
+
+def parser():
+    import argparse
+
+    p = argparse.ArgumentParser(prog="scale-lab train", description="Train a LLaMA with a recipe.")
+    d = TrainConfig()
+    p.add_argument("--model", default=d.model, help="nano | micro | mini | 60m | 130m | 350m | 1b | 7b")
+    p.add_argument("--optimizer", default=d.optimizer, help="a recipe name, or 'list'")
+    p.add_argument("--momentum", default=None, help="momentum placement: none | output | embedding | all")
+    for name in ("lr", "adam_lr"):
+        p.add_argument(f"--{name}", type=float, default=None)
+    for name in ("beta", "weight_decay", "min_lr_ratio"):
+        p.add_argument(f"--{name}", type=float, default=getattr(d, name))
+    for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_tokens", "seed",
+                 "log_every", "save_every", "keep_checkpoints"):
+        p.add_argument(f"--{name}", type=int, default=getattr(d, name))
+    for name in ("warmup_steps", "micro_batch_size"):
+        p.add_argument(f"--{name}", type=int, default=None)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--precision", default=d.precision, help="auto | fp32 | bf16 | bf16-mixed")
+    p.add_argument("--data", default=d.data, help="bundled | path/glob of json/parquet shards | c4")
+    p.add_argument("--tokenizer", default=None)
+    p.add_argument("--label", default=None)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--instrument", action="store_true", help="record the default statistics")
+    p.add_argument("--out", default=None, help="run directory (default runs/<optimizer>-<model>-s<seed>)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from analysis.checkpoint import CheckpointError
+    from toy_models.corpus import CorpusError
+
+    args = parser().parse_args(argv)
+    if args.optimizer == "list":
+        from analysis.recipes import recipe_table
+        print(recipe_table())
+        return 0
+    from analysis.schedule import InstrumentConfig
+
+    fields = {k: v for k, v in vars(args).items()
+              if k not in ("instrument", "out", "overwrite", "resume", "no_progress")}
+    config = TrainConfig(**fields, instrument=InstrumentConfig() if args.instrument else None)
+    out = args.out or f"runs/{config.optimizer}-{config.model}-s{config.seed}"
+    try:
+        result = train(config, out=out, overwrite=args.overwrite, resume=args.resume,
+                       progress=not args.no_progress)
+    except (ConfigError, CorpusError, CheckpointError, TrainingDiverged, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"validation loss {result.first_eval_loss:.3f} -> {result.final_eval_loss:.3f} "
+          f"(perplexity {result.final_perplexity:.1f}; ln(vocab) = {math.log(result.vocab_size):.3f}); "
+          f"optimizer state {result.optimizer_state_bytes / 1e6:.2f} MB; run in {result.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

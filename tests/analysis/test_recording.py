@@ -1,0 +1,51 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from analysis.recording import Recorder, RecordingError, load_run, load_runs
+
+
+def test_torn_last_line_is_skipped(tmp_path):
+    with Recorder(tmp_path / "r") as rec:
+        rec.write_config({"config": {"optimizer": "scale", "model": "nano", "seed": 0}})
+        rec.log(1, {"loss": 2.0})
+        rec.log(1, {"grad_norm": float("nan")}, param="lm_head.weight", role="output")
+    with open(tmp_path / "r" / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 2, "param": nu')
+    frame = load_run(tmp_path / "r")
+    assert len(frame) == 2 and frame["value"].isna().sum() == 1
+    assert set(frame["optimizer"]) == {"scale"}
+
+
+def test_load_runs_errors_name_the_fix(tmp_path):
+    with pytest.raises(RecordingError, match="no run directories"):
+        load_runs(tmp_path)
+
+
+def test_kill_9_leaves_flushed_rows_readable(tmp_path):
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "analysis.train", "--model", "nano", "--steps", "2000",
+           "--batch_size", "4", "--seq_len", "32", "--eval_every", "0", "--eval_tokens", "256",
+           "--instrument", "--out", str(run), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            metrics = run / "metrics.jsonl"
+            if metrics.exists() and metrics.stat().st_size > 20_000:
+                break
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    frame = load_run(run)
+    losses = frame[(frame["stat"] == "loss") & frame["param"].isna()]
+    assert len(losses) >= 5
+    assert list(losses["step"]) == list(range(1, len(losses) + 1))
+    assert frame["param"].notna().any()  # instrumentation rows made it too
+    assert not (run / "result.json").exists()

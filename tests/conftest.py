@@ -1,0 +1,32 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from toy_models.tokenizer import load_tokenizer
+    return load_tokenizer()
+
+
+@pytest.fixture
+def tiny_model():
+    """A 2-layer LLaMA small enough for exact per-example checks (vocab 64, hidden 16)."""
+    from toy_models.llama import build_model, load_config
+    config = load_config("nano", vocab_size=64, hidden_size=16, intermediate_size=32,
+                         num_attention_heads=2, num_key_value_heads=2)
+    return build_model(config, seed=0)
+
+
+def tiny_config(**overrides):
+    from analysis.config import TrainConfig
+    values = dict(model="nano", optimizer="scale", steps=6, batch_size=4, seq_len=32,
+                  eval_every=3, eval_tokens=512, seed=0, warmup_steps=2)
+    values.update(overrides)
+    return TrainConfig(**values)

@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from toy_models.llama import (CPU_MODELS, PAPER_MODELS, UnknownModelError, build_model,
+                              flops_per_token, load_config, parameter_counts)
+
+# DESIGN §5: total parameters and lm_head parameters of the paper's configs.
+PAPER = {"60m": (58.07e6, 16.38e6), "130m": (134.1e6, 24.58e6), "350m": (368.0e6, 32.77e6),
+         "1b": (1.339e9, 65.5e6), "7b": (6.738e9, 131.1e6)}
+
+
+@pytest.mark.parametrize("name", PAPER_MODELS)
+def test_paper_parameter_counts(name):
+    counts = parameter_counts(load_config(name))
+    total, head = PAPER[name]
+    assert counts["total"] == pytest.approx(total, rel=5e-4)
+    assert counts["output"] == pytest.approx(head, rel=1e-3)
+    assert load_config(name).vocab_size == 32000
+    assert not load_config(name).tie_word_embeddings
+
+
+@pytest.mark.parametrize("name", CPU_MODELS)
+def test_analytic_counts_match_instantiated_model(name):
+    config = load_config(name)
+    model = build_model(config)
+    assert sum(p.numel() for p in model.parameters()) == parameter_counts(config)["total"]
+    assert model.lm_head.weight is not model.model.embed_tokens.weight
+
+
+def test_init_is_normal_002_and_seeded():
+    a, b = build_model(load_config("nano"), seed=1), build_model(load_config("nano"), seed=1)
+    w = a.model.layers[0].mlp.up_proj.weight
+    assert w.std().item() == pytest.approx(0.02, rel=0.05)
+    assert torch.equal(w, b.model.layers[0].mlp.up_proj.weight)
+    assert torch.all(a.model.norm.weight == 1)
+    assert a.config._attn_implementation == "sdpa"
+
+
+def test_unknown_model_names_choices():
+    with pytest.raises(UnknownModelError, match="choose one of.*micro"):
+        load_config("gpt5")
+
+
+def test_flops_per_token_is_6n_plus_attention():
+    config = load_config("60m")
+    counts = parameter_counts(config)
+    expected = 6 * (counts["hidden"] + counts["output"]) + 12 * 8 * 512 * 256
+    assert flops_per_token(config, 256) == expected

