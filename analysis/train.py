@@ -198,7 +198,7 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
         from analysis.instrument import Instrumentation
         monitor = Instrumentation(model, optimizer, recorder, config.instrument,
                                   last_step=config.steps, data=data, autocast=autocast,
-                                  rank=rank, world_size=world)
+                                  rank=rank, world_size=world, start_step=start)
 
     first_eval = evaluate(model, data, config, device, autocast, rank, world) if start == 0 else math.nan
     if recorder is not None and start == 0:
@@ -224,7 +224,7 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
                     loss, n = token_loss(train_model, mb, autocast)
                     weight = n * world / step_tokens
                     if config.instrument is not None:
-                        monitor.micro_batch(weight, n)
+                        monitor.micro_batch(weight, mb.size(0))
                     (loss * weight).backward()
                 step_loss += loss.detach().double() * n
             if world > 1:

@@ -1,0 +1,291 @@
+"""Instrumentation: hooks that record gradient noise, column-norm statistics and update spectra.
+
+``with Instrumentation(model, optimizer, recorder, config, last_step=...) as monitor:`` installs
+
+1. a tensor pre-hook on every parameter (``param.register_hook``): it fires once per
+   micro-batch with that micro-batch's gradient *before* it is accumulated into ``.grad``
+   (also under DDP, where it is the local gradient); on scheduled steps it adds
+   ``||g_k||^2`` and the per-row ``||g_k[i]||^2`` to float64 sums kept on the device;
+2. an optimizer step pre-hook: snapshots the weights (for the realized update) and runs the
+   paper's probe on scheduled steps;
+3. an optimizer step post-hook: the final (synchronized) gradient is still in ``.grad``; it
+   computes every statistic on the device, moves them to the host in one transfer and writes
+   tidy rows ``{step, param, role, stat, value}`` (rank 0 only);
+4. a tap listener that receives the intended update (and the momentum) from recipes built
+   on ``ChainedOptimizer``; for other optimizers the intended update is ``-(W_new - W_old)/lr``.
+
+Every handle is removed on exit, also on exceptions. Hooks never modify gradients, weights,
+``.grad`` or the RNG, so training is bitwise the same with instrumentation on or off.
+
+The training loop tells the monitor about each micro-batch with ``micro_batch(weight, n)``
+before its backward: ``weight`` is the factor its mean loss was multiplied by (the hook
+divides it out) and ``n`` its number of sequences.
+
+Statistics (see ``analysis.estimators`` and ``analysis.spectra`` for the formulas):
+``grad_norm``, ``grad_var`` / ``grad_var_rel`` / ``grad_var_coord`` (estimator a), ``gns_trace``,
+``gns_sqnorm`` (c, from micro-batches), ``probe_var`` / ``probe_var_rel`` / ``probe_trace`` (b),
+``grad_row_rms_*`` and ``update_row_rms_*`` (column-norm summaries), ``update_rms``,
+``update_weight_ratio``, ``weight_norm``, ``grad_cos_prev``, ``momentum_grad_cos``, and on
+spectral steps ``update_sigma_max``, ``update_stable_rank``, ``update_effective_rank``,
+``update_topk_energy``; vector records (``spectra.jsonl``): ``update_spectrum`` (s / s_1),
+``grad_var_rows`` and ``grad_row_rms`` (output and embedding), ``token_frequency``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from analysis import spectra
+from analysis.estimators import microbatch_variance, noise_scale, probe_variance, sqnorm
+from analysis.roles import assign_roles, fan_in_axis
+from analysis.schedule import InstrumentConfig
+from analysis.transforms import set_tap_listener
+
+ROW_VECTOR_ROLES = ("output", "embedding")
+
+
+class Instrumentation:
+    def __init__(self, model, optimizer, recorder, config: InstrumentConfig | None = None,
+                 last_step: int = 10**9, data=None, autocast=contextlib.nullcontext,
+                 rank: int = 0, world_size: int = 1, start_step: int = 0):
+        self.model, self.optimizer, self.recorder = model, optimizer, recorder
+        self.config = config or InstrumentConfig()
+        self.last_step, self.data, self.autocast = last_step, data, autocast
+        self.rank, self.world_size = rank, world_size
+        self.params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.roles = assign_roles(model)
+        self.axis = {n: fan_in_axis(model, n) for n, _ in self.params}
+        self.step = start_step + 1
+        self.handles: list = []
+        self._reset()
+        self._prev_grad: dict[str, torch.Tensor] = {}
+        self._probing = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self):
+        for name, p in self.params:
+            self.handles.append(p.register_hook(self._micro_hook(name)))
+        self.handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
+        self.handles.append(self.optimizer.register_step_post_hook(self._post_step))
+        set_tap_listener(self._tap)
+        if self.data is not None and self.recorder is not None and self.step == 1:
+            counts = np.bincount(self.data.train.ravel(), minlength=self.model.config.vocab_size)
+            self.recorder.log_vector(0, "lm_head.weight", "output", "token_frequency", counts.tolist())
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        set_tap_listener(None)
+        return False
+
+    def _reset(self):
+        self.due = self.config.due("cheap", self.step, self.last_step)
+        self._k, self._sequences, self._weight = 0, 0, 1.0
+        self._sum_sq: dict[str, torch.Tensor] = {}
+        self._row_sq: dict[str, torch.Tensor] = {}
+        self._taps: dict[tuple[str, str], torch.Tensor] = {}
+        self._snapshot: dict[str, torch.Tensor] = {}
+        self._probe_rows: list = []
+
+    def micro_batch(self, weight: float, sequences: int) -> None:
+        """Announce the next backward: its loss weight and its number of sequences."""
+        self._k += 1
+        self._weight, self._sequences = weight, sequences
+
+    # ------------------------------------------------------------------ hooks
+    def _micro_hook(self, name):
+        def hook(grad):
+            if not self.due or self._probing:
+                return None
+            g = grad.detach() / self._weight
+            total = sqnorm(g)
+            self._sum_sq[name] = self._sum_sq[name] + total if name in self._sum_sq else total
+            if self.axis[name] is not None:
+                rows = sqnorm(g, dim=self.axis[name])
+                self._row_sq[name] = self._row_sq[name] + rows if name in self._row_sq else rows
+            return None
+        return hook
+
+    def _tap(self, label, tensor, param):
+        if self.due and not self._probing:
+            self._taps[(label, self._name_of(param))] = tensor
+
+    def _name_of(self, param):
+        if not hasattr(self, "_ids"):
+            self._ids = {id(p): n for n, p in self.params}
+        return self._ids.get(id(param))
+
+    def _pre_step(self, optimizer, args, kwargs):
+        if self.config.due("probe", self.step, self.last_step) and self.data is not None:
+            self._probe_rows = self._probe()
+        if self.due:
+            self._snapshot = {n: p.detach().clone() for n, p in self.params}
+
+    def _post_step(self, optimizer, args, kwargs):
+        if self.due or self._probe_rows:
+            rows = self._statistics() if self.due else []
+            if self.recorder is not None and self.rank == 0:
+                self._write(rows + self._probe_rows)
+        self.step += 1
+        self._reset()
+
+    # ------------------------------------------------------------------ statistics
+    def _lr_of(self):
+        return {id(p): g["lr"] for g in self.optimizer.param_groups for p in g["params"]}
+
+    def _reduced_micro_sums(self):
+        """Micro-batch sums and K over all ranks (one all-reduce of a stacked vector)."""
+        names = [n for n, _ in self.params if n in self._sum_sq]
+        k = self._k * self.world_size
+        if self.world_size > 1 and names:
+            flat = torch.cat([self._sum_sq[n].reshape(1) for n in names]
+                             + [self._row_sq[n] for n in names if n in self._row_sq])
+            torch.distributed.all_reduce(flat)
+            offset = len(names)
+            for i, n in enumerate(names):
+                self._sum_sq[n] = flat[i]
+            for n in names:
+                if n in self._row_sq:
+                    size = self._row_sq[n].numel()
+                    self._row_sq[n] = flat[offset:offset + size]
+                    offset += size
+        return k
+
+    def _statistics(self):
+        k = self._reduced_micro_sums()
+        if self.rank != 0:
+            return []
+        cfg, step = self.config, self.step
+        rows_due = cfg.due("rows", step, self.last_step)
+        full_due = cfg.due("full", step, self.last_step)
+        lrs = self._lr_of()
+        out: list[tuple[str, str, str, torch.Tensor]] = []   # (param, role, stat, 0-d tensor)
+        vectors: list[tuple[str, str, str, torch.Tensor]] = []
+        keep_next = cfg.due("cheap", step + 1, self.last_step)
+        for name, p in self.params:
+            if p.grad is None:
+                continue
+            role, axis = self.roles[name], self.axis[name]
+            g = p.grad.detach()
+            sq_mean = sqnorm(g)
+            stats = {"grad_norm": sq_mean.sqrt()}
+            if name in self._sum_sq and k >= 2:
+                var = microbatch_variance(self._sum_sq[name], sq_mean, k)
+                stats.update(grad_var=var, grad_var_rel=var / sq_mean.clamp_min(1e-300),
+                             grad_var_coord=var / g.numel())
+                b = self._sequences
+                gns = noise_scale(self._sum_sq[name] / k, b, sq_mean, b * k)
+                stats.update(gns)
+                if rows_due and role in ROW_VECTOR_ROLES and name in self._row_sq:
+                    row_var = microbatch_variance(self._row_sq[name], sqnorm(g, dim=axis), k)
+                    vectors.append((name, role, "grad_var_rows", row_var))
+            if name in self._prev_grad:
+                prev = self._prev_grad.pop(name)
+                stats["grad_cos_prev"] = _cosine(g, prev)
+            if keep_next:
+                self._prev_grad[name] = g.clone()
+            old = self._snapshot.get(name)
+            delta = p.detach() - old
+            update = self._taps.get(("update", name))
+            lr = lrs.get(id(p), 0.0)
+            if update is None:
+                update = -delta / lr if lr > 0 else delta
+            stats["weight_norm"] = old.double().norm()
+            stats["update_rms"] = update.double().square().mean().sqrt()
+            stats["update_weight_ratio"] = delta.double().norm() / old.double().norm().clamp_min(1e-300)
+            momentum = self._taps.get(("momentum", name))
+            if momentum is None:
+                state = self.optimizer.state.get(p, {})
+                momentum = state.get("exp_avg", state.get("momentum_buffer"))
+            if torch.is_tensor(momentum) and momentum.shape == g.shape:
+                stats["momentum_grad_cos"] = _cosine(momentum, g)
+            if axis is not None:
+                grad_rows = spectra.row_rms(g, axis)
+                stats.update(spectra.summarize(grad_rows, "grad_row_rms"))
+                stats.update(spectra.summarize(spectra.row_rms(update, axis), "update_row_rms"))
+                if rows_due and role in ROW_VECTOR_ROLES:
+                    vectors.append((name, role, "grad_row_rms", grad_rows))
+                if full_due or rows_due:
+                    stats.update(self._spectral(name, role, update, full_due, vectors))
+            out += [(name, role, stat, value) for stat, value in stats.items()]
+        return self._to_host(out, vectors)
+
+    def _spectral(self, name, role, update, full, vectors):
+        u = update.reshape(update.size(0), -1)
+        if full:
+            s = spectra.singular_values(u, "svdvals", dtype=torch.float64)
+            stats = spectra.spectral_stats(s, self.config.topk)
+            keep = spectra.log_spaced(len(s))
+            vectors.append((name, role, "update_spectrum", (s / s[0].clamp_min(1e-300))[keep]))
+        else:
+            s = spectra.singular_values(u, "topk", k=min(self.config.topk, min(u.shape)))
+            stats = spectra.spectral_stats(s, self.config.topk, total_sq=sqnorm(u))
+        return {f"update_{k}": v for k, v in stats.items()}
+
+    def _to_host(self, scalars, vectors):
+        """One device-to-host transfer for all scalars of this step."""
+        rows = []
+        if scalars:
+            values = torch.stack([v.double().reshape(()) for *_, v in scalars]).cpu().tolist()
+            rows = [(self.step, n, r, s, v) for (n, r, s, _), v in zip(scalars, values)]
+        self._vectors = [(n, r, s, v.detach().double().cpu().tolist()) for n, r, s, v in vectors]
+        return rows
+
+    def _write(self, rows):
+        self.recorder.log_rows(rows)
+        for name, role, stat, values in getattr(self, "_vectors", []):
+            self.recorder.log_vector(self.step, name, role, stat, values)
+        self._vectors = []
+
+    # ------------------------------------------------------------------ the paper's probe
+    def _probe(self):
+        """Estimator (b) on a separate data stream; ``.grad``, weights and RNG are untouched."""
+        cfg, data = self.config, self.data
+        rng = np.random.default_rng(1_000_003 * self.step + 17)
+        n = len(data.train)
+        named = [(name, p) for name, p in self.params]
+        self._probing = True
+        try:
+            with torch.random.fork_rng(devices=[]), torch.enable_grad():
+                large = self._mean_grad(data, rng.choice(n, min(cfg.probe_large, n), replace=False), named)
+                smalls = [self._mean_grad(data, rng.choice(n, cfg.probe_small, replace=False), named)
+                          for _ in range(cfg.probe_repeats)]
+        finally:
+            self._probing = False
+        b, big = cfg.probe_small, min(cfg.probe_large, n)
+        scalars = []
+        for i, (name, _) in enumerate(named):
+            role = self.roles[name]
+            var = probe_variance([s[i] for s in smalls], large[i])
+            sq_large = sqnorm(large[i])
+            sq_small = torch.stack([sqnorm(s[i]) for s in smalls]).mean()
+            stats = {"probe_var": var, "probe_var_rel": var / sq_large.clamp_min(1e-300),
+                     "probe_trace": var / (1.0 / b + 1.0 / big)}
+            stats.update({f"probe_{k}": v for k, v in noise_scale(sq_small, b, sq_large, big).items()})
+            scalars += [(name, role, stat, v) for stat, v in stats.items()]
+        values = torch.stack([v.double().reshape(()) for *_, v in scalars]).cpu().tolist()
+        return [(self.step, n, r, s, v) for (n, r, s, _), v in zip(scalars, values)]
+
+    def _mean_grad(self, data, rows, named, chunk: int = 32):
+        device = named[0][1].device
+        params = [p for _, p in named]
+        total = None
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            batch = torch.from_numpy(data.train[np.sort(part)].astype(np.int64)).to(device)
+            with self.autocast():
+                loss = self.model(input_ids=batch, labels=batch).loss * (len(part) / len(rows))
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g.detach() for g, p in zip(grads, params)]
+            total = grads if total is None else [t + g for t, g in zip(total, grads)]
+        return total
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = a.double().flatten(), b.double().flatten()
+    return (a @ b) / (a.norm() * b.norm()).clamp_min(1e-300)

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+import torch
+
+from analysis import spectra
+
+
+@pytest.mark.parametrize("shape", [(20, 7), (7, 20), (16, 16)])
+@pytest.mark.parametrize("method", ["svdvals", "gram"])
+def test_singular_values_match_numpy_float64(shape, method):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    s = spectra.singular_values(x, method, dtype=torch.float64)
+    np.testing.assert_allclose(s.numpy(), np.linalg.svd(x.numpy(), compute_uv=False),
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_topk_matches_leading_values():
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = x @ torch.diag(torch.logspace(0, -3, 32, dtype=torch.float64))
+    top = spectra.singular_values(x, "topk", k=4, dtype=torch.float64)
+    np.testing.assert_allclose(top.numpy(), np.linalg.svd(x.numpy(), compute_uv=False)[:4], rtol=1e-3)
+
+
+def test_ranks_of_known_matrices_are_exact():
+    s_identity = spectra.singular_values(torch.eye(12, dtype=torch.float64), dtype=torch.float64)
+    assert spectra.stable_rank(s_identity).item() == pytest.approx(12, abs=1e-12)
+    assert spectra.effective_rank(s_identity).item() == pytest.approx(12, abs=1e-9)
+    u = torch.arange(1.0, 9.0, dtype=torch.float64)
+    s_rank1 = spectra.singular_values(torch.outer(u, u), dtype=torch.float64)
+    s_rank1 = torch.where(s_rank1 < 1e-10 * s_rank1[0], torch.zeros_like(s_rank1), s_rank1)
+    assert spectra.stable_rank(s_rank1).item() == pytest.approx(1, abs=1e-12)
+    assert spectra.effective_rank(s_rank1).item() == pytest.approx(1, abs=1e-12)
+    assert spectra.topk_energy(s_rank1, 1).item() == pytest.approx(1, abs=1e-12)
+
+
+def test_row_summaries():
+    x = torch.tensor([[3.0, 4.0], [0.0, 0.0], [1.0, 1.0]])
+    rms = spectra.row_rms(x)
+    torch.testing.assert_close(rms, torch.tensor([12.5 ** 0.5, 0.0, 1.0]))
+    stats = spectra.summarize(rms, "r")
+    assert stats["r_min"].item() == 0 and stats["r_max"].item() == pytest.approx(12.5 ** 0.5)
+    assert stats["r_cv"].item() == pytest.approx((rms.std(unbiased=False) / rms.mean()).item())
