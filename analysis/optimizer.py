@@ -19,7 +19,7 @@ optimizers, so a scheduler that edits ``lr`` edits theirs.
 
 from __future__ import annotations
 
-import collections
+import collections.abc
 
 import torch
 
@@ -65,6 +65,30 @@ class ChainedOptimizer(torch.optim.Optimizer):
         return loss
 
 
+class MergedState(collections.abc.Mapping):
+    """Read-only union of the inner optimizers' ``state`` dicts.
+
+    (``collections.ChainMap`` would not do: looking a key up in an inner ``defaultdict``
+    that lacks it creates an empty entry instead of falling through.)
+    """
+
+    def __init__(self, states):
+        self.states = list(states)
+
+    def __getitem__(self, key):
+        for state in self.states:
+            if key in state:
+                return state[key]
+        raise KeyError(key)
+
+    def __iter__(self):
+        for state in self.states:
+            yield from state
+
+    def __len__(self):
+        return sum(len(state) for state in self.states)
+
+
 class PartitionedOptimizer(torch.optim.Optimizer):
     """Several optimizers over disjoint parameters, driven as one.
 
@@ -78,7 +102,7 @@ class PartitionedOptimizer(torch.optim.Optimizer):
         super().__init__(groups, {})
         # Optimizer.__init__ re-adds the same dicts; keep them shared with the inner ones.
         self.param_groups = groups
-        self.state = collections.ChainMap(*(opt.state for opt in self.optimizers))
+        self.state = MergedState(opt.state for opt in self.optimizers)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -104,7 +128,7 @@ class PartitionedOptimizer(torch.optim.Optimizer):
                              f"(expected {len(self.optimizers)} partitions)")
         for opt, sd in zip(self.optimizers, inner):
             opt.load_state_dict(sd)
-        self.state = collections.ChainMap(*(opt.state for opt in self.optimizers))
+        self.state = MergedState(opt.state for opt in self.optimizers)
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:

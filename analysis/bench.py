@@ -1,0 +1,136 @@
+"""Benchmarks that print numbers (and write them to a file); never part of the test verdicts.
+
+``scale-lab bench optimizer``: time of ``optimizer.step()`` alone for SCALE, torch AdamW
+(foreach and fused) and torch SGD on the same model shapes with the same fixed gradients,
+interleaved round-robin (so drift of the machine hits all equally), median of repeats.
+Targets: SCALE <= 0.6 x AdamW(foreach) and <= 1.3 x SGD.
+
+``scale-lab bench instrument``: training tokens/s with instrumentation off, at the default
+schedule and at every step, interleaved in blocks of steps. Target: default <= 3% slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import time
+
+import torch
+
+from analysis.recipes import build_optimizer
+from toy_models.llama import build_model, load_config
+
+
+def _optimizers(model):
+    params = list(model.parameters())
+    return {
+        "scale": build_optimizer("scale", model),
+        "adamw_foreach": torch.optim.AdamW(params, lr=1e-3, foreach=True),
+        "adamw_fused": torch.optim.AdamW(params, lr=1e-3, fused=True),
+        "sgd": torch.optim.SGD(params, lr=1e-3, foreach=True),
+    }
+
+
+def bench_optimizer(model_name: str, repeats: int = 20, warmup: int = 3) -> dict:
+    """Median seconds of one ``step()`` per optimizer on ``model_name``'s shapes (fp32)."""
+    config = load_config(model_name, vocab_size=8192 if model_name in ("nano", "micro", "mini") else None)
+    model = build_model(config)
+    gen = torch.Generator().manual_seed(0)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=gen) * 1e-3
+    optimizers = _optimizers(model)
+    times = {name: [] for name in optimizers}
+    with torch.no_grad():
+        snapshot = [p.clone() for p in model.parameters()]
+    for i in range(warmup + repeats):
+        for name, opt in optimizers.items():
+            start = time.perf_counter()
+            opt.step()
+            elapsed = time.perf_counter() - start
+            if i >= warmup:
+                times[name].append(elapsed)
+        with torch.no_grad():  # keep weights bounded across repeats
+            for p, s in zip(model.parameters(), snapshot):
+                p.copy_(s)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    return {"model": model_name, "median_ms": {k: v * 1e3 for k, v in med.items()},
+            "scale_over_adamw_foreach": med["scale"] / med["adamw_foreach"],
+            "scale_over_adamw_fused": med["scale"] / med["adamw_fused"],
+            "scale_over_sgd": med["scale"] / med["sgd"]}
+
+
+def bench_instrument(model_name: str = "micro", rounds: int = 6, steps_per_round: int = 10,
+                     batch_size: int = 8, micro_batch_size: int = 2, seq_len: int = 128) -> dict:
+    """Tokens/s of training with instrumentation off / default / every step, interleaved."""
+    from analysis.instrument import Instrumentation
+    from analysis.schedule import InstrumentConfig
+    from toy_models.data import load_blocks
+    from toy_models.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    data = load_blocks(tokenizer, seq_len)
+    modes = {"off": None, "default": InstrumentConfig(), "every_step": InstrumentConfig(every_step=True)}
+    total = rounds * steps_per_round
+    setups = {}
+    for mode, cfg in modes.items():
+        model = build_model(load_config(model_name, vocab_size=len(tokenizer)))
+        opt = build_optimizer("scale", model)
+        monitor = Instrumentation(model, opt, None, cfg, last_step=total, data=data) if cfg else None
+        setups[mode] = (model, opt, monitor, [0])
+    elapsed = {mode: 0.0 for mode in modes}
+    accum = batch_size // micro_batch_size
+    for _ in range(rounds):
+        for mode, (model, opt, monitor, step) in setups.items():
+            start = time.perf_counter()
+            with monitor if monitor is not None else contextlib.nullcontext():
+                for _ in range(steps_per_round):
+                    batch = data.train_batch(step[0], batch_size)
+                    for mb in batch.split(micro_batch_size):
+                        loss = model(input_ids=mb, labels=mb).loss
+                        if monitor is not None:
+                            monitor.micro_batch(1.0 / accum, mb.size(0))
+                        (loss / accum).backward()
+                    opt.step()
+                    opt.zero_grad()
+                    step[0] += 1
+            elapsed[mode] += time.perf_counter() - start
+    tokens = total * batch_size * seq_len
+    tps = {mode: tokens / t for mode, t in elapsed.items()}
+    return {"model": model_name, "tokens_per_s": tps,
+            "default_slowdown": tps["off"] / tps["default"] - 1,
+            "every_step_slowdown": tps["off"] / tps["every_step"] - 1}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scale-lab bench", description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("optimizer", "instrument"))
+    parser.add_argument("--models", default=None, help="comma-separated model configs")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--out", default=None, help="write the results as JSON to this file")
+    args = parser.parse_args(argv)
+    results = []
+    if args.what == "optimizer":
+        for name in (args.models or "micro,60m").split(","):
+            r = bench_optimizer(name, repeats=args.repeats or 20)
+            results.append(r)
+            ms = "  ".join(f"{k} {v:.2f} ms" for k, v in r["median_ms"].items())
+            print(f"{name}: {ms}\n  SCALE / AdamW(foreach) = {r['scale_over_adamw_foreach']:.2f} "
+                  f"(target <= 0.6)   SCALE / AdamW(fused) = {r['scale_over_adamw_fused']:.2f}   "
+                  f"SCALE / SGD = {r['scale_over_sgd']:.2f} (target <= 1.3)")
+    else:
+        for name in (args.models or "micro").split(","):
+            r = bench_instrument(name, rounds=args.repeats or 6)
+            results.append(r)
+            tps = "  ".join(f"{k} {v:,.0f}" for k, v in r["tokens_per_s"].items())
+            print(f"{name}: tokens/s {tps}\n  default schedule {100 * r['default_slowdown']:+.1f}% "
+                  f"(target <= +3%)   every step {100 * r['every_step_slowdown']:+.1f}%")
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(results, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

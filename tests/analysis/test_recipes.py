@@ -1,0 +1,183 @@
+import copy
+
+import pytest
+import torch
+
+from analysis.optimizer import ChainedOptimizer, state_numel
+from analysis.recipes import OptimizerConfig, RecipeError, build_optimizer, get_recipe, recipe_names
+from analysis.roles import RoleError, assign_roles, default_rules
+from analysis.transforms import chain, momentum, normalize, rms_normalize
+
+
+def _batch(seed=0, n=4, t=12, vocab=64):
+    return torch.randint(0, vocab, (n, t), generator=torch.Generator().manual_seed(seed))
+
+
+def _train(model, opt, steps, seed0=0):
+    for s in range(steps):
+        x = _batch(seed0 + s)
+        model(input_ids=x, labels=x).loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def test_scale_matches_a_naive_loop_written_from_the_paper(tiny_model):
+    """DESIGN §2: rows of hidden/output matrices normalized to unit RMS, the embedding per
+    column (dim 0), EMA momentum (beta 0.9, no bias correction) on lm_head before normalizing,
+    AdamW on vectors with their own lr."""
+    lr, adam_lr, beta = 3e-3, 2e-2, 0.9
+    ref = copy.deepcopy(tiny_model)
+    opt = build_optimizer("scale", tiny_model, lr=lr, adam_lr=adam_lr, beta=beta)
+    _train(tiny_model, opt, 10)
+
+    m_head = torch.zeros_like(ref.lm_head.weight)
+    adam = {n: [torch.zeros_like(p), torch.zeros_like(p)] for n, p in ref.named_parameters() if p.ndim == 1}
+    for step in range(1, 11):
+        x = _batch(step - 1)
+        ref(input_ids=x, labels=x).loss.backward()
+        with torch.no_grad():
+            for name, p in ref.named_parameters():
+                g = p.grad
+                if p.ndim == 1:
+                    m, v = adam[name]
+                    m.mul_(0.9).add_(0.1 * g)
+                    v.mul_(0.999).add_(0.001 * g * g)
+                    p -= adam_lr * (m / (1 - 0.9 ** step)) / ((v / (1 - 0.999 ** step)).sqrt() + 1e-8)
+                    continue
+                if name == "lm_head.weight":
+                    m_head = beta * m_head + (1 - beta) * g
+                    g = m_head
+                dim = 0 if "embed_tokens" in name else 1
+                rms = torch.sqrt(torch.mean(g * g, dim=dim, keepdim=True))
+                p -= lr * g / torch.clamp(rms, min=1e-8)
+        ref.zero_grad()
+    for (name, a), b in zip(tiny_model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    assert state_numel(opt) == tiny_model.lm_head.weight.numel() + 2 * sum(
+        p.numel() for p in tiny_model.parameters() if p.ndim == 1)
+
+
+def test_adamw_recipe_is_torch_adamw(tiny_model):
+    ref = copy.deepcopy(tiny_model)
+    opt = build_optimizer("adamw", tiny_model, lr=1e-3, weight_decay=0.1)
+    groups = [{"params": [p for p in ref.parameters() if p.ndim >= 2], "weight_decay": 0.1},
+              {"params": [p for p in ref.parameters() if p.ndim < 2], "weight_decay": 0.0}]
+    torch_opt = torch.optim.AdamW(groups, lr=1e-3)
+    assert isinstance(opt, torch.optim.AdamW)
+    _train(tiny_model, opt, 5)
+    _train(ref, torch_opt, 5)
+    for a, b in zip(tiny_model.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_muon_hidden_group_is_torch_muon(tiny_model):
+    ref = copy.deepcopy(tiny_model)
+    opt = build_optimizer("muon", tiny_model, lr=1e-3, adam_lr=1e-3)
+    hidden = [p for n, p in ref.named_parameters() if assign_roles(ref)[n] == "hidden"]
+    rest = [p for n, p in ref.named_parameters() if assign_roles(ref)[n] != "hidden"]
+    muon = torch.optim.Muon(hidden, lr=1e-3, weight_decay=0.0, momentum=0.95, nesterov=True,
+                            adjust_lr_fn="match_rms_adamw")
+    adam = torch.optim.AdamW(rest, lr=1e-3, weight_decay=0.0)
+    _train(tiny_model, opt, 4)
+    for s in range(4):
+        x = _batch(s)
+        ref(input_ids=x, labels=x).loss.backward()
+        muon.step(); adam.step(); ref.zero_grad()
+    for a, b in zip(tiny_model.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_normalize_gives_unit_rms_and_keeps_zero_rows_finite():
+    g = torch.randn(6, 10)
+    g[2] = 0
+    u = rms_normalize(g, dim=1)
+    rms = u.square().mean(1).sqrt()
+    torch.testing.assert_close(rms[[0, 1, 3, 4, 5]], torch.ones(5))
+    assert torch.isfinite(u).all() and (u[2] == 0).all()
+    assert rms_normalize(g, dim=0).square().mean(0).sqrt().allclose(torch.ones(10))
+
+
+def test_ema_and_accumulating_momentum_give_the_same_scale_update():
+    ema, acc = chain(momentum(0.9, "ema"), normalize(1)), chain(momentum(0.9, "sum"), normalize(1))
+    p = torch.zeros(5, 7)
+    s_ema, s_acc = ema.init(p), acc.init(p)
+    for seed in range(6):
+        g = torch.randn(5, 7, generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(ema.update(g, s_ema, p), acc.update(g, s_acc, p), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["scale", "muon", "sign"])
+def test_state_dict_round_trip_then_more_steps_is_bitwise_equal(tiny_model, name):
+    twin = copy.deepcopy(tiny_model)
+    opt = build_optimizer(name, tiny_model)
+    _train(tiny_model, opt, 3)
+    # a fresh model/optimizer pair loaded from the saved state continues identically
+    twin.load_state_dict(tiny_model.state_dict())
+    twin_opt = build_optimizer(name, twin)
+    twin_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    _train(tiny_model, opt, 3, seed0=3)
+    _train(twin, twin_opt, 3, seed0=3)
+    for a, b in zip(tiny_model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_role_rules_errors(tiny_model):
+    rules = default_rules() + [("ghost", lambda *a: False)]
+    with pytest.raises(RoleError, match="matched no parameter"):
+        assign_roles(tiny_model, rules)
+    with pytest.raises(RoleError, match="matches no role rule"):
+        assign_roles(tiny_model, default_rules()[:2])
+    tiny_model.lm_head.weight = tiny_model.model.embed_tokens.weight
+    with pytest.raises(RoleError, match="tied weights"):
+        assign_roles(tiny_model)
+
+
+def test_roles_by_module_type(tiny_model):
+    roles = assign_roles(tiny_model)
+    assert roles["lm_head.weight"] == "output"
+    assert roles["model.embed_tokens.weight"] == "embedding"
+    assert roles["model.layers.0.self_attn.q_proj.weight"] == "hidden"
+    assert roles["model.norm.weight"] == "vector"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lr": -1.0}, "lr must be > 0"), ({"beta": 1.0}, r"beta must be in \[0, 1\)"),
+    ({"betas": (0.9, 1.5)}, "betas must be in"), ({"momentum": "middle"}, "unknown momentum placement"),
+])
+def test_bad_hyperparameters(tiny_model, kwargs, message):
+    with pytest.raises(RecipeError, match=message):
+        build_optimizer("scale" if "momentum" not in kwargs else "col_norm", tiny_model, **kwargs)
+
+
+def test_unknown_recipe_and_missing_extra(monkeypatch):
+    with pytest.raises(RecipeError, match="unknown optimizer 'adamz'; choose one of"):
+        get_recipe("adamz")
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pytorch_optimizer" else real(name, *a))
+    with pytest.raises(RecipeError, match=r"pip install 'scale-lab\[baselines\]'"):
+        get_recipe("galore")
+
+
+def test_works_with_lr_scheduler_and_step_hooks(tiny_model):
+    opt = build_optimizer("scale", tiny_model, lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    seen = []
+    opt.register_step_post_hook(lambda o, a, k: seen.append(o.param_groups[0]["lr"]))
+    _train(tiny_model, opt, 1)
+    sched.step()
+    _train(tiny_model, opt, 1)
+    assert seen == [1e-2, 5e-3]
+    assert isinstance(opt, ChainedOptimizer)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_recipe_trains_micro_for_100_steps(name):
+    from analysis.train import train
+    from tests.conftest import tiny_config
+    result = train(tiny_config(model="micro", optimizer=name, steps=100, batch_size=2, seq_len=32,
+                               eval_every=0, eval_tokens=256), progress=False)
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    assert result.final_eval_loss < result.first_eval_loss
