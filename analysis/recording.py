@@ -14,10 +14,15 @@ A run directory holds:
 JSONL is append-only: every row batch is written and flushed before training goes on, so a
 ``kill -9`` loses at most the rows of the step in flight, and a torn last line is skipped on
 load. ``load_run``/``load_runs`` return pandas DataFrames.
+
+Curated copies (the reference recordings shipped under ``data/recordings``, made by
+``python -m analysis.curate``) hold the same tables gzipped: ``metrics.jsonl.gz`` and
+``spectra.jsonl.gz``; every reader here accepts either form.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import platform
@@ -121,11 +126,19 @@ class Recorder:
         self.close()
 
 
+def _table_path(run_dir: Path, name: str) -> Path:
+    """``name`` or its gzipped curated form ``name.gz``."""
+    plain = run_dir / name
+    packed = run_dir / (name + ".gz")
+    return packed if not plain.exists() and packed.exists() else plain
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
     if not path.exists():
         return rows
-    with open(path, encoding="utf-8") as handle:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
         for line in handle:
             try:
                 rows.append(json.loads(line))
@@ -135,7 +148,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def is_run_dir(path: str | Path) -> bool:
-    return (Path(path) / CONFIG).exists() and (Path(path) / METRICS).exists()
+    return (Path(path) / CONFIG).exists() and _table_path(Path(path), METRICS).exists()
 
 
 def load_config(run_dir: str | Path) -> dict:
@@ -147,17 +160,17 @@ def load_result(run_dir: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def load_run(run_dir: str | Path, table: str = "metrics") -> pd.DataFrame:
+def load_run(run_dir: str | Path, table: str = "metrics", name: str | None = None) -> pd.DataFrame:
     """One run's tidy rows (``table="metrics"``) or vector records (``"spectra"``), with a
-    ``run`` column (the directory name) and the run's optimizer, model and seed."""
+    ``run`` column (``name``, default the directory name) and the run's optimizer, model, seed."""
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
         raise RecordingError(f"{run_dir} is not a run directory (needs {CONFIG} and {METRICS})")
-    rows = _read_jsonl(run_dir / (METRICS if table == "metrics" else SPECTRA))
+    rows = _read_jsonl(_table_path(run_dir, METRICS if table == "metrics" else SPECTRA))
     columns = ["step", "param", "role", "stat", "value" if table == "metrics" else "values"]
     frame = pd.DataFrame(rows, columns=columns)
     config = load_config(run_dir).get("config", {})
-    frame.insert(0, "run", run_dir.name)
+    frame.insert(0, "run", name or run_dir.name)
     for key in ("optimizer", "model", "seed"):
         frame[key] = config.get(key)
     frame["label"] = config.get("label") or config.get("optimizer")
@@ -177,7 +190,10 @@ def load_runs(root: str | Path, table: str = "metrics") -> pd.DataFrame:
     if not runs:
         raise RecordingError(f"no run directories under {root} (a run has {CONFIG} and {METRICS}); "
                              "train some with `scale-lab train` or `scale-lab reproduce`")
-    return pd.concat([load_run(r, table) for r in runs], ignore_index=True)
+    # runs are named by their path below root (``scale/seed0``), unique within a sweep
+    root = Path(root)
+    names = [r.relative_to(root).as_posix() if r != root else r.name for r in runs]
+    return pd.concat([load_run(r, table, n) for r, n in zip(runs, names)], ignore_index=True)
 
 
 def scalars(frame: pd.DataFrame, stat: str) -> pd.DataFrame:

@@ -134,6 +134,44 @@ def build(config: TrainConfig, device: torch.device, precision: str):
     return tokenizer, data, model, optimizer
 
 
+# Dense bf16 peak FLOP/s per GPU, for MFU (no sparsity); unknown devices get no MFU row.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+def _recorded_first_eval(run_dir) -> float:
+    """The step-0 validation loss a resumed run recorded before it stopped (nan if none)."""
+    from analysis.recording import load_run, scalars
+
+    if run_dir is None:
+        return math.nan
+    try:
+        rows = scalars(load_run(run_dir), "eval_loss")
+    except Exception:  # a run directory without readable metrics: nothing recorded yet
+        return math.nan
+    rows = rows[rows["step"] == 0]
+    return float(rows["value"].iloc[0]) if len(rows) else math.nan
+
+
+def total_grad_norm(model) -> float:
+    """``||g||_2`` over every parameter (before the optimizer; one host sync)."""
+    norms = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
+def hardware_stats(device: torch.device, flops_per_s: float, world: int) -> dict:
+    """CUDA only: peak memory since the last call and MFU = achieved / (world x peak) FLOP/s,
+    with achieved FLOPs counted as ``6 N + 12 L h T`` per token (``toy_models.llama``)."""
+    if device.type != "cuda":
+        return {}
+    stats = {"memory_allocated_peak_gb": torch.cuda.max_memory_allocated(device) / 1e9,
+             "memory_reserved_peak_gb": torch.cuda.max_memory_reserved(device) / 1e9}
+    name = torch.cuda.get_device_name(device)
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+    if peak:
+        stats["mfu"] = flops_per_s / (world * peak)
+    return stats
+
+
 def token_loss(model, batch: torch.Tensor, autocast) -> tuple[torch.Tensor, int]:
     """Mean next-token loss of a packed batch and the number of predicted tokens."""
     with autocast():
@@ -200,7 +238,10 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
                                   last_step=config.steps, data=data, autocast=autocast,
                                   rank=rank, world_size=world, start_step=start)
 
-    first_eval = evaluate(model, data, config, device, autocast, rank, world) if start == 0 else math.nan
+    from toy_models.llama import flops_per_token
+    flops = flops_per_token(model.config, config.seq_len)
+    first_eval = (evaluate(model, data, config, device, autocast, rank, world) if start == 0
+                  else _recorded_first_eval(run_dir))
     if recorder is not None and start == 0:
         recorder.log(0, {"eval_loss": first_eval, "eval_perplexity": math.exp(first_eval)})
     losses, tokens_per_s, eval_loss = [], 0.0, first_eval
@@ -213,6 +254,7 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
         for step in range(start, config.steps):
             t0 = time.perf_counter()
             batch = data.train_batch(step, config.batch_size)
+            data_time = time.perf_counter() - t0
             mine = batch.view(world, accum, micro, -1)[rank]
             step_tokens = config.batch_size * (config.seq_len - 1)
             step_loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -230,22 +272,34 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
             if world > 1:
                 torch.distributed.all_reduce(step_loss)
             mean_loss = (step_loss / step_tokens).item()
-            if not math.isfinite(mean_loss):
-                raise TrainingDiverged(f"non-finite loss {mean_loss} at step {step + 1}; lower the "
-                                       "learning rate (the last good checkpoint is kept)")
+            grad_norm = total_grad_norm(model) if math.isfinite(mean_loss) else math.nan
+            if not (math.isfinite(mean_loss) and math.isfinite(grad_norm)):
+                what = (f"loss {mean_loss}" if not math.isfinite(mean_loss)
+                        else f"gradient norm {grad_norm} (loss {mean_loss:.4g})")
+                if recorder is not None:  # a diverged run is a finished result, not a crash
+                    recorder.log(step + 1, {"loss": mean_loss, "grad_norm": grad_norm})
+                    recorder.finish({"diverged_at": step + 1, "steps": config.steps,
+                                     "first_eval_loss": first_eval, "final_eval_loss": math.nan,
+                                     "final_perplexity": math.nan})
+                    recorder.close()
+                raise TrainingDiverged(f"non-finite {what} at step {step + 1}; lower the learning "
+                                       "rate (the last good checkpoint is kept)")
             lrs = {f"lr/{g.get('label', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            tokens_per_s = config.batch_size * config.seq_len / (time.perf_counter() - t0)
+            step_time = time.perf_counter() - t0
+            tokens_per_s = config.batch_size * config.seq_len / step_time
             losses.append(mean_loss)
             done = step + 1
             if recorder is not None and (done % config.log_every == 0 or done == config.steps):
                 recorder.log(done, {"loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
-                                    **lrs, "tokens_per_s": tokens_per_s,
-                                    "tokens": done * config.batch_size * config.seq_len})
+                                    **lrs, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
+                                    "step_time": step_time, "data_time": data_time,
+                                    "tokens": done * config.batch_size * config.seq_len,
+                                    **hardware_stats(device, tokens_per_s * flops, world)})
             if (config.eval_every and done % config.eval_every == 0) or done == config.steps:
                 eval_loss = evaluate(model, data, config, device, autocast, rank, world)
                 if recorder is not None:
@@ -261,6 +315,8 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
                 bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
     if bar is not None:
         bar.close()
+    if start >= config.steps:  # resumed from the final checkpoint: evaluate what it holds
+        eval_loss = evaluate(model, data, config, device, autocast, rank, world)
 
     from analysis.optimizer import state_bytes
     result = TrainResult(run_dir=run_dir, steps=config.steps, first_eval_loss=first_eval,
@@ -287,13 +343,22 @@ def parser():
         p.add_argument(f"--{name}", type=float, default=None)
     for name in ("beta", "weight_decay", "min_lr_ratio"):
         p.add_argument(f"--{name}", type=float, default=getattr(d, name))
+    # the seed release's flag names are accepted as aliases where they mean the same thing
+    aliases = {"steps": ["--num_training_steps"], "batch_size": ["--total_batch_size"],
+               "seq_len": ["--max_length"]}
     for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_tokens", "seed",
                  "log_every", "save_every", "keep_checkpoints"):
-        p.add_argument(f"--{name}", type=int, default=getattr(d, name))
+        p.add_argument(f"--{name}", *aliases.get(name, []), dest=name, type=int,
+                       default=getattr(d, name))
     for name in ("warmup_steps", "micro_batch_size"):
         p.add_argument(f"--{name}", type=int, default=None)
     p.add_argument("--device", default=d.device)
-    p.add_argument("--precision", default=d.precision, help="auto | fp32 | bf16 | bf16-mixed")
+    p.add_argument("--precision", "--dtype", dest="precision", default=d.precision,
+                   help="auto | fp32 | bf16 (pure, as the paper) | bf16-mixed; the paper's "
+                        "--dtype bfloat16/float32 are accepted")
+    p.add_argument("--model_config", default=None,
+                   help="the paper's configs/llama_<size>.json path (same as --model <size>)")
+    p.add_argument("--scheduler", default="cosine", help="cosine (the only schedule, as the paper)")
     p.add_argument("--data", default=d.data, help="bundled | path/glob of json/parquet shards | c4")
     p.add_argument("--tokenizer", default=None)
     p.add_argument("--label", default=None)
@@ -304,6 +369,23 @@ def parser():
     p.add_argument("--resume", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def translate_paper_flags(args):
+    """Map the seed release's flag values onto ours (``--dtype bfloat16``, ``--model_config``)."""
+    import re
+
+    args.precision = {"bfloat16": "bf16", "float32": "fp32"}.get(args.precision, args.precision)
+    if args.model_config:
+        match = re.search(r"llama_(\w+)\.json$", args.model_config)
+        if not match:
+            raise ConfigError(f"--model_config {args.model_config!r} is not a configs/llama_<size>.json "
+                              "path; use --model 60m | 130m | 350m | 1b | 7b")
+        args.model = match.group(1)
+    if args.scheduler != "cosine":
+        raise ConfigError(f"--scheduler {args.scheduler!r} is not implemented; the paper and this "
+                          "trainer use cosine (warmup, then cosine to min_lr_ratio)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,8 +401,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from analysis.schedule import InstrumentConfig
 
+    try:
+        args = translate_paper_flags(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     fields = {k: v for k, v in vars(args).items()
-              if k not in ("instrument", "out", "overwrite", "resume", "no_progress")}
+              if k not in ("instrument", "out", "overwrite", "resume", "no_progress",
+                           "model_config", "scheduler")}
     config = TrainConfig(**fields, instrument=InstrumentConfig() if args.instrument else None)
     out = args.out or f"runs/{config.optimizer}-{config.model}-s{config.seed}"
     try:

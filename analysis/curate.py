@@ -1,0 +1,88 @@
+"""Make the small reference recordings shipped under ``data/recordings`` from full runs.
+
+``python -m analysis.curate runs/reproduce/cpu-full data/recordings/cpu-full`` copies every
+finished run's ``config.json`` and ``result.json`` and writes gzipped, filtered tables:
+
+- ``metrics.jsonl.gz``: run-level rows (loss, lr, tokens/s, eval) and the per-parameter
+  statistics in ``KEEP_STATS`` (what the figures, the report and the notebooks read);
+- ``spectra.jsonl.gz``: update spectra (64 log-spaced values each), and the vocabulary-sized
+  vectors the figures read (token frequency, output-layer gradient row RMS) at their last
+  recorded step for the first seed only, since those are 8192 numbers each; vectors are
+  rounded to 6 significant digits.
+
+Checkpoints are not copied. The full recordings stay where they are; re-running
+``scale-lab reproduce --preset cpu-full`` and this command regenerates the reference set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+from analysis.recording import CONFIG, METRICS, RESULT, SPECTRA, _read_jsonl, find_runs, load_result
+
+KEEP_STATS = ("grad_norm", "grad_var", "grad_var_rel", "grad_var_coord", "update_rms",
+              "update_weight_ratio", "update_row_rms_cv", "grad_row_rms_cv", "update_stable_rank",
+              "update_topk_energy", "momentum_grad_cos", "grad_cos_prev", "gns_trace", "gns_sqnorm")
+WIDE_VECTORS = ("token_frequency", "grad_row_rms", "grad_var_rows")
+KEEP_WIDE = {("token_frequency", "output"), ("grad_row_rms", "output")}
+
+
+def _write_gz(path: Path, rows: list[dict]) -> None:
+    with gzip.open(path, "wt", encoding="utf-8", compresslevel=9) as handle:
+        for row in rows:
+            handle.write(json.dumps(row, separators=(",", ":")) + "\n")
+
+
+def curate_run(src: Path, dst: Path, wide: bool) -> int:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG, RESULT):
+        shutil.copy2(src / name, dst / name)
+    metrics = [r for r in _read_jsonl(src / METRICS) if r["param"] is None or r["stat"] in KEEP_STATS]
+    _write_gz(dst / (METRICS + ".gz"), metrics)
+    vectors = _read_jsonl(src / SPECTRA)
+    keep = [r for r in vectors if r["stat"] not in WIDE_VECTORS]
+    if wide:
+        last = {}
+        for r in vectors:
+            if (r["stat"], r["role"]) in KEEP_WIDE:
+                last[(r["param"], r["stat"])] = r  # later steps overwrite earlier ones
+        keep += list(last.values())
+    for r in keep:  # float32 precision is plenty for plotting and halves the size
+        r["values"] = [float(f"{v:.6g}") if v is not None else None for v in r["values"]]
+    _write_gz(dst / (SPECTRA + ".gz"), keep)
+    return sum(p.stat().st_size for p in dst.iterdir())
+
+
+def curate(src: str | Path, dst: str | Path) -> int:
+    """Curate every finished run under ``src`` into ``dst`` (same relative layout); total bytes."""
+    src, dst = Path(src), Path(dst)
+    total = 0
+    runs = [r for r in find_runs(src) if load_result(r) is not None]
+    if not runs:
+        raise SystemExit(f"error: no finished runs under {src}; run `scale-lab reproduce` first")
+    seeds = sorted({json.loads((r / CONFIG).read_text())["config"]["seed"] for r in runs})
+    for run in runs:
+        seed = json.loads((run / CONFIG).read_text())["config"]["seed"]
+        total += curate_run(run, dst / run.relative_to(src), wide=seed == seeds[0])
+    for extra in ("report.md", "lr_sweep.md", "lr_sweep.json"):
+        if (src / extra).exists():
+            shutil.copy2(src / extra, dst / extra)
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis.curate", description=__doc__.split("\n\n")[0])
+    p.add_argument("src")
+    p.add_argument("dst")
+    args = p.parse_args(argv)
+    total = curate(args.src, args.dst)
+    print(f"curated recordings: {total / 1e6:.2f} MB in {args.dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

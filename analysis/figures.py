@@ -1,0 +1,308 @@
+"""The figure registry: plain functions from recordings to matplotlib figures.
+
+``scale-lab figures --runs DIR --out DIR`` (``python -m analysis.figures``) renders every
+registered figure as PNG and PDF; notebooks call the same functions. Each function takes a
+``Recordings`` (the runs under one directory, loaded once, lazily) and returns a ``Figure``, or
+raises ``MissingData`` naming what it needs; ``render_all`` reports that and goes on with the
+other figures. Figures read only the tidy recordings (never free text).
+
+=============================  ============================================================
+``grad_variance_by_layer``      relative gradient variance per role over training (paper 4a)
+``grad_variance_with_momentum`` the same with output-layer momentum (``scale``; paper 4b)
+``loss_curves``                 train and validation loss of every arm
+``normalization_ablation``      final validation loss per arm, bars with 95% intervals
+``column_norm_stats``           update row-RMS spread per role; output-layer gradient row RMS
+                                against token frequency
+``update_spectra``              normalized singular values of a hidden update; stable rank
+``memory_vs_perplexity``        optimizer state against perplexity (runs; the paper at 1B)
+``momentum_quadratic``          SGD vs EMA momentum on a noisy quadratic, with exact floors
+=============================  ============================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import style
+from analysis.recording import RecordingError, find_runs, load_runs
+
+
+class MissingData(LookupError):
+    """A figure's input is not in the recordings; the message names it and how to record it."""
+
+
+class Recordings:
+    """The runs below ``root``: metrics and vector records as DataFrames, loaded on first use."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.exists():
+            raise RecordingError(f"runs directory {self.root} does not exist")
+        if not find_runs(self.root):
+            raise RecordingError(f"no run directories under {self.root} (a run has config.json and "
+                                 "metrics.jsonl); train some with `scale-lab reproduce`")
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        return load_runs(self.root)
+
+    @cached_property
+    def vectors(self) -> pd.DataFrame:
+        return load_runs(self.root, "spectra")
+
+    @cached_property
+    def results(self) -> pd.DataFrame:
+        from analysis.report import final_results
+        return final_results(self.root)
+
+    def stat(self, stat: str, per_param: bool = True, labels=None) -> pd.DataFrame:
+        frame = self.metrics
+        rows = frame[(frame["stat"] == stat) & (frame["param"].notna() == per_param)]
+        if labels is not None:
+            rows = rows[rows["label"].isin(labels)]
+        if rows.empty:
+            where = f" for {', '.join(labels)}" if labels is not None else ""
+            raise MissingData(f"no {stat!r} rows{where} under {self.root}; record them with "
+                              "instrumentation on (`scale-lab reproduce`, or `train --instrument`)")
+        return rows
+
+
+def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
+    import matplotlib.pyplot as plt
+
+    style.apply()
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def _variance(rec: Recordings, label: str, title: str):
+    import seaborn as sns
+    from analysis.report import role_variance
+
+    fig, axes = _figure(2)
+    for ax, stat, ylabel in zip(axes, ("grad_var", "grad_var_rel"),
+                                ("E||g_b - g||^2 per layer", "relative: E||g_b - g||^2 / ||g||^2")):
+        frame = role_variance(rec.stat(stat, labels=[label]), stat)
+        frame = frame[frame["step"] > 0]
+        roles = [r for r in style.ROLE_ORDER if r in set(frame["role"])]
+        sns.lineplot(frame, x="step", y="value", hue="role", hue_order=roles,
+                     palette=style.role_palette(roles), errorbar=("ci", 95), ax=ax,
+                     legend=ax is axes[0])
+        ax.set(yscale="log", xlabel="optimizer step", ylabel=ylabel)
+    axes[0].legend(title="layer role")
+    fig.suptitle(title, fontweight="bold")
+    return fig
+
+
+def grad_variance_by_layer(rec: Recordings, label: str = "col_norm"):
+    """Gradient variance per role (mean over a role's matrices), micro-batch estimator:
+    left the paper's per-layer discrepancy ``E||g_b - g||^2``, right divided by ``||g||^2``."""
+    return _variance(rec, label, f"Gradient variance by layer ({label})")
+
+
+def grad_variance_with_momentum(rec: Recordings, label: str = "scale"):
+    return _variance(rec, label, f"Gradient variance by layer ({label}: output momentum)")
+
+
+def loss_curves(rec: Recordings):
+    import seaborn as sns
+
+    train = rec.stat("loss", per_param=False).copy()
+    evals = rec.stat("eval_loss", per_param=False)
+    labels = style.ordered(train["label"])
+    colours = style.palette(labels)
+    fig, (left, right) = _figure(2)
+    # a 10-step running mean per run makes the ladder readable without hiding divergence
+    train["smoothed"] = train.groupby("run")["value"].transform(lambda v: v.rolling(10, 1).mean())
+    sns.lineplot(train, x="step", y="smoothed", hue="label", hue_order=labels, palette=colours,
+                 errorbar=None, ax=left, legend=False)
+    sns.lineplot(evals, x="step", y="value", hue="label", hue_order=labels, palette=colours,
+                 errorbar=("ci", 95), marker="o", ax=right)
+    left.set(xlabel="optimizer step", ylabel="train loss (10-step mean)", title="Training loss")
+    right.set(xlabel="optimizer step", ylabel="validation loss", title="Validation loss")
+    right.legend(fontsize=8, ncols=2)
+    return fig
+
+
+def normalization_ablation(rec: Recordings):
+    from analysis.report import summary
+
+    table = summary(rec.results)
+    labels = style.ordered(table.index)
+    table = table.loc[labels]
+    fig, (ax,) = _figure(width=7)
+    colours = style.palette(labels)
+    err = np.where(np.isfinite(table["loss_ci"]), table["loss_ci"], 0.0)
+    ax.bar(range(len(labels)), table["loss"], yerr=err, capsize=3,
+           color=[colours[label] for label in labels])
+    ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right")
+    finite = table["loss"][np.isfinite(table["loss"])]
+    if len(finite):
+        ax.set_ylim(finite.min() - 0.3, finite.max() + 0.3)
+    seeds = int(table["seeds"].max())
+    ax.set(ylabel="final validation loss", title=f"The ladder (mean, 95% t-interval, {seeds} seed(s))")
+    return fig
+
+
+def column_norm_stats(rec: Recordings):
+    import seaborn as sns
+
+    cv = rec.stat("update_row_rms_cv")
+    last = cv[cv["step"] == cv.groupby("run")["step"].transform("max")]
+    fig, (left, right) = _figure(2)
+    labels = style.ordered(last["label"])
+    roles = [r for r in style.ROLE_ORDER if r in set(last["role"])]
+    sns.barplot(last, x="label", y="value", hue="role", order=labels, hue_order=roles,
+                palette=style.role_palette(roles), errorbar=None, ax=left)
+    left.set(xlabel="", ylabel="CV of per-unit update RMS", title="Spread of update norms across units")
+    left.set_xticks(range(len(labels)), labels, rotation=35, ha="right")
+    vectors = rec.vectors
+    freq = vectors[vectors["stat"] == "token_frequency"]
+    rows = vectors[(vectors["stat"] == "grad_row_rms") & (vectors["role"] == "output")]
+    if freq.empty or rows.empty:
+        raise MissingData("no output-layer `grad_row_rms` / `token_frequency` vectors; they are "
+                          "recorded on the `rows` schedule with instrumentation on")
+    # the SCALE run when there is one (the optimizer the panel is about), else the last run
+    scale = rows[rows["label"] == "scale"]
+    run = (scale if len(scale) else rows)["run"].iloc[-1]
+    counts = np.asarray(freq[freq["run"] == run]["values"].iloc[0], dtype=float)
+    first = rows[rows["run"] == run].sort_values("step").iloc[0]
+    rms = np.asarray(first["values"], dtype=float)
+    seen = counts > 0
+    left_label = rows[rows["run"] == run]["label"].iloc[0]
+    right.scatter(counts[seen], rms[seen], s=3, alpha=0.4, color=style.palette([left_label])[left_label])
+    right.set(xscale="log", yscale="log", xlabel="token frequency in training batches",
+              ylabel="output-layer gradient row RMS",
+              title=f"Output rows vs frequency ({left_label}, step {int(first['step'])})")
+    return fig
+
+
+def update_spectra(rec: Recordings):
+    import seaborn as sns
+
+    vectors = rec.vectors
+    spectra = vectors[(vectors["stat"] == "update_spectrum") & (vectors["role"] == "hidden")]
+    if spectra.empty:
+        raise MissingData("no `update_spectrum` vectors for hidden matrices; they are recorded on "
+                          "the `full` schedule with instrumentation on")
+    fig, (left, right) = _figure(2)
+    name = sorted(spectra["param"].unique())[0]
+    chosen = spectra[spectra["param"] == name]
+    chosen = chosen[chosen["step"] == chosen.groupby("run")["step"].transform("max")]
+    labels = style.ordered(chosen["label"])
+    colours = style.palette(labels)
+    for label in labels:
+        values = np.asarray(chosen[chosen["label"] == label]["values"].iloc[0], dtype=float)
+        left.plot(np.arange(1, len(values) + 1), values, label=label, color=colours[label])
+    left.set(xscale="log", yscale="log", xlabel="index (log-spaced subset)", ylabel="sigma_i / sigma_1",
+             title=f"Update spectrum: {name.replace('model.', '')}")
+    left.legend(fontsize=7, ncols=2)
+    rank = rec.stat("update_stable_rank")
+    rank = rank[rank["role"] == "hidden"].groupby(["run", "label", "step"], as_index=False)["value"].mean()
+    sns.lineplot(rank, x="step", y="value", hue="label", hue_order=style.ordered(rank["label"]),
+                 palette=style.palette(style.ordered(rank["label"])), errorbar=None, ax=right, legend=False)
+    right.set(yscale="log", xlabel="optimizer step", ylabel="stable rank ||U||_F^2 / ||U||_2^2",
+              title="Stable rank of hidden updates")
+    return fig
+
+
+# The paper's 1B results (DESIGN section 6): validation perplexity on C4; memory comes from
+# our own accounting (analysis.memory.analytic_gb), which reproduces the paper's table.
+PAPER_1B_PERPLEXITY = {"adamw": 16.52, "muon": 14.18, "galore": 15.57, "apollo": 14.20, "scale": 14.25}
+
+
+def memory_vs_perplexity(rec: Recordings):
+    from analysis.memory import analytic_gb
+    from analysis.report import summary
+
+    table = summary(rec.results)
+    table = table[np.isfinite(table["perplexity"])]
+    fig, (left, right) = _figure(2)
+    colours = style.palette(style.ordered(list(table.index) + list(PAPER_1B_PERPLEXITY)))
+    for label, row in table.iterrows():
+        left.scatter(row["state_mb"], row["perplexity"], color=colours[label], s=40)
+        left.annotate(label, (row["state_mb"], row["perplexity"]), fontsize=7,
+                      xytext=(3, 3), textcoords="offset points")
+    left.set(yscale="log", xlabel="optimizer state (MB, measured)", ylabel="validation perplexity",
+             title="These runs")
+    for label, ppl in PAPER_1B_PERPLEXITY.items():
+        gb = analytic_gb(label, "1b")
+        right.scatter(gb, ppl, color=colours[label], s=40)
+        right.annotate(label, (gb, ppl), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    right.set(xlabel="model + state (GB, bf16, paper's accounting)", ylabel="C4 perplexity",
+              title="The paper at 1B")
+    return fig
+
+
+def momentum_quadratic(rec: Recordings | None = None, steps: int = 600, sigma: float = 0.3,
+                       lrs=(0.3, 1.0)):
+    """SGD vs EMA momentum (beta 0.9) on the noisy quadratic; dashed lines: exact noise floors."""
+    from toy_models import quadratic
+
+    fig, (ax,) = _figure(width=6)
+    for lr, dash in zip(lrs, ("-", "-.")):
+        for beta, colour in ((0.0, "#7f7f7f"), (0.9, "#d62728")):
+            curve = quadratic.run(steps=steps, lr=lr, beta=beta, sigma=sigma)
+            name = "SGD" if beta == 0 else f"EMA momentum {beta}"
+            ax.plot(curve, dash, color=colour, label=f"{name}, lr {lr:g}", lw=1.2)
+            ax.axhline(quadratic.ema_floor(lr, beta, sigma), color=colour, ls=":", lw=1)
+    ax.set(yscale="log", xlabel="step", ylabel="expected loss (64 noise draws)",
+           title="Noisy quadratic: momentum lowers the noise floor")
+    ax.legend(fontsize=8)
+    return fig
+
+
+REGISTRY = {f.__name__: f for f in (grad_variance_by_layer, grad_variance_with_momentum,
+                                    loss_curves, normalization_ablation, column_norm_stats,
+                                    update_spectra, memory_vs_perplexity, momentum_quadratic)}
+
+
+def render_all(root, out_dir, names=None) -> tuple[list[Path], list[str]]:
+    """Render ``names`` (default: all) from the runs under ``root``; (written paths, problems)."""
+    names = list(names or REGISTRY)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise MissingData(f"unknown figure(s) {unknown}; choose from {', '.join(REGISTRY)}")
+    try:
+        rec = Recordings(root)
+    except RecordingError as err:
+        rec, problems = None, [str(err)]
+    else:
+        problems = []
+    made = []
+    for name in names:
+        if rec is None and name != "momentum_quadratic":
+            problems.append(f"{name}: needs recordings ({problems[0]})")
+            continue
+        try:
+            made += style.save(REGISTRY[name](rec), out_dir, name)
+        except (MissingData, RecordingError) as err:
+            problems.append(f"{name}: {err}")
+    return made, problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="scale-lab figures", description="Render the figure registry.")
+    p.add_argument("--runs", default="data/recordings", help="directory of run directories")
+    p.add_argument("--out", default="figures", help="where PNG and PDF files go")
+    p.add_argument("--only", nargs="+", default=None, help=f"subset of: {' '.join(REGISTRY)}")
+    args = p.parse_args(argv)
+    try:
+        made, problems = render_all(args.runs, args.out, args.only)
+    except MissingData as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    print(f"wrote {len(made) // 2} figures ({len(made)} files) to {args.out}")
+    return 0 if made and not problems else (1 if made else 2)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""The one place figure style is set: seaborn theme, a fixed colour per arm and per role, saving.
+
+Colours are fixed per label (not per plot), so ``scale`` is the same colour in every figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LABEL_ORDER = ("sgd", "sign", "row_norm", "col_norm", "spectral_norm", "scale",
+               "col_norm+embedding", "col_norm+all", "adamw", "muon")
+ROLE_ORDER = ("output", "embedding", "hidden", "vector")
+_ROLE_COLOURS = {"output": "#d62728", "embedding": "#1f77b4", "hidden": "#7f7f7f", "vector": "#bcbd22"}
+
+
+def apply() -> None:
+    """Seaborn's paper context, white grid, non-interactive backend when no display is set."""
+    import matplotlib
+    import seaborn as sns
+
+    if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline",):
+        matplotlib.use("Agg", force=False)
+    sns.set_theme(context="paper", style="whitegrid", font_scale=1.1,
+                  rc={"figure.dpi": 110, "savefig.bbox": "tight", "axes.titleweight": "bold"})
+
+
+def palette(labels) -> dict[str, tuple]:
+    """A stable colour per label: ladder labels keep their colour whatever else is plotted."""
+    import seaborn as sns
+
+    known = sns.color_palette("tab10", len(LABEL_ORDER))
+    colours = dict(zip(LABEL_ORDER, known))
+    extra = [label for label in labels if label not in colours]
+    colours.update(zip(extra, sns.color_palette("husl", max(1, len(extra)))))
+    return {label: colours[label] for label in labels}
+
+
+def role_palette(roles) -> dict[str, str]:
+    return {role: _ROLE_COLOURS.get(role, "#333333") for role in roles}
+
+
+def ordered(labels) -> list[str]:
+    labels = list(dict.fromkeys(labels))
+    rank = {label: i for i, label in enumerate(LABEL_ORDER)}
+    return sorted(labels, key=lambda label: (rank.get(label, len(rank)), label))
+
+
+def save(fig, out_dir: str | Path, name: str) -> list[Path]:
+    """Write ``name.png`` and ``name.pdf`` into ``out_dir``; close the figure."""
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    for path in paths:
+        fig.savefig(path)
+    plt.close(fig)
+    return paths

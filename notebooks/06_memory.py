@@ -1,0 +1,95 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %%
+import os
+
+SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
+
+# %% [markdown]
+# # 06 · Memory: the paper's table from configs, and measured
+#
+# The paper counts memory as $2\,\text{bytes} \times (\text{parameters} + \text{optimizer-state
+# elements})$: bf16 weights and states, no gradients or activations. SCALE keeps state only for
+# the output layer (one momentum buffer, $V \times h$) and the RMSNorm gains (two Adam moments);
+# Adam keeps two numbers per parameter. `analysis.memory` counts both from the LLaMA configs
+# alone (no 7B model is built) and by measuring real optimizers.
+
+# %%
+import pandas as pd
+
+from analysis import memory
+from toy_models.llama import load_config, parameter_counts
+
+models = ["60m", "130m", "350m", "1b", "7b"]
+recipes = ["sgd", "scale", "apollo_mini", "apollo", "galore", "muon", "adamw"]
+table = pd.DataFrame({m: {r: memory.analytic_gb(r, m) for r in recipes} for m in models})
+table.round(2)
+
+# %% [markdown]
+# The paper's numbers (DESIGN §6), for comparison: 7B: SGD 13.48, SCALE 13.74, APOLLO-Mini
+# 14.53, APOLLO 16.14, Muon 26.95, Adam 40.43; 1B: SGD 2.68, SCALE 2.81, GaLore/APOLLO 4.76,
+# Muon 5.36, Adam 8.04.
+
+# %%
+paper = {("7b", "sgd"): 13.476, ("7b", "scale"): 13.74, ("7b", "apollo_mini"): 14.53,
+         ("7b", "apollo"): 16.14, ("7b", "muon"): 26.95, ("7b", "adamw"): 40.43,
+         ("1b", "sgd"): 2.68, ("1b", "scale"): 2.81, ("1b", "galore"): 4.76,
+         ("1b", "muon"): 5.36, ("1b", "adamw"): 8.04,
+         ("60m", "scale"): 0.15, ("130m", "scale"): 0.32, ("350m", "scale"): 0.80,
+         ("60m", "adamw"): 0.35, ("130m", "adamw"): 0.81, ("350m", "adamw"): 2.21}
+check = pd.DataFrame([{"model": m, "recipe": r, "paper": v, "ours": table.loc[r, m]}
+                      for (m, r), v in paper.items()])
+check["difference"] = check["ours"] - check["paper"]
+check.round(3)
+
+# %% [markdown]
+# **SCALE as a fraction of Adam.** The headline "35-45% of Adam's memory" is
+# (parameters + SCALE state) / (parameters + Adam state). It holds for 60M-1B (rounded to
+# whole percent); at 7B the same accounting gives 34%, just below the stated range.
+
+# %%
+ratio = (table.loc["scale"] / table.loc["adamw"]).rename("scale / adamw")
+ratio.round(3)
+
+# %% [markdown]
+# **Measured.** Build each optimizer on a CPU-sized model, take one step, and count the
+# elements of every tensor in `optimizer.state`; compare with the formula.
+
+# %%
+measured_models = ["nano"] if SMOKE else ["nano", "micro"]
+rows = []
+for model_name in measured_models:
+    for recipe in ["sgd", "scale", "sgd_momentum", "muon", "adamw"]:
+        m = memory.measured_state(recipe, model_name)
+        rows.append({"model": model_name, "recipe": recipe, "analytic": m["analytic"],
+                     "measured": m["elements"], "bytes": m["bytes"]})
+measured = pd.DataFrame(rows)
+measured
+
+# %% [markdown]
+# SCALE's state is exactly the output layer plus two moments per RMSNorm gain:
+
+# %%
+config = load_config("nano")
+counts = parameter_counts(config)
+counts
+
+# %% [markdown]
+# ## What this notebook shows (checked)
+
+# %%
+assert (check["difference"].abs() <= 0.011).all(), check[check["difference"].abs() > 0.011]
+percent = (100 * ratio).round()
+assert percent[["60m", "130m", "350m", "1b"]].between(35, 45).all()   # "35-45% of Adam's memory"
+assert percent["7b"] == 34                                             # ... and 34% at 7B
+assert (measured["analytic"] == measured["measured"]).all()
+scale_nano = measured.query("model == 'nano' and recipe == 'scale'")["measured"].item()
+assert scale_nano == counts["output"] + 2 * counts["vector"]

@@ -1,0 +1,99 @@
+import json
+
+import pytest
+
+from analysis import reproduce
+from analysis.recording import load_result
+from analysis.report import final_results, summary
+
+ARMS = ["sgd", "col_norm", "scale", "adamw"]
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce") / "smoke"
+    assert reproduce.main(["--preset", "smoke", "--out", str(out), "--arms", *ARMS,
+                           "--no-progress"]) == 0
+    return out
+
+
+def test_smoke_reproduction_writes_runs_report_and_figures(smoke_runs):
+    for arm in ARMS:
+        result = load_result(smoke_runs / arm / "seed0")
+        assert result is not None and result["final_eval_loss"] < result["first_eval_loss"]
+    report = (smoke_runs / "report.md").read_text()
+    for arm in ARMS:
+        assert f"| {arm} |" in report
+    verdicts = [line for line in report.splitlines() if line[:3] in {f"{i}. " for i in range(1, 6)}]
+    assert len(verdicts) == 5 and all(v.endswith(("held.", "did not hold.", "not checked."))
+                                      for v in verdicts)
+    pngs = {p.stem for p in (smoke_runs / "figures").glob("*.png")}
+    assert {"loss_curves", "normalization_ablation", "grad_variance_by_layer",
+            "memory_vs_perplexity", "momentum_quadratic"} <= pngs
+
+
+def test_repeating_the_command_skips_finished_runs(smoke_runs, monkeypatch):
+    import analysis.train
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(analysis.train, "train", refuse)
+    runs = reproduce.run_preset(reproduce.PRESETS["smoke"], smoke_runs,
+                                reproduce.select_arms(ARMS), progress=False)
+    assert len(runs) == len(ARMS)
+
+
+def test_an_interrupted_run_is_redone_and_others_kept(smoke_runs, tmp_path):
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(smoke_runs, copy)
+    (copy / "scale" / "seed0" / "result.json").unlink()
+    before = (copy / "adamw" / "seed0" / "metrics.jsonl").stat().st_mtime_ns
+    reproduce.run_preset(reproduce.PRESETS["smoke"], copy, reproduce.select_arms(ARMS), progress=False)
+    assert load_result(copy / "scale" / "seed0") is not None
+    assert (copy / "adamw" / "seed0" / "metrics.jsonl").stat().st_mtime_ns == before
+    # resumed from its final checkpoint: same final loss as the uninterrupted run
+    assert (load_result(copy / "scale" / "seed0")["final_eval_loss"]
+            == pytest.approx(load_result(smoke_runs / "scale" / "seed0")["final_eval_loss"], abs=1e-9))
+
+
+def test_a_diverging_arm_is_recorded_and_reported(tmp_path):
+    preset = reproduce.PRESETS["smoke"]
+    runs = reproduce.run_preset(preset, tmp_path, reproduce.select_arms(["sgd"]), progress=False,
+                                lrs={"sgd": 1e6})
+    result = load_result(runs[0])
+    assert result["diverged_at"] >= 1
+    table = summary(final_results(tmp_path))
+    assert table.loc["sgd", "diverged"] == 1
+
+
+def test_bad_preset_arm_and_gpu_preset_get_clear_errors(capsys, tmp_path):
+    assert reproduce.main(["--preset", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown preset 'nope'; choose one of smoke, quick" in capsys.readouterr().err
+    assert reproduce.main(["--arms", "adam", "--out", str(tmp_path)]) == 2
+    assert "unknown arm(s) ['adam']" in capsys.readouterr().err
+    import torch
+    if not torch.cuda.is_available():
+        assert reproduce.main(["--preset", "paper-60m", "--out", str(tmp_path)]) == 2
+        assert "needs CUDA" in capsys.readouterr().err
+
+
+def test_presets_are_valid_configs_and_quick_fits_its_budget():
+    for preset in reproduce.PRESETS.values():
+        for arm in reproduce.ARMS:
+            preset.config(arm, preset.seeds[0]).validate()
+    quick = reproduce.PRESETS["quick"]
+    assert quick.model == "nano" and len(quick.seeds) == 1
+    assert len(reproduce.PRESETS["cpu-full"].seeds) >= 3
+    # ~10k tokens/s for nano on 2 cores: the ladder's tokens must fit in about 6 minutes
+    tokens = quick.steps * quick.batch_size * quick.seq_len * len(reproduce.ARMS)
+    assert tokens / 10_000 < 6 * 60
+
+
+def test_sweep_picks_the_lowest_final_loss(tmp_path):
+    preset = reproduce.PRESETS["smoke"]
+    table = reproduce.sweep(preset, tmp_path, reproduce.select_arms(["col_norm"]))
+    grid = table["col_norm"]["grid"]
+    assert table["col_norm"]["best"] == min(grid, key=grid.get)
+    assert json.loads((tmp_path / "lr_sweep.json").read_text())["col_norm"]["best"] == table["col_norm"]["best"]

@@ -1,0 +1,28 @@
+"""Every teaching notebook runs top to bottom in SMOKE mode, its assert cells included."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def test_there_are_six_notebooks():
+    assert len(NOTEBOOKS) == 6
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_smoke_mode(path, monkeypatch):
+    jupytext = pytest.importorskip("jupytext")
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("SCALE_LAB_SMOKE", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebook = jupytext.read(path)
+    source = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    assert "SMOKE" in notebook.cells[0].source and "assert " in notebook.cells[-1].source
+    assert "import os" in source
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT)}}).execute()
