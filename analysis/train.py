@@ -67,11 +67,16 @@ def lr_lambda(config: TrainConfig):
 
 
 def resolve_device(config: TrainConfig) -> torch.device:
-    if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
+    """``auto``: CUDA when present. Under torchrun each process takes GPU ``LOCAL_RANK``."""
+    name = config.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("device cuda requested but torch sees no GPU; use --device cpu")
-    return torch.device(config.device)
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(torch.device(name))
+    return torch.device(name)
 
 
 def resolve_precision(config: TrainConfig, device: torch.device) -> str:
@@ -198,8 +203,8 @@ def evaluate(model, data, config: TrainConfig, device, autocast, rank=0, world=1
 def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = False,
           resume: bool = False, progress: bool = True) -> TrainResult:
     """Train ``config``; with ``out``, record into that run directory (see ``analysis.recording``)."""
+    config.validate(int(os.environ.get("WORLD_SIZE", "1")))  # refuse bad input before any setup
     rank, world = _distributed()
-    config.validate(world)
     accum = config.accumulation(world)
     micro = config.micro(world)
     device = resolve_device(config)

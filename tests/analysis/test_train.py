@@ -113,3 +113,101 @@ def test_output_path_that_is_a_file_is_refused(tmp_path, capsys):
     assert main(["--model", "nano", "--steps", "1", "--out", str(target / "r"), "--no-progress"]) == 2
     assert "cannot write" in capsys.readouterr().err
     assert target.read_text() == "keep me"
+
+
+def _losses(run):
+    from analysis.recording import load_run, scalars
+    return scalars(load_run(run), "loss").sort_values("step")["value"].tolist()
+
+
+def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path):
+    """torchrun --nproc_per_node 2 on CPU (gloo): same losses as one process, to 1e-6."""
+    import subprocess
+    import sys
+
+    args = ["-m", "analysis.train", "--model", "nano", "--steps", "4", "--batch_size", "4",
+            "--micro_batch_size", "1", "--seq_len", "32", "--eval_every", "0", "--eval_tokens", "256",
+            "--no-progress", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env,
+                            capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29531", *args, "--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(one) == len(two) == 4
+    assert max(abs(a - b) for a, b in zip(one, two)) < 1e-6
+
+
+def test_batch_not_divisible_by_world_size_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    from analysis.config import ConfigError
+    from analysis.train import train
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ConfigError, match="not divisible by micro_batch_size 1 x world size 3"):
+        train(tiny_config(batch_size=4, micro_batch_size=1), out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_kill_then_resume_equals_uninterrupted_bitwise(tmp_path):
+    """10 steps, kill -9, --resume, 10 more == 20 uninterrupted steps (CPU, bitwise)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["-m", "analysis.train", "--model", "nano", "--steps", "20", "--batch_size", "8",
+            "--seq_len", "64", "--eval_every", "0", "--eval_tokens", "256", "--save_every", "10",
+            "--no-progress", "--device", "cpu"]
+    assert subprocess.run([sys.executable, *args, "--out", str(tmp_path / "full")]).returncode == 0
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, *args, "--out", str(run)])
+    deadline = time.time() + 120
+    while not (run / "ckpt-00000010.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # if the run outpaced the kill, put it back in the state a kill after step 10 leaves
+    (run / "ckpt-00000020.pt").unlink(missing_ok=True)
+    (run / "result.json").unlink(missing_ok=True)
+    resumed = subprocess.run([sys.executable, *args, "--out", str(run), "--resume"])
+    assert resumed.returncode == 0
+    full = _losses(tmp_path / "full")
+    # rows logged after step 10 by the killed process are superseded by the resumed ones
+    frame = scalars(load_run(run), "loss").drop_duplicates("step", keep="last").sort_values("step")
+    assert frame["value"].tolist() == full
+
+
+def test_resuming_with_another_optimizer_is_refused_and_keeps_the_run(tmp_path, capsys):
+    assert main(["--model", "nano", "--steps", "4", "--batch_size", "4", "--seq_len", "32",
+                 "--eval_every", "0", "--eval_tokens", "256", "--save_every", "2",
+                 "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "r").iterdir()}
+    code = main(["--model", "nano", "--optimizer", "adamw", "--steps", "4", "--batch_size", "4",
+                 "--seq_len", "32", "--eval_every", "0", "--eval_tokens", "256",
+                 "--out", str(tmp_path / "r"), "--no-progress", "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "checkpoint" in err and "Traceback" not in err
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "r").iterdir()}
+    assert before == after
+
+
+def test_the_seed_release_flags_are_accepted_with_their_meaning():
+    from analysis.train import parser, translate_paper_flags
+    args = translate_paper_flags(parser().parse_args(
+        "--model_config configs/llama_350m.json --total_batch_size 512 --micro_batch_size 128 "
+        "--num_training_steps 60000 --max_length 256 --dtype bfloat16 --scheduler cosine".split()))
+    assert (args.model, args.batch_size, args.micro_batch_size, args.steps, args.seq_len,
+            args.precision) == ("350m", 512, 128, 60000, 256, "bf16")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scheduler", "linear"], "--scheduler 'linear' is not implemented"),
+    (["--model_config", "my_model.yaml"], "is not a configs/llama_<size>.json path"),
+])
+def test_unsupported_seed_flags_are_refused_clearly(args, message, tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "r"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
