@@ -12,6 +12,8 @@ adamw               2 per parameter
 muon                as implemented: m n per hidden matrix, 2 per other parameter;
                     as the paper counts it: 1 per parameter (``paper`` column)
 adafactor           m + n per matrix; n per vector
+swan                0 per hidden matrix (stateless); 2 per other parameter
+stable_spam         2 per parameter (its 3 scalars per tensor, like step counters, not counted)
 galore, fira        hidden: ``2 r max(m,n) + r min(m,n)`` (moments in the rank-r subspace +
                     the projector); 2 per other parameter
 apollo              hidden: ``2 r max(m,n)`` (the random projection is regenerated from a
@@ -57,8 +59,12 @@ def state_elements(recipe: str, config, rank: int, momentum: str | None = None,
             total += numel if recipe == "adafactor" else 2 * numel
         elif recipe == "adafactor":
             total += shape[0] + shape[1]
-        elif recipe in ("muon", "galore", "fira", "apollo", "apollo_mini") and role != "hidden":
+        elif recipe == "stable_spam":
+            total += 2 * numel  # its 3 scalars per tensor are not counted, like step counters
+        elif recipe in ("muon", "galore", "fira", "apollo", "apollo_mini", "swan") and role != "hidden":
             total += 2 * numel
+        elif recipe == "swan":
+            pass  # stateless on hidden matrices
         elif recipe == "muon":
             total += numel
         elif recipe in ("galore", "fira"):

@@ -19,7 +19,9 @@ own peak learning rate ``adam_lr`` on the same schedule shape.
 Baselines: ``adamw`` (``torch.optim.AdamW``), ``muon`` (``torch.optim.Muon`` on hidden matrices,
 AdamW on the rest), ``adafactor`` (``torch.optim.Adafactor``), and ``galore``, ``fira``,
 ``apollo``, ``apollo_mini`` from the ``pytorch-optimizer`` package (extra ``baselines``) on hidden
-matrices with AdamW elsewhere, as the GaLore-protocol papers apply them.
+matrices with AdamW elsewhere, as the GaLore-protocol papers apply them; ``swan`` and
+``stable_spam`` written from their papers' rules (``analysis.baseline_transforms`` says what
+could not be pinned down).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class OptimizerConfig:
     rank: int | None = None            # low-rank baselines; None -> hidden_size // 4
     update_proj_gap: int = 200
     ns_steps: int = 5
+    spam_gammas: tuple[float, float, float] = (0.7, 0.9, 0.999)   # Stable-SPAM gamma1..3
+    reset_every: int = 1000                                      # Stable-SPAM momentum reset
 
     def validate(self) -> "OptimizerConfig":
         if not self.lr > 0:
@@ -180,6 +184,28 @@ def _muon(model, cfg):
     return PartitionedOptimizer([muon, _rest_adamw(model, cfg)])
 
 
+def _swan(model, cfg):
+    """SWAN: GradNorm then whitening on hidden matrices (stateless); Adam elsewhere."""
+    from analysis.baseline_transforms import standardize
+
+    transforms = {"hidden": chain(standardize(1), orthogonalize(cfg.ns_steps), tap("update"))}
+    for role in ("embedding", "output", "vector"):
+        transforms[role] = chain(scale_by_adam(cfg.betas, cfg.eps), tap("update"))
+    groups = _role_groups(model, cfg, adam_roles=("embedding", "output", "vector"))
+    return ChainedOptimizer(groups, transforms)
+
+
+def _stable_spam(model, cfg):
+    """Stable-SPAM on every parameter: spike clipping, norm scaling, Adam with resets."""
+    from analysis.baseline_transforms import adam_with_reset, norm_scale, spike_clip
+
+    g1, g2, g3 = cfg.spam_gammas
+    rule = chain(spike_clip(g3), norm_scale(g1, g2),
+                 adam_with_reset(cfg.betas, cfg.eps, cfg.reset_every), tap("update"))
+    groups = _adamw_groups(model, cfg, ("embedding", "hidden", "output", "vector"), cfg.lr)
+    return ChainedOptimizer(groups, {g["label"]: rule for g in groups})
+
+
 def _adafactor(model, cfg):
     return torch.optim.Adafactor(_adamw_groups(model, cfg, ("embedding", "hidden", "output", "vector"),
                                                cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -233,6 +259,12 @@ def _populate():
                      1e-3))
     _register(Recipe("muon", _muon, "torch.optim.Muon on hidden matrices, AdamW on the rest",
                      "1 x hidden; 2 x embedding, output, vectors", 1e-3, default_adam_lr=1e-3))
+    _register(Recipe("swan", _swan, "SWAN: GradNorm + whitening (Newton-Schulz) on hidden matrices, "
+                     "stateless; Adam elsewhere", "0 x hidden; 2 x embedding, output, vectors", 1e-3,
+                     default_adam_lr=1e-3))
+    _register(Recipe("stable_spam", _stable_spam, "Stable-SPAM: Adam after spike clipping and norm "
+                     "scaling, moments reset every 1000 steps", "2 x every parameter + 3 scalars "
+                     "per tensor", 1e-3))
     _register(Recipe("adafactor", _adafactor, "torch.optim.Adafactor (factored second moment)",
                      "rows + columns per matrix; 1 x vectors", 1e-2))
     low_rank = {

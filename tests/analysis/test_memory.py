@@ -9,7 +9,8 @@ PAPER = [("sgd", "7b", 13.476), ("scale", "7b", 13.74), ("apollo_mini", "7b", 14
          ("galore", "1b", 4.76), ("muon", "1b", 5.36), ("adamw", "1b", 8.04),
          ("scale", "60m", 0.15), ("scale", "130m", 0.32), ("scale", "350m", 0.80),
          ("adamw", "60m", 0.35), ("adamw", "130m", 0.81), ("adamw", "350m", 2.21),
-         ("muon", "60m", 0.23), ("muon", "130m", 0.54), ("muon", "350m", 1.47)]
+         ("muon", "60m", 0.23), ("muon", "130m", 0.54), ("muon", "350m", 1.47),
+         ("swan", "1b", 3.20)]
 
 
 @pytest.mark.parametrize("recipe, model, gb", PAPER)
@@ -18,7 +19,7 @@ def test_analytic_table_reproduces_the_paper(recipe, model, gb):
 
 
 @pytest.mark.parametrize("recipe", ["scale", "sgd", "sgd_momentum", "col_norm", "sign", "adamw",
-                                    "muon", "adafactor", "spectral_norm"])
+                                    "muon", "adafactor", "spectral_norm", "swan", "stable_spam"])
 def test_measured_state_equals_analytic(recipe):
     m = measured_state(recipe, "nano")
     assert m["elements"] == m["analytic"]

@@ -1,0 +1,129 @@
+"""Per-tensor transforms for the two baselines written from their papers' rules: SWAN and
+Stable-SPAM (no maintained package implements them exactly; see ``recipes``).
+
+SWAN (Ma et al., arXiv 2412.13148), stateless on hidden matrices:
+
+- ``standardize(axis)`` (GradNorm): ``(G - mean(G)) / std(G)`` along the fan-in axis, so every
+  output unit's gradient has zero mean and unit standard deviation;
+- then whitening ``(G G^T)^{-1/2} G``, which is the orthogonal polar factor of ``G``: the
+  ``orthogonalize`` transform (Newton-Schulz, rescaled to unit RMS). The paper's optional
+  rescale of the whitened matrix is not pinned down; unit RMS is used so lrs compare with
+  the ladder.
+
+Stable-SPAM (Huang et al., arXiv 2502.17055), Adam with three gradient pre-processors, per
+tensor, at step ``t``:
+
+1. ``spike_clip(theta)``: ``m_max <- theta m_max + (1 - theta) max|G|``, ``m_hat = m_max /
+   (1 - theta^t)``; entries with ``|g| > m_hat`` become ``g / max|G| * m_hat``;
+2. ``norm_scale(gamma1, gamma2)``: ``m <- gamma1 m + (1 - gamma1) ||G||``,
+   ``v <- gamma2 v + (1 - gamma2) ||G||^2`` (bias-corrected), ``G <- G / ||G|| * m_hat / sqrt(v_hat)``;
+3. ``adam_with_reset(betas, eps, every)``: bias-corrected Adam whose moments are zeroed and
+   whose bias correction restarts every ``every`` steps.
+
+Two points of the reference code are not reproduced and are stated here: at a reset step the
+reference still uses the old moments for that one step (it rebinds the state after binding its
+locals), here the reset takes effect at once; and the optional cosine decay of ``gamma1`` and
+``beta1`` over ``total_T`` steps is not implemented (constant gammas).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from analysis.transforms import Transform
+
+
+class standardize(Transform):
+    """SWAN's GradNorm: zero mean, unit (population) std along ``axis``; a constant slice -> 0."""
+
+    name = "standardize"
+
+    def __init__(self, axis: int, eps: float = 1e-8):
+        self.axis, self.eps = axis, eps
+
+    def update(self, grad, state, param):
+        centred = grad - grad.mean(dim=self.axis, keepdim=True)
+        std = centred.square().mean(dim=self.axis, keepdim=True).sqrt()
+        return centred / std.clamp_min(self.eps)
+
+    def __repr__(self):
+        return f"standardize(dim={self.axis})"
+
+
+class spike_clip(Transform):
+    """Stable-SPAM's adaptive spike clipping against a bias-corrected EMA of ``max|G|``."""
+
+    name = "spike_clip"
+
+    def __init__(self, theta: float = 0.999):
+        self.theta = theta
+
+    def init(self, param):
+        return {"step": 0, "max_ema": torch.zeros((), dtype=torch.float32, device=param.device)}
+
+    def update(self, grad, state, param):
+        t = state["step"] = state["step"] + 1
+        peak = grad.abs().max().float()
+        state["max_ema"].mul_(self.theta).add_(peak, alpha=1 - self.theta)
+        bound = state["max_ema"] / (1 - self.theta ** t)
+        spikes = grad.abs() > bound
+        return torch.where(spikes, grad / peak.clamp_min(1e-30) * bound, grad)
+
+    def __repr__(self):
+        return f"spike_clip(theta={self.theta})"
+
+
+class norm_scale(Transform):
+    """Stable-SPAM's adaptive norm scaling: ``G / ||G|| * m_hat / sqrt(v_hat)``."""
+
+    name = "norm_scale"
+
+    def __init__(self, gamma1: float = 0.7, gamma2: float = 0.9):
+        self.gamma1, self.gamma2 = gamma1, gamma2
+
+    def init(self, param):
+        zero = torch.zeros((), dtype=torch.float32, device=param.device)
+        return {"step": 0, "norm_m": zero.clone(), "norm_v": zero.clone()}
+
+    def update(self, grad, state, param):
+        t = state["step"] = state["step"] + 1
+        norm = grad.float().norm()
+        state["norm_m"].mul_(self.gamma1).add_(norm, alpha=1 - self.gamma1)
+        state["norm_v"].mul_(self.gamma2).add_(norm * norm, alpha=1 - self.gamma2)
+        m_hat = state["norm_m"] / (1 - self.gamma1 ** t)
+        v_hat = state["norm_v"] / (1 - self.gamma2 ** t)
+        return grad / norm.clamp_min(1e-30) * (m_hat / v_hat.sqrt().clamp_min(1e-30))
+
+    def __repr__(self):
+        return f"norm_scale({self.gamma1}, {self.gamma2})"
+
+
+class adam_with_reset(Transform):
+    """Bias-corrected Adam; every ``every`` steps the moments are zeroed and ``t`` restarts."""
+
+    name = "adam_reset"
+
+    def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8, every: int = 1000):
+        if every < 1:
+            raise ValueError(f"reset interval must be >= 1, got {every}")
+        self.betas, self.eps, self.every = tuple(betas), eps, every
+
+    def init(self, param):
+        return {"step": 0, "since_reset": 0,
+                "exp_avg": torch.zeros_like(param), "exp_avg_sq": torch.zeros_like(param)}
+
+    def update(self, grad, state, param):
+        b1, b2 = self.betas
+        state["step"] = state["step"] + 1
+        if state["step"] > 1 and (state["step"] - 1) % self.every == 0:
+            state["exp_avg"].zero_()
+            state["exp_avg_sq"].zero_()
+            state["since_reset"] = 0
+        t = state["since_reset"] = state["since_reset"] + 1
+        state["exp_avg"].lerp_(grad, 1 - b1)
+        state["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denom = (state["exp_avg_sq"] / (1 - b2 ** t)).sqrt_().add_(self.eps)
+        return state["exp_avg"] / (1 - b1 ** t) / denom
+
+    def __repr__(self):
+        return f"adam(betas={self.betas}, eps={self.eps}, reset every {self.every})"
