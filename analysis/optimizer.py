@@ -43,6 +43,10 @@ class ChainedOptimizer(torch.optim.Optimizer):
         self.transforms = dict(transforms)
         super().__init__(param_groups, {"weight_decay": 0.0})
 
+    def describe(self) -> str:
+        """The group table (see the module-level ``describe``)."""
+        return describe(self)
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
@@ -105,6 +109,10 @@ class PartitionedOptimizer(torch.optim.Optimizer):
         self.state = MergedState(opt.state for opt in self.optimizers)
 
     @torch.no_grad()
+
+    def describe(self) -> str:
+        """The group table of every inner optimizer (see the module-level ``describe``)."""
+        return describe(self)
     def step(self, closure=None):
         loss = None
         if closure is not None:
@@ -145,3 +153,21 @@ def state_numel(optimizer: torch.optim.Optimizer, min_ndim: int = 1) -> int:
     """Elements of state tensors with at least ``min_ndim`` dims (step counters excluded)."""
     return sum(v.numel() for s in optimizer.state.values() for v in s.values()
                if torch.is_tensor(v) and v.ndim >= min_ndim)
+
+
+def describe(optimizer: torch.optim.Optimizer) -> str:
+    """One line per parameter group: label, tensors, elements, lr, weight decay, rule.
+
+    The rule is the transform chain for a ``ChainedOptimizer`` group and the inner optimizer's
+    class for a ``PartitionedOptimizer`` (or any torch optimizer)."""
+    inner = getattr(optimizer, "optimizers", [optimizer])
+    rows = [f"{'group':<10} {'tensors':>7} {'elements':>11} {'lr':>9} {'wd':>6}  rule"]
+    for opt in inner:
+        transforms = getattr(opt, "transforms", None)
+        for i, group in enumerate(opt.param_groups):
+            label = group.get("label", str(i))
+            rule = repr(transforms[label]) if transforms else type(opt).__name__
+            numel = sum(p.numel() for p in group["params"])
+            rows.append(f"{label:<10} {len(group['params']):>7} {numel:>11,} {group['lr']:>9.3g} "
+                        f"{group.get('weight_decay', 0.0):>6.3g}  {rule}")
+    return "\n".join(rows)

@@ -184,3 +184,40 @@ def test_every_recipe_trains_micro_for_100_steps(name):
                                eval_every=0, eval_tokens=256), progress=False)
     assert all(torch.isfinite(torch.tensor(result.losses)))
     assert result.final_eval_loss < result.first_eval_loss
+
+
+def test_describe_lists_every_group_with_its_rule(tiny_model):
+    table = build_optimizer("scale", tiny_model).describe().splitlines()
+    rows = {line.split()[0]: line for line in table[1:]}
+    assert set(rows) == {"embedding", "hidden", "output", "vector"}
+    assert "momentum(0.9)" in rows["output"] and "momentum" not in rows["hidden"]
+    assert "normalize(dim=0)" in rows["embedding"] and "adam" in rows["vector"]
+
+
+def test_hf_trainer_runs_with_a_recipe_and_its_own_scheduler(tiny_model, tmp_path):
+    pytest.importorskip("accelerate")
+    from transformers import Trainer, TrainingArguments
+
+    gen = torch.Generator().manual_seed(0)
+    data = [{"input_ids": x, "labels": x} for x in torch.randint(0, 64, (8, 16), generator=gen)]
+    opt = build_optimizer("scale", tiny_model, lr=1e-2)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4,
+                             report_to=[], use_cpu=True, save_strategy="no", warmup_steps=1,
+                             lr_scheduler_type="linear")
+    head = tiny_model.lm_head.weight
+    before = head.detach().clone()
+    Trainer(model=tiny_model, args=args, train_dataset=data, optimizers=(opt, None)).train()
+    assert not torch.equal(before, head.detach())
+    assert any(k.endswith("momentum.buf") for k in opt.state[head])   # SCALE's one buffer
+
+
+def test_pure_bf16_step_tracks_the_fp32_step(tiny_model):
+    twin = copy.deepcopy(tiny_model).to(torch.bfloat16)
+    x = _batch(0)
+    for model in (tiny_model, twin):
+        opt = build_optimizer("scale", model, lr=1e-2)
+        model(input_ids=x, labels=x).loss.backward()
+        opt.step()
+    for (name, a), b in zip(tiny_model.named_parameters(), twin.parameters()):
+        assert b.dtype == torch.bfloat16
+        torch.testing.assert_close(b.float(), a, rtol=2e-2, atol=2e-3, msg=name)
