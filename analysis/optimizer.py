@@ -23,7 +23,7 @@ import collections.abc
 
 import torch
 
-from analysis.transforms import Transform
+from analysis.transforms import Scaled, Transform
 
 
 class ChainedOptimizer(torch.optim.Optimizer):
@@ -65,7 +65,10 @@ class ChainedOptimizer(torch.optim.Optimizer):
                 direction = transform.update(p.grad, state, p)
                 if wd != 0.0:
                     p.mul_(1.0 - lr * wd)
-                p.add_(direction.to(p.dtype), alpha=-lr)
+                if isinstance(direction, Scaled):  # normalize: one fused in-place update
+                    p.addcmul_(direction.base.to(p.dtype), direction.scale.to(p.dtype), value=-lr)
+                else:
+                    p.add_(direction.to(p.dtype), alpha=-lr)
         return loss
 
 

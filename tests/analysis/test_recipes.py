@@ -6,7 +6,7 @@ import torch
 from analysis.optimizer import ChainedOptimizer, state_numel
 from analysis.recipes import OptimizerConfig, RecipeError, build_optimizer, get_recipe, recipe_names
 from analysis.roles import RoleError, assign_roles, default_rules
-from analysis.transforms import chain, momentum, normalize, rms_normalize
+from analysis.transforms import as_tensor, chain, momentum, normalize, rms_normalize
 
 
 def _batch(seed=0, n=4, t=12, vocab=64):
@@ -103,7 +103,8 @@ def test_ema_and_accumulating_momentum_give_the_same_scale_update():
     s_ema, s_acc = ema.init(p), acc.init(p)
     for seed in range(6):
         g = torch.randn(5, 7, generator=torch.Generator().manual_seed(seed))
-        torch.testing.assert_close(ema.update(g, s_ema, p), acc.update(g, s_acc, p), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(as_tensor(ema.update(g, s_ema, p)), as_tensor(acc.update(g, s_acc, p)),
+                                   rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["scale", "muon", "sign"])
@@ -221,3 +222,17 @@ def test_pure_bf16_step_tracks_the_fp32_step(tiny_model):
     for (name, a), b in zip(tiny_model.named_parameters(), twin.parameters()):
         assert b.dtype == torch.bfloat16
         torch.testing.assert_close(b.float(), a, rtol=2e-2, atol=2e-3, msg=name)
+
+
+@pytest.mark.parametrize("shape, dim", [((300, 48), 0), ((300, 48), 1), ((2500, 7), 0)])
+def test_fused_normalized_step_equals_the_plain_formula(shape, dim):
+    """The in-place ``addcmul_`` path (no temporaries) is the readable ``p - lr * g / rms``."""
+    from analysis.transforms import Scaled, normalize, sum_of_squares
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.allclose(sum_of_squares(g, dim), g.square().sum(dim, keepdim=True), rtol=1e-12)
+    direction = normalize(dim).update(g, {}, g)
+    assert isinstance(direction, Scaled)
+    p = torch.zeros_like(g)
+    p.addcmul_(direction.base, direction.scale, value=-0.1)
+    plain = -0.1 * g / g.square().mean(dim, keepdim=True).sqrt()
+    torch.testing.assert_close(p, plain, rtol=1e-12, atol=0)
