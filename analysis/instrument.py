@@ -33,6 +33,8 @@ spectral steps ``update_sigma_max``, ``update_stable_rank``, ``update_effective_
 
 from __future__ import annotations
 
+import math
+
 import contextlib
 
 import numpy as np
@@ -102,11 +104,13 @@ class Instrumentation:
         def hook(grad):
             if not self.due or self._probing:
                 return None
-            g = grad.detach() / self._weight
-            total = sqnorm(g)
+            # ||grad / w||^2 = ||grad||^2 / w^2: no copy of the gradient per micro-batch
+            inv_w2 = 1.0 / self._weight ** 2
+            g = grad.detach()
+            total = sqnorm(g) * inv_w2
             self._sum_sq[name] = self._sum_sq[name] + total if name in self._sum_sq else total
             if self.axis[name] is not None:
-                rows = sqnorm(g, dim=self.axis[name])
+                rows = sqnorm(g, dim=self.axis[name]) * inv_w2
                 self._row_sq[name] = self._row_sq[name] + rows if name in self._row_sq else rows
             return None
         return hook
@@ -195,9 +199,10 @@ class Instrumentation:
             lr = lrs.get(id(p), 0.0)
             if update is None:
                 update = -delta / lr if lr > 0 else delta
-            stats["weight_norm"] = old.double().norm()
-            stats["update_rms"] = update.double().square().mean().sqrt()
-            stats["update_weight_ratio"] = delta.double().norm() / old.double().norm().clamp_min(1e-300)
+            weight_norm = _norm64(old)
+            stats["weight_norm"] = weight_norm
+            stats["update_rms"] = _norm64(update) / math.sqrt(update.numel())
+            stats["update_weight_ratio"] = _norm64(delta) / weight_norm.clamp_min(1e-300)
             momentum = self._taps.get(("momentum", name))
             if momentum is None:
                 state = self.optimizer.state.get(p, {})
@@ -286,6 +291,11 @@ class Instrumentation:
         return total
 
 
+def _norm64(x: torch.Tensor) -> torch.Tensor:
+    """``||x||_2`` accumulated in float64 without a float64 copy of ``x``."""
+    return torch.linalg.vector_norm(x, dtype=torch.float64)
+
+
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a, b = a.double().flatten(), b.double().flatten()
-    return (a @ b) / (a.norm() * b.norm()).clamp_min(1e-300)
+    dot = (a * b).sum(dtype=torch.float64)
+    return dot / (_norm64(a) * _norm64(b)).clamp_min(1e-300)
