@@ -24,8 +24,8 @@ def test_smoke_reproduction_writes_runs_report_and_figures(smoke_runs):
     report = (smoke_runs / "report.md").read_text()
     for arm in ARMS:
         assert f"| {arm} |" in report
-    verdicts = [line for line in report.splitlines() if line[:3] in {f"{i}. " for i in range(1, 6)}]
-    assert len(verdicts) == 5 and all(v.endswith(("held.", "did not hold.", "not checked."))
+    verdicts = [line for line in report.splitlines() if line[:3] in {f"{i}. " for i in range(1, 7)}]
+    assert len(verdicts) == 6 and all(v.endswith(("held.", "did not hold.", "not checked."))
                                       for v in verdicts)
     pngs = {p.stem for p in (smoke_runs / "figures").glob("*.png")}
     assert {"loss_curves", "normalization_ablation", "grad_variance_by_layer",
