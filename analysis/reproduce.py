@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     made, problems = render_all(out, figures_dir)
     for problem in problems:
         print(f"figure skipped: {problem}", file=sys.stderr)
-    print(f"{len(made)} figures in {figures_dir}; report in {report}")
+    print(f"{len(made) // 2} figures (PNG and PDF) in {figures_dir}; report in {report}")
     return 0
 
 
