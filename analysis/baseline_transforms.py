@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from analysis.transforms import Transform
+from analysis.transforms import Transform, scale_by_adam
 
 
 class standardize(Transform):
@@ -98,7 +98,7 @@ class norm_scale(Transform):
         return f"norm_scale({self.gamma1}, {self.gamma2})"
 
 
-class adam_with_reset(Transform):
+class adam_with_reset(scale_by_adam):
     """Bias-corrected Adam; every ``every`` steps the moments are zeroed and ``t`` restarts."""
 
     name = "adam_reset"
@@ -106,24 +106,20 @@ class adam_with_reset(Transform):
     def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8, every: int = 1000):
         if every < 1:
             raise ValueError(f"reset interval must be >= 1, got {every}")
-        self.betas, self.eps, self.every = tuple(betas), eps, every
+        super().__init__(betas, eps)
+        self.every = every
 
     def init(self, param):
-        return {"step": 0, "since_reset": 0,
-                "exp_avg": torch.zeros_like(param), "exp_avg_sq": torch.zeros_like(param)}
+        return {**super().init(param), "since_reset": 0}
 
     def update(self, grad, state, param):
-        b1, b2 = self.betas
         state["step"] = state["step"] + 1
         if state["step"] > 1 and (state["step"] - 1) % self.every == 0:
             state["exp_avg"].zero_()
             state["exp_avg_sq"].zero_()
             state["since_reset"] = 0
-        t = state["since_reset"] = state["since_reset"] + 1
-        state["exp_avg"].lerp_(grad, 1 - b1)
-        state["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        denom = (state["exp_avg_sq"] / (1 - b2 ** t)).sqrt_().add_(self.eps)
-        return state["exp_avg"] / (1 - b1 ** t) / denom
+        state["since_reset"] = state["since_reset"] + 1
+        return self.direction(grad, state, state["since_reset"])
 
     def __repr__(self):
         return f"adam(betas={self.betas}, eps={self.eps}, reset every {self.every})"

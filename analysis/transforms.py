@@ -221,8 +221,12 @@ class scale_by_adam(Transform):
                 "exp_avg": torch.zeros_like(param), "exp_avg_sq": torch.zeros_like(param)}
 
     def update(self, grad, state, param):
+        state["step"] = state["step"] + 1
+        return self.direction(grad, state, state["step"])
+
+    def direction(self, grad, state, t: int):
+        """Update the moments with ``grad``; the direction with bias correction for step ``t``."""
         b1, b2 = self.betas
-        t = state["step"] = state["step"] + 1
         state["exp_avg"].lerp_(grad, 1 - b1)
         state["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
         denom = (state["exp_avg_sq"] / (1 - b2 ** t)).sqrt_().add_(self.eps)
