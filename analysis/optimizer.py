@@ -111,11 +111,11 @@ class PartitionedOptimizer(torch.optim.Optimizer):
         self.param_groups = groups
         self.state = MergedState(opt.state for opt in self.optimizers)
 
-    @torch.no_grad()
-
     def describe(self) -> str:
         """The group table of every inner optimizer (see the module-level ``describe``)."""
         return describe(self)
+
+    @torch.no_grad()
     def step(self, closure=None):
         loss = None
         if closure is not None:
