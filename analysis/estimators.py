@@ -42,13 +42,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from analysis.transforms import sum_of_squares
+
 
 def sqnorm(x: Tensor, dim: int | None = None) -> Tensor:
     """``sum x^2`` in float64 (over ``dim`` if given, e.g. per output row with dim=1)."""
-    if dim is None or dim in (x.ndim - 1, -1):
+    if dim is None:
         # float64 accumulation without a float64 copy of x (2x faster than x.double())
-        return torch.linalg.vector_norm(x, dim=dim, dtype=torch.float64).square()
-    return x.double().square().sum(dim=dim)  # dim-0 norms on row-major data are slower
+        return torch.linalg.vector_norm(x, dtype=torch.float64).square()
+    return sum_of_squares(x, dim, dtype=torch.float64).squeeze(dim)
 
 
 def microbatch_variance(sum_sq_micro: Tensor, sq_mean: Tensor, k: int) -> Tensor:

@@ -24,12 +24,14 @@ import math
 import torch
 from torch import Tensor
 
+from analysis.transforms import sum_of_squares
+
 QUANTILES = (0.05, 0.5, 0.95)
 
 
 def row_rms(x: Tensor, axis: int = 1) -> Tensor:
     """``sqrt(mean(x^2))`` along ``axis``: one value per output unit (float32)."""
-    return x.float().square().mean(dim=axis).sqrt()
+    return sum_of_squares(x, axis, dtype=torch.float32).div_(x.size(axis)).sqrt_().squeeze(axis)
 
 
 def summarize(values: Tensor, prefix: str) -> dict[str, Tensor]:

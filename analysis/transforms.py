@@ -37,14 +37,17 @@ def set_tap_listener(listener: Callable[[str, Tensor, Tensor], None] | None) -> 
 
 # ----------------------------------------------------------------------------- tensor maths
 
-def sum_of_squares(x: Tensor, dim: int, rows_per_chunk: int = 1024) -> Tensor:
-    """``sum(x**2, dim, keepdim=True)`` of a matrix, without a full-size temporary.
+def sum_of_squares(x: Tensor, dim: int, dtype: torch.dtype | None = None,
+                   rows_per_chunk: int = 1024) -> Tensor:
+    """``sum(x**2, dim, keepdim=True)`` of a matrix, without a full-size temporary, accumulated
+    in ``dtype`` (default: ``x``'s, at least float32).
 
     Along ``dim=1`` this is ``vector_norm(dim=1)**2``. Along ``dim=0`` of a row-major matrix,
     ``vector_norm(dim=0)`` is ~10x slower and ``square().sum(0)`` allocates a matrix-sized
     temporary (page faults on every step), so the rows are reduced in cache-sized chunks.
+    The optimizers, the variance estimators and the row statistics all reduce through here.
     """
-    dtype = torch.promote_types(x.dtype, torch.float32)  # bf16 sums in float32
+    dtype = dtype or torch.promote_types(x.dtype, torch.float32)  # bf16 sums in float32
     if dim in (1, -1) or x.ndim == 1:
         return torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=dtype).square_()
     acc = torch.zeros((1, *x.shape[1:]), dtype=dtype, device=x.device)
