@@ -22,7 +22,8 @@ import json
 import shutil
 from pathlib import Path
 
-from analysis.recording import CONFIG, METRICS, RESULT, SPECTRA, _read_jsonl, find_runs, load_result
+from analysis.recording import (CONFIG, METRICS, RESULT, SPECTRA, _read_jsonl, find_runs,
+                                load_config, load_result)
 
 KEEP_STATS = ("grad_norm", "grad_var", "grad_var_rel", "grad_var_coord", "update_rms",
               "update_weight_ratio", "update_row_rms_cv", "grad_row_rms_cv", "update_stable_rank",
@@ -64,10 +65,10 @@ def curate(src: str | Path, dst: str | Path) -> int:
     runs = [r for r in find_runs(src) if load_result(r) is not None]
     if not runs:
         raise SystemExit(f"error: no finished runs under {src}; run `scale-lab reproduce` first")
-    seeds = sorted({json.loads((r / CONFIG).read_text())["config"]["seed"] for r in runs})
+    seed_of = {run: load_config(run)["config"]["seed"] for run in runs}
+    first_seed = min(seed_of.values())
     for run in runs:
-        seed = json.loads((run / CONFIG).read_text())["config"]["seed"]
-        total += curate_run(run, dst / run.relative_to(src), wide=seed == seeds[0])
+        total += curate_run(run, dst / run.relative_to(src), wide=seed_of[run] == first_seed)
     for extra in ("report.md", "lr_sweep.md", "lr_sweep.json"):
         if (src / extra).exists():
             shutil.copy2(src / extra, dst / extra)

@@ -33,9 +33,8 @@ spectral steps ``update_sigma_max``, ``update_stable_rank``, ``update_effective_
 
 from __future__ import annotations
 
-import math
-
 import contextlib
+import math
 
 import numpy as np
 import torch

@@ -206,7 +206,7 @@ def claims(root, results: pd.DataFrame) -> list[Claim]:
 
 def memory_claim(results: pd.DataFrame) -> Claim:
     from analysis.memory import state_elements
-    from toy_models.llama import load_config as model_config, matrix_shapes
+    from toy_models.llama import load_config as model_config, parameter_counts
 
     title = "SCALE's optimizer state is the output layer only"
     rule = "measured state bytes == 4 x (output-layer elements + 2 x vector elements)"
@@ -215,9 +215,8 @@ def memory_claim(results: pd.DataFrame) -> Claim:
         return Claim(title, rule, None, "needs a finished `scale` run")
     model = part["model"].iloc[0]
     config = model_config(model)
-    output = sum(np.prod(s) for _, r, s in matrix_shapes(config) if r == "output")
-    vectors = sum(np.prod(s) for _, r, s in matrix_shapes(config) if r == "vector")
-    expected = 4 * int(output + 2 * vectors)
+    counts = parameter_counts(config)
+    expected = 4 * (counts["output"] + 2 * counts["vector"])
     measured = int(part["state_bytes"].iloc[0])
     adam = 4 * state_elements("adamw", config, 1)
     return Claim(title, rule, measured == expected,

@@ -177,6 +177,12 @@ def run_preset(preset: Preset, out: Path, arms=ARMS, seeds=None, progress: bool 
     return runs
 
 
+def _best_lr(grid: dict[float, float]) -> float | None:
+    """The lr with the lowest finite final loss (None when every point diverged)."""
+    finite = {lr: loss for lr, loss in grid.items() if math.isfinite(loss)}
+    return min(finite, key=finite.get) if finite else None
+
+
 def sweep(preset: Preset, out: Path, arms=ARMS, progress: bool = False,
           max_extensions: int = 2) -> dict[str, dict]:
     """Seed-0 lr grid per arm: ``preset.sweep_factors`` x the preset's lr; when the best lr is at
@@ -197,15 +203,13 @@ def sweep(preset: Preset, out: Path, arms=ARMS, progress: bool = False,
         base = (preset.sweep_center or preset.lrs)[arm.label]
         grid = {lr: point(arm, lr) for lr in sorted({float(f"{base * f:.3g}") for f in preset.sweep_factors})}
         for _ in range(max_extensions):
-            finite = {lr: loss for lr, loss in grid.items() if math.isfinite(loss)}
-            best = min(finite, key=finite.get) if finite else None
+            best = _best_lr(grid)
             if best is None or min(grid) < best < max(grid):
                 break
             lr = float(f"{(best / 3 if best == min(grid) else best * 3):.3g}")
             grid[lr] = point(arm, lr)
             grid = dict(sorted(grid.items()))
-        finite = {lr: loss for lr, loss in grid.items() if math.isfinite(loss)}
-        best = min(finite, key=finite.get) if finite else None
+        best = _best_lr(grid)
         edge = best is not None and best in (min(grid), max(grid))
         table[arm.label] = {"grid": grid, "best": best, "at_grid_edge": edge}
     (out / "lr_sweep.json").write_text(json.dumps(table, indent=1))
@@ -215,7 +219,8 @@ def sweep(preset: Preset, out: Path, arms=ARMS, progress: bool = False,
     for label, row in table.items():
         cells = ", ".join(f"{lr:g}: {loss:.3f}" for lr, loss in row["grid"].items())
         flag = " (grid edge)" if row["at_grid_edge"] else ""
-        lines.append(f"| {label} | {cells} | {row['best']:g}{flag} |")
+        best = "all diverged" if row["best"] is None else f"{row['best']:g}"
+        lines.append(f"| {label} | {cells} | {best}{flag} |")
     (out / "lr_sweep.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return table

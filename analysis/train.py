@@ -145,13 +145,13 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e1
 
 def _recorded_first_eval(run_dir) -> float:
     """The step-0 validation loss a resumed run recorded before it stopped (nan if none)."""
-    from analysis.recording import load_run, scalars
+    from analysis.recording import RecordingError, load_run, scalars
 
     if run_dir is None:
         return math.nan
     try:
         rows = scalars(load_run(run_dir), "eval_loss")
-    except Exception:  # a run directory without readable metrics: nothing recorded yet
+    except RecordingError:  # a run directory without metrics: nothing recorded yet
         return math.nan
     rows = rows[rows["step"] == 0]
     return float(rows["value"].iloc[0]) if len(rows) else math.nan
