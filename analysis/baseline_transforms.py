@@ -40,6 +40,7 @@ class standardize(Transform):
 
     def __init__(self, axis: int, eps: float = 1e-8):
         self.axis, self.eps = axis, eps
+        self.row_shard_safe = axis in (1, -1)  # statistics along a row stay in its block
 
     def update(self, grad, state, param):
         centred = grad - grad.mean(dim=self.axis, keepdim=True)
@@ -54,6 +55,7 @@ class spike_clip(Transform):
     """Stable-SPAM's adaptive spike clipping against a bias-corrected EMA of ``max|G|``."""
 
     name = "spike_clip"
+    row_shard_safe = False  # max over the whole matrix
 
     def __init__(self, theta: float = 0.999):
         self.theta = theta
@@ -77,6 +79,7 @@ class norm_scale(Transform):
     """Stable-SPAM's adaptive norm scaling: ``G / ||G|| * m_hat / sqrt(v_hat)``."""
 
     name = "norm_scale"
+    row_shard_safe = False  # the norm of the whole matrix
 
     def __init__(self, gamma1: float = 0.7, gamma2: float = 0.9):
         self.gamma1, self.gamma2 = gamma1, gamma2

@@ -1,12 +1,16 @@
 """Checkpoints: everything needed to continue a run as if it had never stopped.
 
 A checkpoint holds the model, optimizer and scheduler state, the step, the tokens seen, every
-RNG state, and an identity (model name, optimizer, parameter shapes) that ``load`` checks so a
-checkpoint of another model or optimizer is refused instead of half-loaded. The data position
-needs no state: batch ``s`` is a pure function of ``(seed, s)`` (see ``toy_models.data``).
+RNG state, each rank's data position, and an identity (model name, optimizer, parameter shapes,
+state layout) that ``load_latest`` checks so a checkpoint of another model or optimizer is
+refused instead of half-loaded. The position of finite data is empty (batch ``s`` is a pure
+function of ``(seed, s)``, ``toy_models.data``); a stream's is where each rank's share stands
+(``toy_models.stream``), so resuming seeks there and never re-reads data to skip it.
 
 Files are written to a temporary name and renamed, so a crash never leaves a torn checkpoint;
-only the newest ``keep`` are kept.
+only the newest ``keep`` are kept. ``gather`` collects the state from every rank (the plain
+``state_dict()``, or the unsharded name-keyed state of an FSDP2 run, ``analysis.parallel``);
+``resume`` puts it back; the identity records which of the two layouts a checkpoint holds.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ class CheckpointError(ValueError):
     pass
 
 
-def identity(config: dict, model: torch.nn.Module) -> dict:
+def identity(config: dict, model: torch.nn.Module, layout: str = "plain") -> dict:
+    """What a checkpoint must match to be resumed: model, optimizer, momentum placement,
+    parameter shapes, and the state ``layout`` ("plain" or "fsdp", see ``analysis.parallel``)."""
     return {"model": config["model"], "optimizer": config["optimizer"],
-            "momentum": config.get("momentum"),
+            "momentum": config.get("momentum"), "layout": layout,
             "shapes": {n: list(p.shape) for n, p in model.named_parameters()}}
 
 
@@ -34,10 +40,25 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in Path(run_dir).glob("ckpt-*.pt") if PATTERN.match(p.name))
 
 
-def save(run_dir: Path, step: int, model, optimizer, scheduler, ident: dict, extra: dict,
-         keep: int = 2) -> Path:
-    state = {"step": step, "identity": ident, "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+def gather(model, optimizer, data, sharded: bool, world: int) -> tuple[dict, dict, list]:
+    """Model state, optimizer state and every rank's data position (a collective when
+    ``world > 1``: every rank calls it; rank 0 saves)."""
+    from analysis import parallel
+
+    if sharded:
+        model_state, optimizer_state = parallel.full_state_dicts(model, optimizer)
+    else:
+        model_state, optimizer_state = model.state_dict(), optimizer.state_dict()
+    positions = [data.state_dict()] * world
+    if world > 1:
+        torch.distributed.all_gather_object(positions, data.state_dict())
+    return model_state, optimizer_state, positions
+
+
+def save(run_dir: Path, step: int, model_state: dict, optimizer_state: dict, positions: list,
+         scheduler, ident: dict, extra: dict, keep: int = 2) -> Path:
+    state = {"step": step, "identity": ident, "model": model_state, "data": positions,
+             "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
              "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                      "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
              **extra}
@@ -50,26 +71,50 @@ def save(run_dir: Path, step: int, model, optimizer, scheduler, ident: dict, ext
     return path
 
 
-def load_latest(run_dir: Path, model, optimizer, scheduler, ident: dict) -> dict | None:
-    """Restore the newest checkpoint in ``run_dir`` into the given objects; None if there is none."""
+def load_latest(run_dir: Path, ident: dict) -> dict | None:
+    """The newest checkpoint in ``run_dir`` after checking it belongs to ``ident`` (None if
+    there is none). Nothing is applied: see ``restore_rng`` and the trainer."""
     found = checkpoints(run_dir)
     if not found:
         return None
     state = torch.load(found[-1], map_location="cpu", weights_only=False)
     saved = state["identity"]
-    for key in ("model", "optimizer", "momentum"):
-        if saved.get(key) != ident.get(key):
+    hints = {"layout": "(fsdp: --parallel fsdp under torchrun; plain: single process or DDP) "}
+    for key in ("model", "optimizer", "momentum", "layout"):
+        if saved.get(key, "plain" if key == "layout" else None) != ident.get(key):
             raise CheckpointError(f"checkpoint {found[-1]} was written for {key} "
                                   f"{saved.get(key)!r}, this run uses {ident.get(key)!r}; resume with "
-                                  "the same settings or start a new run directory")
+                                  f"the same settings {hints.get(key, '')}or start a new run "
+                                  "directory")
     if saved["shapes"] != ident["shapes"]:
         raise CheckpointError(f"checkpoint {found[-1]} has different parameter shapes; "
                               "it belongs to another model configuration")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
+def resume(run_dir: Path, model, optimizer, scheduler, data, ident: dict, sharded: bool,
+           rank: int) -> int:
+    """Restore the newest checkpoint of ``run_dir`` into the model, optimizer, scheduler, this
+    rank's data position and the RNGs; the step to continue from (0 if there is none)."""
+    from analysis import parallel
+
+    state = load_latest(run_dir, ident)
+    if state is None:
+        return 0
+    if sharded:
+        parallel.load_full_state_dicts(model, optimizer, state["model"], state["optimizer"])
+    else:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    positions = state.get("data") or [{}]  # a stream checks the number of processes itself
+    data.load_state_dict(positions[rank % len(positions)])
+    _restore_rng(state)
+    return state["step"]
+
+
+def _restore_rng(state: dict) -> None:
     torch.set_rng_state(state["rng"]["torch"])
     random.setstate(state["rng"]["python"])
     if state["rng"]["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    return state

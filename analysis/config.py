@@ -34,17 +34,19 @@ class TrainConfig:
     micro_batch_size: int | None = None  # None -> batch_size / world_size
     seq_len: int = 256
     eval_every: int = 100
-    eval_tokens: int = 32_768
+    eval_tokens: int | None = None       # None -> 32_768 on the CPU models, 10M (paper) otherwise
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"              # fp32 | bf16 (pure, as the paper) | bf16-mixed
     data: str = "bundled"                # bundled | path/glob of shards | c4
+    stream: bool | None = None           # read the data as a stream; None -> only for c4
     tokenizer: str | None = None         # None -> the bundled BPE (t5-base for c4)
     log_every: int = 1
     save_every: int = 0                  # checkpoint interval in steps; 0 -> only at the end
     keep_checkpoints: int = 2
     label: str | None = None             # a display name for figures (default: optimizer)
     compile: bool = False
+    parallel: str = "ddp"                # ddp | fsdp (FSDP2 fully_shard), under torchrun
     instrument: InstrumentConfig | None = None
 
     def validate(self, world_size: int = 1) -> "TrainConfig":
@@ -63,13 +65,18 @@ class TrainConfig:
                   (self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}"),
                   (self.seq_len > 1, f"seq_len must be > 1, got {self.seq_len}"),
                   (self.eval_every >= 0, "eval_every must be >= 0 (0: only at the end)"),
-                  (self.eval_tokens > 0, "eval_tokens must be > 0"),
+                  (self.eval_tokens is None or self.eval_tokens > 0, "eval_tokens must be > 0"),
                   (0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]"),
                   (self.precision in PRECISIONS,
                    f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}"),
                   (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
                   (self.adam_lr is None or self.adam_lr > 0, f"adam_lr must be > 0, got {self.adam_lr}"),
                   (0.0 <= self.beta < 1.0, f"momentum beta must be in [0, 1), got {self.beta}"),
+                  (self.parallel in ("ddp", "fsdp"),
+                   f"unknown parallel mode {self.parallel!r}; choose ddp or fsdp"),
+                  (self.parallel == "ddp" or self.instrument is None,
+                   "--instrument reads whole gradients, which FSDP2 shards across processes; "
+                   "instrument with --parallel ddp"),
                   (self.warmup_steps is None or 0 <= self.warmup_steps <= self.steps,
                    f"warmup_steps must be in [0, steps], got {self.warmup_steps}")]
         for ok, message in checks:
@@ -89,6 +96,20 @@ class TrainConfig:
                               f"{micro} x world size {world_size}; choose a batch that is a "
                               f"multiple of {per_step}")
         return self.batch_size // per_step
+
+    def eval_budget(self) -> int:
+        """Validation tokens per evaluation: ``eval_tokens``, else 10M for the paper's models
+        (as its protocol) and 32k for the CPU-sized ones."""
+        from toy_models.llama import CPU_MODELS
+
+        if self.eval_tokens is not None:
+            return self.eval_tokens
+        return 32_768 if self.model in CPU_MODELS else 10_000_000
+
+    def streaming(self) -> bool:
+        from toy_models.data import HUB_DATASETS
+
+        return self.stream if self.stream is not None else self.data in HUB_DATASETS
 
     def warmup(self) -> int:
         return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 10)

@@ -12,6 +12,10 @@ Transforms are held on the optimizer (not in the group dicts) so the groups stay
 serialisable dicts; LR schedulers, ``state_dict``/``load_state_dict``, step hooks and HF
 ``Trainer(optimizers=...)`` work because this is an ordinary ``torch.optim.Optimizer``.
 
+Under FSDP2 a parameter is a ``DTensor`` row block: the state is created from the ``DTensor``
+(so sharded checkpointing sees it), and the transform runs on the local blocks of gradient,
+state and parameter (see ``analysis.parallel``).
+
 ``PartitionedOptimizer`` is for recipes that pair a library optimizer with AdamW on the
 other parameters (Muon, GaLore, ...): its ``param_groups`` are the very dicts of the inner
 optimizers, so a scheduler that edits ``lr`` edits theirs.
@@ -23,7 +27,32 @@ import collections.abc
 
 import torch
 
+from analysis.parallel import local
 from analysis.transforms import Scaled, Transform
+
+
+class LocalState(collections.abc.MutableMapping):
+    """A parameter's state seen through ``local``: ``DTensor`` values read as this process's
+    block (views, so in-place updates land in the state); plain values (step counts) read and
+    write through unchanged."""
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def __getitem__(self, key):
+        return local(self.state[key])
+
+    def __setitem__(self, key, value):
+        self.state[key] = value
+
+    def __delitem__(self, key):
+        del self.state[key]
+
+    def __iter__(self):
+        return iter(self.state)
+
+    def __len__(self):
+        return len(self.state)
 
 
 class ChainedOptimizer(torch.optim.Optimizer):
@@ -62,13 +91,18 @@ class ChainedOptimizer(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     state.update(transform.init(p))
-                direction = transform.update(p.grad, state, p)
+                if p is local(p):
+                    direction = transform.update(p.grad, state, p)
+                else:  # an FSDP2 shard: the rule runs on this process's rows
+                    direction = transform.update(local(p.grad), LocalState(state), p)
+                target = local(p)
                 if wd != 0.0:
-                    p.mul_(1.0 - lr * wd)
+                    target.mul_(1.0 - lr * wd)
                 if isinstance(direction, Scaled):  # normalize: one fused in-place update
-                    p.addcmul_(direction.base.to(p.dtype), direction.scale.to(p.dtype), value=-lr)
+                    target.addcmul_(direction.base.to(p.dtype), direction.scale.to(p.dtype),
+                                    value=-lr)
                 else:
-                    p.add_(direction.to(p.dtype), alpha=-lr)
+                    target.add_(direction.to(p.dtype), alpha=-lr)
         return loss
 
 

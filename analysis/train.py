@@ -13,8 +13,9 @@ The loop, top to bottom, per optimizer step ``s`` (0-based; the recorded step is
 4. every ``eval_every`` steps, at step 0 and at the end: token-weighted validation loss
    ``sum(token losses) / tokens`` over a fixed token budget, and its perplexity.
 
-The same code runs single-process and under ``torchrun`` (DDP; ``no_sync`` on non-final
-micro-steps). On CPU a fixed seed gives bitwise-identical runs.
+The same code runs single-process and under ``torchrun``: DDP (``no_sync`` on non-final
+micro-steps) or FSDP2 (``--parallel fsdp``: ``fully_shard`` per block, the optimizer on row
+shards; see ``analysis.parallel``). On CPU a fixed seed gives bitwise-identical runs.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from analysis import checkpoint
+from analysis import checkpoint, parallel
 from analysis.config import ConfigError, TrainConfig
 from analysis.recipes import OptimizerConfig, build_optimizer, get_recipe
 from analysis.recording import METRICS, RESULT, SPECTRA, Recorder, provenance
@@ -116,27 +117,45 @@ def _distributed() -> tuple[int, int]:
     return rank, world
 
 
-def build(config: TrainConfig, device: torch.device, precision: str):
-    """Tokenizer, data, model and optimizer for a config (shared by train and the benchmarks)."""
-    from toy_models.data import load_blocks
+def build(config: TrainConfig, device: torch.device, precision: str, world: int = 1):
+    """Tokenizer, data, model and optimizer for a config (shared by train and the benchmarks).
+
+    With ``parallel="fsdp"`` and several processes the model is sharded before the optimizer
+    is built (it must see the ``DTensor`` parameters), and a recipe that needs whole matrices
+    is refused."""
+    from toy_models.data import HUB_DATASETS, load_blocks
     from toy_models.llama import CPU_MODELS, build_model, load_config
+    from toy_models.stream import StreamData
     from toy_models.tokenizer import load_tokenizer
 
-    tokenizer = load_tokenizer(config.tokenizer) if config.tokenizer else load_tokenizer()
-    data = load_blocks(tokenizer, config.seq_len, source=config.data, seed=config.seed)
+    tokenizer_name = config.tokenizer or ("t5-base" if config.data in HUB_DATASETS else None)
+    tokenizer = load_tokenizer(tokenizer_name) if tokenizer_name else load_tokenizer()
+    if config.streaming():  # each rank reads its own share of the stream
+        data = StreamData(config.data, tokenizer, config.seq_len, seed=config.seed,
+                          rank=int(os.environ.get("RANK", "0")), world_size=world)
+    else:
+        data = load_blocks(tokenizer, config.seq_len, source=config.data, seed=config.seed)
     base = load_config(config.model)
     vocab = len(tokenizer) if config.model in CPU_MODELS else max(base.vocab_size, len(tokenizer))
     model = build_model(load_config(config.model, vocab_size=vocab), seed=config.seed)
     if precision == "bf16":
         model = model.to(torch.bfloat16)
     model = model.to(device)
+    if sharded(config, world):
+        parallel.shard_model(model)
     recipe = get_recipe(config.optimizer)
     opt_cfg = OptimizerConfig(lr=config.lr or recipe.default_lr,
                               adam_lr=config.adam_lr or recipe.default_adam_lr,
                               beta=config.beta, weight_decay=config.weight_decay,
                               momentum=config.momentum)
     optimizer = build_optimizer(config.optimizer, model, opt_cfg)
+    if sharded(config, world):
+        parallel.check_shardable(optimizer, config.optimizer)
     return tokenizer, data, model, optimizer
+
+
+def sharded(config: TrainConfig, world: int) -> bool:
+    return config.parallel == "fsdp" and world > 1
 
 
 # Dense bf16 peak FLOP/s per GPU, for MFU (no sparsity); unknown devices get no MFU row.
@@ -155,12 +174,6 @@ def _recorded_first_eval(run_dir) -> float:
         return math.nan
     rows = rows[rows["step"] == 0]
     return float(rows["value"].iloc[0]) if len(rows) else math.nan
-
-
-def total_grad_norm(model) -> float:
-    """``||g||_2`` over every parameter (before the optimizer; one host sync)."""
-    norms = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 def hardware_stats(device: torch.device, flops_per_s: float, world: int) -> dict:
@@ -186,14 +199,22 @@ def token_loss(model, batch: torch.Tensor, autocast) -> tuple[torch.Tensor, int]
 
 @torch.no_grad()
 def evaluate(model, data, config: TrainConfig, device, autocast, rank=0, world=1) -> float:
-    """Token-weighted mean validation loss over the fixed budget (no n+1 bias)."""
+    """Token-weighted mean validation loss over the fixed budget (no n+1 bias).
+
+    Batch ``i`` goes to rank ``i % world``. Every rank runs the same number of forwards (FSDP2
+    gathers parameters in each one): in a last, short round a rank without a batch of its own
+    repeats one and counts nothing."""
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=device)
-    for i, batch in enumerate(data.validation_batches(config.micro(world), config.eval_tokens)):
-        if i % world != rank:
-            continue
-        loss, n = token_loss(model, batch.to(device), autocast)
-        total += torch.tensor([loss.double().item() * n, n], dtype=torch.float64, device=device)
+    batches = iter(data.validation_batches(config.micro(world), config.eval_budget()))
+    while True:
+        round_ = [b for _, b in zip(range(world), batches)]
+        if not round_:
+            break
+        mine = rank < len(round_)
+        loss, n = token_loss(model, round_[rank if mine else 0].to(device), autocast)
+        if mine:
+            total += torch.tensor([loss.double().item() * n, n], dtype=torch.float64, device=device)
     if world > 1:
         torch.distributed.all_reduce(total)
     model.train()
@@ -213,16 +234,15 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
         Path(out) if out is not None else None)
 
     torch.manual_seed(config.seed)
-    tokenizer, data, model, optimizer = build(config, device, precision)
+    tokenizer, data, model, optimizer = build(config, device, precision, world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
-    ident = checkpoint.identity(config.to_dict(), model)
+    ident = checkpoint.identity(config.to_dict(), model,
+                                layout="fsdp" if sharded(config, world) else "plain")
     start = 0
     if resume and run_dir is not None:
-        restored = checkpoint.load_latest(run_dir, model, optimizer, scheduler, ident)
-        start = restored["step"] if restored else 0
-    train_model = model
-    if world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(model)
+        start = checkpoint.resume(run_dir, model, optimizer, scheduler, data, ident,
+                                  sharded(config, world), rank)
+    train_model = parallel.wrap(model, config.parallel, world)
     if config.compile:
         train_model = torch.compile(train_model)
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16))
@@ -235,12 +255,15 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
                                "accumulation": accum, "micro_batch_size": micro,
                                "vocab_size": model.config.vocab_size,
                                "parameters": sum(p.numel() for p in model.parameters()),
-                               "train_blocks": len(data.train), **provenance()})
+                               "train_blocks": len(getattr(data, "train", ())) or None,
+                               "eval_tokens": config.eval_budget(), **provenance()})
     monitor = contextlib.nullcontext()
     if config.instrument is not None:
         from analysis.instrument import Instrumentation
         monitor = Instrumentation(model, optimizer, recorder, config.instrument,
-                                  last_step=config.steps, data=data, autocast=autocast,
+                                  last_step=config.steps, autocast=autocast,
+                                  # the probe and token counts sample finite data; not a stream
+                                  data=data if hasattr(data, "train") else None,
                                   rank=rank, world_size=world, start_step=start)
 
     from toy_models.llama import flops_per_token
@@ -258,16 +281,13 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
     with monitor:
         for step in range(start, config.steps):
             t0 = time.perf_counter()
-            batch = data.train_batch(step, config.batch_size)
+            mine = data.local_batch(step, config.batch_size, rank, world).view(accum, micro, -1)
             data_time = time.perf_counter() - t0
-            mine = batch.view(world, accum, micro, -1)[rank]
             step_tokens = config.batch_size * (config.seq_len - 1)
             step_loss = torch.zeros((), dtype=torch.float64, device=device)
             for k in range(accum):
                 mb = mine[k].to(device)
-                sync = (train_model.no_sync() if world > 1 and k < accum - 1
-                        else contextlib.nullcontext())
-                with sync:
+                with parallel.gradient_sync(train_model, config.parallel, world, k == accum - 1):
                     loss, n = token_loss(train_model, mb, autocast)
                     weight = n * world / step_tokens
                     if config.instrument is not None:
@@ -277,7 +297,7 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
             if world > 1:
                 torch.distributed.all_reduce(step_loss)
             mean_loss = (step_loss / step_tokens).item()
-            grad_norm = total_grad_norm(model) if math.isfinite(mean_loss) else math.nan
+            grad_norm = parallel.global_grad_norm(model) if math.isfinite(mean_loss) else math.nan
             if not (math.isfinite(mean_loss) and math.isfinite(grad_norm)):
                 what = (f"loss {mean_loss}" if not math.isfinite(mean_loss)
                         else f"gradient norm {grad_norm} (loss {mean_loss:.4g})")
@@ -310,11 +330,13 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
                 if recorder is not None:
                     recorder.log(done, {"eval_loss": eval_loss,
                                         "eval_perplexity": math.exp(eval_loss)})
-            if run_dir is not None and rank == 0 and (
+            if run_dir is not None and (
                     (config.save_every and done % config.save_every == 0) or done == config.steps):
-                checkpoint.save(run_dir, done, model, optimizer, scheduler, ident,
-                                {"tokens_seen": done * config.batch_size * config.seq_len},
-                                keep=config.keep_checkpoints)
+                states = checkpoint.gather(model, optimizer, data, sharded(config, world), world)
+                if rank == 0:
+                    checkpoint.save(run_dir, done, *states, scheduler, ident,
+                                    {"tokens_seen": done * config.batch_size * config.seq_len},
+                                    keep=config.keep_checkpoints)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
@@ -365,9 +387,13 @@ def parser():
                    help="the paper's configs/llama_<size>.json path (same as --model <size>)")
     p.add_argument("--scheduler", default="cosine", help="cosine (the only schedule, as the paper)")
     p.add_argument("--data", default=d.data, help="bundled | path/glob of json/parquet shards | c4")
-    p.add_argument("--tokenizer", default=None)
+    p.add_argument("--stream", action="store_true", default=None,
+                   help="read --data as a stream, each rank its own share (always on for c4)")
+    p.add_argument("--tokenizer", default=None, help="default: the bundled BPE; t5-base for c4")
     p.add_argument("--label", default=None)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--parallel", default=d.parallel,
+                   help="ddp | fsdp (FSDP2 fully_shard per block) when run under torchrun")
     p.add_argument("--instrument", action="store_true", help="record the default statistics")
     p.add_argument("--out", default=None, help="run directory (default runs/<optimizer>-<model>-s<seed>)")
     p.add_argument("--overwrite", action="store_true")

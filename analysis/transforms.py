@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from analysis.parallel import sharded_group
+
 RMS_FLOOR = 1e-8
 # Quintic Newton-Schulz coefficients used by Muon (Jordan et al. 2024; torch.optim.Muon).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -56,10 +58,20 @@ def sum_of_squares(x: Tensor, dim: int, dtype: torch.dtype | None = None,
     return acc
 
 
-def inverse_rms(x: Tensor, dim: int, floor: float = RMS_FLOOR) -> Tensor:
+def inverse_rms(x: Tensor, dim: int, floor: float = RMS_FLOOR, param: Tensor | None = None) -> Tensor:
     """``1 / max(rms(x, dim), floor)`` with ``rms = sqrt(mean(x**2, dim))``, keepdim (at least
-    float32)."""
-    return sum_of_squares(x, dim).div_(x.size(dim)).sqrt_().clamp_min_(floor).reciprocal_()
+    float32).
+
+    When ``x`` is this process's block of ``param``, an FSDP2 ``DTensor`` split along ``dim``,
+    the sums of squares are all-reduced over the shards and the mean taken over the full
+    ``param.size(dim)``: the result is the global one (``analysis.parallel``).
+    """
+    total, n = sum_of_squares(x, dim), x.size(dim)
+    group = sharded_group(param, dim) if param is not None else None
+    if group is not None:
+        torch.distributed.all_reduce(total, group=group)
+        n = param.size(dim)
+    return total.div_(n).sqrt_().clamp_min_(floor).reciprocal_()
 
 
 def rms_normalize(x: Tensor, dim: int, floor: float = RMS_FLOOR) -> Tensor:
@@ -110,9 +122,17 @@ def newton_schulz(g: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
 # ----------------------------------------------------------------------------- transforms
 
 class Transform:
-    """Base class: a stateless-by-default direction map."""
+    """Base class: a stateless-by-default direction map.
+
+    Under FSDP2 (``analysis.parallel``) ``update`` gets this process's row block of the
+    gradient and of the state, and the whole logical ``param`` (a ``DTensor``).
+    ``row_shard_safe`` says the update of a row block equals the row block of the update
+    (elementwise rules, per-row rules, or rules that communicate what they need); the trainer
+    refuses FSDP2 for a transform without it.
+    """
 
     name = "identity"
+    row_shard_safe = True
 
     def init(self, param: Tensor) -> dict[str, Tensor]:
         return {}
@@ -166,7 +186,7 @@ class normalize(Transform):
         self.axis = axis
 
     def update(self, grad, state, param):
-        return Scaled(grad, inverse_rms(grad, self.axis))
+        return Scaled(grad, inverse_rms(grad, self.axis, param=param))
 
     def __repr__(self):
         return f"normalize(dim={self.axis})"
@@ -190,6 +210,7 @@ class orthogonalize(Transform):
     """
 
     name = "orthogonalize"
+    row_shard_safe = False  # Newton-Schulz mixes all rows
 
     def __init__(self, steps: int = 5):
         self.steps = steps
@@ -282,6 +303,7 @@ class chain(Transform):
 
     def __init__(self, *transforms: Transform):
         self.transforms = transforms
+        self.row_shard_safe = all(t.row_shard_safe for t in transforms)
 
     def _prefix(self, i, t):
         return f"{i}.{t.name}."

@@ -16,7 +16,10 @@ Sources (all with the C4 schema, a ``text`` field per document):
 - ``"c4"``: ``allenai/c4`` ``en`` streamed from the hub with HF ``datasets`` (needs a network).
 
 Finite sources are loaded with ``datasets`` and cached as a flat ``int32`` ``.npy`` of token ids
-under ``data/cache`` keyed by the source files' and tokenizer's hashes.
+under ``data/cache`` keyed by the source files' and tokenizer's hashes (``BlockData``). C4, and
+local shards with ``stream=True``, are read as a stream instead (``toy_models.stream``). Both
+serve ``local_batch(step, batch_size, rank, world_size)``, ``validation_batches`` and a
+checkpointable ``state_dict``.
 """
 
 from __future__ import annotations
@@ -34,11 +37,25 @@ CACHE_DIR = REPO_ROOT / "data" / "cache"
 HUB_DATASETS = {"c4": ("allenai/c4", "en")}
 
 
-def _data_files(source: str, split: str) -> tuple[str, list[str]]:
-    """Resolve a source to a ``datasets`` builder name and its files."""
+def data_files(source: str, split: str) -> tuple[str, list[str]]:
+    """Resolve a source to a ``datasets`` builder name and the files of ``split``.
+
+    A directory holds shards named like ``*train*`` / ``*validation*``; a file or glob names the
+    training files and the validation ones are the same name with ``train`` replaced by
+    ``validation`` (C4: ``c4-train.*.json.gz`` / ``c4-validation.*.json.gz``)."""
     if source == "bundled":
         return "json", [str(corpus_path(split))]
-    pattern = str(Path(source) / f"*{split}*") if Path(source).is_dir() else source
+    if Path(source).is_dir():
+        pattern = str(Path(source) / f"*{split}*")
+    elif split == "train" or "train" not in Path(source).name:
+        if split != "train":
+            raise CorpusError(f"cannot tell which files hold the validation split of {source!r}: "
+                              "name the training files with 'train' (their validation files with "
+                              "'validation' instead), or give a directory of such shards")
+        pattern = source
+    else:
+        name = Path(source).name
+        pattern = str(Path(source).with_name(name.replace("train", split)))
     files = sorted(glob.glob(pattern))
     if not files:
         raise CorpusError(f"missing dataset path: nothing matches {pattern!r}; give a file, a glob, "
@@ -54,7 +71,7 @@ def load_documents(source: str, split: str, streaming: bool = False):
     if source in HUB_DATASETS:
         name, config = HUB_DATASETS[source]
         return datasets.load_dataset(name, config, split=split, streaming=True)
-    builder, files = _data_files(source, split)
+    builder, files = data_files(source, split)
     ds = datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=streaming)
     if ds.column_names is not None and "text" not in ds.column_names:
         raise CorpusError(f"{files[0]} has no 'text' field (columns: {ds.column_names}); "
@@ -77,8 +94,8 @@ def _tokenizer_fingerprint(tokenizer) -> str:
 def token_array(source: str, split: str, tokenizer, cache_dir: Path = CACHE_DIR) -> np.ndarray:
     """All tokens of a finite source split, cached on disk after the first call."""
     if source in HUB_DATASETS:
-        raise CorpusError(f"{source!r} is a streaming source; use stream_blocks for it")
-    _, files = _data_files(source, split)
+        raise CorpusError(f"{source!r} is a streaming source; read it with toy_models.stream.StreamData")
+    _, files = data_files(source, split)
     key = hashlib.sha256("".join(sha256_file(Path(f)) for f in files).encode()).hexdigest()[:16]
     path = cache_dir / f"{split}-{key}-{_tokenizer_fingerprint(tokenizer)}.npy"
     if path.exists():
@@ -124,14 +141,29 @@ class BlockData:
         rows = order[index * batch_size:(index + 1) * batch_size]
         return torch.from_numpy(self.train[rows].astype(np.int64))
 
+    def local_batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        """Rank ``rank``'s contiguous ``batch_size / world_size`` sequences of global batch ``step``."""
+        return self.train_batch(step, batch_size).view(world_size, batch_size // world_size, -1)[rank]
+
     def validation_batches(self, batch_size: int, max_tokens: int):
         """The fixed validation set: the first blocks up to ``max_tokens``, in order."""
-        import torch
-
         seq_len = self.validation.shape[1]
-        n = min(len(self.validation), max(1, max_tokens // seq_len))
-        for start in range(0, n, batch_size):
-            yield torch.from_numpy(self.validation[start:min(start + batch_size, n)].astype(np.int64))
+        return batches_of(self.validation, batch_size, min(len(self.validation),
+                                                           max(1, max_tokens // seq_len)))
+
+    def state_dict(self) -> dict:
+        return {}  # the position is a pure function of (seed, step)
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def batches_of(blocks: np.ndarray, batch_size: int, n: int):
+    """The first ``n`` blocks as int64 tensors of up to ``batch_size`` rows, in order."""
+    import torch
+
+    for start in range(0, n, batch_size):
+        yield torch.from_numpy(blocks[start:min(start + batch_size, n)].astype(np.int64))
 
 
 def load_blocks(tokenizer, seq_len: int, source: str = "bundled", seed: int = 0) -> BlockData:
@@ -139,26 +171,3 @@ def load_blocks(tokenizer, seq_len: int, source: str = "bundled", seed: int = 0)
     return BlockData(train=pack(token_array(source, "train", tokenizer), seq_len),
                      validation=pack(token_array(source, "validation", tokenizer), seq_len),
                      seed=seed)
-
-
-def stream_blocks(source: str, split: str, tokenizer, seq_len: int, seed: int = 42,
-                  rank: int = 0, world_size: int = 1, shuffle_buffer: int = 10_000):
-    """Yield packed ``seq_len`` blocks from a streamed source (the paper's C4 path).
-
-    The stream is shuffled with a buffer, split across ranks with
-    ``datasets.distributed.split_dataset_by_node`` (no duplicates, no gaps), tokenized on the fly
-    and packed with EOS between documents.
-    """
-    from datasets.distributed import split_dataset_by_node
-
-    ds = load_documents(source, split, streaming=True)
-    if split == "train":
-        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
-    ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
-    buffer = np.zeros(0, dtype=np.int32)
-    for batch in ds.iter(batch_size=64):
-        buffer = np.concatenate([buffer, *tokenize_texts(batch["text"], tokenizer)])
-        n = len(buffer) // seq_len
-        for i in range(n):
-            yield buffer[i * seq_len:(i + 1) * seq_len].astype(np.int64)
-        buffer = buffer[n * seq_len:]

@@ -224,3 +224,31 @@ def test_unsupported_seed_flags_are_refused_clearly(args, message, tmp_path, cap
     assert main(["--out", str(tmp_path / "r"), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_streamed_local_shards_train_and_resume_exactly(tmp_path):
+    """The C4 code path on local files of C4's format: train, checkpoint the stream position,
+    resume, and continue exactly as the uninterrupted run."""
+    from tests.toy_models.test_stream import _c4_shards
+    pattern = _c4_shards(tmp_path, 2, 300)
+    _c4_shards(tmp_path, 1, 40, split="validation")
+    config = tiny_config(data=pattern, stream=True, steps=6, eval_every=3, eval_tokens=256,
+                         save_every=3)
+    full = train(config, out=tmp_path / "full", progress=False)
+    assert full.final_eval_loss < full.first_eval_loss
+    train(config, out=tmp_path / "part", progress=False)
+    (tmp_path / "part" / "ckpt-00000006.pt").unlink()
+    (tmp_path / "part" / "result.json").unlink()
+    saved = torch.load(tmp_path / "part" / "ckpt-00000003.pt", weights_only=False)
+    assert saved["data"][0]["next_step"] == 3 and saved["data"][0]["position"] is not None
+    resumed = train(config, out=tmp_path / "part", resume=True, progress=False)
+    assert resumed.losses == full.losses[3:]
+
+
+def test_a_glob_without_validation_files_is_refused_before_training(tmp_path, capsys):
+    from tests.toy_models.test_stream import _c4_shards
+    pattern = _c4_shards(tmp_path, 1, 10, validation=False)
+    assert main(["--data", pattern, "--stream", "--steps", "2", "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 2
+    assert "missing dataset path: nothing matches" in capsys.readouterr().err
+    assert not list((tmp_path / "r").glob("*.jsonl*"))

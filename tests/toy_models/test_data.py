@@ -1,12 +1,9 @@
-import gzip
-import json
-import re
 
 import numpy as np
 import pytest
 
 from toy_models.corpus import CorpusError, _paragraph_chunks, split_of
-from toy_models.data import BlockData, load_blocks, pack, stream_blocks, token_array, tokenize_texts
+from toy_models.data import BlockData, load_blocks, pack, token_array, tokenize_texts
 
 
 def test_tokenize_appends_eos_between_documents(tokenizer):
@@ -52,24 +49,6 @@ def test_paragraph_chunks_reach_min_size():
     assert all(len(c) >= 500 for c in chunks)
     assert "".join(chunks).count("paragraph") == 40
 
-
-def _c4_shard(path, n):
-    with gzip.open(path, "wt") as handle:
-        for i in range(n):
-            handle.write(json.dumps({"text": f"document {i} " + "word " * (i % 7 + 3),
-                                     "timestamp": "2019", "url": f"u{i}"}) + "\n")
-
-
-def test_streaming_path_reads_a_local_c4_shard_split_across_ranks(tmp_path, tokenizer):
-    _c4_shard(tmp_path / "c4-train.00000-of-01024.json.gz", 60)
-    pattern = str(tmp_path / "c4-train.*.json.gz")
-    ranks = [list(stream_blocks(pattern, "train", tokenizer, seq_len=8, rank=r, world_size=2))
-             for r in range(2)]
-    ids = [set(re.findall(r"document (\d+)", tokenizer.decode(np.concatenate(blocks))))
-           for blocks in ranks]
-    assert not ids[0] & ids[1]                     # no document on both ranks
-    assert len(ids[0] | ids[1]) >= 56              # no gaps beyond each rank's partial tail block
-    assert all(len(b) == 8 for blocks in ranks for b in blocks)
 
 def test_missing_dataset_path_is_a_clear_error(tokenizer):
     with pytest.raises(CorpusError, match="missing dataset path"):
