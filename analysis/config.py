@@ -7,7 +7,7 @@ is derived: ``accum = batch_size / (micro_batch_size * world_size)`` and must be
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 from analysis.schedule import InstrumentConfig
 

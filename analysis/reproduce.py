@@ -25,7 +25,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from analysis.config import ConfigError, TrainConfig
@@ -189,7 +189,6 @@ def sweep(preset: Preset, out: Path, arms=ARMS, progress: bool = False,
     an edge of the grid the grid is extended by x3 in that direction (at most
     ``max_extensions`` times), so a reported best is an interior optimum or says it is not.
     Lowest final validation loss wins; finished points are reused when the sweep is repeated."""
-    from analysis.recording import load_result
 
     def point(arm, lr):
         run_dir = out / arm.label / f"lr{lr:g}"

@@ -34,7 +34,6 @@ RECOMPUTE = False  # True: train fresh runs instead of reading the shipped refer
 
 # %%
 import pandas as pd
-import torch
 
 from analysis import estimators, figures, report
 from analysis.reproduce import recordings

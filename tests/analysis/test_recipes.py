@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from analysis.optimizer import ChainedOptimizer, state_numel
-from analysis.recipes import OptimizerConfig, RecipeError, build_optimizer, get_recipe, recipe_names
+from analysis.recipes import RecipeError, build_optimizer, get_recipe, recipe_names
 from analysis.roles import RoleError, assign_roles, default_rules
 from analysis.transforms import as_tensor, chain, momentum, normalize, rms_normalize
 

@@ -46,7 +46,7 @@ def test_schedule_warms_up_then_decays_to_floor():
 
 
 def test_vector_group_follows_schedule_with_its_own_peak(tmp_path):
-    from analysis.train import build, resolve_device
+    from analysis.train import build
     config = tiny_config(lr=1e-3, adam_lr=2e-2, steps=20, warmup_steps=5)
     _, _, model, opt = build(config, torch.device("cpu"), "fp32")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(config))
@@ -155,7 +155,6 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path)
 
 
 def test_batch_not_divisible_by_world_size_is_refused_before_anything_is_written(tmp_path, monkeypatch):
-    from analysis.config import ConfigError
     from analysis.train import train
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "0")

@@ -1,6 +1,5 @@
 """Every teaching notebook runs top to bottom in SMOKE mode, its assert cells included."""
 
-import os
 from pathlib import Path
 
 import pytest

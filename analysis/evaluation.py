@@ -1,0 +1,77 @@
+"""What the trainer measures besides the training loss: validation loss on a fixed token
+budget, the step-0 evaluation of a resumed run, and the hardware rows (peak memory, MFU).
+
+MFU = achieved FLOP/s / (world size x the GPU's dense bf16 peak), with achieved FLOPs counted
+as ``6 N + 12 L h T`` per token (``toy_models.llama.flops_per_token``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from analysis.config import TrainConfig
+
+
+# Dense bf16 peak FLOP/s per GPU, for MFU (no sparsity); unknown devices get no MFU row.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+def recorded_first_eval(run_dir) -> float:
+    """The step-0 validation loss a resumed run recorded before it stopped (nan if none)."""
+    from analysis.recording import RecordingError, load_run, scalars
+
+    if run_dir is None:
+        return math.nan
+    try:
+        rows = scalars(load_run(run_dir), "eval_loss")
+    except RecordingError:  # a run directory without metrics: nothing recorded yet
+        return math.nan
+    rows = rows[rows["step"] == 0]
+    return float(rows["value"].iloc[0]) if len(rows) else math.nan
+
+
+def hardware_stats(device: torch.device, flops_per_s: float, world: int) -> dict:
+    """CUDA only: peak memory since the last call and MFU = achieved / (world x peak) FLOP/s,
+    with achieved FLOPs counted as ``6 N + 12 L h T`` per token (``toy_models.llama``)."""
+    if device.type != "cuda":
+        return {}
+    stats = {"memory_allocated_peak_gb": torch.cuda.max_memory_allocated(device) / 1e9,
+             "memory_reserved_peak_gb": torch.cuda.max_memory_reserved(device) / 1e9}
+    name = torch.cuda.get_device_name(device)
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+    if peak:
+        stats["mfu"] = flops_per_s / (world * peak)
+    return stats
+
+
+def token_loss(model, batch: torch.Tensor, autocast) -> tuple[torch.Tensor, int]:
+    """Mean next-token loss of a packed batch and the number of predicted tokens."""
+    with autocast():
+        loss = model(input_ids=batch, labels=batch).loss
+    return loss, batch.size(0) * (batch.size(1) - 1)
+
+
+@torch.no_grad()
+def evaluate(model, data, config: TrainConfig, device, autocast, rank=0, world=1) -> float:
+    """Token-weighted mean validation loss over the fixed budget (no n+1 bias).
+
+    Batch ``i`` goes to rank ``i % world``. Every rank runs the same number of forwards (FSDP2
+    gathers parameters in each one): in a last, short round a rank without a batch of its own
+    repeats one and counts nothing."""
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    batches = iter(data.validation_batches(config.micro(world), config.eval_budget()))
+    while True:
+        round_ = [b for _, b in zip(range(world), batches)]
+        if not round_:
+            break
+        mine = rank < len(round_)
+        loss, n = token_loss(model, round_[rank if mine else 0].to(device), autocast)
+        if mine:
+            total += torch.tensor([loss.double().item() * n, n], dtype=torch.float64, device=device)
+    if world > 1:
+        torch.distributed.all_reduce(total)
+    model.train()
+    return (total[0] / total[1]).item()
