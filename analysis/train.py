@@ -385,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CorpusError, CheckpointError, TrainingDiverged, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(f"validation loss {result.first_eval_loss:.3f} -> {result.final_eval_loss:.3f} "
           f"(perplexity {result.final_perplexity:.1f}; ln(vocab) = {math.log(result.vocab_size):.3f}); "
           f"optimizer state {result.optimizer_state_bytes / 1e6:.2f} MB; run in {result.run_dir}")
