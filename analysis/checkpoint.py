@@ -49,9 +49,10 @@ def gather(model, optimizer, data, sharded: bool, world: int) -> tuple[dict, dic
         model_state, optimizer_state = parallel.full_state_dicts(model, optimizer)
     else:
         model_state, optimizer_state = model.state_dict(), optimizer.state_dict()
-    positions = [data.state_dict()] * world
+    mine = data.state_dict()
+    positions = [mine] * world
     if world > 1:
-        torch.distributed.all_gather_object(positions, data.state_dict())
+        torch.distributed.all_gather_object(positions, mine)
     return model_state, optimizer_state, positions
 
 
@@ -73,7 +74,7 @@ def save(run_dir: Path, step: int, model_state: dict, optimizer_state: dict, pos
 
 def load_latest(run_dir: Path, ident: dict) -> dict | None:
     """The newest checkpoint in ``run_dir`` after checking it belongs to ``ident`` (None if
-    there is none). Nothing is applied: see ``restore_rng`` and the trainer."""
+    there is none). Nothing is applied: ``resume`` does that."""
     found = checkpoints(run_dir)
     if not found:
         return None

@@ -117,7 +117,8 @@ def _distributed() -> tuple[int, int]:
     return rank, world
 
 
-def build(config: TrainConfig, device: torch.device, precision: str, world: int = 1):
+def build(config: TrainConfig, device: torch.device, precision: str, world: int = 1,
+          rank: int = 0):
     """Tokenizer, data, model and optimizer for a config (shared by train and the benchmarks).
 
     With ``parallel="fsdp"`` and several processes the model is sharded before the optimizer
@@ -132,7 +133,7 @@ def build(config: TrainConfig, device: torch.device, precision: str, world: int 
     tokenizer = load_tokenizer(tokenizer_name) if tokenizer_name else load_tokenizer()
     if config.streaming():  # each rank reads its own share of the stream
         data = StreamData(config.data, tokenizer, config.seq_len, seed=config.seed,
-                          rank=int(os.environ.get("RANK", "0")), world_size=world)
+                          rank=rank, world_size=world)
     else:
         data = load_blocks(tokenizer, config.seq_len, source=config.data, seed=config.seed)
     base = load_config(config.model)
@@ -171,7 +172,7 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
         Path(out) if out is not None else None)
 
     torch.manual_seed(config.seed)
-    tokenizer, data, model, optimizer = build(config, device, precision, world)
+    tokenizer, data, model, optimizer = build(config, device, precision, world, rank)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
     ident = checkpoint.identity(config.to_dict(), model,
                                 layout="fsdp" if sharded(config, world) else "plain")

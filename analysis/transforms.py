@@ -133,6 +133,7 @@ class Transform:
 
     name = "identity"
     row_shard_safe = True
+    accepts_scaled = False  # True: update() takes a Scaled direction as it is
 
     def init(self, param: Tensor) -> dict[str, Tensor]:
         return {}
@@ -317,7 +318,7 @@ class chain(Transform):
 
     def update(self, grad, state, param):
         for i, t in enumerate(self.transforms):
-            if isinstance(grad, Scaled) and not getattr(t, "accepts_scaled", False):
+            if isinstance(grad, Scaled) and not t.accepts_scaled:
                 grad = grad.materialize()
             grad = t.update(grad, _Namespace(state, self._prefix(i, t)), param)
         return grad

@@ -45,17 +45,17 @@ def data_files(source: str, split: str) -> tuple[str, list[str]]:
     ``validation`` (C4: ``c4-train.*.json.gz`` / ``c4-validation.*.json.gz``)."""
     if source == "bundled":
         return "json", [str(corpus_path(split))]
+    name = Path(source).name
     if Path(source).is_dir():
         pattern = str(Path(source) / f"*{split}*")
-    elif split == "train" or "train" not in Path(source).name:
-        if split != "train":
-            raise CorpusError(f"cannot tell which files hold the validation split of {source!r}: "
-                              "name the training files with 'train' (their validation files with "
-                              "'validation' instead), or give a directory of such shards")
+    elif split == "train":
         pattern = source
-    else:
-        name = Path(source).name
+    elif "train" in name:
         pattern = str(Path(source).with_name(name.replace("train", split)))
+    else:
+        raise CorpusError(f"cannot tell which files hold the {split} split of {source!r}: name the "
+                          f"training files with 'train' (their {split} files with '{split}' "
+                          "instead), or give a directory of such shards")
     files = sorted(glob.glob(pattern))
     if not files:
         raise CorpusError(f"missing dataset path: nothing matches {pattern!r}; give a file, a glob, "

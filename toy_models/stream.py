@@ -44,6 +44,7 @@ class StreamData:
         self._dataset = self._iterator = None
         self._position = None                      # a loaded stream position, applied on open
         self._validation = np.zeros((0, seq_len), dtype=np.int32)
+        self._validation_read = 0                  # blocks asked of the split so far
         if source not in HUB_DATASETS:  # a missing or ambiguous path fails now, not mid-run
             data_files(source, "train"), data_files(source, "validation")
 
@@ -103,9 +104,9 @@ class StreamData:
     def validation_batches(self, batch_size: int, max_tokens: int):
         """The first ``max_tokens`` of the validation split in blocks, in order."""
         n = max(1, max_tokens // self.seq_len)
-        if len(self._validation) < n:
-            self._validation = self._read_validation(n)
-        return batches_of(self._validation, batch_size, n)
+        if n > self._validation_read:  # read once per budget, even when the split is shorter
+            self._validation, self._validation_read = self._read_validation(n), n
+        return batches_of(self._validation, batch_size, min(n, len(self._validation)))
 
     def _read_validation(self, n_blocks: int) -> np.ndarray:
         pieces, texts, count = [], [], 0

@@ -96,3 +96,17 @@ def test_validation_is_a_fixed_prefix_of_the_validation_split(tmp_path, tokenize
     again = list(data.validation_batches(batch_size=3, max_tokens=80))
     assert all((a == b).all() for a, b in zip(first, again))
     assert tokenizer.decode(first[0][0]).startswith("document 0 ")
+
+
+def test_a_validation_split_shorter_than_the_budget_is_read_once(tmp_path, tokenizer, monkeypatch):
+    import toy_models.stream as stream
+    data = StreamData(_c4_shards(tmp_path, 1, 20), tokenizer, seq_len=8)  # 10 validation docs
+    opened = []
+    original = stream.load_documents
+    monkeypatch.setattr(stream, "load_documents",
+                        lambda *a, **k: opened.append(a[1]) or original(*a, **k))
+    for _ in range(2):
+        batches = list(data.validation_batches(batch_size=4, max_tokens=100_000))
+        assert batches and all(len(b) > 0 for b in batches)
+        assert sum(len(b) for b in batches) < 100_000 // 8
+    assert opened == ["validation"]
