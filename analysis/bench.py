@@ -21,8 +21,12 @@ import time
 
 import torch
 
-from analysis.recipes import build_optimizer
+from analysis.instrument.hooks import Instrumentation
+from analysis.instrument.schedule import InstrumentConfig
+from analysis.optim.recipes import build_optimizer
+from toy_models.data import load_blocks
 from toy_models.llama import build_model, load_config
+from toy_models.tokenizer import load_tokenizer
 
 
 def _optimizers(model):
@@ -66,10 +70,6 @@ def bench_optimizer(model_name: str, repeats: int = 20, warmup: int = 3) -> dict
 def bench_instrument(model_name: str = "micro", rounds: int = 6, steps_per_round: int = 10,
                      batch_size: int = 8, micro_batch_size: int = 2, seq_len: int = 128) -> dict:
     """Tokens/s of training with instrumentation off / default / every step, interleaved."""
-    from analysis.instrument import Instrumentation
-    from analysis.schedule import InstrumentConfig
-    from toy_models.data import load_blocks
-    from toy_models.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer()
     data = load_blocks(tokenizer, seq_len)
@@ -109,6 +109,7 @@ def bench_instrument(model_name: str = "micro", rounds: int = 6, steps_per_round
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``scale-lab bench optimizer|instrument``: print the numbers (and write them with --out)."""
     parser = argparse.ArgumentParser(prog="scale-lab bench", description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("optimizer", "instrument"))
     parser.add_argument("--models", default=None, help="comma-separated model configs")

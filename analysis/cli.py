@@ -2,8 +2,8 @@
 
     scale-lab train      -> python -m analysis.train
     scale-lab reproduce  -> python -m analysis.reproduce
-    scale-lab figures    -> python -m analysis.figures
-    scale-lab memory     -> python -m analysis.memory
+    scale-lab figures    -> python -m analysis.results.figures
+    scale-lab memory     -> python -m analysis.results.memory
     scale-lab bench      -> python -m analysis.bench
 """
 
@@ -13,10 +13,11 @@ import importlib
 import sys
 
 COMMANDS = {"train": "analysis.train", "reproduce": "analysis.reproduce",
-            "figures": "analysis.figures", "memory": "analysis.memory", "bench": "analysis.bench"}
+            "figures": "analysis.results.figures", "memory": "analysis.results.memory", "bench": "analysis.bench"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``scale-lab <command> ...`` to the command's module ``main``; its exit code."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: scale-lab {" + ",".join(COMMANDS) + "} [options]\n\n" + __doc__.strip())

@@ -16,7 +16,7 @@ JSONL is append-only: every row batch is written and flushed before training goe
 load. ``load_run``/``load_runs`` return pandas DataFrames.
 
 Curated copies (the reference recordings shipped under ``data/recordings``, made by
-``python -m analysis.curate``) hold the same tables gzipped: ``metrics.jsonl.gz`` and
+``python -m analysis.results.curate``) hold the same tables gzipped: ``metrics.jsonl.gz`` and
 ``spectra.jsonl.gz``; every reader here accepts either form.
 """
 
@@ -41,6 +41,7 @@ PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "numpy", "pandas"
 
 
 class RecordingError(ValueError):
+    """A run directory that is missing, empty or not one; the message names it."""
     pass
 
 
@@ -148,14 +149,17 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def is_run_dir(path: str | Path) -> bool:
+    """Does ``path`` hold ``config.json`` and a metrics table (plain or gzipped)?"""
     return (Path(path) / CONFIG).exists() and _table_path(Path(path), METRICS).exists()
 
 
 def load_config(run_dir: str | Path) -> dict:
+    """The ``config.json`` of a run directory, as a dict."""
     return json.loads((Path(run_dir) / CONFIG).read_text())
 
 
 def load_result(run_dir: str | Path) -> dict | None:
+    """The ``result.json`` of a run directory (None while the run is unfinished)."""
     path = Path(run_dir) / RESULT
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -178,6 +182,7 @@ def load_run(run_dir: str | Path, table: str = "metrics", name: str | None = Non
 
 
 def find_runs(root: str | Path) -> list[Path]:
+    """Every run directory at or below ``root``, sorted by path."""
     root = Path(root)
     if is_run_dir(root):
         return [root]

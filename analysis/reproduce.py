@@ -28,8 +28,16 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from analysis.config import ConfigError, TrainConfig
-from analysis.schedule import InstrumentConfig
+import torch
+
+from analysis.instrument.schedule import InstrumentConfig
+from analysis.recording import load_result
+from analysis.results.figures import render_all
+from analysis.results.report import write_report
+from analysis.train import checkpoint
+from analysis.train.config import ConfigError, TrainConfig
+from analysis.train.loop import TrainingDiverged, train
+from toy_models.corpus import CorpusError
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,8 @@ ARM_BY_LABEL = {a.label: a for a in ARMS}
 
 @dataclass(frozen=True)
 class Preset:
+    """A named protocol: model, steps, batch, seeds, evaluation, lrs per arm and the
+    instrumentation schedule; ``config(arm, seed)`` gives one run's ``TrainConfig``."""
     name: str
     description: str
     model: str
@@ -111,7 +121,7 @@ PRESETS = {
                        "nano", 300, 16, 4, 128, (0, 1, 2), 50, 32_768, TOY_LRS,
                        replace(_TOY_INSTRUMENT, cheap_every=10, rows_every=50, full_at=(1, 10, 30, 100, 300)),
                        device="cpu", precision="fp32"),
-    # The paper's protocol (DESIGN section 5): batch 512 x 256, lr 1e-3, warmup 10%, cosine to
+    # The paper's protocol (arXiv 2506.16659, section 5 of its experiments): batch 512 x 256, lr 1e-3, warmup 10%, cosine to
     # 10%, bf16, C4 with the T5 tokenizer; needs a GPU and a reachable dataset hub.
     "paper-60m": Preset("paper-60m", "60M, 11k steps x 512 x 256 on C4, bf16, 1 seed (GPU)",
                         "60m", 11_000, 512, 64, 256, (42,), 1000, 10_000_000, PAPER_LRS,
@@ -127,12 +137,14 @@ PRESETS = {
 
 
 def get_preset(name: str) -> Preset:
+    """The preset called ``name`` (``ConfigError`` listing the choices otherwise)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]
 
 
 def select_arms(labels: list[str] | None) -> tuple[Arm, ...]:
+    """The arms named by ``labels`` (all when empty); ``ConfigError`` for an unknown one."""
     if not labels:
         return ARMS
     unknown = [label for label in labels if label not in ARM_BY_LABEL]
@@ -143,9 +155,6 @@ def select_arms(labels: list[str] | None) -> tuple[Arm, ...]:
 
 def run_one(config: TrainConfig, run_dir: Path, progress: bool) -> dict:
     """Train one (arm, seed) unless finished; return its ``result.json`` contents."""
-    from analysis import checkpoint
-    from analysis.recording import load_result
-    from analysis.train import TrainingDiverged, train
 
     done = load_result(run_dir)
     if done is not None:
@@ -244,6 +253,7 @@ def recordings(recompute: bool = False, smoke: bool = False, arms=None,
 
 
 def parser():
+    """The argument parser of ``scale-lab reproduce``."""
     p = argparse.ArgumentParser(prog="scale-lab reproduce", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)")
     p.add_argument("--out", default=None,
@@ -258,8 +268,8 @@ def parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from toy_models.corpus import CorpusError
-
+    """``scale-lab reproduce``: train the preset's arms, then the report and the figures; 0 on
+    success, 2 with one error line."""
     args = parser().parse_args(argv)
     if args.list:
         for preset in PRESETS.values():
@@ -270,7 +280,6 @@ def main(argv: list[str] | None = None) -> int:
         preset = get_preset(args.preset)
         arms = select_arms(args.arms)
         if preset.gpu:
-            import torch
             if not torch.cuda.is_available():
                 raise ConfigError(f"preset {preset.name!r} follows the paper's GPU protocol and "
                                   "needs CUDA; use --preset quick or cpu-full on this machine")
@@ -284,8 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CorpusError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from analysis.figures import render_all
-    from analysis.report import write_report
 
     figures_dir = Path(args.figures or out / "figures")
     report = write_report(out, out / "report.md", figures_dir=figures_dir)

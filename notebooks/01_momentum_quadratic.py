@@ -22,12 +22,12 @@ SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what C
 # (the noisy quadratic model). The update is SCALE's EMA momentum,
 # $m \leftarrow \beta m + (1-\beta) g$, $x \leftarrow x - \eta m$; $\beta = 0$ is plain SGD.
 #
-# Everything here is in `toy_models.quadratic`; the figure is `analysis.figures.momentum_quadratic`.
+# Everything here is in `toy_models.quadratic`; the figure is `analysis.results.figures.momentum_quadratic`.
 
 # %%
 import numpy as np
 
-from analysis import figures
+from analysis.results import figures
 from toy_models import quadratic
 
 steps = 300 if SMOKE else 2000

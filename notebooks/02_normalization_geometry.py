@@ -19,7 +19,7 @@ SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what C
 # Every rung of the ladder (sign, row, column, spectral) maps the gradient $G$ to a
 # direction $U$ of fixed size. Each is the **steepest** direction for some norm:
 # $U^\star = \arg\max_{\|U\| \le 1} \langle G, U\rangle$, and the value it reaches is the
-# dual norm $\|G\|_\ast$ (table in `analysis.geometry`). Which norm you descend in decides
+# dual norm $\|G\|_\ast$ (table in `analysis.optim.geometry`). Which norm you descend in decides
 # which parts of the network get to move. SCALE's choice, *column-wise* (one unit RMS per
 # output unit), gives every output unit, every vocabulary row of the LM head included, a
 # step of the same size.
@@ -30,8 +30,8 @@ SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what C
 import pandas as pd
 import torch
 
-from analysis import geometry
-from analysis.roles import assign_roles
+from analysis.optim import geometry
+from analysis.optim.roles import assign_roles
 from toy_models.data import load_blocks
 from toy_models.llama import build_model, load_config
 from toy_models.tokenizer import load_tokenizer

@@ -22,7 +22,7 @@ RECOMPUTE = False  # True: train fresh runs instead of reading the shipped refer
 # its one momentum buffer goes. "Noisy" needs a number: the variance of a mini-batch gradient
 # around the full-batch gradient, per layer, $\mathbb{E}\|g_b - g\|^2$.
 #
-# Three estimators (`analysis.estimators`), side by side on one batch:
+# Three estimators (`analysis.instrument.estimators`), side by side on one batch:
 #
 # * **exact**: per-sequence gradients with `torch.func.vmap` (tiny models only);
 # * **(a) micro-batch**: the $K$ micro-batch gradients of one accumulated step,
@@ -35,9 +35,10 @@ RECOMPUTE = False  # True: train fresh runs instead of reading the shipped refer
 # %%
 import pandas as pd
 
-from analysis import estimators, figures, report
+from analysis.instrument import estimators
+from analysis.optim.roles import assign_roles
 from analysis.reproduce import recordings
-from analysis.roles import assign_roles
+from analysis.results import figures, report
 from toy_models.data import load_blocks
 from toy_models.llama import build_model, load_config
 from toy_models.tokenizer import load_tokenizer
@@ -53,12 +54,11 @@ per_example = estimators.per_example_grads(model, batch)             # {name: (n
 micro = {name: g.reshape(k, n // k, *g.shape[1:]).mean(1) for name, g in per_example.items()}
 probe_small = [data.train_batch(100 + i, n // k) for i in range(k)]
 probe_large = data.train_batch(99, n)
+names = [name for name, _ in model.named_parameters()]
 
 
-def mean_grad(x):
-    model.zero_grad()
-    model(input_ids=x, labels=x).loss.backward()
-    return {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+def mean_grad(x):  # the instrumentation's own probe gradient
+    return dict(zip(names, estimators.mean_gradient(model, x)))
 
 
 large = mean_grad(probe_large)

@@ -29,8 +29,9 @@ RECOMPUTE = False  # True: train the ladder yourself (quick preset: about 5 minu
 # (3 seeds), or train them with `RECOMPUTE = True`.
 
 # %%
-from analysis import figures, report
-from analysis.recipes import recipe_table
+from analysis.results import figures
+from analysis.results import report
+from analysis.optim.recipes import recipe_table
 from analysis.reproduce import recordings
 
 print(recipe_table())
@@ -50,7 +51,7 @@ figures.normalization_ablation(rec)
 # %% [markdown]
 # ## The claims, with their numbers
 #
-# Each claim has a rule fixed in `analysis.report` before looking at results; intervals are
+# Each claim has a rule fixed in `analysis.results.report` before looking at results; intervals are
 # Student-t 95% over seeds, differences paired by seed. A claim that does not hold at this
 # scale is reported as such.
 

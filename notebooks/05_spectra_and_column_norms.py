@@ -26,10 +26,10 @@ RECOMPUTE = False  # True: train fresh runs instead of reading the shipped refer
 #   $\|U\|_F^2 / \|U\|_2^2$ is 1 for a rank-one step and $\min(m, n)$ for an orthogonal one.
 #   Newton-Schulz (spectral_norm, Muon) flattens the spectrum; column normalization does not.
 #
-# The instrumentation records both (`analysis.instrument`; schedules in `analysis.schedule`).
+# The instrumentation records both (`analysis.instrument.hooks`; schedules in `analysis.instrument.schedule`).
 
 # %%
-from analysis import figures
+from analysis.results import figures
 from analysis.reproduce import recordings
 
 runs = recordings(recompute=RECOMPUTE, smoke=SMOKE)

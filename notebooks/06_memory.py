@@ -19,13 +19,13 @@ SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what C
 # The paper counts memory as $2\,\text{bytes} \times (\text{parameters} + \text{optimizer-state
 # elements})$: bf16 weights and states, no gradients or activations. SCALE keeps state only for
 # the output layer (one momentum buffer, $V \times h$) and the RMSNorm gains (two Adam moments);
-# Adam keeps two numbers per parameter. `analysis.memory` counts both from the LLaMA configs
+# Adam keeps two numbers per parameter. `analysis.results.memory` counts both from the LLaMA configs
 # alone (no 7B model is built) and by measuring real optimizers.
 
 # %%
 import pandas as pd
 
-from analysis import memory
+from analysis.results import memory, paper
 from toy_models.llama import load_config, parameter_counts
 
 models = ["60m", "130m", "350m", "1b", "7b"]
@@ -34,19 +34,12 @@ table = pd.DataFrame({m: {r: memory.analytic_gb(r, m) for r in recipes} for m in
 table.round(2)
 
 # %% [markdown]
-# The paper's numbers (DESIGN §6), for comparison: 7B: SGD 13.48, SCALE 13.74, APOLLO-Mini
-# 14.53, APOLLO 16.14, Muon 26.95, Adam 40.43; 1B: SGD 2.68, SCALE 2.81, GaLore/APOLLO 4.76,
-# Muon 5.36, Adam 8.04.
+# The paper's own numbers (`analysis.results.paper.MEMORY_GB`) beside ours:
 
 # %%
-paper = {("7b", "sgd"): 13.476, ("7b", "scale"): 13.74, ("7b", "apollo_mini"): 14.53,
-         ("7b", "apollo"): 16.14, ("7b", "muon"): 26.95, ("7b", "adamw"): 40.43,
-         ("1b", "sgd"): 2.68, ("1b", "scale"): 2.81, ("1b", "galore"): 4.76,
-         ("1b", "muon"): 5.36, ("1b", "adamw"): 8.04,
-         ("60m", "scale"): 0.15, ("130m", "scale"): 0.32, ("350m", "scale"): 0.80,
-         ("60m", "adamw"): 0.35, ("130m", "adamw"): 0.81, ("350m", "adamw"): 2.21}
+paper_gb = {(m, r): v for (r, m), v in paper.MEMORY_GB.items() if r in recipes}
 check = pd.DataFrame([{"model": m, "recipe": r, "paper": v, "ours": table.loc[r, m]}
-                      for (m, r), v in paper.items()])
+                      for (m, r), v in paper_gb.items()])
 check["difference"] = check["ours"] - check["paper"]
 check.round(3)
 

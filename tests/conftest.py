@@ -25,7 +25,7 @@ def tiny_model():
 
 
 def tiny_config(**overrides):
-    from analysis.config import TrainConfig
+    from analysis.train.config import TrainConfig
     values = dict(model="nano", optimizer="scale", steps=6, batch_size=4, seq_len=32,
                   eval_every=3, eval_tokens=512, seed=0, warmup_steps=2)
     values.update(overrides)

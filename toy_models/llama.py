@@ -20,10 +20,12 @@ CPU_MODELS = ("nano", "micro", "mini")
 
 
 class UnknownModelError(ValueError):
+    """A model name with no config file; the message lists the choices."""
     pass
 
 
 def model_names() -> list[str]:
+    """The names of the shipped configs (``nano`` .. ``7b``)."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
@@ -61,7 +63,7 @@ def build_model(config, seed: int = 0, dtype=None):
 
 
 def matrix_shapes(config) -> list[tuple[str, str, tuple[int, ...]]]:
-    """Every parameter as ``(name, role, shape)`` from the config; roles as in ``analysis.roles``."""
+    """Every parameter as ``(name, role, shape)`` from the config; roles as in ``analysis.optim.roles``."""
     h, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
     kv = config.num_key_value_heads * (h // config.num_attention_heads)
     rows = [("model.embed_tokens.weight", "embedding", (v, h))]

@@ -23,6 +23,7 @@ import numpy as np
 
 
 def curvatures(dim: int = 32, h_min: float = 1e-2) -> np.ndarray:
+    """The quadratic's ``dim`` eigenvalues, log-spaced from ``h_min`` to 1."""
     return np.logspace(np.log10(h_min), 0.0, dim)
 
 

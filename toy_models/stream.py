@@ -15,7 +15,7 @@ anything, and the next batch is the one an uninterrupted run would have read. (`
 own ``shuffle`` would drop its buffer on resume, which is why the buffer lives here.)
 
 Validation: the first ``max_tokens`` of the unshuffled validation split, packed the same way,
-read once and kept in memory; every rank holds the same blocks (``analysis.evaluation.evaluate`` deals them).
+read once and kept in memory; every rank holds the same blocks (``analysis.train.evaluation.evaluate`` deals them).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import copy
 import numpy as np
 
 from toy_models.corpus import CorpusError
-from toy_models.data import HUB_DATASETS, data_files, batches_of, load_documents, pack, tokenize_texts
+from toy_models.data import HUB_DATASETS, batches_of, data_files, load_documents, pack, tokenize_texts
 
 TOKENIZE_DOCUMENTS = 64  # validation documents tokenized per call
 

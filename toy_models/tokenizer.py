@@ -69,6 +69,7 @@ def load_tokenizer(name_or_path: str | Path = TOKENIZER_DIR):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m toy_models.tokenizer``: retrain the bundled BPE on the training split."""
     parser = argparse.ArgumentParser(description="Train the bundled byte-level BPE tokenizer.")
     parser.add_argument("--vocab", type=int, default=DEFAULT_VOCAB)
     parser.add_argument("--out", type=Path, default=TOKENIZER_DIR)

@@ -4,9 +4,9 @@ import copy
 
 import torch
 
-from analysis.baseline_transforms import adam_with_reset, norm_scale, spike_clip, standardize
-from analysis.recipes import build_optimizer
-from analysis.roles import assign_roles
+from analysis.optim.baselines import adam_with_reset, norm_scale, spike_clip, standardize
+from analysis.optim.recipes import build_optimizer
+from analysis.optim.roles import assign_roles
 
 
 def test_gradnorm_gives_zero_mean_unit_std_per_output_unit():
@@ -71,8 +71,8 @@ def test_stable_spam_matches_its_rules_through_a_spike_and_a_reset():
     grads = [torch.randn(5, 7, generator=gen, dtype=torch.float64) for _ in range(10)]
     grads[6][2, 3] = 500.0  # a spike for the clipping to catch
     param = torch.nn.Parameter(torch.zeros(5, 7, dtype=torch.float64))
-    from analysis.optimizer import ChainedOptimizer
-    from analysis.transforms import chain
+    from analysis.optim.optimizer import ChainedOptimizer
+    from analysis.optim.transforms import chain
     rule = chain(spike_clip(0.999), norm_scale(0.7, 0.9), adam_with_reset((0.9, 0.999), 1e-8, every=4))
     opt = ChainedOptimizer([{"params": [param], "label": "all", "lr": 1e-2}], {"all": rule})
     for g in grads:

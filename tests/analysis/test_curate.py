@@ -1,8 +1,8 @@
 import pytest
 
-from analysis.curate import curate
 from analysis.recording import load_run, load_runs, scalars
 from analysis.reproduce import PRESETS, run_preset, select_arms
+from analysis.results.curate import curate
 
 
 def test_curated_runs_read_back_like_the_originals_and_are_smaller(tmp_path):

@@ -2,8 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.estimators import (microbatch_variance, noise_scale, per_example_grads,
-                                 probe_variance, sqnorm)
+from analysis.instrument.estimators import (
+    microbatch_variance,
+    noise_scale,
+    per_example_grads,
+    probe_variance,
+    sqnorm,
+)
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis import figures
 from analysis.recording import Recorder
 from analysis.reproduce import REFERENCE
+from analysis.results import figures
 
 
 @pytest.mark.skipif(not REFERENCE.exists(), reason="reference recordings not built")

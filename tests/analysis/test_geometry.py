@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from analysis import geometry
+from analysis.optim import geometry
 
 
 @pytest.mark.parametrize("shape", [(12, 7), (5, 20)])

@@ -1,13 +1,12 @@
 import pytest
 import torch
 
-from analysis.estimators import per_example_grads
-from analysis.instrument import Instrumentation
-from analysis.recipes import build_optimizer
+from analysis.instrument.estimators import per_example_grads
+from analysis.instrument.hooks import Instrumentation
+from analysis.instrument.schedule import InstrumentConfig
+from analysis.optim.recipes import build_optimizer
 from analysis.recording import Recorder, load_run
-from analysis.schedule import InstrumentConfig
 from analysis.train import train
-from analysis import transforms
 from tests.conftest import tiny_config
 
 
@@ -43,7 +42,36 @@ def _no_hooks_left(model, optimizer):
     for p in model.parameters():
         assert not p._backward_hooks
     assert not optimizer._optimizer_step_pre_hooks and not optimizer._optimizer_step_post_hooks
-    assert transforms._tap_listener is None
+    assert not optimizer._tap_hooks
+
+
+def test_two_instrumented_optimizers_each_record_only_their_own(tmp_path):
+    """The tap listener belongs to its optimizer: with two instrumented optimizers alive at
+    once, each monitor hears its own optimizer's taps (with a module-global listener the
+    second monitor took the first optimizer's taps, and the first run lost its momentum row)."""
+    from toy_models.llama import build_model, load_config
+
+    config = load_config("nano", vocab_size=64, hidden_size=16, intermediate_size=32,
+                         num_attention_heads=2, num_key_value_heads=2)
+    models = [build_model(config, seed=s) for s in (0, 1)]
+    optimizers = [build_optimizer("scale", m, lr=1e-2) for m in models]
+    batch = torch.randint(0, 64, (4, 12), generator=torch.Generator().manual_seed(0))
+    recorders = [Recorder(tmp_path / f"r{i}") for i in (0, 1)]
+    for i, rec in enumerate(recorders):
+        rec.write_config({"config": {"optimizer": "scale", "seed": i}})
+    with Instrumentation(models[0], optimizers[0], recorders[0]) as first, \
+            Instrumentation(models[1], optimizers[1], recorders[1]) as second:
+        for model, opt, monitor in zip(models, optimizers, (first, second)):
+            _one_step(model, opt, batch, 2, monitor)
+    for rec in recorders:
+        rec.close()
+    for i in (0, 1):
+        frame = load_run(tmp_path / f"r{i}")
+        head = frame[frame.param == "lm_head.weight"].set_index("stat")["value"]
+        assert "momentum_grad_cos" in head.index          # heard from its own momentum tap
+        assert head["update_rms"] == pytest.approx(1.0, rel=1e-4)   # SCALE: unit-RMS rows
+    for opt in optimizers:
+        assert not opt._tap_hooks
 
 
 def test_every_hook_is_removed_on_exit_and_on_exception(tiny_model):

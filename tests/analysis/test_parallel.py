@@ -5,11 +5,12 @@ import sys
 import pytest
 import torch
 
-from analysis.checkpoint import CheckpointError, identity, load_latest, save
-from analysis.config import ConfigError
-from analysis.parallel import check_shardable, global_grad_norm
-from analysis.recipes import build_optimizer
+from analysis.optim.optimizer import NotShardable, check_shardable
+from analysis.optim.recipes import build_optimizer
 from analysis.recording import load_run, scalars
+from analysis.train.checkpoint import CheckpointError, identity, load_latest, save
+from analysis.train.config import ConfigError
+from analysis.train.parallel import global_grad_norm
 from tests.conftest import tiny_config
 
 
@@ -22,7 +23,7 @@ def test_row_local_recipes_may_run_sharded(tiny_model, name):
     ("spectral_norm", "orthogonalize"), ("muon", "Muon"), ("swan", "orthogonalize"),
     ("stable_spam", "spike_clip"), ("adafactor", "Adafactor")])
 def test_whole_matrix_recipes_are_refused_under_fsdp(tiny_model, name, culprit):
-    with pytest.raises(ConfigError, match=rf"optimizer '{name}' needs whole matrices \(.*{culprit}"
+    with pytest.raises(NotShardable, match=rf"optimizer '{name}' needs whole matrices \(.*{culprit}"
                                           r".*run it with --parallel ddp"):
         check_shardable(build_optimizer(name, tiny_model), name)
 
@@ -37,7 +38,7 @@ def test_grad_norm_of_whole_gradients_is_the_global_two_norm(tiny_model):
     ({"parallel": "zero3"}, "unknown parallel mode 'zero3'; choose ddp or fsdp"),
     ({"parallel": "fsdp", "instrument": "default"}, "instrument with --parallel ddp")])
 def test_bad_parallel_settings_are_refused(fields, message):
-    from analysis.schedule import InstrumentConfig
+    from analysis.instrument.schedule import InstrumentConfig
     if fields.get("instrument") == "default":
         fields = {**fields, "instrument": InstrumentConfig()}
     with pytest.raises(ConfigError, match=message):

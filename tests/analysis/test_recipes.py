@@ -3,10 +3,11 @@ import copy
 import pytest
 import torch
 
-from analysis.optimizer import ChainedOptimizer, state_numel
-from analysis.recipes import RecipeError, build_optimizer, get_recipe, recipe_names
-from analysis.roles import RoleError, assign_roles, default_rules
-from analysis.transforms import as_tensor, chain, momentum, normalize, rms_normalize
+from analysis.optim.maths import as_tensor, rms_normalize
+from analysis.optim.optimizer import ChainedOptimizer, state_numel
+from analysis.optim.recipes import RecipeError, build_optimizer, get_recipe, recipe_names
+from analysis.optim.roles import RoleError, assign_roles, default_rules
+from analysis.optim.transforms import chain, momentum, normalize
 
 
 def _batch(seed=0, n=4, t=12, vocab=64):
@@ -22,7 +23,7 @@ def _train(model, opt, steps, seed0=0):
 
 
 def test_scale_matches_a_naive_loop_written_from_the_paper(tiny_model):
-    """DESIGN §2: rows of hidden/output matrices normalized to unit RMS, the embedding per
+    """SCALE (arXiv 2506.16659, Algorithm 1): rows of hidden/output matrices normalized to unit RMS, the embedding per
     column (dim 0), EMA momentum (beta 0.9, no bias correction) on lm_head before normalizing,
     AdamW on vectors with their own lr."""
     lr, adam_lr, beta = 3e-3, 2e-2, 0.9
@@ -227,7 +228,8 @@ def test_pure_bf16_step_tracks_the_fp32_step(tiny_model):
 @pytest.mark.parametrize("shape, dim", [((300, 48), 0), ((300, 48), 1), ((2500, 7), 0)])
 def test_fused_normalized_step_equals_the_plain_formula(shape, dim):
     """The in-place ``addcmul_`` path (no temporaries) is the readable ``p - lr * g / rms``."""
-    from analysis.transforms import Scaled, normalize, sum_of_squares
+    from analysis.optim.maths import Scaled, sum_of_squares
+    from analysis.optim.transforms import normalize
     g = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert torch.allclose(sum_of_squares(g, dim), g.square().sum(dim, keepdim=True), rtol=1e-12)
     direction = normalize(dim).update(g, {}, g)

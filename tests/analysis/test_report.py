@@ -4,7 +4,7 @@ import pytest
 from scipy import stats
 
 from analysis.recording import Recorder
-from analysis.report import claims, final_results, interval, paired_difference, summary
+from analysis.results.report import claims, final_results, interval, paired_difference, summary
 
 
 def _fake_run(root, label, seed, loss, optimizer=None, momentum=None, state=0, variance=None):

@@ -4,7 +4,7 @@ import pytest
 
 from analysis import reproduce
 from analysis.recording import load_result
-from analysis.report import final_results, summary
+from analysis.results.report import final_results, summary
 
 ARMS = ["sgd", "col_norm", "scale", "adamw"]
 
@@ -33,12 +33,10 @@ def test_smoke_reproduction_writes_runs_report_and_figures(smoke_runs):
 
 
 def test_repeating_the_command_skips_finished_runs(smoke_runs, monkeypatch):
-    import analysis.train
-
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(analysis.train, "train", refuse)
+    monkeypatch.setattr(reproduce, "train", refuse)
     runs = reproduce.run_preset(reproduce.PRESETS["smoke"], smoke_runs,
                                 reproduce.select_arms(ARMS), progress=False)
     assert len(runs) == len(ARMS)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import spectra
+from analysis.instrument import spectra
 
 
 @pytest.mark.parametrize("shape", [(20, 7), (7, 20), (16, 16)])

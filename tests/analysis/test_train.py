@@ -5,9 +5,10 @@ import stat
 import pytest
 import torch
 
-from analysis.config import ConfigError
 from analysis.recording import load_run, scalars
-from analysis.train import lr_lambda, main, train
+from analysis.train import main, train
+from analysis.train.config import ConfigError
+from analysis.train.lr_schedule import lr_lambda
 from tests.conftest import tiny_config
 
 
@@ -46,7 +47,7 @@ def test_schedule_warms_up_then_decays_to_floor():
 
 
 def test_vector_group_follows_schedule_with_its_own_peak(tmp_path):
-    from analysis.train import build
+    from analysis.train.setup import build
     config = tiny_config(lr=1e-3, adam_lr=2e-2, steps=20, warmup_steps=5)
     _, _, model, opt = build(config, torch.device("cpu"), "fp32")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(config))
@@ -207,7 +208,7 @@ def test_resuming_with_another_optimizer_is_refused_and_keeps_the_run(tmp_path, 
 
 
 def test_the_seed_release_flags_are_accepted_with_their_meaning():
-    from analysis.train import parser, translate_paper_flags
+    from analysis.train.cli import parser, translate_paper_flags
     args = translate_paper_flags(parser().parse_args(
         "--model_config configs/llama_350m.json --total_batch_size 512 --micro_batch_size 128 "
         "--num_training_steps 60000 --max_length 256 --dtype bfloat16 --scheduler cosine".split()))

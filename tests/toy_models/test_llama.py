@@ -1,12 +1,16 @@
 import pytest
 import torch
 
-from toy_models.llama import (CPU_MODELS, PAPER_MODELS, UnknownModelError, build_model,
-                              flops_per_token, load_config, parameter_counts)
-
-# DESIGN §5: total parameters and lm_head parameters of the paper's configs.
-PAPER = {"60m": (58.07e6, 16.38e6), "130m": (134.1e6, 24.58e6), "350m": (368.0e6, 32.77e6),
-         "1b": (1.339e9, 65.5e6), "7b": (6.738e9, 131.1e6)}
+from analysis.results.paper import MODEL_PARAMETERS as PAPER  # total and lm_head parameters
+from toy_models.llama import (
+    CPU_MODELS,
+    PAPER_MODELS,
+    UnknownModelError,
+    build_model,
+    flops_per_token,
+    load_config,
+    parameter_counts,
+)
 
 
 @pytest.mark.parametrize("name", PAPER_MODELS)

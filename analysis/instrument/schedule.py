@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class InstrumentConfig:
+    """The recording schedule (tiers in the module docstring) and the probe's batch sizes."""
     cheap_every: int = 10
     dense_until: int = 20
     rows_every: int = 100

@@ -5,7 +5,7 @@ difference between two arms is paired by seed (same data order and init). With o
 there is no interval and the report says so. Each claim states its rule before its verdict,
 and a claim that does not hold is reported with its numbers (never tuned until it passes).
 
-The claims (``../shared/reference/seed_repo.md`` section 4):
+The claims (the paper, arXiv 2506.16659: its Figure 4 and Tables 2-4):
 
 1. the output layer has the highest gradient variance over training, the embedding second
    (``grad_var``, role means, time-averaged over the ``col_norm`` runs; the relative
@@ -29,7 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.recording import find_runs, load_config, load_result, load_runs, RecordingError
+from analysis.recording import RecordingError, find_runs, load_config, load_result, load_runs
+from analysis.results.memory import state_elements
+from analysis.results.style import ordered
+from toy_models.llama import load_config as model_config
+from toy_models.llama import parameter_counts
 
 ROLE_ORDER = ("output", "embedding", "hidden", "vector")
 CLOSE_PPL = 0.05
@@ -38,6 +42,7 @@ SGD_STALLS = 0.10   # "does not train": less than 10% of column normalization's 
 
 @dataclass
 class Claim:
+    """One of the paper's claims as checked here: its rule, verdict (None: not checked) and numbers."""
     title: str
     rule: str
     held: bool | None   # None: could not be checked (missing runs or statistics)
@@ -84,7 +89,6 @@ def final_results(root: str | Path) -> pd.DataFrame:
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:
     """Per arm: seeds, mean loss and interval, perplexity (exp of the mean loss), state MB."""
-    from analysis.style import ordered
 
     rows = []
     for label in ordered(results["label"]):
@@ -142,6 +146,7 @@ def _role_ranking(frame: pd.DataFrame, stat: str) -> tuple[pd.Series, float, int
 
 
 def variance_claim(root, label: str = "col_norm") -> Claim:
+    """Claim 1: the output layer has the highest gradient variance, the embedding second."""
     rule = ("per-layer gradient variance E||g_b - g||^2 (the paper's large-vs-small batch "
             "discrepancy per layer; micro-batch estimator, role means, time-averaged over the "
             f"`{label}` runs): held if output is first and embedding second. The relative "
@@ -165,6 +170,7 @@ def variance_claim(root, label: str = "col_norm") -> Claim:
 
 
 def claims(root, results: pd.DataFrame) -> list[Claim]:
+    """Every claim, checked on the runs under ``root`` and their ``results``."""
     out = [variance_claim(root)]
     s = summary(results)
     if "sgd" in s.index and "col_norm" in s.index:
@@ -205,9 +211,7 @@ def claims(root, results: pd.DataFrame) -> list[Claim]:
 
 
 def memory_claim(results: pd.DataFrame) -> Claim:
-    from analysis.memory import state_elements
-    from toy_models.llama import load_config as model_config, parameter_counts
-
+    """Claim: SCALE's measured state is the output layer plus two Adam moments per vector."""
     title = "SCALE's optimizer state is the output layer only"
     rule = "measured state bytes == 4 x (output-layer elements + 2 x vector elements)"
     part = results[results["label"] == "scale"]
@@ -225,6 +229,7 @@ def memory_claim(results: pd.DataFrame) -> Claim:
 
 
 def markdown(root, results: pd.DataFrame, figures_dir: Path | None = None) -> str:
+    """The report: results table with intervals, then each claim with rule and numbers."""
     s = summary(results)
     first = results.iloc[0]
     adam = s.loc["adamw", "loss"] if "adamw" in s.index else math.nan
@@ -251,6 +256,7 @@ def markdown(root, results: pd.DataFrame, figures_dir: Path | None = None) -> st
 
 
 def write_report(root, path, figures_dir: Path | None = None) -> Path:
+    """Write ``report.md`` for the runs under ``root`` to ``path``; returns the path."""
     results = final_results(root)
     path = Path(path)
     path.write_text(markdown(root, results, figures_dir))

@@ -15,7 +15,7 @@ map             norm ``||U||``                  ``U*``                  ``<G, U*
 ``spectral``    largest singular value          ``U V^T`` (polar)       ``sum sigma_k``
 ==============  =============================  ======================  ====================
 
-The optimizers rescale these maps to unit RMS per unit (``analysis.transforms``), which only
+The optimizers rescale these maps to unit RMS per unit (``analysis.optim.transforms``), which only
 changes the step's length, not its direction. ``steepest`` returns each map's direction scaled
 onto its own unit ball, so ``<G, steepest(kind, G)>`` can be compared with ``dual_norm``.
 """
@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from analysis.optim.maths import newton_schulz as ns
+from analysis.optim.maths import rms_normalize
 
 KINDS = ("sign", "col_norm", "row_norm", "spectral")
 
@@ -63,7 +66,6 @@ def steepest(kind: str, g: Tensor, newton_schulz: bool = False) -> Tensor:
     5-step quintic iteration the optimizers use (it only approximates ``U V^T``: its singular
     values land in about [0.7, 1.2], so it reaches slightly less than the dual norm).
     """
-    from analysis.transforms import newton_schulz as ns, rms_normalize
 
     g = g.double()
     if kind == "sign":

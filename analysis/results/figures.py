@@ -1,6 +1,6 @@
 """The figure registry: plain functions from recordings to matplotlib figures.
 
-``scale-lab figures --runs DIR --out DIR`` (``python -m analysis.figures``) renders every
+``scale-lab figures --runs DIR --out DIR`` (``python -m analysis.results.figures``) renders every
 registered figure as PNG and PDF; notebooks call the same functions. Each function takes a
 ``Recordings`` (the runs under one directory, loaded once, lazily) and returns a ``Figure``, or
 raises ``MissingData`` naming what it needs; ``render_all`` reports that and goes on with the
@@ -29,8 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import style
 from analysis.recording import RecordingError, find_runs, load_runs
+from analysis.results import paper, style
+from analysis.results.memory import analytic_gb
+from analysis.results.report import final_results, role_variance, summary
+from toy_models import quadratic
 
 
 class MissingData(LookupError):
@@ -58,7 +61,6 @@ class Recordings:
 
     @cached_property
     def results(self) -> pd.DataFrame:
-        from analysis.report import final_results
         return final_results(self.root)
 
     def stat(self, stat: str, per_param: bool = True, labels=None) -> pd.DataFrame:
@@ -83,7 +85,6 @@ def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
 
 def _variance(rec: Recordings, label: str, title: str):
     import seaborn as sns
-    from analysis.report import role_variance
 
     fig, axes = _figure(2)
     for ax, stat, ylabel in zip(axes, ("grad_var", "grad_var_rel"),
@@ -107,10 +108,12 @@ def grad_variance_by_layer(rec: Recordings, label: str = "col_norm"):
 
 
 def grad_variance_with_momentum(rec: Recordings, label: str = "scale"):
+    """As ``grad_variance_by_layer`` for the ``scale`` runs (output-layer momentum; paper 4b)."""
     return _variance(rec, label, f"Gradient variance by layer ({label}: output momentum)")
 
 
 def loss_curves(rec: Recordings):
+    """Training loss (10-step running mean) and validation loss of every arm over steps."""
     import seaborn as sns
 
     train = rec.stat("loss", per_param=False).copy()
@@ -131,8 +134,7 @@ def loss_curves(rec: Recordings):
 
 
 def normalization_ablation(rec: Recordings):
-    from analysis.report import summary
-
+    """Final validation loss per arm: bars with Student-t 95% intervals over seeds."""
     table = summary(rec.results)
     labels = style.ordered(table.index)
     table = table.loc[labels]
@@ -151,6 +153,8 @@ def normalization_ablation(rec: Recordings):
 
 
 def column_norm_stats(rec: Recordings):
+    """Left: coefficient of variation of the per-unit update RMS per role and arm; right:
+    output-layer gradient row RMS against token frequency."""
     import seaborn as sns
 
     cv = rec.stat("update_row_rms_cv")
@@ -184,6 +188,8 @@ def column_norm_stats(rec: Recordings):
 
 
 def update_spectra(rec: Recordings):
+    """Left: normalized singular values of one hidden matrix's last update per arm; right:
+    stable rank of hidden updates over training."""
     import seaborn as sns
 
     vectors = rec.vectors
@@ -212,26 +218,19 @@ def update_spectra(rec: Recordings):
     return fig
 
 
-# The paper's 1B results (DESIGN section 6): validation perplexity on C4; memory comes from
-# our own accounting (analysis.memory.analytic_gb), which reproduces the paper's table.
-PAPER_1B_PERPLEXITY = {"adamw": 16.52, "muon": 14.18, "galore": 15.57, "apollo": 14.20, "scale": 14.25}
-
-
 def memory_vs_perplexity(rec: Recordings):
-    from analysis.memory import analytic_gb
-    from analysis.report import summary
-
+    """Optimizer state against perplexity: these runs (measured) and the paper at 1B."""
     table = summary(rec.results)
     table = table[np.isfinite(table["perplexity"])]
     fig, (left, right) = _figure(2)
-    colours = style.palette(style.ordered(list(table.index) + list(PAPER_1B_PERPLEXITY)))
+    colours = style.palette(style.ordered(list(table.index) + list(paper.PERPLEXITY["1b"])))
     for label, row in table.iterrows():
         left.scatter(row["state_mb"], row["perplexity"], color=colours[label], s=40)
         left.annotate(label, (row["state_mb"], row["perplexity"]), fontsize=7,
                       xytext=(3, 3), textcoords="offset points")
     left.set(yscale="log", xlabel="optimizer state (MB, measured)", ylabel="validation perplexity",
              title="These runs")
-    for label, ppl in PAPER_1B_PERPLEXITY.items():
+    for label, ppl in paper.PERPLEXITY["1b"].items():
         gb = analytic_gb(label, "1b")
         right.scatter(gb, ppl, color=colours[label], s=40)
         right.annotate(label, (gb, ppl), fontsize=8, xytext=(3, 3), textcoords="offset points")
@@ -243,7 +242,6 @@ def memory_vs_perplexity(rec: Recordings):
 def momentum_quadratic(rec: Recordings | None = None, steps: int = 600, sigma: float = 0.3,
                        lrs=(0.3, 1.0)):
     """SGD vs EMA momentum (beta 0.9) on the noisy quadratic; dashed lines: exact noise floors."""
-    from toy_models import quadratic
 
     fig, (ax,) = _figure(width=6)
     for lr, dash in zip(lrs, ("-", "-.")):
@@ -288,6 +286,7 @@ def render_all(root, out_dir, names=None) -> tuple[list[Path], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``scale-lab figures``: render the registry; 0 if all drawn, 1 if some, 2 if none."""
     p = argparse.ArgumentParser(prog="scale-lab figures", description="Render the figure registry.")
     p.add_argument("--runs", default="data/recordings", help="directory of run directories")
     p.add_argument("--out", default="figures", help="where PNG and PDF files go")

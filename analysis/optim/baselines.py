@@ -30,11 +30,17 @@ from __future__ import annotations
 
 import torch
 
-from analysis.transforms import Transform, scale_by_adam
+from analysis.optim.transforms import Transform, scale_by_adam
 
 
 class standardize(Transform):
-    """SWAN's GradNorm: zero mean, unit (population) std along ``axis``; a constant slice -> 0."""
+    """SWAN's GradNorm: zero mean, unit (population) std along ``axis``; a constant slice -> 0.
+
+    >>> import torch
+    >>> standardize(1).update(torch.tensor([[1.0, 3.0], [2.0, 2.0]]), {}, None)
+    tensor([[-1.,  1.],
+            [ 0.,  0.]])
+    """
 
     name = "standardize"
 
@@ -52,7 +58,19 @@ class standardize(Transform):
 
 
 class spike_clip(Transform):
-    """Stable-SPAM's adaptive spike clipping against a bias-corrected EMA of ``max|G|``."""
+    """Stable-SPAM's adaptive spike clipping against a bias-corrected EMA of ``max|G|``.
+
+    At step 1 the bound is ``max|G|`` itself, so nothing is clipped; a later spike is cut to
+    the running bound (here (0.5 * 1 + 0.5 * 10) / (1 - 0.5^2) = 7.33):
+
+    >>> import torch
+    >>> clip = spike_clip(0.5)
+    >>> p = torch.zeros(2); state = clip.init(p)
+    >>> clip.update(torch.tensor([1.0, -2.0]), state, p)
+    tensor([ 1., -2.])
+    >>> clip.update(torch.tensor([1.0, 10.0]), state, p)
+    tensor([1.0000, 7.3333])
+    """
 
     name = "spike_clip"
     row_shard_safe = False  # max over the whole matrix
@@ -76,7 +94,16 @@ class spike_clip(Transform):
 
 
 class norm_scale(Transform):
-    """Stable-SPAM's adaptive norm scaling: ``G / ||G|| * m_hat / sqrt(v_hat)``."""
+    """Stable-SPAM's adaptive norm scaling: ``G / ||G|| * m_hat / sqrt(v_hat)``.
+
+    At step 1 ``m_hat = ||G||`` and ``sqrt(v_hat) = ||G||``, so the gradient becomes unit norm:
+
+    >>> import torch
+    >>> scale = norm_scale()
+    >>> p = torch.zeros(2); state = scale.init(p)
+    >>> scale.update(torch.tensor([3.0, 4.0]), state, p)
+    tensor([0.6000, 0.8000])
+    """
 
     name = "norm_scale"
     row_shard_safe = False  # the norm of the whole matrix
@@ -102,7 +129,14 @@ class norm_scale(Transform):
 
 
 class adam_with_reset(scale_by_adam):
-    """Bias-corrected Adam; every ``every`` steps the moments are zeroed and ``t`` restarts."""
+    """Bias-corrected Adam; every ``every`` steps the moments are zeroed and ``t`` restarts.
+
+    >>> import torch
+    >>> adam = adam_with_reset(every=2)
+    >>> p = torch.zeros(1); state = adam.init(p)
+    >>> [adam.update(torch.tensor([g]), state, p).item() for g in (1.0, -1.0, -1.0)]
+    [1.0, -0.052..., -1.0]
+    """
 
     name = "adam_reset"
 

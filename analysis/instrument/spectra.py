@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor
 
-from analysis.transforms import sum_of_squares
+from analysis.optim.maths import sum_of_squares
 
 QUANTILES = (0.05, 0.5, 0.95)
 
@@ -68,10 +68,12 @@ def singular_values(x: Tensor, method: str = "svdvals", k: int | None = None,
 
 
 def stable_rank(s: Tensor) -> Tensor:
+    """``||U||_F^2 / ||U||_2^2 = sum s_i^2 / s_1^2`` from singular values ``s`` (descending)."""
     return s.double().square().sum() / s.double()[0].square().clamp_min(1e-300)
 
 
 def effective_rank(s: Tensor) -> Tensor:
+    """``exp(H(p))`` with ``p_i = s_i / sum s`` (Roy & Vetterli 2007): the entropy-based rank."""
     p = s.double() / s.double().sum().clamp_min(1e-300)
     p = p[p > 0]
     return torch.exp(-(p * p.log()).sum())

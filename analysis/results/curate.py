@@ -1,6 +1,6 @@
 """Make the small reference recordings shipped under ``data/recordings`` from full runs.
 
-``python -m analysis.curate runs/reproduce/cpu-full data/recordings/cpu-full`` copies every
+``python -m analysis.results.curate runs/reproduce/cpu-full data/recordings/cpu-full`` copies every
 finished run's ``config.json`` and ``result.json`` and writes gzipped, filtered tables:
 
 - ``metrics.jsonl.gz``: run-level rows (loss, lr, tokens/s, eval) and the per-parameter
@@ -22,8 +22,16 @@ import json
 import shutil
 from pathlib import Path
 
-from analysis.recording import (CONFIG, METRICS, RESULT, SPECTRA, _read_jsonl, find_runs,
-                                load_config, load_result)
+from analysis.recording import (
+    CONFIG,
+    METRICS,
+    RESULT,
+    SPECTRA,
+    _read_jsonl,
+    find_runs,
+    load_config,
+    load_result,
+)
 
 KEEP_STATS = ("grad_norm", "grad_var", "grad_var_rel", "grad_var_coord", "update_rms",
               "update_weight_ratio", "update_row_rms_cv", "grad_row_rms_cv", "update_stable_rank",
@@ -39,6 +47,8 @@ def _write_gz(path: Path, rows: list[dict]) -> None:
 
 
 def curate_run(src: Path, dst: Path, wide: bool) -> int:
+    """Copy one run's config and result and write its filtered, gzipped tables into ``dst``;
+    ``wide`` keeps the vocabulary-sized vectors. Returns the bytes written."""
     dst.mkdir(parents=True, exist_ok=True)
     for name in (CONFIG, RESULT):
         shutil.copy2(src / name, dst / name)
@@ -76,7 +86,8 @@ def curate(src: str | Path, dst: str | Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.curate", description=__doc__.split("\n\n")[0])
+    """``python -m analysis.results.curate SRC DST``."""
+    p = argparse.ArgumentParser(prog="python -m analysis.results.curate", description=__doc__.split("\n\n")[0])
     p.add_argument("src")
     p.add_argument("dst")
     args = p.parse_args(argv)

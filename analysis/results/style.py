@@ -36,10 +36,12 @@ def palette(labels) -> dict[str, tuple]:
 
 
 def role_palette(roles) -> dict[str, str]:
+    """A fixed colour per layer role."""
     return {role: _ROLE_COLOURS.get(role, "#333333") for role in roles}
 
 
 def ordered(labels) -> list[str]:
+    """Labels in the ladder's order (unknown labels last, alphabetically), duplicates dropped."""
     labels = list(dict.fromkeys(labels))
     rank = {label: i for i, label in enumerate(LABEL_ORDER)}
     return sorted(labels, key=lambda label: (rank.get(label, len(rank)), label))

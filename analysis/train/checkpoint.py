@@ -9,7 +9,7 @@ function of ``(seed, s)``, ``toy_models.data``); a stream's is where each rank's
 
 Files are written to a temporary name and renamed, so a crash never leaves a torn checkpoint;
 only the newest ``keep`` are kept. ``gather`` collects the state from every rank (the plain
-``state_dict()``, or the unsharded name-keyed state of an FSDP2 run, ``analysis.parallel``);
+``state_dict()``, or the unsharded name-keyed state of an FSDP2 run, ``analysis.train.parallel``);
 ``resume`` puts it back; the identity records which of the two layouts a checkpoint holds.
 """
 
@@ -21,29 +21,32 @@ from pathlib import Path
 
 import torch
 
+from analysis.train import parallel
+
 PATTERN = re.compile(r"^ckpt-(\d{8})\.pt$")
 
 
 class CheckpointError(ValueError):
+    """A checkpoint that belongs to another run (model, optimizer, layout or shapes)."""
     pass
 
 
 def identity(config: dict, model: torch.nn.Module, layout: str = "plain") -> dict:
     """What a checkpoint must match to be resumed: model, optimizer, momentum placement,
-    parameter shapes, and the state ``layout`` ("plain" or "fsdp", see ``analysis.parallel``)."""
+    parameter shapes, and the state ``layout`` ("plain" or "fsdp", see ``analysis.train.parallel``)."""
     return {"model": config["model"], "optimizer": config["optimizer"],
             "momentum": config.get("momentum"), "layout": layout,
             "shapes": {n: list(p.shape) for n, p in model.named_parameters()}}
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
+    """The checkpoints of ``run_dir``, oldest first."""
     return sorted(p for p in Path(run_dir).glob("ckpt-*.pt") if PATTERN.match(p.name))
 
 
 def gather(model, optimizer, data, sharded: bool, world: int) -> tuple[dict, dict, list]:
     """Model state, optimizer state and every rank's data position (a collective when
     ``world > 1``: every rank calls it; rank 0 saves)."""
-    from analysis import parallel
 
     if sharded:
         model_state, optimizer_state = parallel.full_state_dicts(model, optimizer)
@@ -58,6 +61,8 @@ def gather(model, optimizer, data, sharded: bool, world: int) -> tuple[dict, dic
 
 def save(run_dir: Path, step: int, model_state: dict, optimizer_state: dict, positions: list,
          scheduler, ident: dict, extra: dict, keep: int = 2) -> Path:
+    """Write checkpoint ``ckpt-<step>.pt`` atomically (temporary file, then rename) and keep
+    only the newest ``keep``. Returns its path."""
     state = {"step": step, "identity": ident, "model": model_state, "data": positions,
              "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
              "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
@@ -97,7 +102,6 @@ def resume(run_dir: Path, model, optimizer, scheduler, data, ident: dict, sharde
            rank: int) -> int:
     """Restore the newest checkpoint of ``run_dir`` into the model, optimizer, scheduler, this
     rank's data position and the RNGs; the step to continue from (0 if there is none)."""
-    from analysis import parallel
 
     state = load_latest(run_dir, ident)
     if state is None:

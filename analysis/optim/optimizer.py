@@ -14,7 +14,12 @@ serialisable dicts; LR schedulers, ``state_dict``/``load_state_dict``, step hook
 
 Under FSDP2 a parameter is a ``DTensor`` row block: the state is created from the ``DTensor``
 (so sharded checkpointing sees it), and the transform runs on the local blocks of gradient,
-state and parameter (see ``analysis.parallel``).
+state and parameter (``analysis.optim.sharding``); ``check_shardable`` refuses a rule that
+would need the whole matrix.
+
+Taps (``analysis.optim.transforms.tap``) report intermediate directions to the listeners
+registered on *this* optimizer with ``register_tap_hook``; two instrumented optimizers never
+see each other's taps.
 
 ``PartitionedOptimizer`` is for recipes that pair a library optimizer with AdamW on the
 other parameters (Muon, GaLore, ...): its ``param_groups`` are the very dicts of the inner
@@ -24,11 +29,20 @@ optimizers, so a scheduler that edits ``lr`` edits theirs.
 from __future__ import annotations
 
 import collections.abc
+import contextlib
+from typing import Callable
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
-from analysis.parallel import local
-from analysis.transforms import Scaled, Transform
+from analysis.optim.sharding import local
+from analysis.optim.transforms import Scaled, Transform, tap_listener
+
+TapHook = Callable[[str, torch.Tensor, torch.Tensor], None]
+
+
+class NotShardable(ValueError):
+    """An optimizer whose rule needs whole matrices was asked to run on FSDP2 row shards."""
 
 
 class LocalState(collections.abc.MutableMapping):
@@ -70,7 +84,19 @@ class ChainedOptimizer(torch.optim.Optimizer):
             if not wd >= 0.0:
                 raise ValueError(f"weight_decay must be >= 0, got {wd} for group {label!r}")
         self.transforms = dict(transforms)
+        self._tap_hooks: dict[int, TapHook] = collections.OrderedDict()  # weakref-able, as torch's hooks
         super().__init__(param_groups, {"weight_decay": 0.0})
+
+    def register_tap_hook(self, hook: TapHook) -> RemovableHandle:
+        """Call ``hook(label, direction, param)`` for every ``tap`` this optimizer's transforms
+        pass during ``step``; ``handle.remove()`` stops it. Without hooks taps cost nothing."""
+        handle = RemovableHandle(self._tap_hooks)
+        self._tap_hooks[handle.id] = hook
+        return handle
+
+    def _dispatch_tap(self, label, direction, param):
+        for hook in list(self._tap_hooks.values()):
+            hook(label, direction, param)
 
     def describe(self) -> str:
         """The group table (see the module-level ``describe``)."""
@@ -82,6 +108,12 @@ class ChainedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        listening = tap_listener(self._dispatch_tap) if self._tap_hooks else contextlib.nullcontext()
+        with listening:
+            self._apply()
+        return loss
+
+    def _apply(self):
         for group in self.param_groups:
             transform = self.transforms[group["label"]]
             lr, wd = group["lr"], group["weight_decay"]
@@ -103,7 +135,6 @@ class ChainedOptimizer(torch.optim.Optimizer):
                                     value=-lr)
                 else:
                     target.add_(direction.to(p.dtype), alpha=-lr)
-        return loss
 
 
 class MergedState(collections.abc.Mapping):
@@ -149,6 +180,11 @@ class PartitionedOptimizer(torch.optim.Optimizer):
         """The group table of every inner optimizer (see the module-level ``describe``)."""
         return describe(self)
 
+    def register_tap_hook(self, hook: TapHook) -> "_Handles":
+        """``register_tap_hook`` on every inner optimizer that has taps; one handle for all."""
+        return _Handles([opt.register_tap_hook(hook) for opt in self.optimizers
+                         if hasattr(opt, "register_tap_hook")])
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
@@ -176,20 +212,57 @@ class PartitionedOptimizer(torch.optim.Optimizer):
         self.state = MergedState(opt.state for opt in self.optimizers)
 
 
-def state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes held in tensors of ``optimizer.state`` (scalars of size 1 included)."""
-    total = 0
+class _Handles:
+    """Several ``RemovableHandle`` removed as one."""
+
+    def __init__(self, handles):
+        self.handles = handles
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def check_shardable(optimizer: torch.optim.Optimizer, name: str) -> None:
+    """Refuse (``NotShardable``) an optimizer whose update of a row block is not the row block
+    of its update, so FSDP2 never silently applies a whole-matrix rule to a shard.
+
+    A ``ChainedOptimizer`` asks each transform (``Transform.row_shard_safe``); of the library
+    optimizers only the elementwise ``torch.optim`` ones qualify. ``name`` is the recipe's
+    name, for the message."""
+    elementwise = (torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD)
+    problems = []
+    for opt in getattr(optimizer, "optimizers", [optimizer]):
+        if isinstance(opt, ChainedOptimizer):
+            problems += [f"{label}: {opt.transforms[label]!r}" for label in
+                         (g["label"] for g in opt.param_groups if g["params"])
+                         if not opt.transforms[label].row_shard_safe]
+        elif not isinstance(opt, elementwise):
+            problems.append(type(opt).__name__)
+    if problems:
+        raise NotShardable(f"optimizer {name!r} needs whole matrices ({'; '.join(problems)}), which "
+                           "FSDP2 splits across processes by rows; run it with --parallel ddp")
+
+
+def state_tensors(optimizer: torch.optim.Optimizer):
+    """Every tensor held in ``optimizer.state``, including those inside helper objects kept
+    there (pytorch-optimizer's GaLore keeps its SVD projector in a ``GaLoreProjector``)."""
     for state in optimizer.state.values():
         for value in state.values():
             if torch.is_tensor(value):
-                total += value.numel() * value.element_size()
-    return total
+                yield value
+            elif hasattr(value, "__dict__"):
+                yield from (v for v in vars(value).values() if torch.is_tensor(v))
+
+
+def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held in the tensors of ``optimizer.state`` (scalars of size 1 included)."""
+    return sum(t.numel() * t.element_size() for t in state_tensors(optimizer))
 
 
 def state_numel(optimizer: torch.optim.Optimizer, min_ndim: int = 1) -> int:
     """Elements of state tensors with at least ``min_ndim`` dims (step counters excluded)."""
-    return sum(v.numel() for s in optimizer.state.values() for v in s.values()
-               if torch.is_tensor(v) and v.ndim >= min_ndim)
+    return sum(t.numel() for t in state_tensors(optimizer) if t.ndim >= min_ndim)
 
 
 def describe(optimizer: torch.optim.Optimizer) -> str:

@@ -39,10 +39,12 @@ Sums of squares are taken in float64: a variance is a difference of squared norm
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 
-from analysis.transforms import sum_of_squares
+from analysis.optim.maths import sum_of_squares
 
 
 def sqnorm(x: Tensor, dim: int | None = None) -> Tensor:
@@ -73,6 +75,25 @@ def probe_variance(small_grads: list[Tensor], large_grad: Tensor) -> Tensor:
     """Estimator (b): ``mean_k ||g_b,k - g_B||^2`` for independent small and large batches."""
     large = large_grad.double()
     return torch.stack([sqnorm(g.double() - large) for g in small_grads]).mean()
+
+
+def mean_gradient(model: torch.nn.Module, batch: Tensor, params: list[Tensor] | None = None,
+                  chunk: int = 32, autocast=contextlib.nullcontext) -> list[Tensor]:
+    """The gradient of the mean token loss over ``batch`` (sequences ``(n, T)``) for ``params``
+    (default: every parameter), in chunks of ``chunk`` sequences weighted by their share.
+
+    Uses ``torch.autograd.grad``: ``.grad`` is left untouched, so it can run in the middle of
+    a training step (the paper's probe does). A parameter the loss does not reach gets zeros.
+    """
+    params = list(model.parameters()) if params is None else params
+    total = None
+    for part in batch.split(chunk):
+        with autocast():
+            loss = model(input_ids=part, labels=part).loss * (part.size(0) / batch.size(0))
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g.detach() for g, p in zip(grads, params)]
+        total = grads if total is None else [t + g for t, g in zip(total, grads)]
+    return total
 
 
 def per_example_grads(model: torch.nn.Module, batch: Tensor) -> dict[str, Tensor]:

@@ -10,9 +10,10 @@ on the local blocks (``ChainedOptimizer`` does), which is exact for any rule tha
 independently: elementwise rules (momentum, sign, Adam) and SCALE's per-row normalization of
 ``nn.Linear`` weights need no communication. The embedding is normalized over its vocabulary
 axis, dim 0, which is the sharded one: its per-column sum of squares, a ``hidden``-sized
-vector, is all-reduced (``transforms.inverse_rms``). Rules that need the whole matrix (Newton-
-Schulz, SVD projections, whole-tensor norms) are refused by ``check_shardable`` rather than
-silently applied to a shard.
+vector, is all-reduced (``analysis.optim.maths.inverse_rms``). Rules that need the whole matrix (Newton-
+Schulz, SVD projections, whole-tensor norms) are refused rather than
+silently applied to a shard
+(``analysis.optim.optimizer.check_shardable``).
 
 Checkpoints of an FSDP2 run gather full (unsharded) state on rank 0 with
 ``torch.distributed.checkpoint.state_dict``, keyed by parameter name.
@@ -23,25 +24,9 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from torch.distributed.tensor import DTensor, Shard
+from torch.distributed.tensor import DTensor
 
-MODES = ("ddp", "fsdp")
-
-
-def local(t):
-    """This process's block of a ``DTensor`` (a view: in-place ops write through); else ``t``."""
-    return t.to_local() if isinstance(t, DTensor) else t
-
-
-def sharded_group(param, dim: int):
-    """The process group over which ``param`` is split along ``dim``, or None if it is whole."""
-    if not isinstance(param, DTensor):
-        return None
-    dim = dim % param.ndim
-    for mesh_dim, placement in enumerate(param.placements):
-        if isinstance(placement, Shard) and placement.dim == dim:
-            return param.device_mesh.get_group(mesh_dim)
-    return None
+from analysis.optim.sharding import local
 
 
 def shard_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -86,28 +71,6 @@ def global_grad_norm(model: torch.nn.Module) -> float:
     if any(isinstance(p, DTensor) for p in model.parameters()):
         torch.distributed.all_reduce(total)
     return float(total.sqrt())
-
-
-def check_shardable(optimizer: torch.optim.Optimizer, name: str) -> None:
-    """Refuse an optimizer whose update of a row block is not the row block of its update.
-
-    A ``ChainedOptimizer`` asks each transform (``Transform.row_shard_safe``); of the library
-    optimizers only the elementwise ``torch.optim`` ones qualify."""
-    from analysis.config import ConfigError
-    from analysis.optimizer import ChainedOptimizer
-
-    elementwise = (torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD)
-    problems = []
-    for opt in getattr(optimizer, "optimizers", [optimizer]):
-        if isinstance(opt, ChainedOptimizer):
-            problems += [f"{label}: {opt.transforms[label]!r}" for label in
-                         (g["label"] for g in opt.param_groups if g["params"])
-                         if not opt.transforms[label].row_shard_safe]
-        elif not isinstance(opt, elementwise):
-            problems.append(type(opt).__name__)
-    if problems:
-        raise ConfigError(f"optimizer {name!r} needs whole matrices ({'; '.join(problems)}), which "
-                          "FSDP2 splits across processes by rows; run it with --parallel ddp")
 
 
 def full_state_dicts(model, optimizer) -> tuple[dict, dict]:

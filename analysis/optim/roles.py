@@ -28,6 +28,7 @@ Predicate = Callable[[nn.Module, nn.Module, str, torch.Tensor], bool]
 
 
 class RoleError(ValueError):
+    """A parameter without a role, a rule that matches nothing, or tied weights."""
     pass
 
 
@@ -37,6 +38,7 @@ def _output_head(model: nn.Module) -> nn.Module | None:
 
 
 def default_rules() -> list[tuple[str, Predicate]]:
+    """The LLaMA rules, in order: output head, ``nn.Embedding``, vectors (ndim < 2), hidden."""
     return [
         ("output", lambda model, module, name, p: module is _output_head(model) and p.ndim >= 2),
         ("embedding", lambda model, module, name, p: isinstance(module, nn.Embedding)),

@@ -3,13 +3,18 @@
 Batch sizes are in sequences. ``batch_size`` is the global batch of one optimizer step;
 ``micro_batch_size`` is what one forward/backward sees on one process; gradient accumulation
 is derived: ``accum = batch_size / (micro_batch_size * world_size)`` and must be a whole number.
+Optimizer hyperparameters are checked and their defaults filled by the recipe
+(``analysis.optim.recipes.Recipe.resolve``), the one place for them.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from analysis.schedule import InstrumentConfig
+from analysis.instrument.schedule import InstrumentConfig
+from analysis.optim.recipes import OptimizerConfig, RecipeError, get_recipe
+from toy_models.data import HUB_DATASETS
+from toy_models.llama import CPU_MODELS, UnknownModelError, load_config
 
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-mixed")
 
@@ -20,6 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Everything that defines a training run (the fields below); ``validate`` checks it."""
     model: str = "micro"
     optimizer: str = "scale"
     momentum: str | None = None          # placement for ladder recipes
@@ -50,17 +56,12 @@ class TrainConfig:
     instrument: InstrumentConfig | None = None
 
     def validate(self, world_size: int = 1) -> "TrainConfig":
-        from analysis.recipes import get_recipe, PLACEMENTS, RecipeError
-        from toy_models.llama import UnknownModelError, load_config
-
+        """Raise ``ConfigError`` naming the first bad setting and its fix; else return self."""
         try:
             load_config(self.model)
-            get_recipe(self.optimizer)
+            self.optimizer_config()
         except (UnknownModelError, RecipeError) as err:
             raise ConfigError(str(err)) from None
-        if self.momentum is not None and self.momentum not in PLACEMENTS:
-            raise ConfigError(f"unknown momentum placement {self.momentum!r}; choose one of "
-                              f"{', '.join(PLACEMENTS)}")
         checks = [(self.steps > 0, f"steps must be > 0, got {self.steps}"),
                   (self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}"),
                   (self.seq_len > 1, f"seq_len must be > 1, got {self.seq_len}"),
@@ -69,9 +70,6 @@ class TrainConfig:
                   (0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]"),
                   (self.precision in PRECISIONS,
                    f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}"),
-                  (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
-                  (self.adam_lr is None or self.adam_lr > 0, f"adam_lr must be > 0, got {self.adam_lr}"),
-                  (0.0 <= self.beta < 1.0, f"momentum beta must be in [0, 1), got {self.beta}"),
                   (self.parallel in ("ddp", "fsdp"),
                    f"unknown parallel mode {self.parallel!r}; choose ddp or fsdp"),
                   (self.parallel == "ddp" or self.instrument is None,
@@ -84,6 +82,12 @@ class TrainConfig:
                 raise ConfigError(message)
         self.accumulation(world_size)
         return self
+
+    def optimizer_config(self) -> OptimizerConfig:
+        """The recipe's hyperparameters with its defaults filled in (``RecipeError`` if bad)."""
+        return get_recipe(self.optimizer).resolve(OptimizerConfig(
+            lr=self.lr, adam_lr=self.adam_lr, beta=self.beta, weight_decay=self.weight_decay,
+            momentum=self.momentum))
 
     def micro(self, world_size: int = 1) -> int:
         return self.micro_batch_size or max(1, self.batch_size // world_size)
@@ -100,15 +104,11 @@ class TrainConfig:
     def eval_budget(self) -> int:
         """Validation tokens per evaluation: ``eval_tokens``, else 10M for the paper's models
         (as its protocol) and 32k for the CPU-sized ones."""
-        from toy_models.llama import CPU_MODELS
-
         if self.eval_tokens is not None:
             return self.eval_tokens
         return 32_768 if self.model in CPU_MODELS else 10_000_000
 
     def streaming(self) -> bool:
-        from toy_models.data import HUB_DATASETS
-
         return self.stream if self.stream is not None else self.data in HUB_DATASETS
 
     def warmup(self) -> int:

@@ -11,8 +11,10 @@
 3. an optimizer step post-hook: the final (synchronized) gradient is still in ``.grad``; it
    computes every statistic on the device, moves them to the host in one transfer and writes
    tidy rows ``{step, param, role, stat, value}`` (rank 0 only);
-4. a tap listener that receives the intended update (and the momentum) from recipes built
-   on ``ChainedOptimizer``; for other optimizers the intended update is ``-(W_new - W_old)/lr``.
+4. a tap hook on *this* optimizer (``ChainedOptimizer.register_tap_hook``) that receives the
+   intended update (and the momentum) from recipes built on ``ChainedOptimizer``; for other
+   optimizers the intended update is ``-(W_new - W_old)/lr``. Two instrumented optimizers
+   alive at once each hear only their own taps.
 
 Every handle is removed on exit, also on exceptions. Hooks never modify gradients, weights,
 ``.grad`` or the RNG, so training is bitwise the same with instrumentation on or off.
@@ -21,7 +23,7 @@ The training loop tells the monitor about each micro-batch with ``micro_batch(we
 before its backward: ``weight`` is the factor its mean loss was multiplied by (the hook
 divides it out) and ``n`` its number of sequences.
 
-Statistics (see ``analysis.estimators`` and ``analysis.spectra`` for the formulas):
+Statistics (see ``analysis.instrument.estimators`` and ``analysis.instrument.spectra`` for the formulas):
 ``grad_norm``, ``grad_var`` / ``grad_var_rel`` / ``grad_var_coord`` (estimator a), ``gns_trace``,
 ``gns_sqnorm`` (c, from micro-batches), ``probe_var`` / ``probe_var_rel`` / ``probe_trace`` (b),
 ``grad_row_rms_*`` and ``update_row_rms_*`` (column-norm summaries), ``update_rms``,
@@ -39,16 +41,27 @@ import math
 import numpy as np
 import torch
 
-from analysis import spectra
-from analysis.estimators import microbatch_variance, noise_scale, probe_variance, sqnorm
-from analysis.roles import assign_roles, fan_in_axis
-from analysis.schedule import InstrumentConfig
-from analysis.transforms import set_tap_listener
+from analysis.instrument import spectra
+from analysis.instrument.estimators import (
+    mean_gradient,
+    microbatch_variance,
+    noise_scale,
+    probe_variance,
+    sqnorm,
+)
+from analysis.instrument.schedule import InstrumentConfig
+from analysis.optim.roles import assign_roles, fan_in_axis
 
 ROW_VECTOR_ROLES = ("output", "embedding")
 
 
 class Instrumentation:
+    """A context manager that records the statistics of the module docstring for ``model``
+    trained by ``optimizer`` into ``recorder`` (rows on rank 0; None records nothing).
+
+    Args: ``config`` the schedule (``InstrumentConfig``), ``last_step`` the run's last step,
+    ``data`` finite data for the probe and token counts (None: skipped), ``autocast`` the
+    run's autocast, ``rank``/``world_size`` of this process, ``start_step`` a resume's step."""
     def __init__(self, model, optimizer, recorder, config: InstrumentConfig | None = None,
                  last_step: int = 10**9, data=None, autocast=contextlib.nullcontext,
                  rank: int = 0, world_size: int = 1, start_step: int = 0):
@@ -71,7 +84,8 @@ class Instrumentation:
             self.handles.append(p.register_hook(self._micro_hook(name)))
         self.handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
         self.handles.append(self.optimizer.register_step_post_hook(self._post_step))
-        set_tap_listener(self._tap)
+        if hasattr(self.optimizer, "register_tap_hook"):  # recipes built on ChainedOptimizer
+            self.handles.append(self.optimizer.register_tap_hook(self._tap))
         if self.data is not None and self.recorder is not None and self.step == 1:
             counts = np.bincount(self.data.train.ravel(), minlength=self.model.config.vocab_size)
             self.recorder.log_vector(0, "lm_head.weight", "output", "token_frequency", counts.tolist())
@@ -81,7 +95,6 @@ class Instrumentation:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
-        set_tap_listener(None)
         return False
 
     def _reset(self):
@@ -276,18 +289,10 @@ class Instrumentation:
         return [(self.step, n, r, s, v) for (n, r, s, _), v in zip(scalars, values)]
 
     def _mean_grad(self, data, rows, named, chunk: int = 32):
-        device = named[0][1].device
-        params = [p for _, p in named]
-        total = None
-        for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
-            batch = torch.from_numpy(data.train[np.sort(part)].astype(np.int64)).to(device)
-            with self.autocast():
-                loss = self.model(input_ids=batch, labels=batch).loss * (len(part) / len(rows))
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g.detach() for g, p in zip(grads, params)]
-            total = grads if total is None else [t + g for t, g in zip(total, grads)]
-        return total
+        # rows sorted within each chunk (sequential reads of the token array)
+        order = np.concatenate([np.sort(rows[i:i + chunk]) for i in range(0, len(rows), chunk)])
+        batch = torch.from_numpy(data.train[order].astype(np.int64)).to(named[0][1].device)
+        return mean_gradient(self.model, batch, [p for _, p in named], chunk, self.autocast)
 
 
 def _norm64(x: torch.Tensor) -> torch.Tensor:

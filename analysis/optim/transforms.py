@@ -10,113 +10,41 @@ State is explicit: a transform keeps nothing per parameter in attributes or clos
 namespaces each child's keys by position and name (``"0.momentum.buf"``) so a saved state
 reads like the recipe.
 
-The tensor maths lives in plain functions (``rms_normalize``, ``newton_schulz``) that tests
-and notebooks call directly.
+The tensor maths lives in plain functions (``analysis.optim.maths``: ``rms_normalize``,
+``newton_schulz``) that tests and notebooks call directly. Every transform's docstring has a short example that the tests
+run (doctest).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from analysis.parallel import sharded_group
+from analysis.optim.maths import Scaled, as_tensor, inverse_rms, newton_schulz
 
-RMS_FLOOR = 1e-8
-# Quintic Newton-Schulz coefficients used by Muon (Jordan et al. 2024; torch.optim.Muon).
-NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
-
-_tap_listener: Callable[[str, Tensor, Tensor], None] | None = None
-
-
-def set_tap_listener(listener: Callable[[str, Tensor, Tensor], None] | None) -> None:
-    """Route ``tap`` calls to ``listener(name, tensor, param)``; None turns taps off (free)."""
-    global _tap_listener
-    _tap_listener = listener
+# Who hears ``tap`` right now: set by ``ChainedOptimizer.step`` for the duration of its own step
+# (a context variable, not a global: two optimizers, threads or tasks never share a listener).
+_listener: contextvars.ContextVar[Callable[[str, Tensor, Tensor], None] | None] = \
+    contextvars.ContextVar("scale_lab_tap_listener", default=None)
 
 
-# ----------------------------------------------------------------------------- tensor maths
+@contextlib.contextmanager
+def tap_listener(listener: Callable[[str, Tensor, Tensor], None]):
+    """Within the block, ``tap`` calls go to ``listener(label, direction, param)``.
 
-def sum_of_squares(x: Tensor, dim: int, dtype: torch.dtype | None = None,
-                   rows_per_chunk: int = 1024) -> Tensor:
-    """``sum(x**2, dim, keepdim=True)`` of a matrix, without a full-size temporary, accumulated
-    in ``dtype`` (default: ``x``'s, at least float32).
-
-    Along ``dim=1`` this is ``vector_norm(dim=1)**2``. Along ``dim=0`` of a row-major matrix,
-    ``vector_norm(dim=0)`` is ~10x slower and ``square().sum(0)`` allocates a matrix-sized
-    temporary (page faults on every step), so the rows are reduced in cache-sized chunks.
-    The optimizers, the variance estimators and the row statistics all reduce through here.
+    Optimizers use it around their step (``ChainedOptimizer.register_tap_hook``); outside any
+    such block a ``tap`` is a no-op.
     """
-    dtype = dtype or torch.promote_types(x.dtype, torch.float32)  # bf16 sums in float32
-    if dim in (1, -1) or x.ndim == 1:
-        return torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=dtype).square_()
-    acc = torch.zeros((1, *x.shape[1:]), dtype=dtype, device=x.device)
-    for chunk in x.split(rows_per_chunk, dim=0):
-        acc += chunk.to(dtype).square().sum(dim=0, keepdim=True)
-    return acc
-
-
-def inverse_rms(x: Tensor, dim: int, floor: float = RMS_FLOOR, param: Tensor | None = None) -> Tensor:
-    """``1 / max(rms(x, dim), floor)`` with ``rms = sqrt(mean(x**2, dim))``, keepdim (at least
-    float32).
-
-    When ``x`` is this process's block of ``param``, an FSDP2 ``DTensor`` split along ``dim``,
-    the sums of squares are all-reduced over the shards and the mean taken over the full
-    ``param.size(dim)``: the result is the global one (``analysis.parallel``).
-    """
-    total, n = sum_of_squares(x, dim), x.size(dim)
-    group = sharded_group(param, dim) if param is not None else None
-    if group is not None:
-        torch.distributed.all_reduce(total, group=group)
-        n = param.size(dim)
-    return total.div_(n).sqrt_().clamp_min_(floor).reciprocal_()
-
-
-def rms_normalize(x: Tensor, dim: int, floor: float = RMS_FLOOR) -> Tensor:
-    """``x / max(rms(x, dim), floor)`` with ``rms = sqrt(mean(x**2, dim))``.
-
-    Every slice along the other axes gets unit RMS. ``dim=1`` on an ``nn.Linear`` weight
-    ``(out, in)`` gives one scale per output unit (the paper's column-wise normalization).
-    """
-    return (x * inverse_rms(x, dim, floor)).to(x.dtype)
-
-
-class Scaled:
-    """A direction ``base * scale`` (``scale`` broadcasts), kept unmultiplied so the optimizer
-    can apply it as one in-place ``p.addcmul_(base, scale, value=-lr)``: no matrix-sized
-    temporary per step. ``materialize()`` gives the tensor to anything that needs one."""
-
-    __slots__ = ("base", "scale")
-
-    def __init__(self, base: Tensor, scale: Tensor):
-        self.base, self.scale = base, scale
-
-    def materialize(self) -> Tensor:
-        return (self.base * self.scale).to(self.base.dtype)
-
-
-def as_tensor(direction) -> Tensor:
-    return direction.materialize() if isinstance(direction, Scaled) else direction
-
-
-def newton_schulz(g: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
-    """Approximate the orthogonal polar factor ``U V^T`` of ``g = U S V^T`` (float32).
-
-    ``X <- a X + (b A + c A^2) X`` with ``A = X X^T``, started from ``g / ||g||_F`` and run on the
-    wide orientation; the quintic pushes every singular value towards ~1 (into about [0.7, 1.2]).
-    """
-    x = g.float()
-    tall = x.size(0) > x.size(1)
-    if tall:
-        x = x.T
-    x = x / (x.norm() + eps)
-    a, b, c = NS_COEFFICIENTS
-    for _ in range(steps):
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.T if tall else x).to(g.dtype)
+    token = _listener.set(listener)
+    try:
+        yield
+    finally:
+        _listener.reset(token)
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -124,11 +52,17 @@ def newton_schulz(g: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
 class Transform:
     """Base class: a stateless-by-default direction map.
 
-    Under FSDP2 (``analysis.parallel``) ``update`` gets this process's row block of the
+    Under FSDP2 (``analysis.train.parallel``) ``update`` gets this process's row block of the
     gradient and of the state, and the whole logical ``param`` (a ``DTensor``).
     ``row_shard_safe`` says the update of a row block equals the row block of the update
     (elementwise rules, per-row rules, or rules that communicate what they need); the trainer
     refuses FSDP2 for a transform without it.
+
+    The base class is the identity (plain SGD's direction):
+
+    >>> import torch
+    >>> Transform().update(torch.tensor([3.0, -4.0]), {}, None)
+    tensor([ 3., -4.])
     """
 
     name = "identity"
@@ -141,10 +75,6 @@ class Transform:
     def update(self, grad: Tensor, state: dict, param: Tensor) -> Tensor:
         return grad
 
-    def state_numel(self, param: Tensor) -> int:
-        """Elements of state this transform keeps for ``param`` (for memory accounting)."""
-        return sum(t.numel() for t in self.init(param).values() if torch.is_tensor(t) and t.ndim > 0)
-
     def __repr__(self) -> str:
         return self.name
 
@@ -152,7 +82,16 @@ class Transform:
 class momentum(Transform):
     """Heavy-ball momentum, ``kind="ema"``: ``m <- beta m + (1 - beta) g`` (SCALE, Muon; no bias
     correction), or ``kind="sum"``: ``m <- beta m + g`` (torch SGD). Zero init. With
-    ``nesterov`` the direction is ``g + beta (m - g)`` (ema) / ``g + beta m`` (sum)."""
+    ``nesterov`` the direction is ``g + beta (m - g)`` (ema) / ``g + beta m`` (sum).
+
+    >>> import torch
+    >>> m = momentum(0.5)
+    >>> p = torch.zeros(2); state = m.init(p)
+    >>> m.update(torch.tensor([2.0, 4.0]), state, p)
+    tensor([1., 2.])
+    >>> m.update(torch.tensor([2.0, 4.0]), state, p)
+    tensor([1.5000, 3.0000])
+    """
 
     name = "momentum"
 
@@ -179,7 +118,16 @@ class momentum(Transform):
 
 
 class normalize(Transform):
-    """Unit RMS along ``axis`` (see ``rms_normalize``); ``axis=1``: one scale per torch row."""
+    """Unit RMS along ``axis`` (see ``rms_normalize``); ``axis=1``: one scale per torch row.
+
+    The direction comes back as a ``Scaled`` (applied in place by the optimizer):
+
+    >>> import torch
+    >>> g = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
+    >>> as_tensor(normalize(1).update(g, {}, g))
+    tensor([[0.8485, 1.1314],
+            [0.0000, 1.4142]])
+    """
 
     name = "normalize"
 
@@ -194,7 +142,12 @@ class normalize(Transform):
 
 
 class sign(Transform):
-    """``sign(g)``: steepest descent under the max-norm; every entry has magnitude 1 (RMS 1)."""
+    """``sign(g)``: steepest descent under the max-norm; every entry has magnitude 1 (RMS 1).
+
+    >>> import torch
+    >>> sign().update(torch.tensor([0.3, -2.0, 0.0]), {}, None)
+    tensor([ 1., -1.,  0.])
+    """
 
     name = "sign"
 
@@ -208,6 +161,12 @@ class orthogonalize(Transform):
     An orthogonal ``m x n`` factor has RMS ``1/sqrt(max(m, n))``; the rescale puts spectral
     normalization on the same per-entry scale as sign and column normalization, so the
     normalization ladder shares learning rates.
+
+    >>> import torch
+    >>> g = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    >>> u = orthogonalize().update(g, {}, g)
+    >>> round(float(u.square().mean().sqrt()), 1)   # unit RMS, up to Newton-Schulz's spread
+    1.0
     """
 
     name = "orthogonalize"
@@ -227,7 +186,16 @@ class orthogonalize(Transform):
 
 class scale_by_adam(Transform):
     """Bias-corrected Adam direction ``m_hat / (sqrt(v_hat) + eps)`` with
-    ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``, ``m_hat = m/(1-b1^t)``, ``v_hat = v/(1-b2^t)``."""
+    ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``, ``m_hat = m/(1-b1^t)``, ``v_hat = v/(1-b2^t)``.
+
+    At the first step the direction is ``g / (|g| + eps)``, about ``sign(g)``:
+
+    >>> import torch
+    >>> adam = scale_by_adam()
+    >>> p = torch.zeros(2); state = adam.init(p)
+    >>> adam.update(torch.tensor([0.5, -3.0]), state, p)
+    tensor([ 1.0000, -1.0000])
+    """
 
     name = "adam"
 
@@ -262,7 +230,17 @@ class scale_by_adam(Transform):
 
 
 class tap(Transform):
-    """Pass the direction through unchanged and show it to the active instrumentation."""
+    """Pass the direction through unchanged and show it to the active listener (the
+    instrumentation, through ``ChainedOptimizer.register_tap_hook``).
+
+    >>> import torch
+    >>> seen = []
+    >>> with tap_listener(lambda label, u, p: seen.append((label, u.tolist()))):
+    ...     tap("update").update(torch.tensor([1.0]), {}, None)
+    tensor([1.])
+    >>> seen
+    [('update', [1.0])]
+    """
 
     name = "tap"
 
@@ -272,8 +250,9 @@ class tap(Transform):
     accepts_scaled = True  # passes a Scaled direction through; materializes only to show it
 
     def update(self, grad, state, param):
-        if _tap_listener is not None:
-            _tap_listener(self.label, as_tensor(grad), param)
+        listener = _listener.get()
+        if listener is not None:
+            listener(self.label, as_tensor(grad), param)
         return grad
 
     def __repr__(self):
@@ -298,7 +277,20 @@ class _Namespace(dict):
 
 
 class chain(Transform):
-    """Apply transforms in order; child ``i`` keeps its state under ``"{i}.{name}."``."""
+    """Apply transforms in order; child ``i`` keeps its state under ``"{i}.{name}."``.
+
+    SCALE's output-layer rule is momentum, then per-row normalization:
+
+    >>> import torch
+    >>> rule = chain(momentum(0.9), normalize(1))
+    >>> p = torch.zeros(1, 2); state = rule.init(p)
+    >>> sorted(state)
+    ['0.momentum.buf']
+    >>> as_tensor(rule.update(torch.tensor([[3.0, 4.0]]), state, p))
+    tensor([[0.8485, 1.1314]])
+    >>> rule
+    momentum(0.9) -> normalize(dim=1)
+    """
 
     name = "chain"
 

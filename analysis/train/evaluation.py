@@ -11,8 +11,8 @@ import math
 
 import torch
 
-from analysis.config import TrainConfig
-
+from analysis.recording import RecordingError, load_run, scalars
+from analysis.train.config import TrainConfig
 
 # Dense bf16 peak FLOP/s per GPU, for MFU (no sparsity); unknown devices get no MFU row.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
@@ -20,7 +20,6 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e1
 
 def recorded_first_eval(run_dir) -> float:
     """The step-0 validation loss a resumed run recorded before it stopped (nan if none)."""
-    from analysis.recording import RecordingError, load_run, scalars
 
     if run_dir is None:
         return math.nan

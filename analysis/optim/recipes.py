@@ -1,0 +1,378 @@
+"""Recipes: one-word names that build an optimizer for a model.
+
+The normalization ladder (the paper's bottom-up argument), each with a momentum placement
+``none | output | embedding | all`` (``last``/``first`` are accepted aliases):
+
+=============== ====================================================================
+``sgd``          u = g (plain SGD)
+``sign``         u = sign(g)
+``row_norm``     unit RMS per input feature (the other axis: torch dim 0 of a Linear)
+``col_norm``     unit RMS per output unit (the paper's column-wise; torch dim 1, embedding dim 0)
+``spectral_norm`` Newton-Schulz polar factor, rescaled to unit RMS
+``scale``        ``col_norm`` with momentum on the output layer only (SCALE, exactly)
+=============== ====================================================================
+
+Momentum, where placed, comes before the direction map: ``m <- beta m + (1-beta) g``, then
+``u = map(m)`` (as SCALE). Vectors (RMSNorm gains) always get bias-corrected AdamW with their
+own peak learning rate ``adam_lr`` on the same schedule shape.
+
+Baselines: ``adamw`` (``torch.optim.AdamW``), ``muon`` (``torch.optim.Muon`` on hidden matrices,
+AdamW on the rest), ``adafactor`` (``torch.optim.Adafactor``), and ``galore``, ``fira``,
+``apollo``, ``apollo_mini`` from the ``pytorch-optimizer`` package (extra ``baselines``) on hidden
+matrices with AdamW elsewhere, as the GaLore-protocol papers apply them; ``swan`` and
+``stable_spam`` written from their papers' rules (``analysis.optim.baselines`` says what
+could not be pinned down).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from analysis.optim.baselines import adam_with_reset, norm_scale, spike_clip, standardize
+from analysis.optim.optimizer import ChainedOptimizer, PartitionedOptimizer
+from analysis.optim.roles import ROLES, params_by_role
+from analysis.optim.state import (
+    FACTORED,
+    NONE,
+    RANK1,
+    SUBSPACE,
+    StateRule,
+    describe_rules,
+    times,
+    total_elements,
+)
+from analysis.optim.transforms import (
+    Transform,
+    chain,
+    momentum,
+    normalize,
+    orthogonalize,
+    scale_by_adam,
+    sign,
+    tap,
+)
+
+PLACEMENTS = {"none": (), "output": ("output",), "last": ("output",),
+              "embedding": ("embedding",), "first": ("embedding",),
+              "all": ("embedding", "hidden", "output")}
+MATRIX_ROLES = ("embedding", "hidden", "output")
+
+
+class RecipeError(ValueError):
+    """Bad recipe name or hyperparameter; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Hyperparameters shared by every recipe (each uses the ones it needs).
+
+    ``lr``, ``adam_lr`` and ``momentum`` left at None take the recipe's defaults
+    (``Recipe.resolve``); this class and ``validate`` are the one place hyperparameters are
+    checked and filled in (the trainer's config delegates here).
+    """
+
+    lr: float | None = None            # peak lr of the matrices; None -> the recipe's default
+    adam_lr: float | None = None       # vectors' (and AdamW partitions') peak lr; None -> recipe's
+    beta: float = 0.9                  # momentum
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    momentum: str | None = None        # placement for ladder recipes; None -> recipe default
+    rank: int | None = None            # low-rank baselines; None -> hidden_size // 4
+    update_proj_gap: int = 200
+    ns_steps: int = 5
+    spam_gammas: tuple[float, float, float] = (0.7, 0.9, 0.999)   # Stable-SPAM gamma1..3
+    reset_every: int = 1000                                      # Stable-SPAM momentum reset
+
+    def validate(self) -> "OptimizerConfig":
+        """Raise ``RecipeError`` naming the first bad value and the fix; else return self."""
+        checks = [(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}; pass e.g. --lr 1e-3"),
+                  (self.adam_lr is None or self.adam_lr > 0,
+                   f"adam_lr must be > 0, got {self.adam_lr}; pass e.g. --adam_lr 2e-2"),
+                  (0.0 <= self.beta < 1.0, f"momentum beta must be in [0, 1), got {self.beta}"),
+                  (all(0.0 <= b < 1.0 for b in self.betas), f"betas must be in [0, 1), got {self.betas}"),
+                  (self.eps >= 0, f"eps must be >= 0, got {self.eps}"),
+                  (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+                  (self.momentum is None or self.momentum in PLACEMENTS,
+                   f"unknown momentum placement {self.momentum!r}; choose one of {', '.join(PLACEMENTS)}"),
+                  (self.rank is None or self.rank >= 1, f"rank must be >= 1, got {self.rank}"),
+                  (self.ns_steps >= 1, f"ns_steps must be >= 1, got {self.ns_steps}")]
+        for ok, message in checks:
+            if not ok:
+                raise RecipeError(message)
+        return self
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named optimizer for a model.
+
+    ``build(model, cfg)`` returns the optimizer; ``state`` declares the elements it keeps per
+    role (``analysis.optim.state``). A ladder recipe (``placeable``) declares none for its
+    matrices: its matrix state is one momentum buffer on each role its placement names
+    (``default_momentum`` unless the config says otherwise).
+    """
+
+    name: str
+    build: Callable[[nn.Module, OptimizerConfig], torch.optim.Optimizer]
+    description: str
+    default_lr: float
+    default_adam_lr: float = 2e-2
+    default_momentum: str = "none"
+    state: dict[str, StateRule] = field(default_factory=dict)
+    placeable: bool = False
+    extra: str | None = None            # pip extra needed
+
+    def resolve(self, cfg: OptimizerConfig) -> OptimizerConfig:
+        """``cfg`` with every None default filled from this recipe, validated."""
+        return replace(cfg, lr=cfg.lr if cfg.lr is not None else self.default_lr,
+                       adam_lr=cfg.adam_lr if cfg.adam_lr is not None else self.default_adam_lr,
+                       momentum=cfg.momentum or self.default_momentum).validate()
+
+    def state_rules(self, momentum: str | None = None) -> dict[str, StateRule]:
+        """The state rule per role; for a ladder recipe, with momentum placed at ``momentum``."""
+        if not self.placeable:
+            return dict(self.state)
+        placed = PLACEMENTS[momentum or self.default_momentum]
+        rules = {role: times(1) if role in placed else NONE for role in MATRIX_ROLES}
+        return rules | {"vector": times(2)}
+
+
+def role_groups(model: nn.Module, cfg: OptimizerConfig, roles=ROLES,
+                adam_roles=("vector",)) -> list[dict]:
+    """One parameter group per role of ``roles`` that has parameters, labelled by role.
+
+    Roles in ``adam_roles`` get ``cfg.adam_lr``, the others ``cfg.lr``; vectors never get
+    weight decay. Each group keeps its parameter names (``names``) for tables and checkpoints.
+    """
+    named = params_by_role(model)
+    groups = []
+    for role in roles:
+        if named.get(role):
+            groups.append({"params": [p for _, p in named[role]], "names": [n for n, _ in named[role]],
+                           "label": role, "lr": cfg.adam_lr if role in adam_roles else cfg.lr,
+                           "weight_decay": 0.0 if role == "vector" else cfg.weight_decay})
+    return groups
+
+
+# ----------------------------------------------------------------------------- the ladder
+
+def direction_map(kind: str, role: str, cfg: OptimizerConfig) -> Transform:
+    """The per-matrix direction of a ladder recipe; ``role`` picks the fan-in axis."""
+    fan_in = 0 if role == "embedding" else 1
+    if kind == "sgd":
+        return Transform()
+    if kind == "sign":
+        return sign()
+    if kind == "col_norm":
+        return normalize(fan_in)
+    if kind == "row_norm":
+        return normalize(1 - fan_in)
+    if kind == "spectral_norm":
+        return orthogonalize(cfg.ns_steps)
+    raise RecipeError(f"unknown direction {kind!r}")
+
+
+def ladder_transforms(kind: str, placement: str, cfg: OptimizerConfig) -> dict[str, Transform]:
+    """Per role: momentum (where ``placement`` puts it), then ``kind``'s map; Adam on vectors."""
+    with_momentum = PLACEMENTS[placement]
+    transforms = {}
+    for role in MATRIX_ROLES:
+        parts = [momentum(cfg.beta), tap("momentum")] if role in with_momentum else []
+        transforms[role] = chain(*parts, direction_map(kind, role, cfg), tap("update"))
+    transforms["vector"] = chain(scale_by_adam(cfg.betas, cfg.eps), tap("update"))
+    return transforms
+
+
+def _ladder(kind: str):
+    def build(model, cfg):
+        return ChainedOptimizer(role_groups(model, cfg), ladder_transforms(kind, cfg.momentum, cfg))
+    return build
+
+
+def _scale(model, cfg):
+    if cfg.momentum not in ("output", "last"):
+        raise RecipeError("scale is col_norm with momentum on the output layer; for another "
+                          f"placement use --optimizer col_norm --momentum {cfg.momentum}")
+    return ChainedOptimizer(role_groups(model, cfg), ladder_transforms("col_norm", "output", cfg))
+
+
+# ----------------------------------------------------------------------------- baselines
+
+def _torch_adamw(model, cfg, roles, adam_roles):
+    return torch.optim.AdamW(role_groups(model, cfg, roles, adam_roles), lr=cfg.lr,
+                             betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+def _adamw(model, cfg):
+    return _torch_adamw(model, cfg, ROLES, adam_roles=())
+
+
+def _rest_adamw(model, cfg):
+    """AdamW at ``adam_lr`` on everything but the hidden matrices (the partner of Muon & co)."""
+    roles = ("embedding", "output", "vector")
+    return _torch_adamw(model, cfg, roles, adam_roles=roles)
+
+
+def _muon(model, cfg):
+    # Moonshot's RMS matching (0.2 sqrt(max(A, B)) lr) lets Muon share AdamW's learning rates.
+    muon = torch.optim.Muon(role_groups(model, cfg, ("hidden",)), lr=cfg.lr,
+                            weight_decay=cfg.weight_decay, momentum=0.95, nesterov=True,
+                            ns_steps=cfg.ns_steps, adjust_lr_fn="match_rms_adamw")
+    return PartitionedOptimizer([muon, _rest_adamw(model, cfg)])
+
+
+def _swan(model, cfg):
+    """SWAN: GradNorm then whitening on hidden matrices (stateless); Adam elsewhere."""
+
+    transforms = {"hidden": chain(standardize(1), orthogonalize(cfg.ns_steps), tap("update"))}
+    for role in ("embedding", "output", "vector"):
+        transforms[role] = chain(scale_by_adam(cfg.betas, cfg.eps), tap("update"))
+    groups = role_groups(model, cfg, adam_roles=("embedding", "output", "vector"))
+    return ChainedOptimizer(groups, transforms)
+
+
+def _stable_spam(model, cfg):
+    """Stable-SPAM on every parameter: spike clipping, norm scaling, Adam with resets."""
+
+    g1, g2, g3 = cfg.spam_gammas
+    rule = chain(spike_clip(g3), norm_scale(g1, g2),
+                 adam_with_reset(cfg.betas, cfg.eps, cfg.reset_every), tap("update"))
+    groups = role_groups(model, cfg, adam_roles=())
+    return ChainedOptimizer(groups, {g["label"]: rule for g in groups})
+
+
+def _adafactor(model, cfg):
+    return torch.optim.Adafactor(role_groups(model, cfg, adam_roles=()), lr=cfg.lr,
+                                 weight_decay=cfg.weight_decay)
+
+
+def _low_rank(class_name: str, **group_keys):
+    def build(model, cfg):
+        import pytorch_optimizer  # optional extra `baselines`: imported only when used
+
+        rank = cfg.rank or max(1, model.config.hidden_size // 4)
+        keys = {"rank": rank, "update_proj_gap": cfg.update_proj_gap, **group_keys}
+        if class_name == "APOLLO" and group_keys.get("scale_type") == "tensor":
+            keys["rank"] = 1  # APOLLO-Mini: rank-1 random projection, tensor-wise scaling
+        groups = [{**g, **keys} for g in role_groups(model, cfg, ("hidden",))]
+        opt = getattr(pytorch_optimizer, class_name)(groups, lr=cfg.lr, betas=cfg.betas,
+                                                     weight_decay=cfg.weight_decay)
+        return PartitionedOptimizer([opt, _rest_adamw(model, cfg)])
+    return build
+
+
+LADDER = {
+    "sgd": "plain SGD, u = g",
+    "sign": "sign descent, u = sign(g)",
+    "row_norm": "unit RMS per input feature (the other axis)",
+    "col_norm": "unit RMS per output unit (the paper's column-wise normalization)",
+    "spectral_norm": "Newton-Schulz orthogonalized gradient, unit RMS",
+}
+
+ADAM_EVERYWHERE = {role: times(2) for role in ROLES}
+
+
+def _with_hidden(rule: StateRule) -> dict[str, StateRule]:
+    """A hidden-matrix optimizer partnered with AdamW on the other roles."""
+    return ADAM_EVERYWHERE | {"hidden": rule}
+
+
+_REGISTRY: dict[str, Recipe] = {}
+
+
+def _register(recipe: Recipe):
+    _REGISTRY[recipe.name] = recipe
+
+
+def _populate():
+    if _REGISTRY:
+        return
+    ladder_lr = {"sgd": 0.5, "sign": 1e-3, "row_norm": 1e-3, "col_norm": 1e-3, "spectral_norm": 1e-3}
+    for kind, text in LADDER.items():
+        _register(Recipe(kind, _ladder(kind), f"{text}; momentum placement via --momentum",
+                         ladder_lr[kind], placeable=True))
+    _register(Recipe("sgd_momentum", _ladder("sgd"), "SGD with EMA momentum on every matrix", 0.5,
+                     default_momentum="all", placeable=True))
+    _register(Recipe("scale", _scale, "SCALE: col_norm + EMA momentum on the output layer only",
+                     1e-3, default_momentum="output", placeable=True))
+    _register(Recipe("adamw", _adamw, "torch.optim.AdamW on every parameter", 1e-3,
+                     state=ADAM_EVERYWHERE))
+    _register(Recipe("muon", _muon, "torch.optim.Muon on hidden matrices, AdamW on the rest",
+                     1e-3, default_adam_lr=1e-3, state=_with_hidden(times(1))))
+    _register(Recipe("swan", _swan, "SWAN: GradNorm + whitening (Newton-Schulz) on hidden matrices, "
+                     "stateless; Adam elsewhere", 1e-3, default_adam_lr=1e-3,
+                     state=_with_hidden(NONE)))
+    # Stable-SPAM's 3 scalars per tensor are not counted, like step counters.
+    _register(Recipe("stable_spam", _stable_spam, "Stable-SPAM: Adam after spike clipping and norm "
+                     "scaling, moments reset every 1000 steps", 1e-3, state=ADAM_EVERYWHERE))
+    _register(Recipe("adafactor", _adafactor, "torch.optim.Adafactor (factored second moment)",
+                     1e-2, state={role: FACTORED for role in ROLES}))
+    low_rank = {
+        "galore": ("GaLore", {"scale": 0.25, "projection_type": "std"}, SUBSPACE,
+                   "GaLore Adam in a rank-r gradient subspace (SVD projector)"),
+        "fira": ("Fira", {"scale": 0.25, "projection_type": "std"}, SUBSPACE,
+                 "Fira: GaLore plus the scaled full-rank residual"),
+        "apollo": ("APOLLO", {"scale": 1.0, "scale_type": "channel", "projection_type": "random"},
+                   SUBSPACE, "APOLLO: channel-wise scaling from a rank-r random projection"),
+        "apollo_mini": ("APOLLO", {"scale": 128.0, "scale_type": "tensor", "projection_type": "random"},
+                        RANK1, "APOLLO-Mini: tensor-wise scaling from a rank-1 random projection"),
+    }
+    for name, (cls, keys, rule, text) in low_rank.items():
+        _register(Recipe(name, _low_rank(cls, **keys), f"{text}; hidden matrices, AdamW elsewhere",
+                         1e-3, default_adam_lr=1e-3, state=_with_hidden(rule), extra="baselines"))
+
+
+def recipe_names() -> list[str]:
+    """Every registered recipe name, ladder first."""
+    _populate()
+    return list(_REGISTRY)
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name``; ``RecipeError`` (with the choices, or the pip extra to
+    install) when it is unknown or its package is missing."""
+    _populate()
+    if name not in _REGISTRY:
+        raise RecipeError(f"unknown optimizer {name!r}; choose one of {', '.join(_REGISTRY)} "
+                          "(or `scale-lab train --optimizer list`)")
+    recipe = _REGISTRY[name]
+    if recipe.extra == "baselines" and importlib.util.find_spec("pytorch_optimizer") is None:
+        raise RecipeError(f"optimizer {name!r} needs the pytorch-optimizer package: "
+                          "pip install 'scale-lab[baselines]'")
+    return recipe
+
+
+def build_optimizer(name: str, model: nn.Module, cfg: OptimizerConfig | None = None,
+                    **overrides) -> torch.optim.Optimizer:
+    """Build recipe ``name`` for ``model``.
+
+    Args: ``cfg`` (default ``OptimizerConfig()``) and keyword ``overrides`` of its fields;
+    lr, adam_lr and momentum left unset take the recipe's defaults. Returns a
+    ``torch.optim.Optimizer`` whose groups are labelled by role. Raises ``RecipeError``.
+    """
+    recipe = get_recipe(name)
+    cfg = recipe.resolve(replace(cfg or OptimizerConfig(), **overrides))
+    return recipe.build(model, cfg)
+
+
+def state_elements(name: str, shapes, rank: int, momentum: str | None = None) -> int:
+    """Optimizer-state elements recipe ``name`` keeps for a model's ``(role, shape)`` pairs
+    (``toy_models.llama.matrix_shapes`` gives them from a config), from its declaration."""
+    return total_elements(get_recipe(name).state_rules(momentum), shapes, rank)
+
+
+def recipe_table() -> str:
+    """One line per recipe: name, default lr, description, state kept (from its declaration)."""
+    _populate()
+    rows = [f"{'name':<14} {'lr':>6}  {'description':<72} state"]
+    for r in _REGISTRY.values():
+        extra = f" [extra: {r.extra}]" if r.extra else ""
+        rows.append(f"{r.name:<14} {r.default_lr:>6g}  {r.description:<72} "
+                    f"{describe_rules(r.state_rules())}{extra}")
+    return "\n".join(rows)

@@ -1,0 +1,114 @@
+"""``scale-lab train`` (``python -m analysis.train``): the trainer's command line.
+
+Flags mirror ``TrainConfig`` field by field; the SCALE seed release's flag names are accepted
+as aliases where they mean the same thing (``--num_training_steps``, ``--total_batch_size``,
+``--max_length``, ``--dtype``, ``--model_config``), translated by ``translate_paper_flags``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+
+from analysis.instrument.schedule import InstrumentConfig
+from analysis.optim.recipes import recipe_table
+from analysis.train.checkpoint import CheckpointError
+from analysis.train.config import ConfigError, TrainConfig
+from analysis.train.loop import TrainingDiverged, train
+from toy_models.corpus import CorpusError
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of ``scale-lab train`` (defaults from ``TrainConfig``)."""
+    p = argparse.ArgumentParser(prog="scale-lab train", description="Train a LLaMA with a recipe.")
+    d = TrainConfig()
+    p.add_argument("--model", default=d.model, help="nano | micro | mini | 60m | 130m | 350m | 1b | 7b")
+    p.add_argument("--optimizer", default=d.optimizer, help="a recipe name, or 'list'")
+    p.add_argument("--momentum", default=None, help="momentum placement: none | output | embedding | all")
+    for name in ("lr", "adam_lr"):
+        p.add_argument(f"--{name}", type=float, default=None)
+    for name in ("beta", "weight_decay", "min_lr_ratio"):
+        p.add_argument(f"--{name}", type=float, default=getattr(d, name))
+    # the seed release's flag names are accepted as aliases where they mean the same thing
+    aliases = {"steps": ["--num_training_steps"], "batch_size": ["--total_batch_size"],
+               "seq_len": ["--max_length"]}
+    for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_tokens", "seed",
+                 "log_every", "save_every", "keep_checkpoints"):
+        p.add_argument(f"--{name}", *aliases.get(name, []), dest=name, type=int,
+                       default=getattr(d, name))
+    for name in ("warmup_steps", "micro_batch_size"):
+        p.add_argument(f"--{name}", type=int, default=None)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--precision", "--dtype", dest="precision", default=d.precision,
+                   help="auto | fp32 | bf16 (pure, as the paper) | bf16-mixed; the paper's "
+                        "--dtype bfloat16/float32 are accepted")
+    p.add_argument("--model_config", default=None,
+                   help="the paper's configs/llama_<size>.json path (same as --model <size>)")
+    p.add_argument("--scheduler", default="cosine", help="cosine (the only schedule, as the paper)")
+    p.add_argument("--data", default=d.data, help="bundled | path/glob of json/parquet shards | c4")
+    p.add_argument("--stream", action="store_true", default=None,
+                   help="read --data as a stream, each rank its own share (always on for c4)")
+    p.add_argument("--tokenizer", default=None, help="default: the bundled BPE; t5-base for c4")
+    p.add_argument("--label", default=None)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--parallel", default=d.parallel,
+                   help="ddp | fsdp (FSDP2 fully_shard per block) when run under torchrun")
+    p.add_argument("--instrument", action="store_true", help="record the default statistics")
+    p.add_argument("--out", default=None, help="run directory (default runs/<optimizer>-<model>-s<seed>)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def translate_paper_flags(args):
+    """Map the seed release's flag values onto ours (``--dtype bfloat16``, ``--model_config``);
+    ``ConfigError`` for a value with no counterpart. Returns the edited namespace."""
+    args.precision = {"bfloat16": "bf16", "float32": "fp32"}.get(args.precision, args.precision)
+    if args.model_config:
+        match = re.search(r"llama_(\w+)\.json$", args.model_config)
+        if not match:
+            raise ConfigError(f"--model_config {args.model_config!r} is not a configs/llama_<size>.json "
+                              "path; use --model 60m | 130m | 350m | 1b | 7b")
+        args.model = match.group(1)
+    if args.scheduler != "cosine":
+        raise ConfigError(f"--scheduler {args.scheduler!r} is not implemented; the paper and this "
+                          "trainer use cosine (warmup, then cosine to min_lr_ratio)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, train, print one summary line; 0 on success, 2 with one error line."""
+    args = parser().parse_args(argv)
+    if args.optimizer == "list":
+        print(recipe_table())
+        return 0
+    try:
+        args = translate_paper_flags(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    fields = {k: v for k, v in vars(args).items()
+              if k not in ("instrument", "out", "overwrite", "resume", "no_progress",
+                           "model_config", "scheduler")}
+    config = TrainConfig(**fields, instrument=InstrumentConfig() if args.instrument else None)
+    out = args.out or f"runs/{config.optimizer}-{config.model}-s{config.seed}"
+    try:
+        result = train(config, out=out, overwrite=args.overwrite, resume=args.resume,
+                       progress=not args.no_progress)
+    except (ConfigError, CorpusError, CheckpointError, TrainingDiverged, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    print(f"validation loss {result.first_eval_loss:.3f} -> {result.final_eval_loss:.3f} "
+          f"(perplexity {result.final_perplexity:.1f}; ln(vocab) = {math.log(result.vocab_size):.3f}); "
+          f"optimizer state {result.optimizer_state_bytes / 1e6:.2f} MB; run in {result.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

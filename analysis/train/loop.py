@@ -1,0 +1,229 @@
+"""Train a LLaMA with any recipe: ``train(config) -> TrainResult``.
+
+The loop, top to bottom, per optimizer step ``s`` (0-based; the recorded step is ``s + 1``):
+
+1. global batch ``s`` (``toy_models.data``) is cut into ``world_size x accum`` micro-batches;
+   this process takes its ``accum`` of them;
+2. each micro-batch's mean token loss is weighted by ``its tokens / the step's tokens`` (times
+   the world size, which DDP's gradient averaging divides out), so the accumulated gradient
+   is the gradient of the step's token-mean loss whatever the split;
+3. ``optimizer.step()``, then the scheduler: linear warmup ``(s+1)/warmup``, then cosine from
+   1 to ``min_lr_ratio`` at the last step, multiplying every group's own peak lr (so the
+   vectors' ``adam_lr`` follows the same shape);
+4. every ``eval_every`` steps, at step 0 and at the end: token-weighted validation loss
+   ``sum(token losses) / tokens`` over a fixed token budget, and its perplexity.
+
+The same code runs single-process and under ``torchrun``: DDP (``no_sync`` on non-final
+micro-steps) or FSDP2 (``--parallel fsdp``: ``fully_shard`` per block, the optimizer on row
+shards; see ``analysis.train.parallel``). On CPU a fixed seed gives bitwise-identical runs.
+
+``train`` reads as the loop above; each part is a named function that tests can call:
+``setup`` (``analysis.train.setup``), ``micro_batches``, ``accumulate``, ``check_finite``, ``log_step``,
+``evaluate_if_due``, ``checkpoint_if_due`` and ``finish``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from analysis.instrument.hooks import Instrumentation
+from analysis.optim.optimizer import state_bytes
+from analysis.train import checkpoint, parallel
+from analysis.train.config import TrainConfig
+from analysis.train.evaluation import evaluate, hardware_stats, recorded_first_eval, token_loss
+from analysis.train.setup import Run, setup
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient norm became non-finite; the run is recorded as diverged."""
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns (and ``result.json`` holds, less ``losses``)."""
+
+    run_dir: Path | None
+    steps: int
+    first_eval_loss: float
+    final_eval_loss: float
+    final_perplexity: float
+    final_train_loss: float
+    tokens_per_s: float
+    optimizer_state_bytes: int
+    vocab_size: int
+    losses: list[float]
+
+
+def instrumentation(run: Run):
+    """The run's ``Instrumentation`` when its config asks for one, else a no-op context."""
+    if run.config.instrument is None:
+        return contextlib.nullcontext()
+    return Instrumentation(run.model, run.optimizer, run.recorder, run.config.instrument,
+                           last_step=run.config.steps, autocast=run.autocast,
+                           # the probe and token counts sample finite data; not a stream
+                           data=run.data if hasattr(run.data, "train") else None,
+                           rank=run.rank, world_size=run.world, start_step=run.start)
+
+
+def run_evaluation(run: Run) -> float:
+    """Token-weighted validation loss of the model now (``analysis.train.evaluation``)."""
+    return evaluate(run.model, run.data, run.config, run.device, run.autocast, run.rank, run.world)
+
+
+def initial_evaluation(run: Run) -> float:
+    """The step-0 validation loss: measured and recorded on a fresh run, read back on a resume."""
+    if run.start != 0:
+        return recorded_first_eval(run.run_dir)
+    loss = run_evaluation(run)
+    if run.recorder is not None:
+        run.recorder.log(0, {"eval_loss": loss, "eval_perplexity": math.exp(loss)})
+    return loss
+
+
+def micro_batches(run: Run, step: int) -> torch.Tensor:
+    """This process's ``accum`` micro-batches of global batch ``step``: ``(accum, micro, T)``."""
+    batch = run.data.local_batch(step, run.config.batch_size, run.rank, run.world)
+    return batch.view(run.accum, run.micro, -1)
+
+
+def accumulate(run: Run, mine: torch.Tensor, monitor) -> float:
+    """Forward and backward over this process's micro-batches ``mine``; gradients accumulate
+    in ``.grad``. Returns the step's token-mean loss over all processes.
+
+    Each micro-batch's mean loss is weighted by its share of the step's predicted tokens
+    (times the world size, which DDP's averaging divides out)."""
+    config, accum = run.config, run.accum
+    step_loss = torch.zeros((), dtype=torch.float64, device=run.device)
+    for k in range(accum):
+        mb = mine[k].to(run.device)
+        with parallel.gradient_sync(run.train_model, config.parallel, run.world, k == accum - 1):
+            loss, n = token_loss(run.train_model, mb, run.autocast)
+            weight = n * run.world / run.step_tokens()
+            if config.instrument is not None:
+                monitor.micro_batch(weight, mb.size(0))
+            (loss * weight).backward()
+        step_loss += loss.detach().double() * n
+    if run.world > 1:
+        torch.distributed.all_reduce(step_loss)
+    return (step_loss / run.step_tokens()).item()
+
+
+def check_finite(run: Run, step: int, mean_loss: float, first_eval: float) -> float:
+    """The global gradient norm; on a non-finite loss or norm, record the run as diverged
+    (a finished result, not a crash) and raise ``TrainingDiverged``."""
+    grad_norm = parallel.global_grad_norm(run.model) if math.isfinite(mean_loss) else math.nan
+    if math.isfinite(mean_loss) and math.isfinite(grad_norm):
+        return grad_norm
+    what = (f"loss {mean_loss}" if not math.isfinite(mean_loss)
+            else f"gradient norm {grad_norm} (loss {mean_loss:.4g})")
+    if run.recorder is not None:
+        run.recorder.log(step + 1, {"loss": mean_loss, "grad_norm": grad_norm})
+        run.recorder.finish({"diverged_at": step + 1, "steps": run.config.steps,
+                             "first_eval_loss": first_eval, "final_eval_loss": math.nan,
+                             "final_perplexity": math.nan})
+        run.recorder.close()
+    raise TrainingDiverged(f"non-finite {what} at step {step + 1}; lower the learning "
+                           "rate (the last good checkpoint is kept)")
+
+
+def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """``{"lr/<group label>": lr}`` for every parameter group, as used by the coming step."""
+    return {f"lr/{g.get('label', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
+
+
+def log_step(run: Run, done: int, row: dict) -> None:
+    """Record step ``done``'s run-level row (every ``log_every`` steps and the last)."""
+    if run.recorder is not None and (done % run.config.log_every == 0 or done == run.config.steps):
+        run.recorder.log(done, row)
+
+
+def evaluate_if_due(run: Run, done: int) -> float | None:
+    """Every ``eval_every`` steps and at the last: validation loss, recorded; else None."""
+    config = run.config
+    if not ((config.eval_every and done % config.eval_every == 0) or done == config.steps):
+        return None
+    loss = run_evaluation(run)
+    if run.recorder is not None:
+        run.recorder.log(done, {"eval_loss": loss, "eval_perplexity": math.exp(loss)})
+    return loss
+
+
+def checkpoint_if_due(run: Run, done: int) -> None:
+    """Every ``save_every`` steps and at the last: gather (a collective) and save on rank 0."""
+    config = run.config
+    if run.run_dir is None or not ((config.save_every and done % config.save_every == 0)
+                                   or done == config.steps):
+        return
+    states = checkpoint.gather(run.model, run.optimizer, run.data, run.sharded, run.world)
+    if run.rank == 0:
+        checkpoint.save(run.run_dir, done, *states, run.scheduler, run.ident,
+                        {"tokens_seen": run.tokens_seen(done)}, keep=config.keep_checkpoints)
+
+
+def finish(run: Run, first_eval: float, eval_loss: float, losses: list[float],
+           tokens_per_s: float) -> TrainResult:
+    """The result; written as ``result.json`` (which marks the run finished)."""
+    result = TrainResult(run_dir=run.run_dir, steps=run.config.steps, first_eval_loss=first_eval,
+                         final_eval_loss=eval_loss, final_perplexity=math.exp(eval_loss),
+                         final_train_loss=losses[-1] if losses else math.nan,
+                         tokens_per_s=tokens_per_s, optimizer_state_bytes=state_bytes(run.optimizer),
+                         vocab_size=run.model.config.vocab_size, losses=losses)
+    if run.recorder is not None:
+        run.recorder.finish({k: v for k, v in asdict(result).items() if k != "losses"})
+        run.recorder.close()
+    return result
+
+
+def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = False,
+          resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``config``; with ``out``, record into that run directory (``analysis.recording``).
+
+    ``overwrite`` replaces an existing run directory, ``resume`` continues it from its newest
+    checkpoint; ``progress`` shows a progress bar on rank 0. Raises ``ConfigError`` for bad
+    settings and ``TrainingDiverged`` when the loss or gradient becomes non-finite."""
+    run = setup(config, out, overwrite, resume)
+    first_eval = eval_loss = initial_evaluation(run)
+    losses, tokens_per_s = [], 0.0
+    bar = (tqdm(total=config.steps, initial=run.start, desc=f"{config.optimizer} {config.model}",
+                unit="step", dynamic_ncols=True) if progress and run.rank == 0 else None)
+    with instrumentation(run) as monitor:
+        for step in range(run.start, config.steps):
+            t0 = time.perf_counter()
+            mine = micro_batches(run, step)
+            data_time = time.perf_counter() - t0
+            mean_loss = accumulate(run, mine, monitor)
+            grad_norm = check_finite(run, step, mean_loss, first_eval)
+            lrs = group_lrs(run.optimizer)
+            run.optimizer.step()
+            run.scheduler.step()
+            run.optimizer.zero_grad(set_to_none=True)
+            if run.device.type == "cuda":
+                torch.cuda.synchronize()
+            step_time = time.perf_counter() - t0
+            tokens_per_s = config.batch_size * config.seq_len / step_time
+            losses.append(mean_loss)
+            done = step + 1
+            log_step(run, done, {"loss": mean_loss, "lr": run.optimizer.param_groups[0]["lr"],
+                                 **lrs, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
+                                 "step_time": step_time, "data_time": data_time,
+                                 "tokens": run.tokens_seen(done),
+                                 **hardware_stats(run.device, tokens_per_s * run.flops_per_token,
+                                                  run.world)})
+            evaluated = evaluate_if_due(run, done)
+            eval_loss = eval_loss if evaluated is None else evaluated
+            checkpoint_if_due(run, done)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+    if bar is not None:
+        bar.close()
+    if run.start >= config.steps:  # resumed from the final checkpoint: evaluate what it holds
+        eval_loss = run_evaluation(run)
+    return finish(run, first_eval, eval_loss, losses, tokens_per_s)

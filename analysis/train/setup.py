@@ -1,0 +1,188 @@
+"""Everything a run needs before its first step: device, precision, processes, run directory,
+data, model, optimizer, scheduler, checkpoint identity and recorder, held in one ``Run``.
+
+``build`` (tokenizer, data, model, optimizer for a config) is shared with the benchmarks.
+With ``parallel="fsdp"`` and several processes the model is sharded (``analysis.train.
+parallel``) before the optimizer is built, and a recipe that needs whole matrices is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from analysis.optim.optimizer import NotShardable, check_shardable
+from analysis.optim.recipes import build_optimizer
+from analysis.recording import METRICS, RESULT, SPECTRA, Recorder, provenance
+from analysis.train import checkpoint, parallel
+from analysis.train.config import ConfigError, TrainConfig
+from analysis.train.lr_schedule import lr_lambda
+from toy_models.data import HUB_DATASETS, load_blocks
+from toy_models.llama import CPU_MODELS, build_model, flops_per_token, load_config
+from toy_models.stream import StreamData
+from toy_models.tokenizer import load_tokenizer
+
+RUN_FILES = ("config.json", METRICS, SPECTRA, RESULT)
+
+
+@dataclass
+class Run:
+    """One training run's pieces, as ``setup`` makes them (``recorder`` is None off rank 0 or
+    without a run directory; ``start`` is the step a resume continues from)."""
+
+    config: TrainConfig
+    rank: int
+    world: int
+    accum: int
+    micro: int
+    device: torch.device
+    precision: str
+    autocast: object
+    run_dir: Path | None
+    data: object
+    model: torch.nn.Module
+    train_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ident: dict
+    recorder: Recorder | None
+    start: int
+    flops_per_token: float
+
+    @property
+    def sharded(self) -> bool:
+        return sharded(self.config, self.world)
+
+    def step_tokens(self) -> int:
+        """Predicted tokens in one optimizer step (every sequence predicts ``seq_len - 1``)."""
+        return self.config.batch_size * (self.config.seq_len - 1)
+
+    def tokens_seen(self, done: int) -> int:
+        return done * self.config.batch_size * self.config.seq_len
+
+
+def resolve_device(config: TrainConfig) -> torch.device:
+    """``auto``: CUDA when present. Under torchrun each process takes GPU ``LOCAL_RANK``."""
+    name = config.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but torch sees no GPU; use --device cpu")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(torch.device(name))
+    return torch.device(name)
+
+
+def resolve_precision(config: TrainConfig, device: torch.device) -> str:
+    """``auto``: bf16 autocast over fp32 weights on CUDA, fp32 on CPU; else as configured."""
+    if config.precision != "auto":
+        return config.precision
+    return "bf16-mixed" if device.type == "cuda" else "fp32"
+
+
+def prepare_run_dir(out: str | Path, overwrite: bool, resume: bool) -> Path:
+    """Create (or reuse, with resume) a run directory, refusing to clobber a finished one."""
+    run_dir = Path(out)
+    if run_dir.exists() and any(run_dir.iterdir()) and not (overwrite or resume):
+        raise ConfigError(f"run directory {run_dir} already exists; pass --overwrite to replace "
+                          "it or --resume to continue it")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"cannot write to output directory {run_dir} ({err.strerror}); "
+                          "choose another --out") from None
+    if overwrite and not resume:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        for ckpt in checkpoint.checkpoints(run_dir):
+            ckpt.unlink()
+    return run_dir
+
+
+def distributed() -> tuple[int, int]:
+    """``(rank, world size)`` from torchrun's environment; joins the process group if needed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return rank, world
+
+
+def sharded(config: TrainConfig, world: int) -> bool:
+    """Are parameters FSDP2 row shards in this run?"""
+    return config.parallel == "fsdp" and world > 1
+
+
+def build(config: TrainConfig, device: torch.device, precision: str, world: int = 1,
+          rank: int = 0):
+    """``(tokenizer, data, model, optimizer)`` for ``config`` (shared by train and the
+    benchmarks). Data is streamed per rank or loaded as finite blocks (``toy_models``)."""
+    tokenizer_name = config.tokenizer or ("t5-base" if config.data in HUB_DATASETS else None)
+    tokenizer = load_tokenizer(tokenizer_name) if tokenizer_name else load_tokenizer()
+    if config.streaming():  # each rank reads its own share of the stream
+        data = StreamData(config.data, tokenizer, config.seq_len, seed=config.seed,
+                          rank=rank, world_size=world)
+    else:
+        data = load_blocks(tokenizer, config.seq_len, source=config.data, seed=config.seed)
+    base = load_config(config.model)
+    vocab = len(tokenizer) if config.model in CPU_MODELS else max(base.vocab_size, len(tokenizer))
+    model = build_model(load_config(config.model, vocab_size=vocab), seed=config.seed)
+    if precision == "bf16":
+        model = model.to(torch.bfloat16)
+    model = model.to(device)
+    if sharded(config, world):
+        parallel.shard_model(model)
+    optimizer = build_optimizer(config.optimizer, model, config.optimizer_config())
+    if sharded(config, world):
+        try:
+            check_shardable(optimizer, config.optimizer)
+        except NotShardable as err:
+            raise ConfigError(str(err)) from None
+    return tokenizer, data, model, optimizer
+
+
+def setup(config: TrainConfig, out, overwrite: bool, resume: bool) -> Run:
+    """Validate, join the processes, build everything, resume if asked, open the recorder."""
+    config.validate(int(os.environ.get("WORLD_SIZE", "1")))  # refuse bad input before any setup
+    rank, world = distributed()
+    device = resolve_device(config)
+    precision = resolve_precision(config, device)
+    run_dir = None
+    if out is not None:
+        run_dir = prepare_run_dir(out, overwrite, resume) if rank == 0 else Path(out)
+    torch.manual_seed(config.seed)
+    _, data, model, optimizer = build(config, device, precision, world, rank)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+    ident = checkpoint.identity(config.to_dict(), model,
+                                layout="fsdp" if sharded(config, world) else "plain")
+    start = 0
+    if resume and run_dir is not None:
+        start = checkpoint.resume(run_dir, model, optimizer, scheduler, data, ident,
+                                  sharded(config, world), rank)
+    train_model = parallel.wrap(model, config.parallel, world)
+    if config.compile:
+        train_model = torch.compile(train_model)
+    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+                if precision == "bf16-mixed" else contextlib.nullcontext)
+    recorder = Recorder(run_dir) if run_dir is not None and rank == 0 else None
+    run = Run(config, rank, world, config.accumulation(world), config.micro(world), device,
+              precision, autocast, run_dir, data, model, train_model, optimizer, scheduler, ident,
+              recorder, start, flops_per_token(model.config, config.seq_len))
+    if recorder is not None:
+        recorder.write_config({"config": config.to_dict(), "device": str(device),
+                               "precision": precision, "world_size": world,
+                               "accumulation": run.accum, "micro_batch_size": run.micro,
+                               "vocab_size": model.config.vocab_size,
+                               "parameters": sum(p.numel() for p in model.parameters()),
+                               "train_blocks": len(getattr(data, "train", ())) or None,
+                               "eval_tokens": config.eval_budget(), **provenance()})
+    return run
