@@ -41,6 +41,14 @@ from analysis.optim.transforms import Scaled, Transform, tap_listener
 TapHook = Callable[[str, torch.Tensor, torch.Tensor], None]
 
 
+def _run_closure(closure):
+    """torch's step protocol: evaluate ``closure`` with gradients on (None without one)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class NotShardable(ValueError):
     """An optimizer whose rule needs whole matrices was asked to run on FSDP2 row shards."""
 
@@ -104,10 +112,7 @@ class ChainedOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _run_closure(closure)
         listening = tap_listener(self._dispatch_tap) if self._tap_hooks else contextlib.nullcontext()
         with listening:
             self._apply()
@@ -187,10 +192,7 @@ class PartitionedOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _run_closure(closure)
         for opt in self.optimizers:
             opt.step()
         return loss
