@@ -83,6 +83,6 @@ def describe_rules(rules: dict[str, StateRule]) -> str:
     """
     by_text: dict[str, list[str]] = {}
     for role, rule in rules.items():
-        if rule is not NONE and rule.text != NONE.text:
+        if rule.text != NONE.text:
             by_text.setdefault(rule.text, []).append(role)
     return "; ".join(f"{text} {', '.join(roles)}" for text, roles in by_text.items()) or "none"
