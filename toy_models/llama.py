@@ -16,7 +16,7 @@ from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PAPER_MODELS = ("60m", "130m", "350m", "1b", "7b")
-CPU_MODELS = ("nano", "micro", "mini")
+CPU_MODELS = ("nano", "micro", "micro2k", "mini")
 
 
 class UnknownModelError(ValueError):
@@ -38,10 +38,20 @@ def load_config(name: str, vocab_size: int | None = None, **overrides):
         raise UnknownModelError(f"unknown model {name!r}; choose one of {', '.join(model_names())}")
     fields = json.loads(path.read_text())
     fields.pop("description", None)
+    fields.pop("tokenizer", None)
     if vocab_size is not None:
         fields["vocab_size"] = vocab_size
     fields.update(overrides)
     return LlamaConfig(**fields, attn_implementation="sdpa")
+
+
+def model_tokenizer(name: str) -> str | None:
+    """The bundled tokenizer a CPU model is shaped for (its config's ``tokenizer`` field, a
+    directory under ``data/tokenizer``), or None for the default 8192-token BPE."""
+    path = CONFIG_DIR / f"{name}.json"
+    if not path.exists():
+        raise UnknownModelError(f"unknown model {name!r}; choose one of {', '.join(model_names())}")
+    return json.loads(path.read_text()).get("tokenizer")
 
 
 def build_model(config, seed: int = 0, dtype=None):

@@ -4,7 +4,10 @@ The output layer is what the SCALE argument is about, and its behaviour comes fr
 vocabulary with Zipfian token frequencies, so the default is a real 8192-token BPE (never
 bytes only). The trained ``tokenizer.json`` is committed under ``data/tokenizer/`` and loaded
 through ``transformers.PreTrainedTokenizerFast``; ``python -m toy_models.tokenizer`` retrains it
-(deterministic for a given corpus).
+(deterministic for a given corpus). A second, 2048-token BPE trained the same way
+(``data/tokenizer/bpe-2048``, ``--vocab 2048 --out data/tokenizer/bpe-2048``) serves the
+``micro2k`` model, whose vocabulary is small enough that hidden matrices hold most parameters,
+as in the paper's models; a model config names its tokenizer in its ``tokenizer`` field.
 
 The paper's online path uses the T5 tokenizer (``load_tokenizer("t5-base")``), which needs
 a model hub.
@@ -54,10 +57,13 @@ def train_tokenizer(train_jsonl: Path, vocab_size: int = DEFAULT_VOCAB,
 
 
 def load_tokenizer(name_or_path: str | Path = TOKENIZER_DIR):
-    """Load the bundled BPE (a directory or tokenizer.json) or, online, a hub tokenizer by name."""
+    """Load a bundled BPE (a directory, a tokenizer.json, or the name of a directory under
+    ``data/tokenizer`` such as ``bpe-2048``) or, online, a hub tokenizer by name."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     path = Path(name_or_path)
+    if not path.exists() and (TOKENIZER_DIR / path).is_dir():
+        path = TOKENIZER_DIR / path
     if path.is_dir():
         path = path / "tokenizer.json"
     if path.suffix == ".json":

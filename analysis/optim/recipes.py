@@ -13,8 +13,15 @@ The normalization ladder (the paper's bottom-up argument), each with a momentum 
 =============== ====================================================================
 
 Momentum, where placed, comes before the direction map: ``m <- beta m + (1-beta) g``, then
-``u = map(m)`` (as SCALE). Vectors (RMSNorm gains) always get bias-corrected AdamW with their
-own peak learning rate ``adam_lr`` on the same schedule shape.
+``u = map(m)`` (as SCALE). Vectors (RMSNorm gains) always get Adam with their own peak
+learning rate ``adam_lr`` on the same schedule shape; ``vector_rule`` picks its form:
+``published`` (the default of the ladder: the SCALE code release's rule, arXiv 2506.16659,
+eps on the uncorrected second moment and the group's weight decay applied to vectors at
+``adam_lr``) or ``torch`` (torch AdamW's eps placement, no decay on vectors). One difference
+from the release stays: our decay multiplies before the update, the release's after it
+(``p (1 - lr wd) - lr u`` vs ``(p - lr u)(1 - lr wd)``, a term of order ``lr^2 wd``).
+
+Hyperparameters and the learning-rate structure shared by every recipe: ``analysis.optim.hyper``.
 
 Baselines: ``adamw`` (``torch.optim.AdamW``), ``muon`` (``torch.optim.Muon`` on hidden matrices,
 AdamW on the rest), ``adafactor`` (``torch.optim.Adafactor``), and ``galore``, ``fira``,
@@ -27,15 +34,28 @@ could not be pinned down).
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import torch
 from torch import nn
 
-from analysis.optim.baselines import adam_with_reset, norm_scale, spike_clip, standardize
+from analysis.optim.baselines import (
+    adam_with_reset,
+    norm_scale,
+    spike_clip,
+    standardize,
+)
+from analysis.optim.hyper import (
+    MATRIX_ROLES,
+    PLACEMENTS,
+    VECTOR_RULES,
+    OptimizerConfig,
+    RecipeError,
+    role_groups,
+)
 from analysis.optim.optimizer import ChainedOptimizer, PartitionedOptimizer
-from analysis.optim.roles import ROLES, params_by_role
+from analysis.optim.roles import ROLES
 from analysis.optim.state import (
     FACTORED,
     NONE,
@@ -57,56 +77,6 @@ from analysis.optim.transforms import (
     tap,
 )
 
-PLACEMENTS = {"none": (), "output": ("output",), "last": ("output",),
-              "embedding": ("embedding",), "first": ("embedding",),
-              "all": ("embedding", "hidden", "output")}
-MATRIX_ROLES = ("embedding", "hidden", "output")
-
-
-class RecipeError(ValueError):
-    """Bad recipe name or hyperparameter; the message names the problem and the fix."""
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """Hyperparameters shared by every recipe (each uses the ones it needs).
-
-    ``lr``, ``adam_lr`` and ``momentum`` left at None take the recipe's defaults
-    (``Recipe.resolve``); this class and ``validate`` are the one place hyperparameters are
-    checked and filled in (the trainer's config delegates here).
-    """
-
-    lr: float | None = None            # peak lr of the matrices; None -> the recipe's default
-    adam_lr: float | None = None       # vectors' (and AdamW partitions') peak lr; None -> recipe's
-    beta: float = 0.9                  # momentum
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    momentum: str | None = None        # placement for ladder recipes; None -> recipe default
-    rank: int | None = None            # low-rank baselines; None -> hidden_size // 4
-    update_proj_gap: int = 200
-    ns_steps: int = 5
-    spam_gammas: tuple[float, float, float] = (0.7, 0.9, 0.999)   # Stable-SPAM gamma1..3
-    reset_every: int = 1000                                      # Stable-SPAM momentum reset
-
-    def validate(self) -> "OptimizerConfig":
-        """Raise ``RecipeError`` naming the first bad value and the fix; else return self."""
-        checks = [(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}; pass e.g. --lr 1e-3"),
-                  (self.adam_lr is None or self.adam_lr > 0,
-                   f"adam_lr must be > 0, got {self.adam_lr}; pass e.g. --adam_lr 2e-2"),
-                  (0.0 <= self.beta < 1.0, f"momentum beta must be in [0, 1), got {self.beta}"),
-                  (all(0.0 <= b < 1.0 for b in self.betas), f"betas must be in [0, 1), got {self.betas}"),
-                  (self.eps >= 0, f"eps must be >= 0, got {self.eps}"),
-                  (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-                  (self.momentum is None or self.momentum in PLACEMENTS,
-                   f"unknown momentum placement {self.momentum!r}; choose one of {', '.join(PLACEMENTS)}"),
-                  (self.rank is None or self.rank >= 1, f"rank must be >= 1, got {self.rank}"),
-                  (self.ns_steps >= 1, f"ns_steps must be >= 1, got {self.ns_steps}")]
-        for ok, message in checks:
-            if not ok:
-                raise RecipeError(message)
-        return self
-
 
 @dataclass(frozen=True)
 class Recipe:
@@ -122,16 +92,22 @@ class Recipe:
     build: Callable[[nn.Module, OptimizerConfig], torch.optim.Optimizer]
     description: str
     default_lr: float
-    default_adam_lr: float = 2e-2
+    default_adam_lr: float | None = None   # None: the vectors share ``lr``
     default_momentum: str = "none"
+    vector_rules: tuple[str, ...] = ("torch",)   # accepted vector rules, the default first
     state: dict[str, StateRule] = field(default_factory=dict)
     placeable: bool = False
     extra: str | None = None            # pip extra needed
 
     def resolve(self, cfg: OptimizerConfig) -> OptimizerConfig:
         """``cfg`` with every None default filled from this recipe, validated."""
-        return replace(cfg, lr=cfg.lr if cfg.lr is not None else self.default_lr,
-                       adam_lr=cfg.adam_lr if cfg.adam_lr is not None else self.default_adam_lr,
+        lr = cfg.lr if cfg.lr is not None else self.default_lr
+        adam_lr = cfg.adam_lr if cfg.adam_lr is not None else (self.default_adam_lr or lr)
+        rule = cfg.vector_rule or self.vector_rules[0]
+        if rule not in self.vector_rules:
+            raise RecipeError(f"{self.name} updates vectors with torch's AdamW rule; "
+                              f"vector_rule {rule!r} applies to the ladder recipes (sgd .. scale)")
+        return replace(cfg, lr=lr, adam_lr=adam_lr, vector_rule=rule,
                        momentum=cfg.momentum or self.default_momentum).validate()
 
     def state_rules(self, momentum: str | None = None) -> dict[str, StateRule]:
@@ -141,23 +117,6 @@ class Recipe:
         placed = PLACEMENTS[momentum or self.default_momentum]
         rules = {role: times(1) if role in placed else NONE for role in MATRIX_ROLES}
         return rules | {"vector": times(2)}
-
-
-def role_groups(model: nn.Module, cfg: OptimizerConfig, roles=ROLES,
-                adam_roles=("vector",)) -> list[dict]:
-    """One parameter group per role of ``roles`` that has parameters, labelled by role.
-
-    Roles in ``adam_roles`` get ``cfg.adam_lr``, the others ``cfg.lr``; vectors never get
-    weight decay. Each group keeps its parameter names (``names``) for tables and checkpoints.
-    """
-    named = params_by_role(model)
-    groups = []
-    for role in roles:
-        if named.get(role):
-            groups.append({"params": [p for _, p in named[role]], "names": [n for n, _ in named[role]],
-                           "label": role, "lr": cfg.adam_lr if role in adam_roles else cfg.lr,
-                           "weight_decay": 0.0 if role == "vector" else cfg.weight_decay})
-    return groups
 
 
 # ----------------------------------------------------------------------------- the ladder
@@ -185,7 +144,8 @@ def ladder_transforms(kind: str, placement: str, cfg: OptimizerConfig) -> dict[s
     for role in MATRIX_ROLES:
         parts = [momentum(cfg.beta), tap("momentum")] if role in with_momentum else []
         transforms[role] = chain(*parts, direction_map(kind, role, cfg), tap("update"))
-    transforms["vector"] = chain(scale_by_adam(cfg.betas, cfg.eps), tap("update"))
+    eps_on = "raw" if cfg.vector_rule == "published" else "corrected"
+    transforms["vector"] = chain(scale_by_adam(cfg.betas, cfg.eps, eps_on), tap("update"))
     return transforms
 
 
@@ -204,19 +164,18 @@ def _scale(model, cfg):
 
 # ----------------------------------------------------------------------------- baselines
 
-def _torch_adamw(model, cfg, roles, adam_roles):
-    return torch.optim.AdamW(role_groups(model, cfg, roles, adam_roles), lr=cfg.lr,
+def _torch_adamw(model, cfg, roles):
+    return torch.optim.AdamW(role_groups(model, cfg, roles), lr=cfg.lr,
                              betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
 
 def _adamw(model, cfg):
-    return _torch_adamw(model, cfg, ROLES, adam_roles=())
+    return _torch_adamw(model, cfg, ROLES)
 
 
 def _rest_adamw(model, cfg):
-    """AdamW at ``adam_lr`` on everything but the hidden matrices (the partner of Muon & co)."""
-    roles = ("embedding", "output", "vector")
-    return _torch_adamw(model, cfg, roles, adam_roles=roles)
+    """AdamW on everything but the hidden matrices (the partner of Muon & co)."""
+    return _torch_adamw(model, cfg, ("embedding", "output", "vector"))
 
 
 def _muon(model, cfg):
@@ -233,8 +192,7 @@ def _swan(model, cfg):
     transforms = {"hidden": chain(standardize(1), orthogonalize(cfg.ns_steps), tap("update"))}
     for role in ("embedding", "output", "vector"):
         transforms[role] = chain(scale_by_adam(cfg.betas, cfg.eps), tap("update"))
-    groups = role_groups(model, cfg, adam_roles=("embedding", "output", "vector"))
-    return ChainedOptimizer(groups, transforms)
+    return ChainedOptimizer(role_groups(model, cfg), transforms)
 
 
 def _stable_spam(model, cfg):
@@ -243,12 +201,12 @@ def _stable_spam(model, cfg):
     g1, g2, g3 = cfg.spam_gammas
     rule = chain(spike_clip(g3), norm_scale(g1, g2),
                  adam_with_reset(cfg.betas, cfg.eps, cfg.reset_every), tap("update"))
-    groups = role_groups(model, cfg, adam_roles=())
+    groups = role_groups(model, cfg)
     return ChainedOptimizer(groups, {g["label"]: rule for g in groups})
 
 
 def _adafactor(model, cfg):
-    return torch.optim.Adafactor(role_groups(model, cfg, adam_roles=()), lr=cfg.lr,
+    return torch.optim.Adafactor(role_groups(model, cfg), lr=cfg.lr,
                                  weight_decay=cfg.weight_decay)
 
 
@@ -293,20 +251,21 @@ def _register(recipe: Recipe):
 def _populate():
     if _REGISTRY:
         return
+    ladder = {"placeable": True, "default_adam_lr": 2e-2, "vector_rules": VECTOR_RULES}
     ladder_lr = {"sgd": 0.5, "sign": 1e-3, "row_norm": 1e-3, "col_norm": 1e-3, "spectral_norm": 1e-3}
     for kind, text in LADDER.items():
         _register(Recipe(kind, _ladder(kind), f"{text}; momentum placement via --momentum",
-                         ladder_lr[kind], placeable=True))
+                         ladder_lr[kind], **ladder))
     _register(Recipe("sgd_momentum", _ladder("sgd"), "SGD with EMA momentum on every matrix", 0.5,
-                     default_momentum="all", placeable=True))
+                     **(ladder | {"default_momentum": "all"})))
     _register(Recipe("scale", _scale, "SCALE: col_norm + EMA momentum on the output layer only",
-                     1e-3, default_momentum="output", placeable=True))
+                     1e-3, **(ladder | {"default_momentum": "output"})))
     _register(Recipe("adamw", _adamw, "torch.optim.AdamW on every parameter", 1e-3,
                      state=ADAM_EVERYWHERE))
     _register(Recipe("muon", _muon, "torch.optim.Muon on hidden matrices, AdamW on the rest",
-                     1e-3, default_adam_lr=1e-3, state=_with_hidden(times(1))))
+                     1e-3, state=_with_hidden(times(1))))
     _register(Recipe("swan", _swan, "SWAN: GradNorm + whitening (Newton-Schulz) on hidden matrices, "
-                     "stateless; Adam elsewhere", 1e-3, default_adam_lr=1e-3,
+                     "stateless; Adam elsewhere", 1e-3,
                      state=_with_hidden(NONE)))
     # Stable-SPAM's 3 scalars per tensor are not counted, like step counters.
     _register(Recipe("stable_spam", _stable_spam, "Stable-SPAM: Adam after spike clipping and norm "
@@ -325,7 +284,7 @@ def _populate():
     }
     for name, (cls, keys, rule, text) in low_rank.items():
         _register(Recipe(name, _low_rank(cls, **keys), f"{text}; hidden matrices, AdamW elsewhere",
-                         1e-3, default_adam_lr=1e-3, state=_with_hidden(rule), extra="baselines"))
+                         1e-3, state=_with_hidden(rule), extra="baselines"))
 
 
 def recipe_names() -> list[str]:

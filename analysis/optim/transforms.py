@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -185,8 +185,13 @@ class orthogonalize(Transform):
 
 
 class scale_by_adam(Transform):
-    """Bias-corrected Adam direction ``m_hat / (sqrt(v_hat) + eps)`` with
-    ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``, ``m_hat = m/(1-b1^t)``, ``v_hat = v/(1-b2^t)``.
+    """Bias-corrected Adam direction with ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``.
+
+    Two placements of ``eps``, which differ only on coordinates whose ``sqrt(v)`` is near eps:
+
+    - ``eps_on="corrected"`` (torch AdamW): ``(m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)``;
+    - ``eps_on="raw"`` (the SCALE code release, arXiv 2506.16659, and the older HF AdamW):
+      ``m / (sqrt(v) + eps) * sqrt(1-b2^t) / (1-b1^t)``, eps on the uncorrected ``v``.
 
     At the first step the direction is ``g / (|g| + eps)``, about ``sign(g)``:
 
@@ -199,13 +204,18 @@ class scale_by_adam(Transform):
 
     name = "adam"
 
-    def __init__(self, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    EPS_PLACEMENTS = ("corrected", "raw")
+
+    def __init__(self, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 eps_on: str = "corrected"):
         for b in betas:
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"adam betas must be in [0, 1), got {betas}")
         if eps < 0:
             raise ValueError(f"adam eps must be >= 0, got {eps}")
-        self.betas, self.eps = tuple(betas), eps
+        if eps_on not in self.EPS_PLACEMENTS:
+            raise ValueError(f"adam eps_on must be one of {self.EPS_PLACEMENTS}, got {eps_on!r}")
+        self.betas, self.eps, self.eps_on = tuple(betas), eps, eps_on
 
     def init(self, param):
         # The step count is a Python int: load_state_dict casts floating tensors to the
@@ -222,11 +232,14 @@ class scale_by_adam(Transform):
         b1, b2 = self.betas
         state["exp_avg"].lerp_(grad, 1 - b1)
         state["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        if self.eps_on == "raw":
+            denom = state["exp_avg_sq"].sqrt().add_(self.eps)
+            return state["exp_avg"] / denom * (math.sqrt(1 - b2 ** t) / (1 - b1 ** t))
         denom = (state["exp_avg_sq"] / (1 - b2 ** t)).sqrt_().add_(self.eps)
         return state["exp_avg"] / (1 - b1 ** t) / denom
 
     def __repr__(self):
-        return f"adam(betas={self.betas}, eps={self.eps})"
+        return f"adam(betas={self.betas}, eps={self.eps}, eps_on={self.eps_on!r})"
 
 
 class tap(Transform):

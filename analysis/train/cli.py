@@ -30,8 +30,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", default=None, help="momentum placement: none | output | embedding | all")
     for name in ("lr", "adam_lr"):
         p.add_argument(f"--{name}", type=float, default=None)
-    for name in ("beta", "weight_decay", "min_lr_ratio"):
+    for name in ("beta", "weight_decay", "min_lr_ratio", "embedding_lr_mult", "output_lr_mult"):
         p.add_argument(f"--{name}", type=float, default=getattr(d, name))
+    p.add_argument("--adam_betas", type=float, nargs=2, default=d.adam_betas, metavar=("B1", "B2"),
+                   help="Adam's betas (vectors, and AdamW partitions)")
+    p.add_argument("--vector_rule", default=None,
+                   help="published (the SCALE release's Adam on vectors; ladder default) | torch")
     # the seed release's flag names are accepted as aliases where they mean the same thing
     aliases = {"steps": ["--num_training_steps"], "batch_size": ["--total_batch_size"],
                "seq_len": ["--max_length"]}
@@ -51,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=d.data, help="bundled | path/glob of json/parquet shards | c4")
     p.add_argument("--stream", action="store_true", default=None,
                    help="read --data as a stream, each rank its own share (always on for c4)")
-    p.add_argument("--tokenizer", default=None, help="default: the bundled BPE; t5-base for c4")
+    p.add_argument("--tokenizer", default=None, help="default: the model's bundled BPE; t5-base for c4")
     p.add_argument("--label", default=None)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--parallel", default=d.parallel,
@@ -94,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     fields = {k: v for k, v in vars(args).items()
               if k not in ("instrument", "out", "overwrite", "resume", "no_progress",
                            "model_config", "scheduler")}
+    fields["adam_betas"] = tuple(fields["adam_betas"])
     config = TrainConfig(**fields, instrument=InstrumentConfig() if args.instrument else None)
     out = args.out or f"runs/{config.optimizer}-{config.model}-s{config.seed}"
     try:

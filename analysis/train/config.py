@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from analysis.instrument.schedule import InstrumentConfig
-from analysis.optim.recipes import OptimizerConfig, RecipeError, get_recipe
+from analysis.optim.hyper import OptimizerConfig, RecipeError
+from analysis.optim.recipes import get_recipe
 from toy_models.data import HUB_DATASETS
 from toy_models.llama import CPU_MODELS, UnknownModelError, load_config
 
@@ -31,7 +32,11 @@ class TrainConfig:
     momentum: str | None = None          # placement for ladder recipes
     lr: float | None = None              # None -> the recipe's default
     adam_lr: float | None = None
-    beta: float = 0.9
+    beta: float = 0.9                    # momentum
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    embedding_lr_mult: float = 1.0       # embedding lr = lr x this
+    output_lr_mult: float = 1.0          # output-layer lr = lr x this
+    vector_rule: str | None = None       # published | torch; None -> the recipe's default
     weight_decay: float = 0.0
     steps: int = 300
     warmup_steps: int | None = None      # None -> 10% of steps
@@ -46,7 +51,7 @@ class TrainConfig:
     precision: str = "auto"              # fp32 | bf16 (pure, as the paper) | bf16-mixed
     data: str = "bundled"                # bundled | path/glob of shards | c4
     stream: bool | None = None           # read the data as a stream; None -> only for c4
-    tokenizer: str | None = None         # None -> the bundled BPE (t5-base for c4)
+    tokenizer: str | None = None         # None -> the model's bundled BPE (t5-base for c4)
     log_every: int = 1
     save_every: int = 0                  # checkpoint interval in steps; 0 -> only at the end
     keep_checkpoints: int = 2
@@ -55,7 +60,7 @@ class TrainConfig:
     parallel: str = "ddp"                # ddp | fsdp (FSDP2 fully_shard), under torchrun
     instrument: InstrumentConfig | None = None
 
-    def validate(self, world_size: int = 1) -> "TrainConfig":
+    def validate(self, world_size: int = 1) -> TrainConfig:
         """Raise ``ConfigError`` naming the first bad setting and its fix; else return self."""
         try:
             load_config(self.model)
@@ -86,8 +91,9 @@ class TrainConfig:
     def optimizer_config(self) -> OptimizerConfig:
         """The recipe's hyperparameters with its defaults filled in (``RecipeError`` if bad)."""
         return get_recipe(self.optimizer).resolve(OptimizerConfig(
-            lr=self.lr, adam_lr=self.adam_lr, beta=self.beta, weight_decay=self.weight_decay,
-            momentum=self.momentum))
+            lr=self.lr, adam_lr=self.adam_lr, beta=self.beta, betas=tuple(self.adam_betas),
+            embedding_lr_mult=self.embedding_lr_mult, output_lr_mult=self.output_lr_mult,
+            vector_rule=self.vector_rule, weight_decay=self.weight_decay, momentum=self.momentum))
 
     def micro(self, world_size: int = 1) -> int:
         return self.micro_batch_size or max(1, self.batch_size // world_size)
@@ -118,7 +124,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -126,4 +132,6 @@ class TrainConfig:
         values = dict(values)
         if isinstance(values.get("instrument"), dict):
             values["instrument"] = InstrumentConfig(**values["instrument"])
+        if "adam_betas" in values:  # JSON gives a list
+            values["adam_betas"] = tuple(values["adam_betas"])
         return cls(**values)

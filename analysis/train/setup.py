@@ -22,7 +22,13 @@ from analysis.train import checkpoint, parallel
 from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.lr_schedule import lr_lambda
 from toy_models.data import HUB_DATASETS, load_blocks
-from toy_models.llama import CPU_MODELS, build_model, flops_per_token, load_config
+from toy_models.llama import (
+    CPU_MODELS,
+    build_model,
+    flops_per_token,
+    load_config,
+    model_tokenizer,
+)
 from toy_models.stream import StreamData
 from toy_models.tokenizer import load_tokenizer
 
@@ -126,7 +132,8 @@ def build(config: TrainConfig, device: torch.device, precision: str, world: int 
           rank: int = 0):
     """``(tokenizer, data, model, optimizer)`` for ``config`` (shared by train and the
     benchmarks). Data is streamed per rank or loaded as finite blocks (``toy_models``)."""
-    tokenizer_name = config.tokenizer or ("t5-base" if config.data in HUB_DATASETS else None)
+    tokenizer_name = config.tokenizer or ("t5-base" if config.data in HUB_DATASETS
+                                          else model_tokenizer(config.model))
     tokenizer = load_tokenizer(tokenizer_name) if tokenizer_name else load_tokenizer()
     if config.streaming():  # each rank reads its own share of the stream
         data = StreamData(config.data, tokenizer, config.seq_len, seed=config.seed,

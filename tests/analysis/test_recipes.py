@@ -1,4 +1,5 @@
 import copy
+import math
 
 import pytest
 import torch
@@ -22,28 +23,29 @@ def _train(model, opt, steps, seed0=0):
         opt.zero_grad()
 
 
-def test_scale_matches_a_naive_loop_written_from_the_paper(tiny_model):
-    """SCALE (arXiv 2506.16659, Algorithm 1): rows of hidden/output matrices normalized to unit RMS, the embedding per
-    column (dim 0), EMA momentum (beta 0.9, no bias correction) on lm_head before normalizing,
-    AdamW on vectors with their own lr."""
-    lr, adam_lr, beta = 3e-3, 2e-2, 0.9
-    ref = copy.deepcopy(tiny_model)
-    opt = build_optimizer("scale", tiny_model, lr=lr, adam_lr=adam_lr, beta=beta)
-    _train(tiny_model, opt, 10)
-
-    m_head = torch.zeros_like(ref.lm_head.weight)
-    adam = {n: [torch.zeros_like(p), torch.zeros_like(p)] for n, p in ref.named_parameters() if p.ndim == 1}
-    for step in range(1, 11):
+def _naive_scale(model, lr, adam_lr, beta, vector_rule, steps, loss_scale):
+    """SCALE transcribed from arXiv 2506.16659 (Algorithm 1) and its code release: rows of
+    hidden/output matrices normalized to unit RMS, the embedding per column (dim 0), EMA
+    momentum (no bias correction) on lm_head before normalizing, Adam on vectors. The release's
+    vector rule puts eps on the uncorrected v and folds both corrections into the step size;
+    torch's divides v by its correction first."""
+    m_head = torch.zeros_like(model.lm_head.weight)
+    adam = {n: [torch.zeros_like(p), torch.zeros_like(p)] for n, p in model.named_parameters() if p.ndim == 1}
+    for step in range(1, steps + 1):
         x = _batch(step - 1)
-        ref(input_ids=x, labels=x).loss.backward()
+        (model(input_ids=x, labels=x).loss * loss_scale).backward()
         with torch.no_grad():
-            for name, p in ref.named_parameters():
+            for name, p in model.named_parameters():
                 g = p.grad
                 if p.ndim == 1:
                     m, v = adam[name]
                     m.mul_(0.9).add_(0.1 * g)
                     v.mul_(0.999).add_(0.001 * g * g)
-                    p -= adam_lr * (m / (1 - 0.9 ** step)) / ((v / (1 - 0.999 ** step)).sqrt() + 1e-8)
+                    if vector_rule == "published":
+                        step_size = adam_lr * math.sqrt(1 - 0.999 ** step) / (1 - 0.9 ** step)
+                        p -= step_size * m / (v.sqrt() + 1e-8)
+                    else:
+                        p -= adam_lr * (m / (1 - 0.9 ** step)) / ((v / (1 - 0.999 ** step)).sqrt() + 1e-8)
                     continue
                 if name == "lm_head.weight":
                     m_head = beta * m_head + (1 - beta) * g
@@ -51,11 +53,61 @@ def test_scale_matches_a_naive_loop_written_from_the_paper(tiny_model):
                 dim = 0 if "embed_tokens" in name else 1
                 rms = torch.sqrt(torch.mean(g * g, dim=dim, keepdim=True))
                 p -= lr * g / torch.clamp(rms, min=1e-8)
-        ref.zero_grad()
+        model.zero_grad()
+    return model
+
+
+# Gradients scaled by 1e-4 put the vectors' |g| near 1e-7, where eps = 1e-8 matters (the
+# release's rule moves such a coordinate about 1.4x as far at step 1); normalized matrices
+# do not see the scale.
+LOSS_SCALE = 1e-4
+
+
+@pytest.mark.parametrize("vector_rule", ["published", "torch"])
+def test_scale_matches_a_naive_loop_written_from_the_paper(tiny_model, vector_rule):
+    """10 steps in float64 agree to 1e-6 with the naive transcription of each vector rule;
+    ``published`` is the default."""
+    lr, adam_lr, beta = 3e-3, 2e-2, 0.9
+    tiny_model.double()
+    ref = copy.deepcopy(tiny_model)
+    overrides = {} if vector_rule == "published" else {"vector_rule": "torch"}
+    opt = build_optimizer("scale", tiny_model, lr=lr, adam_lr=adam_lr, beta=beta, **overrides)
+    for s in range(10):
+        x = _batch(s)
+        (tiny_model(input_ids=x, labels=x).loss * LOSS_SCALE).backward()
+        opt.step()
+        opt.zero_grad()
+    _naive_scale(ref, lr, adam_lr, beta, vector_rule, 10, LOSS_SCALE)
     for (name, a), b in zip(tiny_model.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
     assert state_numel(opt) == tiny_model.lm_head.weight.numel() + 2 * sum(
         p.numel() for p in tiny_model.parameters() if p.ndim == 1)
+
+
+def test_the_two_vector_rules_differ_where_the_issue_says(tiny_model):
+    """The check above has teeth: the two rules move the small-gradient vectors apart by far
+    more than its 1e-6 tolerance."""
+    tiny_model.double()
+    published = _naive_scale(copy.deepcopy(tiny_model), 3e-3, 2e-2, 0.9, "published", 10, LOSS_SCALE)
+    torch_rule = _naive_scale(copy.deepcopy(tiny_model), 3e-3, 2e-2, 0.9, "torch", 10, LOSS_SCALE)
+    gaps = {n: (a - b).abs().max().item() for (n, a), b in
+            zip(published.named_parameters(), torch_rule.parameters())}
+    assert max(gap for n, gap in gaps.items() if n.endswith("norm.weight")) > 1e-3
+
+
+def test_vector_rule_published_is_refused_where_torch_adamw_updates_vectors(tiny_model):
+    with pytest.raises(RecipeError, match="vector_rule 'published' applies to the ladder"):
+        build_optimizer("adamw", tiny_model, vector_rule="published")
+
+
+def test_every_recipe_has_the_same_lr_structure(tiny_model):
+    """lr on matrices (times the role multipliers), adam_lr on vectors, for every recipe."""
+    for name in ("scale", "sgd", "adamw", "muon", "swan", "adafactor", "stable_spam"):
+        opt = build_optimizer(name, tiny_model, lr=1e-3, adam_lr=5e-3, embedding_lr_mult=3.0,
+                              output_lr_mult=10.0)
+        lrs = {g["label"]: g["lr"] for g in opt.param_groups}
+        expected = {"embedding": 3e-3, "hidden": 1e-3, "output": 1e-2, "vector": 5e-3}
+        assert lrs == pytest.approx(expected), name
 
 
 def test_adamw_recipe_is_torch_adamw(tiny_model):
