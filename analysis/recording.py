@@ -37,6 +37,10 @@ METRICS = "metrics.jsonl"
 SPECTRA = "spectra.jsonl"
 CONFIG = "config.json"
 RESULT = "result.json"
+SELECTION = "selection.json"   # a tuned root: the reported runs among its sweep points
+TUNING = "tuning.json"         # a tuned root: every sweep point's losses, the best lr, the budget
+REFERENCE_LINES = "reference_losses.json"   # a root: the corpus's unigram and bigram losses
+ORDER = "order"                # a tuned root: the ladder re-tuned at other settings, one dir each
 PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "numpy", "pandas", "scale-lab")
 
 
@@ -182,10 +186,14 @@ def load_run(run_dir: str | Path, table: str = "metrics", name: str | None = Non
 
 
 def find_runs(root: str | Path) -> list[Path]:
-    """Every run directory at or below ``root``, sorted by path."""
+    """Every run directory at or below ``root``, sorted by path; when ``root`` holds
+    ``selection.json`` (a tuned preset: the reported runs among its sweep), only those."""
     root = Path(root)
     if is_run_dir(root):
         return [root]
+    if (root / SELECTION).exists():
+        listed = json.loads((root / SELECTION).read_text())["runs"]
+        return sorted(root / rel for rel in listed if is_run_dir(root / rel))
     return sorted(p.parent for p in root.glob("**/" + CONFIG) if is_run_dir(p.parent))
 
 

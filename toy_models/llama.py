@@ -16,7 +16,7 @@ from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PAPER_MODELS = ("60m", "130m", "350m", "1b", "7b")
-CPU_MODELS = ("nano", "micro", "micro2k", "mini")
+CPU_MODELS = ("nano", "nano2k", "micro", "micro2k", "mini")
 
 
 class UnknownModelError(ValueError):

@@ -1,7 +1,9 @@
 """Make the small reference recordings shipped under ``data/recordings`` from full runs.
 
-``python -m analysis.results.curate runs/reproduce/cpu-full data/recordings/cpu-full`` copies every
-finished run's ``config.json`` and ``result.json`` and writes gzipped, filtered tables:
+``python -m analysis.results.curate runs/reproduce/reference data/recordings/reference`` copies every
+finished reported run's ``config.json`` and ``result.json`` (of a tuned root, the runs in its
+``selection.json``; the sweep's other points are summarized by ``tuning.json``, copied with
+the root's other side files) and writes gzipped, filtered tables:
 
 - ``metrics.jsonl.gz``: run-level rows (loss, lr, tokens/s, eval) and the per-parameter
   statistics in ``KEEP_STATS`` (what the figures, the report and the notebooks read);
@@ -11,7 +13,7 @@ finished run's ``config.json`` and ``result.json`` and writes gzipped, filtered 
   rounded to 6 significant digits.
 
 Checkpoints are not copied. The full recordings stay where they are; re-running
-``scale-lab reproduce --preset cpu-full`` and this command regenerates the reference set.
+``scale-lab reproduce --preset reference`` and this command regenerates the reference set.
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ from pathlib import Path
 from analysis.recording import (
     CONFIG,
     METRICS,
+    ORDER,
+    REFERENCE_LINES,
     RESULT,
+    SELECTION,
     SPECTRA,
+    TUNING,
     _read_jsonl,
     find_runs,
     load_config,
@@ -35,7 +41,8 @@ from analysis.recording import (
 
 KEEP_STATS = ("grad_norm", "grad_var", "grad_var_rel", "grad_var_coord", "update_rms",
               "update_weight_ratio", "update_row_rms_cv", "grad_row_rms_cv", "update_stable_rank",
-              "update_topk_energy", "momentum_grad_cos", "grad_cos_prev", "gns_trace", "gns_sqnorm")
+              "update_topk_energy", "momentum_grad_cos", "grad_cos_prev", "gns_trace", "gns_sqnorm",
+              "probe_var", "probe_var_rel")
 WIDE_VECTORS = ("token_frequency", "grad_row_rms", "grad_var_rows")
 KEEP_WIDE = {("token_frequency", "output"), ("grad_row_rms", "output")}
 
@@ -79,9 +86,13 @@ def curate(src: str | Path, dst: str | Path) -> int:
     first_seed = min(seed_of.values())
     for run in runs:
         total += curate_run(run, dst / run.relative_to(src), wide=seed_of[run] == first_seed)
-    for extra in ("report.md", "lr_sweep.md", "lr_sweep.json"):
+    for extra in ("report.md", SELECTION, TUNING, REFERENCE_LINES):
         if (src / extra).exists():
             shutil.copy2(src / extra, dst / extra)
+    for tuning in (src / ORDER).glob(f"*/{TUNING}"):
+        target = dst / tuning.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(tuning, target)
     return total
 
 

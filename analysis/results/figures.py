@@ -9,7 +9,9 @@ other figures. Figures read only the tidy recordings (never free text).
 =============================  ============================================================
 ``grad_variance_by_layer``      relative gradient variance per role over training (paper 4a)
 ``grad_variance_with_momentum`` the same with output-layer momentum (``scale``; paper 4b)
-``loss_curves``                 train and validation loss of every arm
+``loss_curves``                 train and validation loss of every arm, with the corpus's
+                                unigram and bigram lines
+``lr_sweep``                    final loss against peak lr per arm (the tuning, both seeds)
 ``normalization_ablation``      final validation loss per arm, bars with 95% intervals
 ``column_norm_stats``           update row-RMS spread per role; output-layer gradient row RMS
                                 against token frequency
@@ -22,6 +24,7 @@ other figures. Figures read only the tidy recordings (never free text).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from functools import cached_property
 from pathlib import Path
@@ -29,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.recording import RecordingError, find_runs, load_runs
+from analysis.recording import REFERENCE_LINES, TUNING, RecordingError, find_runs, load_runs
 from analysis.results import paper, style
 from analysis.results.memory import analytic_gb
-from analysis.results.report import final_results, role_variance, summary
+from analysis.results.stats import final_results, role_variance, summary
 from toy_models import quadratic
 
 
@@ -62,6 +65,11 @@ class Recordings:
     @cached_property
     def results(self) -> pd.DataFrame:
         return final_results(self.root)
+
+    def side_file(self, name: str) -> dict | None:
+        """A JSON file of the root (``tuning.json``, ``reference_losses.json``), or None."""
+        path = self.root / name
+        return json.loads(path.read_text()) if path.exists() else None
 
     def stat(self, stat: str, per_param: bool = True, labels=None) -> pd.DataFrame:
         frame = self.metrics
@@ -129,7 +137,43 @@ def loss_curves(rec: Recordings):
                  errorbar=("ci", 95), marker="o", ax=right)
     left.set(xlabel="optimizer step", ylabel="train loss (10-step mean)", title="Training loss")
     right.set(xlabel="optimizer step", ylabel="validation loss", title="Validation loss")
+    lines = rec.side_file(REFERENCE_LINES)
+    for name, style_ in (("unigram", ":"), ("bigram", "--")) if lines else ():
+        for ax in (left, right):
+            ax.axhline(lines[name], color="0.4", linestyle=style_, linewidth=1)
+        right.annotate(f"{name} {lines[name]:.2f}", (0.99, lines[name]), xycoords=("axes fraction", "data"),
+                       ha="right", va="bottom", fontsize=7, color="0.3")
     right.legend(fontsize=8, ncols=2)
+    return fig
+
+
+def lr_sweep(rec: Recordings):
+    """The tuning behind the results: final validation loss against peak lr for every arm,
+    one point per seed, the mean as a line, the chosen lr ringed (a ringed point at a line's
+    end would be an optimum at the grid's edge)."""
+    tuning = rec.side_file(TUNING)
+    if tuning is None:
+        raise MissingData(f"no {TUNING} under {rec.root}: the tuned preset writes it "
+                          "(`scale-lab reproduce --preset reference`)")
+    labels = style.ordered(tuning["arms"])
+    colours = style.palette(labels)
+    fig, (ax,) = _figure(width=7.5, height=4.2)
+    for label in labels:
+        row = tuning["arms"][label]
+        lrs = [float(lr) for lr in row["grid"]]
+        losses = np.array([[np.nan if v is None or not np.isfinite(v) else v for v in seeds]
+                           for seeds in row["grid"].values()], dtype=float)
+        ax.plot(lrs, np.nanmean(losses, axis=1), color=colours[label], label=label, marker=".")
+        for k in range(losses.shape[1]):
+            ax.scatter(lrs, losses[:, k], color=colours[label], s=8, alpha=0.5)
+        if row["best"] is not None:
+            best = np.nanmean(losses[lrs.index(row["best"])])
+            ax.scatter([row["best"]], [best], s=90, facecolors="none", edgecolors=colours[label])
+    ax.set(xscale="log", xlabel="peak learning rate of the matrices",
+           ylabel="final validation loss",
+           title=f"lr tuning at the reported length ({tuning['steps']} steps, seeds "
+                 f"{', '.join(map(str, tuning['tune_seeds']))})")
+    ax.legend(fontsize=7, ncols=2)
     return fig
 
 
@@ -257,7 +301,7 @@ def momentum_quadratic(rec: Recordings | None = None, steps: int = 600, sigma: f
 
 
 REGISTRY = {f.__name__: f for f in (grad_variance_by_layer, grad_variance_with_momentum,
-                                    loss_curves, normalization_ablation, column_norm_stats,
+                                    loss_curves, lr_sweep, normalization_ablation, column_norm_stats,
                                     update_spectra, memory_vs_perplexity, momentum_quadratic)}
 
 

@@ -35,8 +35,20 @@ PERPLEXITY = {
     "1b": {"adamw": 16.52, "muon": 14.18, "galore": 15.57, "apollo": 14.20, "scale": 14.25},
 }
 
+# The normalizations of its bottom-up ablation (no momentum), as recipe names.
+NORMALIZATIONS = ("sign", "row_norm", "col_norm", "spectral_norm")
+
 ABLATION_PERPLEXITY = {
     "60m": {"sign": 54.36, "row_norm": 79.27, "spectral_norm": 34.15, "col_norm": 39.89, "scale": 30.81},
     "130m": {"sign": 40.42, "row_norm": 37.67, "spectral_norm": 25.25, "col_norm": 28.85, "scale": 22.57},
     "350m": {"sign": 27.95, "row_norm": 21.63, "spectral_norm": 18.73, "col_norm": 20.38, "scale": 16.32},
 }
+
+# Its training runs: steps x 512 sequences x 256 tokens (warmup 10%, cosine to 10%).
+TRAINING_STEPS = {"60m": 11_000, "130m": 20_000, "350m": 60_000, "1b": 100_000}
+TOKENS_PER_STEP = 512 * 256
+
+
+def tokens_per_parameter() -> dict[str, float]:
+    """Training tokens per parameter of the paper's runs (about 20-25)."""
+    return {m: steps * TOKENS_PER_STEP / MODEL_PARAMETERS[m][0] for m, steps in TRAINING_STEPS.items()}

@@ -1,0 +1,186 @@
+"""The comparison protocol's presets: arms, models, run lengths, seeds and how lrs are tuned.
+
+Every arm gets the same learning-rate structure (``analysis.optim.hyper``): one peak lr for the
+matrices, swept; the embedding and output multipliers and the vectors' Adam lr fixed to the
+same values for every arm (``Protocol``); betas as the paper (momentum 0.9, Adam (0.9, 0.999)).
+So no arm has a knob another lacks, and the sweep has one axis.
+
+A tuned preset (``reference``) sweeps that lr per arm at the reported run length on
+``tune_seeds`` (a x sqrt(3) grid around a centre, extended at an edge until the best point is
+interior), then reports the best lr's runs: the tuning seeds plus the remaining ``seeds``
+(their runs are identical in every setting but the seed, instrumentation included). Its
+``order_settings`` repeat the tuning of the normalization ladder at a second run length and a
+second model size, for the claim that the ladder's order is stable. An untuned preset
+(``quick``, ``smoke``) runs each arm once per seed at the lrs the shipped reference tuning
+chose (``data/recordings/reference/tuning.json``), so ``make reproduce`` re-runs the
+reference's first seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from analysis.instrument.schedule import InstrumentConfig
+from analysis.recording import TUNING
+from analysis.train.config import ConfigError, TrainConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = REPO_ROOT / "data" / "recordings" / "reference"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One rung of the ladder or a baseline: a display label, a recipe, a momentum placement."""
+
+    label: str
+    optimizer: str
+    momentum: str | None = None
+
+
+ARMS = (Arm("sgd", "sgd"), Arm("sign", "sign"), Arm("row_norm", "row_norm"),
+        Arm("col_norm", "col_norm"), Arm("spectral_norm", "spectral_norm"),
+        Arm("scale", "scale"), Arm("col_norm+embedding", "col_norm", "embedding"),
+        Arm("col_norm+all", "col_norm", "all"), Arm("adamw", "adamw"), Arm("muon", "muon"))
+ARM_BY_LABEL = {a.label: a for a in ARMS}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The lr structure every arm shares (only ``lr`` is swept)."""
+
+    adam_lr: float = 2e-2              # the vectors' Adam lr, every arm (the paper's <=350M scripts)
+    embedding_lr_mult: float = 1.0
+    output_lr_mult: float = 1.0
+    beta: float = 0.9
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named protocol; ``config(arm, seed, lr)`` gives one run's ``TrainConfig``."""
+
+    name: str
+    description: str
+    model: str
+    steps: int
+    batch_size: int
+    micro_batch_size: int
+    seq_len: int
+    seeds: tuple[int, ...]
+    eval_every: int
+    eval_tokens: int
+    instrument: InstrumentConfig | None
+    protocol: Protocol = Protocol()
+    centers: dict[str, float] = field(default_factory=dict)   # where a sweep starts
+    tune_seeds: tuple[int, ...] = ()          # () : not tuned, lrs from the reference tuning
+    grid_factor: float = math.sqrt(3)
+    grid_points: int = 3
+    max_extensions: int = 4
+    order_settings: tuple[tuple[str, str, int], ...] = ()     # (name, model, steps)
+    device: str = "auto"
+    precision: str = "auto"
+    data: str = "bundled"
+    save_every: int = 0
+    gpu: bool = False
+    fixed_lrs: dict[str, float] | None = None  # the paper's presets: its lrs, no tuning
+
+    def config(self, arm: Arm, seed: int, lr: float) -> TrainConfig:
+        p = self.protocol
+        return TrainConfig(model=self.model, optimizer=arm.optimizer, momentum=arm.momentum,
+                           lr=lr, adam_lr=p.adam_lr, embedding_lr_mult=p.embedding_lr_mult,
+                           output_lr_mult=p.output_lr_mult, beta=p.beta, adam_betas=p.adam_betas,
+                           steps=self.steps, batch_size=self.batch_size,
+                           micro_batch_size=self.micro_batch_size, seq_len=self.seq_len,
+                           eval_every=self.eval_every, eval_tokens=self.eval_tokens, seed=seed,
+                           device=self.device, precision=self.precision, data=self.data,
+                           save_every=self.save_every, label=arm.label,
+                           instrument=self.instrument)
+
+    def tokens(self) -> int:
+        """Training tokens of one run."""
+        return self.steps * self.batch_size * self.seq_len
+
+    def setting(self, model: str, steps: int) -> Preset:
+        """This protocol on another model or run length (the ladder-order settings: final
+        losses only, so no instrumentation)."""
+        return replace(self, model=model, steps=steps, eval_every=max(1, steps // 4),
+                       order_settings=(), seeds=self.tune_seeds, instrument=None)
+
+
+def tuned_lrs(path: str | Path = REFERENCE / TUNING) -> dict[str, float]:
+    """The best lr per arm of a tuning (``tuning.json``), or {} when there is none."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    return {label: row["best"] for label, row in json.loads(path.read_text())["arms"].items()
+            if row.get("best") is not None}
+
+
+# Where the reference sweep starts on micro2k (then x sqrt(3) steps, extended at an edge).
+# Set from the previous nano tuning and two micro2k runs at 3e-3; they decide only where the
+# grid starts, never which point wins.
+CENTERS = {"sgd": 0.2, "sign": 3e-3, "row_norm": 3e-3, "col_norm": 3e-3, "spectral_norm": 1e-2,
+           "scale": 3e-3, "col_norm+embedding": 3e-3, "col_norm+all": 2e-3, "adamw": 5e-3,
+           "muon": 2e-2}
+REFERENCE_STEPS = 120
+
+# Instrumentation of the reference runs: the cheap tier every 10 steps, row statistics every
+# 40, full spectra at a few steps, and the paper's probe (K small batches vs one large batch
+# of separate data) at three points.
+_INSTRUMENT = InstrumentConfig(cheap_every=10, dense_until=10, rows_every=40, full_every=10_000,
+                               full_at=(1, 10, 30, 100), topk=16, probe_at=(10, 60, 120),
+                               probe_small=4, probe_large=32, probe_repeats=4)
+PAPER_LRS = {label: 1e-3 for label in ARM_BY_LABEL} | {"sgd": 0.5}
+_PAPER_INSTRUMENT = InstrumentConfig(cheap_every=100, rows_every=1000, full_every=5000, probe_every=1000)
+
+PRESETS = {
+    "smoke": Preset("smoke", "nano, 12 steps x 8 x 32 tokens, 1 seed; seconds (tests, notebooks)",
+                    "nano", 12, 8, 2, 32, (0,), 6, 1024,
+                    InstrumentConfig(cheap_every=2, dense_until=4, rows_every=6, full_at=(1, 6),
+                                     topk=16, probe_at=(6,), probe_small=2, probe_large=4,
+                                     probe_repeats=2),
+                    centers=CENTERS, device="cpu", precision="fp32"),
+    "quick": Preset("quick", f"micro2k (2.6M), {REFERENCE_STEPS} steps x 16 x 128 tokens, seed 0 "
+                    "at the reference's tuned lrs; <= 10 min on 2 cores", "micro2k",
+                    REFERENCE_STEPS, 16, 4, 128, (0,), 30, 16_384, _INSTRUMENT, centers=CENTERS,
+                    device="cpu", precision="fp32"),
+    "reference": Preset("reference", f"micro2k (2.6M), {REFERENCE_STEPS} steps x 16 x 128 tokens: "
+                        "lr tuned per arm at this length on seeds 0-1 (x sqrt(3) grid), reported "
+                        "on seeds 0-2, ladder order at a second length and size; about 80 min",
+                        "micro2k", REFERENCE_STEPS, 16, 4, 128, (0, 1, 2), 30, 16_384, _INSTRUMENT,
+                        centers=CENTERS, tune_seeds=(0, 1),
+                        order_settings=(("micro2k-short", "micro2k", REFERENCE_STEPS // 2),
+                                        ("nano2k", "nano2k", REFERENCE_STEPS),
+                                        ("nano2k-short", "nano2k", REFERENCE_STEPS // 2)),
+                        device="cpu", precision="fp32"),
+    # The paper's protocol (arXiv 2506.16659, section 5 of its experiments): batch 512 x 256,
+    # lr 1e-3, warmup 10%, cosine to 10%, bf16, C4 with the T5 tokenizer; a GPU and a hub.
+    "paper-60m": Preset("paper-60m", "60M, 11k steps x 512 x 256 on C4, bf16, 1 seed (GPU)",
+                        "60m", 11_000, 512, 64, 256, (42,), 1000, 10_000_000, _PAPER_INSTRUMENT,
+                        protocol=Protocol(adam_lr=2e-2), device="cuda", precision="bf16",
+                        data="c4", save_every=1000, gpu=True, fixed_lrs=PAPER_LRS),
+    "paper-130m": Preset("paper-130m", "130M, 20k steps x 512 x 256 on C4, bf16, 1 seed (GPU)",
+                         "130m", 20_000, 512, 64, 256, (42,), 1000, 10_000_000, _PAPER_INSTRUMENT,
+                         protocol=Protocol(adam_lr=2e-2), device="cuda", precision="bf16",
+                         data="c4", save_every=1000, gpu=True, fixed_lrs=PAPER_LRS),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name`` (``ConfigError`` listing the choices otherwise)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def select_arms(labels: list[str] | None) -> tuple[Arm, ...]:
+    """The arms named by ``labels`` (all when empty); ``ConfigError`` for an unknown one."""
+    if not labels:
+        return ARMS
+    unknown = [label for label in labels if label not in ARM_BY_LABEL]
+    if unknown:
+        raise ConfigError(f"unknown arm(s) {unknown}; choose from {', '.join(ARM_BY_LABEL)}")
+    return tuple(ARM_BY_LABEL[label] for label in labels)

@@ -1,0 +1,90 @@
+"""Final results over seeds: one row per run, per-arm summaries, Student-t intervals.
+
+Intervals are Student-t 95%: ``mean +- t(0.975, n-1) s / sqrt(n)``; a difference between two
+arms is paired by seed (same data order and init). With one seed there is no interval.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.recording import RecordingError, find_runs, load_config, load_result
+from analysis.results.style import ordered
+
+
+def interval(values) -> tuple[float, float]:
+    """Mean and Student-t 95% half-width (nan with fewer than two finite values)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return math.nan, math.nan
+    if len(v) < 2:
+        return float(v.mean()), math.nan
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean()), float(half)
+
+
+def fmt(mean: float, half: float, digits: int = 3) -> str:
+    """``mean +- half`` (just the mean without an interval; n/a when not finite)."""
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f}" + (f" +- {half:.{digits}f}" if math.isfinite(half) else "")
+
+
+def final_results(root: str | Path) -> pd.DataFrame:
+    """One row per reported run below ``root``: label, seed, lr, losses, state bytes, status."""
+    rows = []
+    for run in find_runs(root):
+        result = load_result(run)
+        if result is None:
+            continue  # unfinished: not a result yet
+        config = load_config(run).get("config", {})
+        loss = result.get("final_eval_loss", math.nan)
+        rows.append({"run": str(run), "label": config.get("label") or config.get("optimizer"),
+                     "optimizer": config.get("optimizer"), "momentum": config.get("momentum"),
+                     "model": config.get("model"), "seed": config.get("seed"), "lr": config.get("lr"),
+                     "steps": config.get("steps"),
+                     "tokens": config.get("steps", 0) * config.get("batch_size", 0) * config.get("seq_len", 0),
+                     "first_eval_loss": result.get("first_eval_loss", math.nan),
+                     "final_eval_loss": math.nan if loss is None else float(loss),
+                     "diverged_at": result.get("diverged_at"),
+                     "state_bytes": result.get("optimizer_state_bytes", math.nan)})
+    if not rows:
+        raise RecordingError(f"no finished runs under {root}; run `scale-lab reproduce` first")
+    return pd.DataFrame(rows)
+
+
+def summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per arm: seeds, diverged runs, lr, mean loss and interval, perplexity, state MB."""
+    rows = []
+    for label in ordered(results["label"]):
+        part = results[results["label"] == label]
+        mean, half = interval(part["final_eval_loss"])
+        rows.append({"label": label, "seeds": len(part), "diverged": int(part["diverged_at"].notna().sum()),
+                     "lr": part["lr"].iloc[0], "loss": mean, "loss_ci": half,
+                     "perplexity": math.exp(mean) if math.isfinite(mean) else math.nan,
+                     "state_mb": part["state_bytes"].mean() / 1e6})
+    return pd.DataFrame(rows).set_index("label")
+
+
+def paired(results: pd.DataFrame, a: str, b: str) -> tuple[float, float, int]:
+    """Mean and 95% half-width of loss(a) - loss(b), paired by seed, and the seeds paired."""
+    pa = results[results["label"] == a].set_index("seed")["final_eval_loss"]
+    pb = results[results["label"] == b].set_index("seed")["final_eval_loss"]
+    both = (pa - pb).dropna()
+    mean, half = interval(both.tolist())
+    return mean, half, len(both)
+
+
+def role_variance(frame: pd.DataFrame, stat: str = "grad_var_rel") -> pd.DataFrame:
+    """Role-mean of a per-parameter statistic at each recorded step, per run: tidy rows."""
+    rows = frame[(frame["stat"] == stat) & frame["param"].notna()]
+    if rows.empty:
+        raise RecordingError(f"no {stat!r} rows: record with instrumentation on "
+                             "(`scale-lab train --instrument` or `scale-lab reproduce`)")
+    return rows.groupby(["run", "label", "seed", "step", "role"], as_index=False)["value"].mean()

@@ -1,0 +1,70 @@
+"""The lr tuning's logic (grid, edge extension, best by mean over seeds, selection), driven by
+a fake runner whose loss is a known function of the lr, so every decision can be checked."""
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+
+from analysis.protocol.presets import PRESETS, select_arms
+from analysis.protocol.tuning import run_preset, tune
+from analysis.recording import SELECTION, TUNING
+
+
+class FakeRunner:
+    """Loss = (log10(lr) - log10(optimum))^2 + 0.01 seed; lr above ``diverge_above`` diverges."""
+
+    def __init__(self, optimum, diverge_above=math.inf):
+        self.optimum, self.diverge_above, self.calls = optimum, diverge_above, []
+
+    def run(self, batch):
+        out = []
+        for config, run_dir in batch:
+            self.calls.append((config.label, config.lr, config.seed))
+            if config.lr > self.diverge_above:
+                out.append({"diverged_at": 3, "final_eval_loss": None})
+            else:
+                loss = (math.log10(config.lr) - math.log10(self.optimum)) ** 2 + 0.01 * config.seed
+                out.append({"final_eval_loss": loss})
+        return out
+
+
+def _preset(**overrides):
+    return replace(PRESETS["smoke"], tune_seeds=(0, 1), seeds=(0, 1, 2),
+                   centers={"scale": 1e-3, "adamw": 1e-3}, **overrides)
+
+
+def test_an_optimum_outside_the_grid_is_reached_by_extension(tmp_path):
+    runner = FakeRunner(optimum=1e-2)     # two x sqrt(3) steps beyond the first grid's top
+    table = tune(_preset(), tmp_path, select_arms(["scale"]), runner)
+    row = table["arms"]["scale"]
+    assert row["interior"]
+    assert row["best"] == pytest.approx(1e-3 * 3 ** 2, rel=1e-2)   # centre x sqrt(3)^4 = 9e-3
+    assert min(float(lr) for lr in row["grid"]) < row["best"] < max(float(lr) for lr in row["grid"])
+    assert row["runs"] == 2 * len(row["grid"]) == len(runner.calls)
+    assert json.loads((tmp_path / TUNING).read_text())["arms"]["scale"]["best"] == row["best"]
+
+
+def test_extension_stops_at_its_limit_and_says_the_optimum_is_at_the_edge(tmp_path):
+    table = tune(_preset(max_extensions=1), tmp_path, select_arms(["scale"]), FakeRunner(1.0))
+    assert not table["arms"]["scale"]["interior"]
+    assert len(table["arms"]["scale"]["grid"]) == 4
+
+
+def test_a_diverged_point_counts_as_worst_and_is_written_as_null(tmp_path):
+    runner = FakeRunner(optimum=1e-1, diverge_above=1.5e-3)
+    table = tune(_preset(max_extensions=0), tmp_path, select_arms(["scale"]), runner)
+    row = table["arms"]["scale"]
+    assert row["best"] == pytest.approx(1e-3)   # the optimum is beyond, but larger lrs diverged
+    assert row["grid"][f"{1e-3 * math.sqrt(3):.3g}"] == [None, None]
+
+
+def test_the_reported_runs_are_the_best_lr_on_every_seed(tmp_path):
+    runner = FakeRunner(optimum=1e-3)
+    run_preset(_preset(), tmp_path, select_arms(["scale", "adamw"]), runner)
+    listed = json.loads((tmp_path / SELECTION).read_text())["runs"]
+    assert sorted(listed) == sorted(f"{arm}/lr0.001/seed{s}" for arm in ("scale", "adamw")
+                                    for s in (0, 1, 2))
+    # seeds 0 and 1 at the best lr were run once, by the sweep (the runner reuses finished runs)
+    assert ("scale", 1e-3, 2) in runner.calls
