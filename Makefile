@@ -32,7 +32,7 @@ reproduce: setup
 	$(BIN)/scale-lab reproduce --preset $(PRESET)
 
 figures: setup
-	$(BIN)/scale-lab figures --runs data/recordings/cpu-full --out figures
+	$(BIN)/scale-lab figures --runs data/recordings/reference --out figures
 
 lab:
 	$(MAKE) setup EXTRAS=dev,baselines,notebooks

@@ -38,13 +38,14 @@ import pandas as pd
 from analysis.instrument import estimators
 from analysis.optim.roles import assign_roles
 from analysis.reproduce import recordings
-from analysis.results import figures, report
+from analysis.results import claims, figures, stats
 from toy_models.data import load_blocks
-from toy_models.llama import build_model, load_config
+from toy_models.llama import build_model, load_config, model_tokenizer
 from toy_models.tokenizer import load_tokenizer
 
-tokenizer = load_tokenizer()
-model = build_model(load_config("nano", vocab_size=len(tokenizer)), seed=0)
+MODEL = "nano2k"   # the reference model's smaller sibling: per-example gradients stay cheap
+tokenizer = load_tokenizer(model_tokenizer(MODEL))
+model = build_model(load_config(MODEL, vocab_size=len(tokenizer)), seed=0)
 data = load_blocks(tokenizer, seq_len=64)
 n, k = (16, 4) if SMOKE else (64, 8)
 batch = data.train_batch(3, n)
@@ -98,9 +99,9 @@ figures.grad_variance_by_layer(rec)
 figures.grad_variance_with_momentum(rec)
 
 # %%
-claim = report.variance_claim(runs)
+claim = claims.variance_claim(rec.metrics)
 print(f"{claim.title}: {claim.verdict}\n{claim.evidence}")
-variance = report.role_variance(rec.metrics[rec.metrics["label"] == "col_norm"], "grad_var")
+variance = stats.role_variance(rec.metrics[rec.metrics["label"] == "col_norm"], "grad_var")
 time_avg = variance[variance["step"] > 0].groupby("role")["value"].mean().sort_values(ascending=False)
 time_avg
 

@@ -29,8 +29,7 @@ RECOMPUTE = False  # True: train the ladder yourself (quick preset: about 5 minu
 # (3 seeds), or train them with `RECOMPUTE = True`.
 
 # %%
-from analysis.results import figures
-from analysis.results import report
+from analysis.results import claims, figures, stats
 from analysis.optim.recipes import recipe_table
 from analysis.reproduce import recordings
 
@@ -39,7 +38,7 @@ print(recipe_table())
 # %%
 runs = recordings(recompute=RECOMPUTE, smoke=SMOKE)
 rec = figures.Recordings(runs)
-table = report.summary(rec.results)
+table = stats.summary(rec.results)
 table
 
 # %%
@@ -56,7 +55,7 @@ figures.normalization_ablation(rec)
 # scale is reported as such.
 
 # %%
-checked = report.claims(runs, rec.results)
+checked = claims.all_claims(runs, rec.results, rec.side_file("reference_losses.json"))
 for c in checked:
     print(f"- {c.title}: {c.verdict}\n    {c.evidence}")
 
@@ -76,7 +75,7 @@ loss = table["loss"]
 assert loss["col_norm"] < loss["sgd"]
 # step 2: output-layer momentum improves column normalization
 assert loss["scale"] < loss["col_norm"]
-diff, half, seeds = report.paired_difference(rec.results, "scale", "col_norm")
+diff, half, seeds = stats.paired(rec.results, "scale", "col_norm")
 assert seeds >= 3 and diff + half < 0        # ... by more than the seed-to-seed interval
 # at this scale, tuned plain SGD still trains: the paper's "SGD does not train" is reported, not assumed
 assert checked[1].title == "Plain SGD does not train" and checked[1].held is False

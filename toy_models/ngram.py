@@ -24,6 +24,10 @@ import argparse
 
 import numpy as np
 
+from toy_models.data import load_blocks, token_array
+from toy_models.llama import model_tokenizer
+from toy_models.tokenizer import load_tokenizer
+
 DIRICHLET_GRID = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
 
 
@@ -71,8 +75,6 @@ def reference_losses(train_tokens: np.ndarray, validation_blocks: np.ndarray,
 
 def for_run(tokenizer, seq_len: int, eval_tokens: int, source: str = "bundled") -> dict[str, float]:
     """The reference losses on the validation positions a run with these settings scores."""
-    from toy_models.data import load_blocks, token_array
-
     blocks = load_blocks(tokenizer, seq_len, source=source).validation
     n = min(len(blocks), max(1, eval_tokens // seq_len))
     return reference_losses(token_array(source, "train", tokenizer), blocks[:n], len(tokenizer))
@@ -80,9 +82,6 @@ def for_run(tokenizer, seq_len: int, eval_tokens: int, source: str = "bundled") 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m toy_models.ngram``: print a model's unigram and bigram reference losses."""
-    from toy_models.llama import model_tokenizer
-    from toy_models.tokenizer import load_tokenizer
-
     parser = argparse.ArgumentParser(description="Unigram and bigram cross-entropy of the bundled corpus.")
     parser.add_argument("--model", default="micro2k", help="picks the bundled tokenizer")
     parser.add_argument("--seq_len", type=int, default=128)

@@ -19,7 +19,6 @@ For a matrix ``m x n`` (torch layout ``(out, in)``) and rank ``r``:
 ``SUBSPACE_SEEDED`` ``2 r max(m, n)``: the projection regenerated from a seed, not stored
                   (APOLLO as its paper counts it)
 ``RANK1``         ``2 max(m, n) + min(m, n)``: ``SUBSPACE`` at rank 1 whatever ``r`` (APOLLO-Mini)
-``RANK1_SEEDED``  ``2 max(m, n)`` (APOLLO-Mini as its paper counts it)
 ================  ===========================================================================
 """
 
@@ -61,7 +60,6 @@ FACTORED = StateRule("rows + columns (n for a vector)",
 SUBSPACE = StateRule("2 r max(m, n) + r min(m, n)", lambda s, r: 2 * r * max(s) + r * min(s))
 SUBSPACE_SEEDED = StateRule("2 r max(m, n)", lambda s, r: 2 * r * max(s))
 RANK1 = StateRule("2 max(m, n) + min(m, n)", lambda s, r: 2 * max(s) + min(s))
-RANK1_SEEDED = StateRule("2 max(m, n)", lambda s, r: 2 * max(s))
 
 
 def total_elements(rules: dict[str, StateRule], shapes: Iterable[tuple[str, tuple[int, ...]]],

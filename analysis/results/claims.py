@@ -90,6 +90,7 @@ def _ranking(frame: pd.DataFrame, stat: str) -> list[str]:
 
 
 def variance_claim(frame: pd.DataFrame, label: str = "col_norm") -> Claim:
+    """Claim 1 on a metrics frame (``load_runs``): the variance ranking, three ways and the probe."""
     title = "The output layer has the highest gradient variance, the embedding second"
     rule = (f"on the `{label}` runs, the paper's probe (K small batches vs one large batch, total "
             "variance per layer, role means, time-averaged) ranks output first and embedding second")
@@ -109,6 +110,7 @@ def variance_claim(frame: pd.DataFrame, label: str = "col_norm") -> Claim:
 
 
 def embedding_variance_claim(frame: pd.DataFrame) -> Claim:
+    """Claim 2 (the paper's Figure 4b) on a metrics frame."""
     title = "Output-layer momentum lowers the embedding's gradient variance (Figure 4b)"
     rule = ("log(embedding variance with `scale` / with `col_norm`), micro-batch total, "
             "time-averaged, paired by seed: mean and 95% interval below 0")
@@ -130,6 +132,7 @@ def embedding_variance_claim(frame: pd.DataFrame) -> Claim:
 
 
 def sgd_claims(results: pd.DataFrame, lines: dict | None) -> list[Claim]:
+    """Claims 3 and 4: SGD against the unigram line, and column normalization against SGD."""
     s = summary(results)
     title = "Plain SGD does not train"
     rule = (f"from the corpus's unigram loss, sgd's drop is under {100 * SGD_STALLS:.0f}% of "
@@ -165,6 +168,7 @@ def _better(results, a, b, title, paper) -> Claim:
 
 
 def adamw_claim(results: pd.DataFrame) -> Claim:
+    """Claim 6: SCALE within +-5% of tuned AdamW's perplexity (two-sided)."""
     title = "SCALE's final loss is close to AdamW's"
     rule = f"two-sided: scale's perplexity within +-{100 * CLOSE_PPL:.0f}% of tuned adamw's"
     paper = "scale vs adam perplexity: " + ", ".join(
@@ -181,6 +185,7 @@ def adamw_claim(results: pd.DataFrame) -> Claim:
 
 
 def momentum_share_claim(results: pd.DataFrame) -> Claim:
+    """Claim 7: output-layer momentum's share of all-layer momentum's gain, and of its state."""
     title = "Output-layer momentum recovers most of all-layer momentum's gain"
     rule = (f"(loss(col_norm) - loss(scale)) / (loss(col_norm) - loss(col_norm+all)) > {MOST:.0%}, "
             "paired by seed; shown with scale's state as a share of col_norm+all's")
@@ -225,6 +230,7 @@ def ladder_order(root: str | Path) -> dict[str, list[str]]:
 
 
 def order_claim(root) -> Claim:
+    """Claim 8: the ladder's leaders at every tuned setting (``ladder_order``)."""
     title = "The ladder's order: spectral and column normalization ahead of row and sign"
     rule = ("at every tuned setting (two run lengths x two model sizes), spectral_norm and "
             "col_norm are the two best of the four normalizations")
@@ -242,6 +248,7 @@ def order_claim(root) -> Claim:
 
 
 def memory_claim(results: pd.DataFrame) -> Claim:
+    """Claim 9: SCALE's measured state against the output layer's size."""
     title = "SCALE's optimizer state is the output layer only"
     rule = "measured state bytes == 4 x (output-layer elements + 2 x vector elements)"
     part = results[results["label"] == "scale"]

@@ -47,6 +47,7 @@ def setup_lines(root: Path, results) -> list[str]:
 
 
 def results_table(root: Path, results) -> list[str]:
+    """Per arm: lr, seeds, loss with interval, perplexity, gap to AdamW, state, tuning budget."""
     s = summary(results)
     tuning = (_read(root / TUNING) or {}).get("arms", {})
     adam = s.loc["adamw", "loss"] if "adamw" in s.index else math.nan

@@ -1,13 +1,17 @@
 import pytest
 
-from analysis.recording import load_run, load_runs, scalars
-from analysis.reproduce import PRESETS, run_preset, select_arms
+import json
+
+from analysis.protocol.presets import PRESETS, select_arms
+from analysis.protocol.tuning import Runner, run_preset
+from analysis.recording import SELECTION, TUNING, find_runs, load_run, load_runs, scalars
 from analysis.results.curate import curate
 
 
 def test_curated_runs_read_back_like_the_originals_and_are_smaller(tmp_path):
     src = tmp_path / "full"
-    run_preset(PRESETS["smoke"], src, select_arms(["scale"]), progress=False)
+    run_preset(PRESETS["smoke"], src, select_arms(["scale"]), Runner(1))
+    (src / SELECTION).unlink()   # the whole root, as an untuned sweep of runs
     total = curate(src, tmp_path / "small")
     run = tmp_path / "small" / "scale" / "seed0"
     assert not list(run.glob("ckpt-*")) and (run / "metrics.jsonl.gz").exists()
@@ -23,3 +27,17 @@ def test_curated_runs_read_back_like_the_originals_and_are_smaller(tmp_path):
 def test_curating_nothing_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no finished runs under"):
         curate(tmp_path, tmp_path / "out")
+
+
+def test_a_tuned_root_ships_its_reported_runs_and_the_tuning(tmp_path):
+    src = tmp_path / "full"
+    run_preset(PRESETS["smoke"], src, select_arms(["scale", "adamw"]), Runner(1))
+    (src / SELECTION).write_text(json.dumps({"runs": ["scale/seed0"]}))   # adamw: a sweep point
+    (src / TUNING).write_text(json.dumps({"arms": {}}))
+    (src / "order" / "short").mkdir(parents=True)
+    (src / "order" / "short" / TUNING).write_text("{}")
+    curate(src, tmp_path / "small")
+    assert [r.relative_to(tmp_path / "small").as_posix() for r in find_runs(tmp_path / "small")] \
+        == ["scale/seed0"]
+    assert not (tmp_path / "small" / "adamw").exists()
+    assert (tmp_path / "small" / TUNING).exists() and (tmp_path / "small" / "order" / "short" / TUNING).exists()

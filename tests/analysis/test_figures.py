@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from analysis.recording import Recorder
-from analysis.reproduce import REFERENCE
+from analysis.protocol.presets import REFERENCE
 from analysis.results import figures
 
 

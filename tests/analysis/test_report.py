@@ -1,22 +1,60 @@
+import json
 import math
 
 import pytest
 from scipy import stats
 
-from analysis.recording import Recorder
-from analysis.results.report import claims, final_results, interval, paired_difference, summary
+from analysis.recording import REFERENCE_LINES, TUNING, Recorder
+from analysis.results.claims import all_claims, suspect_arms
+from analysis.results.report import markdown
+from analysis.results.stats import final_results, interval, paired, summary
+
+VARIANCE_STATS = ("grad_var", "grad_var_rel", "grad_var_coord", "probe_var", "probe_var_rel")
+SCALE_STATE_NANO = 2_099_712   # 4 bytes x (output layer + 2 x vectors) on nano
 
 
 def _fake_run(root, label, seed, loss, optimizer=None, momentum=None, state=0, variance=None):
     """A finished run directory with the fields the report reads."""
     with Recorder(root / label / f"seed{seed}") as rec:
         rec.write_config({"config": {"optimizer": optimizer or label, "momentum": momentum,
-                                     "label": label, "model": "nano", "seed": seed, "lr": 1e-3}})
+                                     "label": label, "model": "nano", "seed": seed, "lr": 1e-3,
+                                     "steps": 10, "batch_size": 4, "seq_len": 8, "adam_lr": 0.02,
+                                     "embedding_lr_mult": 1.0, "output_lr_mult": 1.0}})
         rec.log(1, {"loss": loss + 1})
         for step, by_role in (variance or {}).items():
             for role, value in by_role.items():
-                rec.log(step, {"grad_var": value, "grad_var_rel": value}, param=f"{role}.w", role=role)
+                rec.log(step, {s: value for s in VARIANCE_STATS}, param=f"{role}.w", role=role)
         rec.finish({"first_eval_loss": 9.0, "final_eval_loss": loss, "optimizer_state_bytes": state})
+
+
+def _tuning(path, model, steps, losses):
+    path.mkdir(parents=True, exist_ok=True)
+    arms = {label: {"grid": {"0.001": [loss, loss]}, "best": 0.001, "interior": True, "runs": 2,
+                    "tokens": 100} for label, loss in losses.items()}
+    (path / TUNING).write_text(json.dumps({"model": model, "steps": steps, "arms": arms}))
+
+
+def _ladder(root, losses, variance, scale_embedding=1.0, order=None):
+    """Three seeds of every arm in ``losses``; ``variance`` on col_norm (and on scale with the
+    embedding's scaled by ``scale_embedding``); the unigram line at 6.5; tunings for the
+    ladder order at two settings."""
+    for seed in range(3):
+        for label, loss in losses.items():
+            optimizer = "col_norm" if label.startswith("col_norm") else label
+            var = None
+            if label == "col_norm":
+                var = variance
+            elif label == "scale":
+                var = {s: r | {"embedding": r["embedding"] * scale_embedding} for s, r in variance.items()}
+            _fake_run(root, label, seed, loss + 0.01 * seed, optimizer=optimizer,
+                      state=SCALE_STATE_NANO if label == "scale" else 1, variance=var)
+    (root / REFERENCE_LINES).write_text(json.dumps({"unigram": 6.5, "bigram": 4.5}))
+    order = order or {"spectral_norm": 5.0, "col_norm": 5.1, "row_norm": 5.5, "sign": 5.6}
+    _tuning(root, "nano", 10, order)
+    _tuning(root / "order" / "short", "nano", 5, order)
+
+
+GOOD_VARIANCE = {s: {"output": 3.0, "embedding": 2.0, "hidden": 0.1} for s in (1, 2, 3)}
 
 
 def test_interval_is_student_t():
@@ -32,42 +70,46 @@ def test_paired_difference_pairs_by_seed(tmp_path):
     for seed, (a, b) in enumerate([(5.0, 5.5), (6.0, 6.4), (4.0, 4.6)]):
         _fake_run(tmp_path, "scale", seed, a)
         _fake_run(tmp_path, "col_norm", seed, b)
-    diff, half, n = paired_difference(final_results(tmp_path), "scale", "col_norm")
+    diff, half, n = paired(final_results(tmp_path), "scale", "col_norm")
     assert n == 3 and diff == pytest.approx(-0.5)
     assert half == pytest.approx(stats.t.ppf(0.975, 2) * stats.tstd([-0.5, -0.4, -0.6]) / math.sqrt(3))
 
 
-def _ladder(root, losses, variance):
-    for seed in range(3):
-        for label, loss in losses.items():
-            optimizer = "col_norm" if label.startswith("col_norm") else label
-            _fake_run(root, label, seed, loss + 0.01 * seed, optimizer=optimizer,
-                      state=2_099_712 if label == "scale" else 0,
-                      variance=variance if label == "col_norm" else None)
-
-
 def test_claims_hold_when_the_numbers_say_so(tmp_path):
-    _ladder(tmp_path, {"sgd": 8.95, "col_norm": 6.0, "scale": 5.5, "adamw": 5.48},
-            {s: {"output": 3.0, "embedding": 2.0, "hidden": 0.1} for s in (1, 2, 3)})
-    verdicts = [c.held for c in claims(tmp_path, final_results(tmp_path))]
-    assert verdicts == [True, True, True, True, True, True]
+    _ladder(tmp_path, {"sgd": 6.45, "col_norm": 5.5, "scale": 5.2, "col_norm+all": 5.1, "adamw": 5.21},
+            GOOD_VARIANCE, scale_embedding=0.5)
+    checked = all_claims(tmp_path, final_results(tmp_path), {"unigram": 6.5})
+    assert [c.held for c in checked] == [True] * 9, [c.evidence for c in checked if not c.held]
+    assert "sgd makes 4% of col_norm's progress below the unigram loss" in checked[2].evidence
+    assert "share 75%" in checked[6].evidence
+    assert all(c.paper for c in checked)   # the paper's number beside every claim
 
 
 def test_claims_fail_honestly_with_their_numbers(tmp_path):
-    _ladder(tmp_path, {"sgd": 5.0, "col_norm": 6.0, "scale": 6.2, "adamw": 5.0},
-            {s: {"output": 1.0, "embedding": 2.0, "hidden": 0.1} for s in (1, 2, 3)})
-    checked = claims(tmp_path, final_results(tmp_path))
-    assert [c.held for c in checked[:5]] == [False, False, False, False, False]
-    assert "embedding 2" in checked[0].evidence
-    assert "133% of col_norm's progress" in checked[1].evidence     # sgd trains here
-    assert "0.200" in checked[3].evidence
+    _ladder(tmp_path, {"sgd": 5.9, "col_norm": 6.0, "scale": 6.2, "col_norm+all": 5.6, "adamw": 6.3},
+            {s: {"output": 1.0, "embedding": 2.0, "hidden": 0.1} for s in (1, 2, 3)},
+            scale_embedding=2.0,
+            order={"spectral_norm": 5.0, "col_norm": 5.6, "row_norm": 5.5, "sign": 5.7})
+    checked = all_claims(tmp_path, final_results(tmp_path), {"unigram": 6.5})
+    assert [c.held for c in checked[:8]] == [False] * 8
+    assert "probe total: embedding > output" in checked[0].evidence
+    assert "120% of col_norm's progress" in checked[2].evidence     # sgd trains here
+    assert "gap -9.5%" in checked[5].evidence     # scale 0.1 nats better than adamw: not "close"
+
+
+def test_an_arm_far_below_adamw_raises_the_baseline_flag(tmp_path):
+    _ladder(tmp_path, {"sgd": 6.45, "col_norm": 5.5, "scale": 5.2, "col_norm+all": 5.1, "adamw": 5.5},
+            GOOD_VARIANCE)
+    results = final_results(tmp_path)
+    assert suspect_arms(results) == ["scale", "col_norm+all"]
+    assert "**Baseline suspect**: scale, col_norm+all" in markdown(tmp_path, results)
 
 
 def test_missing_arms_are_not_checked_rather_than_guessed(tmp_path):
     _fake_run(tmp_path, "adamw", 0, 5.0)
-    checked = claims(tmp_path, final_results(tmp_path))
+    checked = all_claims(tmp_path, final_results(tmp_path), None)
     assert all(c.held is None for c in checked)
-    assert "needs" in checked[1].evidence and "needs" in checked[2].evidence
+    assert all("needs" in c.evidence or "no " in c.evidence for c in checked)
 
 
 def test_summary_counts_seeds_and_divergence(tmp_path):

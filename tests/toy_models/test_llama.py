@@ -50,3 +50,17 @@ def test_flops_per_token_is_6n_plus_attention():
     counts = parameter_counts(config)
     expected = 6 * (counts["hidden"] + counts["output"]) + 12 * 8 * 512 * 256
     assert flops_per_token(config, 256) == expected
+
+
+@pytest.mark.parametrize("name", ["nano2k", "micro2k"])
+def test_the_reference_models_are_shaped_like_the_papers(name):
+    """Hidden matrices hold most parameters (the paper's 60M: 44%, 1B: 90%), with the
+    2048-token BPE their config names, so the vocabulary does not dominate."""
+    from toy_models.llama import model_tokenizer
+    from toy_models.tokenizer import load_tokenizer
+
+    config = load_config(name)
+    counts = parameter_counts(config)
+    assert counts["hidden"] / counts["total"] >= 0.5
+    assert model_tokenizer(name) == "bpe-2048"
+    assert len(load_tokenizer(model_tokenizer(name))) == config.vocab_size == 2048
