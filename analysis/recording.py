@@ -41,6 +41,7 @@ SELECTION = "selection.json"   # a tuned root: the reported runs among its sweep
 TUNING = "tuning.json"         # a tuned root: every sweep point's losses, the best lr, the budget
 REFERENCE_LINES = "reference_losses.json"   # a root: the corpus's unigram and bigram losses
 ORDER = "order"                # a tuned root: the ladder re-tuned at other settings, one dir each
+SEGMENTS = "segments.jsonl"    # a run: one line per start or resume (analysis.train.rundir)
 PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "numpy", "pandas", "scale-lab")
 
 
@@ -160,6 +161,14 @@ def is_run_dir(path: str | Path) -> bool:
 def load_config(run_dir: str | Path) -> dict:
     """The ``config.json`` of a run directory, as a dict."""
     return json.loads((Path(run_dir) / CONFIG).read_text())
+
+
+def load_segments(run_dir: str | Path) -> list[dict]:
+    """The start and resume records of a run directory (``segments.jsonl``), oldest first."""
+    path = Path(run_dir) / SEGMENTS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def load_result(run_dir: str | Path) -> dict | None:

@@ -1,8 +1,8 @@
 """The layout's rules, read from the source (no import of the code under test):
 
 - ``toy_models`` never imports ``analysis``; ``analysis.recording`` imports nothing of ours;
-- between rooms, imports point down only: orchestration (reproduce, bench, cli) -> train and
-  results (siblings, neither imports the other) -> instrument -> optim -> recording;
+- between rooms, imports point down only: orchestration (reproduce, bench, cli) -> protocol ->
+  train and results (siblings, neither imports the other) -> instrument -> optim -> recording;
 - no import cycle between modules;
 - our own modules are imported at module top (imports inside functions are for optional or
   heavy third-party packages only);

@@ -17,7 +17,7 @@ from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.recipes import recipe_table
 from analysis.train.checkpoint import CheckpointError
 from analysis.train.config import ConfigError, TrainConfig
-from analysis.train.loop import TrainingDiverged, train
+from analysis.train.loop import TrainingDiverged, TrainingInterrupted, train
 from toy_models.corpus import CorpusError
 
 
@@ -64,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run directory (default runs/<optimizer>-<model>-s<seed>)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--allow-change", action="store_true",
+                   help="with --resume: accept a changed experiment setting (recorded in segments.jsonl)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -96,17 +98,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     fields = {k: v for k, v in vars(args).items()
-              if k not in ("instrument", "out", "overwrite", "resume", "no_progress",
+              if k not in ("instrument", "out", "overwrite", "resume", "no_progress", "allow_change",
                            "model_config", "scheduler")}
     fields["adam_betas"] = tuple(fields["adam_betas"])
     config = TrainConfig(**fields, instrument=InstrumentConfig() if args.instrument else None)
     out = args.out or f"runs/{config.optimizer}-{config.model}-s{config.seed}"
     try:
         result = train(config, out=out, overwrite=args.overwrite, resume=args.resume,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, allow_change=args.allow_change)
     except (ConfigError, CorpusError, CheckpointError, TrainingDiverged, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as err:
+        print(str(err), file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted before training started; nothing to resume", file=sys.stderr)
+        return 130
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(f"validation loss {result.first_eval_loss:.3f} -> {result.final_eval_loss:.3f} "

@@ -19,13 +19,19 @@ shards; see ``analysis.train.parallel``). On CPU a fixed seed gives bitwise-iden
 
 ``train`` reads as the loop above; each part is a named function that tests can call:
 ``setup`` (``analysis.train.setup``), ``micro_batches``, ``accumulate``, ``check_finite``, ``log_step``,
-``evaluate_if_due``, ``checkpoint_if_due`` and ``finish``.
+``evaluate_if_due``, ``checkpoint_if_due``, ``stop_if_interrupted`` and ``finish``.
+
+SIGINT (Ctrl-C) and SIGTERM (a cluster's preemption) let the current step finish, write a
+checkpoint and raise ``TrainingInterrupted`` (exit code 130 or 143 from the CLI); a second
+signal acts as usual.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +49,36 @@ from analysis.train.setup import Run, setup
 
 class TrainingDiverged(RuntimeError):
     """The loss or gradient norm became non-finite; the run is recorded as diverged."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM during training: a checkpoint was written; ``exit_code`` is 128 +
+    the signal number (130, 143), as a shell reports it."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@contextlib.contextmanager
+def interrupt_requests():
+    """A list that receives the number of the first SIGINT or SIGTERM while training (the
+    handlers are installed only in the main thread, and put back on exit)."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        received.append(signum)
+        signal.signal(signum, previous[signum])   # a second signal acts as usual
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @dataclass
@@ -155,16 +191,40 @@ def evaluate_if_due(run: Run, done: int) -> float | None:
     return loss
 
 
-def checkpoint_if_due(run: Run, done: int) -> None:
-    """Every ``save_every`` steps and at the last: gather (a collective) and save on rank 0."""
-    config = run.config
-    if run.run_dir is None or not ((config.save_every and done % config.save_every == 0)
-                                   or done == config.steps):
-        return
+def save_checkpoint(run: Run, done: int) -> Path | None:
+    """Gather (a collective) and save on rank 0; the checkpoint's path (None off rank 0)."""
     states = checkpoint.gather(run.model, run.optimizer, run.data, run.sharded, run.world)
-    if run.rank == 0:
-        checkpoint.save(run.run_dir, done, *states, run.scheduler, run.ident,
-                        {"tokens_seen": run.tokens_seen(done)}, keep=config.keep_checkpoints)
+    if run.rank != 0:
+        return None
+    return checkpoint.save(run.run_dir, done, *states, run.scheduler, run.ident,
+                           {"tokens_seen": run.tokens_seen(done)}, keep=run.config.keep_checkpoints)
+
+
+def checkpoint_if_due(run: Run, done: int) -> None:
+    """Every ``save_every`` steps and at the last: ``save_checkpoint``."""
+    config = run.config
+    if run.run_dir is not None and ((config.save_every and done % config.save_every == 0)
+                                    or done == config.steps):
+        save_checkpoint(run, done)
+
+
+def stop_if_interrupted(run: Run, done: int, received: list[int]) -> None:
+    """After step ``done``: when a signal arrived (on any process), checkpoint and raise
+    ``TrainingInterrupted`` with the one line the CLI prints."""
+    signum = received[0] if received else 0
+    if run.world > 1:   # every process stops at the same step, or the collectives hang
+        flag = torch.tensor([signum], device=run.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        signum = int(flag.item())
+    if not signum:
+        return
+    where = "no run directory, nothing saved"
+    if run.run_dir is not None:
+        path = save_checkpoint(run, done)
+        where = f"checkpoint {path or run.run_dir}; continue with --resume"
+    if run.recorder is not None:
+        run.recorder.close()
+    raise TrainingInterrupted(f"interrupted at step {done}; {where}", 128 + signum)
 
 
 def finish(run: Run, first_eval: float, eval_loss: float, losses: list[float],
@@ -182,18 +242,20 @@ def finish(run: Run, first_eval: float, eval_loss: float, losses: list[float],
 
 
 def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = False,
-          resume: bool = False, progress: bool = True) -> TrainResult:
+          resume: bool = False, progress: bool = True, allow_change: bool = False) -> TrainResult:
     """Train ``config``; with ``out``, record into that run directory (``analysis.recording``).
 
     ``overwrite`` replaces an existing run directory, ``resume`` continues it from its newest
-    checkpoint; ``progress`` shows a progress bar on rank 0. Raises ``ConfigError`` for bad
-    settings and ``TrainingDiverged`` when the loss or gradient becomes non-finite."""
-    run = setup(config, out, overwrite, resume)
+    checkpoint (``allow_change`` lets it change an experiment setting, recorded in
+    ``segments.jsonl``); ``progress`` shows a progress bar on rank 0. Raises ``ConfigError``
+    for bad settings, ``TrainingDiverged`` when the loss or gradient becomes non-finite and
+    ``TrainingInterrupted`` after SIGINT or SIGTERM."""
+    run = setup(config, out, overwrite, resume, allow_change)
     first_eval = eval_loss = initial_evaluation(run)
     losses, tokens_per_s = [], 0.0
     bar = (tqdm(total=config.steps, initial=run.start, desc=f"{config.optimizer} {config.model}",
                 unit="step", dynamic_ncols=True) if progress and run.rank == 0 else None)
-    with instrumentation(run) as monitor:
+    with instrumentation(run) as monitor, interrupt_requests() as received:
         for step in range(run.start, config.steps):
             t0 = time.perf_counter()
             mine = micro_batches(run, step)
@@ -222,6 +284,8 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+            if done < config.steps:
+                stop_if_interrupted(run, done, received)
     if bar is not None:
         bar.close()
     if run.start >= config.steps:  # resumed from the final checkpoint: evaluate what it holds

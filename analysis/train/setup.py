@@ -17,8 +17,8 @@ import torch
 
 from analysis.optim.optimizer import NotShardable, check_shardable
 from analysis.optim.recipes import build_optimizer
-from analysis.recording import METRICS, RESULT, SPECTRA, Recorder, provenance
-from analysis.train import checkpoint, parallel
+from analysis.recording import CONFIG, METRICS, RESULT, SEGMENTS, SPECTRA, Recorder, provenance
+from analysis.train import checkpoint, parallel, rundir
 from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.lr_schedule import lr_lambda
 from toy_models.data import HUB_DATASETS, load_blocks
@@ -32,7 +32,7 @@ from toy_models.llama import (
 from toy_models.stream import StreamData
 from toy_models.tokenizer import load_tokenizer
 
-RUN_FILES = ("config.json", METRICS, SPECTRA, RESULT)
+RUN_FILES = (CONFIG, METRICS, SPECTRA, RESULT, SEGMENTS)
 
 
 @dataclass
@@ -106,8 +106,8 @@ def prepare_run_dir(out: str | Path, overwrite: bool, resume: bool) -> Path:
         raise ConfigError(f"cannot write to output directory {run_dir} ({err.strerror}); "
                           "choose another --out") from None
     if overwrite and not resume:
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
+        for path in [run_dir / name for name in RUN_FILES] + checkpoint.checkpoints(run_dir):
+            path.unlink(missing_ok=True)
         for ckpt in checkpoint.checkpoints(run_dir):
             ckpt.unlink()
     return run_dir
@@ -157,9 +157,14 @@ def build(config: TrainConfig, device: torch.device, precision: str, world: int 
     return tokenizer, data, model, optimizer
 
 
-def setup(config: TrainConfig, out, overwrite: bool, resume: bool) -> Run:
-    """Validate, join the processes, build everything, resume if asked, open the recorder."""
+def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
+          allow_change: bool = False) -> Run:
+    """Validate, join the processes, build everything, resume if asked, open the recorder.
+    A resume is checked first (``analysis.train.rundir``): it never rewrites the records."""
     config.validate(int(os.environ.get("WORLD_SIZE", "1")))  # refuse bad input before any setup
+    changed = {}
+    if resume and out is not None and Path(out).exists():
+        changed = rundir.check_resume(Path(out), config, allow_change)
     rank, world = distributed()
     device = resolve_device(config)
     precision = resolve_precision(config, device)
@@ -180,11 +185,17 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool) -> Run:
         train_model = torch.compile(train_model)
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16))
                 if precision == "bf16-mixed" else contextlib.nullcontext)
+    continuing = resume and run_dir is not None and (run_dir / CONFIG).exists()
+    if continuing and rank == 0:   # before the recorder opens the tables for appending
+        found = checkpoint.checkpoints(run_dir)
+        rundir.append_segment(run_dir, start, found[-1].name if found else None, changed,
+                              rundir.supersede_after(run_dir, start))
     recorder = Recorder(run_dir) if run_dir is not None and rank == 0 else None
     run = Run(config, rank, world, config.accumulation(world), config.micro(world), device,
               precision, autocast, run_dir, data, model, train_model, optimizer, scheduler, ident,
               recorder, start, flops_per_token(model.config, config.seq_len))
-    if recorder is not None:
+    if recorder is not None and not continuing:   # config.json is written once
+        rundir.append_segment(run_dir, 0, None)
         recorder.write_config({"config": config.to_dict(), "device": str(device),
                                "precision": precision, "world_size": world,
                                "accumulation": run.accum, "micro_batch_size": run.micro,

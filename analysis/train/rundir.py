@@ -1,0 +1,126 @@
+"""A run directory as an append-only, self-describing record.
+
+- ``config.json`` is written once, when the run starts, and never rewritten.
+- ``segments.jsonl`` gets one line per start or resume: the time, the step it starts from,
+  the checkpoint it resumed, the git SHA, any setting that changed, and how many recorded
+  rows after the checkpoint were superseded.
+- A resume is refused when ``config.json`` is missing or unreadable, when rows were recorded
+  but no checkpoint was saved ("nothing to resume from"), and when a setting that changes the
+  experiment (``EXPERIMENT_FIELDS``) differs from the recorded one, unless ``allow_change``,
+  and then the change is recorded in the segment.
+- On a resume from step ``s``, every row recorded after ``s`` (the steps between the last
+  checkpoint and the interruption) is removed from ``metrics.jsonl`` and ``spectra.jsonl``
+  before the run continues, so each ``(step, param, stat)`` appears exactly once: the rows of
+  the continued run supersede them. The files are rewritten through a temporary file and a
+  rename, so a failure leaves the old rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from analysis.recording import CONFIG, METRICS, SEGMENTS, SPECTRA, provenance
+from analysis.train import checkpoint
+from analysis.train.config import ConfigError, TrainConfig
+
+# Settings whose change turns a resumed run into another experiment.
+EXPERIMENT_FIELDS = ("model", "optimizer", "momentum", "lr", "adam_lr", "beta", "adam_betas",
+                     "embedding_lr_mult", "output_lr_mult", "vector_rule", "weight_decay", "steps",
+                     "warmup_steps", "min_lr_ratio", "batch_size", "seq_len", "seed", "precision",
+                     "data", "tokenizer", "eval_tokens")
+
+
+def recorded_config(run_dir: Path) -> TrainConfig:
+    """The config a run directory recorded; ``ConfigError`` with the fix when it is missing
+    or unreadable."""
+    path = run_dir / CONFIG
+    fix = f"start a new run directory, or pass --overwrite to replace {run_dir}"
+    if not path.exists():
+        raise ConfigError(f"cannot resume {run_dir}: it has no {CONFIG}; {fix}")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text())["config"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"cannot resume {run_dir}: {CONFIG} is unreadable ({err}); {fix}") from None
+
+
+def _has_rows(run_dir: Path) -> bool:
+    path = run_dir / METRICS
+    return path.exists() and path.stat().st_size > 0
+
+
+def _effective(config: TrainConfig) -> dict:
+    """The config's settings with the defaults it leaves to the recipe and schedule filled."""
+    values = config.to_dict()
+    resolved = config.optimizer_config()
+    values.update(lr=resolved.lr, adam_lr=resolved.adam_lr, momentum=resolved.momentum,
+                  vector_rule=resolved.vector_rule, warmup_steps=config.warmup(),
+                  eval_tokens=config.eval_budget(), adam_betas=list(config.adam_betas))
+    return values
+
+
+def changed_settings(recorded: TrainConfig, config: TrainConfig) -> dict[str, list]:
+    """``{field: [recorded, now]}`` for every experiment setting that differs (defaults
+    resolved, so ``--lr`` left unset equals the recipe's default given explicitly)."""
+    old, new = _effective(recorded), _effective(config)
+    return {f: [old[f], new[f]] for f in EXPERIMENT_FIELDS if old[f] != new[f]}
+
+
+def check_resume(run_dir: Path, config: TrainConfig, allow_change: bool) -> dict[str, list]:
+    """Refuse a resume that would make the records lie (module docstring); returns the
+    changed settings (empty unless ``allow_change``)."""
+    if not ((run_dir / CONFIG).exists() or _has_rows(run_dir) or checkpoint.checkpoints(run_dir)):
+        return {}   # nothing recorded yet: a fresh start
+    recorded = recorded_config(run_dir)
+    if _has_rows(run_dir) and not checkpoint.checkpoints(run_dir):
+        raise ConfigError(f"nothing to resume from: {run_dir} has recorded rows but no checkpoint "
+                          "(save them with --save_every N); start a new directory or pass --overwrite")
+    changed = changed_settings(recorded, config)
+    if changed and not allow_change:
+        listed = ", ".join(f"{f} {old!r} -> {new!r}" for f, (old, new) in changed.items())
+        raise ConfigError(f"resuming {run_dir} would change the experiment ({listed}); resume with "
+                          "the recorded settings, pass --allow-change to record the change, or start "
+                          "a new directory")
+    return changed
+
+
+def _drop_after(path: Path, step: int) -> int:
+    """Remove the rows of ``path`` recorded after ``step``; the number removed."""
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                late = json.loads(line)["step"] > step
+            except (ValueError, KeyError):
+                late = True   # a line torn by the crash
+            if late:
+                dropped += 1
+            else:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    if dropped:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+    return dropped
+
+
+def supersede_after(run_dir: Path, step: int) -> int:
+    """Remove every row recorded after ``step`` (metrics and spectra); the number removed."""
+    return sum(_drop_after(run_dir / name, step) for name in (METRICS, SPECTRA))
+
+
+def append_segment(run_dir: Path, start: int, resumed_from: str | None,
+                   changed: dict | None = None, superseded: int = 0) -> dict:
+    """Append this start's record to ``segments.jsonl``; returns it."""
+    info = provenance()
+    segment = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "start_step": start,
+               "resumed_from": resumed_from, "git_sha": info.get("git_sha"),
+               "git_dirty": info.get("git_dirty"), "host": info.get("host"),
+               "changed": changed or {}, "superseded_rows": superseded}
+    with open(run_dir / SEGMENTS, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(segment) + "\n")
+    return segment
