@@ -164,7 +164,7 @@ def check_finite(run: Run, step: int, mean_loss: float, first_eval: float) -> fl
         run.recorder.finish({"diverged_at": step + 1, "steps": run.config.steps,
                              "first_eval_loss": first_eval, "final_eval_loss": math.nan,
                              "final_perplexity": math.nan})
-        run.recorder.close()
+    run.close()
     raise TrainingDiverged(f"non-finite {what} at step {step + 1}; lower the learning "
                            "rate (the last good checkpoint is kept)")
 
@@ -222,8 +222,7 @@ def stop_if_interrupted(run: Run, done: int, received: list[int]) -> None:
     if run.run_dir is not None:
         path = save_checkpoint(run, done)
         where = f"checkpoint {path or run.run_dir}; continue with --resume"
-    if run.recorder is not None:
-        run.recorder.close()
+    run.close()
     raise TrainingInterrupted(f"interrupted at step {done}; {where}", 128 + signum)
 
 
@@ -237,7 +236,7 @@ def finish(run: Run, first_eval: float, eval_loss: float, losses: list[float],
                          vocab_size=run.model.config.vocab_size, losses=losses)
     if run.recorder is not None:
         run.recorder.finish({k: v for k, v in asdict(result).items() if k != "losses"})
-        run.recorder.close()
+    run.close()
     return result
 
 
@@ -251,6 +250,15 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
     for bad settings, ``TrainingDiverged`` when the loss or gradient becomes non-finite and
     ``TrainingInterrupted`` after SIGINT or SIGTERM."""
     run = setup(config, out, overwrite, resume, allow_change)
+    try:
+        return _loop(run, progress)
+    finally:
+        run.close()   # the lock and files are given back however the loop ends
+
+
+def _loop(run: Run, progress: bool) -> TrainResult:
+    """The loop of ``train`` (the module docstring) on a run that ``setup`` made."""
+    config = run.config
     first_eval = eval_loss = initial_evaluation(run)
     losses, tokens_per_s = [], 0.0
     bar = (tqdm(total=config.steps, initial=run.start, desc=f"{config.optimizer} {config.model}",

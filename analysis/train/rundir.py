@@ -8,6 +8,9 @@
   but no checkpoint was saved ("nothing to resume from"), and when a setting that changes the
   experiment (``EXPERIMENT_FIELDS``) differs from the recorded one, unless ``allow_change``,
   and then the change is recorded in the segment.
+- One writer: a lock file (``.lock``: pid and host) is taken before anything is written and
+  removed when the run ends; a second process is refused; a lock left by a process that is
+  no longer running on this host is reported and replaced.
 - On a resume from step ``s``, every row recorded after ``s`` (the steps between the last
   checkpoint and the interruption) is removed from ``metrics.jsonl`` and ``spectra.jsonl``
   before the run continues, so each ``(step, param, stat)`` appears exactly once: the rows of
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +36,54 @@ EXPERIMENT_FIELDS = ("model", "optimizer", "momentum", "lr", "adam_lr", "beta", 
                      "embedding_lr_mult", "output_lr_mult", "vector_rule", "weight_decay", "steps",
                      "warmup_steps", "min_lr_ratio", "batch_size", "seq_len", "seed", "precision",
                      "data", "tokenizer", "eval_tokens")
+
+
+LOCK = ".lock"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire_lock(run_dir: Path) -> Path:
+    """Take ``run_dir``'s writer lock; ``ConfigError`` when another live process holds it."""
+    path = run_dir / LOCK
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            holder = json.loads(path.read_text())
+        except (OSError, ValueError):
+            holder = {"pid": -1, "host": me["host"]}   # torn by a crash while being written
+        if holder.get("host") == me["host"] and not _running(int(holder.get("pid", -1))):
+            print(f"note: {run_dir} had a stale lock (pid {holder.get('pid')} is not running); "
+                  "replacing it", file=sys.stderr)
+            path.unlink(missing_ok=True)
+            return acquire_lock(run_dir)
+        raise ConfigError(f"{run_dir} is being written by pid {holder.get('pid')} on "
+                          f"{holder.get('host')} (lock {path}); wait for it to finish, or remove "
+                          "the lock if that process is gone") from None
+    with os.fdopen(fd, "w") as handle:
+        json.dump(me, handle)
+    return path
+
+
+def release_lock(run_dir: Path) -> None:
+    """Remove the writer lock if this process holds it."""
+    path = run_dir / LOCK
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        path.unlink(missing_ok=True)
 
 
 def recorded_config(run_dir: Path) -> TrainConfig:

@@ -63,6 +63,13 @@ class Run:
     def sharded(self) -> bool:
         return sharded(self.config, self.world)
 
+    def close(self) -> None:
+        """Close the recorder and give the run directory's writer lock back (idempotent)."""
+        if self.recorder is not None:
+            self.recorder.close()
+        if self.run_dir is not None and self.rank == 0:
+            rundir.release_lock(self.run_dir)
+
     def step_tokens(self) -> int:
         """Predicted tokens in one optimizer step (every sequence predicts ``seq_len - 1``)."""
         return self.config.batch_size * (self.config.seq_len - 1)
@@ -105,6 +112,7 @@ def prepare_run_dir(out: str | Path, overwrite: bool, resume: bool) -> Path:
     except OSError as err:
         raise ConfigError(f"cannot write to output directory {run_dir} ({err.strerror}); "
                           "choose another --out") from None
+    rundir.acquire_lock(run_dir)
     if overwrite and not resume:
         for path in [run_dir / name for name in RUN_FILES] + checkpoint.checkpoints(run_dir):
             path.unlink(missing_ok=True)
@@ -171,36 +179,41 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
     run_dir = None
     if out is not None:
         run_dir = prepare_run_dir(out, overwrite, resume) if rank == 0 else Path(out)
-    torch.manual_seed(config.seed)
-    _, data, model, optimizer = build(config, device, precision, world, rank)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
-    ident = checkpoint.identity(config.to_dict(), model,
-                                layout="fsdp" if sharded(config, world) else "plain")
-    start = 0
-    if resume and run_dir is not None:
-        start = checkpoint.resume(run_dir, model, optimizer, scheduler, data, ident,
-                                  sharded(config, world), rank)
-    train_model = parallel.wrap(model, config.parallel, world)
-    if config.compile:
-        train_model = torch.compile(train_model)
-    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16))
-                if precision == "bf16-mixed" else contextlib.nullcontext)
-    continuing = resume and run_dir is not None and (run_dir / CONFIG).exists()
-    if continuing and rank == 0:   # before the recorder opens the tables for appending
-        found = checkpoint.checkpoints(run_dir)
-        rundir.append_segment(run_dir, start, found[-1].name if found else None, changed,
-                              rundir.supersede_after(run_dir, start))
-    recorder = Recorder(run_dir) if run_dir is not None and rank == 0 else None
-    run = Run(config, rank, world, config.accumulation(world), config.micro(world), device,
-              precision, autocast, run_dir, data, model, train_model, optimizer, scheduler, ident,
-              recorder, start, flops_per_token(model.config, config.seq_len))
-    if recorder is not None and not continuing:   # config.json is written once
-        rundir.append_segment(run_dir, 0, None)
-        recorder.write_config({"config": config.to_dict(), "device": str(device),
-                               "precision": precision, "world_size": world,
-                               "accumulation": run.accum, "micro_batch_size": run.micro,
-                               "vocab_size": model.config.vocab_size,
-                               "parameters": sum(p.numel() for p in model.parameters()),
-                               "train_blocks": len(getattr(data, "train", ())) or None,
-                               "eval_tokens": config.eval_budget(), **provenance()})
-    return run
+    try:
+        torch.manual_seed(config.seed)
+        _, data, model, optimizer = build(config, device, precision, world, rank)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+        ident = checkpoint.identity(config.to_dict(), model,
+                                    layout="fsdp" if sharded(config, world) else "plain")
+        start = 0
+        if resume and run_dir is not None:
+            start = checkpoint.resume(run_dir, model, optimizer, scheduler, data, ident,
+                                      sharded(config, world), rank)
+        train_model = parallel.wrap(model, config.parallel, world)
+        if config.compile:
+            train_model = torch.compile(train_model)
+        autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+                    if precision == "bf16-mixed" else contextlib.nullcontext)
+        continuing = resume and run_dir is not None and (run_dir / CONFIG).exists()
+        if continuing and rank == 0:   # before the recorder opens the tables for appending
+            found = checkpoint.checkpoints(run_dir)
+            rundir.append_segment(run_dir, start, found[-1].name if found else None, changed,
+                                  rundir.supersede_after(run_dir, start))
+        recorder = Recorder(run_dir) if run_dir is not None and rank == 0 else None
+        run = Run(config, rank, world, config.accumulation(world), config.micro(world), device,
+                  precision, autocast, run_dir, data, model, train_model, optimizer, scheduler, ident,
+                  recorder, start, flops_per_token(model.config, config.seq_len))
+        if recorder is not None and not continuing:   # config.json is written once
+            rundir.append_segment(run_dir, 0, None)
+            recorder.write_config({"config": config.to_dict(), "device": str(device),
+                                   "precision": precision, "world_size": world,
+                                   "accumulation": run.accum, "micro_batch_size": run.micro,
+                                   "vocab_size": model.config.vocab_size,
+                                   "parameters": sum(p.numel() for p in model.parameters()),
+                                   "train_blocks": len(getattr(data, "train", ())) or None,
+                                   "eval_tokens": config.eval_budget(), **provenance()})
+        return run
+    except BaseException:
+        if run_dir is not None and rank == 0:
+            rundir.release_lock(run_dir)
+        raise

@@ -133,3 +133,29 @@ def test_sigterm_from_the_cli_is_one_line_and_exit_143(tmp_path, monkeypatch, ca
     assert err.splitlines()[-1].startswith("interrupted at step 2; checkpoint")
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL   # handlers put back
     assert json.loads((tmp_path / "r" / CONFIG).read_text())["config"]["steps"] == 4
+
+
+def _lock(run, pid):
+    import socket
+    run.mkdir(parents=True, exist_ok=True)
+    (run / ".lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+
+
+def test_a_second_writer_is_refused_and_the_directory_untouched(tmp_path):
+    run = tmp_path / "run"
+    _lock(run, os.getpid())          # a live process holds it
+    with pytest.raises(ConfigError, match=f"is being written by pid {os.getpid()}"):
+        train(tiny_config(), out=run, overwrite=True, progress=False)
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]
+
+
+def test_a_stale_lock_is_reported_and_replaced(tmp_path, capsys):
+    import subprocess
+    import sys
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    run = tmp_path / "run"
+    _lock(run, gone.pid)
+    train(tiny_config(steps=2), out=run, overwrite=True, progress=False)
+    assert f"stale lock (pid {gone.pid} is not running)" in capsys.readouterr().err
+    assert not (run / ".lock").exists()       # given back when the run ended
