@@ -194,16 +194,47 @@ def load_run(run_dir: str | Path, table: str = "metrics", name: str | None = Non
     return frame
 
 
-def find_runs(root: str | Path) -> list[Path]:
-    """Every run directory at or below ``root``, sorted by path; when ``root`` holds
-    ``selection.json`` (a tuned preset: the reported runs among its sweep), only those."""
+def _unreadable(run_dir: Path) -> str | None:
+    """Why ``run_dir`` cannot be read as a run (None when it can)."""
+    if not (run_dir / CONFIG).exists():
+        return f"no {CONFIG}"
+    try:
+        json.loads((run_dir / CONFIG).read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{CONFIG} unreadable ({type(err).__name__})"
+    if not _table_path(run_dir, METRICS).exists():
+        return f"no {METRICS}"
+    return None
+
+
+def scan_runs(root: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """``(used, skipped)``: the run directories at or below ``root`` that readers use, sorted,
+    and every other directory that looks like a run (holds a config, metrics or result file),
+    each with the reason it is not used. When ``root`` holds ``selection.json`` (a tuned
+    preset), only the runs it lists are used; the sweep's other points are skipped as such."""
     root = Path(root)
-    if is_run_dir(root):
-        return [root]
+    names = (CONFIG, METRICS, METRICS + ".gz", RESULT)
+    found = {root} if any((root / n).exists() for n in names) else set()
+    found |= {p.parent for n in names for p in root.glob("**/" + n)}
+    listed = None
     if (root / SELECTION).exists():
-        listed = json.loads((root / SELECTION).read_text())["runs"]
-        return sorted(root / rel for rel in listed if is_run_dir(root / rel))
-    return sorted(p.parent for p in root.glob("**/" + CONFIG) if is_run_dir(p.parent))
+        listed = {(root / rel) for rel in json.loads((root / SELECTION).read_text())["runs"]}
+        found |= listed
+    used, skipped = [], []
+    for run_dir in sorted(found):
+        reason = _unreadable(run_dir)
+        if reason is None and listed is not None and run_dir not in listed:
+            reason = f"a sweep point, not reported ({TUNING} keeps its loss)"
+        if reason is None:
+            used.append(run_dir)
+        else:
+            skipped.append((run_dir, reason))
+    return used, skipped
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """The run directories at or below ``root`` that readers use (``scan_runs``)."""
+    return scan_runs(root)[0]
 
 
 def load_runs(root: str | Path, table: str = "metrics") -> pd.DataFrame:

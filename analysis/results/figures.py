@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.recording import REFERENCE_LINES, TUNING, RecordingError, find_runs, load_runs
+from analysis.recording import REFERENCE_LINES, TUNING, RecordingError, load_runs, scan_runs
 from analysis.results import paper, style
 from analysis.results.memory import analytic_gb
 from analysis.results.stats import final_results, role_variance, summary
@@ -50,9 +50,11 @@ class Recordings:
         self.root = Path(root)
         if not self.root.exists():
             raise RecordingError(f"runs directory {self.root} does not exist")
-        if not find_runs(self.root):
-            raise RecordingError(f"no run directories under {self.root} (a run has config.json and "
-                                 "metrics.jsonl); train some with `scale-lab reproduce`")
+        used, self.skipped = scan_runs(self.root)   # skipped: (directory, reason), reported
+        if not used:
+            found = "".join(f"; {path}: {reason}" for path, reason in self.skipped)
+            raise RecordingError(f"no usable run directories under {self.root}{found} (a run has "
+                                 "config.json and metrics.jsonl); train some with `scale-lab reproduce`")
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
@@ -343,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for problem in problems:
         print(f"skipped {problem}", file=sys.stderr)
+    if Path(args.runs).exists():
+        for path, reason in scan_runs(args.runs)[1]:
+            print(f"not used: {path} ({reason})", file=sys.stderr)
     print(f"wrote {len(made) // 2} figures ({len(made)} files) to {args.out}")
     return 0 if made and not problems else (1 if made else 2)
 

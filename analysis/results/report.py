@@ -12,7 +12,7 @@ from pathlib import Path
 from analysis.recording import REFERENCE_LINES, TUNING, load_config
 from analysis.results.claims import SUSPECT_PPL, all_claims, ladder_order, suspect_arms
 from analysis.results.paper import tokens_per_parameter
-from analysis.results.stats import final_results, fmt, summary
+from analysis.results.stats import final_results, fmt, summary, unused_runs
 from toy_models.llama import load_config as model_config
 from toy_models.llama import parameter_counts
 
@@ -65,6 +65,18 @@ def results_table(root: Path, results) -> list[str]:
     return lines
 
 
+def runs_used(root: Path, results) -> list[str]:
+    """How many runs the report used, and every run directory it found and left out, why."""
+    unused = unused_runs(root)
+    lines = ["## Runs", "", f"{len(results)} runs used; {len(unused)} found and not used"
+             + (":" if unused else "."), ""]
+    by_reason: dict[str, list[str]] = {}
+    for path, reason in unused:
+        by_reason.setdefault(reason, []).append(path.relative_to(root).as_posix() or ".")
+    lines += [f"- {reason}: {', '.join(paths)}" for reason, paths in by_reason.items()]
+    return lines + ([""] if unused else [])
+
+
 def markdown(root, results, figures_dir: Path | None = None) -> str:
     """The report (module docstring)."""
     root = Path(root)
@@ -82,6 +94,7 @@ def markdown(root, results, figures_dir: Path | None = None) -> str:
         lines += [f"{i}. **{claim.title}**: {claim.verdict}.", f"   Rule: {claim.rule}.",
                   f"   Ours: {claim.evidence}."]
         lines += [f"   Paper: {claim.paper}.", ""] if claim.paper else [""]
+    lines += runs_used(root, results)
     order = ladder_order(root)
     if order:
         lines += ["## The ladder's order per tuned setting (best first)", "",

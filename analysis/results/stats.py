@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.recording import RecordingError, find_runs, load_config, load_result
+from analysis.recording import RecordingError, load_config, load_result, scan_runs
 from analysis.results.style import ordered
 
 
@@ -36,13 +36,20 @@ def fmt(mean: float, half: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f}" + (f" +- {half:.{digits}f}" if math.isfinite(half) else "")
 
 
+def unused_runs(root: str | Path) -> list[tuple[Path, str]]:
+    """Every run-like directory below ``root`` that the results leave out, with the reason."""
+    used, skipped = scan_runs(root)
+    return skipped + [(run, "unfinished (no result.json)") for run in used if load_result(run) is None]
+
+
 def final_results(root: str | Path) -> pd.DataFrame:
-    """One row per reported run below ``root``: label, seed, lr, losses, state bytes, status."""
+    """One row per reported, finished run below ``root``: label, seed, lr, losses, state bytes,
+    status (``unused_runs`` names the others)."""
     rows = []
-    for run in find_runs(root):
+    for run in scan_runs(root)[0]:
         result = load_result(run)
         if result is None:
-            continue  # unfinished: not a result yet
+            continue  # unfinished: not a result yet (named by unused_runs)
         config = load_config(run).get("config", {})
         loss = result.get("final_eval_loss", math.nan)
         rows.append({"run": str(run), "label": config.get("label") or config.get("optimizer"),
@@ -55,8 +62,14 @@ def final_results(root: str | Path) -> pd.DataFrame:
                      "diverged_at": result.get("diverged_at"),
                      "state_bytes": result.get("optimizer_state_bytes", math.nan)})
     if not rows:
-        raise RecordingError(f"no finished runs under {root}; run `scale-lab reproduce` first")
+        raise RecordingError(f"no finished runs under {root}{_listing(unused_runs(root))}; run "
+                             "`scale-lab reproduce` first")
     return pd.DataFrame(rows)
+
+
+def _listing(unused) -> str:
+    return "" if not unused else " (found and not used: " + "; ".join(
+        f"{path}: {reason}" for path, reason in unused) + ")"
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:

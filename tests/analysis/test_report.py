@@ -117,3 +117,33 @@ def test_summary_counts_seeds_and_divergence(tmp_path):
     _fake_run(tmp_path, "sgd", 1, 6.0)
     table = summary(final_results(tmp_path))
     assert table.loc["sgd", "seeds"] == 2 and table.loc["sgd", "loss"] == 6.0
+
+
+def test_every_run_directory_found_and_not_used_is_named_with_its_reason(tmp_path, capsys):
+    from analysis.results.figures import main as figures_main
+
+    _ladder(tmp_path, {"sgd": 6.45, "col_norm": 5.5}, GOOD_VARIANCE)
+    broken = tmp_path / "broken" / "seed0"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text("{torn")
+    (broken / "metrics.jsonl").write_text("")
+    unfinished = tmp_path / "scale" / "seed9"
+    with Recorder(unfinished) as rec:
+        rec.write_config({"config": {"label": "scale", "model": "nano", "seed": 9}})
+        rec.log(1, {"loss": 7.0})
+    report = markdown(tmp_path, final_results(tmp_path))
+    assert "6 runs used; 2 found and not used:" in report
+    assert "- config.json unreadable (JSONDecodeError): broken/seed0" in report
+    assert "- unfinished (no result.json): scale/seed9" in report
+    figures_main(["--runs", str(tmp_path), "--out", str(tmp_path / "fig"), "--only", "loss_curves"])
+    assert f"not used: {broken} (config.json unreadable" in capsys.readouterr().err
+
+
+def test_a_folder_with_nothing_usable_exits_nonzero_naming_what_it_found(tmp_path, capsys):
+    from analysis.results.figures import main as figures_main
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "config.json").write_text("[]")
+    assert figures_main(["--runs", str(tmp_path), "--out", str(tmp_path / "fig"),
+                         "--only", "loss_curves"]) == 2
+    assert f"{tmp_path / 'a'}: config.json unreadable" in capsys.readouterr().err
