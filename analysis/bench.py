@@ -13,7 +13,6 @@ included), interleaved in blocks of steps. Target: default <= 3% slower.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import statistics
@@ -21,6 +20,7 @@ import time
 
 import torch
 
+from analysis.arguments import Parser
 from analysis.instrument.hooks import Instrumentation
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.recipes import build_optimizer
@@ -110,7 +110,7 @@ def bench_instrument(model_name: str = "micro", rounds: int = 6, steps_per_round
 
 def main(argv: list[str] | None = None) -> int:
     """``scale-lab bench optimizer|instrument``: print the numbers (and write them with --out)."""
-    parser = argparse.ArgumentParser(prog="scale-lab bench", description=__doc__.splitlines()[0])
+    parser = Parser(prog="scale-lab bench", description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("optimizer", "instrument"))
     parser.add_argument("--models", default=None, help="comma-separated model configs")
     parser.add_argument("--repeats", type=int, default=None)

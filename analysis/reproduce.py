@@ -14,14 +14,20 @@ from its last checkpoint, a diverged one is recorded as diverged and not retried
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-from analysis.protocol.presets import ARM_BY_LABEL, PRESETS, REFERENCE, get_preset, select_arms
+from analysis.arguments import Parser
+from analysis.protocol.presets import (
+    ARM_BY_LABEL,
+    PRESETS,
+    REFERENCE,
+    get_preset,
+    select_arms,
+)
 from analysis.protocol.tuning import Runner, jobs_default, run_preset
 from analysis.recording import REFERENCE_LINES
 from analysis.results.figures import render_all
@@ -31,6 +37,7 @@ from toy_models.corpus import CorpusError
 from toy_models.llama import model_tokenizer
 from toy_models.ngram import for_run
 from toy_models.tokenizer import load_tokenizer
+
 
 def write_reference_lines(preset, out: Path) -> dict:
     """The corpus's unigram and bigram cross-entropy on the positions the preset's validation
@@ -60,7 +67,7 @@ def recordings(recompute: bool = False, smoke: bool = False, arms=None,
 
 def parser():
     """The argument parser of ``scale-lab reproduce``."""
-    p = argparse.ArgumentParser(prog="scale-lab reproduce", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="scale-lab reproduce", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)")
     p.add_argument("--out", default=None, help="runs root (default runs/reproduce/<preset>)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")

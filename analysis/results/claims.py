@@ -41,7 +41,8 @@ import pandas as pd
 
 from analysis.recording import ORDER, TUNING, RecordingError, load_runs
 from analysis.results.memory import state_elements
-from analysis.results.paper import ABLATION_PERPLEXITY, NORMALIZATIONS as LADDER, PERPLEXITY
+from analysis.results.paper import ABLATION_PERPLEXITY, PERPLEXITY
+from analysis.results.paper import NORMALIZATIONS as LADDER
 from analysis.results.stats import fmt, interval, paired, summary
 from toy_models.llama import load_config as model_config
 from toy_models.llama import parameter_counts

@@ -18,12 +18,13 @@ Checkpoints are not copied. The full recordings stay where they are; re-running
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import shutil
+import sys
 from pathlib import Path
 
+from analysis.arguments import Parser
 from analysis.recording import (
     CONFIG,
     METRICS,
@@ -33,6 +34,7 @@ from analysis.recording import (
     SELECTION,
     SPECTRA,
     TUNING,
+    RecordingError,
     _read_jsonl,
     find_runs,
     load_config,
@@ -81,7 +83,7 @@ def curate(src: str | Path, dst: str | Path) -> int:
     total = 0
     runs = [r for r in find_runs(src) if load_result(r) is not None]
     if not runs:
-        raise SystemExit(f"error: no finished runs under {src}; run `scale-lab reproduce` first")
+        raise RecordingError(f"no finished runs under {src}; run `scale-lab reproduce` first")
     seed_of = {run: load_config(run)["config"]["seed"] for run in runs}
     first_seed = min(seed_of.values())
     for run in runs:
@@ -98,11 +100,15 @@ def curate(src: str | Path, dst: str | Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m analysis.results.curate SRC DST``."""
-    p = argparse.ArgumentParser(prog="python -m analysis.results.curate", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m analysis.results.curate", description=__doc__.split("\n\n")[0])
     p.add_argument("src")
     p.add_argument("dst")
     args = p.parse_args(argv)
-    total = curate(args.src, args.dst)
+    try:
+        total = curate(args.src, args.dst)
+    except RecordingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"curated recordings: {total / 1e6:.2f} MB in {args.dst}")
     return 0
 

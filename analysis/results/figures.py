@@ -23,7 +23,6 @@ other figures. Figures read only the tidy recordings (never free text).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from functools import cached_property
@@ -32,7 +31,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.recording import REFERENCE_LINES, TUNING, RecordingError, load_runs, scan_runs
+from analysis.arguments import Parser
+from analysis.recording import (
+    REFERENCE_LINES,
+    TUNING,
+    RecordingError,
+    load_runs,
+    scan_runs,
+)
 from analysis.results import paper, style
 from analysis.results.memory import analytic_gb
 from analysis.results.stats import final_results, role_variance, summary
@@ -333,14 +339,19 @@ def render_all(root, out_dir, names=None) -> tuple[list[Path], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """``scale-lab figures``: render the registry; 0 if all drawn, 1 if some, 2 if none."""
-    p = argparse.ArgumentParser(prog="scale-lab figures", description="Render the figure registry.")
+    p = Parser(prog="scale-lab figures", description="Render the figure registry.")
     p.add_argument("--runs", default="data/recordings", help="directory of run directories")
     p.add_argument("--out", default="figures", help="where PNG and PDF files go")
     p.add_argument("--only", nargs="+", default=None, help=f"subset of: {' '.join(REGISTRY)}")
     args = p.parse_args(argv)
     try:
+        unknown = [n for n in args.only or () if n not in REGISTRY]
+        if unknown:
+            raise MissingData(f"unknown figure(s) {unknown}; choose from {', '.join(REGISTRY)}")
+        if set(args.only or REGISTRY) - {"momentum_quadratic"}:
+            Recordings(args.runs)   # one line when there is nothing to draw from
         made, problems = render_all(args.runs, args.out, args.only)
-    except MissingData as err:
+    except (MissingData, RecordingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for problem in problems:

@@ -33,11 +33,11 @@ model, takes one optimizer step and counts the elements of the tensors in
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 
+from analysis.arguments import Parser
 from analysis.optim import recipes
 from analysis.optim.optimizer import state_bytes, state_numel
 from analysis.optim.recipes import build_optimizer, recipe_names
@@ -169,7 +169,7 @@ def cuda_peak_table(model: str = "60m", names=TABLE_RECIPES, batch: int = 8,
 
 def main(argv: list[str] | None = None) -> int:
     """``scale-lab memory``: print the paper's table and the measured one (``--out`` writes it)."""
-    parser = argparse.ArgumentParser(prog="scale-lab memory", description=__doc__.splitlines()[0])
+    parser = Parser(prog="scale-lab memory", description=__doc__.splitlines()[0])
     parser.add_argument("--no-measure", action="store_true", help="skip the instantiated models")
     parser.add_argument("--cuda", action="store_true", help="also measure peak CUDA memory (GPU)")
     parser.add_argument("--out", default=None, help="also write the tables to this file")

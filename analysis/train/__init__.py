@@ -6,7 +6,12 @@
 
 from analysis.train.cli import main
 from analysis.train.config import ConfigError, TrainConfig
-from analysis.train.loop import TrainingDiverged, TrainingInterrupted, TrainResult, train
+from analysis.train.loop import (
+           TrainingDiverged,
+           TrainingInterrupted,
+           TrainResult,
+           train,
+)
 
 __all__ = ["ConfigError", "TrainConfig", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "main",
            "train"]

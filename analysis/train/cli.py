@@ -13,6 +13,7 @@ import os
 import re
 import sys
 
+from analysis.arguments import Parser
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.recipes import recipe_table
 from analysis.train.checkpoint import CheckpointError
@@ -23,7 +24,7 @@ from toy_models.corpus import CorpusError
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``scale-lab train`` (defaults from ``TrainConfig``)."""
-    p = argparse.ArgumentParser(prog="scale-lab train", description="Train a LLaMA with a recipe.")
+    p = Parser(prog="scale-lab train", description="Train a LLaMA with a recipe.")
     d = TrainConfig()
     p.add_argument("--model", default=d.model, help="nano | micro | mini | 60m | 130m | 350m | 1b | 7b")
     p.add_argument("--optimizer", default=d.optimizer, help="a recipe name, or 'list'")

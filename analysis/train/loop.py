@@ -43,7 +43,12 @@ from analysis.instrument.hooks import Instrumentation
 from analysis.optim.optimizer import state_bytes
 from analysis.train import checkpoint, parallel
 from analysis.train.config import TrainConfig
-from analysis.train.evaluation import evaluate, hardware_stats, recorded_first_eval, token_loss
+from analysis.train.evaluation import (
+    evaluate,
+    hardware_stats,
+    recorded_first_eval,
+    token_loss,
+)
 from analysis.train.setup import Run, setup
 
 

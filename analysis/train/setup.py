@@ -17,7 +17,15 @@ import torch
 
 from analysis.optim.optimizer import NotShardable, check_shardable
 from analysis.optim.recipes import build_optimizer
-from analysis.recording import CONFIG, METRICS, RESULT, SEGMENTS, SPECTRA, Recorder, provenance
+from analysis.recording import (
+    CONFIG,
+    METRICS,
+    RESULT,
+    SEGMENTS,
+    SPECTRA,
+    Recorder,
+    provenance,
+)
 from analysis.train import checkpoint, parallel, rundir
 from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.lr_schedule import lr_lambda
@@ -101,6 +109,8 @@ def resolve_precision(config: TrainConfig, device: torch.device) -> str:
 def prepare_run_dir(out: str | Path, overwrite: bool, resume: bool) -> Path:
     """Create (or reuse, with resume) a run directory, refusing to clobber a finished one."""
     run_dir = Path(out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file, not a directory; choose another --out")
     if run_dir.exists() and any(run_dir.iterdir()) and not (overwrite or resume):
         raise ConfigError(f"run directory {run_dir} already exists; pass --overwrite to replace "
                           "it or --resume to continue it")

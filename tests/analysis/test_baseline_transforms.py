@@ -4,7 +4,12 @@ import copy
 
 import torch
 
-from analysis.optim.baselines import adam_with_reset, norm_scale, spike_clip, standardize
+from analysis.optim.baselines import (
+    adam_with_reset,
+    norm_scale,
+    spike_clip,
+    standardize,
+)
 from analysis.optim.recipes import build_optimizer
 from analysis.optim.roles import assign_roles
 

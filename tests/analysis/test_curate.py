@@ -1,10 +1,18 @@
-import pytest
-
 import json
+
+import pytest
 
 from analysis.protocol.presets import PRESETS, select_arms
 from analysis.protocol.tuning import Runner, run_preset
-from analysis.recording import SELECTION, TUNING, find_runs, load_run, load_runs, scalars
+from analysis.recording import (
+    SELECTION,
+    TUNING,
+    RecordingError,
+    find_runs,
+    load_run,
+    load_runs,
+    scalars,
+)
 from analysis.results.curate import curate
 
 
@@ -25,7 +33,7 @@ def test_curated_runs_read_back_like_the_originals_and_are_smaller(tmp_path):
 
 
 def test_curating_nothing_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="no finished runs under"):
+    with pytest.raises(RecordingError, match="no finished runs under"):
         curate(tmp_path, tmp_path / "out")
 
 

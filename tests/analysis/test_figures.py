@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.recording import Recorder
 from analysis.protocol.presets import REFERENCE
+from analysis.recording import Recorder
 from analysis.results import figures
 
 

@@ -6,7 +6,12 @@ import torch
 
 from analysis.optim.maths import as_tensor, rms_normalize
 from analysis.optim.optimizer import ChainedOptimizer, state_numel
-from analysis.optim.recipes import RecipeError, build_optimizer, get_recipe, recipe_names
+from analysis.optim.recipes import (
+    RecipeError,
+    build_optimizer,
+    get_recipe,
+    recipe_names,
+)
 from analysis.optim.roles import RoleError, assign_roles, default_rules
 from analysis.optim.transforms import chain, momentum, normalize
 
