@@ -56,6 +56,27 @@ class CorpusError(RuntimeError):
     """The corpus cannot be built or is missing; the message says how to fix it."""
 
 
+HUB = ("huggingface.co", 443)
+
+
+def require_hub(what: str, timeout: float = 3.0) -> None:
+    """Fail within ``timeout`` seconds, with the offline alternatives, when ``what`` must be
+    fetched from the Hugging Face hub and the hub cannot be reached (skipped under
+    ``HF_HUB_OFFLINE=1``, where a pre-filled HF cache is used instead)."""
+    import os
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return
+    try:
+        socket.create_connection(HUB, timeout=timeout).close()
+    except OSError as err:
+        raise CorpusError(f"cannot reach the Hugging Face hub ({HUB[0]}: {err.strerror or err}) to "
+                          f"fetch {what}; offline: use --data bundled, a local copy of the files "
+                          "(--data 'c4/en/c4-train.*.json.gz' --stream --tokenizer PATH), or a "
+                          "pre-filled HF cache with HF_HUB_OFFLINE=1") from None
+
+
 def sha256_file(path: Path) -> str:
     """The SHA-256 hex digest of a file, read in blocks."""
     digest = hashlib.sha256()

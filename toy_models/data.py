@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toy_models.corpus import REPO_ROOT, CorpusError, corpus_path, sha256_file
+from toy_models.corpus import REPO_ROOT, CorpusError, corpus_path, require_hub, sha256_file
 
 CACHE_DIR = REPO_ROOT / "data" / "cache"
 HUB_DATASETS = {"c4": ("allenai/c4", "en")}
@@ -60,23 +60,51 @@ def data_files(source: str, split: str) -> tuple[str, list[str]]:
     if not files:
         raise CorpusError(f"missing dataset path: nothing matches {pattern!r}; give a file, a glob, "
                           "a directory of shards named like '*train*', 'bundled', or 'c4'")
-    builder = "parquet" if files[0].endswith(".parquet") else "json"
+    suffix = files[0].removesuffix(".gz").rsplit(".", 1)[-1]
+    builder = {"parquet": "parquet", "arrow": "arrow", "txt": "text"}.get(suffix, "json")
     return builder, files
 
 
 def load_documents(source: str, split: str, streaming: bool = False):
-    """A HF ``datasets`` dataset of documents (``text`` field) for a source and split."""
+    """A HF ``datasets`` dataset of documents (``text`` field) for a source and split.
+    A file that cannot be read (truncated, empty, not UTF-8, wrongly shaped) and a hub that
+    cannot be reached are one ``CorpusError`` naming the file or what could not be fetched."""
     import datasets
 
     if source in HUB_DATASETS:
         name, config = HUB_DATASETS[source]
-        return datasets.load_dataset(name, config, split=split, streaming=True)
+        require_hub(f"the dataset {name} ({config})")
+        try:
+            return datasets.load_dataset(name, config, split=split, streaming=True)
+        except Exception as err:   # the hub's errors are many; each becomes one line
+            raise CorpusError(f"cannot load {name} ({config}) from the hub ({_first_line(err)}); "
+                              "offline: --data bundled or a local copy of its files") from None
     builder, files = data_files(source, split)
-    ds = datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=streaming)
+    try:
+        ds = datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=streaming)
+        if not streaming and len(ds) == 0:
+            raise ValueError("no documents")
+    except (CorpusError, KeyboardInterrupt):
+        raise
+    except Exception as err:   # pyarrow, json and datasets raise many kinds for a bad file
+        raise CorpusError(f"cannot read {_named(files)} as {builder} ({_first_line(err)}); check the "
+                          f"file is complete, UTF-8 {builder} with a 'text' field per document") from None
     if ds.column_names is not None and "text" not in ds.column_names:
         raise CorpusError(f"{files[0]} has no 'text' field (columns: {ds.column_names}); "
                           "documents need the C4 schema")
     return ds
+
+
+def _named(files: list[str]) -> str:
+    return files[0] if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"
+
+
+def _first_line(err: Exception) -> str:
+    cause = err
+    while cause.__cause__ is not None or cause.__context__ is not None:   # the root cause speaks
+        cause = cause.__cause__ or cause.__context__
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0][:160]}" if text else type(cause).__name__
 
 
 def tokenize_texts(texts, tokenizer) -> list[np.ndarray]:
@@ -102,8 +130,12 @@ def token_array(source: str, split: str, tokenizer, cache_dir: Path = CACHE_DIR)
         return np.load(path)
     ds = load_documents(source, split)
     pieces = []
-    for start in range(0, len(ds), 512):
-        pieces += tokenize_texts(ds[start:start + 512]["text"], tokenizer)
+    try:   # arrow decodes text lazily: a bad byte shows here
+        for start in range(0, len(ds), 512):
+            pieces += tokenize_texts(ds[start:start + 512]["text"], tokenizer)
+    except (UnicodeDecodeError, ValueError, TypeError) as err:
+        raise CorpusError(f"cannot read the text of {_named(files)} ({_first_line(err)}); check "
+                          "the file is UTF-8 with a string 'text' field per document") from None
     tokens = np.concatenate(pieces)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")

@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from toy_models.corpus import REPO_ROOT, corpus_path
+from toy_models.corpus import REPO_ROOT, CorpusError, corpus_path, require_hub
 
 TOKENIZER_DIR = REPO_ROOT / "data" / "tokenizer"
 EOS = "<|endoftext|>"
@@ -71,7 +71,12 @@ def load_tokenizer(name_or_path: str | Path = TOKENIZER_DIR):
             raise FileNotFoundError(f"missing tokenizer file {path}: run `python -m toy_models.tokenizer`")
         return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=EOS)
     # e.g. "t5-base" as the paper: needs a reachable hub (or a local HF cache).
-    return AutoTokenizer.from_pretrained(str(name_or_path))
+    require_hub(f"the tokenizer {name_or_path}")
+    try:
+        return AutoTokenizer.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as err:
+        raise CorpusError(f"cannot load the tokenizer {name_or_path!r} ({str(err).splitlines()[0][:160]}); "
+                          "give a local tokenizer directory or tokenizer.json with --tokenizer") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,14 +106,21 @@ def resolve_precision(config: TrainConfig, device: torch.device) -> str:
     return "bf16-mixed" if device.type == "cuda" else "fp32"
 
 
-def prepare_run_dir(out: str | Path, overwrite: bool, resume: bool) -> Path:
-    """Create (or reuse, with resume) a run directory, refusing to clobber a finished one."""
+def check_run_dir(out: str | Path, overwrite: bool, resume: bool) -> Path:
+    """Refuse, before anything is built or written, an ``out`` that is a file or an existing
+    run directory without ``--overwrite`` or ``--resume``."""
     run_dir = Path(out)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file, not a directory; choose another --out")
     if run_dir.exists() and any(run_dir.iterdir()) and not (overwrite or resume):
         raise ConfigError(f"run directory {run_dir} already exists; pass --overwrite to replace "
                           "it or --resume to continue it")
+    return run_dir
+
+
+def prepare_run_dir(out: str | Path, overwrite: bool, resume: bool) -> Path:
+    """Create (or reuse, with resume) a run directory, refusing to clobber a finished one."""
+    run_dir = check_run_dir(out, overwrite, resume)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -181,17 +188,20 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
     A resume is checked first (``analysis.train.rundir``): it never rewrites the records."""
     config.validate(int(os.environ.get("WORLD_SIZE", "1")))  # refuse bad input before any setup
     changed = {}
+    if out is not None:
+        check_run_dir(out, overwrite, resume)
     if resume and out is not None and Path(out).exists():
         changed = rundir.check_resume(Path(out), config, allow_change)
     rank, world = distributed()
     device = resolve_device(config)
     precision = resolve_precision(config, device)
+    torch.manual_seed(config.seed)
+    # data, tokenizer and model first: a bad file or an unreachable hub leaves no run directory
+    _, data, model, optimizer = build(config, device, precision, world, rank)
     run_dir = None
     if out is not None:
         run_dir = prepare_run_dir(out, overwrite, resume) if rank == 0 else Path(out)
     try:
-        torch.manual_seed(config.seed)
-        _, data, model, optimizer = build(config, device, precision, world, rank)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
         ident = checkpoint.identity(config.to_dict(), model,
                                     layout="fsdp" if sharded(config, world) else "plain")
