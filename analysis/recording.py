@@ -100,11 +100,18 @@ class Recorder:
         self.log_rows([(step, param, role, k, v) for k, v in stats.items()])
 
     def log_rows(self, rows) -> None:
+        """Append ``(step, param, role, stat, value)`` rows, flushed; ``RecordingError`` (one
+        line) when they cannot be written."""
         lines = [json.dumps({"step": int(s), "param": p, "role": r, "stat": k, "value": _clean(v)})
                  for s, p, r, k, v in rows]
         if lines:
-            self._metrics.write("\n".join(lines) + "\n")
-            self._metrics.flush()
+            try:
+                self._metrics.write("\n".join(lines) + "\n")
+                self._metrics.flush()
+            except OSError as err:
+                raise RecordingError(f"cannot write {self.run_dir / METRICS} ({err.strerror or err}); "
+                                     "the rows before this step and the checkpoints are kept; free "
+                                     "space or fix permissions, then --resume") from None
 
     def log_vector(self, step: int, param: str | None, role: str | None, stat: str, values) -> None:
         if self._spectra is None:

@@ -70,8 +70,15 @@ def save(run_dir: Path, step: int, model_state: dict, optimizer_state: dict, pos
              **extra}
     path = Path(run_dir) / f"ckpt-{step:08d}.pt"
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(state, tmp)
+        tmp.replace(path)
+    except OSError as err:   # disk full, permissions: the previous checkpoints stay as they were
+        tmp.unlink(missing_ok=True)
+        kept = checkpoints(run_dir)
+        raise CheckpointError(f"cannot write checkpoint {path} ({err.strerror or err}); the last "
+                              f"good one, {kept[-1].name if kept else 'none'}, is kept; free space "
+                              "or fix permissions, then --resume") from None
     for old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
         old.unlink()
     return path

@@ -16,6 +16,7 @@ import sys
 from analysis.arguments import Parser
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.recipes import recipe_table
+from analysis.recording import RecordingError
 from analysis.train.checkpoint import CheckpointError
 from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.loop import TrainingDiverged, TrainingInterrupted, train
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(config, out=out, overwrite=args.overwrite, resume=args.resume,
                        progress=not args.no_progress, allow_change=args.allow_change)
-    except (ConfigError, CorpusError, CheckpointError, TrainingDiverged, FileNotFoundError) as err:
+    except (ConfigError, CorpusError, CheckpointError, RecordingError, TrainingDiverged,
+            FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as err:

@@ -159,3 +159,54 @@ def test_a_stale_lock_is_reported_and_replaced(tmp_path, capsys):
     train(tiny_config(steps=2), out=run, overwrite=True, progress=False)
     assert f"stale lock (pid {gone.pid} is not running)" in capsys.readouterr().err
     assert not (run / ".lock").exists()       # given back when the run ended
+
+
+def test_a_failed_checkpoint_write_keeps_the_last_good_one(tmp_path, monkeypatch):
+    import torch
+
+    from analysis.train import checkpoint
+    real, calls = torch.save, []
+
+    def disk_full_on_second(obj, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            with open(path, "wb") as handle:   # a partial file, as a full disk leaves
+                handle.write(b"partial")
+            raise OSError(28, "No space left on device")
+        return real(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full_on_second)
+    run = tmp_path / "run"
+    with pytest.raises(checkpoint.CheckpointError, match=r"No space left on device\); the last good "
+                                                         r"one, ckpt-00000002.pt, is kept"):
+        train(tiny_config(save_every=2, keep_checkpoints=10), out=run, progress=False)
+    assert [p.name for p in checkpoint.checkpoints(run)] == ["ckpt-00000002.pt"]
+    assert not list(run.glob("*.tmp"))
+    monkeypatch.setattr(torch, "save", real)
+    assert torch.load(run / "ckpt-00000002.pt", weights_only=False)["step"] == 2
+
+
+def test_a_failed_row_write_is_one_line_from_the_cli(tmp_path, monkeypatch, capsys):
+    class Full:
+        closed = False
+
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            self.closed = True
+
+    real = loop.log_step
+
+    def fill_disk_at_2(run, done, row):
+        if done == 2:
+            run.recorder._metrics = Full()
+        real(run, done, row)
+
+    monkeypatch.setattr(loop, "log_step", fill_disk_at_2)
+    code = main(["--model", "nano", "--steps", "4", "--batch_size", "4", "--seq_len", "32",
+                 "--eval_every", "0", "--eval_tokens", "256", "--out", str(tmp_path / "r"),
+                 "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "No space left on device" in err
+    assert not (tmp_path / "r" / ".lock").exists()
