@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _is_number(token: str) -> bool:
@@ -19,6 +20,16 @@ def _is_number(token: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def output_file(text: str) -> Path:
+    """An argument ``type`` for a file to write: not a directory, in a directory that exists."""
+    path = Path(text)
+    if not text or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file; give a file path")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the directory of {text!r} does not exist")
+    return path
 
 
 class Parser(argparse.ArgumentParser):

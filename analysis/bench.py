@@ -16,16 +16,17 @@ from __future__ import annotations
 import contextlib
 import json
 import statistics
+import sys
 import time
 
 import torch
 
-from analysis.arguments import Parser
+from analysis.arguments import Parser, output_file
 from analysis.instrument.hooks import Instrumentation
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.recipes import build_optimizer
 from toy_models.data import load_blocks
-from toy_models.llama import build_model, load_config
+from toy_models.llama import build_model, load_config, model_names
 from toy_models.tokenizer import load_tokenizer
 
 
@@ -114,11 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=("optimizer", "instrument"))
     parser.add_argument("--models", default=None, help="comma-separated model configs")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--out", default=None, help="write the results as JSON to this file")
+    parser.add_argument("--out", default=None, type=output_file, help="write the results as JSON to this file")
     args = parser.parse_args(argv)
+    names = (args.models or ("micro,60m" if args.what == "optimizer" else "micro")).split(",")
+    unknown = [n for n in names if n not in model_names()]
+    if unknown:
+        print(f"error: unknown model {unknown[0]!r}; choose from {', '.join(model_names())}",
+              file=sys.stderr)
+        return 2
     results = []
     if args.what == "optimizer":
-        for name in (args.models or "micro,60m").split(","):
+        for name in names:
             r = bench_optimizer(name, repeats=args.repeats or 20)
             results.append(r)
             ms = "  ".join(f"{k} {v:.2f} ms" for k, v in r["median_ms"].items())
@@ -126,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(target <= 0.6)   SCALE / AdamW(fused) = {r['scale_over_adamw_fused']:.2f}   "
                   f"SCALE / SGD = {r['scale_over_sgd']:.2f} (target <= 1.3)")
     else:
-        for name in (args.models or "micro").split(","):
+        for name in names:
             r = bench_instrument(name, rounds=args.repeats or 10)
             results.append(r)
             tps = "  ".join(f"{k} {v:,.0f}" for k, v in r["tokens_per_s"].items())

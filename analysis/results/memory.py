@@ -37,7 +37,7 @@ import sys
 
 import torch
 
-from analysis.arguments import Parser
+from analysis.arguments import Parser, output_file
 from analysis.optim import recipes
 from analysis.optim.optimizer import state_bytes, state_numel
 from analysis.optim.recipes import build_optimizer, recipe_names
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="scale-lab memory", description=__doc__.splitlines()[0])
     parser.add_argument("--no-measure", action="store_true", help="skip the instantiated models")
     parser.add_argument("--cuda", action="store_true", help="also measure peak CUDA memory (GPU)")
-    parser.add_argument("--out", default=None, help="also write the tables to this file")
+    parser.add_argument("--out", default=None, type=output_file, help="also write the tables to this file")
     args = parser.parse_args(argv)
     text = "Model + optimizer state as the paper counts it (bf16):\n" + paper_table()
     if not args.no_measure:
