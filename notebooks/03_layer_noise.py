@@ -12,7 +12,7 @@
 import os
 
 SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
-RECOMPUTE = False  # True: train fresh runs instead of reading the shipped reference recordings
+RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train fresh runs instead of reading the shipped reference recordings
 
 # %% [markdown]
 # # 03 · Which layer is noisiest?
@@ -77,15 +77,20 @@ side_by_side = pd.DataFrame(rows).groupby("role")[["exact", "(a) micro-batch", "
 side_by_side.sort_values("exact", ascending=False)
 
 # %% [markdown]
-# At initialization the three agree on the order of magnitude and on the ranking of the two
-# vocabulary-sized layers above the rest. (a) and (b) are unbiased but noisy with few
-# micro-batches; the recordings below average them over many steps.
+# At initialization the three agree on the order of magnitude. (a) and (b) are unbiased but
+# noisy with few micro-batches; the recordings below average them over many steps.
+#
+# **Which number?** The variance of a layer's gradient is a sum over its entries, so a layer
+# with more entries has more of it: a *total per layer* ranks big layers first. Per entry
+# (divided by the layer's size) and relative to the gradient's own size ($/\|g\|^2$, an
+# inverse signal-to-noise ratio) can rank the layers differently; the paper plots one
+# number per layer without saying which. The claims below show all three.
 #
 # ## Over training (the paper's Figure 4a)
 #
-# The reference recordings (`data/recordings/cpu-full`, made by `scale-lab reproduce --preset
-# cpu-full`) record estimator (a) at every scheduled step. Left: the paper's per-layer
-# discrepancy; right: the same divided by $\|g\|^2$ (the paper does not say which it plotted).
+# The reference recordings (`data/recordings/reference`, made by `scale-lab reproduce --preset
+# reference` on `micro2k`) record estimator (a) at every scheduled step and the paper's probe
+# (b) at three points. Left: the per-layer total; right: the same divided by $\|g\|^2$.
 
 # %%
 runs = recordings(recompute=RECOMPUTE, smoke=SMOKE, arms=["col_norm", "scale"])

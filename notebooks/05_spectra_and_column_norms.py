@@ -12,7 +12,7 @@
 import os
 
 SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
-RECOMPUTE = False  # True: train fresh runs instead of reading the shipped reference recordings
+RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train fresh runs instead of reading the shipped reference recordings
 
 # %% [markdown]
 # # 05 · What the updates look like: column-norm statistics and spectra

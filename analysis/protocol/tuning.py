@@ -141,13 +141,15 @@ def tune(preset: Preset, out: Path, arms, runner: Runner) -> dict:
             "best": None if best is None else _lr(preset, arm, best),
             "interior": best is not None and min(grid) < best < max(grid),
             "runs": runs, "tokens": runs * preset.tokens()}
-    (out / TUNING).write_text(json.dumps(table, indent=1))
+    earlier = json.loads((out / TUNING).read_text())["arms"] if (out / TUNING).exists() else {}
+    table["arms"] = {k: v for k, v in earlier.items() if k not in table["arms"]} | table["arms"]
+    (out / TUNING).write_text(json.dumps(table, indent=1))   # arms tuned by another call kept
     return table
 
 
 def run_preset(preset: Preset, out: Path, arms, runner: Runner, seeds=None) -> list[Path]:
-    """Every arm of ``preset`` under ``out`` (tuned first when the preset tunes); writes
-    ``selection.json`` and returns the reported run directories."""
+    """Every arm of ``preset`` under ``out`` (tuned first when the preset tunes, and then
+    ``selection.json`` lists the reported runs among the sweep's); the reported run directories."""
     out.mkdir(parents=True, exist_ok=True)
     seeds = tuple(seeds) if seeds is not None else preset.seeds
     if preset.tune_seeds:
@@ -163,8 +165,12 @@ def run_preset(preset: Preset, out: Path, arms, runner: Runner, seeds=None) -> l
         loss = final_loss(result)
         status = f"validation loss {loss:.3f}" if math.isfinite(loss) else "diverged"
         print(f"{arm.label} seed {seed} lr {lr:g}: {status}", flush=True)
-    (out / SELECTION).write_text(json.dumps(
-        {"runs": [d.relative_to(out).as_posix() for d in dirs]}, indent=1))
+    if preset.tune_seeds:   # arms reported by another call stay listed
+        listed = json.loads((out / SELECTION).read_text())["runs"] if (out / SELECTION).exists() else []
+        mine = {arm.label for arm in arms}
+        listed = [r for r in listed if r.split("/")[0] not in mine]
+        (out / SELECTION).write_text(json.dumps(
+            {"runs": sorted(listed + [d.relative_to(out).as_posix() for d in dirs])}, indent=1))
     ladder = [arm for arm in arms if arm.label in NORMALIZATIONS]
     for name, model, steps in preset.order_settings if ladder else ():
         print(f"ladder order: setting {name} ({model}, {steps} steps)", flush=True)

@@ -19,7 +19,6 @@ from analysis.results.curate import curate
 def test_curated_runs_read_back_like_the_originals_and_are_smaller(tmp_path):
     src = tmp_path / "full"
     run_preset(PRESETS["smoke"], src, select_arms(["scale"]), Runner(1))
-    (src / SELECTION).unlink()   # the whole root, as an untuned sweep of runs
     total = curate(src, tmp_path / "small")
     run = tmp_path / "small" / "scale" / "seed0"
     assert not list(run.glob("ckpt-*")) and (run / "metrics.jsonl.gz").exists()

@@ -68,3 +68,12 @@ def test_the_reported_runs_are_the_best_lr_on_every_seed(tmp_path):
                                     for s in (0, 1, 2))
     # seeds 0 and 1 at the best lr were run once, by the sweep (the runner reuses finished runs)
     assert ("scale", 1e-3, 2) in runner.calls
+
+
+def test_tuning_arms_in_two_calls_keeps_both(tmp_path):
+    runner = FakeRunner(optimum=1e-3)
+    run_preset(_preset(), tmp_path, select_arms(["scale"]), runner)
+    run_preset(_preset(), tmp_path, select_arms(["adamw"]), runner)
+    assert set(json.loads((tmp_path / TUNING).read_text())["arms"]) == {"scale", "adamw"}
+    listed = json.loads((tmp_path / SELECTION).read_text())["runs"]
+    assert {r.split("/")[0] for r in listed} == {"scale", "adamw"} and len(listed) == 6
