@@ -231,7 +231,10 @@ def scan_runs(root: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     for run_dir in sorted(found):
         reason = _unreadable(run_dir)
         if reason is None and listed is not None and run_dir not in listed:
-            reason = f"a sweep point, not reported ({TUNING} keeps its loss)"
+            inside = run_dir.relative_to(root).parts
+            reason = (f"a run of a ladder-order setting ({ORDER}/<setting>/{TUNING} keeps its loss)"
+                      if inside and inside[0] == ORDER else
+                      f"a sweep point, not reported ({TUNING} keeps its loss)")
         if reason is None:
             used.append(run_dir)
         else:

@@ -77,6 +77,8 @@ def parser():
                         "at most 2)")
     p.add_argument("--figures", default=None, help="figure directory (default <out>/figures)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: rewrite the report and figures from the runs under --out")
     p.add_argument("--list", action="store_true", help="list presets and arms")
     return p
 
@@ -100,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
         jobs = 1 if preset.gpu else (args.jobs or jobs_default())
         out = Path(args.out or f"runs/reproduce/{preset.name}")
-        run_preset(preset, out, arms, Runner(jobs, progress=not args.no_progress and jobs == 1),
-                   args.seeds)
+        if args.report_only and not out.is_dir():
+            raise ConfigError(f"--report-only needs the runs of a preset under --out; {out} is not a directory")
+        if not args.report_only:
+            run_preset(preset, out, arms, Runner(jobs, progress=not args.no_progress and jobs == 1),
+                       args.seeds)
         if preset.data == "bundled":
             write_reference_lines(preset, out)
     except (ConfigError, CorpusError) as err:

@@ -24,9 +24,11 @@ RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train the ladd
 #    across vocabulary rows;
 # 2. add momentum on the output layer only, the noisiest layer (notebook 03).
 #
-# Every rung is a recipe (`scale-lab train --optimizer list`); `scale-lab reproduce` trains
-# them all, each at its own tuned learning rate. Here we read the reference recordings
-# (3 seeds), or train them with `RECOMPUTE = True`.
+# Every rung is a recipe (`scale-lab train --optimizer list`). The reference recordings
+# (`scale-lab reproduce --preset reference`) gave every arm the same tuning freedom: one peak
+# lr for the matrices, tuned at the reported length (120 steps of `micro2k`) on two seeds, the
+# same vectors' lr and role multipliers for all; the best lr is reported on three seeds. Here
+# we read them, or re-run their first seed with `RECOMPUTE = True` (the `quick` preset).
 
 # %%
 from analysis.results import claims, figures, stats
@@ -48,36 +50,56 @@ figures.loss_curves(rec)
 figures.normalization_ablation(rec)
 
 # %% [markdown]
+# ## How each arm was tuned
+#
+# Final validation loss against the peak lr, both tuning seeds; the ringed point is the lr
+# reported. An optimum at the edge of its grid would mean the arm was under-tuned.
+
+# %%
+if rec.side_file("tuning.json"):
+    display(figures.lr_sweep(rec))
+
+# %% [markdown]
 # ## The claims, with their numbers
 #
-# Each claim has a rule fixed in `analysis.results.report` before looking at results; intervals are
-# Student-t 95% over seeds, differences paired by seed. A claim that does not hold at this
-# scale is reported as such.
+# Each claim has a rule fixed in `analysis.results.claims` before the reference runs; intervals
+# are Student-t 95% over seeds, differences paired by seed; the paper's number is shown
+# beside ours. A claim that does not hold at this scale is reported as such.
 
 # %%
 checked = claims.all_claims(runs, rec.results, rec.side_file("reference_losses.json"))
 for c in checked:
-    print(f"- {c.title}: {c.verdict}\n    {c.evidence}")
+    print(f"- {c.title}: {c.verdict}\n    ours: {c.evidence}\n    paper: {c.paper}")
+suspects = claims.suspect_arms(rec.results)
+print("baseline suspect:", suspects or "none")
 
 # %% [markdown]
-# **What differs from the paper at this scale** (1.1M parameters, 300 steps, 3 seeds; read
-# the numbers above): plain SGD *does* train at its tuned learning rate, just worse than
-# column normalization; row-wise normalization beats column-wise here (the paper finds the
-# opposite at 60M-350M); and SCALE ends below AdamW, whose seeds spread widely at its tuned
-# lr. The two steps of the argument (normalize, then add output momentum) both hold with
-# intervals that exclude zero.
+# **What the reference shows** (`micro2k`, 120 steps, 0.1 tokens per parameter, 3 seeds; read
+# the numbers above). Both steps of the argument hold with intervals that exclude zero:
+# column normalization beats plain SGD by about 0.7 nats, and output-layer momentum takes a
+# further 0.25 nats off (perplexity -22%, the paper's -20 to -23%). Output momentum alone
+# does better than momentum on every layer here, with 15% of its state. What does not hold:
+# measured from the unigram loss, tuned SGD still makes about a fifth of column
+# normalization's progress (it trains, badly); SCALE is 11% *below* AdamW's perplexity rather
+# than within 5% of it; and Newton-Schulz normalization and Muon are far ahead of everything
+# (about half of AdamW's perplexity), which raises the baseline-suspect flag: at this length
+# every run is still between the unigram and bigram lines, learning token statistics, a phase
+# where orthogonalized updates are known to shine and where AdamW's single lr may not be
+# enough. The ranking against AdamW is reported, not a finding.
 #
 # ## What this notebook shows (checked)
 
 # %%
 loss = table["loss"]
+seeds = int(table["seeds"].min())
 # step 1: column normalization beats plain SGD
 assert loss["col_norm"] < loss["sgd"]
-# step 2: output-layer momentum improves column normalization
+# step 2: output-layer momentum improves column normalization ...
 assert loss["scale"] < loss["col_norm"]
-diff, half, seeds = stats.paired(rec.results, "scale", "col_norm")
-assert seeds >= 3 and diff + half < 0        # ... by more than the seed-to-seed interval
-# at this scale, tuned plain SGD still trains: the paper's "SGD does not train" is reported, not assumed
-assert checked[1].title == "Plain SGD does not train" and checked[1].held is False
-# SCALE keeps a fraction of AdamW's optimizer state
+diff, half, paired_seeds = stats.paired(rec.results, "scale", "col_norm")
+if seeds >= 2:                                 # ... by more than the seed-to-seed interval
+    assert paired_seeds == seeds and diff + half < 0
+# SCALE keeps a small fraction of AdamW's optimizer state
 assert table.loc["scale", "state_mb"] < 0.3 * table.loc["adamw", "state_mb"]
+# every claim states its rule and shows the paper's number beside ours
+assert len(checked) == 9 and all(c.rule and c.paper for c in checked)

@@ -195,16 +195,16 @@ def momentum_share_claim(results: pd.DataFrame) -> Claim:
     paper = (f"60M: last-layer momentum takes col_norm from {m60['col_norm']} to {m60['scale']} "
              f"perplexity, {100 * closes:.0f}% of the way to Adam's {PERPLEXITY['60m']['adamw']} "
              "(all-layer momentum not reported)")
-    gain_out, _, n = paired(results, "col_norm", "scale")
-    gain_all, _, n_all = paired(results, "col_norm", "col_norm+all")
+    gain_out, half_out, n = paired(results, "col_norm", "scale")
+    gain_all, half_all, n_all = paired(results, "col_norm", "col_norm+all")
     if not n or not n_all:
         return Claim(title, rule, None, "needs `col_norm`, `scale` and `col_norm+all` runs", paper)
     share = gain_out / gain_all if gain_all > 0 else math.nan
     s = summary(results)
     state = s.loc["scale", "state_mb"] / s.loc["col_norm+all", "state_mb"]
     held = bool(gain_all > 0 and share > MOST)
-    detail = (f"gain of output momentum {gain_out:.3f} nats, of all-layer momentum {gain_all:.3f}: "
-              f"share {100 * share:.0f}%" if gain_all > 0 else
+    detail = (f"gain of output momentum {fmt(gain_out, half_out)} nats, of all-layer momentum "
+              f"{fmt(gain_all, half_all)}: share {100 * share:.0f}%" if gain_all > 0 else
               f"all-layer momentum does not improve col_norm here (col_norm+all is {-gain_all:.3f} "
               f"nats worse); output momentum's gain {gain_out:+.3f} nats")
     return Claim(title, rule, held, f"{detail}; scale keeps {100 * state:.0f}% of col_norm+all's "
