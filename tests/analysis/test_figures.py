@@ -20,8 +20,8 @@ def test_empty_or_foreign_directory_names_the_problem_and_still_draws_the_rest(t
     (tmp_path / "runs" / "notes" / "readme.txt").write_text("not a run")
     made, problems = figures.render_all(tmp_path / "runs", tmp_path / "out")
     assert [p.name for p in made] == ["momentum_quadratic.png", "momentum_quadratic.pdf"]
-    assert any("no run directories under" in p for p in problems)
-    assert figures.main(["--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1
+    assert any("no usable run directories under" in p for p in problems)
+    assert figures.main(["--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
 
 
 def test_a_missing_statistic_is_named_and_other_figures_are_made(tmp_path):
