@@ -26,8 +26,8 @@ from pathlib import Path
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.recording import TUNING
 from analysis.train.config import ConfigError, TrainConfig
+from toy_models.corpus import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = REPO_ROOT / "data" / "recordings" / "reference"
 
 

@@ -97,15 +97,22 @@ def test_resume_after_a_crash_keeps_one_row_per_step_param_stat(full, tmp_path, 
     assert load_segments(run)[-1]["superseded_rows"] > 0
 
 
-def test_sigint_checkpoints_and_resume_finishes_the_same_run(full, tmp_path, monkeypatch):
+def _signal_after(monkeypatch, step, signum):
+    """Send ``signum`` to this process right after step ``step`` is logged; returns the real
+    ``log_step`` so a test can put it back."""
     real = loop.log_step
 
-    def interrupt_at_3(run, done, row):
+    def log_then_signal(run, done, row):
         real(run, done, row)
-        if done == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+        if done == step:
+            os.kill(os.getpid(), signum)
 
-    monkeypatch.setattr(loop, "log_step", interrupt_at_3)
+    monkeypatch.setattr(loop, "log_step", log_then_signal)
+    return real
+
+
+def test_sigint_checkpoints_and_resume_finishes_the_same_run(full, tmp_path, monkeypatch):
+    real = _signal_after(monkeypatch, 3, signal.SIGINT)
     run = tmp_path / "run"
     with pytest.raises(TrainingInterrupted, match="interrupted at step 3; checkpoint .*continue "
                                                   "with --resume") as caught:
@@ -117,14 +124,7 @@ def test_sigint_checkpoints_and_resume_finishes_the_same_run(full, tmp_path, mon
 
 
 def test_sigterm_from_the_cli_is_one_line_and_exit_143(tmp_path, monkeypatch, capsys):
-    real = loop.log_step
-
-    def terminate_at_2(run, done, row):
-        real(run, done, row)
-        if done == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(loop, "log_step", terminate_at_2)
+    _signal_after(monkeypatch, 2, signal.SIGTERM)
     code = main(["--model", "nano", "--steps", "4", "--batch_size", "4", "--seq_len", "32",
                  "--eval_every", "0", "--eval_tokens", "256", "--out", str(tmp_path / "r"),
                  "--no-progress"])
