@@ -5,7 +5,12 @@ Roles:
 - ``output``: the weight of the model's output head (``model.get_output_embeddings()``);
 - ``embedding``: the weight of an ``nn.Embedding``;
 - ``vector``: any parameter with fewer than 2 dims (RMSNorm gains, biases);
-- ``hidden``: every other matrix (attention and MLP projections).
+- ``hidden``: every other matrix of an ``nn.Linear`` (attention and MLP projections).
+
+A matrix of any other layer type (transformers' ``Conv1D``, which stores ``(in, out)``;
+``nn.Conv2d``; ``nn.MultiheadAttention``'s packed projection) matches no default rule and is
+refused with its type named: its fan-in axis is not guessed, since normalizing the wrong axis
+trains silently and wrongly.
 
 Rules are ordered ``(role, predicate)`` pairs, first match wins. ``assign_roles`` raises when a
 parameter matches no rule, when a rule matches nothing (a typo guard), or when one tensor is
@@ -43,7 +48,7 @@ def default_rules() -> list[tuple[str, Predicate]]:
         ("output", lambda model, module, name, p: module is _output_head(model) and p.ndim >= 2),
         ("embedding", lambda model, module, name, p: isinstance(module, nn.Embedding)),
         ("vector", lambda model, module, name, p: p.ndim < 2),
-        ("hidden", lambda model, module, name, p: p.ndim >= 2),
+        ("hidden", lambda model, module, name, p: p.ndim >= 2 and isinstance(module, nn.Linear)),
     ]
 
 
@@ -57,8 +62,10 @@ def assign_roles(model: nn.Module, rules=None) -> dict[str, str]:
             name = f"{module_name}.{pname}" if module_name else pname
             role = next((r for r, pred in rules if pred(model, module, name, p)), None)
             if role is None:
-                raise RoleError(f"parameter {name} {tuple(p.shape)} matches no role rule; "
-                                "add a rule for it")
+                raise RoleError(f"parameter {name} {tuple(p.shape)} of a {type(module).__name__} "
+                                "matches no role rule: the default rules know nn.Linear, "
+                                "nn.Embedding and vectors, and do not guess another layer's "
+                                "fan-in axis; add a rule for it")
             used.add(role)
             if id(p) in roles and roles[id(p)][1] != role:
                 other = roles[id(p)][0]

@@ -295,3 +295,15 @@ def test_fused_normalized_step_equals_the_plain_formula(shape, dim):
     p.addcmul_(direction.base, direction.scale, value=-0.1)
     plain = -0.1 * g / g.square().mean(dim, keepdim=True).sqrt()
     torch.testing.assert_close(p, plain, rtol=1e-12, atol=0)
+
+
+def test_a_layer_whose_fan_in_axis_is_unknown_is_refused_not_guessed():
+    """GPT-2's Conv1D stores (in, out): normalizing dim 1 as for nn.Linear would give unit RMS
+    per input feature, silently. It is refused with the layer type named."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64,
+                                       n_positions=32, tie_word_embeddings=False))
+    with pytest.raises(RoleError, match=r"transformer.h.0.attn.c_attn.weight \(16, 48\) of a "
+                                        r"Conv1D matches no role rule"):
+        build_optimizer("scale", model)
