@@ -178,10 +178,16 @@ def load_segments(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def read_json(path: str | Path) -> dict | None:
+    """A JSON file's contents, or None when it does not exist (``result.json`` of an
+    unfinished run; a root's ``tuning.json``, ``selection.json``, ``reference_losses.json``)."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def load_result(run_dir: str | Path) -> dict | None:
     """The ``result.json`` of a run directory (None while the run is unfinished)."""
-    path = Path(run_dir) / RESULT
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(Path(run_dir) / RESULT)
 
 
 def load_run(run_dir: str | Path, table: str = "metrics", name: str | None = None) -> pd.DataFrame:
@@ -223,9 +229,9 @@ def scan_runs(root: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     names = (CONFIG, METRICS, METRICS + ".gz", RESULT)
     found = {root} if any((root / n).exists() for n in names) else set()
     found |= {p.parent for n in names for p in root.glob("**/" + n)}
-    listed = None
-    if (root / SELECTION).exists():
-        listed = {(root / rel) for rel in json.loads((root / SELECTION).read_text())["runs"]}
+    selection = read_json(root / SELECTION)
+    listed = None if selection is None else {root / rel for rel in selection["runs"]}
+    if listed is not None:
         found |= listed
     used, skipped = [], []
     for run_dir in sorted(found):

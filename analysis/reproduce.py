@@ -42,9 +42,7 @@ from toy_models.tokenizer import load_tokenizer
 def write_reference_lines(preset, out: Path) -> dict:
     """The corpus's unigram and bigram cross-entropy on the positions the preset's validation
     loss scores (``toy_models.ngram``), written to ``out/reference_losses.json``."""
-    name = model_tokenizer(preset.model)
-    tokenizer = load_tokenizer(name) if name else load_tokenizer()
-    lines = for_run(tokenizer, preset.seq_len, preset.eval_tokens, preset.data)
+    lines = for_run(load_tokenizer(model_tokenizer(preset.model)), preset.seq_len, preset.eval_tokens, preset.data)
     (out / REFERENCE_LINES).write_text(json.dumps(lines, indent=1))
     return lines
 

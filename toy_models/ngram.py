@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--eval_tokens", type=int, default=32_768)
     args = parser.parse_args(argv)
-    name = model_tokenizer(args.model)
-    tokenizer = load_tokenizer(name) if name else load_tokenizer()
+    tokenizer = load_tokenizer(model_tokenizer(args.model))
     lines = for_run(tokenizer, args.seq_len, args.eval_tokens)
     print(f"unigram {lines['unigram']:.3f} nats, bigram {lines['bigram']:.3f} nats "
           f"(Dirichlet k = {lines['bigram_k']:g}; vocab {len(tokenizer)})")

@@ -56,12 +56,13 @@ def train_tokenizer(train_jsonl: Path, vocab_size: int = DEFAULT_VOCAB,
     return path
 
 
-def load_tokenizer(name_or_path: str | Path = TOKENIZER_DIR):
-    """Load a bundled BPE (a directory, a tokenizer.json, or the name of a directory under
-    ``data/tokenizer`` such as ``bpe-2048``) or, online, a hub tokenizer by name."""
+def load_tokenizer(name_or_path: str | Path | None = None):
+    """Load a bundled BPE (None: the default 8192-token one; a directory, a tokenizer.json, or
+    the name of a directory under ``data/tokenizer`` such as ``bpe-2048``) or, online, a hub
+    tokenizer by name."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    path = Path(name_or_path)
+    path = Path(name_or_path) if name_or_path is not None else TOKENIZER_DIR
     if not path.exists() and (TOKENIZER_DIR / path).is_dir():
         path = TOKENIZER_DIR / path
     if path.is_dir():

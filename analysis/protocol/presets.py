@@ -18,13 +18,12 @@ reference's first seed.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from analysis.instrument.schedule import InstrumentConfig
-from analysis.recording import TUNING
+from analysis.recording import TUNING, read_json
 from analysis.train.config import ConfigError, TrainConfig
 from toy_models.corpus import REPO_ROOT
 
@@ -112,11 +111,8 @@ class Preset:
 
 def tuned_lrs(path: str | Path = REFERENCE / TUNING) -> dict[str, float]:
     """The best lr per arm of a tuning (``tuning.json``), or {} when there is none."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    return {label: row["best"] for label, row in json.loads(path.read_text())["arms"].items()
-            if row.get("best") is not None}
+    table = read_json(path) or {"arms": {}}
+    return {label: row["best"] for label, row in table["arms"].items() if row.get("best") is not None}
 
 
 # Where the reference sweep starts on micro2k (then x sqrt(3) steps, extended at an edge).

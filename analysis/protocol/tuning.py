@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from analysis.protocol.presets import Arm, Preset, tuned_lrs
-from analysis.recording import ORDER, SELECTION, TUNING, load_result
+from analysis.recording import ORDER, SELECTION, TUNING, load_result, read_json
 from analysis.results.paper import NORMALIZATIONS
 from analysis.train import checkpoint
 from analysis.train.config import TrainConfig
@@ -100,7 +100,7 @@ def _lr(preset: Preset, arm: Arm, k: int) -> float:
 def _best(grid: dict[int, list[float]]) -> int | None:
     """The grid point with the lowest mean loss over seeds (None when every one diverged)."""
     means = {k: sum(losses) / len(losses) for k, losses in grid.items()}
-    finite = {lr: m for lr, m in means.items() if math.isfinite(m)}
+    finite = {k: m for k, m in means.items() if math.isfinite(m)}
     return min(finite, key=finite.get) if finite else None
 
 
@@ -141,7 +141,7 @@ def tune(preset: Preset, out: Path, arms, runner: Runner) -> dict:
             "best": None if best is None else _lr(preset, arm, best),
             "interior": best is not None and min(grid) < best < max(grid),
             "runs": runs, "tokens": runs * preset.tokens()}
-    earlier = json.loads((out / TUNING).read_text())["arms"] if (out / TUNING).exists() else {}
+    earlier = (read_json(out / TUNING) or {"arms": {}})["arms"]
     table["arms"] = {k: v for k, v in earlier.items() if k not in table["arms"]} | table["arms"]
     (out / TUNING).write_text(json.dumps(table, indent=1))   # arms tuned by another call kept
     return table
@@ -166,7 +166,7 @@ def run_preset(preset: Preset, out: Path, arms, runner: Runner, seeds=None) -> l
         status = f"validation loss {loss:.3f}" if math.isfinite(loss) else "diverged"
         print(f"{arm.label} seed {seed} lr {lr:g}: {status}", flush=True)
     if preset.tune_seeds:   # arms reported by another call stay listed
-        listed = json.loads((out / SELECTION).read_text())["runs"] if (out / SELECTION).exists() else []
+        listed = (read_json(out / SELECTION) or {"runs": []})["runs"]
         mine = {arm.label for arm in arms}
         listed = [r for r in listed if r.split("/")[0] not in mine]
         (out / SELECTION).write_text(json.dumps(

@@ -31,7 +31,6 @@ below tuned AdamW's (the usual sign of an under-tuned baseline).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.recording import ORDER, TUNING, RecordingError, load_runs
+from analysis.recording import ORDER, TUNING, RecordingError, load_runs, read_json
 from analysis.results.memory import state_elements
 from analysis.results.paper import ABLATION_PERPLEXITY, PERPLEXITY
 from analysis.results.paper import NORMALIZATIONS as LADDER
@@ -217,9 +216,9 @@ def ladder_order(root: str | Path) -> dict[str, list[str]]:
     root = Path(root)
     settings = {}
     for path in [root / TUNING, *sorted((root / ORDER).glob(f"*/{TUNING}"))]:
-        if not path.exists():
+        table = read_json(path)
+        if table is None:
             continue
-        table = json.loads(path.read_text())
         best = {}
         for label, row in table["arms"].items():
             if label in LADDER and row.get("best") is not None:

@@ -23,7 +23,6 @@ other figures. Figures read only the tidy recordings (never free text).
 
 from __future__ import annotations
 
-import json
 import sys
 from functools import cached_property
 from pathlib import Path
@@ -37,6 +36,7 @@ from analysis.recording import (
     TUNING,
     RecordingError,
     load_runs,
+    read_json,
     scan_runs,
 )
 from analysis.results import paper, style
@@ -76,8 +76,7 @@ class Recordings:
 
     def side_file(self, name: str) -> dict | None:
         """A JSON file of the root (``tuning.json``, ``reference_losses.json``), or None."""
-        path = self.root / name
-        return json.loads(path.read_text()) if path.exists() else None
+        return read_json(self.root / name)
 
     def stat(self, stat: str, per_param: bool = True, labels=None) -> pd.DataFrame:
         frame = self.metrics

@@ -5,20 +5,15 @@ intervals, each arm's tuning budget, the corpus's reference lines, and every cla
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from analysis.recording import REFERENCE_LINES, TUNING, load_config
+from analysis.recording import REFERENCE_LINES, TUNING, load_config, read_json
 from analysis.results.claims import SUSPECT_PPL, all_claims, ladder_order, suspect_arms
 from analysis.results.paper import tokens_per_parameter
 from analysis.results.stats import final_results, fmt, summary, unused_runs
 from toy_models.llama import load_config as model_config
 from toy_models.llama import parameter_counts
-
-
-def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def setup_lines(root: Path, results) -> list[str]:
@@ -36,7 +31,7 @@ def setup_lines(root: Path, results) -> list[str]:
              + "). Learning rates: one peak lr for the matrices per arm (tuned, below), the same "
              f"vectors' Adam lr ({config.get('adam_lr')}) and role multipliers (embedding x"
              f"{config.get('embedding_lr_mult')}, output x{config.get('output_lr_mult')}) for every arm."]
-    ref = _read(root / REFERENCE_LINES)
+    ref = read_json(root / REFERENCE_LINES)
     if ref:
         lines += ["", f"Reference lines on the same validation positions: unigram cross-entropy "
                   f"{ref['unigram']:.3f} nats, bigram {ref['bigram']:.3f} nats (fitted on the training "
@@ -49,7 +44,7 @@ def setup_lines(root: Path, results) -> list[str]:
 def results_table(root: Path, results) -> list[str]:
     """Per arm: lr, seeds, loss with interval, perplexity, gap to AdamW, state, tuning budget."""
     s = summary(results)
-    tuning = (_read(root / TUNING) or {}).get("arms", {})
+    tuning = (read_json(root / TUNING) or {}).get("arms", {})
     adam = s.loc["adamw", "loss"] if "adamw" in s.index else math.nan
     lines = ["| arm | lr | seeds | final val loss | perplexity | vs AdamW ppl | state (MB) | tuning |",
              "|---|---|---|---|---|---|---|---|"]
@@ -90,7 +85,7 @@ def markdown(root, results, figures_dir: Path | None = None) -> str:
                   f"than {100 * SUSPECT_PPL:.0f}%; check AdamW's tuning before reading a ranking.", ""]
     lines += ["## The paper's claims at this scale", "",
               "Rules fixed in `analysis/results/claims.py` before the runs that judge them.", ""]
-    for i, claim in enumerate(all_claims(root, results, _read(root / REFERENCE_LINES)), 1):
+    for i, claim in enumerate(all_claims(root, results, read_json(root / REFERENCE_LINES)), 1):
         lines += [f"{i}. **{claim.title}**: {claim.verdict}.", f"   Rule: {claim.rule}.",
                   f"   Ours: {claim.evidence}."]
         lines += [f"   Paper: {claim.paper}.", ""] if claim.paper else [""]
