@@ -159,7 +159,7 @@ def build(config: TrainConfig, device: torch.device, precision: str, world: int 
     benchmarks). Data is streamed per rank or loaded as finite blocks (``toy_models``)."""
     tokenizer_name = config.tokenizer or ("t5-base" if config.data in HUB_DATASETS
                                           else model_tokenizer(config.model))
-    tokenizer = load_tokenizer(tokenizer_name) if tokenizer_name else load_tokenizer()
+    tokenizer = load_tokenizer(tokenizer_name)
     if config.streaming():  # each rank reads its own share of the stream
         data = StreamData(config.data, tokenizer, config.seq_len, seed=config.seed,
                           rank=rank, world_size=world)
@@ -188,7 +188,9 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
     A resume is checked first (``analysis.train.rundir``): it never rewrites the records."""
     config.validate(int(os.environ.get("WORLD_SIZE", "1")))  # refuse bad input before any setup
     changed = {}
-    if out is not None:
+    # only rank 0 writes the directory, so only rank 0 checks it: another rank could find it
+    # already made by rank 0 and refuse it
+    if out is not None and int(os.environ.get("RANK", "0")) == 0:
         check_run_dir(out, overwrite, resume)
     if resume and out is not None and Path(out).exists():
         changed = rundir.check_resume(Path(out), config, allow_change)
