@@ -13,6 +13,8 @@ import os
 import re
 import sys
 
+import torch
+
 from analysis.arguments import Parser
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.recipes import recipe_table
@@ -89,7 +91,23 @@ def translate_paper_flags(args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv``, train, print one summary line; 0 on success, 2 with one error line."""
+    """Parse ``argv``, train, print one summary line; 0 on success, 2 with one error line.
+
+    Under torchrun (a process group joined for the run) the process ends here, with
+    ``os._exit`` once its output is flushed and the run's files are closed: Python's
+    finalization would otherwise meet gloo's worker threads, which can still be releasing the
+    last collectives' tensors and need the GIL; finalization ends such a thread, which aborts
+    the process ('terminate called without an active exception'), and destroying the group
+    from Python instead can deadlock on the same GIL. Seen in gdb on torch 2.13."""
+    code = _main(argv)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     if args.optimizer == "list":
         print(recipe_table())

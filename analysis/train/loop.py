@@ -255,14 +255,10 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
     for bad settings, ``TrainingDiverged`` when the loss or gradient becomes non-finite and
     ``TrainingInterrupted`` after SIGINT or SIGTERM."""
     run = setup(config, out, overwrite, resume, allow_change)
-    clean = False
     try:
-        result = _loop(run, progress)
-        clean = True
-        return result
+        return _loop(run, progress)
     finally:
         run.close()   # the lock and files are given back however the loop ends
-        run.leave_process_group(clean)
 
 
 def _loop(run: Run, progress: bool) -> TrainResult:

@@ -9,7 +9,6 @@ parallel``) before the optimizer is built, and a recipe that needs whole matrice
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,23 +66,6 @@ class Run:
     recorder: Recorder | None
     start: int
     flops_per_token: float
-    owns_process_group: bool = False
-
-    def leave_process_group(self, clean: bool) -> None:
-        """Destroy the process group this run joined (``owns_process_group``), while Python
-        is alive: left to interpreter exit, gloo's worker threads could still be releasing
-        Python objects, which aborts the process ('terminate called without an active
-        exception'). ``clean``: every rank finished the loop, so a barrier first."""
-        if not (self.owns_process_group and torch.distributed.is_initialized()):
-            return
-        if clean:
-            torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-        self.owns_process_group = False
-        # DDP's reducer and FSDP's modules hold the group (in reference cycles): free them now
-        # so its destructor joins the worker threads
-        self.model = self.train_model = self.optimizer = self.scheduler = None
-        gc.collect()
 
     @property
     def sharded(self) -> bool:
@@ -156,16 +138,14 @@ def prepare_run_dir(out: str | Path, overwrite: bool, resume: bool) -> Path:
     return run_dir
 
 
-def distributed() -> tuple[int, int, bool]:
-    """``(rank, world size, joined)`` from torchrun's environment; joins the process group if
-    needed (``joined``: this call did, so the caller leaves it)."""
+def distributed() -> tuple[int, int]:
+    """``(rank, world size)`` from torchrun's environment; joins the process group if needed."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         torch.distributed.init_process_group(backend)
-        return rank, world, True
-    return rank, world, False
+    return rank, world
 
 
 def sharded(config: TrainConfig, world: int) -> bool:
@@ -214,18 +194,7 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
         check_run_dir(out, overwrite, resume)
     if resume and out is not None and Path(out).exists():
         changed = rundir.check_resume(Path(out), config, allow_change)
-    rank, world, joined = distributed()
-    try:
-        return _build_run(config, out, overwrite, resume, changed, rank, world, joined)
-    except BaseException:
-        if joined and torch.distributed.is_initialized():   # see Run.leave_process_group
-            torch.distributed.destroy_process_group()
-        raise
-
-
-def _build_run(config: TrainConfig, out, overwrite: bool, resume: bool, changed: dict,
-               rank: int, world: int, joined: bool) -> Run:
-    """The part of ``setup`` after the processes have joined."""
+    rank, world = distributed()
     device = resolve_device(config)
     precision = resolve_precision(config, device)
     torch.manual_seed(config.seed)
@@ -255,7 +224,7 @@ def _build_run(config: TrainConfig, out, overwrite: bool, resume: bool, changed:
         recorder = Recorder(run_dir) if run_dir is not None and rank == 0 else None
         run = Run(config, rank, world, config.accumulation(world), config.micro(world), device,
                   precision, autocast, run_dir, data, model, train_model, optimizer, scheduler, ident,
-                  recorder, start, flops_per_token(model.config, config.seq_len), joined)
+                  recorder, start, flops_per_token(model.config, config.seq_len))
         if recorder is not None and not continuing:   # config.json is written once
             rundir.append_segment(run_dir, 0, None)
             recorder.write_config({"config": config.to_dict(), "device": str(device),
