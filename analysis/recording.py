@@ -82,11 +82,17 @@ def _clean(value):
 class Recorder:
     """Appends rows to a run directory; safe to use from one process (rank 0)."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, trackers=()):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.run_dir / METRICS, "a", encoding="utf-8")
         self._spectra = None
+        # also sent each row after it is written (analysis.instrument.trackers)
+        self.trackers = list(trackers)
+
+    def has_config(self) -> bool:
+        """Does the run directory hold its ``config.json`` yet?"""
+        return (self.run_dir / CONFIG).exists()
 
     def write_config(self, config: dict) -> None:
         path = self.run_dir / CONFIG
@@ -112,6 +118,9 @@ class Recorder:
                 raise RecordingError(f"cannot write {self.run_dir / METRICS} ({err.strerror or err}); "
                                      "the rows before this step and the checkpoints are kept; free "
                                      "space or fix permissions, then --resume") from None
+        rows = [(s, p, r, k, v) for s, p, r, k, v in rows if v is not None]
+        for tracker in self.trackers:
+            tracker.log_rows(rows)
 
     def log_vector(self, step: int, param: str | None, role: str | None, stat: str, values) -> None:
         if self._spectra is None:
@@ -120,6 +129,8 @@ class Recorder:
                "values": [_clean(v) for v in values]}
         self._spectra.write(json.dumps(row) + "\n")
         self._spectra.flush()
+        for tracker in self.trackers:
+            tracker.log_vector(step, param, role, stat, row["values"])
 
     def finish(self, result: dict) -> None:
         path = self.run_dir / RESULT
@@ -131,6 +142,9 @@ class Recorder:
         for handle in (self._metrics, self._spectra):
             if handle is not None and not handle.closed:
                 handle.close()
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
 
     def __enter__(self):
         return self

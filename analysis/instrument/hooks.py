@@ -36,6 +36,7 @@ spectral steps ``update_sigma_max``, ``update_stable_rank``, ``update_effective_
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 
 import numpy as np
@@ -50,7 +51,8 @@ from analysis.instrument.estimators import (
     sqnorm,
 )
 from analysis.instrument.schedule import InstrumentConfig
-from analysis.optim.roles import assign_roles, fan_in_axis
+from analysis.optim.roles import assign
+from analysis.recording import provenance
 
 ROW_VECTOR_ROLES = ("output", "embedding")
 
@@ -61,17 +63,22 @@ class Instrumentation:
 
     Args: ``config`` the schedule (``InstrumentConfig``), ``last_step`` the run's last step,
     ``data`` finite data for the probe and token counts (None: skipped), ``autocast`` the
-    run's autocast, ``rank``/``world_size`` of this process, ``start_step`` a resume's step."""
+    run's autocast, ``rank``/``world_size`` of this process, ``start_step`` a resume's step,
+    ``rules`` a user's role rules (``analysis.optim.roles``; default: those the optimizer was
+    built with by ``build_optimizer``, else the default rules)."""
     def __init__(self, model, optimizer, recorder, config: InstrumentConfig | None = None,
                  last_step: int = 10**9, data=None, autocast=contextlib.nullcontext,
-                 rank: int = 0, world_size: int = 1, start_step: int = 0):
+                 rank: int = 0, world_size: int = 1, start_step: int = 0, rules=None):
         self.model, self.optimizer, self.recorder = model, optimizer, recorder
         self.config = config or InstrumentConfig()
         self.last_step, self.data, self.autocast = last_step, data, autocast
         self.rank, self.world_size = rank, world_size
         self.params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        self.roles = assign_roles(model)
-        self.axis = {n: fan_in_axis(model, n) for n, _ in self.params}
+        layout = getattr(optimizer, "layout", None) if rules is None else None
+        layout = layout or assign(model, rules)   # the optimizer's roles, or the same rules
+        self.layout = layout
+        self.roles = layout.roles()
+        self.axis = {n: layout.params[n].fan_in for n, _ in self.params}
         self.step = start_step + 1
         self.handles: list = []
         self._reset()
@@ -80,6 +87,8 @@ class Instrumentation:
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self):
+        if self.recorder is not None and self.rank == 0 and not self.recorder.has_config():
+            self.recorder.write_config(self._own_loop_config())   # a user's loop, not the trainer
         for name, p in self.params:
             self.handles.append(p.register_hook(self._micro_hook(name)))
         self.handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
@@ -90,6 +99,16 @@ class Instrumentation:
             counts = np.bincount(self.data.train.ravel(), minlength=self.model.config.vocab_size)
             self.recorder.log_vector(0, "lm_head.weight", "output", "token_frequency", counts.tolist())
         return self
+
+    def _own_loop_config(self) -> dict:
+        """``config.json`` of a run recorded from a user's loop: the model, the optimizer,
+        every parameter's role and fan-in axes, the schedule, and where the code came from."""
+        return {"config": {"model": type(self.model).__name__, "optimizer": type(self.optimizer).__name__,
+                           "instrument": dataclasses.asdict(self.config)},
+                "parameters": sum(p.numel() for _, p in self.params),
+                "roles": {n: {"role": p.role, "fan_in": p.fan_in, "layer": p.layer}
+                          for n, p in self.layout.params.items()},
+                "source": "own loop", **provenance()}
 
     def __exit__(self, *exc):
         for handle in self.handles:

@@ -24,14 +24,17 @@ import math
 import torch
 from torch import Tensor
 
-from analysis.optim.maths import sum_of_squares
+from analysis.optim.maths import axes, sum_of_squares
 
 QUANTILES = (0.05, 0.5, 0.95)
 
 
-def row_rms(x: Tensor, axis: int = 1) -> Tensor:
-    """``sqrt(mean(x^2))`` along ``axis``: one value per output unit (float32)."""
-    return sum_of_squares(x, axis, dtype=torch.float32).div_(x.size(axis)).sqrt_().squeeze(axis)
+def row_rms(x: Tensor, axis=1) -> Tensor:
+    """``sqrt(mean(x^2))`` along ``axis`` (an axis or the tuple of a layer's fan-in axes): one
+    value per output unit (float32)."""
+    dims = axes(axis)
+    n = math.prod(x.size(d) for d in dims)
+    return sum_of_squares(x, dims, dtype=torch.float32).div_(n).sqrt_().squeeze(dims)
 
 
 def summarize(values: Tensor, prefix: str) -> dict[str, Tensor]:

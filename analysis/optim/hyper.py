@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
-
-from analysis.optim.roles import ROLES, params_by_role
+from analysis.optim.roles import ROLES, Layout
 
 PLACEMENTS = {"none": (), "output": ("output",), "last": ("output",),
               "embedding": ("embedding",), "first": ("embedding",),
@@ -85,17 +83,25 @@ def role_lrs(cfg: OptimizerConfig) -> dict[str, float]:
             "output": cfg.lr * cfg.output_lr_mult, "vector": cfg.adam_lr}
 
 
-def role_groups(model: nn.Module, cfg: OptimizerConfig, roles=ROLES) -> list[dict]:
-    """One parameter group per role of ``roles`` that has parameters, labelled by role, at
-    ``role_lrs(cfg)``. Vectors get weight decay only under the published vector rule. Each
-    group keeps its parameter names (``names``) for tables and checkpoints."""
-    named = params_by_role(model)
+def role_groups(layout: Layout, cfg: OptimizerConfig, roles=ROLES) -> list[dict]:
+    """Parameter groups of the roles in ``roles``, labelled by role, at ``role_lrs(cfg)``: one
+    per (role, fan-in axes) present in ``layout`` (``analysis.optim.roles.assign``), so a
+    per-layout transform knows its axes (``"fan_in"``). Vectors get weight decay only under
+    the published vector rule. Each group keeps its parameter names (``names``) for tables
+    and checkpoints."""
     lrs = role_lrs(cfg)
     vector_decay = cfg.weight_decay if cfg.vector_rule == "published" else 0.0
+    by_role = layout.by_role()
     groups = []
     for role in roles:
-        if named.get(role):
-            groups.append({"params": [p for _, p in named[role]], "names": [n for n, _ in named[role]],
-                           "label": role, "lr": lrs[role],
-                           "weight_decay": vector_decay if role == "vector" else cfg.weight_decay})
+        layouts: dict = {}
+        for p in by_role.get(role, []):
+            layouts.setdefault(p.fan_in, []).append(p)
+        for fan_in, params in layouts.items():
+            group = {"params": [p.param for p in params], "names": [p.name for p in params],
+                     "label": role, "lr": lrs[role],
+                     "weight_decay": vector_decay if role == "vector" else cfg.weight_decay}
+            if fan_in is not None:
+                group["fan_in"] = fan_in
+            groups.append(group)
     return groups

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -20,10 +22,16 @@ RMS_FLOOR = 1e-8
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
-def sum_of_squares(x: Tensor, dim: int, dtype: torch.dtype | None = None,
+def axes(dim) -> tuple[int, ...]:
+    """``dim`` (an axis or a tuple of axes) as a tuple."""
+    return (dim,) if isinstance(dim, int) else tuple(dim)
+
+
+def sum_of_squares(x: Tensor, dim, dtype: torch.dtype | None = None,
                    rows_per_chunk: int = 1024) -> Tensor:
     """``sum(x**2, dim, keepdim=True)`` of a matrix, without a full-size temporary, accumulated
-    in ``dtype`` (default: ``x``'s, at least float32).
+    in ``dtype`` (default: ``x``'s, at least float32). ``dim``: an axis or a tuple of axes
+    (a convolution's fan-in is ``(1, 2, ...)``).
 
     Along ``dim=1`` this is ``vector_norm(dim=1)**2``. Along ``dim=0`` of a row-major matrix,
     ``vector_norm(dim=0)`` is ~10x slower and ``square().sum(0)`` allocates a matrix-sized
@@ -31,15 +39,16 @@ def sum_of_squares(x: Tensor, dim: int, dtype: torch.dtype | None = None,
     The optimizers, the variance estimators and the row statistics all reduce through here.
     """
     dtype = dtype or torch.promote_types(x.dtype, torch.float32)  # bf16 sums in float32
-    if dim in (1, -1) or x.ndim == 1:
-        return torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=dtype).square_()
+    dims = axes(dim)
+    if dims != (0,) or x.ndim == 1:
+        return torch.linalg.vector_norm(x, dim=dims, keepdim=True, dtype=dtype).square_()
     acc = torch.zeros((1, *x.shape[1:]), dtype=dtype, device=x.device)
     for chunk in x.split(rows_per_chunk, dim=0):
         acc += chunk.to(dtype).square().sum(dim=0, keepdim=True)
     return acc
 
 
-def inverse_rms(x: Tensor, dim: int, floor: float = RMS_FLOOR, param: Tensor | None = None) -> Tensor:
+def inverse_rms(x: Tensor, dim, floor: float = RMS_FLOOR, param: Tensor | None = None) -> Tensor:
     """``1 / max(rms(x, dim), floor)`` with ``rms = sqrt(mean(x**2, dim))``, keepdim (at least
     float32).
 
@@ -47,15 +56,17 @@ def inverse_rms(x: Tensor, dim: int, floor: float = RMS_FLOOR, param: Tensor | N
     the sums of squares are all-reduced over the shards and the mean taken over the full
     ``param.size(dim)``: the result is the global one (``analysis.optim.sharding``).
     """
-    total, n = sum_of_squares(x, dim), x.size(dim)
-    group = sharded_group(param, dim) if param is not None else None
+    dims = axes(dim)
+    total, n = sum_of_squares(x, dims), math.prod(x.size(d) for d in dims)
+    groups = [sharded_group(param, d) for d in dims] if param is not None else []
+    group = next((g for g in groups if g is not None), None)
     if group is not None:
         torch.distributed.all_reduce(total, group=group)
-        n = param.size(dim)
+        n = math.prod(param.size(d) for d in dims)
     return total.div_(n).sqrt_().clamp_min_(floor).reciprocal_()
 
 
-def rms_normalize(x: Tensor, dim: int, floor: float = RMS_FLOOR) -> Tensor:
+def rms_normalize(x: Tensor, dim, floor: float = RMS_FLOOR) -> Tensor:
     """``x / max(rms(x, dim), floor)`` with ``rms = sqrt(mean(x**2, dim))``.
 
     Every slice along the other axes gets unit RMS. ``dim=1`` on an ``nn.Linear`` weight

@@ -36,7 +36,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from analysis.optim.sharding import local
-from analysis.optim.transforms import Scaled, Transform, tap_listener
+from analysis.optim.transforms import Scaled, Transform, per_layout, tap_listener
 
 TapHook = Callable[[str, torch.Tensor, torch.Tensor], None]
 
@@ -110,6 +110,17 @@ class ChainedOptimizer(torch.optim.Optimizer):
         """The group table (see the module-level ``describe``)."""
         return describe(self)
 
+    def transform_of(self, group: dict) -> Transform:
+        """The transform of ``group``: by its label, at its ``"fan_in"`` for a ``per_layout``."""
+        transform = self.transforms[group["label"]]
+        if isinstance(transform, per_layout):
+            if "fan_in" not in group:
+                raise ValueError(f"param group {group['label']!r} has a per-layout transform "
+                                 "but no 'fan_in' axes; build the groups with "
+                                 "analysis.optim.hyper.role_groups")
+            return transform.at(group["fan_in"])
+        return transform
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = _run_closure(closure)
@@ -120,7 +131,7 @@ class ChainedOptimizer(torch.optim.Optimizer):
 
     def _apply(self):
         for group in self.param_groups:
-            transform = self.transforms[group["label"]]
+            transform = self.transform_of(group)
             lr, wd = group["lr"], group["weight_decay"]
             for p in group["params"]:
                 if p.grad is None:
@@ -236,9 +247,8 @@ def check_shardable(optimizer: torch.optim.Optimizer, name: str) -> None:
     problems = []
     for opt in getattr(optimizer, "optimizers", [optimizer]):
         if isinstance(opt, ChainedOptimizer):
-            problems += [f"{label}: {opt.transforms[label]!r}" for label in
-                         (g["label"] for g in opt.param_groups if g["params"])
-                         if not opt.transforms[label].row_shard_safe]
+            problems += [f"{g['label']}: {opt.transform_of(g)!r}" for g in opt.param_groups
+                         if g["params"] and not opt.transform_of(g).row_shard_safe]
         elif not isinstance(opt, elementwise):
             problems.append(type(opt).__name__)
     if problems:
@@ -268,18 +278,23 @@ def state_numel(optimizer: torch.optim.Optimizer, min_ndim: int = 1) -> int:
 
 
 def describe(optimizer: torch.optim.Optimizer) -> str:
-    """One line per parameter group: label, tensors, elements, lr, weight decay, rule.
+    """One line per parameter group: label, fan-in axes, tensors, elements, lr, weight decay,
+    rule; then, for an optimizer from ``build_optimizer``, the roles table (one line per
+    parameter: layer, role, fan-in axes and the rule that decided, ``roles.Layout.table``).
 
     The rule is the transform chain for a ``ChainedOptimizer`` group and the inner optimizer's
     class for a ``PartitionedOptimizer`` (or any torch optimizer)."""
     inner = getattr(optimizer, "optimizers", [optimizer])
-    rows = [f"{'group':<10} {'tensors':>7} {'elements':>11} {'lr':>9} {'wd':>6}  rule"]
+    rows = [f"{'group':<10} {'fan-in':<7} {'tensors':>7} {'elements':>11} {'lr':>9} {'wd':>6}  rule"]
     for opt in inner:
-        transforms = getattr(opt, "transforms", None)
         for i, group in enumerate(opt.param_groups):
             label = group.get("label", str(i))
-            rule = repr(transforms[label]) if transforms else type(opt).__name__
+            rule = repr(opt.transform_of(group)) if hasattr(opt, "transform_of") else type(opt).__name__
+            fan_in = ",".join(map(str, group["fan_in"])) if group.get("fan_in") else "-"
             numel = sum(p.numel() for p in group["params"])
-            rows.append(f"{label:<10} {len(group['params']):>7} {numel:>11,} {group['lr']:>9.3g} "
-                        f"{group.get('weight_decay', 0.0):>6.3g}  {rule}")
+            rows.append(f"{label:<10} {fan_in:<7} {len(group['params']):>7} {numel:>11,} "
+                        f"{group['lr']:>9.3g} {group.get('weight_decay', 0.0):>6.3g}  {rule}")
+    layout = getattr(optimizer, "layout", None)   # set by build_optimizer
+    if layout is not None:
+        rows += ["", layout.table()]
     return "\n".join(rows)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import torch
 from torch import nn
@@ -55,7 +56,7 @@ from analysis.optim.hyper import (
     role_groups,
 )
 from analysis.optim.optimizer import ChainedOptimizer, PartitionedOptimizer
-from analysis.optim.roles import ROLES
+from analysis.optim.roles import ROLES, assign
 from analysis.optim.state import (
     FACTORED,
     NONE,
@@ -72,6 +73,7 @@ from analysis.optim.transforms import (
     momentum,
     normalize,
     orthogonalize,
+    per_layout,
     scale_by_adam,
     sign,
     tap,
@@ -121,9 +123,10 @@ class Recipe:
 
 # ----------------------------------------------------------------------------- the ladder
 
-def direction_map(kind: str, role: str, cfg: OptimizerConfig) -> Transform:
-    """The per-matrix direction of a ladder recipe; ``role`` picks the fan-in axis."""
-    fan_in = 0 if role == "embedding" else 1
+def direction_map(kind: str, fan_in: tuple[int, ...], ndim: int, cfg: OptimizerConfig) -> Transform:
+    """The direction of a ladder recipe for a matrix of ``ndim`` dims with fan-in axes
+    ``fan_in`` (``analysis.optim.roles``): ``col_norm`` normalizes over them (one scale per
+    output unit), ``row_norm`` over the other axes."""
     if kind == "sgd":
         return Transform()
     if kind == "sign":
@@ -131,7 +134,7 @@ def direction_map(kind: str, role: str, cfg: OptimizerConfig) -> Transform:
     if kind == "col_norm":
         return normalize(fan_in)
     if kind == "row_norm":
-        return normalize(1 - fan_in)
+        return normalize(tuple(d for d in range(ndim) if d not in fan_in))
     if kind == "spectral_norm":
         return orthogonalize(cfg.ns_steps)
     raise RecipeError(f"unknown direction {kind!r}")
@@ -142,86 +145,100 @@ def ladder_transforms(kind: str, placement: str, cfg: OptimizerConfig) -> dict[s
     with_momentum = PLACEMENTS[placement]
     transforms = {}
     for role in MATRIX_ROLES:
-        parts = [momentum(cfg.beta), tap("momentum")] if role in with_momentum else []
-        transforms[role] = chain(*parts, direction_map(kind, role, cfg), tap("update"))
+        transforms[role] = per_layout(partial(_ladder_step, kind, role in with_momentum, cfg))
     eps_on = "raw" if cfg.vector_rule == "published" else "corrected"
     transforms["vector"] = chain(scale_by_adam(cfg.betas, cfg.eps, eps_on), tap("update"))
     return transforms
 
 
+def _ladder_step(kind: str, with_momentum: bool, cfg: OptimizerConfig,
+                 fan_in: tuple[int, ...]) -> Transform:
+    """One matrix layout's chain: momentum (if placed here), the direction, the taps."""
+    parts = [momentum(cfg.beta), tap("momentum")] if with_momentum else []
+    ndim = 2 if len(fan_in) == 1 else len(fan_in) + 1   # a convolution: (out, *fan-in)
+    return chain(*parts, direction_map(kind, fan_in, ndim, cfg), tap("update"))
+
+
 def _ladder(kind: str):
-    def build(model, cfg):
-        return ChainedOptimizer(role_groups(model, cfg), ladder_transforms(kind, cfg.momentum, cfg))
+    def build(layout, cfg):
+        return ChainedOptimizer(role_groups(layout, cfg), ladder_transforms(kind, cfg.momentum, cfg))
     return build
 
 
-def _scale(model, cfg):
+def _scale(layout, cfg):
     if cfg.momentum not in ("output", "last"):
         raise RecipeError("scale is col_norm with momentum on the output layer; for another "
                           f"placement use --optimizer col_norm --momentum {cfg.momentum}")
-    return ChainedOptimizer(role_groups(model, cfg), ladder_transforms("col_norm", "output", cfg))
+    if not layout.by_role()["output"]:
+        raise RecipeError(f"scale puts momentum on the output layer, and no parameter of "
+                          f"{type(layout.model).__name__} has the role 'output' (the default "
+                          "rule finds it by get_output_embeddings()); name it with a rule, e.g. "
+                          "rules=[by_name('output', 'head.weight')]")
+    return ChainedOptimizer(role_groups(layout, cfg), ladder_transforms("col_norm", "output", cfg))
 
 
 # ----------------------------------------------------------------------------- baselines
 
-def _torch_adamw(model, cfg, roles):
-    return torch.optim.AdamW(role_groups(model, cfg, roles), lr=cfg.lr,
+def _torch_adamw(layout, cfg, roles):
+    return torch.optim.AdamW(role_groups(layout, cfg, roles), lr=cfg.lr,
                              betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
 
-def _adamw(model, cfg):
-    return _torch_adamw(model, cfg, ROLES)
+def _adamw(layout, cfg):
+    return _torch_adamw(layout, cfg, ROLES)
 
 
-def _rest_adamw(model, cfg):
+def _rest_adamw(layout, cfg):
     """AdamW on everything but the hidden matrices (the partner of Muon & co)."""
-    return _torch_adamw(model, cfg, ("embedding", "output", "vector"))
+    return _torch_adamw(layout, cfg, ("embedding", "output", "vector"))
 
 
-def _muon(model, cfg):
+def _muon(layout, cfg):
     # Moonshot's RMS matching (0.2 sqrt(max(A, B)) lr) lets Muon share AdamW's learning rates.
-    muon = torch.optim.Muon(role_groups(model, cfg, ("hidden",)), lr=cfg.lr,
+    muon = torch.optim.Muon(role_groups(layout, cfg, ("hidden",)), lr=cfg.lr,
                             weight_decay=cfg.weight_decay, momentum=0.95, nesterov=True,
                             ns_steps=cfg.ns_steps, adjust_lr_fn="match_rms_adamw")
-    return PartitionedOptimizer([muon, _rest_adamw(model, cfg)])
+    return PartitionedOptimizer([muon, _rest_adamw(layout, cfg)])
 
 
-def _swan(model, cfg):
+def _swan(layout, cfg):
     """SWAN: GradNorm then whitening on hidden matrices (stateless); Adam elsewhere."""
 
-    transforms = {"hidden": chain(standardize(1), orthogonalize(cfg.ns_steps), tap("update"))}
+    transforms = {"hidden": per_layout(lambda fan_in: chain(
+        standardize(fan_in[0] if len(fan_in) == 1 else fan_in), orthogonalize(cfg.ns_steps),
+        tap("update")))}
     for role in ("embedding", "output", "vector"):
         transforms[role] = chain(scale_by_adam(cfg.betas, cfg.eps), tap("update"))
-    return ChainedOptimizer(role_groups(model, cfg), transforms)
+    return ChainedOptimizer(role_groups(layout, cfg), transforms)
 
 
-def _stable_spam(model, cfg):
+def _stable_spam(layout, cfg):
     """Stable-SPAM on every parameter: spike clipping, norm scaling, Adam with resets."""
 
     g1, g2, g3 = cfg.spam_gammas
     rule = chain(spike_clip(g3), norm_scale(g1, g2),
                  adam_with_reset(cfg.betas, cfg.eps, cfg.reset_every), tap("update"))
-    groups = role_groups(model, cfg)
+    groups = role_groups(layout, cfg)
     return ChainedOptimizer(groups, {g["label"]: rule for g in groups})
 
 
-def _adafactor(model, cfg):
-    return torch.optim.Adafactor(role_groups(model, cfg), lr=cfg.lr,
+def _adafactor(layout, cfg):
+    return torch.optim.Adafactor(role_groups(layout, cfg), lr=cfg.lr,
                                  weight_decay=cfg.weight_decay)
 
 
 def _low_rank(class_name: str, **group_keys):
-    def build(model, cfg):
+    def build(layout, cfg):
         import pytorch_optimizer  # optional extra `baselines`: imported only when used
 
-        rank = cfg.rank or max(1, model.config.hidden_size // 4)
+        rank = cfg.rank or max(1, layout.model.config.hidden_size // 4)
         keys = {"rank": rank, "update_proj_gap": cfg.update_proj_gap, **group_keys}
         if class_name == "APOLLO" and group_keys.get("scale_type") == "tensor":
             keys["rank"] = 1  # APOLLO-Mini: rank-1 random projection, tensor-wise scaling
-        groups = [{**g, **keys} for g in role_groups(model, cfg, ("hidden",))]
+        groups = [{**g, **keys} for g in role_groups(layout, cfg, ("hidden",))]
         opt = getattr(pytorch_optimizer, class_name)(groups, lr=cfg.lr, betas=cfg.betas,
                                                      weight_decay=cfg.weight_decay)
-        return PartitionedOptimizer([opt, _rest_adamw(model, cfg)])
+        return PartitionedOptimizer([opt, _rest_adamw(layout, cfg)])
     return build
 
 
@@ -308,16 +325,22 @@ def get_recipe(name: str) -> Recipe:
 
 
 def build_optimizer(name: str, model: nn.Module, cfg: OptimizerConfig | None = None,
-                    **overrides) -> torch.optim.Optimizer:
+                    rules=None, **overrides) -> torch.optim.Optimizer:
     """Build recipe ``name`` for ``model``.
 
     Args: ``cfg`` (default ``OptimizerConfig()``) and keyword ``overrides`` of its fields;
-    lr, adam_lr and momentum left unset take the recipe's defaults. Returns a
-    ``torch.optim.Optimizer`` whose groups are labelled by role. Raises ``RecipeError``.
+    lr, adam_lr and momentum left unset take the recipe's defaults. ``rules``: a user's role
+    rules, tried before the defaults (``analysis.optim.roles``: ``by_type``, ``by_name``,
+    ``tied``). Returns a ``torch.optim.Optimizer`` whose groups are labelled by role, with
+    the model's ``layout`` (``describe()`` prints its roles table). Raises ``RecipeError``
+    and ``RoleError``.
     """
     recipe = get_recipe(name)
     cfg = recipe.resolve(replace(cfg or OptimizerConfig(), **overrides))
-    return recipe.build(model, cfg)
+    layout = assign(model, rules)
+    optimizer = recipe.build(layout, cfg)
+    optimizer.layout = layout
+    return optimizer
 
 
 def state_elements(name: str, shapes, rank: int, momentum: str | None = None) -> int:

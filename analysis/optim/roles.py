@@ -1,28 +1,41 @@
-"""Label every parameter of a model with its role, from module types (never name substrings).
+"""Label every parameter of a model with its role and fan-in axes, from module types.
 
 Roles:
 
 - ``output``: the weight of the model's output head (``model.get_output_embeddings()``);
 - ``embedding``: the weight of an ``nn.Embedding``;
-- ``vector``: any parameter with fewer than 2 dims (RMSNorm gains, biases);
-- ``hidden``: every other matrix of an ``nn.Linear`` (attention and MLP projections).
+- ``vector``: any parameter with fewer than 2 dims (norm gains, biases);
+- ``hidden``: every other matrix of a layer whose fan-in axis is known.
 
-A matrix of any other layer type (transformers' ``Conv1D``, which stores ``(in, out)``;
-``nn.Conv2d``; ``nn.MultiheadAttention``'s packed projection) matches no default rule and is
-refused with its type named: its fan-in axis is not guessed, since normalizing the wrong axis
-trains silently and wrongly.
+The fan-in axes are the axes SCALE normalizes over ("one scale per output unit", arXiv
+2506.16659), a property of the layer type, never guessed from a shape:
 
-Rules are ordered ``(role, predicate)`` pairs, first match wins. ``assign_roles`` raises when a
-parameter matches no rule, when a rule matches nothing (a typo guard), or when one tensor is
-reached under two roles (tied embedding and head weights, which SCALE treats differently).
+==================================  =======================  ===========
+layer                               weight stored as         fan-in axes
+==================================  =======================  ===========
+``nn.Linear``                       ``(out, in)``            ``1``
+``nn.Embedding``                    ``(vocab, d)``: a linear ``0``
+                                    map of a one-hot input
+transformers' ``Conv1D`` (GPT-2)    ``(in, out)``            ``0``
+``nn.Conv1d/2d/3d``                 ``(out, in, *kernel)``   ``(1, 2, ...)``
+==================================  =======================  ===========
 
-The fan-in axis (the axis SCALE normalizes over) is a property of the layer type:
-``nn.Linear`` stores ``(out, in)`` so it is dim 1; ``nn.Embedding`` stores ``(vocab, d)`` and
-acts as a linear map from a one-hot vocab input, so it is dim 0.
+A matrix of any other layer (``nn.MultiheadAttention``'s packed projection, a custom layer)
+is refused with its type named, unless a rule gives its fan-in (``by_type(..., fan_in=1)``).
+
+Rules are ordered ``Rule``s, first match wins: a user's rules go before ``default_rules()``
+(``by_name("output", "head.weight")`` names the output layer of a model without
+``get_output_embeddings``). ``assign`` raises ``RoleError`` when a parameter matches no rule,
+when a user's rule matches nothing (a typo guard), or when one tensor is reached under two
+roles: tied embedding and head weights, which SCALE treats differently. ``tied("output")``
+(or ``"embedding"``) is the explicit choice for a tied model: the shared tensor gets that
+role and that layer's fan-in axis.
 """
 
 from __future__ import annotations
 
+import fnmatch
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -30,11 +43,54 @@ from torch import nn
 
 ROLES = ("embedding", "hidden", "output", "vector")
 Predicate = Callable[[nn.Module, nn.Module, str, torch.Tensor], bool]
+FanIn = tuple[int, ...]
 
 
 class RoleError(ValueError):
-    """A parameter without a role, a rule that matches nothing, or tied weights."""
-    pass
+    """A parameter without a role or fan-in, a rule that matches nothing, or tied weights."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Parameters ``match(model, module, name, param)`` selects get ``role``; ``fan_in``
+    overrides the layer type's axes (``None``: from the table above). ``text`` says what the
+    rule matches (messages and ``Layout.table``); ``user``: checked for matching something."""
+
+    role: str
+    match: Predicate
+    fan_in: FanIn | None = None
+    text: str = ""
+    user: bool = True
+    resolves_tie: bool = False
+
+
+def _axes(fan_in) -> FanIn | None:
+    return None if fan_in is None else (fan_in,) if isinstance(fan_in, int) else tuple(fan_in)
+
+
+def by_type(role: str, *types: type, fan_in: int | FanIn | None = None) -> Rule:
+    """Matrices of modules of ``types`` (vectors are left to the vector rule)."""
+    names = ", ".join(t.__name__ for t in types)
+    return Rule(role, lambda model, module, name, p: isinstance(module, types) and p.ndim >= 2,
+                _axes(fan_in), f"type {names}")
+
+
+def by_name(role: str, *patterns: str, fan_in: int | FanIn | None = None) -> Rule:
+    """Parameters whose full name matches one of the glob ``patterns`` (``"head.weight"``,
+    ``"*.attn.c_proj.weight"``)."""
+    return Rule(role, lambda model, module, name, p: any(fnmatch.fnmatchcase(name, pat)
+                                                         for pat in patterns),
+                _axes(fan_in), f"name {' | '.join(patterns)}")
+
+
+def tied(role: str) -> Rule:
+    """The explicit choice for tied input/output weights: the shared tensor takes ``role``
+    (``"output"``: normalized per vocabulary entry like a head; ``"embedding"``: per model
+    dimension like an input table)."""
+    if role not in ("output", "embedding"):
+        raise RoleError(f"tied({role!r}): a tied tensor is the 'output' or the 'embedding'")
+    return Rule(role, lambda *a: False, None, f"tied weights as {role}", user=False,
+                resolves_tie=True)
 
 
 def _output_head(model: nn.Module) -> nn.Module | None:
@@ -42,58 +98,131 @@ def _output_head(model: nn.Module) -> nn.Module | None:
     return getter() if callable(getter) else None
 
 
-def default_rules() -> list[tuple[str, Predicate]]:
-    """The LLaMA rules, in order: output head, ``nn.Embedding``, vectors (ndim < 2), hidden."""
+def _is_conv1d(module: nn.Module) -> bool:
+    """transformers' ``Conv1D`` (GPT-2's projections), recognised without importing it."""
+    cls = type(module)
+    return cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers")
+
+
+def layer_fan_in(module: nn.Module, p: torch.Tensor) -> FanIn | None:
+    """The fan-in axes of matrix ``p`` of ``module`` from its layer type; None if unknown."""
+    if isinstance(module, (nn.Linear, nn.Bilinear)) and p.ndim == 2:
+        return (1,)
+    if isinstance(module, nn.Embedding) or _is_conv1d(module):
+        return (0,)
+    if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
+        return tuple(range(1, p.ndim))
+    return None
+
+
+def default_rules() -> list[Rule]:
+    """The rules for LLaMA-like models, in order: output head, ``nn.Embedding``, vectors
+    (ndim < 2), hidden (any matrix of a known layer type)."""
     return [
-        ("output", lambda model, module, name, p: module is _output_head(model) and p.ndim >= 2),
-        ("embedding", lambda model, module, name, p: isinstance(module, nn.Embedding)),
-        ("vector", lambda model, module, name, p: p.ndim < 2),
-        ("hidden", lambda model, module, name, p: p.ndim >= 2 and isinstance(module, nn.Linear)),
+        Rule("output", lambda model, module, name, p: module is _output_head(model) and p.ndim >= 2,
+             text="get_output_embeddings()", user=False),
+        Rule("embedding", lambda model, module, name, p: isinstance(module, nn.Embedding),
+             text="type Embedding", user=False),
+        Rule("vector", lambda model, module, name, p: p.ndim < 2, text="ndim < 2", user=False),
+        Rule("hidden", lambda model, module, name, p: p.ndim >= 2
+             and layer_fan_in(module, p) is not None, text="Linear, Conv1D, Conv*d", user=False),
     ]
 
 
-def assign_roles(model: nn.Module, rules=None) -> dict[str, str]:
-    """``{parameter name: role}`` for every parameter of ``model`` (see the module docstring)."""
-    rules = default_rules() if rules is None else rules
-    roles: dict[int, tuple[str, str]] = {}
-    used = set()
+@dataclass(frozen=True)
+class ParamLayout:
+    """One parameter's role, fan-in axes (None for vectors), layer type and deciding rule."""
+
+    name: str
+    role: str
+    fan_in: FanIn | None
+    layer: str
+    rule: str
+    param: torch.Tensor = field(repr=False, compare=False)
+
+
+@dataclass
+class Layout:
+    """Every parameter's ``ParamLayout``, in model order (``assign`` makes it)."""
+
+    params: dict[str, ParamLayout]
+    model: nn.Module | None = field(default=None, repr=False)
+
+    def roles(self) -> dict[str, str]:
+        return {n: p.role for n, p in self.params.items()}
+
+    def by_role(self) -> dict[str, list[ParamLayout]]:
+        """``{role: [ParamLayout, ...]}`` for every role of ``ROLES`` (and any other used)."""
+        grouped: dict[str, list[ParamLayout]] = {r: [] for r in ROLES}
+        for p in self.params.values():
+            grouped.setdefault(p.role, []).append(p)
+        return grouped
+
+    def table(self) -> str:
+        """One line per parameter: name, shape, layer, role, fan-in axes, deciding rule."""
+        rows = [f"{'parameter':<40} {'shape':<16} {'layer':<12} {'role':<9} {'fan-in':<9} rule"]
+        for p in self.params.values():
+            axes = "-" if p.fan_in is None else ",".join(map(str, p.fan_in))
+            rows.append(f"{p.name:<40} {str(tuple(p.param.shape)):<16} {p.layer:<12} "
+                        f"{p.role:<9} {axes:<9} {p.rule}")
+        return "\n".join(rows)
+
+
+def _as_rule(rule) -> Rule:
+    """A ``Rule``, or an old-style ``(role, predicate)`` pair."""
+    return rule if isinstance(rule, Rule) else Rule(rule[0], rule[1], text="custom")
+
+
+def assign(model: nn.Module, rules=None) -> Layout:
+    """The ``Layout`` of ``model`` under ``rules`` (a user's rules, then ``default_rules()``;
+    see the module docstring). Raises ``RoleError``."""
+    rules = [_as_rule(r) for r in (rules or [])]
+    user_rules = [r for r in rules if not r.resolves_tie]
+    tie = next((r for r in rules if r.resolves_tie), None)
+    ordered = user_rules + [r for r in default_rules()]
+    found: dict[int, ParamLayout] = {}
+    used: set[int] = set()
     for module_name, module in model.named_modules():
         for pname, p in module.named_parameters(recurse=False):
             name = f"{module_name}.{pname}" if module_name else pname
-            role = next((r for r, pred in rules if pred(model, module, name, p)), None)
-            if role is None:
+            index = next((i for i, r in enumerate(ordered) if r.match(model, module, name, p)), None)
+            if index is None:
                 raise RoleError(f"parameter {name} {tuple(p.shape)} of a {type(module).__name__} "
-                                "matches no role rule: the default rules know nn.Linear, "
-                                "nn.Embedding and vectors, and do not guess another layer's "
-                                "fan-in axis; add a rule for it")
-            used.add(role)
-            if id(p) in roles and roles[id(p)][1] != role:
-                other = roles[id(p)][0]
-                raise RoleError(f"{name} and {other} are the same tensor (tied weights) but get "
-                                f"roles {role!r} and {roles[id(p)][1]!r}; untie them "
-                                "(tie_word_embeddings=False)")
-            roles.setdefault(id(p), (name, role))
-    unused = [r for r, _ in rules if r not in used]
+                                "matches no role rule: the rules know nn.Linear, nn.Embedding, "
+                                "transformers' Conv1D, nn.Conv*d and vectors, and do not guess "
+                                "another layer's fan-in axis; add a rule, e.g. by_type('hidden', "
+                                f"{type(module).__name__}, fan_in=1)")
+            rule = ordered[index]
+            used.add(index)
+            fan_in = None if p.ndim < 2 else rule.fan_in or layer_fan_in(module, p)
+            if p.ndim >= 2 and fan_in is None:
+                raise RoleError(f"parameter {name} {tuple(p.shape)} of a {type(module).__name__} "
+                                f"gets role {rule.role!r} from rule '{rule.text}' but its fan-in "
+                                "axis is unknown; give it: fan_in=1 (torch rows) or fan_in=0")
+            entry = ParamLayout(name, rule.role, fan_in, type(module).__name__, rule.text, p)
+            previous = found.get(id(p))
+            if previous is not None and previous.role != entry.role:
+                if tie is None:
+                    raise RoleError(f"{name} and {previous.name} are the same tensor (tied "
+                                    f"weights) but get roles {entry.role!r} and "
+                                    f"{previous.role!r}; untie them (tie_word_embeddings=False) "
+                                    "or choose one role with rules=[tied('output')]")
+                keep = entry if entry.role == tie.role else previous
+                found[id(p)] = ParamLayout(previous.name, tie.role, keep.fan_in, keep.layer,
+                                           tie.text, p)
+            elif previous is None:
+                found[id(p)] = entry
+    unused = [r.text or r.role for i, r in enumerate(ordered) if r.user and i not in used]
     if unused:
-        raise RoleError(f"role rule(s) {unused} matched no parameter of {type(model).__name__}")
-    return {name: role for name, role in roles.values()}
+        raise RoleError(f"rule(s) {unused} matched no parameter of {type(model).__name__}")
+    return Layout({p.name: p for p in found.values()}, model)
 
 
-def fan_in_axis(model: nn.Module, name: str) -> int | None:
-    """The axis SCALE normalizes over for parameter ``name`` (None for vectors)."""
-    module_name, _, _ = name.rpartition(".")
-    module = model.get_submodule(module_name)
-    param = model.get_parameter(name)
-    if param.ndim < 2:
-        return None
-    return 0 if isinstance(module, nn.Embedding) else 1
+def assign_roles(model: nn.Module, rules=None) -> dict[str, str]:
+    """``{parameter name: role}`` for every parameter of ``model`` (see ``assign``)."""
+    return assign(model, rules).roles()
 
 
-def params_by_role(model: nn.Module, rules=None) -> dict[str, list[tuple[str, torch.Tensor]]]:
-    """Parameters grouped by role, in model order: ``{role: [(name, param), ...]}``."""
-    roles = assign_roles(model, rules)
-    named = dict(model.named_parameters())
-    grouped: dict[str, list] = {r: [] for r in ROLES}
-    for name, role in roles.items():
-        grouped.setdefault(role, []).append((name, named[name]))
-    return grouped
+def fan_in_axis(model: nn.Module, name: str, rules=None) -> FanIn | None:
+    """The axes SCALE normalizes over for parameter ``name`` (None for vectors)."""
+    return assign(model, rules).params[name].fan_in

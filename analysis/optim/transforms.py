@@ -131,14 +131,39 @@ class normalize(Transform):
 
     name = "normalize"
 
-    def __init__(self, axis: int):
-        self.axis = axis
+    def __init__(self, axis):
+        self.axis = axis if isinstance(axis, int) or len(axis) > 1 else axis[0]
 
     def update(self, grad, state, param):
         return Scaled(grad, inverse_rms(grad, self.axis, param=param))
 
     def __repr__(self):
         return f"normalize(dim={self.axis})"
+
+
+class per_layout:
+    """A transform that depends on a matrix's fan-in axes (``analysis.optim.roles``):
+    ``build(fan_in)`` makes it once per layout, and ``ChainedOptimizer`` applies the one for
+    its group's ``"fan_in"`` (an ``nn.Linear``'s ``(1,)``, GPT-2's ``Conv1D``'s ``(0,)``, a
+    convolution's ``(1, 2, 3)``).
+
+    >>> t = per_layout(lambda fan_in: normalize(fan_in))
+    >>> t.at((0,)), t.at((1,))
+    (normalize(dim=0), normalize(dim=1))
+    """
+
+    def __init__(self, build: Callable[[tuple[int, ...]], Transform]):
+        self.build = build
+        self._made: dict[tuple[int, ...], Transform] = {}
+
+    def at(self, fan_in) -> Transform:
+        key = tuple(fan_in)
+        if key not in self._made:
+            self._made[key] = self.build(key)
+        return self._made[key]
+
+    def __repr__(self):
+        return repr(self.at((1,)))   # as an nn.Linear's
 
 
 class sign(Transform):

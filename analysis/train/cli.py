@@ -71,6 +71,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-change", action="store_true",
                    help="with --resume: accept a changed experiment setting (recorded in segments.jsonl)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also write every recorded statistic to TensorBoard event files in DIR")
     return p
 
 
@@ -118,14 +120,15 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     fields = {k: v for k, v in vars(args).items()
-              if k not in ("instrument", "out", "overwrite", "resume", "no_progress", "allow_change",
+              if k not in ("instrument", "out", "overwrite", "resume", "no_progress", "allow_change", "tensorboard",
                            "model_config", "scheduler")}
     fields["adam_betas"] = tuple(fields["adam_betas"])
     config = TrainConfig(**fields, instrument=InstrumentConfig() if args.instrument else None)
     out = args.out or f"runs/{config.optimizer}-{config.model}-s{config.seed}"
     try:
         result = train(config, out=out, overwrite=args.overwrite, resume=args.resume,
-                       progress=not args.no_progress, allow_change=args.allow_change)
+                       progress=not args.no_progress, allow_change=args.allow_change,
+                       tensorboard=args.tensorboard)
     except (ConfigError, CorpusError, CheckpointError, RecordingError, TrainingDiverged,
             FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -246,15 +246,17 @@ def finish(run: Run, first_eval: float, eval_loss: float, losses: list[float],
 
 
 def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = False,
-          resume: bool = False, progress: bool = True, allow_change: bool = False) -> TrainResult:
+          resume: bool = False, progress: bool = True, allow_change: bool = False,
+          tensorboard: str | None = None) -> TrainResult:
     """Train ``config``; with ``out``, record into that run directory (``analysis.recording``).
 
     ``overwrite`` replaces an existing run directory, ``resume`` continues it from its newest
     checkpoint (``allow_change`` lets it change an experiment setting, recorded in
     ``segments.jsonl``); ``progress`` shows a progress bar on rank 0. Raises ``ConfigError``
     for bad settings, ``TrainingDiverged`` when the loss or gradient becomes non-finite and
-    ``TrainingInterrupted`` after SIGINT or SIGTERM."""
-    run = setup(config, out, overwrite, resume, allow_change)
+    ``TrainingInterrupted`` after SIGINT or SIGTERM. ``tensorboard``: a directory that also
+    receives every recorded statistic (``analysis.instrument.trackers``)."""
+    run = setup(config, out, overwrite, resume, allow_change, tensorboard)
     try:
         return _loop(run, progress)
     finally:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from analysis.instrument.trackers import TensorBoard
 from analysis.optim.optimizer import NotShardable, check_shardable
 from analysis.optim.recipes import build_optimizer
 from analysis.recording import (
@@ -183,7 +184,7 @@ def build(config: TrainConfig, device: torch.device, precision: str, world: int 
 
 
 def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
-          allow_change: bool = False) -> Run:
+          allow_change: bool = False, tensorboard: str | None = None) -> Run:
     """Validate, join the processes, build everything, resume if asked, open the recorder.
     A resume is checked first (``analysis.train.rundir``): it never rewrites the records."""
     config.validate(int(os.environ.get("WORLD_SIZE", "1")))  # refuse bad input before any setup
@@ -221,7 +222,9 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
             found = checkpoint.checkpoints(run_dir)
             rundir.append_segment(run_dir, start, found[-1].name if found else None, changed,
                                   rundir.supersede_after(run_dir, start))
-        recorder = Recorder(run_dir) if run_dir is not None and rank == 0 else None
+        recorder = None
+        if run_dir is not None and rank == 0:
+            recorder = Recorder(run_dir, trackers=[TensorBoard(tensorboard)] if tensorboard else ())
         run = Run(config, rank, world, config.accumulation(world), config.micro(world), device,
                   precision, autocast, run_dir, data, model, train_model, optimizer, scheduler, ident,
                   recorder, start, flops_per_token(model.config, config.seq_len))

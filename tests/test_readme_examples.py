@@ -1,0 +1,36 @@
+"""The README's "Use it on your model" examples run as a user would paste them (each block
+that starts with ``# example:``), in a scratch directory; each leaves the recording it says."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCKS = re.findall(r"```python\n(# example: ([^\n]+)\n.*?)```", (ROOT / "README.md").read_text(),
+                    flags=re.S)
+
+
+def test_the_readme_has_the_examples():
+    assert {name for _, name in BLOCKS} >= {"plain loop", "HF Trainer"}
+
+
+@pytest.mark.parametrize("code, name", BLOCKS, ids=[name for _, name in BLOCKS])
+def test_readme_example_runs(code, name, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, f"README example '{name}'", "exec"), namespace)
+    out = capsys.readouterr().out
+    if name == "plain loop":
+        assert "transformer.h.0.attn.c_attn.weight" in out and "Conv1D" in out
+        grad_var = namespace["grad_var"]
+        assert set(grad_var.role) == {"embedding", "hidden", "output", "vector"}
+        assert (grad_var.value > 0).all() and grad_var.param.nunique() > 10
+    if name == "HF Trainer":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        from analysis.recording import load_run
+        frame = load_run("runs/hf-llama")
+        assert frame.step.max() == 8 and "grad_var" in set(frame.stat)
+        tags = EventAccumulator("runs/tb").Reload().Tags()["scalars"]
+        assert "grad_var/role/output" in tags and "grad_var/lm_head.weight" in tags
