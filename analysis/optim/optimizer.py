@@ -110,6 +110,15 @@ class ChainedOptimizer(torch.optim.Optimizer):
         """The group table (see the module-level ``describe``)."""
         return describe(self)
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's, keeping each group's ``"fan_in"``: the axes are the model's layout, not
+        saved state (a checkpoint from before they were kept has none)."""
+        layouts = [group.get("fan_in") for group in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, fan_in in zip(self.param_groups, layouts):
+            if fan_in is not None:
+                group["fan_in"] = fan_in
+
     def transform_of(self, group: dict) -> Transform:
         """The transform of ``group``: by its label, at its ``"fan_in"`` for a ``per_layout``."""
         transform = self.transforms[group["label"]]

@@ -157,3 +157,17 @@ def test_an_unknown_layer_is_refused_until_a_rule_gives_its_fan_in():
 def test_a_user_rule_that_matches_nothing_is_a_typo():
     with pytest.raises(RoleError, match=r"rule\(s\) \['name hed.weight'\] matched no parameter"):
         assign(MLP(), [by_name("output", "hed.weight")])
+
+
+def test_a_state_dict_without_fan_in_axes_loads_and_steps(tiny_model):
+    """Checkpoints saved before the groups kept their axes (torch replaces a group's keys by
+    the saved ones on load): the model's layout is put back."""
+    opt = build_optimizer("scale", tiny_model)
+    saved = opt.state_dict()
+    for group in saved["param_groups"]:
+        group.pop("fan_in", None)
+    twin = build_optimizer("scale", tiny_model)
+    twin.load_state_dict(saved)
+    assert [g.get("fan_in") for g in twin.param_groups] == [g.get("fan_in") for g in opt.param_groups]
+    tiny_model(input_ids=torch.arange(8).view(1, 8), labels=torch.arange(8).view(1, 8)).loss.backward()
+    twin.step()
