@@ -26,11 +26,16 @@ def test_readme_example_runs(code, name, tmp_path, monkeypatch, capsys):
         grad_var = namespace["grad_var"]
         assert set(grad_var.role) == {"embedding", "hidden", "output", "vector"}
         assert (grad_var.value > 0).all() and grad_var.param.nunique() > 10
+        from analysis.results.figures import render_all
+        made, _ = render_all("runs", "figs")
+        drawn = {path.stem for path in made}
+        assert {"grad_variance_by_layer", "grad_variance_with_momentum", "loss_curves",
+                "update_spectra"} <= drawn
     if name == "HF Trainer":
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
         from analysis.recording import load_run
         frame = load_run("runs/hf-llama")
-        assert frame.step.max() == 8 and "grad_var" in set(frame.stat)
+        assert frame.step.max() == 8 and {"grad_var", "loss"} <= set(frame.stat)
         tags = EventAccumulator("runs/tb").Reload().Tags()["scalars"]
         assert "grad_var/role/output" in tags and "grad_var/lm_head.weight" in tags

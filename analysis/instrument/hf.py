@@ -77,6 +77,13 @@ class InstrumentationCallback(TrainerCallback):
         self.monitor.micro_batch(weight, sequences)
         return None
 
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        """The Trainer's logged training and evaluation losses, as the trainer records them."""
+        found = {ours: logs[theirs] for theirs, ours in (("loss", "loss"), ("eval_loss", "eval_loss"))
+                 if logs and theirs in logs}
+        if found and self.recorder is not None:
+            self.recorder.log(state.global_step, found)
+
     def on_train_end(self, args, state, control, **kwargs):
         self.close()
 

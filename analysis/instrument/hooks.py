@@ -103,7 +103,7 @@ class Instrumentation:
     def _own_loop_config(self) -> dict:
         """``config.json`` of a run recorded from a user's loop: the model, the optimizer,
         every parameter's role and fan-in axes, the schedule, and where the code came from."""
-        return {"config": {"model": type(self.model).__name__, "optimizer": type(self.optimizer).__name__,
+        return {"config": {"model": type(self.model).__name__, "optimizer": getattr(self.optimizer, "recipe", type(self.optimizer).__name__),
                            "instrument": dataclasses.asdict(self.config)},
                 "parameters": sum(p.numel() for _, p in self.params),
                 "roles": {n: {"role": p.role, "fan_in": p.fan_in, "layer": p.layer}

@@ -339,7 +339,7 @@ def build_optimizer(name: str, model: nn.Module, cfg: OptimizerConfig | None = N
     cfg = recipe.resolve(replace(cfg or OptimizerConfig(), **overrides))
     layout = assign(model, rules)
     optimizer = recipe.build(layout, cfg)
-    optimizer.layout = layout
+    optimizer.layout, optimizer.recipe = layout, name   # describe() and recordings read them
     return optimizer
 
 

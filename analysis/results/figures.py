@@ -116,9 +116,14 @@ def _variance(rec: Recordings, label: str, title: str):
     return fig
 
 
-def grad_variance_by_layer(rec: Recordings, label: str = "col_norm"):
+def grad_variance_by_layer(rec: Recordings, label: str | None = None):
     """Gradient variance per role (mean over a role's matrices), micro-batch estimator:
-    left the paper's per-layer discrepancy ``E||g_b - g||^2``, right divided by ``||g||^2``."""
+    left the paper's per-layer discrepancy ``E||g_b - g||^2``, right divided by ``||g||^2``.
+    ``label``: the arm (default ``col_norm``, the paper's; else the first arm recorded, so a
+    recording of any model and optimizer draws)."""
+    if label is None:
+        recorded = style.ordered(rec.stat("grad_var")["label"])
+        label = "col_norm" if "col_norm" in recorded else recorded[0]
     return _variance(rec, label, f"Gradient variance by layer ({label})")
 
 
@@ -132,7 +137,10 @@ def loss_curves(rec: Recordings):
     import seaborn as sns
 
     train = rec.stat("loss", per_param=False).copy()
-    evals = rec.stat("eval_loss", per_param=False)
+    try:
+        evals = rec.stat("eval_loss", per_param=False)
+    except MissingData:   # a user's loop may record no validation loss
+        evals = train.iloc[0:0]
     labels = style.ordered(train["label"])
     colours = style.palette(labels)
     fig, (left, right) = _figure(2)
