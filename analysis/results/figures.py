@@ -148,8 +148,12 @@ def loss_curves(rec: Recordings):
     train["smoothed"] = train.groupby("run")["value"].transform(lambda v: v.rolling(10, 1).mean())
     sns.lineplot(train, x="step", y="smoothed", hue="label", hue_order=labels, palette=colours,
                  errorbar=None, ax=left, legend=False)
-    sns.lineplot(evals, x="step", y="value", hue="label", hue_order=labels, palette=colours,
-                 errorbar=("ci", 95), marker="o", ax=right)
+    if evals.empty:
+        right.text(0.5, 0.5, "no validation loss recorded", ha="center", va="center",
+                   transform=right.transAxes, color="0.4")
+    else:
+        sns.lineplot(evals, x="step", y="value", hue="label", hue_order=labels, palette=colours,
+                     errorbar=("ci", 95), marker="o", ax=right)
     left.set(xlabel="optimizer step", ylabel="train loss (10-step mean)", title="Training loss")
     right.set(xlabel="optimizer step", ylabel="validation loss", title="Validation loss")
     lines = rec.side_file(REFERENCE_LINES)
@@ -158,7 +162,8 @@ def loss_curves(rec: Recordings):
             ax.axhline(lines[name], color="0.4", linestyle=style_, linewidth=1)
         right.annotate(f"{name} {lines[name]:.2f}", (0.99, lines[name]), xycoords=("axes fraction", "data"),
                        ha="right", va="bottom", fontsize=7, color="0.3")
-    right.legend(fontsize=8, ncols=2)
+    if not evals.empty:
+        right.legend(fontsize=8, ncols=2)
     return fig
 
 

@@ -100,4 +100,5 @@ def role_variance(frame: pd.DataFrame, stat: str = "grad_var_rel") -> pd.DataFra
     if rows.empty:
         raise RecordingError(f"no {stat!r} rows: record with instrumentation on "
                              "(`scale-lab train --instrument` or `scale-lab reproduce`)")
-    return rows.groupby(["run", "label", "seed", "step", "role"], as_index=False)["value"].mean()
+    # dropna=False: a run recorded from a user's own loop has no seed
+    return rows.groupby(["run", "label", "seed", "step", "role"], as_index=False, dropna=False)["value"].mean()
