@@ -26,7 +26,11 @@ def test_readme_example_runs(code, name, tmp_path, monkeypatch, capsys):
         grad_var = namespace["grad_var"]
         assert set(grad_var.role) == {"embedding", "hidden", "output", "vector"}
         assert (grad_var.value > 0).all() and grad_var.param.nunique() > 10
-        from analysis.results.figures import Recordings, grad_variance_by_layer, render_all
+        from analysis.results.figures import (
+            Recordings,
+            grad_variance_by_layer,
+            render_all,
+        )
         axis = grad_variance_by_layer(Recordings("runs")).axes[0]   # a line per role, drawn
         assert len([line for line in axis.get_lines() if len(line.get_xdata()) > 1]) >= 4
         made, _ = render_all("runs", "figs")
@@ -34,7 +38,9 @@ def test_readme_example_runs(code, name, tmp_path, monkeypatch, capsys):
         assert {"grad_variance_by_layer", "grad_variance_with_momentum", "loss_curves",
                 "update_spectra"} <= drawn
     if name == "HF Trainer":
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        from tensorboard.backend.event_processing.event_accumulator import (
+            EventAccumulator,
+        )
 
         from analysis.recording import load_run
         frame = load_run("runs/hf-llama")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import sys
 
 import torch
+from tqdm.auto import tqdm
 
 from analysis.arguments import Parser, output_file
 from analysis.optim import recipes
@@ -134,17 +135,22 @@ def paper_table(models=PAPER_MODELS, names=TABLE_RECIPES) -> str:
     return "\n".join(rows)
 
 
-def measured_table(models=CPU_MODELS, names=None) -> str:
-    """Declared vs measured state elements for every recipe on the CPU models."""
-    names = names or recipe_names()
-    rows = [f"{'recipe':<14}{'model':<8}{'analytic elems':>16}{'measured elems':>16}{'bytes':>12}  match"]
+MEASURED_HEAD = f"{'recipe':<14}{'model':<8}{'analytic elems':>16}{'measured elems':>16}{'bytes':>12}  match"
+
+
+def measured_rows(models=CPU_MODELS, names=None):
+    """One row of the measured table per (model, recipe), each yielded as soon as measured."""
     for model in models:
-        for recipe in names:
+        for recipe in names or recipe_names():
             m = measured_state(recipe, model)
             ok = "yes" if m["elements"] == m["analytic"] else "no (library keeps non-tensor state)"
-            rows.append(f"{recipe:<14}{model:<8}{m['analytic']:>16,}{m['elements']:>16,}"
-                        f"{m['bytes']:>12,}  {ok}")
-    return "\n".join(rows)
+            yield (f"{recipe:<14}{model:<8}{m['analytic']:>16,}{m['elements']:>16,}"
+                   f"{m['bytes']:>12,}  {ok}")
+
+
+def measured_table(models=CPU_MODELS, names=None) -> str:
+    """Declared vs measured state elements for every recipe on the CPU models."""
+    return "\n".join([MEASURED_HEAD, *measured_rows(models, names)])
 
 
 def cuda_peak_table(model: str = "60m", names=TABLE_RECIPES, batch: int = 8,
@@ -174,15 +180,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuda", action="store_true", help="also measure peak CUDA memory (GPU)")
     parser.add_argument("--out", default=None, type=output_file, help="also write the tables to this file")
     args = parser.parse_args(argv)
+    if args.cuda and not torch.cuda.is_available():
+        print("error: --cuda needs a GPU; torch sees none", file=sys.stderr)
+        return 2
+    # the analytic table at once; the measured rows stream as each model is trained a step
     text = "Model + optimizer state as the paper counts it (bf16):\n" + paper_table()
+    print(text, flush=True)
     if not args.no_measure:
-        text += "\n\nOptimizer state measured after one step (CPU-sized models, fp32):\n" + measured_table()
+        part = "\nOptimizer state measured after one step (CPU-sized models, fp32):\n" + MEASURED_HEAD
+        print(part, flush=True)
+        text += "\n" + part
+        total = len(CPU_MODELS) * len(recipe_names())
+        with tqdm(total=total, desc="measuring", unit="recipe", file=sys.stderr, leave=False) as bar:
+            for row in measured_rows():
+                bar.write(row, file=sys.stdout)   # above the bar, not through it
+                sys.stdout.flush()
+                text += "\n" + row
+                bar.update(1)
     if args.cuda:
-        if not torch.cuda.is_available():
-            print("error: --cuda needs a GPU; torch sees none", file=sys.stderr)
-            return 2
-        text += "\n\nPeak CUDA memory, one bf16 step, 60m, batch 8 x 256:\n" + cuda_peak_table()
-    print(text)
+        part = "\nPeak CUDA memory, one bf16 step, 60m, batch 8 x 256:\n" + cuda_peak_table()
+        print(part, flush=True)
+        text += "\n" + part
     if args.out:
         with open(args.out, "w") as handle:
             handle.write(text + "\n")

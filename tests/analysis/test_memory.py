@@ -35,3 +35,21 @@ def test_cli_prints_the_table(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "scale" in out and "13.74" in out and "40.43" in out
     assert (tmp_path / "m.txt").read_text().strip() == out.strip()
+
+
+def test_memory_shows_the_analytic_table_before_it_starts_measuring(monkeypatch, capsys):
+    """`scale-lab memory` printed nothing for minutes; now the paper's table is out (flushed)
+    when the first model is instantiated, and measured rows follow one by one."""
+    from analysis.results import memory
+
+    seen = []
+
+    def first_measurement(recipe, model, steps=1):
+        seen.append(capsys.readouterr().out)     # what the user has on screen at this moment
+        raise KeyboardInterrupt                  # no need to train anything here
+
+    monkeypatch.setattr(memory, "measured_state", first_measurement)
+    with pytest.raises(KeyboardInterrupt):
+        memory.main([])
+    assert "as the paper counts it" in seen[0] and "adamw" in seen[0]
+    assert "measured after one step" in seen[0] and "analytic elems" in seen[0]
