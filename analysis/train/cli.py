@@ -17,10 +17,13 @@ import torch
 
 from analysis.arguments import Parser
 from analysis.instrument.schedule import InstrumentConfig
+from analysis.optim.hyper import RecipeError
 from analysis.optim.recipes import recipe_table
+from analysis.optim.roles import RoleError
 from analysis.recording import RecordingError
 from analysis.train.checkpoint import CheckpointError
 from analysis.train.config import ConfigError, TrainConfig
+from analysis.train.dryrun import plan
 from analysis.train.loop import TrainingDiverged, TrainingInterrupted, train
 from toy_models.corpus import CorpusError
 
@@ -71,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-change", action="store_true",
                    help="with --resume: accept a changed experiment setting (recorded in segments.jsonl)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--dry-run", action="store_true",
+                   help="build on the meta device and print memory per GPU (DDP, FSDP2) and FLOPs; train nothing")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs the dry run plans for (default 1)")
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="also write every recorded statistic to TensorBoard event files in DIR")
     return p
@@ -120,10 +126,17 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     fields = {k: v for k, v in vars(args).items()
-              if k not in ("instrument", "out", "overwrite", "resume", "no_progress", "allow_change", "tensorboard",
+              if k not in ("instrument", "out", "overwrite", "resume", "no_progress", "allow_change", "tensorboard", "dry_run", "gpus",
                            "model_config", "scheduler")}
     fields["adam_betas"] = tuple(fields["adam_betas"])
     config = TrainConfig(**fields, instrument=InstrumentConfig() if args.instrument else None)
+    if args.dry_run:
+        try:
+            print(plan(config, args.gpus).table())
+        except (ConfigError, RecipeError, RoleError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     out = args.out or f"runs/{config.optimizer}-{config.model}-s{config.seed}"
     try:
         result = train(config, out=out, overwrite=args.overwrite, resume=args.resume,

@@ -1,0 +1,43 @@
+"""`scale-lab train --dry-run`: the paper's models sized on the meta device, no GPU (issue 15)."""
+
+import pytest
+
+from analysis.results.memory import analytic_gb
+from analysis.train.cli import main
+from analysis.train.config import TrainConfig
+from analysis.train.dryrun import plan
+from toy_models.llama import PAPER_MODELS
+
+
+@pytest.mark.parametrize("model", PAPER_MODELS)
+@pytest.mark.parametrize("recipe", ["sgd", "scale", "muon", "adamw"])
+def test_weights_and_state_in_bf16_are_the_analytic_memory_table(model, recipe):
+    """Pure bf16 on one GPU counts as the memory table does: 2 bytes x (parameters + state),
+    here from the model built on the meta device and the recipe built on it."""
+    sized = plan(TrainConfig(model=model, optimizer=recipe, precision="bf16", batch_size=8,
+                             seq_len=256))
+    parts = sized.per_gpu("ddp")
+    assert (parts["weights"] + parts["state"]) / 1e9 == pytest.approx(
+        analytic_gb(recipe, model, "implemented"), rel=1e-12)
+
+
+def test_fsdp_divides_what_it_shards_and_ddp_keeps_it_whole():
+    sized = plan(TrainConfig(model="1b", optimizer="scale", precision="bf16-mixed",
+                             batch_size=64, micro_batch_size=4, seq_len=256), gpus=8)
+    ddp, fsdp = sized.per_gpu("ddp"), sized.per_gpu("fsdp")
+    for part in ("weights", "gradients", "state"):
+        assert fsdp[part] * 8 == pytest.approx(ddp[part])
+    assert ddp["weights"] == 4 * sized.parameters          # fp32 master weights
+    assert fsdp["activations"] == ddp["activations"] > 0   # one micro-batch of 4 x 256 either way
+    assert sized.flops_per_step > 6 * sized.parameters * 64 * 256 * 0.9
+
+
+def test_the_command_prints_the_plan_and_refuses_a_bad_split(capsys):
+    assert main(["--dry-run", "--model", "7b", "--optimizer", "scale", "--gpus", "8",
+                 "--batch_size", "512", "--micro_batch_size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "7b, scale, bf16-mixed, 8 GPU(s)" in out and "fsdp" in out and "TFLOPs" in out
+    assert main(["--dry-run", "--model", "60m", "--gpus", "3", "--batch_size", "8"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["--dry-run", "--model", "60m", "--optimizer", "muon"]) == 0
+    assert "fsdp refuses muon" in capsys.readouterr().out
