@@ -12,11 +12,15 @@ PRESET ?= quick
 
 .PHONY: setup data test reproduce lab figures clean-venv
 
-$(STAMP): pyproject.toml
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
+
+$(STAMP): pyproject.toml notebooks/jupyterlab-overrides.json
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"; fi
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	@# this venv's JupyterLab opens the notebooks' .py files as notebooks (Jupytext), not as text
+	mkdir -p $(LAB_SETTINGS) && cp notebooks/jupyterlab-overrides.json $(LAB_SETTINGS)/overrides.json
 	@touch $(STAMP)
 
 data/corpus/train.jsonl: $(STAMP) toy_models/corpus.py data/corpus_manifest.json
