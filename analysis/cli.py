@@ -5,6 +5,7 @@
     scale-lab figures    -> python -m analysis.results.figures
     scale-lab memory     -> python -m analysis.results.memory
     scale-lab bench      -> python -m analysis.bench
+    scale-lab notebooks  -> python -m analysis.notebooks
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import importlib
 import sys
 
 COMMANDS = {"train": "analysis.train", "reproduce": "analysis.reproduce",
-            "figures": "analysis.results.figures", "memory": "analysis.results.memory", "bench": "analysis.bench"}
+            "figures": "analysis.results.figures", "memory": "analysis.results.memory", "bench": "analysis.bench",
+            "notebooks": "analysis.notebooks"}
 
 
 def main(argv: list[str] | None = None) -> int:

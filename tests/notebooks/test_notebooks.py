@@ -25,3 +25,14 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     assert "import os" in source
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT)}}).execute()
+
+
+def test_a_notebook_renders_to_html_with_its_figures(tmp_path):
+    """`scale-lab notebooks --html DIR`: executed pages with figures, for readers without Python."""
+    pytest.importorskip("nbconvert")
+    from analysis.notebooks import main
+
+    assert main(["--html", str(tmp_path), "--smoke", "--only", "01"]) == 0
+    page = (tmp_path / "01_momentum_quadratic.html").read_text()
+    assert "Momentum" in page and page.count("data:image/png;base64") >= 1
+    assert main(["--html", str(tmp_path), "--only", "99"]) == 2

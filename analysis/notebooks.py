@@ -1,0 +1,83 @@
+"""``scale-lab notebooks --html DIR``: every teaching notebook, executed, as static HTML with
+its figures, for readers without Python.
+
+Each ``notebooks/NN_*.py`` (jupytext percent format) is read with ``jupytext``, executed
+top to bottom in the repository by ``nbclient`` (``--smoke`` sets ``SCALE_LAB_SMOKE=1``:
+the small, fast version CI runs), and written by ``nbconvert``'s ``HTMLExporter``, figures
+embedded in the page. A notebook that fails is reported with its error and the others still
+render; the exit code is 1 then.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from analysis.arguments import Parser
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def notebook_paths(names=None) -> list[Path]:
+    """The teaching notebooks (``NN_*.py``), or those whose stem starts with one of ``names``."""
+    paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+    if names:
+        paths = [p for p in paths if any(p.stem.startswith(n) for n in names)]
+    return paths
+
+
+def render_html(path: Path, out_dir: Path, smoke: bool = False, timeout_s: int = 1800) -> Path:
+    """Execute notebook ``path`` and write it as ``out_dir/<stem>.html``; the page's path."""
+    import jupytext
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    notebook = jupytext.read(path)
+    previous = os.environ.get("SCALE_LAB_SMOKE")
+    os.environ["SCALE_LAB_SMOKE"] = "1" if smoke else "0"   # the kernel inherits it
+    try:
+        NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
+                       resources={"metadata": {"path": str(ROOT)}}).execute()
+    finally:
+        if previous is None:
+            os.environ.pop("SCALE_LAB_SMOKE", None)
+        else:
+            os.environ["SCALE_LAB_SMOKE"] = previous
+    body, _ = HTMLExporter().from_notebook_node(notebook)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    page = out_dir / f"{path.stem}.html"
+    page.write_text(body, encoding="utf-8")
+    return page
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Render the notebooks to HTML; 0 when all rendered, 1 when some failed, 2 on bad input."""
+    parser = Parser(prog="scale-lab notebooks", description=__doc__.splitlines()[0])
+    parser.add_argument("--html", required=True, metavar="DIR", help="directory for the pages")
+    parser.add_argument("--smoke", action="store_true", help="the small, fast version (as CI)")
+    parser.add_argument("--only", default=None, help="comma-separated prefixes, e.g. 01,07")
+    args = parser.parse_args(argv)
+    out = Path(args.html)
+    if out.exists() and not out.is_dir():
+        print(f"error: --html {out} is a file, not a directory; choose another", file=sys.stderr)
+        return 2
+    paths = notebook_paths(args.only.split(",") if args.only else None)
+    if not paths:
+        print(f"error: no notebook matches --only {args.only}; names start 01..07", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in paths:
+        try:
+            page = render_html(path, out, smoke=args.smoke)
+            print(f"wrote {page}")
+        except Exception as err:   # a failing notebook is reported; the others still render
+            failed += 1
+            print(f"failed {path.name}: {type(err).__name__}: {str(err).strip().splitlines()[-1:]}",
+                  file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
