@@ -123,12 +123,17 @@ class Recorder:
             tracker.log_rows(rows)
 
     def log_vector(self, step: int, param: str | None, role: str | None, stat: str, values) -> None:
-        if self._spectra is None:
-            self._spectra = open(self.run_dir / SPECTRA, "a", encoding="utf-8")
         row = {"step": int(step), "param": param, "role": role, "stat": stat,
                "values": [_clean(v) for v in values]}
-        self._spectra.write(json.dumps(row) + "\n")
-        self._spectra.flush()
+        try:
+            if self._spectra is None:
+                self._spectra = open(self.run_dir / SPECTRA, "a", encoding="utf-8")
+            self._spectra.write(json.dumps(row) + "\n")
+            self._spectra.flush()
+        except OSError as err:
+            raise RecordingError(f"cannot write {self.run_dir / SPECTRA} ({err.strerror or err}); "
+                                 "the rows before this step and the checkpoints are kept; free "
+                                 "space or fix permissions, then --resume") from None
         for tracker in self.trackers:
             tracker.log_vector(step, param, role, stat, row["values"])
 

@@ -48,3 +48,21 @@ def test_kill_9_leaves_flushed_rows_readable(tmp_path):
     assert list(losses["step"]) == list(range(1, len(losses) + 1))
     assert frame["param"].notna().any()  # instrumentation rows made it too
     assert not (run / "result.json").exists()
+
+
+def test_a_failed_vector_write_is_one_recording_error(tmp_path, monkeypatch):
+    """A full disk while writing spectra.jsonl: the same one-line RecordingError as metrics."""
+    import builtins
+    rec = Recorder(tmp_path / "run")
+    real_open = builtins.open
+
+    def no_space(path, *args, **kwargs):
+        if str(path).endswith("spectra.jsonl"):
+            raise OSError(28, "No space left on device")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_space)
+    with pytest.raises(RecordingError, match=r"cannot write .*spectra.jsonl \(No space left on "
+                                             r"device\).*--resume"):
+        rec.log_vector(1, "w", "hidden", "update_spectrum", [1.0, 0.5])
+    rec.close()
