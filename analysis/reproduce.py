@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from analysis.arguments import Parser
+from analysis.optim.hyper import RecipeError
 from analysis.protocol.presets import (
     ARM_BY_LABEL,
     PRESETS,
@@ -33,6 +34,7 @@ from analysis.recording import REFERENCE_LINES
 from analysis.results.figures import render_all
 from analysis.results.report import write_report
 from analysis.train.config import ConfigError
+from analysis.train.dryrun import plan
 from toy_models.corpus import CorpusError
 from toy_models.llama import model_tokenizer
 from toy_models.ngram import for_run
@@ -78,6 +80,9 @@ def parser():
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: rewrite the report and figures from the runs under --out")
     p.add_argument("--list", action="store_true", help="list presets and arms")
+    p.add_argument("--dry-run", action="store_true",
+                   help="size every arm of the preset on GPUs (memory per GPU, FLOPs); train nothing")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs the dry run plans for (default 1)")
     return p
 
 
@@ -93,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         preset = get_preset(args.preset)
         arms = select_arms(args.arms)
+        if args.dry_run:   # needs no GPU: that is the point of it
+            for arm in arms:
+                print(plan(preset.config(arm, seed=0, lr=None), args.gpus).table() + "\n")
+            return 0
         if preset.gpu and not torch.cuda.is_available():
             raise ConfigError(f"preset {preset.name!r} follows the paper's GPU protocol and "
                               "needs CUDA; use --preset quick or reference on this machine")
@@ -107,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                        args.seeds)
         if preset.data == "bundled":
             write_reference_lines(preset, out)
-    except (ConfigError, CorpusError) as err:
+    except (ConfigError, CorpusError, RecipeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -41,3 +41,10 @@ def test_the_command_prints_the_plan_and_refuses_a_bad_split(capsys):
     assert "error:" in capsys.readouterr().err
     assert main(["--dry-run", "--model", "60m", "--optimizer", "muon"]) == 0
     assert "fsdp refuses muon" in capsys.readouterr().out
+
+
+def test_a_gpu_preset_is_sized_on_this_cpu_machine(capsys):
+    from analysis.reproduce import main as reproduce
+    assert reproduce(["--preset", "paper-60m", "--dry-run", "--gpus", "4", "--arms", "scale", "adamw"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("dry run: 60m") == 2 and "60m, adamw" in out
