@@ -94,7 +94,9 @@ def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
     import matplotlib.pyplot as plt
 
     style.apply()
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    # constrained layout keeps every label, title and legend inside the canvas, apart
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False,
+                             layout="constrained")
     return fig, list(axes[0])
 
 
@@ -202,17 +204,22 @@ def normalization_ablation(rec: Recordings):
     table = summary(rec.results)
     labels = style.ordered(table.index)
     table = table.loc[labels]
-    fig, (ax,) = _figure(width=7)
+    fig, (ax,) = _figure(width=7, height=0.35 * len(labels) + 1.4)
     colours = style.palette(labels)
     err = np.where(np.isfinite(table["loss_ci"]), table["loss_ci"], 0.0)
-    ax.bar(range(len(labels)), table["loss"], yerr=err, capsize=3,
-           color=[colours[label] for label in labels])
-    ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right")
-    finite = table["loss"][np.isfinite(table["loss"])]
-    if len(finite):
-        ax.set_ylim(finite.min() - 0.3, finite.max() + 0.3)
+    # horizontal bars from 0: arm names stay level and readable, lengths stay honest
+    ax.barh(range(len(labels)), table["loss"], xerr=err, capsize=3,
+            color=[colours[label] for label in labels])
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    lines = rec.side_file(REFERENCE_LINES)
+    for name, style_ in (("unigram", ":"), ("bigram", "--")) if lines else ():
+        ax.axvline(lines[name], color="0.4", linestyle=style_, linewidth=1, label=f"{name} {lines[name]:.2f}")
+    if lines:
+        ax.legend(fontsize=7, loc="lower right")
     seeds = int(table["seeds"].max())
-    ax.set(ylabel="final validation loss", title=f"The ladder (mean, 95% t-interval, {seeds} seed(s))")
+    ax.set(xlabel="final validation loss (nats)",
+           title=f"The ladder (mean, 95% t-interval, {seeds} seed(s))")
     return fig
 
 
@@ -226,10 +233,10 @@ def column_norm_stats(rec: Recordings):
     fig, (left, right) = _figure(2)
     labels = style.ordered(last["label"])
     roles = [r for r in style.ROLE_ORDER if r in set(last["role"])]
-    sns.barplot(last, x="label", y="value", hue="role", order=labels, hue_order=roles,
-                palette=style.role_palette(roles), errorbar=None, ax=left)
-    left.set(xlabel="", ylabel="CV of per-unit update RMS", title="Spread of update norms across units")
-    left.set_xticks(range(len(labels)), labels, rotation=35, ha="right")
+    sns.barplot(last, y="label", x="value", hue="role", order=labels, hue_order=roles,
+                palette=style.role_palette(roles), errorbar=None, ax=left, orient="h")
+    left.set(ylabel="", xlabel="CV of per-unit update RMS", title="Spread of update norms across units")
+    left.legend(fontsize=7, title="role", title_fontsize=7)
     vectors = rec.vectors
     freq = vectors[vectors["stat"] == "token_frequency"]
     rows = vectors[(vectors["stat"] == "grad_row_rms") & (vectors["role"] == "output")]
@@ -288,18 +295,17 @@ def memory_vs_perplexity(rec: Recordings):
     table = table[np.isfinite(table["perplexity"])]
     fig, (left, right) = _figure(2)
     colours = style.palette(style.ordered(list(table.index) + list(paper.PERPLEXITY["1b"])))
+    # a legend per panel, not labels at the points: nearby points' labels collided
     for label, row in table.iterrows():
-        left.scatter(row["state_mb"], row["perplexity"], color=colours[label], s=40)
-        left.annotate(label, (row["state_mb"], row["perplexity"]), fontsize=7,
-                      xytext=(3, 3), textcoords="offset points")
+        left.scatter(row["state_mb"], row["perplexity"], color=colours[label], s=40, label=label)
     left.set(yscale="log", xlabel="optimizer state (MB, measured)", ylabel="validation perplexity",
              title="These runs")
+    left.legend(fontsize=7, ncols=2)
     for label, ppl in paper.PERPLEXITY["1b"].items():
-        gb = analytic_gb(label, "1b")
-        right.scatter(gb, ppl, color=colours[label], s=40)
-        right.annotate(label, (gb, ppl), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        right.scatter(analytic_gb(label, "1b"), ppl, color=colours[label], s=40, label=label)
     right.set(xlabel="model + state (GB, bf16, paper's accounting)", ylabel="C4 perplexity",
               title="The paper at 1B")
+    right.legend(fontsize=7, ncols=2)
     return fig
 
 

@@ -1,0 +1,59 @@
+"""Figures a reader can read (issue 14): every figure drawn from the shipped recordings has no
+text on top of another text, none outside the canvas and no slanted labels. Checked on the
+rendered artists' bounding boxes: tick labels that are drawn, axis labels, titles, legends,
+annotations and figure titles."""
+
+import matplotlib
+import pytest
+
+from analysis.results import figures
+
+REFERENCE = "data/recordings/reference"
+
+
+def drawn_texts(fig):
+    """``(text, rotation, window extent)`` of every text the canvas draws."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    found = {}
+
+    def add(t):
+        if t is not None and t.get_visible() and t.get_text().strip():
+            found[id(t)] = t
+
+    for t in [*fig.texts, fig._suptitle]:
+        add(t)
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for tick in axis._update_ticks():   # only ticks inside the view are drawn
+                add(tick.label1)
+                add(tick.label2)
+            add(axis.label)
+            add(axis.get_offset_text())
+        for t in (ax.title, ax._left_title, ax._right_title, *ax.texts):
+            add(t)
+        legend = ax.get_legend()
+        if legend is not None and legend.get_visible():
+            for t in [*legend.get_texts(), legend.get_title()]:
+                add(t)
+    return [(t.get_text(), t.get_rotation(), t.get_window_extent(renderer)) for t in found.values()]
+
+
+@pytest.mark.parametrize("name", list(figures.REGISTRY))
+def test_no_text_overlaps_or_leaves_the_canvas(name):
+    matplotlib.use("Agg")
+    fig = figures.REGISTRY[name](figures.Recordings(REFERENCE))
+    texts = drawn_texts(fig)
+    canvas = fig.bbox
+    assert len(texts) >= 5
+    slanted = [t for t, rotation, _ in texts if rotation % 90]
+    assert not slanted, f"slanted labels read badly and their boxes overlap: {slanted}"
+    outside = [t for t, _, box in texts if box.x0 < -0.5 or box.y0 < -0.5
+               or box.x1 > canvas.x1 + 0.5 or box.y1 > canvas.y1 + 0.5]
+    assert not outside, f"outside the canvas: {outside}"
+    overlapping = [(a[0], b[0]) for i, a in enumerate(texts) for b in texts[i + 1:]
+                   if min(a[2].x1, b[2].x1) - max(a[2].x0, b[2].x0) > 0.5
+                   and min(a[2].y1, b[2].y1) - max(a[2].y0, b[2].y0) > 0.5]
+    assert not overlapping, f"texts on top of each other: {overlapping}"
+    import matplotlib.pyplot as plt
+    plt.close(fig)
