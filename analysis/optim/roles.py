@@ -221,8 +221,3 @@ def assign(model: nn.Module, rules=None) -> Layout:
 def assign_roles(model: nn.Module, rules=None) -> dict[str, str]:
     """``{parameter name: role}`` for every parameter of ``model`` (see ``assign``)."""
     return assign(model, rules).roles()
-
-
-def fan_in_axis(model: nn.Module, name: str, rules=None) -> FanIn | None:
-    """The axes SCALE normalizes over for parameter ``name`` (None for vectors)."""
-    return assign(model, rules).params[name].fan_in
