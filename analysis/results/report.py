@@ -6,9 +6,11 @@ intervals, each arm's tuning budget, the corpus's reference lines, and every cla
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from analysis.recording import REFERENCE_LINES, TUNING, load_config, read_json
+from analysis.results.captions import CAPTIONS
 from analysis.results.claims import SUSPECT_PPL, all_claims, ladder_order, suspect_arms
 from analysis.results.paper import tokens_per_parameter
 from analysis.results.stats import final_results, fmt, summary, unused_runs
@@ -97,7 +99,10 @@ def markdown(root, results, figures_dir: Path | None = None) -> str:
         lines += [f"| {name} | {' < '.join(arms)} |" for name, arms in order.items()] + [""]
     if figures_dir is not None:
         lines += ["## Figures", "", f"PNG and PDF in `{figures_dir}` (`scale-lab figures --runs "
-                  f"{root} --out {figures_dir}` regenerates them)."]
+                  f"{root} --out {figures_dir}` regenerates them).", ""]
+        for name, caption in CAPTIONS.items():
+            link = os.path.relpath(Path(figures_dir) / f"{name}.png", root)
+            lines += [f"- [{name}]({link}): {caption}"]
     return "\n".join(lines) + "\n"
 
 

@@ -57,3 +57,17 @@ def test_no_text_overlaps_or_leaves_the_canvas(name):
     assert not overlapping, f"texts on top of each other: {overlapping}"
     import matplotlib.pyplot as plt
     plt.close(fig)
+
+
+def test_every_figure_has_a_caption_and_the_report_shows_it(tmp_path):
+    """One line per figure saying what to look at, under a link to it in report.md."""
+    from pathlib import Path
+
+    from analysis.results.captions import CAPTIONS
+    from analysis.results.report import markdown
+    from analysis.results.stats import final_results
+
+    assert set(CAPTIONS) == set(figures.REGISTRY)
+    report = markdown(REFERENCE, final_results(REFERENCE), figures_dir=Path(REFERENCE) / "figures")
+    for name, caption in CAPTIONS.items():
+        assert f"- [{name}](figures/{name}.png): {caption}" in report
