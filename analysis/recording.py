@@ -79,6 +79,13 @@ def _clean(value):
     return value if math.isfinite(value) else None
 
 
+def _write_failed(path: Path, err: OSError) -> RecordingError:
+    """The one line a failed append to a run's table gives (nothing before it is lost)."""
+    return RecordingError(f"cannot write {path} ({err.strerror or err}); the rows before this "
+                          "step and the checkpoints are kept; free space or fix permissions, "
+                          "then --resume")
+
+
 class Recorder:
     """Appends rows to a run directory; safe to use from one process (rank 0)."""
 
@@ -115,9 +122,7 @@ class Recorder:
                 self._metrics.write("\n".join(lines) + "\n")
                 self._metrics.flush()
             except OSError as err:
-                raise RecordingError(f"cannot write {self.run_dir / METRICS} ({err.strerror or err}); "
-                                     "the rows before this step and the checkpoints are kept; free "
-                                     "space or fix permissions, then --resume") from None
+                raise _write_failed(self.run_dir / METRICS, err) from None
         rows = [(s, p, r, k, v) for s, p, r, k, v in rows if v is not None]
         for tracker in self.trackers:
             tracker.log_rows(rows)
@@ -131,9 +136,7 @@ class Recorder:
             self._spectra.write(json.dumps(row) + "\n")
             self._spectra.flush()
         except OSError as err:
-            raise RecordingError(f"cannot write {self.run_dir / SPECTRA} ({err.strerror or err}); "
-                                 "the rows before this step and the checkpoints are kept; free "
-                                 "space or fix permissions, then --resume") from None
+            raise _write_failed(self.run_dir / SPECTRA, err) from None
         for tracker in self.trackers:
             tracker.log_vector(step, param, role, stat, row["values"])
 
