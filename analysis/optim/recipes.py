@@ -56,7 +56,7 @@ from analysis.optim.hyper import (
     role_groups,
 )
 from analysis.optim.optimizer import ChainedOptimizer, PartitionedOptimizer
-from analysis.optim.roles import ROLES, assign
+from analysis.optim.roles import ROLES, assign, fan_out
 from analysis.optim.state import (
     FACTORED,
     NONE,
@@ -123,10 +123,10 @@ class Recipe:
 
 # ----------------------------------------------------------------------------- the ladder
 
-def direction_map(kind: str, fan_in: tuple[int, ...], ndim: int, cfg: OptimizerConfig) -> Transform:
-    """The direction of a ladder recipe for a matrix of ``ndim`` dims with fan-in axes
-    ``fan_in`` (``analysis.optim.roles``): ``col_norm`` normalizes over them (one scale per
-    output unit), ``row_norm`` over the other axes."""
+def direction_map(kind: str, fan_in: tuple[int, ...], cfg: OptimizerConfig) -> Transform:
+    """The direction of a ladder recipe for a matrix with fan-in axes ``fan_in``
+    (``analysis.optim.roles``): ``col_norm`` normalizes over them (one scale per output unit),
+    ``row_norm`` over the output axes (``roles.fan_out``)."""
     if kind == "sgd":
         return Transform()
     if kind == "sign":
@@ -134,7 +134,7 @@ def direction_map(kind: str, fan_in: tuple[int, ...], ndim: int, cfg: OptimizerC
     if kind == "col_norm":
         return normalize(fan_in)
     if kind == "row_norm":
-        return normalize(tuple(d for d in range(ndim) if d not in fan_in))
+        return normalize(fan_out(fan_in))
     if kind == "spectral_norm":
         return orthogonalize(cfg.ns_steps)
     raise RecipeError(f"unknown direction {kind!r}")
@@ -155,8 +155,7 @@ def _ladder_step(kind: str, with_momentum: bool, cfg: OptimizerConfig,
                  fan_in: tuple[int, ...]) -> Transform:
     """One matrix layout's chain: momentum (if placed here), the direction, the taps."""
     parts = [momentum(cfg.beta), tap("momentum")] if with_momentum else []
-    ndim = 2 if len(fan_in) == 1 else len(fan_in) + 1   # a convolution: (out, *fan-in)
-    return chain(*parts, direction_map(kind, fan_in, ndim, cfg), tap("update"))
+    return chain(*parts, direction_map(kind, fan_in, cfg), tap("update"))
 
 
 def _ladder(kind: str):

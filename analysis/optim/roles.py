@@ -115,6 +115,12 @@ def layer_fan_in(module: nn.Module, p: torch.Tensor) -> FanIn | None:
     return None
 
 
+def fan_out(fan_in: FanIn) -> FanIn:
+    """The output-unit axes of a matrix with fan-in axes ``fan_in``, for every layer in the
+    table: the other axis of a 2-D weight; a convolution's axis 0 (its output channels)."""
+    return (1,) if fan_in == (0,) else (0,)
+
+
 def default_rules() -> list[Rule]:
     """The rules for LLaMA-like models, in order: output head, ``nn.Embedding``, vectors
     (ndim < 2), hidden (any matrix of a known layer type)."""
