@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 
 import numpy as np
 import torch
@@ -138,11 +137,13 @@ class Instrumentation:
             # ||grad / w||^2 = ||grad||^2 / w^2: no copy of the gradient per micro-batch
             inv_w2 = 1.0 / self._weight ** 2
             g = grad.detach()
-            total = sqnorm(g) * inv_w2
-            self._sum_sq[name] = self._sum_sq[name] + total if name in self._sum_sq else total
-            if self.axis[name] is not None:
+            if self.axis[name] is not None:   # one pass: the total is the sum of the rows
                 rows = sqnorm(g, dim=self.axis[name]) * inv_w2
                 self._row_sq[name] = self._row_sq[name] + rows if name in self._row_sq else rows
+                total = rows.sum()
+            else:
+                total = sqnorm(g) * inv_w2
+            self._sum_sq[name] = self._sum_sq[name] + total if name in self._sum_sq else total
             return None
         return hook
 
@@ -207,7 +208,9 @@ class Instrumentation:
                 continue
             role, axis = self.roles[name], self.axis[name]
             g = p.grad.detach()
-            sq_mean = sqnorm(g)
+            # a matrix's row sums, reduced once: its total, row RMS and row variance come from them
+            g_rows = sqnorm(g, dim=axis) if axis is not None else None
+            sq_mean = g_rows.sum() if g_rows is not None else sqnorm(g)
             stats = {"grad_norm": sq_mean.sqrt()}
             if name in self._sum_sq and k >= 2:
                 var = microbatch_variance(self._sum_sq[name], sq_mean, k)
@@ -217,7 +220,7 @@ class Instrumentation:
                 gns = noise_scale(self._sum_sq[name] / k, b, sq_mean, b * k)
                 stats.update(gns)
                 if rows_due and role in ROW_VECTOR_ROLES and name in self._row_sq:
-                    row_var = microbatch_variance(self._row_sq[name], sqnorm(g, dim=axis), k)
+                    row_var = microbatch_variance(self._row_sq[name], g_rows, k)
                     vectors.append((name, role, "grad_var_rows", row_var))
             if name in self._prev_grad:
                 prev = self._prev_grad.pop(name)
@@ -232,7 +235,9 @@ class Instrumentation:
                 update = -delta / lr if lr > 0 else delta
             weight_norm = _norm64(old)
             stats["weight_norm"] = weight_norm
-            stats["update_rms"] = _norm64(update) / math.sqrt(update.numel())
+            u_rows = sqnorm(update, dim=axis) if axis is not None else None
+            u_sq = u_rows.sum() if u_rows is not None else sqnorm(update)
+            stats["update_rms"] = (u_sq / update.numel()).sqrt()
             stats["update_weight_ratio"] = _norm64(delta) / weight_norm.clamp_min(1e-300)
             momentum = self._taps.get(("momentum", name))
             if momentum is None:
@@ -241,9 +246,10 @@ class Instrumentation:
             if torch.is_tensor(momentum) and momentum.shape == g.shape:
                 stats["momentum_grad_cos"] = _cosine(momentum, g)
             if axis is not None:
-                grad_rows = spectra.row_rms(g, axis)
+                fan_in = g.numel() // g_rows.numel()
+                grad_rows = (g_rows / fan_in).sqrt_().float()
                 stats.update(spectra.summarize(grad_rows, "grad_row_rms"))
-                stats.update(spectra.summarize(spectra.row_rms(update, axis), "update_row_rms"))
+                stats.update(spectra.summarize((u_rows / fan_in).sqrt_().float(), "update_row_rms"))
                 if rows_due and role in ROW_VECTOR_ROLES:
                     vectors.append((name, role, "grad_row_rms", grad_rows))
                 if full_due or rows_due:
@@ -315,10 +321,12 @@ class Instrumentation:
 
 
 def _norm64(x: torch.Tensor) -> torch.Tensor:
-    """``||x||_2`` accumulated in float64 without a float64 copy of ``x``."""
-    return torch.linalg.vector_norm(x, dtype=torch.float64)
+    """``||x||_2`` as float64 (row sums in float32, their total in float64: ``sqnorm``)."""
+    return sqnorm(x).sqrt()
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    dot = (a * b).sum(dtype=torch.float64)
+    # BLAS dot, no product temporary; a cosine does not cancel, so float32 sums suffice
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    dot = torch.vdot(a.reshape(-1).to(dtype), b.reshape(-1).to(dtype)).double()
     return dot / (_norm64(a) * _norm64(b)).clamp_min(1e-300)

@@ -78,3 +78,14 @@ def test_two_batch_noise_scale_is_unbiased(population):
     samples = _trials(population, 800, both)
     _assert_unbiased(samples[:, 0], trace.item())
     _assert_unbiased(samples[:, 1], mean.square().sum().item())
+
+
+@pytest.mark.parametrize("shape, dim", [((300, 1376), None), ((300, 1376), 1),
+                                        ((3000, 64), 0), ((4, 3, 5, 5), (1, 2, 3)), ((513,), None)])
+def test_sqnorm_matches_float64_sums(shape, dim):
+    # float32 partial sums per row, float64 totals: within 1e-6 of summing every square in float64
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 1e-3 + 1e-3
+    exact = x.double().square().sum() if dim is None else x.double().square().sum(dim)
+    got = sqnorm(x, dim)
+    assert got.dtype == torch.float64 and got.shape == exact.shape
+    torch.testing.assert_close(got, exact, rtol=1e-6, atol=0.0)
