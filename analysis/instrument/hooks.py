@@ -137,13 +137,15 @@ class Instrumentation:
             # ||grad / w||^2 = ||grad||^2 / w^2: no copy of the gradient per micro-batch
             inv_w2 = 1.0 / self._weight ** 2
             g = grad.detach()
-            if self.axis[name] is not None:   # one pass: the total is the sum of the rows
-                rows = sqnorm(g, dim=self.axis[name]) * inv_w2
-                self._row_sq[name] = self._row_sq[name] + rows if name in self._row_sq else rows
-                total = rows.sum()
+            if self.axis[name] is not None:   # row sums only: the total is their sum, taken once per step
+                rows = sqnorm(g, dim=self.axis[name])
+                if name in self._row_sq:
+                    self._row_sq[name].add_(rows, alpha=inv_w2)
+                else:
+                    self._row_sq[name] = rows.mul_(inv_w2)
             else:
                 total = sqnorm(g) * inv_w2
-            self._sum_sq[name] = self._sum_sq[name] + total if name in self._sum_sq else total
+                self._sum_sq[name] = self._sum_sq[name] + total if name in self._sum_sq else total
             return None
         return hook
 
@@ -176,6 +178,8 @@ class Instrumentation:
 
     def _reduced_micro_sums(self):
         """Micro-batch sums and K over all ranks (one all-reduce of a stacked vector)."""
+        for name, rows in self._row_sq.items():   # a matrix's total: the sum of its row sums
+            self._sum_sq[name] = rows.sum()
         names = [n for n, _ in self.params if n in self._sum_sq]
         k = self._k * self.world_size
         if self.world_size > 1 and names:
@@ -273,7 +277,8 @@ class Instrumentation:
         """One device-to-host transfer for all scalars of this step."""
         rows = []
         if scalars:
-            values = torch.stack([v.double().reshape(()) for *_, v in scalars]).cpu().tolist()
+            values = torch.stack([v if v.dtype == torch.float64 and v.ndim == 0 else v.double().reshape(())
+                                  for *_, v in scalars]).cpu().tolist()
             rows = [(self.step, n, r, s, v) for (n, r, s, _), v in zip(scalars, values)]
         self._vectors = [(n, r, s, v.detach().double().cpu().tolist()) for n, r, s, v in vectors]
         return rows

@@ -38,15 +38,21 @@ def row_rms(x: Tensor, axis=1) -> Tensor:
 
 
 def summarize(values: Tensor, prefix: str) -> dict[str, Tensor]:
-    """min, max, mean, std, cv and quantiles of a vector, as 0-d tensors (no host sync)."""
-    v = values.float()
+    """min, max, mean, std, cv and quantiles of a vector, as 0-d tensors (no host sync).
+
+    One sort gives min, max and the quantiles (linear interpolation between the two nearest
+    ranks, as ``torch.quantile``)."""
+    v, _ = values.float().reshape(-1).sort()
+    n = v.numel()
     mean = v.mean()
     std = v.std(unbiased=False)
-    stats = {f"{prefix}_min": v.min(), f"{prefix}_max": v.max(), f"{prefix}_mean": mean,
+    stats = {f"{prefix}_min": v[0], f"{prefix}_max": v[-1], f"{prefix}_mean": mean,
              f"{prefix}_std": std, f"{prefix}_cv": std / mean.clamp_min(1e-30)}
-    qs = torch.quantile(v, torch.tensor(QUANTILES, dtype=v.dtype, device=v.device))
-    for q, value in zip(QUANTILES, qs):
-        stats[f"{prefix}_q{int(q * 100):02d}"] = value
+    for q in QUANTILES:
+        pos = q * (n - 1)
+        low = int(math.floor(pos))
+        high = min(low + 1, n - 1)
+        stats[f"{prefix}_q{int(q * 100):02d}"] = v[low] + (v[high] - v[low]) * (pos - low)
     return stats
 
 

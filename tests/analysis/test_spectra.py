@@ -40,3 +40,14 @@ def test_row_summaries():
     stats = spectra.summarize(rms, "r")
     assert stats["r_min"].item() == 0 and stats["r_max"].item() == pytest.approx(12.5 ** 0.5)
     assert stats["r_cv"].item() == pytest.approx((rms.std(unbiased=False) / rms.mean()).item())
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100])
+def test_summary_quantiles_match_torch_quantile(n):
+    # the one-sort quantiles are torch.quantile's (linear interpolation)
+    v = torch.rand(n, generator=torch.Generator().manual_seed(n))
+    stats = spectra.summarize(v, "v")
+    want = torch.quantile(v, torch.tensor(spectra.QUANTILES))
+    got = torch.stack([stats[f"v_q{int(q * 100):02d}"] for q in spectra.QUANTILES])
+    torch.testing.assert_close(got, want)
+    assert stats["v_min"] == v.min() and stats["v_max"] == v.max()
