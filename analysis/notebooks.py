@@ -4,12 +4,15 @@ its figures, for readers without Python.
 Each ``notebooks/NN_*.py`` (jupytext percent format) is read with ``jupytext``, executed
 top to bottom in the repository by ``nbclient`` (``--smoke`` sets ``SCALE_LAB_SMOKE=1``:
 the small, fast version CI runs), and written by ``nbconvert``'s ``HTMLExporter``, figures
-embedded in the page. A notebook that fails is reported with its error and the others still
+embedded in the page. A page cannot move a slider or take an answer, so the explorers draw
+their static figure (``SCALE_LAB_STATIC=1``) and the exercises are shown solved
+(``SCALE_LAB_SOLUTIONS=1``, the solutions of ``analysis.teaching.solutions``). A notebook that fails is reported with its error and the others still
 render; the exit code is 1 then.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -28,6 +31,21 @@ def notebook_paths(names=None) -> list[Path]:
     return paths
 
 
+@contextlib.contextmanager
+def _environment(**values):
+    """Set environment variables for the block (the kernel inherits them), then restore."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def render_html(path: Path, out_dir: Path, smoke: bool = False, timeout_s: int = 1800) -> Path:
     """Execute notebook ``path`` and write it as ``out_dir/<stem>.html``; the page's path."""
     import jupytext
@@ -35,16 +53,9 @@ def render_html(path: Path, out_dir: Path, smoke: bool = False, timeout_s: int =
     from nbconvert import HTMLExporter
 
     notebook = jupytext.read(path)
-    previous = os.environ.get("SCALE_LAB_SMOKE")
-    os.environ["SCALE_LAB_SMOKE"] = "1" if smoke else "0"   # the kernel inherits it
-    try:
+    with _environment(SCALE_LAB_SMOKE="1" if smoke else "0", SCALE_LAB_STATIC="1", SCALE_LAB_SOLUTIONS="1"):
         NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
                        resources={"metadata": {"path": str(ROOT)}}).execute()
-    finally:
-        if previous is None:
-            os.environ.pop("SCALE_LAB_SMOKE", None)
-        else:
-            os.environ["SCALE_LAB_SMOKE"] = previous
     body, _ = HTMLExporter().from_notebook_node(notebook)
     out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / f"{path.stem}.html"

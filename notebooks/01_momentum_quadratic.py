@@ -12,6 +12,7 @@
 import os
 
 SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
+SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
 
 # %% [markdown]
 # # 01 · Momentum on a noisy quadratic
@@ -26,13 +27,17 @@ SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what C
 
 # %%
 import numpy as np
+import torch
 
+from analysis.optim.maths import as_tensor
+from analysis.optim.transforms import chain, momentum, normalize
 from analysis.results import figures
+from analysis.teaching import exercises, widgets
 from toy_models import quadratic
 
 steps = 300 if SMOKE else 2000
 repeats = 128 if SMOKE else 512
-figures.momentum_quadratic(steps=steps)
+figures.show("momentum_quadratic", steps=steps)
 
 # %% [markdown]
 # Solid lines are simulations (mean over noise draws); dotted lines are the **exact**
@@ -67,6 +72,101 @@ measured_ratio = np.var(kept) / np.var(noise)
 print(f"EMA variance ratio: measured {measured_ratio:.4f}, theory {quadratic.direction_noise_ratio(0.9):.4f}")
 
 # %% [markdown]
+# ## Explore: lr, beta and noise against the floor and the eigenvalues
+#
+# Per coordinate with curvature $h$, $(m, x)$ evolves by a 2x2 matrix
+# (`quadratic.transition`). Its two eigenvalues say how fast that coordinate's error
+# shrinks: inside the unit circle it converges, on or outside it the loss blows up. Move the
+# sliders: with momentum the eigenvalues turn complex (the loss oscillates) and stay inside
+# the circle at learning rates where SGD's leave it. (Without a live notebook, as in CI or the
+# HTML pages, the figure is drawn once at the starting values.)
+
+# %%
+widgets.explore(widgets.momentum_explorer, lr=(1.0, 0.05, 3.0, 0.05), beta=(0.9, 0.0, 0.99, 0.01),
+                sigma=(0.3, 0.0, 1.0, 0.05))
+
+# %% [markdown]
+# ### Predict, then check
+# At lr 1 momentum 0.9 lowers the floor by about 30%. **Predict:** at lr 0.1, a tenth of the
+# step, is momentum's gain (SGD's floor divided by momentum's) larger, about the same, or smaller?
+
+# %%
+lrs = [0.1, 0.3, 1.0, 1.5]
+gain = {lr: quadratic.ema_floor(lr, 0.0, sigma) / quadratic.ema_floor(lr, 0.9, sigma) for lr in lrs}
+for lr in lrs:
+    print(f"lr {lr:<4} SGD floor / momentum floor = {gain[lr]:.3f}")
+
+# %% [markdown]
+# Smaller: at a small lr SGD already averages its noise over many steps, so momentum adds
+# little; the gain grows with the lr. Momentum's benefit is a large-step effect, which is why
+# it matters most where the steps are large relative to the noise: SCALE's normalized updates.
+
+# %% [markdown]
+# ### Exercise (implement): SGD's floor in closed form
+# For $\beta = 0$ the Lyapunov equation has a closed form. Each coordinate's error follows
+# $x' = (1 - \eta h) x - \eta \sqrt{h}\,\sigma \xi$; write its stationary variance, then
+# the loss $\tfrac12 \sum_i h_i\, \mathbb{E}[x_i^2]$ over `quadratic.curvatures()`.
+
+# %%
+def sgd_floor(lr, sigma):
+    raise NotImplementedError("your code: the stationary loss of SGD at this lr and noise")
+
+
+# %%
+if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
+    from analysis.teaching.solutions import sgd_floor
+exercises.grade("sgd_floor", sgd_floor)
+
+# %% [markdown]
+# ## Momentum before normalization: SCALE's placement
+#
+# SCALE applies momentum to the output layer's **gradient** and normalizes the average:
+# $U = \mathrm{normalize}(m)$. The other order, averaging already-normalized gradients, is not
+# the same rule: when successive gradients disagree (noise), the average of unit-size steps
+# is *shorter* than one, so the step shrinks with the noise, an lr schedule nobody chose.
+# Below: a fixed true gradient plus noise ten times its size, one row per output unit.
+
+# %%
+gen = torch.Generator().manual_seed(0)
+true = torch.randn(16, 64, generator=gen, dtype=torch.float64)
+stream = [true + 10 * torch.randn(16, 64, generator=gen, dtype=torch.float64)
+          for _ in range(60 if SMOKE else 400)]
+before, after = chain(momentum(0.9), normalize(1)), chain(normalize(1), momentum(0.9))
+state_before, state_after = before.init(true), after.init(true)
+for g in stream:
+    u_before = as_tensor(before.update(g, state_before, g))
+    u_after = as_tensor(after.update(g, state_after, g))
+
+
+def row_cosine(u):
+    return float(torch.nn.functional.cosine_similarity(u, true, dim=1).mean())
+
+
+placement = {"no momentum": (1.0, row_cosine(stream[-1])),
+             "momentum, then normalize (SCALE)": (float(u_before.square().mean(1).sqrt().mean()), row_cosine(u_before)),
+             "normalize, then momentum": (float(u_after.square().mean(1).sqrt().mean()), row_cosine(u_after))}
+for name, (rms, cos) in placement.items():
+    print(f"{name:<34} step RMS per row {rms:.3f}   cosine with the true gradient {cos:.3f}")
+
+# %% [markdown]
+# Both orders average the noise (higher cosine than no momentum), but only SCALE's keeps
+# the step at unit RMS: normalizing last is what fixes the step's size.
+#
+# ### Exercise (implement): SCALE's output rule over a stream of gradients
+# Return one direction per gradient: EMA momentum $m \leftarrow \beta m + (1-\beta) g$
+# (zero start), then each row of $m$ divided by its RMS (floored at $10^{-8}$).
+
+# %%
+def momentum_before_normalization(grads, beta):
+    raise NotImplementedError("your code: a list with one direction per gradient")
+
+
+# %%
+if SOLUTIONS:
+    from analysis.teaching.solutions import momentum_before_normalization
+exercises.grade("momentum_before_normalization", momentum_before_normalization)
+
+# %% [markdown]
 # ## What this notebook shows (checked)
 
 # %%
@@ -77,3 +177,9 @@ for beta in floors:
 assert floors[0.0] > floors[0.5] > floors[0.9] > floors[0.95]
 # the EMA keeps (1 - beta) / (1 + beta) of white noise's variance
 assert abs(measured_ratio / quadratic.direction_noise_ratio(0.9) - 1) < 0.1
+# momentum's gain in floor grows with the lr: small at lr 0.1, large at lr 1
+assert all(gain[a] < gain[b] for a, b in zip(lrs, lrs[1:])) and gain[0.1] < 1.05 and gain[1.0] > 1.3
+# momentum before normalization: unit steps and less noise; after it, steps shrink with the noise
+assert abs(placement["momentum, then normalize (SCALE)"][0] - 1) < 1e-9
+assert placement["normalize, then momentum"][0] < 0.6
+assert placement["momentum, then normalize (SCALE)"][1] > 2 * placement["no momentum"][1]

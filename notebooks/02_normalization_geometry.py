@@ -12,6 +12,7 @@
 import os
 
 SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
+SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
 
 # %% [markdown]
 # # 02 · Normalization is steepest descent under a norm
@@ -24,14 +25,17 @@ SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what C
 # output unit), gives every output unit, every vocabulary row of the LM head included, a
 # step of the same size.
 #
-# We take real gradients of a small LLaMA on the bundled corpus.
+# First in two dimensions, where the unit balls can be drawn; then on real gradients of a
+# small LLaMA on the bundled corpus.
 
 # %%
+import numpy as np
 import pandas as pd
 import torch
 
 from analysis.optim import geometry
 from analysis.optim.roles import assign_roles
+from analysis.teaching import exercises, widgets
 from toy_models.data import load_blocks
 from toy_models.llama import build_model, load_config
 from toy_models.tokenizer import load_tokenizer
@@ -47,6 +51,37 @@ hidden = "model.layers.0.mlp.up_proj.weight"
 head = "lm_head.weight"
 
 # %% [markdown]
+# ## Explore: unit balls and steepest directions in 2-D
+#
+# For a gradient $g$ the steepest direction under a norm is the point of its unit ball
+# furthest along $g$. The round l2 ball gives $g/\|g\|$ (what column normalization does to
+# each output unit's row), the square max-norm ball gives $\mathrm{sign}(g)$ (the `sign` rung,
+# Adam's limit at $\beta \to 0$), the l1 diamond moves only the largest coordinate. Turn the
+# gradient and stretch one coordinate. (Static where no live notebook runs: CI, HTML pages.)
+
+# %%
+widgets.explore(widgets.norm_ball_explorer, angle=(30.0, 0.0, 360.0, 5.0), stretch=(1.0, 0.05, 1.0, 0.05))
+
+# %% [markdown]
+# ### Predict, then check
+# **Predict:** for $g = (1, 0.05)$, almost along the first axis, how long (in l2 length) is
+# each steepest direction, and which one points furthest from $g$?
+
+# %%
+g2 = np.array([1.0, 0.05])
+directions = widgets.steepest_2d(g2)
+angles = {name: float(np.degrees(np.arccos(np.clip(d @ g2 / (np.linalg.norm(d) * np.linalg.norm(g2)), -1, 1))))
+          for name, d in directions.items()}
+for name, d in directions.items():
+    print(f"{name:<4} direction {d.round(3)}  l2 length {np.linalg.norm(d):.3f}  "
+          f"angle to g {angles[name]:.1f} degrees")
+
+# %% [markdown]
+# The max-norm's direction $(1, 1)$ is the longest ($\sqrt 2$) and 42 degrees off: sign
+# descent moves a coordinate with almost no gradient as far as the one that has it. In a
+# matrix that is every rare token's row of the LM head, moved as far as a frequent one's,
+# *per entry*; column normalization instead gives each row a unit step along its own gradient.
+#
 # **Each map is steepest under its own norm.** Row $b$ is a norm, column $a$ a map; the
 # entry is $\langle G, U_a\rangle / \|G\|_{\ast b}$ after rescaling $U_a$ onto $b$'s unit
 # ball. The diagonal is 1; elsewhere a map descends less than the norm allows.
@@ -71,6 +106,22 @@ spread = pd.DataFrame({"map": ["sgd", "col_norm"],
 spread
 
 # %% [markdown]
+# ### Exercise (implement): column normalization
+# Write SCALE's matrix rule for an `nn.Linear` gradient $G$ of shape (out, in): divide each
+# output unit's row by its RMS, $\sqrt{\mathrm{mean}_j G_{ij}^2}$, floored at $10^{-8}$ so a
+# unit without gradient stays still.
+
+# %%
+def col_normalize(grad):
+    raise NotImplementedError("your code: one unit RMS per torch row")
+
+
+# %%
+if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
+    from analysis.teaching.solutions import col_normalize
+exercises.grade("col_normalize", col_normalize)
+
+# %% [markdown]
 # Newton-Schulz (what `spectral_norm` and Muon run) only approximates the polar factor:
 # its singular values land near, not at, 1, so it reaches a little less than the nuclear norm.
 
@@ -91,3 +142,6 @@ for norm_name in geometry.KINDS:
     assert (others < 1 + 1e-9).all()                                # nothing beats it there
 assert spread.loc[1, "max/median row step"] < 1 + 1e-6 < spread.loc[0, "max/median row step"]
 assert 0.6 < ns_efficiency < 1.0
+# in 2-D: sign's direction is the longest and the furthest from a gradient along one axis
+assert abs(np.linalg.norm(directions["max"]) - np.sqrt(2)) < 1e-12
+assert angles["max"] > 40 and angles["l2"] < 1e-5

@@ -12,6 +12,7 @@
 import os
 
 SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
+SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
 RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train fresh runs instead of reading the shipped reference recordings
 
 # %% [markdown]
@@ -39,6 +40,7 @@ from analysis.instrument import estimators
 from analysis.optim.roles import assign_roles
 from analysis.reproduce import recordings
 from analysis.results import claims, figures, stats
+from analysis.teaching import exercises
 from toy_models.data import load_blocks
 from toy_models.llama import build_model, load_config, model_tokenizer
 from toy_models.tokenizer import load_tokenizer
@@ -77,6 +79,33 @@ side_by_side = pd.DataFrame(rows).groupby("role")[["exact", "(a) micro-batch", "
 side_by_side.sort_values("exact", ascending=False)
 
 # %% [markdown]
+# ### Exercise (implement): the micro-batch estimator
+# Given the $K$ micro-batch gradients of one step (tensors of one layer's shape), return
+# $\big(\sum_k \|g_k\|^2 - K\|\bar g\|^2\big)/(K-1)$, with $\bar g$ their mean. Why $K - 1$ and not $K$?
+
+# %%
+def microbatch_variance(micro_grads):
+    raise NotImplementedError("your code: the unbiased variance of one micro-batch gradient")
+
+
+# %%
+if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
+    from analysis.teaching.solutions import microbatch_variance
+exercises.grade("microbatch_variance", microbatch_variance)
+
+# %% [markdown]
+# ### Predict, then check
+# The table ranks layers by their *total* variance. **Predict:** per entry (divided by the
+# number of entries of the role's matrices), does the output layer stay the noisiest?
+
+# %%
+sizes = pd.Series({role: sum(p.numel() for name, p in model.named_parameters() if roles[name] == role)
+                   for role in side_by_side.index})
+per_entry = (side_by_side["exact"] * side_by_side.index.map(
+    lambda role: sum(1 for name in per_example if roles[name] == role)) / sizes).sort_values(ascending=False)
+per_entry
+
+# %% [markdown]
 # At initialization the three agree on the order of magnitude. (a) and (b) are unbiased but
 # noisy with few micro-batches; the recordings below average them over many steps.
 #
@@ -95,13 +124,13 @@ side_by_side.sort_values("exact", ascending=False)
 # %%
 runs = recordings(recompute=RECOMPUTE, smoke=SMOKE, arms=["col_norm", "scale"])
 rec = figures.Recordings(runs)
-figures.grad_variance_by_layer(rec)
+figures.show("grad_variance_by_layer", rec)
 
 # %% [markdown]
 # With momentum on the output layer (SCALE; the paper's Figure 4b):
 
 # %%
-figures.grad_variance_with_momentum(rec)
+figures.show("grad_variance_with_momentum", rec)
 
 # %%
 claim = claims.variance_claim(rec.metrics)

@@ -12,6 +12,7 @@
 import os
 
 SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
+SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
 RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train the ladder yourself (quick preset: seed 0 of the reference, about 6 minutes on 2 cores)
 
 # %% [markdown]
@@ -31,11 +32,34 @@ RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train the ladd
 # we read them, or re-run their first seed with `RECOMPUTE = True` (the `quick` preset).
 
 # %%
-from analysis.results import claims, figures, stats
 from analysis.optim.recipes import recipe_table
 from analysis.reproduce import recordings
+from analysis.results import claims, figures, stats
+from analysis.teaching import exercises
 
 print(recipe_table())
+
+# %% [markdown]
+# ### Exercise (implement): SCALE from transforms
+# Each rung is a small chain of transforms (`analysis.optim.transforms`: `normalize(axis)`,
+# `momentum(beta)`, `chain(...)`). Return SCALE's rule for the three matrix roles as a dict
+# `{"hidden": ..., "embedding": ..., "output": ...}`: one unit RMS per output unit on every
+# matrix (which axis is that for an `nn.Embedding` of shape (vocab, d)?), and momentum 0.9 on
+# the output layer only, applied before its normalization. The grader steps yours and the
+# library's side by side.
+
+# %%
+from analysis.optim.transforms import chain, momentum, normalize  # noqa: E402,F401 (for your answer)
+
+
+def scale_transforms():
+    raise NotImplementedError("your code: {role: transform} for hidden, embedding, output")
+
+
+# %%
+if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
+    from analysis.teaching.solutions import scale_transforms
+exercises.grade("scale_transforms", scale_transforms)
 
 # %%
 runs = recordings(recompute=RECOMPUTE, smoke=SMOKE)
@@ -43,11 +67,21 @@ rec = figures.Recordings(runs)
 table = stats.summary(rec.results)
 table
 
-# %%
-figures.loss_curves(rec)
+# %% [markdown]
+# ### Predict, then check
+# **Predict:** of the gap between plain SGD and AdamW in final loss, how much does column
+# normalization alone close: a tenth, half, or nearly all of it?
 
 # %%
-figures.normalization_ablation(rec)
+closed = (table.loc["sgd", "loss"] - table.loc["col_norm", "loss"]) / (table.loc["sgd", "loss"] - table.loc["adamw", "loss"])
+print(f"column normalization closes {closed:.0%} of the SGD-AdamW gap; "
+      f"SCALE: {(table.loc['sgd', 'loss'] - table.loc['scale', 'loss']) / (table.loc['sgd', 'loss'] - table.loc['adamw', 'loss']):.0%}")
+
+# %%
+figures.show("loss_curves", rec)
+
+# %%
+figures.show("normalization_ablation", rec)
 
 # %% [markdown]
 # ## How each arm was tuned
@@ -57,7 +91,7 @@ figures.normalization_ablation(rec)
 
 # %%
 if rec.side_file("tuning.json"):
-    display(figures.lr_sweep(rec))
+    figures.show("lr_sweep", rec)
 
 # %% [markdown]
 # ## The claims, with their numbers

@@ -12,6 +12,7 @@
 import os
 
 SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
+SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
 RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train fresh runs instead of reading the shipped reference recordings
 
 # %% [markdown]
@@ -29,15 +30,25 @@ RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train fresh ru
 # The instrumentation records both (`analysis.instrument.hooks`; schedules in `analysis.instrument.schedule`).
 
 # %%
-from analysis.results import figures
 from analysis.reproduce import recordings
+from analysis.results import figures
+from analysis.teaching import exercises, widgets
 
 runs = recordings(recompute=RECOMPUTE, smoke=SMOKE)
 rec = figures.Recordings(runs)
-figures.column_norm_stats(rec)
+figures.show("column_norm_stats", rec)
+
+# %% [markdown]
+# ## Explore: the spectra over training
+#
+# The hidden updates' normalized singular values of every arm at a recorded step; slide
+# through training. (Static where no live notebook runs: the last recorded step.)
 
 # %%
-figures.update_spectra(rec)
+widgets.explore(lambda step: widgets.spectrum_explorer(rec, step), step=widgets.spectrum_steps(rec))
+
+# %%
+figures.show("update_spectra", rec)
 
 # %%
 cv = rec.stat("update_row_rms_cv")
@@ -49,6 +60,28 @@ cv_last
 rank = rec.stat("update_stable_rank")
 rank_by_label = rank[rank["role"] == "hidden"].groupby("label")["value"].mean().sort_values()
 rank_by_label
+
+# %% [markdown]
+# ### Predict, then check
+# **Predict:** a column-normalized update has every row at unit RMS. Does that make its
+# spectrum flat (stable rank near $\min(m, n)$)? Compare `col_norm` with `spectral_norm` above.
+#
+# It does not: equal row lengths say nothing about the rows' directions, which stay as
+# aligned as the gradient's, so the stable rank of `col_norm` stays close to SGD's.
+#
+# ### Exercise (implement): the stable rank
+# Return $\|U\|_F^2 / \|U\|_2^2$ of a matrix (the squared singular values' sum over the
+# largest one squared).
+
+# %%
+def stable_rank(update):
+    raise NotImplementedError("your code: ||U||_F^2 / ||U||_2^2")
+
+
+# %%
+if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
+    from analysis.teaching.solutions import stable_rank
+exercises.grade("stable_rank", stable_rank)
 
 # %% [markdown]
 # ## What this notebook shows (checked)
@@ -63,3 +96,5 @@ assert cv_last.loc["sgd", "output"] > 1.0              # SGD's LM-head rows are 
 for flat in ["spectral_norm", "muon"]:
     for other in ["sgd", "col_norm", "scale", "adamw"]:
         assert rank_by_label[flat] > 3 * rank_by_label[other], (flat, other)
+# the predict cell's answer: equal row lengths leave the spectrum about as steep as SGD's
+assert rank_by_label["col_norm"] < 3 * rank_by_label["sgd"]

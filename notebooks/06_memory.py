@@ -12,6 +12,7 @@
 import os
 
 SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
+SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
 
 # %% [markdown]
 # # 06 · Memory: the paper's table from configs, and measured
@@ -26,6 +27,7 @@ SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what C
 import pandas as pd
 
 from analysis.results import memory, paper
+from analysis.teaching import exercises
 from toy_models.llama import load_config, parameter_counts
 
 models = ["60m", "130m", "350m", "1b", "7b"]
@@ -52,6 +54,37 @@ check = pd.DataFrame([{"model": m, "recipe": r, "paper": v, "ours": memory.paper
                       for (r, m), v in paper.MEMORY_GB.items()])
 check["difference"] = check["ours"] - check["paper"]
 check
+
+# %% [markdown]
+# ### Predict, then check
+# **Predict:** the vocabulary is fixed (32,000) while the models grow. Does SCALE's state
+# (mostly the $V \times h$ output buffer) grow as a share of the parameters from 60M to 7B,
+# or shrink?
+
+# %%
+state_share = pd.Series({m: memory.analytic_terms("scale", m)[1] / memory.analytic_terms("scale", m)[0]
+                         for m in models}, name="SCALE state / parameters")
+state_share.round(3)
+
+# %% [markdown]
+# It shrinks: the output layer grows with $h$ only, the hidden matrices with $h^2$ and depth.
+#
+# ### Exercise (implement): count the state
+# Return the number of optimizer-state elements of `"sgd"`, `"scale"` or `"adamw"` for a
+# paper model (`"60m"`, `"1b"`, ...), as run here: AdamW keeps two moments per parameter,
+# SCALE one momentum buffer on the output layer plus Adam's two moments on the RMSNorm gains,
+# and our SGD those gains' two moments too. `toy_models.llama.matrix_shapes(load_config(model))`
+# lists every parameter with its role and shape.
+
+# %%
+def state_elements(recipe, model):
+    raise NotImplementedError("your code: the state elements of this recipe on this model")
+
+
+# %%
+if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
+    from analysis.teaching.solutions import state_elements
+exercises.grade("state_elements", state_elements)
 
 # %% [markdown]
 # **SCALE as a fraction of Adam.** The headline "35-45% of Adam's memory" is
@@ -96,3 +129,5 @@ assert percent["7b"] == 34                                             # ... and
 assert (measured["analytic"] == measured["measured"]).all()
 scale_nano = measured.query("model == 'nano' and recipe == 'scale'")["measured"].item()
 assert scale_nano == counts["output"] + 2 * counts["vector"]
+# the predict cell: SCALE's state share falls as the models grow
+assert state_share.is_monotonic_decreasing

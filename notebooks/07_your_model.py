@@ -12,6 +12,7 @@
 import os
 
 SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
+SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
 
 # %% [markdown]
 # # 07 · Bring your own model
@@ -64,6 +65,34 @@ print(optimizer.describe())
 # (`rules=[tied("output")]`), and a layer type the rules do not know is refused with its name
 # until a rule gives its axis (`by_type("hidden", MyLayer, fan_in=1)`).
 #
+# ### Exercise (implement): rules for a model of your own
+# `exercises.custom_model()` is a small tagger: an `nn.Embedding`, a `Mixer` (a layer type of
+# its own, weight `(out, in)` used as `x @ W.T`) and an `nn.Linear` head named `classifier`.
+# The default rules refuse it (read the message below). Return the rules
+# (`analysis.optim.roles.by_name` / `by_type`) that make the mixer a hidden matrix normalized
+# per row and the classifier the output layer, where SCALE puts its momentum.
+
+# %%
+from analysis.optim.roles import RoleError, by_name, by_type  # noqa: E402,F401 (for your answer)
+from analysis.teaching import exercises  # noqa: E402
+
+try:
+    build_optimizer("scale", exercises.custom_model())
+except RoleError as refusal:
+    print(refusal)
+
+
+def custom_rules():
+    raise NotImplementedError("your code: a list of rules")
+
+
+# %%
+if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
+    from analysis.teaching.solutions import custom_rules
+if exercises.grade("custom_rules", custom_rules):
+    print(build_optimizer("scale", exercises.custom_model(), rules=custom_rules()).describe())
+
+# %% [markdown]
 # Now the Trainer: 4 micro-batches per step. The callback announces every micro-batch with
 # the factor the Trainer scales its loss by, so the per-layer gradient variance is measured
 # across the micro-batches exactly as the project's trainer measures it.
@@ -86,8 +115,8 @@ frame = load_run(f"{run_root}/gpt2-scale")
 
 # %%
 recordings = figures.Recordings(run_root)
-figures.grad_variance_by_layer(recordings)
-figures.loss_curves(recordings)
+figures.show("grad_variance_by_layer", recordings)
+figures.show("loss_curves", recordings)
 frame.query("stat == 'grad_var'").groupby("role").value.mean().sort_values(ascending=False)
 
 # %% [markdown]

@@ -44,21 +44,35 @@ def run(steps: int = 500, lr: float = 0.5, beta: float = 0.0, sigma: float = 1.0
     return losses
 
 
+def transition(lr: float, beta: float, h: float, sigma: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """One coordinate's linear system ``z' = A z + b xi`` with ``z = (m, x)``:
+    ``m' = beta m + (1-beta)(h x + sqrt(h) sigma xi)``, ``x' = x - lr m'``. The iteration is
+    stable when both eigenvalues of ``A`` lie inside the unit circle."""
+    a = np.array([[beta, (1 - beta) * h],
+                  [-lr * beta, 1 - lr * (1 - beta) * h]])
+    b = np.array([[(1 - beta) * np.sqrt(h) * sigma], [-lr * (1 - beta) * np.sqrt(h) * sigma]])
+    return a, b
+
+
+def eigenvalues(lr: float, beta: float, dim: int = 32, h_min: float = 1e-2) -> np.ndarray:
+    """The two eigenvalues of ``transition`` for every curvature, shape ``(dim, 2)`` (complex):
+    their modulus is the per-step contraction of that coordinate's error."""
+    return np.array([np.linalg.eigvals(transition(lr, beta, hi)[0]) for hi in curvatures(dim, h_min)])
+
+
 def ema_floor(lr: float, beta: float, sigma: float = 1.0, dim: int = 32, h_min: float = 1e-2) -> float:
     """Exact stationary expected loss of EMA momentum on the noisy quadratic.
 
-    Per coordinate the pair ``(x, m)`` is a linear system ``z' = A z + b xi`` driven by white
-    noise; its stationary covariance solves the discrete Lyapunov equation ``S = A S A^T + b b^T``
-    (solved with ``scipy.linalg.solve_discrete_lyapunov``); the loss is ``1/2 h S_xx``.
+    Per coordinate the pair ``(m, x)`` is the linear system of ``transition``, driven by white
+    noise; its stationary covariance solves the discrete Lyapunov equation
+    ``S = A S A^T + b b^T`` (solved with ``scipy.linalg.solve_discrete_lyapunov``); the loss is
+    ``1/2 h S_xx``. Infinite where the iteration is unstable.
     """
     from scipy.linalg import solve_discrete_lyapunov
 
     total = 0.0
     for hi in curvatures(dim, h_min):
-        # m' = beta m + (1-beta)(h x + sqrt(h) sigma xi);  x' = x - lr m'
-        a = np.array([[beta, (1 - beta) * hi],
-                      [-lr * beta, 1 - lr * (1 - beta) * hi]])
-        b = np.array([[(1 - beta) * np.sqrt(hi) * sigma], [-lr * (1 - beta) * np.sqrt(hi) * sigma]])
+        a, b = transition(lr, beta, hi, sigma)
         if np.max(np.abs(np.linalg.eigvals(a))) >= 1:
             return float("inf")
         s = solve_discrete_lyapunov(a, b @ b.T)

@@ -105,7 +105,8 @@ class Instrumentation:
         return {"config": {"model": type(self.model).__name__, "optimizer": getattr(self.optimizer, "recipe", type(self.optimizer).__name__),
                            "instrument": dataclasses.asdict(self.config)},
                 "parameters": sum(p.numel() for _, p in self.params),
-                "roles": {n: {"role": p.role, "fan_in": p.fan_in, "layer": p.layer}
+                "roles": {n: {"role": p.role, "fan_in": p.fan_in, "layer": p.layer,
+                              "shape": list(p.param.shape)}
                           for n, p in self.layout.params.items()},
                 "source": "own loop", **provenance()}
 

@@ -28,7 +28,9 @@ AdamW on the rest), ``adafactor`` (``torch.optim.Adafactor``), and ``galore``, `
 ``apollo``, ``apollo_mini`` from the ``pytorch-optimizer`` package (extra ``baselines``) on hidden
 matrices with AdamW elsewhere, as the GaLore-protocol papers apply them; ``swan`` and
 ``stable_spam`` written from their papers' rules (``analysis.optim.baselines`` says what
-could not be pinned down).
+could not be pinned down); ``rmnp``, ``normuon`` and ``muoneq`` as transform chains on hidden
+matrices with AdamW elsewhere (``analysis.optim.variants``: the rules and what could not be
+pinned down).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from analysis.optim.optimizer import ChainedOptimizer, PartitionedOptimizer
 from analysis.optim.roles import ROLES, assign, fan_out
 from analysis.optim.state import (
     FACTORED,
+    MOMENTUM_AND_ROWS,
     NONE,
     RANK1,
     SUBSPACE,
@@ -78,6 +81,7 @@ from analysis.optim.transforms import (
     sign,
     tap,
 )
+from analysis.optim.variants import hidden_with_adamw
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class Recipe:
     state: dict[str, StateRule] = field(default_factory=dict)
     placeable: bool = False
     extra: str | None = None            # pip extra needed
+    user: bool = False                  # a user's design (``analysis.optim.designs``)
 
     def resolve(self, cfg: OptimizerConfig) -> OptimizerConfig:
         """``cfg`` with every None default filled from this recipe, validated."""
@@ -264,6 +269,16 @@ def _register(recipe: Recipe):
     _REGISTRY[recipe.name] = recipe
 
 
+def register(recipe: Recipe) -> None:
+    """Add a user's ``recipe`` (``user=True``; ``analysis.optim.designs.register_design``); a
+    built-in recipe's name is refused, a user recipe's name may be registered again."""
+    _populate()
+    existing = _REGISTRY.get(recipe.name)
+    if existing is not None and not existing.user:
+        raise RecipeError(f"{recipe.name!r} is a built-in recipe; give your design another name")
+    _register(replace(recipe, user=True))
+
+
 def _populate():
     if _REGISTRY:
         return
@@ -280,6 +295,13 @@ def _populate():
                      state=ADAM_EVERYWHERE))
     _register(Recipe("muon", _muon, "torch.optim.Muon on hidden matrices, AdamW on the rest",
                      1e-3, state=_with_hidden(times(1))))
+    variants = {"rmnp": "RMNP: EMA momentum, unit L2 per output unit",
+                "normuon": "NorMuon: Muon, then a second moment per unit",
+                "muoneq": "MuonEq-R: unit rows, then Newton-Schulz"}
+    variant_state = {"rmnp": times(1), "normuon": MOMENTUM_AND_ROWS, "muoneq": times(1)}
+    for name, text in variants.items():
+        _register(Recipe(name, hidden_with_adamw(name), f"{text} (hidden); AdamW elsewhere",
+                         1e-3, state=_with_hidden(variant_state[name])))
     _register(Recipe("swan", _swan, "SWAN: GradNorm + whitening (Newton-Schulz) on hidden matrices, "
                      "stateless; Adam elsewhere", 1e-3,
                      state=_with_hidden(NONE)))

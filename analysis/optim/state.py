@@ -19,6 +19,7 @@ For a matrix ``m x n`` (torch layout ``(out, in)``) and rank ``r``:
 ``SUBSPACE_SEEDED`` ``2 r max(m, n)``: the projection regenerated from a seed, not stored
                   (APOLLO as its paper counts it)
 ``RANK1``         ``2 max(m, n) + min(m, n)``: ``SUBSPACE`` at rank 1 whatever ``r`` (APOLLO-Mini)
+``MOMENTUM_AND_ROWS`` ``m n + m``: momentum and one second moment per output unit (NorMuon)
 ================  ===========================================================================
 """
 
@@ -60,6 +61,7 @@ FACTORED = StateRule("rows + columns (n for a vector)",
 SUBSPACE = StateRule("2 r max(m, n) + r min(m, n)", lambda s, r: 2 * r * max(s) + r * min(s))
 SUBSPACE_SEEDED = StateRule("2 r max(m, n)", lambda s, r: 2 * r * max(s))
 RANK1 = StateRule("2 max(m, n) + min(m, n)", lambda s, r: 2 * max(s) + min(s))
+MOMENTUM_AND_ROWS = StateRule("m n + m", lambda s, r: numel(s) + s[0])   # NorMuon
 
 
 def total_elements(rules: dict[str, StateRule], shapes: Iterable[tuple[str, tuple[int, ...]]],

@@ -21,7 +21,7 @@ CAPTIONS = {
                       "rank over training (right).",
     "memory_vs_perplexity": "Optimizer state against perplexity, these runs and the paper at 1B: "
                             "the lower left corner is better on both.",
-    "momentum_quadratic": "SGD against EMA momentum on a noisy quadratic at the same lr; dashed: "
-                          "the exact noise floors.",
+    "momentum_quadratic": "SGD against EMA momentum on a noisy quadratic at the same lr; dotted: "
+                          "the exact noise floors, in the legend.",
 }
 

@@ -24,93 +24,36 @@ other figures. Figures read only the tidy recordings (never free text).
 from __future__ import annotations
 
 import sys
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from analysis.arguments import Parser
 from analysis.recording import (
     REFERENCE_LINES,
     TUNING,
     RecordingError,
-    load_runs,
-    read_json,
     scan_runs,
 )
 from analysis.results import paper, style
+from analysis.results.captions import CAPTIONS
 from analysis.results.memory import analytic_gb
-from analysis.results.stats import final_results, role_variance, summary
+from analysis.results.recordings import MissingData, Recordings, spectrum_ranks
+from analysis.results.stats import role_variance, summary, t_band
 from toy_models import quadratic
-
-
-class MissingData(LookupError):
-    """A figure's input is not in the recordings; the message names it and how to record it."""
-
-
-class Recordings:
-    """The runs below ``root``: metrics and vector records as DataFrames, loaded on first use."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        if not self.root.exists():
-            raise RecordingError(f"runs directory {self.root} does not exist")
-        used, self.skipped = scan_runs(self.root)   # skipped: (directory, reason), reported
-        if not used:
-            found = "".join(f"; {path}: {reason}" for path, reason in self.skipped)
-            raise RecordingError(f"no usable run directories under {self.root}{found} (a run has "
-                                 "config.json and metrics.jsonl); train some with `scale-lab reproduce`")
-
-    @cached_property
-    def metrics(self) -> pd.DataFrame:
-        return load_runs(self.root)
-
-    @cached_property
-    def vectors(self) -> pd.DataFrame:
-        return load_runs(self.root, "spectra")
-
-    @cached_property
-    def results(self) -> pd.DataFrame:
-        return final_results(self.root)
-
-    def side_file(self, name: str) -> dict | None:
-        """A JSON file of the root (``tuning.json``, ``reference_losses.json``), or None."""
-        return read_json(self.root / name)
-
-    def stat(self, stat: str, per_param: bool = True, labels=None) -> pd.DataFrame:
-        frame = self.metrics
-        rows = frame[(frame["stat"] == stat) & (frame["param"].notna() == per_param)]
-        if labels is not None:
-            rows = rows[rows["label"].isin(labels)]
-        if rows.empty:
-            where = f" for {', '.join(labels)}" if labels is not None else ""
-            raise MissingData(f"no {stat!r} rows{where} under {self.root}; record them with "
-                              "instrumentation on (`scale-lab reproduce`, or `train --instrument`)")
-        return rows
-
-
-def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
-    import matplotlib.pyplot as plt
-
-    style.apply()
-    # constrained layout keeps every label, title and legend inside the canvas, apart
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False,
-                             layout="constrained")
-    return fig, list(axes[0])
 
 
 def _variance(rec: Recordings, label: str, title: str):
     import seaborn as sns
 
-    fig, axes = _figure(2)
+    fig, axes = style.figure(2)
     for ax, stat, ylabel in zip(axes, ("grad_var", "grad_var_rel"),
                                 ("E||g_b - g||^2 per layer", "relative: E||g_b - g||^2 / ||g||^2")):
         frame = role_variance(rec.stat(stat, labels=[label]), stat)
         frame = frame[frame["step"] > 0]
         roles = [r for r in style.ROLE_ORDER if r in set(frame["role"])]
         sns.lineplot(frame, x="step", y="value", hue="role", hue_order=roles,
-                     palette=style.role_palette(roles), errorbar=("ci", 95), ax=ax,
+                     palette=style.role_palette(roles), errorbar=t_band, ax=ax,
                      legend=ax is axes[0])
         ax.set(yscale="log", xlabel="optimizer step", ylabel=ylabel)
     axes[0].legend(title="layer role")
@@ -145,7 +88,7 @@ def loss_curves(rec: Recordings):
         evals = train.iloc[0:0]
     labels = style.ordered(train["label"])
     colours = style.palette(labels)
-    fig, (left, right) = _figure(2)
+    fig, (left, right) = style.figure(2)
     # a 10-step running mean per run makes the ladder readable without hiding divergence
     train["smoothed"] = train.groupby("run")["value"].transform(lambda v: v.rolling(10, 1).mean())
     sns.lineplot(train, x="step", y="smoothed", hue="label", hue_order=labels, palette=colours,
@@ -155,7 +98,7 @@ def loss_curves(rec: Recordings):
                    transform=right.transAxes, color="0.4")
     else:
         sns.lineplot(evals, x="step", y="value", hue="label", hue_order=labels, palette=colours,
-                     errorbar=("ci", 95), marker="o", ax=right)
+                     errorbar=t_band, marker="o", ax=right)
     left.set(xlabel="optimizer step", ylabel="train loss (10-step mean)", title="Training loss")
     right.set(xlabel="optimizer step", ylabel="validation loss", title="Validation loss")
     lines = rec.side_file(REFERENCE_LINES)
@@ -179,7 +122,7 @@ def lr_sweep(rec: Recordings):
                           "(`scale-lab reproduce --preset reference`)")
     labels = style.ordered(tuning["arms"])
     colours = style.palette(labels)
-    fig, (ax,) = _figure(width=7.5, height=4.2)
+    fig, (ax,) = style.figure(width=7.5, height=4.2)
     for label in labels:
         row = tuning["arms"][label]
         lrs = [float(lr) for lr in row["grid"]]
@@ -204,7 +147,7 @@ def normalization_ablation(rec: Recordings):
     table = summary(rec.results)
     labels = style.ordered(table.index)
     table = table.loc[labels]
-    fig, (ax,) = _figure(width=7, height=0.35 * len(labels) + 1.4)
+    fig, (ax,) = style.figure(width=7, height=0.35 * len(labels) + 1.4)
     colours = style.palette(labels)
     err = np.where(np.isfinite(table["loss_ci"]), table["loss_ci"], 0.0)
     # horizontal bars from 0: arm names stay level and readable, lengths stay honest
@@ -230,7 +173,7 @@ def column_norm_stats(rec: Recordings):
 
     cv = rec.stat("update_row_rms_cv")
     last = cv[cv["step"] == cv.groupby("run")["step"].transform("max")]
-    fig, (left, right) = _figure(2)
+    fig, (left, right) = style.figure(2)
     labels = style.ordered(last["label"])
     roles = [r for r in style.ROLE_ORDER if r in set(last["role"])]
     sns.barplot(last, y="label", x="value", hue="role", order=labels, hue_order=roles,
@@ -268,16 +211,22 @@ def update_spectra(rec: Recordings):
     if spectra.empty:
         raise MissingData("no `update_spectrum` vectors for hidden matrices; they are recorded on "
                           "the `full` schedule with instrumentation on")
-    fig, (left, right) = _figure(2)
+    fig, (left, right) = style.figure(2)
     name = sorted(spectra["param"].unique())[0]
     chosen = spectra[spectra["param"] == name]
     chosen = chosen[chosen["step"] == chosen.groupby("run")["step"].transform("max")]
     labels = style.ordered(chosen["label"])
     colours = style.palette(labels)
+    known = True
     for label in labels:
-        values = np.asarray(chosen[chosen["label"] == label]["values"].iloc[0], dtype=float)
-        left.plot(np.arange(1, len(values) + 1), values, label=label, color=colours[label])
-    left.set(xscale="log", yscale="log", xlabel="index (log-spaced subset)", ylabel="sigma_i / sigma_1",
+        row = chosen[chosen["label"] == label].iloc[0]
+        values = np.asarray(row["values"], dtype=float)
+        ranks = spectrum_ranks(rec, row["run"], name, len(values))
+        known &= ranks is not None
+        left.plot(ranks if ranks is not None else np.arange(1, len(values) + 1), values,
+                  label=label, color=colours[label])
+    left.set(xscale="log", yscale="log", ylabel="sigma_i / sigma_1",
+             xlabel="rank i" if known else "kept value (ranks unknown: log-spaced subset)",
              title=f"Update spectrum: {name.replace('model.', '')}")
     left.legend(fontsize=7, ncols=2)
     rank = rec.stat("update_stable_rank")
@@ -293,7 +242,7 @@ def memory_vs_perplexity(rec: Recordings):
     """Optimizer state against perplexity: these runs (measured) and the paper at 1B."""
     table = summary(rec.results)
     table = table[np.isfinite(table["perplexity"])]
-    fig, (left, right) = _figure(2)
+    fig, (left, right) = style.figure(2)
     colours = style.palette(style.ordered(list(table.index) + list(paper.PERPLEXITY["1b"])))
     # a legend per panel, not labels at the points: nearby points' labels collided
     for label, row in table.iterrows():
@@ -311,24 +260,37 @@ def memory_vs_perplexity(rec: Recordings):
 
 def momentum_quadratic(rec: Recordings | None = None, steps: int = 600, sigma: float = 0.3,
                        lrs=(0.3, 1.0)):
-    """SGD vs EMA momentum (beta 0.9) on the noisy quadratic; dashed lines: exact noise floors."""
+    """SGD vs EMA momentum (beta 0.9) on the noisy quadratic; dotted lines: exact noise floors."""
 
-    fig, (ax,) = _figure(width=6)
+    fig, (ax,) = style.figure(width=6)
     for lr, dash in zip(lrs, ("-", "-.")):
         for beta, colour in ((0.0, "#7f7f7f"), (0.9, "#d62728")):
             curve = quadratic.run(steps=steps, lr=lr, beta=beta, sigma=sigma)
             name = "SGD" if beta == 0 else f"EMA momentum {beta}"
             ax.plot(curve, dash, color=colour, label=f"{name}, lr {lr:g}", lw=1.2)
-            ax.axhline(quadratic.ema_floor(lr, beta, sigma), color=colour, ls=":", lw=1)
+            ax.axhline(quadratic.ema_floor(lr, beta, sigma), color=colour, ls=":", lw=1,
+                       label=f"exact floor of {name}, lr {lr:g}")
     ax.set(yscale="log", xlabel="step", ylabel="expected loss (64 noise draws)",
            title="Noisy quadratic: momentum lowers the noise floor")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncols=2)
     return fig
 
 
 REGISTRY = {f.__name__: f for f in (grad_variance_by_layer, grad_variance_with_momentum,
                                     loss_curves, lr_sweep, normalization_ablation, column_norm_stats,
                                     update_spectra, memory_vs_perplexity, momentum_quadratic)}
+
+
+def show(name: str, rec: Recordings | None = None, **kwargs) -> None:
+    """Draw figure ``name`` in a notebook with its one-line caption beneath it
+    (``analysis.results.captions``): what the reader should look at, as in ``report.md``."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    fig = REGISTRY[name](rec, **kwargs)
+    display(fig)
+    plt.close(fig)   # shown once: the cell's own display of open figures would repeat it
+    display(Markdown(f"*{CAPTIONS[name]}*"))
 
 
 def render_all(root, out_dir, names=None) -> tuple[list[Path], list[str]]:

@@ -29,6 +29,13 @@ def interval(values) -> tuple[float, float]:
     return float(v.mean()), float(half)
 
 
+def t_band(values) -> tuple[float, float]:
+    """The 95% Student-t interval as ``(low, high)``: the band a figure draws, so it is the
+    interval the report prints (a seaborn ``errorbar`` callable)."""
+    mean, half = interval(list(values))
+    return mean - half, mean + half
+
+
 def fmt(mean: float, half: float, digits: int = 3) -> str:
     """``mean +- half`` (just the mean without an interval; n/a when not finite)."""
     if not math.isfinite(mean):

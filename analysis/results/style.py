@@ -24,6 +24,17 @@ def apply() -> None:
                   rc={"figure.dpi": 110, "savefig.bbox": "tight", "axes.titleweight": "bold"})
 
 
+def figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
+    """A styled figure with ``ncols`` panels side by side: ``(fig, [axes])``."""
+    import matplotlib.pyplot as plt
+
+    apply()
+    # constrained layout keeps every label, title and legend inside the canvas, apart
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False,
+                             layout="constrained")
+    return fig, list(axes[0])
+
+
 def palette(labels) -> dict[str, tuple]:
     """A stable colour per label: ladder labels keep their colour whatever else is plotted."""
     import seaborn as sns

@@ -39,10 +39,28 @@ def drawn_texts(fig):
     return [(t.get_text(), t.get_rotation(), t.get_window_extent(renderer)) for t in found.values()]
 
 
-@pytest.mark.parametrize("name", list(figures.REGISTRY))
+def _explorer(name):
+    """The notebooks' explorers at their starting values and at a harder setting."""
+    from analysis.teaching import widgets
+
+    rec = figures.Recordings(REFERENCE)
+    return {"momentum": lambda: widgets.momentum_explorer(),
+            "momentum_unstable": lambda: widgets.momentum_explorer(lr=2.8, beta=0.99, sigma=1.0),
+            "norm_balls": lambda: widgets.norm_ball_explorer(),
+            "norm_balls_stretched": lambda: widgets.norm_ball_explorer(angle=200.0, stretch=0.1),
+            "spectrum": lambda: widgets.spectrum_explorer(rec, widgets.spectrum_steps(rec)[-1])}[name]()
+
+
+EXPLORERS = ["momentum", "momentum_unstable", "norm_balls", "norm_balls_stretched", "spectrum"]
+
+
+@pytest.mark.parametrize("name", list(figures.REGISTRY) + [f"explorer:{e}" for e in EXPLORERS])
 def test_no_text_overlaps_or_leaves_the_canvas(name):
     matplotlib.use("Agg")
-    fig = figures.REGISTRY[name](figures.Recordings(REFERENCE))
+    if name.startswith("explorer:"):
+        fig = _explorer(name.split(":")[1])
+    else:
+        fig = figures.REGISTRY[name](figures.Recordings(REFERENCE))
     texts = drawn_texts(fig)
     canvas = fig.bbox
     assert len(texts) >= 5

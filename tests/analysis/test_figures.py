@@ -43,3 +43,55 @@ def test_a_missing_statistic_is_named_and_other_figures_are_made(tmp_path):
 def test_unknown_figure_is_an_error(tmp_path, capsys):
     assert figures.main(["--runs", str(tmp_path), "--only", "fig9"]) == 2
     assert "unknown figure(s) ['fig9']" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="reference recordings not built")
+def test_loss_band_is_the_reports_t_interval():
+    # the band at the last evaluation is the report's mean +- Student-t half-width, per arm
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from analysis.results import stats, style
+
+    rec = figures.Recordings(REFERENCE)
+    table = stats.summary(stats.final_results(REFERENCE))
+    fig = figures.loss_curves(rec)
+    right = fig.axes[1]
+    colours = style.palette(style.ordered(rec.stat("loss", per_param=False)["label"]))
+    checked = 0
+    for label in ("scale", "adamw", "sgd"):
+        rgb = np.array(mcolors.to_rgb(colours[label]))
+        bands = [c for c in right.collections
+                 if len(c.get_facecolor()) and np.allclose(c.get_facecolor()[0][:3], rgb)
+                 and c.get_paths()]
+        assert bands, f"no band drawn for {label}"
+        xy = np.concatenate([p.vertices for p in bands[0].get_paths()])
+        last = xy[np.isclose(xy[:, 0], xy[:, 0].max())][:, 1]
+        mean, half = table.loc[label, "loss"], table.loc[label, "loss_ci"]
+        assert last.min() == pytest.approx(mean - half, abs=1e-6)
+        assert last.max() == pytest.approx(mean + half, abs=1e-6)
+        checked += 1
+    plt.close(fig)
+    assert checked == 3
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="reference recordings not built")
+def test_update_spectra_draws_each_kept_value_at_its_rank():
+    # the instrumentation keeps a log-spaced subset of a long spectrum: the figure draws each
+    # value at its rank (up to min(rows, cols)), not at its position in the subset
+    import matplotlib.pyplot as plt
+
+    from analysis.instrument.spectra import log_spaced
+    from toy_models.llama import load_config, matrix_shapes
+
+    rec = figures.Recordings(REFERENCE)
+    fig = figures.update_spectra(rec)
+    name = fig.axes[0].get_title().split(": ")[1]
+    shape = dict((n.replace("model.", ""), s) for n, _, s in matrix_shapes(load_config("micro2k", vocab_size=2048)))[name]
+    want = [i + 1 for i in log_spaced(min(shape))]
+    assert min(shape) > 64 and len(want) < min(shape)          # a subset was kept
+    for line in fig.axes[0].lines:
+        assert list(line.get_xdata()) == want
+    assert fig.axes[0].get_xlabel() == "rank i"
+    plt.close(fig)

@@ -1,8 +1,12 @@
 """Every teaching notebook runs top to bottom in SMOKE mode, its assert cells included."""
 
+import re
 from pathlib import Path
 
 import pytest
+
+from analysis.results.captions import CAPTIONS
+from analysis.results.figures import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -17,7 +21,8 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     jupytext = pytest.importorskip("jupytext")
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("SCALE_LAB_SMOKE", "1")
+    monkeypatch.setenv("SCALE_LAB_SMOKE", "1")        # small and fast; explorers draw statically
+    monkeypatch.setenv("SCALE_LAB_SOLUTIONS", "1")    # the exercises with their solutions filled in
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = jupytext.read(path)
     source = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
@@ -25,6 +30,37 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     assert "import os" in source
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT)}}).execute()
+    # every figure is drawn through figures.show, and its caption is under it in the output
+    direct = re.findall(rf"figures\.({'|'.join(REGISTRY)})\(", source)
+    assert not direct, f"draw {direct} with figures.show(name, ...) so the caption is shown"
+    shown = re.findall(r'figures\.show\("(\w+)"', source)
+    markdown = [o.get("data", {}).get("text/markdown", "") for c in notebook.cells
+                if c.cell_type == "code" for o in c.get("outputs", [])]
+    for name in shown:
+        assert any(CAPTIONS[name] in text for text in markdown), f"{name}: no caption in the output"
+    # every graded exercise ran and passed with the solution; every explorer drew its figure
+    printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    for name in re.findall(r'exercises\.grade\("(\w+)"', source):
+        assert f"exercise {name!r}: correct" in printed, name
+    explorers = [c for c in notebook.cells if c.cell_type == "code" and "widgets.explore(" in c.source]
+    for cell in explorers:
+        assert any("image/png" in o.get("data", {}) for o in cell.outputs), "explorer drew no figure"
+
+
+def test_each_notebook_teaches_with_exercises():
+    """1-3 predict-then-check cells and at least one graded implement exercise per notebook,
+    whose stub raises until the reader writes it."""
+    jupytext = pytest.importorskip("jupytext")
+    for path in NOTEBOOKS:
+        cells = jupytext.read(path).cells
+        text = "\n".join(c.source for c in cells)
+        predicts = sum("Predict" in c.source for c in cells if c.cell_type == "markdown")
+        assert 1 <= predicts <= 3, (path.name, predicts)
+        graded = re.findall(r'exercises\.grade\("(\w+)", (\w+)\)', text)
+        assert graded, f"{path.name}: no graded exercise"
+        for _, function in graded:
+            assert re.search(rf"def {function}\(.*\):\n    raise NotImplementedError", text), function
 
 
 def test_a_notebook_renders_to_html_with_its_figures(tmp_path):

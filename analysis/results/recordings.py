@@ -1,0 +1,87 @@
+"""The recordings a figure reads: the runs under one directory as DataFrames (``Recordings``),
+``MissingData`` when a figure's input is not there, and what a run's configuration says about
+a recorded vector (``spectrum_ranks``)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.instrument.spectra import log_spaced
+from analysis.recording import (
+    RecordingError,
+    load_config,
+    load_runs,
+    read_json,
+    scan_runs,
+)
+from analysis.results.stats import final_results
+from toy_models.llama import load_config as toy_config
+from toy_models.llama import matrix_shapes, model_names
+
+
+class MissingData(LookupError):
+    """A figure's input is not in the recordings; the message names it and how to record it."""
+
+
+class Recordings:
+    """The runs below ``root``: metrics and vector records as DataFrames, loaded on first use."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.exists():
+            raise RecordingError(f"runs directory {self.root} does not exist")
+        used, self.skipped = scan_runs(self.root)   # skipped: (directory, reason), reported
+        if not used:
+            found = "".join(f"; {path}: {reason}" for path, reason in self.skipped)
+            raise RecordingError(f"no usable run directories under {self.root}{found} (a run has "
+                                 "config.json and metrics.jsonl); train some with `scale-lab reproduce`")
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        return load_runs(self.root)
+
+    @cached_property
+    def vectors(self) -> pd.DataFrame:
+        return load_runs(self.root, "spectra")
+
+    @cached_property
+    def results(self) -> pd.DataFrame:
+        return final_results(self.root)
+
+    def side_file(self, name: str) -> dict | None:
+        """A JSON file of the root (``tuning.json``, ``reference_losses.json``), or None."""
+        return read_json(self.root / name)
+
+    def stat(self, stat: str, per_param: bool = True, labels=None) -> pd.DataFrame:
+        frame = self.metrics
+        rows = frame[(frame["stat"] == stat) & (frame["param"].notna() == per_param)]
+        if labels is not None:
+            rows = rows[rows["label"].isin(labels)]
+        if rows.empty:
+            where = f" for {', '.join(labels)}" if labels is not None else ""
+            raise MissingData(f"no {stat!r} rows{where} under {self.root}; record them with "
+                              "instrumentation on (`scale-lab reproduce`, or `train --instrument`)")
+        return rows
+
+
+
+def spectrum_ranks(rec: Recordings, run: str, param: str, kept: int) -> np.ndarray | None:
+    """The 1-based ranks of the ``kept`` singular values recorded for ``param``: the
+    instrumentation keeps ``spectra.log_spaced(n)`` of a matrix's ``n = min(rows, fan-in)``
+    values, ``n`` from the shape in the run's ``config.json`` (a user's loop records it with
+    the roles) or from its named model's config. None when the shape cannot be known or does
+    not give ``kept`` values (the figure then says the ranks are unknown)."""
+    meta = load_config(rec.root / run)
+    shape = meta.get("roles", {}).get(param, {}).get("shape")
+    model = meta.get("config", {}).get("model")
+    if shape is None and model in model_names():
+        shapes = {name: s for name, _, s in matrix_shapes(toy_config(model, vocab_size=meta.get("vocab_size")))}
+        shape = shapes.get(param)
+    if shape is None or len(shape) < 2:
+        return None
+    ranks = np.asarray(log_spaced(min(shape[0], int(np.prod(shape[1:]))))) + 1
+    return ranks if len(ranks) == kept else None

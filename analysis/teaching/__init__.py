@@ -1,0 +1,1 @@
+"""Teaching: the notebooks' interactive explorers (``widgets``) and exercise graders (``exercises``)."""

@@ -1,0 +1,204 @@
+"""Graders for the notebooks' "implement" exercises.
+
+A notebook states an exercise, gives a stub that raises ``NotImplementedError``, and grades
+the reader's function with ``grade(name, function)``: a stub still in place is reported as not
+done (the notebook goes on); a wrong answer fails an ``assert`` with a hint that names what
+differs; a right one prints so. Solutions are kept apart (``analysis.teaching.solutions``);
+the tests run every notebook with them filled in (``SCALE_LAB_SOLUTIONS=1``) and check that
+each grader rejects a plausible wrong answer.
+
+Each grader compares the reader's function with the library's own implementation (the
+source of the rule is in that function's docstring) on inputs chosen to tell the usual
+mistakes apart: the axis of a normalization, L2 norm against RMS, the floor on a zero row,
+momentum after normalization instead of before, the ``K - 1`` of an unbiased estimator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from analysis.instrument import estimators, spectra
+from analysis.optim import variants
+from analysis.optim.hyper import OptimizerConfig
+from analysis.optim.maths import as_tensor
+from analysis.optim.recipes import build_optimizer
+from analysis.optim.roles import assign
+from analysis.optim.transforms import chain, momentum, normalize
+from analysis.results import memory
+from toy_models import quadratic
+from toy_models.llama import build_model, load_config
+
+
+def _gradients(shape=(6, 10), count: int = 1, seed: int = 0) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    # rows of very different sizes: an axis or norm mistake cannot cancel out
+    scales = torch.logspace(-3, 1, shape[0]).unsqueeze(1)
+    return [torch.randn(shape, generator=gen, dtype=torch.float64) * scales for _ in range(count)]
+
+
+def _close(got, want, what: str, rtol: float = 1e-6) -> None:
+    got = torch.as_tensor(np.asarray(got) if not torch.is_tensor(got) else got, dtype=torch.float64)
+    want = torch.as_tensor(want, dtype=torch.float64)
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+    assert torch.allclose(got, want, rtol=rtol, atol=1e-12), (
+        f"{what}: max difference {float((got - want).abs().max()):.3g}")
+
+
+def check_sgd_floor(fn) -> None:
+    """``fn(lr, sigma)``: SGD's exact noise floor on ``quadratic`` (its module docstring)."""
+    for lr in (0.1, 0.5, 1.0, 1.5):
+        for sigma in (0.3, 1.0):
+            want = quadratic.ema_floor(lr, 0.0, sigma)
+            _close(float(fn(lr, sigma)), want, f"floor at lr {lr}, sigma {sigma} (hint: each "
+                   "coordinate contributes lr sigma^2 h / (4 (1 - lr h / 2)))")
+
+
+def check_momentum_before_normalization(fn) -> None:
+    """``fn(grads, beta)``: SCALE's output rule over a stream of gradients, one direction per
+    step: EMA momentum first, then one unit RMS per row (``chain(momentum, normalize(1))``)."""
+    grads = _gradients(count=5)
+    rule = chain(momentum(0.9), normalize(1))
+    state = rule.init(grads[0])
+    want = [as_tensor(rule.update(g, state, g)).clone() for g in grads]
+    got = list(fn(grads, 0.9))
+    assert len(got) == len(want), f"one direction per gradient: got {len(got)} for {len(want)}"
+    for step, (u, w) in enumerate(zip(got, want)):
+        rms = torch.as_tensor(u).double().square().mean(dim=1).sqrt()
+        assert torch.allclose(rms, torch.ones_like(rms), atol=1e-6), (
+            f"step {step}: row RMS {rms.min():.3g}..{rms.max():.3g}, expected 1 (normalize last, "
+            "per row, by the RMS rather than the L2 norm)")
+        _close(u, w, f"step {step} (momentum m <- beta m + (1 - beta) g before the normalization)")
+
+
+def check_col_normalize(fn) -> None:
+    """``fn(grad)``: one unit RMS per output unit (torch row) with the 1e-8 floor
+    (``maths.rms_normalize``, the paper's column-wise normalization)."""
+    g = _gradients()[0]
+    g[2] = 0.0   # a unit without gradient stays at zero (the floor, no division by zero)
+    got = torch.as_tensor(fn(g.clone()))
+    _close(got, as_tensor(normalize(1).update(g, {}, g)),
+           "direction (hint: G / max(sqrt(mean(G**2, dim=1)), 1e-8), one scale per row)")
+
+
+def check_microbatch_variance(fn) -> None:
+    """``fn(micro_grads)``: the unbiased ``E||g_k - g_bar||^2`` from K micro-batch gradients
+    (``estimators.microbatch_variance``)."""
+    for k in (2, 4, 8):
+        micro = _gradients(count=k, seed=k)
+        mean = torch.stack(micro).mean(0)
+        want = estimators.microbatch_variance(sum(estimators.sqnorm(m) for m in micro),
+                                              estimators.sqnorm(mean), k)
+        _close(float(fn(micro)), want, f"variance from K={k} micro-batches (hint: divide by K - 1)")
+
+
+def check_stable_rank(fn) -> None:
+    """``fn(update)``: ``||U||_F^2 / ||U||_2^2`` (``spectra.stable_rank``)."""
+    for seed, shape in ((0, (8, 20)), (1, (30, 12))):
+        u = _gradients(shape, seed=seed)[0]
+        want = spectra.stable_rank(torch.linalg.svdvals(u))
+        _close(float(fn(u)), want, f"stable rank of a {shape} matrix")
+    rank_one = torch.outer(torch.arange(1.0, 5.0), torch.ones(3)).double()
+    _close(float(fn(rank_one)), 1.0, "a rank-one matrix")
+
+
+def check_state_elements(fn) -> None:
+    """``fn(recipe, model)``: optimizer-state elements of ``sgd``, ``scale`` and ``adamw`` on a
+    paper model, as the recipes declare them (``memory.state_elements``)."""
+    for model in ("60m", "1b"):
+        config = load_config(model)
+        for recipe in ("sgd", "scale", "adamw"):
+            want = memory.state_elements(recipe, config, memory.default_rank(model, config))
+            _close(float(fn(recipe, model)), float(want), f"{recipe} at {model} (hint: SCALE keeps "
+                   "one momentum buffer on the output layer and Adam's two moments on the vectors)")
+
+
+def check_scale_transforms(fn) -> None:
+    """``fn()``: ``{role: Transform}`` for ``hidden``, ``embedding`` and ``output`` that give
+    SCALE's matrix directions (``recipes``' ``scale``; arXiv 2506.16659, Algorithm 1), checked
+    over three steps on gradients of each role's shape in a small LLaMA."""
+    model = build_model(load_config("nano", vocab_size=512), seed=0)
+    reference = build_optimizer("scale", model)
+    mine = fn()
+    for role in ("hidden", "embedding", "output"):
+        assert role in mine, f"no transform for role {role!r}"
+        group = next(g for g in reference.param_groups if g["label"] == role)
+        want_rule, got_rule = reference.transform_of(group), mine[role]
+        p = group["params"][0]
+        want_state, got_state = want_rule.init(p), got_rule.init(p)
+        for step, g in enumerate(_gradients(tuple(p.shape), count=3, seed=1)):
+            g = g.float()
+            _close(as_tensor(got_rule.update(g, got_state, p)), as_tensor(want_rule.update(g, want_state, p)),
+                   f"{role}, step {step} (hint: which axis is one output unit's for this layer, "
+                   "and which layer keeps momentum)", rtol=1e-5)
+
+
+def custom_model() -> torch.nn.Module:
+    """Notebook 07's model: an embedding, a layer of a custom type (weight ``(out, in)``,
+    applied as ``x @ W.T``), and a classifier head named ``classifier``."""
+
+    class Mixer(torch.nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(width, width) / width ** 0.5)
+
+        def forward(self, x):
+            return x @ self.weight.T
+
+    class Tagger(torch.nn.Module):
+        def __init__(self, vocab=50, width=16):
+            super().__init__()
+            self.embed = torch.nn.Embedding(vocab, width)
+            self.mixer = Mixer(width)
+            self.classifier = torch.nn.Linear(width, vocab)
+
+        def forward(self, ids):
+            return self.classifier(torch.tanh(self.mixer(self.embed(ids))))
+
+    return Tagger()
+
+
+def check_custom_rules(fn) -> None:
+    """``fn()``: role rules (``analysis.optim.roles``) under which ``custom_model()`` gets the
+    embedding's role and axis, the custom layer as a hidden matrix normalized per row, and the
+    classifier as the output layer (the one SCALE gives momentum)."""
+    layout = assign(custom_model(), fn()).params
+    want = {"embed.weight": ("embedding", (0,)), "mixer.weight": ("hidden", (1,)),
+            "classifier.weight": ("output", (1,))}
+    for name, (role, fan_in) in want.items():
+        got = (layout[name].role, layout[name].fan_in)
+        assert got == (role, fan_in), f"{name}: role and fan-in axes {got}, expected {(role, fan_in)}"
+
+
+def check_rmnp_hidden(fn) -> None:
+    """``fn(fan_in)``: RMNP's hidden-matrix transform (``analysis.optim.variants``; arXiv
+    2603.20527): EMA momentum 0.95, then unit L2 norm per output unit, over three steps."""
+    want_rule = variants.hidden_rule("rmnp", OptimizerConfig(), (1,))
+    got_rule = fn((1,))
+    g0 = _gradients((6, 10))[0]
+    want_state, got_state = want_rule.init(g0), got_rule.init(g0)
+    for step, g in enumerate(_gradients((6, 10), count=3, seed=2)):
+        got = as_tensor(got_rule.update(g, got_state, g))
+        _close(got.norm(dim=1), torch.ones(6), f"step {step}: row L2 norms (hint: unit L2, not unit RMS)")
+        _close(got, as_tensor(want_rule.update(g, want_state, g)),
+               f"step {step} (hint: m <- 0.95 m + 0.05 g, then each row of m over its L2 norm)")
+
+
+CHECKS = {"sgd_floor": check_sgd_floor, "momentum_before_normalization": check_momentum_before_normalization,
+          "col_normalize": check_col_normalize, "microbatch_variance": check_microbatch_variance,
+          "stable_rank": check_stable_rank, "state_elements": check_state_elements,
+          "scale_transforms": check_scale_transforms, "custom_rules": check_custom_rules,
+          "rmnp_hidden": check_rmnp_hidden}
+
+
+def grade(name: str, fn) -> bool:
+    """Grade exercise ``name``: False (with a line saying so) while ``fn`` is still the stub,
+    True when right; a wrong answer fails an ``AssertionError`` that says what differs."""
+    try:
+        CHECKS[name](fn)
+    except NotImplementedError:
+        print(f"exercise {name!r}: not done yet (the stub raises NotImplementedError); "
+              "write it, then run this cell again")
+        return False
+    print(f"exercise {name!r}: correct")
+    return True

@@ -1,0 +1,88 @@
+"""Race a design (``analysis.optim.designs``) against SCALE and a fairly tuned AdamW.
+
+Fair means the comparison protocol (``analysis.protocol.presets``): every entrant runs the
+same model, data order, run length and lr structure; SCALE and AdamW run at the lrs their
+tuning chose *at this length* (the shipped reference tuning, ``tuning.json``); the
+leaderboard is the mean final validation loss over seeds with a Student-t 95% interval, and
+each entrant's difference to SCALE is paired by seed (``analysis.results.stats``).
+
+On the ``quick`` setting (``micro2k``, 120 steps; the reference's) the baselines are not
+trained again: their runs are read from the shipped reference recordings, after checking
+that each was made with exactly this configuration; only the designs train (about 35 s per
+run on 2 cores). On any other preset (``smoke`` for tests) everything trains, a plumbing
+check rather than a finding. A design's lr is the reader's choice: an untuned entrant is
+at a disadvantage, never the baselines.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.protocol.presets import PRESETS, REFERENCE, Arm, tuned_lrs
+from analysis.recording import load_config, load_result, scan_runs
+from analysis.results import stats
+from analysis.train.loop import train
+
+BASELINES = ("scale", "adamw")
+# the settings a reference run must share with the race's to be reused
+SAME = ("model", "optimizer", "momentum", "lr", "adam_lr", "steps", "batch_size", "micro_batch_size",
+        "seq_len", "seed", "data", "embedding_lr_mult", "output_lr_mult", "eval_tokens")
+
+
+def _reference_run(label: str, seed: int, wanted: dict) -> Path | None:
+    """The shipped reference run of ``label`` and ``seed`` made with config ``wanted``."""
+    for run in scan_runs(REFERENCE)[0]:
+        config = load_config(run).get("config", {})
+        if config.get("label") == label and config.get("seed") == seed and load_result(run):
+            same = all(config.get(k) == wanted.get(k) for k in SAME)
+            return run if same else None
+    return None
+
+
+def _final_loss(run: Path) -> float:
+    loss = load_result(run).get("final_eval_loss")
+    return math.nan if loss is None else float(loss)
+
+
+def race(designs: dict[str, float], seeds=(0, 1), preset: str = "quick",
+         out: str | Path = "runs/race") -> pd.DataFrame:
+    """Train every design ``{recipe name: lr}`` on ``seeds`` at ``preset``'s setting; one row per
+    (entrant, seed): label, seed, lr, final validation loss, where the run came from."""
+    setting = PRESETS[preset]
+    lrs = tuned_lrs()
+    missing = [b for b in BASELINES if b not in lrs]
+    if missing:
+        raise FileNotFoundError(f"no tuned lr for {missing} in {REFERENCE}/tuning.json: the race "
+                                "needs the shipped reference tuning")
+    entrants = {b: (Arm(b, b), lrs[b]) for b in BASELINES}
+    entrants |= {name: (Arm(name, name), lr) for name, lr in designs.items()}
+    rows = []
+    for label, (arm, lr) in entrants.items():
+        for seed in seeds:
+            config = setting.config(arm, seed, lr)
+            reused = _reference_run(label, seed, vars(config)) if label in BASELINES else None
+            if reused is not None:
+                rows.append({"label": label, "seed": seed, "lr": lr, "loss": _final_loss(reused),
+                             "source": "reference recording"})
+                continue
+            result = train(config, out=Path(out) / preset / label / f"seed{seed}", overwrite=True,
+                           progress=False)
+            rows.append({"label": label, "seed": seed, "lr": lr, "loss": result.final_eval_loss,
+                         "source": "trained now"})
+    return pd.DataFrame(rows)
+
+
+def leaderboard(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per entrant, best first: seeds, mean loss with its 95% t half-width, and the difference
+    to SCALE paired by seed with its half-width (negative: better than SCALE)."""
+    paired = runs.rename(columns={"loss": "final_eval_loss"})
+    rows = []
+    for label, part in runs.groupby("label"):
+        mean, half = stats.interval(part["loss"].tolist())
+        diff, diff_half, _ = stats.paired(paired, label, "scale") if label != "scale" else (0.0, 0.0, 0)
+        rows.append({"entrant": label, "seeds": len(part), "lr": part["lr"].iloc[0], "loss": mean,
+                     "loss_ci": half, "minus_scale": diff, "minus_scale_ci": diff_half})
+    return pd.DataFrame(rows).sort_values("loss").set_index("entrant")
