@@ -115,7 +115,7 @@ def sgd_floor(lr, sigma):
 # %%
 if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
     from analysis.teaching.solutions import sgd_floor
-exercises.grade("sgd_floor", sgd_floor)
+passed = exercises.grade("sgd_floor", sgd_floor)
 
 # %% [markdown]
 # ## Momentum before normalization: SCALE's placement
@@ -164,7 +164,7 @@ def momentum_before_normalization(grads, beta):
 # %%
 if SOLUTIONS:
     from analysis.teaching.solutions import momentum_before_normalization
-exercises.grade("momentum_before_normalization", momentum_before_normalization)
+passed = exercises.grade("momentum_before_normalization", momentum_before_normalization)
 
 # %% [markdown]
 # ## What this notebook shows (checked)

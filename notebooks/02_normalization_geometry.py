@@ -119,7 +119,7 @@ def col_normalize(grad):
 # %%
 if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
     from analysis.teaching.solutions import col_normalize
-exercises.grade("col_normalize", col_normalize)
+passed = exercises.grade("col_normalize", col_normalize)
 
 # %% [markdown]
 # Newton-Schulz (what `spectral_norm` and Muon run) only approximates the polar factor:

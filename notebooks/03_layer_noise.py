@@ -91,7 +91,7 @@ def microbatch_variance(micro_grads):
 # %%
 if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
     from analysis.teaching.solutions import microbatch_variance
-exercises.grade("microbatch_variance", microbatch_variance)
+passed = exercises.grade("microbatch_variance", microbatch_variance)
 
 # %% [markdown]
 # ### Predict, then check

@@ -59,7 +59,7 @@ def scale_transforms():
 # %%
 if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
     from analysis.teaching.solutions import scale_transforms
-exercises.grade("scale_transforms", scale_transforms)
+passed = exercises.grade("scale_transforms", scale_transforms)
 
 # %%
 runs = recordings(recompute=RECOMPUTE, smoke=SMOKE)

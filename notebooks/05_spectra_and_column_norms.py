@@ -81,7 +81,7 @@ def stable_rank(update):
 # %%
 if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
     from analysis.teaching.solutions import stable_rank
-exercises.grade("stable_rank", stable_rank)
+passed = exercises.grade("stable_rank", stable_rank)
 
 # %% [markdown]
 # ## What this notebook shows (checked)

@@ -84,7 +84,7 @@ def state_elements(recipe, model):
 # %%
 if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
     from analysis.teaching.solutions import state_elements
-exercises.grade("state_elements", state_elements)
+passed = exercises.grade("state_elements", state_elements)
 
 # %% [markdown]
 # **SCALE as a fraction of Adam.** The headline "35-45% of Adam's memory" is

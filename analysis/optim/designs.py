@@ -19,6 +19,7 @@ shape), so the memory accounting of ``--optimizer list`` is exact for any chain.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -60,7 +61,10 @@ def _measured(transforms: dict, role: str) -> StateRule:
             rule = rule.at((1,) if len(shape) >= 2 else ())
         state = rule.init(torch.empty(shape, device="meta"))
         return sum(v.numel() for v in state.values() if torch.is_tensor(v) and v.ndim >= 1)
-    return StateRule(f"{role}: as its transforms keep", elements)
+    # said as "k x" when it is k per element (what every transform here keeps), else measured
+    probe = (6, 10) if role != "vector" else (10,)
+    k, rest = divmod(elements(probe, 1), math.prod(probe))
+    return StateRule(f"{k} x" if not rest else "as its transforms keep", elements)
 
 
 def register_design(name: str, transforms: Callable[[OptimizerConfig], dict], description: str,

@@ -68,6 +68,7 @@ class unit_rows(Transform):
     """
 
     name = "unit_rows"
+    row_shard_safe = False   # a column (fan-in axis 0) spans every FSDP2 row block; no all-reduce here
 
     def __init__(self, axis, eps: float = 0.0):
         self.axis, self.eps = axis, eps

@@ -1,7 +1,9 @@
-"""A notebook opened in JupyterLab shows cells, not its ``.py`` source (issue 14): a real
-headless Chromium (the system's package; ``.ci/run`` installs it) against a JupyterLab server
-started here, with the settings ``make setup`` installs into the venv. The page's DOM is read
-after JupyterLab has rendered; a screenshot is kept next to it as the test's artifact."""
+"""A notebook opened in JupyterLab shows cells, not its ``.py`` source, and runs there (issue
+14): a real headless Chromium (the system's package; ``.ci/run`` installs it), driven by
+Playwright, against a JupyterLab server started here with the settings ``make setup`` installs
+into the venv. The test opens the notebook, runs every cell from JupyterLab's Run menu, waits
+until each code cell has its execution count, and reads the page: cells, outputs, figures, the
+graded exercise, no error. A screenshot is kept as the test's artifact."""
 
 import json
 import shutil
@@ -39,15 +41,26 @@ def _wait_for_server(url: str, server: subprocess.Popen, limit_s: float = 120.0)
     raise AssertionError(f"jupyter lab did not answer {url} within {limit_s} s")
 
 
-def test_a_notebook_opens_as_a_notebook_in_jupyterlab(tmp_path):
+RUN_ALL_DONE = """() => {
+    const prompts = [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')]
+        .map(e => e.textContent.trim());
+    return prompts.length > 0 && prompts.every(t => /^\\[\\d+\\]:$/.test(t));
+}"""
+
+
+def test_a_notebook_opens_as_a_notebook_and_runs_in_jupyterlab(tmp_path, monkeypatch):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("no chromium on this machine: apt-get install -y chromium (.ci/run does)")
     pytest.importorskip("jupyterlab")
+    sync_api = pytest.importorskip("playwright.sync_api")
     overrides = Path(sys.prefix) / "share/jupyter/lab/settings/overrides.json"
     assert overrides.exists(), f"{overrides} is missing: make setup installs it"
     assert json.loads(overrides.read_text()) == json.loads(
         (ROOT / "notebooks/jupyterlab-overrides.json").read_text())
+    # the kernel inherits these: the small version, exercises with their solutions
+    monkeypatch.setenv("SCALE_LAB_SMOKE", "1")
+    monkeypatch.setenv("SCALE_LAB_SOLUTIONS", "1")
     port, token = _free_port(), "scale-lab-test"
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--allow-root",
@@ -56,17 +69,29 @@ def test_a_notebook_opens_as_a_notebook_in_jupyterlab(tmp_path):
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"))
     try:
         _wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", server)
-        url = f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK}?token={token}"
-        browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                   "--virtual-time-budget=30000", "--window-size=1400,1000"]
-        dom = subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True,
-                             timeout=180).stdout
-        subprocess.run([*browser, f"--screenshot={tmp_path / 'notebook.png'}", url],
-                       capture_output=True, timeout=180)
+        with sync_api.sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK}?token={token}")
+            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
+            opened_as = {"notebook": page.locator(".jp-NotebookPanel").count(),
+                         "text editor": page.locator(".jp-FileEditor").count()}
+            cells = page.locator(".jp-NotebookPanel .jp-CodeCell").count()
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_text("Run All Cells", exact=True).click()
+            page.wait_for_function(RUN_ALL_DONE, timeout=300_000)   # every code cell has run
+            page.screenshot(path=tmp_path / "notebook.png")   # the test's artifact
+            outputs = page.locator(".jp-NotebookPanel .jp-OutputArea-output")
+            errors = page.locator(".jp-NotebookPanel [data-mime-type='application/vnd.jupyter.stderr']")
+            text = " ".join(outputs.all_text_contents())
+            images, n_outputs, n_errors = (page.locator(".jp-NotebookPanel .jp-OutputArea-output img").count(),
+                                           outputs.count(), errors.all_text_contents())
+            browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
-    (tmp_path / "page.html").write_text(dom)
-    assert 'class="lm-Widget jp-MainAreaWidget jp-NotebookPanel' in dom, "not opened as a notebook"
-    assert 'class="lm-Widget jp-FileEditor' not in dom, "opened in the text editor"
-    assert dom.count('class="lm-Widget jp-Cell ') >= 5
+    assert opened_as == {"notebook": 1, "text editor": 0}, f"opened as {opened_as}"
+    assert cells >= 5
+    assert not [e for e in n_errors if "Error" in e], n_errors
+    assert n_outputs >= 5 and images >= 2, (n_outputs, images)   # text and figures rendered
+    assert "exercise 'sgd_floor': correct" in text

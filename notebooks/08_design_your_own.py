@@ -1,0 +1,141 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %%
+import os
+
+SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
+SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
+
+# %% [markdown]
+# # 08 · Design your own optimizer
+#
+# Every optimizer in this toolkit is a chain of small transforms per layer role
+# (`analysis.optim.transforms`): `momentum`, `normalize` (unit RMS per output unit),
+# `orthogonalize` (Newton-Schulz), `sign`, `scale_by_adam`, and `tap` (what the
+# instrumentation records). SCALE is three short chains:
+
+# %%
+from analysis.optim.designs import design, register_design
+from analysis.optim.recipes import build_optimizer, recipe_table
+from analysis.optim.transforms import chain, momentum, normalize
+from analysis.optim.variants import neuron_normalize, unit_rows
+from analysis.protocol.presets import tuned_lrs
+from analysis.teaching import exercises, race
+from toy_models.llama import build_model, load_config
+
+model = build_model(load_config("nano", vocab_size=512), seed=0)
+print(build_optimizer("scale", model).describe().split("\n\n")[0])
+
+# %% [markdown]
+# ## Compose a design
+#
+# `design(hidden=..., embedding=..., output=...)` takes a transform per role, or a function of
+# the matrix's fan-in axes (so "per output unit" is right for an `nn.Linear`'s rows and an
+# `nn.Embedding`'s columns alike); vectors keep Adam. `register_design` makes it a recipe like
+# any other: `build_optimizer`, the trainer, the recordings and the race take its name.
+#
+# The example: SCALE plus momentum on the embedding too, the second noisiest layer
+# (notebook 03). Change it and run the cells below.
+
+# %%
+register_design("scale+embedding", design(
+    hidden=lambda fan_in: normalize(fan_in),
+    embedding=lambda fan_in: chain(momentum(0.9), normalize(fan_in)),
+    output=lambda fan_in: chain(momentum(0.9), normalize(fan_in))),
+    "SCALE with momentum on the embedding too")
+print(recipe_table().splitlines()[0])
+print(next(line for line in recipe_table().splitlines() if line.startswith("scale+embedding")))
+
+# %% [markdown]
+# ### Predict, then check
+# **Predict:** SCALE's lr was tuned for SCALE. At that lr, will the extra embedding momentum
+# help, hurt, or not be distinguishable from seed noise in a 120-step race?
+#
+# ## The race
+#
+# Same model (`micro2k`), data order, length (120 steps) and lr structure as the reference;
+# SCALE and AdamW at the lrs their tuning chose at this length, read from the shipped
+# reference recordings (checked to be the same configuration); your design trains now, about
+# 35 s per seed on 2 cores. Leaderboard: mean final validation loss over seeds with a
+# Student-t 95% interval, and the difference to SCALE paired by seed. In SMOKE mode (CI) the
+# race is a seconds-long plumbing check on `nano`, not a finding.
+
+# %%
+seeds = (0,) if SMOKE else (0, 1, 2)
+scale_lr = tuned_lrs()["scale"]
+runs = race.race({"scale+embedding": scale_lr}, seeds=seeds, preset="smoke" if SMOKE else "quick")
+board = race.leaderboard(runs)
+board.round(4)
+
+# %% [markdown]
+# Read the `minus_scale` column with its interval: an interval that contains 0 means the
+# race cannot tell your design from SCALE at this budget, whatever the order of the means.
+#
+# ## Worked examples: three recent designs as chains
+#
+# Each is a recipe (`--optimizer rmnp|normuon|muoneq`), written from its paper's stated rule
+# and tested against a plain transcription of it (`tests/analysis/test_variants.py`;
+# `analysis/optim/variants.py` says what the papers leave open and the choice made):
+#
+# * **RMNP** (arXiv 2603.20527): momentum, then unit L2 norm per output unit, on hidden
+#   matrices: SCALE's normalization with momentum everywhere but on the embedding and head;
+# * **NorMuon** (arXiv 2510.05491): Muon's orthogonalized momentum, then an Adam-like second
+#   moment per output unit, rescaled to RMS 0.2;
+# * **MuonEq** (arXiv 2603.28254): rows equilibrated to unit norm *before* Newton-Schulz.
+
+# %%
+for name in ("rmnp", "normuon", "muoneq"):
+    hidden = next(line for line in build_optimizer(name, model).describe().splitlines()
+                  if line.startswith("hidden"))
+    print(f"{name:<8} {hidden}")
+
+# %% [markdown]
+# One step of each on the same gradient, to see what each chain promises:
+
+# %%
+import torch  # noqa: E402
+
+g = torch.randn(64, 32, generator=torch.Generator().manual_seed(0)) * torch.logspace(-2, 0, 64).unsqueeze(1)
+rmnp_step = unit_rows(1).update(g, {}, g).materialize()
+nm = neuron_normalize()
+normuon_step = nm.update(g, nm.init(g), g)
+print(f"RMNP rows' L2 norms: {rmnp_step.norm(dim=1).min():.4f}..{rmnp_step.norm(dim=1).max():.4f}")
+print(f"NorMuon step RMS: {normuon_step.square().mean().sqrt():.4f}")
+
+# %% [markdown]
+# ### Exercise (implement): RMNP's hidden-matrix rule
+# Return RMNP's transform for a matrix with fan-in axes `fan_in`: EMA momentum with beta
+# 0.95, then each output unit's row scaled to unit **L2** norm (`unit_rows(axis)`, not
+# `normalize`, which gives unit RMS). The grader steps it beside the recipe's.
+
+# %%
+def rmnp_hidden(fan_in):
+    raise NotImplementedError("your code: a transform chain")
+
+
+# %%
+if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
+    from analysis.teaching.solutions import rmnp_hidden
+passed = exercises.grade("rmnp_hidden", rmnp_hidden)
+
+# %% [markdown]
+# ## What this notebook shows (checked)
+
+# %%
+# the leaderboard has every entrant, over every seed, with the paired difference to SCALE
+assert set(board.index) == {"scale", "adamw", "scale+embedding"}
+assert (board["seeds"] == len(seeds)).all() and board.loc["scale", "minus_scale"] == 0
+if not SMOKE:   # the baselines are the shipped reference runs, and the intervals are real
+    assert set(runs.query("label in ['scale', 'adamw']")["source"]) == {"reference recording"}
+    assert board["loss_ci"].gt(0).all()
+# each worked example keeps its promise: unit L2 rows, an update of RMS 0.2
+assert torch.allclose(rmnp_step.norm(dim=1), torch.ones(64), atol=1e-5)
+assert abs(float(normuon_step.square().mean().sqrt()) - 0.2) < 1e-5

@@ -1,0 +1,65 @@
+"""A reader's design as a recipe, and the race against SCALE and tuned AdamW."""
+
+import pytest
+import torch
+
+from analysis.optim.designs import design, register_design
+from analysis.optim.hyper import RecipeError
+from analysis.optim.optimizer import state_numel
+from analysis.optim.recipes import build_optimizer, get_recipe
+from analysis.optim.transforms import chain, momentum, normalize
+from analysis.protocol.presets import PRESETS, REFERENCE, Arm, tuned_lrs
+from analysis.teaching import race
+from toy_models.llama import build_model, load_config, matrix_shapes
+
+
+def _register():
+    register_design("test+embedding", design(
+        hidden=lambda fan_in: normalize(fan_in),
+        embedding=lambda fan_in: chain(momentum(0.9), normalize(fan_in)),
+        output=lambda fan_in: chain(momentum(0.9), normalize(fan_in))), "test design")
+
+
+def test_a_design_steps_as_its_chains_say_and_declares_its_state():
+    _register()
+    model = build_model(load_config("nano", vocab_size=256), seed=0)
+    opt = build_optimizer("test+embedding", model, lr=1e-2)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    before = model.model.layers[0].mlp.up_proj.weight.detach().clone()
+    opt.step()
+    step = (before - model.model.layers[0].mlp.up_proj.weight.detach()) / 1e-2
+    # hidden: one unit RMS per output unit, no momentum
+    torch.testing.assert_close(step.square().mean(dim=1).sqrt(), torch.ones(step.size(0)), atol=1e-4, rtol=0)
+    # the declared state (read from the transforms) is what the optimizer holds
+    shapes = [(role, shape) for _, role, shape in matrix_shapes(load_config("nano", vocab_size=256))]
+    declared = sum(get_recipe("test+embedding").state_rules()[role](shape, 1) for role, shape in shapes)
+    assert declared == state_numel(opt)
+    assert get_recipe("test+embedding").state_rules()["hidden"].text == "0 x"
+
+
+def test_a_builtin_name_is_refused():
+    with pytest.raises(RecipeError, match="built-in"):
+        register_design("scale", design(), "not SCALE")
+
+
+@pytest.mark.skipif(not (REFERENCE / "tuning.json").exists(), reason="reference recordings not built")
+def test_the_race_reuses_only_reference_runs_of_the_same_configuration():
+    lrs = tuned_lrs()
+    config = vars(PRESETS["quick"].config(Arm("scale", "scale"), 0, lrs["scale"]))
+    assert race._reference_run("scale", 0, config) is not None
+    assert race._reference_run("scale", 0, config | {"lr": lrs["scale"] * 2}) is None
+    assert race._reference_run("scale", 0, config | {"steps": 60}) is None
+
+
+@pytest.mark.skipif(not (REFERENCE / "tuning.json").exists(), reason="reference recordings not built")
+def test_a_smoke_race_gives_a_paired_leaderboard(tmp_path):
+    _register()
+    runs = race.race({"test+embedding": tuned_lrs()["scale"]}, seeds=(0, 1), preset="smoke", out=tmp_path)
+    assert set(runs["source"]) == {"trained now"} and len(runs) == 6
+    board = race.leaderboard(runs)
+    assert set(board.index) == {"scale", "adamw", "test+embedding"}
+    assert list(board["loss"]) == sorted(board["loss"])                     # best first
+    scale, mine = (runs[runs.label == n].set_index("seed")["loss"] for n in ("scale", "test+embedding"))
+    assert board.loc["test+embedding", "minus_scale"] == pytest.approx((mine - scale).mean())
+    assert board.loc["adamw", "loss_ci"] > 0
