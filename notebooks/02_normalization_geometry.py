@@ -106,6 +106,25 @@ spread = pd.DataFrame({"map": ["sgd", "col_norm"],
 spread
 
 # %% [markdown]
+# **Why not the other axis on the LM head?** Normalizing per *input feature* (row
+# normalization) rescales each hidden feature's column across the whole vocabulary, so a
+# token's row keeps the size its gradient had: large for the tokens in the batch, small for
+# the rest. The paper's explanation of row normalization's failure, on `micro2k` at init:
+
+# %%
+from analysis.optim.maths import rms_normalize  # noqa: E402
+from analysis.results import figures  # noqa: E402
+from analysis.results.argument_figures import output_gradient  # noqa: E402
+
+figures.show("output_entry_histogram")
+head_grad, head_counts = output_gradient()
+in_batch = torch.as_tensor(head_counts > 0)
+row_rms = {axis: rms_normalize(head_grad.double(), dim=axis).square().mean(dim=1).sqrt() for axis in (1, 0)}
+absent_ratio = {axis: float(r[in_batch].median() / r[~in_batch].median()) for axis, r in row_rms.items()}
+print(f"median row size, tokens in the batch / absent: per output unit {absent_ratio[1]:.2f}, "
+      f"per input feature {absent_ratio[0]:.2f}")
+
+# %% [markdown]
 # ### Exercise (implement): column normalization
 # Write SCALE's matrix rule for an `nn.Linear` gradient $G$ of shape (out, in): divide each
 # output unit's row by its RMS, $\sqrt{\mathrm{mean}_j G_{ij}^2}$, floored at $10^{-8}$ so a
@@ -142,6 +161,9 @@ for norm_name in geometry.KINDS:
     assert (others < 1 + 1e-9).all()                                # nothing beats it there
 assert spread.loc[1, "max/median row step"] < 1 + 1e-6 < spread.loc[0, "max/median row step"]
 assert 0.6 < ns_efficiency < 1.0
+# the LM head: per output unit every token's row has the same size; per input feature rows of
+# tokens absent from the batch are several times smaller
+assert abs(absent_ratio[1] - 1) < 1e-6 and absent_ratio[0] > 2
 # in 2-D: sign's direction is the longest and the furthest from a gradient along one axis
 assert abs(np.linalg.norm(directions["max"]) - np.sqrt(2)) < 1e-12
 assert angles["max"] > 40 and angles["l2"] < 1e-5

@@ -77,11 +77,24 @@ closed = (table.loc["sgd", "loss"] - table.loc["col_norm", "loss"]) / (table.loc
 print(f"column normalization closes {closed:.0%} of the SGD-AdamW gap; "
       f"SCALE: {(table.loc['sgd', 'loss'] - table.loc['scale', 'loss']) / (table.loc['sgd', 'loss'] - table.loc['adamw', 'loss']):.0%}")
 
+# %% [markdown]
+# **Step 1, plain SGD against normalized updates** (the paper's Figure 2), each at its tuned lr:
+
+# %%
+figures.show("sgd_vs_normalized", rec)
+
 # %%
 figures.show("loss_curves", rec)
 
 # %%
 figures.show("normalization_ablation", rec)
+
+# %% [markdown]
+# **Step 2, where the one momentum buffer goes**: none, the output layer (SCALE), the embedding,
+# or every layer (column normalization throughout), with the state each keeps.
+
+# %%
+figures.show("momentum_placement", rec)
 
 # %% [markdown]
 # ## How each arm was tuned

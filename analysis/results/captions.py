@@ -19,9 +19,16 @@ CAPTIONS = {
                          "is normalized); right: output rows of rare tokens against frequent ones.",
     "update_spectra": "How flat each arm's update spectrum is (left) and the hidden updates' stable "
                       "rank over training (right).",
-    "memory_vs_perplexity": "Optimizer state against perplexity, these runs and the paper at 1B: "
-                            "the lower left corner is better on both.",
+    "memory_vs_perplexity": "Optimizer state against perplexity, these runs (measured) and the paper "
+                            "at 1B (its accounting): the lower left corner is better on both.",
     "momentum_quadratic": "SGD against EMA momentum on a noisy quadratic at the same lr; dotted: "
                           "the exact noise floors, in the legend.",
+    "sgd_vs_normalized": "Plain SGD at its best lr against the normalized rungs and AdamW (the "
+                         "paper's Figure 2): how far each gets below the unigram line.",
+    "momentum_placement": "One momentum buffer, placed: on the output layer (SCALE) against none, the "
+                          "embedding, or every layer, with the state each keeps.",
+    "output_entry_histogram": "The LM head's normalized update at init: per output unit every token's "
+                              "row has unit RMS; per input feature a row's size follows its token's "
+                              "presence in the batch (absent tokens' rows several times smaller).",
 }
 

@@ -36,8 +36,13 @@ from analysis.recording import (
     scan_runs,
 )
 from analysis.results import paper, style
+from analysis.results.argument_figures import (
+    momentum_placement,
+    output_entry_histogram,
+    sgd_vs_normalized,
+)
 from analysis.results.captions import CAPTIONS
-from analysis.results.memory import analytic_gb
+from analysis.results.memory import analytic_terms
 from analysis.results.recordings import MissingData, Recordings, spectrum_ranks
 from analysis.results.stats import role_variance, summary, t_band
 from toy_models import quadratic
@@ -178,6 +183,13 @@ def column_norm_stats(rec: Recordings):
     roles = [r for r in style.ROLE_ORDER if r in set(last["role"])]
     sns.barplot(last, y="label", x="value", hue="role", order=labels, hue_order=roles,
                 palette=style.role_palette(roles), errorbar=None, ax=left, orient="h")
+    # a spread of 0 (every unit normalized) draws no bar: mark it, so no arm looks unrecorded
+    colours = style.role_palette(roles)
+    for role, bars in zip(roles, left.containers):
+        for bar in bars:
+            if bar.get_width() < 1e-6:
+                left.plot(0, bar.get_y() + bar.get_height() / 2, "o", mfc="white", mec=colours[role], ms=4)
+    left.plot([], [], "o", mfc="white", mec="0.3", ms=4, label="0: equal by construction")
     left.set(ylabel="", xlabel="CV of per-unit update RMS", title="Spread of update norms across units")
     left.legend(fontsize=7, title="role", title_fontsize=7)
     vectors = rec.vectors
@@ -195,7 +207,7 @@ def column_norm_stats(rec: Recordings):
     seen = counts > 0
     left_label = rows[rows["run"] == run]["label"].iloc[0]
     right.scatter(counts[seen], rms[seen], s=3, alpha=0.4, color=style.palette([left_label])[left_label])
-    right.set(xscale="log", yscale="log", xlabel="token frequency in training batches",
+    right.set(xscale="log", yscale="log", xlabel="token count in the training split",
               ylabel="output-layer gradient row RMS",
               title=f"Output rows vs frequency ({left_label}, step {int(first['step'])})")
     return fig
@@ -251,8 +263,8 @@ def memory_vs_perplexity(rec: Recordings):
              title="These runs")
     left.legend(fontsize=7, ncols=2)
     for label, ppl in paper.PERPLEXITY["1b"].items():
-        right.scatter(analytic_gb(label, "1b"), ppl, color=colours[label], s=40, label=label)
-    right.set(xlabel="model + state (GB, bf16, paper's accounting)", ylabel="C4 perplexity",
+        right.scatter(analytic_terms(label, "1b")[1], ppl, color=colours[label], s=40, label=label)
+    right.set(xlabel="optimizer state (GB, bf16, paper's accounting)", ylabel="C4 perplexity",
               title="The paper at 1B")
     right.legend(fontsize=7, ncols=2)
     return fig
@@ -278,7 +290,10 @@ def momentum_quadratic(rec: Recordings | None = None, steps: int = 600, sigma: f
 
 REGISTRY = {f.__name__: f for f in (grad_variance_by_layer, grad_variance_with_momentum,
                                     loss_curves, lr_sweep, normalization_ablation, column_norm_stats,
-                                    update_spectra, memory_vs_perplexity, momentum_quadratic)}
+                                    update_spectra, memory_vs_perplexity, momentum_quadratic,
+                                    sgd_vs_normalized, momentum_placement, output_entry_histogram)}
+# drawn without recordings (from the model or the quadratic alone)
+SELF_CONTAINED = ("momentum_quadratic", "output_entry_histogram")
 
 
 def show(name: str, rec: Recordings | None = None, **kwargs) -> None:
@@ -307,7 +322,7 @@ def render_all(root, out_dir, names=None) -> tuple[list[Path], list[str]]:
         problems = []
     made = []
     for name in names:
-        if rec is None and name != "momentum_quadratic":
+        if rec is None and name not in SELF_CONTAINED:
             problems.append(f"{name}: needs recordings ({problems[0]})")
             continue
         try:
@@ -328,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [n for n in args.only or () if n not in REGISTRY]
         if unknown:
             raise MissingData(f"unknown figure(s) {unknown}; choose from {', '.join(REGISTRY)}")
-        if set(args.only or REGISTRY) - {"momentum_quadratic"}:
+        if set(args.only or REGISTRY) - set(SELF_CONTAINED):
             Recordings(args.runs)   # one line when there is nothing to draw from
         made, problems = render_all(args.runs, args.out, args.only)
     except (MissingData, RecordingError) as err:

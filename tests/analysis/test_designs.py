@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from analysis.optim import recipes
 from analysis.optim.designs import design, register_design
 from analysis.optim.hyper import RecipeError
 from analysis.optim.optimizer import state_numel
@@ -11,6 +12,13 @@ from analysis.optim.transforms import chain, momentum, normalize
 from analysis.protocol.presets import PRESETS, REFERENCE, Arm, tuned_lrs
 from analysis.teaching import race
 from toy_models.llama import build_model, load_config, matrix_shapes
+
+
+@pytest.fixture(autouse=True)
+def _own_registry(monkeypatch):
+    """Designs registered here stay in this test (the registry is the process's)."""
+    recipes.recipe_names()
+    monkeypatch.setattr(recipes, "_REGISTRY", dict(recipes._REGISTRY))
 
 
 def _register():

@@ -73,7 +73,8 @@ def test_a_notebook_opens_as_a_notebook_and_runs_in_jupyterlab(tmp_path, monkeyp
             browser = driver.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK}?token={token}")
-            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
+            page.wait_for_function("document.querySelectorAll('.jp-NotebookPanel .jp-Cell').length >= 5",
+                                   timeout=120_000)   # rendered, not only started
             opened_as = {"notebook": page.locator(".jp-NotebookPanel").count(),
                          "text editor": page.locator(".jp-FileEditor").count()}
             cells = page.locator(".jp-NotebookPanel .jp-CodeCell").count()

@@ -23,7 +23,7 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
 
     monkeypatch.setenv("SCALE_LAB_SMOKE", "1")        # small and fast; explorers draw statically
     monkeypatch.setenv("SCALE_LAB_SOLUTIONS", "1")    # the exercises with their solutions filled in
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("MPLBACKEND", raising=False)   # the kernel's inline backend, as in JupyterLab
     notebook = jupytext.read(path)
     source = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
     assert "SMOKE" in notebook.cells[0].source and "assert " in notebook.cells[-1].source
@@ -43,9 +43,10 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
                       for o in c.get("outputs", []))
     for name in re.findall(r'exercises\.grade\("(\w+)"', source):
         assert f"exercise {name!r}: correct" in printed, name
-    explorers = [c for c in notebook.cells if c.cell_type == "code" and "widgets.explore(" in c.source]
-    for cell in explorers:
-        assert any("image/png" in o.get("data", {}) for o in cell.outputs), "explorer drew no figure"
+    drawing = [c for c in notebook.cells if c.cell_type == "code"
+               and ("widgets.explore(" in c.source or "figures.show(" in c.source)]
+    for cell in drawing:
+        assert any("image/png" in o.get("data", {}) for o in cell.outputs), f"no figure drawn by {cell.source!r}"
 
 
 def test_each_notebook_teaches_with_exercises():
