@@ -92,6 +92,41 @@ def bench_optimizer(model_name: str, repeats: int = 20, warmup: int = 3) -> dict
             "scale_over_sgd": ratio_interval(times["scale"], times["sgd"])}
 
 
+# Memory passes over a matrix's elements per step, SCALE / SGD (reads and writes of g, p, m):
+# SGD reads g and p and writes p (3); normalization reads g once more for its row norms (4);
+# on the output layer momentum reads g and m and writes m, then the norms read m (3 + 1 + 3).
+PASS_FLOOR = {"hidden": 4 / 3, "embedding": 4 / 3, "output": 7 / 3}
+
+
+def bench_roles(model_name: str, repeats: int = 20, warmup: int = 3) -> dict:
+    """SCALE's step on one role's matrices against torch SGD (foreach) on the same tensors,
+    interleaved: where the time goes, beside each role's memory-pass floor (``PASS_FLOOR``)."""
+    config = load_config(model_name, vocab_size=8192 if model_name in ("nano", "micro", "mini") else None)
+    model = build_model(config)
+    scale = build_optimizer("scale", model)
+    gen = torch.Generator().manual_seed(0)
+    grads = {p: torch.randn(p.shape, generator=gen) * 1e-3 for p in model.parameters()}
+    out = {}
+    for role in PASS_FLOOR:
+        params = [p for g in scale.param_groups if g["label"] == role for p in g["params"]]
+        sgd = torch.optim.SGD(params, lr=1e-3, foreach=True)
+        for p in model.parameters():
+            p.grad = grads[p] if any(p is q for q in params) else None
+        times = {"scale": [], "sgd": []}
+        for i in range(warmup + repeats):
+            for name, opt in (("scale", scale), ("sgd", sgd)):
+                start = time.perf_counter()
+                opt.step()
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+        out[role] = {"elements": sum(p.numel() for p in params),
+                     "scale_over_sgd": ratio_interval(times["scale"], times["sgd"]),
+                     "floor": PASS_FLOOR[role]}
+    for p in model.parameters():
+        p.grad = None
+    return out
+
+
 def bench_instrument(model_name: str = "micro", rounds: int = 20, steps_per_round: int = 10,
                      batch_size: int = 8, micro_batch_size: int = 2, seq_len: int = 128) -> dict:
     """Tokens/s of training with instrumentation off / default / every step, interleaved."""
@@ -160,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"(target <= 0.6)\n  SCALE / AdamW(fused)   = {_fmt(r['scale_over_adamw_fused'])}"
                   f"\n  SCALE / SGD            = {_fmt(sgd)} (target <= 1.3: "
                   f"{'met' if sgd['high'] <= 1.3 else 'not met'}, judged on the upper bound)")
+            r["roles"] = bench_roles(name, repeats=args.repeats or 20)
+            for role, row in r["roles"].items():
+                print(f"    {role:<9} ({row['elements'] / 1e6:5.1f}M elements) SCALE / SGD = "
+                      f"{_fmt(row['scale_over_sgd'])}; memory-pass floor {row['floor']:.2f}")
     else:
         for name in names:
             r = bench_instrument(name, rounds=args.repeats or 20)

@@ -22,3 +22,15 @@ def test_optimizer_bench_reports_intervals():
     r = bench_optimizer("nano", repeats=5, warmup=1)
     for key in ("scale_over_sgd", "scale_over_adamw_foreach", "scale_over_adamw_fused"):
         assert r[key]["low"] <= r[key]["median"] <= r[key]["high"] and r[key]["rounds"] == 5
+
+
+def test_role_bench_times_each_role_on_its_own_tensors():
+    from analysis.bench import PASS_FLOOR, bench_roles
+    from analysis.optim.recipes import build_optimizer
+    from toy_models.llama import build_model, load_config
+
+    roles = bench_roles("nano", repeats=3, warmup=1)
+    layout = build_optimizer("scale", build_model(load_config("nano", vocab_size=8192))).layout
+    for role, row in roles.items():
+        assert row["elements"] == sum(p.param.numel() for p in layout.by_role()[role])
+        assert row["floor"] == PASS_FLOOR[role] and row["scale_over_sgd"]["rounds"] == 3
