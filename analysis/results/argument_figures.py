@@ -33,13 +33,6 @@ PLACEMENTS = {"col_norm": "none", "scale": "output layer (SCALE)",
 SGD_FIGURE_ARMS = ("sgd", "sign", "col_norm", "scale", "adamw")
 
 
-def _reference_lines(ax, rec: Recordings, horizontal: bool = True) -> None:
-    lines = rec.side_file(REFERENCE_LINES)
-    for name, style_ in (("unigram", ":"), ("bigram", "--")) if lines else ():
-        draw = ax.axhline if horizontal else ax.axvline
-        draw(lines[name], color="0.4", linestyle=style_, linewidth=1, label=f"{name} {lines[name]:.2f}")
-
-
 def sgd_vs_normalized(rec: Recordings):
     """Training loss (10-step running mean; mean over seeds with a t-interval band) of SGD, sign,
     column normalization, SCALE and AdamW, each at its tuned lr."""
@@ -54,7 +47,7 @@ def sgd_vs_normalized(rec: Recordings):
     fig, (ax,) = style.figure(width=6.5, height=4.0)
     sns.lineplot(train, x="step", y="smoothed", hue="label", hue_order=arms, palette=style.palette(arms),
                  errorbar=t_band, ax=ax)
-    _reference_lines(ax, rec)
+    style.reference_lines(ax, rec.side_file(REFERENCE_LINES))
     ax.set(xlabel="optimizer step", ylabel="train loss (10-step mean)",
            title="Tuned SGD against normalized updates")
     ax.legend(fontsize=7, ncols=2)

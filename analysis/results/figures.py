@@ -43,7 +43,12 @@ from analysis.results.argument_figures import (
 )
 from analysis.results.captions import CAPTIONS
 from analysis.results.memory import analytic_terms
-from analysis.results.recordings import MissingData, Recordings, spectrum_ranks
+from analysis.results.recordings import (
+    MissingData,
+    Recordings,
+    hidden_spectrum,
+    spectrum_ranks,
+)
 from analysis.results.stats import role_variance, summary, t_band
 from toy_models import quadratic
 
@@ -107,11 +112,12 @@ def loss_curves(rec: Recordings):
     left.set(xlabel="optimizer step", ylabel="train loss (10-step mean)", title="Training loss")
     right.set(xlabel="optimizer step", ylabel="validation loss", title="Validation loss")
     lines = rec.side_file(REFERENCE_LINES)
-    for name, style_ in (("unigram", ":"), ("bigram", "--")) if lines else ():
-        for ax in (left, right):
-            ax.axhline(lines[name], color="0.4", linestyle=style_, linewidth=1)
-        right.annotate(f"{name} {lines[name]:.2f}", (0.99, lines[name]), xycoords=("axes fraction", "data"),
-                       ha="right", va="bottom", fontsize=7, color="0.3")
+    style.reference_lines(left, lines, label=False)
+    style.reference_lines(right, lines, label=False)
+    for name, value in (lines or {}).items():
+        if name in style.REFERENCE_LINE_STYLES:
+            right.annotate(f"{name} {value:.2f}", (0.99, value), xycoords=("axes fraction", "data"),
+                           ha="right", va="bottom", fontsize=7, color="0.3")
     if not evals.empty:
         right.legend(fontsize=8, ncols=2)
     return fig
@@ -161,8 +167,7 @@ def normalization_ablation(rec: Recordings):
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
     lines = rec.side_file(REFERENCE_LINES)
-    for name, style_ in (("unigram", ":"), ("bigram", "--")) if lines else ():
-        ax.axvline(lines[name], color="0.4", linestyle=style_, linewidth=1, label=f"{name} {lines[name]:.2f}")
+    style.reference_lines(ax, lines, vertical=True)
     if lines:
         ax.legend(fontsize=7, loc="lower right")
     seeds = int(table["seeds"].max())
@@ -218,14 +223,8 @@ def update_spectra(rec: Recordings):
     stable rank of hidden updates over training."""
     import seaborn as sns
 
-    vectors = rec.vectors
-    spectra = vectors[(vectors["stat"] == "update_spectrum") & (vectors["role"] == "hidden")]
-    if spectra.empty:
-        raise MissingData("no `update_spectrum` vectors for hidden matrices; they are recorded on "
-                          "the `full` schedule with instrumentation on")
+    name, chosen = hidden_spectrum(rec)
     fig, (left, right) = style.figure(2)
-    name = sorted(spectra["param"].unique())[0]
-    chosen = spectra[spectra["param"] == name]
     chosen = chosen[chosen["step"] == chosen.groupby("run")["step"].transform("max")]
     labels = style.ordered(chosen["label"])
     colours = style.palette(labels)

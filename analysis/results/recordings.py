@@ -85,3 +85,15 @@ def spectrum_ranks(rec: Recordings, run: str, param: str, kept: int) -> np.ndarr
         return None
     ranks = np.asarray(log_spaced(min(shape[0], int(np.prod(shape[1:]))))) + 1
     return ranks if len(ranks) == kept else None
+
+
+def hidden_spectrum(rec: Recordings) -> tuple[str, pd.DataFrame]:
+    """The hidden matrix whose update spectra the figures draw (the first by name) and its
+    ``update_spectrum`` rows, every run and recorded step."""
+    vectors = rec.vectors
+    spectra = vectors[(vectors["stat"] == "update_spectrum") & (vectors["role"] == "hidden")]
+    if spectra.empty:
+        raise MissingData("no `update_spectrum` vectors for hidden matrices; they are recorded on "
+                          "the `full` schedule with instrumentation on")
+    name = sorted(spectra["param"].unique())[0]
+    return name, spectra[spectra["param"] == name]

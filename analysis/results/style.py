@@ -35,6 +35,19 @@ def figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
     return fig, list(axes[0])
 
 
+REFERENCE_LINE_STYLES = {"unigram": ":", "bigram": "--"}
+
+
+def reference_lines(ax, lines: dict | None, vertical: bool = False, label: bool = True) -> None:
+    """The corpus's unigram (dotted) and bigram (dashed) losses as lines across ``ax``
+    (``lines``: the recordings' ``reference_losses.json``; None draws nothing), labelled for
+    the legend with their values unless ``label`` is False."""
+    for name, linestyle in REFERENCE_LINE_STYLES.items() if lines else ():
+        draw = ax.axvline if vertical else ax.axhline
+        draw(lines[name], color="0.4", linestyle=linestyle, linewidth=1,
+             label=f"{name} {lines[name]:.2f}" if label else None)
+
+
 def palette(labels) -> dict[str, tuple]:
     """A stable colour per label: ladder labels keep their colour whatever else is plotted."""
     import seaborn as sns

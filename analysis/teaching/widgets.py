@@ -26,7 +26,12 @@ import os
 import numpy as np
 
 from analysis.results import style
-from analysis.results.recordings import MissingData, Recordings, spectrum_ranks
+from analysis.results.recordings import (
+    MissingData,
+    Recordings,
+    hidden_spectrum,
+    spectrum_ranks,
+)
 from toy_models import quadratic
 
 
@@ -133,23 +138,15 @@ def norm_ball_explorer(angle: float = 30.0, stretch: float = 1.0):
 
 
 def spectrum_steps(rec: Recordings) -> list[int]:
-    """The steps at which hidden update spectra were recorded."""
-    vectors = rec.vectors
-    rows = vectors[(vectors["stat"] == "update_spectrum") & (vectors["role"] == "hidden")]
-    if rows.empty:
-        raise MissingData("no 'update_spectrum' vectors: record with instrumentation on")
-    return sorted(int(s) for s in rows["step"].unique())
+    """The steps at which the drawn hidden matrix's update spectra were recorded."""
+    return sorted(int(s) for s in hidden_spectrum(rec)[1]["step"].unique())
 
 
 def spectrum_explorer(rec: Recordings, step: int):
     """Normalized singular values ``s_i / s_1`` of one hidden matrix's update at ``step`` (the
     one ``figures.update_spectra`` draws), one line per arm, mean over seeds, against the rank."""
-    vectors = rec.vectors
-    rows = vectors[(vectors["stat"] == "update_spectrum") & (vectors["role"] == "hidden")]
-    if rows.empty:
-        raise MissingData("no 'update_spectrum' vectors: record with instrumentation on")
-    name = sorted(rows["param"].unique())[0]
-    rows = rows[(rows["param"] == name) & (rows["step"] == step)]
+    name, rows = hidden_spectrum(rec)
+    rows = rows[rows["step"] == step]
     if rows.empty:
         raise MissingData(f"no 'update_spectrum' of {name} at step {step}; recorded at {spectrum_steps(rec)}")
     labels = style.ordered(rows["label"])
