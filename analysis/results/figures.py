@@ -118,9 +118,25 @@ def loss_curves(rec: Recordings):
         if name in style.REFERENCE_LINE_STYLES:
             right.annotate(f"{name} {value:.2f}", (0.99, value), xycoords=("axes fraction", "data"),
                            ha="right", va="bottom", fontsize=7, color="0.3")
-    if not evals.empty:
-        right.legend(fontsize=8, ncols=2)
+    _highlight(colours, "scale", left, right)
+    if not evals.empty:   # beside the panels, not over the curves
+        handles, names = right.get_legend_handles_labels()
+        right.get_legend().remove()
+        fig.legend(handles, names, loc="outside right upper", fontsize=8, title="arm")
     return fig
+
+
+def _highlight(colours: dict, label: str, *axes) -> None:
+    """Draw ``label``'s lines (the optimizer the figure is about) thick and on top."""
+    import matplotlib.colors as mcolors
+
+    if label not in colours:
+        return
+    for ax in axes:
+        for line in ax.lines:
+            if mcolors.same_color(line.get_color(), colours[label]):
+                line.set_linewidth(2.6)
+                line.set_zorder(5)
 
 
 def lr_sweep(rec: Recordings):

@@ -23,6 +23,9 @@ def drawn_texts(fig):
 
     for t in [*fig.texts, fig._suptitle]:
         add(t)
+    for legend in fig.legends:   # figure-level legends (beside the panels)
+        for t in [*legend.get_texts(), legend.get_title()]:
+            add(t)
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
             for tick in axis._update_ticks():   # only ticks inside the view are drawn

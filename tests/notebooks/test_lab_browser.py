@@ -61,10 +61,15 @@ def test_a_notebook_opens_as_a_notebook_and_runs_in_jupyterlab(tmp_path, monkeyp
     # the kernel inherits these: the small version, exercises with their solutions
     monkeypatch.setenv("SCALE_LAB_SMOKE", "1")
     monkeypatch.setenv("SCALE_LAB_SOLUTIONS", "1")
+    # a copy: JupyterLab saves a notebook it ran (and pairs it with an .ipynb); the checkout
+    # stays untouched
+    served = tmp_path / "served"
+    (served / "notebooks").mkdir(parents=True)
+    shutil.copy(ROOT / NOTEBOOK, served / NOTEBOOK)
     port, token = _free_port(), "scale-lab-test"
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--allow-root",
-         f"--ServerApp.token={token}", f"--ServerApp.root_dir={ROOT}",
+         f"--ServerApp.token={token}", f"--ServerApp.root_dir={served}",
          f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"],   # no remembered layout
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"))
     try:
@@ -77,11 +82,17 @@ def test_a_notebook_opens_as_a_notebook_and_runs_in_jupyterlab(tmp_path, monkeyp
                                    timeout=120_000)   # rendered, not only started
             opened_as = {"notebook": page.locator(".jp-NotebookPanel").count(),
                          "text editor": page.locator(".jp-FileEditor").count()}
-            cells = page.locator(".jp-NotebookPanel .jp-CodeCell").count()
+            cells = page.locator(".jp-NotebookPanel .jp-Cell").count()   # code and markdown
+            # Run All before the kernel is up is dropped: wait for the status bar's "Idle"
+            page.wait_for_function("document.querySelector('.jp-StatusBar-Widget') !== null && "
+                                   "document.querySelector('.jp-StatusBar-Widget').innerText.includes('Idle')",
+                                   timeout=120_000)
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.get_by_text("Run All Cells", exact=True).click()
-            page.wait_for_function(RUN_ALL_DONE, timeout=300_000)   # every code cell has run
-            page.screenshot(path=tmp_path / "notebook.png")   # the test's artifact
+            try:
+                page.wait_for_function(RUN_ALL_DONE, timeout=300_000)   # every code cell has run
+            finally:
+                page.screenshot(path=tmp_path / "notebook.png")   # the test's artifact, also on a timeout
             outputs = page.locator(".jp-NotebookPanel .jp-OutputArea-output")
             errors = page.locator(".jp-NotebookPanel [data-mime-type='application/vnd.jupyter.stderr']")
             text = " ".join(outputs.all_text_contents())
