@@ -19,6 +19,10 @@ other figures. Figures read only the tidy recordings (never free text).
 ``memory_vs_perplexity``        optimizer state against perplexity (runs; the paper at 1B)
 ``momentum_quadratic``          SGD vs EMA momentum on a noisy quadratic, with exact floors
 =============================  ============================================================
+
+and the figures of the paper's argument from ``analysis.results.argument_figures``
+(``sgd_vs_normalized``, ``momentum_placement``, ``output_entry_histogram``). In a notebook,
+``show(name, rec)`` draws one with its caption (``analysis.results.captions``).
 """
 
 from __future__ import annotations
