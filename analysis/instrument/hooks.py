@@ -252,9 +252,9 @@ class Instrumentation:
                 stats["momentum_grad_cos"] = _cosine(momentum, g)
             if axis is not None:
                 fan_in = g.numel() // g_rows.numel()
-                grad_rows = (g_rows / fan_in).sqrt_().float()
+                grad_rows = spectra.row_rms(g_rows, fan_in)
                 stats.update(spectra.summarize(grad_rows, "grad_row_rms"))
-                stats.update(spectra.summarize((u_rows / fan_in).sqrt_().float(), "update_row_rms"))
+                stats.update(spectra.summarize(spectra.row_rms(u_rows, fan_in), "update_row_rms"))
                 if rows_due and role in ROW_VECTOR_ROLES:
                     vectors.append((name, role, "grad_row_rms", grad_rows))
                 if full_due or rows_due:

@@ -24,17 +24,14 @@ import math
 import torch
 from torch import Tensor
 
-from analysis.optim.maths import axes, sum_of_squares
-
 QUANTILES = (0.05, 0.5, 0.95)
 
 
-def row_rms(x: Tensor, axis=1) -> Tensor:
-    """``sqrt(mean(x^2))`` along ``axis`` (an axis or the tuple of a layer's fan-in axes): one
-    value per output unit (float32)."""
-    dims = axes(axis)
-    n = math.prod(x.size(d) for d in dims)
-    return sum_of_squares(x, dims, dtype=torch.float32).div_(n).sqrt_().squeeze(dims)
+def row_rms(row_sums: Tensor, fan_in: int) -> Tensor:
+    """One RMS per output unit, ``sqrt(row_sums / fan_in)`` (float32), from a matrix's sums of
+    squares over its fan-in axes (``estimators.sqnorm(x, dim)``, which the instrumentation
+    reduces once for the variance, the norms and these)."""
+    return (row_sums / fan_in).sqrt().float()
 
 
 def summarize(values: Tensor, prefix: str) -> dict[str, Tensor]:

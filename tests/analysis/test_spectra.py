@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from analysis.instrument import spectra
+from analysis.instrument.estimators import sqnorm
 
 
 @pytest.mark.parametrize("shape", [(20, 7), (7, 20), (16, 16)])
@@ -35,7 +36,7 @@ def test_ranks_of_known_matrices_are_exact():
 
 def test_row_summaries():
     x = torch.tensor([[3.0, 4.0], [0.0, 0.0], [1.0, 1.0]])
-    rms = spectra.row_rms(x)
+    rms = spectra.row_rms(sqnorm(x, dim=1), x.size(1))
     torch.testing.assert_close(rms, torch.tensor([12.5 ** 0.5, 0.0, 1.0]))
     stats = spectra.summarize(rms, "r")
     assert stats["r_min"].item() == 0 and stats["r_max"].item() == pytest.approx(12.5 ** 0.5)
