@@ -16,13 +16,12 @@ at a disadvantage, never the baselines.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.protocol.presets import PRESETS, REFERENCE, Arm, tuned_lrs
-from analysis.recording import load_config, load_result, scan_runs
+from analysis.recording import load_config
 from analysis.results import stats
 from analysis.train.loop import train
 
@@ -32,19 +31,16 @@ SAME = ("model", "optimizer", "momentum", "lr", "adam_lr", "steps", "batch_size"
         "seq_len", "seed", "data", "embedding_lr_mult", "output_lr_mult", "eval_tokens")
 
 
-def _reference_run(label: str, seed: int, wanted: dict) -> Path | None:
-    """The shipped reference run of ``label`` and ``seed`` made with config ``wanted``."""
-    for run in scan_runs(REFERENCE)[0]:
-        config = load_config(run).get("config", {})
-        if config.get("label") == label and config.get("seed") == seed and load_result(run):
-            same = all(config.get(k) == wanted.get(k) for k in SAME)
-            return run if same else None
-    return None
-
-
-def _final_loss(run: Path) -> float:
-    loss = load_result(run).get("final_eval_loss")
-    return math.nan if loss is None else float(loss)
+def _reference_run(label: str, seed: int, wanted: dict) -> float | None:
+    """The final validation loss of the shipped reference run of ``label`` and ``seed``, when
+    it was made with config ``wanted`` (None otherwise)."""
+    finished = stats.final_results(REFERENCE)
+    match = finished[(finished["label"] == label) & (finished["seed"] == seed)]
+    if match.empty:
+        return None
+    config = load_config(match["run"].iloc[0]).get("config", {})
+    same = all(config.get(k) == wanted.get(k) for k in SAME)
+    return float(match["final_eval_loss"].iloc[0]) if same else None
 
 
 def race(designs: dict[str, float], seeds=(0, 1), preset: str = "quick",
@@ -65,7 +61,7 @@ def race(designs: dict[str, float], seeds=(0, 1), preset: str = "quick",
             config = setting.config(arm, seed, lr)
             reused = _reference_run(label, seed, vars(config)) if label in BASELINES else None
             if reused is not None:
-                rows.append({"label": label, "seed": seed, "lr": lr, "loss": _final_loss(reused),
+                rows.append({"label": label, "seed": seed, "lr": lr, "loss": reused,
                              "source": "reference recording"})
                 continue
             result = train(config, out=Path(out) / preset / label / f"seed{seed}", overwrite=True,
