@@ -93,7 +93,8 @@ class Instrumentation:
         self.handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
         self.handles.append(self.optimizer.register_step_post_hook(self._post_step))
         if hasattr(self.optimizer, "register_tap_hook"):  # recipes built on ChainedOptimizer
-            self.handles.append(self.optimizer.register_tap_hook(self._tap))
+            # taps only on recorded steps: a fused optimizer runs its fused path on the others
+            self.handles.append(self.optimizer.register_tap_hook(self._tap, wanted=lambda: self.due))
         if self.data is not None and self.recorder is not None and self.step == 1:
             counts = np.bincount(self.data.train.ravel(), minlength=self.model.config.vocab_size)
             self.recorder.log_vector(0, "lm_head.weight", "output", "token_frequency", counts.tolist())

@@ -21,6 +21,11 @@ Taps (``analysis.optim.transforms.tap``) report intermediate directions to the l
 registered on *this* optimizer with ``register_tap_hook``; two instrumented optimizers never
 see each other's taps.
 
+``fused=True`` runs the groups whose rule has a compiled equivalent (``analysis.optim.fused``:
+SCALE's row-normalized matrices, its output layer, Adam on vectors) as one compiled function
+per group, the same update in fewer passes over memory; the other groups, and every step on
+which a tap hook wants the directions, take the readable path above.
+
 ``PartitionedOptimizer`` is for recipes that pair a library optimizer with AdamW on the
 other parameters (Muon, GaLore, ...): its ``param_groups`` are the very dicts of the inner
 optimizers, so a scheduler that edits ``lr`` edits theirs.
@@ -29,12 +34,12 @@ optimizers, so a scheduler that edits ``lr`` edits theirs.
 from __future__ import annotations
 
 import collections.abc
-import contextlib
 from typing import Callable
 
 import torch
 from torch.utils.hooks import RemovableHandle
 
+from analysis.optim import fused as fused_step
 from analysis.optim.sharding import local
 from analysis.optim.transforms import Scaled, Transform, per_layout, tap_listener
 
@@ -80,7 +85,8 @@ class LocalState(collections.abc.MutableMapping):
 class ChainedOptimizer(torch.optim.Optimizer):
     """Apply ``transforms[group["label"]]`` to each group's gradients, then the decoupled step."""
 
-    def __init__(self, param_groups: list[dict], transforms: dict[str, Transform]):
+    def __init__(self, param_groups: list[dict], transforms: dict[str, Transform],
+                 fused: bool = False):
         for group in param_groups:
             label = group.get("label")
             if label not in transforms:
@@ -93,18 +99,25 @@ class ChainedOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"weight_decay must be >= 0, got {wd} for group {label!r}")
         self.transforms = dict(transforms)
         self._tap_hooks: dict[int, TapHook] = collections.OrderedDict()  # weakref-able, as torch's hooks
+        self._tap_wanted: dict[int, Callable[[], bool]] = collections.OrderedDict()
+        self.fused = fused
         super().__init__(param_groups, {"weight_decay": 0.0})
 
-    def register_tap_hook(self, hook: TapHook) -> RemovableHandle:
+    def register_tap_hook(self, hook: TapHook,
+                          wanted: Callable[[], bool] | None = None) -> RemovableHandle:
         """Call ``hook(label, direction, param)`` for every ``tap`` this optimizer's transforms
-        pass during ``step``; ``handle.remove()`` stops it. Without hooks taps cost nothing."""
-        handle = RemovableHandle(self._tap_hooks)
+        pass during ``step``; ``handle.remove()`` stops it. Without hooks taps cost nothing.
+        ``wanted()``, asked before each step, says whether the hook needs this step's
+        directions (default: every step); a fused optimizer takes the readable path on those
+        steps only, and a hook that does not want a step is not called."""
+        handle = RemovableHandle(self._tap_hooks, extra_dict=self._tap_wanted)
         self._tap_hooks[handle.id] = hook
+        self._tap_wanted[handle.id] = wanted or (lambda: True)
         return handle
 
-    def _dispatch_tap(self, label, direction, param):
-        for hook in list(self._tap_hooks.values()):
-            hook(label, direction, param)
+    def _wanting_hooks(self) -> list[TapHook]:
+        """The tap hooks that want this step's directions."""
+        return [hook for key, hook in list(self._tap_hooks.items()) if self._tap_wanted[key]()]
 
     def describe(self) -> str:
         """The group table (see the module-level ``describe``)."""
@@ -133,15 +146,25 @@ class ChainedOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = _run_closure(closure)
-        listening = tap_listener(self._dispatch_tap) if self._tap_hooks else contextlib.nullcontext()
-        with listening:
-            self._apply()
+        hooks = self._wanting_hooks() if self._tap_hooks else []
+        if not hooks:
+            self._apply(fusing=self.fused)
+            return loss
+
+        def dispatch(label, direction, param):
+            for hook in hooks:
+                hook(label, direction, param)
+
+        with tap_listener(dispatch):   # taps wanted: every group on its readable path
+            self._apply(fusing=False)
         return loss
 
-    def _apply(self):
+    def _apply(self, fusing: bool = False):
         for group in self.param_groups:
             transform = self.transform_of(group)
             lr, wd = group["lr"], group["weight_decay"]
+            if fusing and self._fused_group(group, transform):
+                continue
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -160,6 +183,23 @@ class ChainedOptimizer(torch.optim.Optimizer):
                                     value=-lr)
                 else:
                     target.add_(direction.to(p.dtype), alpha=-lr)
+
+
+    def _fused_group(self, group: dict, transform: Transform) -> bool:
+        """Step ``group`` with its fused rule if it has one and can (``analysis.optim.fused``);
+        False: nothing was done, take the readable path."""
+        rule = fused_step.fusable(transform)
+        params = [p for p in group["params"] if p.grad is not None]
+        if rule is None or not fused_step.can_fuse(params):
+            return False
+        states = [self.state[p] for p in params]
+        for p, state in zip(params, states):
+            if not state:
+                state.update(transform.init(p))
+        if not fused_step.adam_steps_agree(rule, states):
+            return False
+        fused_step.step(rule, params, states, group["lr"], group["weight_decay"])
+        return True
 
 
 class MergedState(collections.abc.Mapping):
@@ -205,9 +245,9 @@ class PartitionedOptimizer(torch.optim.Optimizer):
         """The group table of every inner optimizer (see the module-level ``describe``)."""
         return describe(self)
 
-    def register_tap_hook(self, hook: TapHook) -> "_Handles":
+    def register_tap_hook(self, hook: TapHook, wanted=None) -> "_Handles":
         """``register_tap_hook`` on every inner optimizer that has taps; one handle for all."""
-        return _Handles([opt.register_tap_hook(hook) for opt in self.optimizers
+        return _Handles([opt.register_tap_hook(hook, wanted) for opt in self.optimizers
                          if hasattr(opt, "register_tap_hook")])
 
     @torch.no_grad()

@@ -346,21 +346,25 @@ def get_recipe(name: str) -> Recipe:
 
 
 def build_optimizer(name: str, model: nn.Module, cfg: OptimizerConfig | None = None,
-                    rules=None, **overrides) -> torch.optim.Optimizer:
+                    rules=None, fused: bool = False, **overrides) -> torch.optim.Optimizer:
     """Build recipe ``name`` for ``model``.
 
     Args: ``cfg`` (default ``OptimizerConfig()``) and keyword ``overrides`` of its fields;
     lr, adam_lr and momentum left unset take the recipe's defaults. ``rules``: a user's role
     rules, tried before the defaults (``analysis.optim.roles``: ``by_type``, ``by_name``,
     ``tied``). Returns a ``torch.optim.Optimizer`` whose groups are labelled by role, with
-    the model's ``layout`` (``describe()`` prints its roles table). Raises ``RecipeError``
-    and ``RoleError``.
+    the model's ``layout`` (``describe()`` prints its roles table). ``fused``: compile the
+    rules that have a fused equivalent (``analysis.optim.fused``; the same update, faster).
+    Raises ``RecipeError`` and ``RoleError``.
     """
     recipe = get_recipe(name)
     cfg = recipe.resolve(replace(cfg or OptimizerConfig(), **overrides))
     layout = assign(model, rules)
     optimizer = recipe.build(layout, cfg)
     optimizer.layout, optimizer.recipe = layout, name   # describe() and recordings read them
+    for inner in getattr(optimizer, "optimizers", [optimizer]):
+        if isinstance(inner, ChainedOptimizer):
+            inner.fused = fused
     return optimizer
 
 

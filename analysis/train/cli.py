@@ -64,7 +64,9 @@ def parser() -> argparse.ArgumentParser:
                    help="read --data as a stream, each rank its own share (always on for c4)")
     p.add_argument("--tokenizer", default=None, help="default: the model's bundled BPE; t5-base for c4")
     p.add_argument("--label", default=None)
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model, and the optimizer's fused step where its rule has "
+                        "one (analysis.optim.fused: SCALE's matrices, Adam's vectors)")
     p.add_argument("--parallel", default=d.parallel,
                    help="ddp | fsdp (FSDP2 fully_shard per block) when run under torchrun")
     p.add_argument("--instrument", action="store_true", help="record the default statistics")

@@ -56,7 +56,7 @@ class TrainConfig:
     save_every: int = 0                  # checkpoint interval in steps; 0 -> only at the end
     keep_checkpoints: int = 2
     label: str | None = None             # a display name for figures (default: optimizer)
-    compile: bool = False
+    compile: bool = False                # torch.compile the model and the fused optimizer step
     parallel: str = "ddp"                # ddp | fsdp (FSDP2 fully_shard), under torchrun
     instrument: InstrumentConfig | None = None
 

@@ -174,7 +174,8 @@ def build(config: TrainConfig, device: torch.device, precision: str, world: int 
     model = model.to(device)
     if sharded(config, world):
         parallel.shard_model(model)
-    optimizer = build_optimizer(config.optimizer, model, config.optimizer_config())
+    optimizer = build_optimizer(config.optimizer, model, config.optimizer_config(),
+                                fused=config.compile)
     if sharded(config, world):
         try:
             check_shardable(optimizer, config.optimizer)

@@ -20,12 +20,13 @@ def test_ratio_interval_is_the_median_of_per_round_ratios_with_a_bracketing_inte
 
 def test_optimizer_bench_reports_intervals():
     r = bench_optimizer("nano", repeats=5, warmup=1)
-    for key in ("scale_over_sgd", "scale_over_adamw_foreach", "scale_over_adamw_fused"):
+    for key in ("scale_over_sgd", "scale_over_adamw_foreach", "scale_over_adamw_fused",
+                "fused_over_sgd", "fused_over_adamw_fused"):
         assert r[key]["low"] <= r[key]["median"] <= r[key]["high"] and r[key]["rounds"] == 5
 
 
 def test_role_bench_times_each_role_on_its_own_tensors():
-    from analysis.bench import PASS_FLOOR, bench_roles
+    from analysis.bench import FUSED_PASS_FLOOR, PASS_FLOOR, bench_roles
     from analysis.optim.recipes import build_optimizer
     from toy_models.llama import build_model, load_config
 
@@ -34,3 +35,5 @@ def test_role_bench_times_each_role_on_its_own_tensors():
     for role, row in roles.items():
         assert row["elements"] == sum(p.param.numel() for p in layout.by_role()[role])
         assert row["floor"] == PASS_FLOOR[role] and row["scale_over_sgd"]["rounds"] == 3
+        assert row["fused_floor"] == FUSED_PASS_FLOOR[role] <= row["floor"]
+        assert row["fused_over_sgd"]["rounds"] == 3

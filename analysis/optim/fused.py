@@ -1,0 +1,207 @@
+"""The fused step: the same rules as the readable transform chains, compiled so that each row
+of a matrix is read from memory once instead of twice.
+
+Why (arXiv 2506.16659's rule, counted in passes over a matrix's elements): SGD reads ``g`` and
+``p`` and writes ``p`` (3 passes). SCALE's per-output-unit normalization needs each row's RMS
+before it can update that row; done as separate operations (the readable path,
+``ChainedOptimizer._apply``) the row norms read ``g`` once more (4 passes, 1.33x SGD), and on the
+output layer momentum ``m <- beta m + (1 - beta) g`` then ``p <- p - lr m / rms(m)`` costs
+3 + 1 + 3 = 7 (2.33x). A row of a LLaMA matrix is a few KB, so a kernel that loops over rows,
+reduces a row and updates it while it is still in cache costs SGD's 3 passes on the hidden
+matrices and 5 on the output layer. ``torch.compile`` (Inductor's CPU backend, whose
+"outer-loop fusion" makes exactly that loop; Triton on CUDA) writes those kernels from the
+plain functions below, one compiled function per rule over a whole parameter group.
+
+Rules fused (``fusable`` recognises them in a group's transform; ``tap`` links are allowed):
+
+- ``normalize(dim=1)``: ``p <- p (1 - lr wd) - lr g / max(rms_row(g), 1e-8)`` (hidden matrices);
+- ``momentum(beta) -> normalize(dim=1)``, EMA without Nesterov: the output layer's rule, on the
+  same ``"{i}.momentum.buf"`` state the chain keeps (so a checkpoint does not know which path
+  wrote it);
+- ``adam`` on the vectors, both eps placements, all of a group's step counts equal: not
+  compiled (a compiled kernel per tiny vector costs more in thread start-up than it saves) but
+  ``torch._foreach_*``, the readable path's operations once per group instead of per vector.
+
+Everything else runs the readable path: the embedding's ``normalize(dim=0)`` (its column norms
+need the whole matrix reduced before any row can be updated, so fusion saves no pass, and
+compiled it ran slower than eager: 10.0 vs 8.4 ms on the 60m shapes), FSDP2 shards, non-float32
+parameters, any other chain, and every step on which a tap hook wants the directions (the
+instrumentation's recorded steps: ``ChainedOptimizer.register_tap_hook``).
+
+Equality: the fused step computes the same expressions in float32 with a different rounding
+order; a test checks several steps (momentum, weight decay, changing lr, Adam's corrections)
+against the readable path to 1e-6 relative, and that a changing lr does not recompile (lr and
+the bias corrections are passed as 0-d tensors). Dynamo keeps one graph per rule and group
+shape (a model config); past its recompile limit (8 configs in one process) it runs the same
+functions uncompiled, equal and slower.
+
+Inductor (torch 2.13, CPU) stops with ``KeyError: 'bufN'`` on the output layer's rule: its
+outer-loop fusion asks every user of a buffer for its read of that buffer, and a buffer written
+in place (the momentum) is read under another name (pytorch/pytorch#196570, open). While a fused
+step runs, ``_outer_loop_fusion_guard`` answers that question with "no read" for such a user,
+which makes the buffer ineligible for the local-buffer rewrite, the behaviour of the proposed
+fix (pytorch/pytorch#196639); the one caller of that method is that check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.distributed.tensor import DTensor
+
+from analysis.optim.maths import RMS_FLOOR
+from analysis.optim.transforms import (
+    Transform,
+    chain,
+    momentum,
+    normalize,
+    scale_by_adam,
+    tap,
+)
+
+
+@dataclass(frozen=True)
+class FusedRule:
+    """What ``fusable`` found: ``kind`` is "rows", "momentum_rows" or "adam"."""
+
+    kind: str
+    beta: float = 0.0                 # momentum's beta
+    buffer: str | None = None         # the state key of the momentum buffer
+    adam: scale_by_adam | None = None
+    adam_prefix: str = ""             # where the chain keeps Adam's state keys
+
+
+def fusable(transform: Transform) -> FusedRule | None:
+    """The fused rule equal to ``transform``, or None when it has none (readable path)."""
+    links = list(transform.transforms) if isinstance(transform, chain) else [transform]
+    prefix = transform._prefix if isinstance(transform, chain) else (lambda i, t: "")
+    core = [(i, t) for i, t in enumerate(links) if not isinstance(t, tap)]
+    kinds = [type(t) for _, t in core]
+    if kinds == [normalize] and core[0][1].axis == 1:
+        return FusedRule("rows")
+    if kinds == [momentum, normalize] and core[1][1].axis == 1:
+        (i, m), _ = core
+        if m.kind == "ema" and not m.nesterov:
+            return FusedRule("momentum_rows", beta=m.beta, buffer=prefix(i, m) + "buf")
+    if kinds == [scale_by_adam]:
+        i, adam = core[0]
+        return FusedRule("adam", adam=adam, adam_prefix=prefix(i, adam))
+    return None
+
+
+def _rows(params: list[Tensor], grads: list[Tensor], lr: Tensor, decay: Tensor) -> None:
+    """``p <- p decay - lr g / max(rms_row(g), floor)`` for each matrix."""
+    for p, g in zip(params, grads):
+        scale = (g * g).mean(dim=1, keepdim=True).sqrt().clamp_min(RMS_FLOOR).reciprocal()
+        p.mul_(decay).sub_(g * scale * lr)
+
+
+def _momentum_rows(params: list[Tensor], grads: list[Tensor], buffers: list[Tensor],
+                   beta: float, lr: Tensor, decay: Tensor) -> None:
+    """``m <- beta m + (1 - beta) g``; ``p <- p decay - lr m / max(rms_row(m), floor)``."""
+    for p, g, m in zip(params, grads, buffers):
+        m.lerp_(g, 1.0 - beta)
+        scale = (m * m).mean(dim=1, keepdim=True).sqrt().clamp_min(RMS_FLOOR).reciprocal()
+        p.mul_(decay).sub_(m * scale * lr)
+
+
+def _adam(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
+          exp_avg_sqs: list[Tensor], adam: scale_by_adam, t: int, lr: float, decay: float) -> None:
+    """``scale_by_adam``'s step ``t`` on every vector at once (``torch._foreach_*``: the same
+    operations in the same order, one call per operation for the whole group)."""
+    b1, b2 = adam.betas
+    torch._foreach_lerp_(exp_avgs, grads, 1.0 - b1)
+    torch._foreach_mul_(exp_avg_sqs, b2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - b2)
+    if adam.eps_on == "raw":
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_add_(denom, adam.eps)
+        updates = torch._foreach_div(exp_avgs, denom)
+        torch._foreach_mul_(updates, math.sqrt(1 - b2 ** t) / (1 - b1 ** t))
+    else:
+        denom = torch._foreach_div(exp_avg_sqs, 1 - b2 ** t)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, adam.eps)
+        updates = torch._foreach_div(exp_avgs, 1 - b1 ** t)
+        torch._foreach_div_(updates, denom)
+    if decay != 1.0:
+        torch._foreach_mul_(params, decay)
+    torch._foreach_add_(params, updates, alpha=-lr)
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def _compiled(name: str):
+    if name not in _COMPILED:
+        function = {"rows": _rows, "momentum_rows": _momentum_rows}[name]
+        _COMPILED[name] = torch.compile(function, dynamic=False)
+    return _COMPILED[name]
+
+
+@contextlib.contextmanager
+def _outer_loop_fusion_guard():
+    """Work around pytorch/pytorch#196570 while Inductor compiles (see the module docstring)."""
+    try:
+        from torch._inductor.loop_body import LoopBody
+    except ImportError:   # a torch without Inductor's loop bodies has nothing to work around
+        yield
+        return
+    original = LoopBody.get_read_expr
+
+    def read_or_none(self, buffer_name):
+        try:
+            return original(self, buffer_name)
+        except KeyError:    # read under the mutated buffer's name: not eligible
+            return None
+
+    LoopBody.get_read_expr = read_or_none
+    try:
+        yield
+    finally:
+        LoopBody.get_read_expr = original
+
+
+def can_fuse(params: list[Tensor]) -> bool:
+    """Plain (not FSDP2-sharded) float32 tensors on one device, every one with a gradient."""
+    return bool(params) and all(
+        not isinstance(p, DTensor) and p.grad is not None and p.dtype == torch.float32
+        and p.grad.dtype == torch.float32 and p.device == params[0].device for p in params)
+
+
+def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
+         weight_decay: float) -> None:
+    """One fused step of ``rule`` over ``params`` (``can_fuse``) with their (initialised)
+    ``states``; the same update as the readable path (module docstring)."""
+    grads = [p.grad for p in params]
+    weights = [p.detach() for p in params]
+    if rule.kind == "adam":
+        key = rule.adam_prefix
+        t = states[0][key + "step"] + 1
+        for state in states:
+            state[key + "step"] = t
+        _adam(weights, grads, [s[key + "exp_avg"] for s in states],
+              [s[key + "exp_avg_sq"] for s in states], rule.adam, t, lr, 1.0 - lr * weight_decay)
+        return
+    # 0-d tensors, not Python floats: a scheduler's new lr must not recompile
+    device = params[0].device
+    lr_t = torch.tensor(lr, dtype=torch.float32, device=device)
+    decay = torch.tensor(1.0 - lr * weight_decay, dtype=torch.float32, device=device)
+    with _outer_loop_fusion_guard():
+        if rule.kind == "rows":
+            _compiled("rows")(weights, grads, lr_t, decay)
+        else:
+            buffers = [state[rule.buffer] for state in states]
+            _compiled("momentum_rows")(weights, grads, buffers, rule.beta, lr_t, decay)
+
+
+def adam_steps_agree(rule: FusedRule, states: list[dict]) -> bool:
+    """Adam's bias correction is per parameter; the fused step needs one count per group."""
+    if rule.kind != "adam":
+        return True
+    key = rule.adam_prefix + "step"
+    return len({state[key] for state in states}) == 1

@@ -1,0 +1,115 @@
+"""The fused step (``analysis.optim.fused``) against the readable transform chains: the same
+update, the same state, no recompile when the lr moves, and the readable path wherever the
+fused one does not apply (taps wanted, bf16, rules it does not know)."""
+
+import copy
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from analysis.optim import fused
+from analysis.optim.recipes import build_optimizer
+from analysis.optim.transforms import chain, momentum, normalize, orthogonalize, tap
+from toy_models.llama import build_model, load_config
+
+
+def _pair(recipe="scale", dtype=torch.float32, **overrides):
+    model = build_model(load_config("nano", vocab_size=512), seed=0).to(dtype)
+    twin = copy.deepcopy(model)
+    return (model, build_optimizer(recipe, model, **overrides),
+            twin, build_optimizer(recipe, twin, fused=True, **overrides))
+
+
+def _steps(models_and_optimizers, steps, seed=1):
+    """The same random gradients into each model, with the lr scaled up every step (a
+    scheduler's moves)."""
+    gen = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        grads = [torch.randn(p.shape, generator=gen).to(p.dtype)
+                 for p in models_and_optimizers[0][0].parameters()]
+        for model, optimizer in models_and_optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * (1 + step)
+            for p, g in zip(model.parameters(), grads):
+                p.grad = g.clone()
+            optimizer.step()
+
+
+def _relative_gap(a, b):
+    return max(((x - y).abs().max() / y.abs().max().clamp_min(1e-30)).item() for x, y in zip(a, b))
+
+
+def _state_tensors(optimizer):
+    return [value for group in optimizer.param_groups for p in group["params"]
+            for _, value in sorted(optimizer.state[p].items()) if torch.is_tensor(value)]
+
+
+def test_scale_groups_get_their_fused_rule_and_the_rest_none():
+    optimizer = build_optimizer("scale", build_model(load_config("nano", vocab_size=512)))
+    kinds = {g["label"]: fused.fusable(optimizer.transform_of(g)) for g in optimizer.param_groups}
+    assert kinds["hidden"].kind == "rows"
+    assert kinds["output"] == fused.FusedRule("momentum_rows", beta=0.9, buffer="0.momentum.buf")
+    assert kinds["vector"].kind == "adam"
+    assert kinds["embedding"] is None                       # column norms: readable path
+    assert fused.fusable(chain(momentum(0.9, nesterov=True), normalize(1))) is None
+    assert fused.fusable(chain(momentum(0.9, kind="sum"), normalize(1))) is None
+    assert fused.fusable(chain(orthogonalize(), tap("update"))) is None
+    assert fused.fusable(normalize((1, 2))) is None
+    assert fused.fusable(chain(tap("g"), normalize(1), tap("update"))).kind == "rows"
+
+
+@pytest.mark.parametrize("vector_rule", ["published", "torch"])
+def test_fused_steps_equal_the_readable_ones_with_decay_and_a_moving_lr(vector_rule):
+    readable_model, readable, fused_model, fast = _pair(weight_decay=0.1, vector_rule=vector_rule)
+    _steps([(readable_model, readable), (fused_model, fast)], steps=4)
+    params = list(readable_model.parameters())
+    assert _relative_gap(list(fused_model.parameters()), params) < 1e-6
+    # the same state under the same keys: a checkpoint cannot tell which path wrote it
+    assert fast.state_dict()["state"].keys() == readable.state_dict()["state"].keys()
+    assert _relative_gap(_state_tensors(fast), _state_tensors(readable)) < 1e-6
+    steps = {k: v for s in fast.state.values() for k, v in s.items() if k.endswith("step")}
+    assert set(steps.values()) == {4}
+    moved = _relative_gap(params, list(build_model(load_config("nano", vocab_size=512), seed=0).parameters()))
+    assert moved > 1e-3                                      # the steps did move the weights
+
+
+def test_a_new_lr_every_step_compiles_nothing_new():
+    readable_model, readable, fused_model, fast = _pair()
+    _steps([(fused_model, fast)], steps=1)                  # compiles (or finds) the graphs
+    before = counters["stats"]["unique_graphs"]
+    _steps([(fused_model, fast)], steps=3, seed=2)
+    assert counters["stats"]["unique_graphs"] == before
+
+
+def test_taps_are_delivered_on_the_steps_that_want_them_and_only_there():
+    readable_model, readable, fused_model, fast = _pair()
+    seen, want = [], {"now": False}
+    fast.register_tap_hook(lambda label, u, p: seen.append(label), wanted=lambda: want["now"])
+    _steps([(readable_model, readable), (fused_model, fast)], steps=2)
+    assert seen == []                                       # fused: nothing to tap
+    want["now"] = True
+    _steps([(readable_model, readable), (fused_model, fast)], steps=1, seed=3)
+    assert {"update", "momentum"} <= set(seen)              # readable path, taps shown
+    assert _relative_gap(list(fused_model.parameters()), list(readable_model.parameters())) < 1e-6
+
+
+def test_bf16_weights_take_the_readable_path_bit_for_bit():
+    readable_model, readable, fused_model, fast = _pair(dtype=torch.bfloat16)
+    _steps([(readable_model, readable), (fused_model, fast)], steps=2)
+    for a, b in zip(fused_model.parameters(), readable_model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_group_with_missing_gradients_steps_only_those_that_have_one():
+    readable_model, readable, fused_model, fast = _pair()
+    for model in (readable_model, fused_model):
+        for i, p in enumerate(model.parameters()):
+            p.grad = None if i % 3 == 0 else torch.full_like(p, 0.01) * (i + 1)
+    before = [p.detach().clone() for p in fused_model.parameters()]
+    readable.step()
+    fast.step()
+    for i, (a, b, c) in enumerate(zip(fused_model.parameters(), readable_model.parameters(), before)):
+        if i % 3 == 0:
+            assert torch.equal(a, c)
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
