@@ -191,12 +191,18 @@ def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
     device = params[0].device
     lr_t = torch.tensor(lr, dtype=torch.float32, device=device)
     decay = torch.tensor(1.0 - lr * weight_decay, dtype=torch.float32, device=device)
-    with _outer_loop_fusion_guard():
-        if rule.kind == "rows":
-            _compiled("rows")(weights, grads, lr_t, decay)
-        else:
-            buffers = [state[rule.buffer] for state in states]
-            _compiled("momentum_rows")(weights, grads, buffers, rule.beta, lr_t, decay)
+    try:
+        with _outer_loop_fusion_guard():
+            if rule.kind == "rows":
+                _compiled("rows")(weights, grads, lr_t, decay)
+            else:
+                buffers = [state[rule.buffer] for state in states]
+                _compiled("momentum_rows")(weights, grads, buffers, rule.beta, lr_t, decay)
+    except torch._dynamo.exc.BackendCompilerFailed as error:   # e.g. no C++ compiler
+        inner = getattr(error, "inner_exception", error)
+        cause = f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
+        raise RuntimeError(f"the fused optimizer step could not be compiled ({cause}); build "
+                           "the optimizer with fused=False, or train without --compile") from error
 
 
 def adam_steps_agree(rule: FusedRule, states: list[dict]) -> bool:

@@ -184,7 +184,6 @@ class ChainedOptimizer(torch.optim.Optimizer):
                 else:
                     target.add_(direction.to(p.dtype), alpha=-lr)
 
-
     def _fused_group(self, group: dict, transform: Transform) -> bool:
         """Step ``group`` with its fused rule if it has one and can (``analysis.optim.fused``);
         False: nothing was done, take the readable path."""
@@ -245,7 +244,8 @@ class PartitionedOptimizer(torch.optim.Optimizer):
         """The group table of every inner optimizer (see the module-level ``describe``)."""
         return describe(self)
 
-    def register_tap_hook(self, hook: TapHook, wanted=None) -> "_Handles":
+    def register_tap_hook(self, hook: TapHook,
+                          wanted: Callable[[], bool] | None = None) -> "_Handles":
         """``register_tap_hook`` on every inner optimizer that has taps; one handle for all."""
         return _Handles([opt.register_tap_hook(hook, wanted) for opt in self.optimizers
                          if hasattr(opt, "register_tap_hook")])

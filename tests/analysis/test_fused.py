@@ -113,3 +113,45 @@ def test_a_group_with_missing_gradients_steps_only_those_that_have_one():
         if i % 3 == 0:
             assert torch.equal(a, c)
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_step_that_cannot_compile_says_so_and_names_the_fix(monkeypatch):
+    def no_compiler(*args):
+        raise torch._dynamo.exc.BackendCompilerFailed(
+            torch.compile, RuntimeError("Failed to find C++ compiler. Please specify via CXX"), None)
+    monkeypatch.setitem(fused._COMPILED, "rows", no_compiler)
+    _, _, model, fast = _pair()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    with pytest.raises(RuntimeError, match=r"could not be compiled \(RuntimeError: Failed to find "
+                                           r"C\+\+ compiler.*fused=False"):
+        fast.step()
+
+
+def test_instrumented_training_records_the_same_and_fuses_the_unrecorded_steps(tmp_path, monkeypatch):
+    from analysis.instrument import Instrumentation, InstrumentConfig
+    from analysis.recording import Recorder, load_run
+
+    schedule = InstrumentConfig(cheap_every=2, dense_until=0, full_at=())   # steps 2, 4 recorded
+    fused_calls = []
+    real_step = fused.step
+    monkeypatch.setattr(fused, "step", lambda rule, *a: (fused_calls.append(rule.kind), real_step(rule, *a)))
+    runs = {}
+    readable_model, readable, fused_model, fast = _pair()
+    batches = torch.randint(0, 512, (4, 2, 16), generator=torch.Generator().manual_seed(5))
+    for name, model, optimizer in (("readable", readable_model, readable), ("fused", fused_model, fast)):
+        with Recorder(tmp_path / name) as recorder, Instrumentation(model, optimizer, recorder, schedule,
+                                                                    last_step=4) as monitor:
+            for batch in batches:
+                monitor.micro_batch(1.0, batch.size(0))
+                model(input_ids=batch, labels=batch).loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        runs[name] = load_run(tmp_path / name).set_index(["step", "param", "stat"]).value.sort_index()
+    ours, theirs = runs["fused"], runs["readable"]
+    assert ours.index.equals(theirs.index) and set(ours.index.get_level_values("step")) == {2, 4}
+    assert "update_rms" in set(ours.index.get_level_values("stat"))      # taps were seen
+    # (rows of a normalized update have unit RMS: their spread is float noise, ~1e-8)
+    assert ((ours - theirs).abs() <= 1e-5 * theirs.abs() + 1e-6).all()
+    # steps 1 and 3 fused (hidden, output, vectors), 2 and 4 readable
+    assert sorted(fused_calls) == sorted(["rows", "momentum_rows", "adam"] * 2)
