@@ -24,6 +24,9 @@ from toy_models.corpus import REPO_ROOT, CorpusError, corpus_path, require_hub
 TOKENIZER_DIR = REPO_ROOT / "data" / "tokenizer"
 EOS = "<|endoftext|>"
 DEFAULT_VOCAB = 8192
+# Sizes of the hub tokenizers the paper's path uses, to size a run offline (``--dry-run``):
+# T5's 32000 SentencePiece pieces and its 100 sentinel tokens.
+HUB_TOKENIZER_SIZES = {"t5-base": 32100}
 
 
 def _iter_texts(jsonl: Path, batch: int = 256):
@@ -54,6 +57,14 @@ def train_tokenizer(train_jsonl: Path, vocab_size: int = DEFAULT_VOCAB,
     path = out_dir / "tokenizer.json"
     tokenizer.save(str(path))
     return path
+
+
+def tokenizer_size(name_or_path: str | Path | None = None) -> int:
+    """Tokens in ``load_tokenizer(name_or_path)``; a tokenizer in ``HUB_TOKENIZER_SIZES`` is
+    not downloaded."""
+    if str(name_or_path) in HUB_TOKENIZER_SIZES:
+        return HUB_TOKENIZER_SIZES[str(name_or_path)]
+    return len(load_tokenizer(name_or_path))
 
 
 def load_tokenizer(name_or_path: str | Path | None = None):

@@ -15,7 +15,7 @@ from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.hyper import OptimizerConfig, RecipeError
 from analysis.optim.recipes import get_recipe
 from toy_models.data import HUB_DATASETS
-from toy_models.llama import CPU_MODELS, UnknownModelError, load_config
+from toy_models.llama import CPU_MODELS, UnknownModelError, load_config, model_tokenizer
 
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-mixed")
 
@@ -116,6 +116,19 @@ class TrainConfig:
 
     def streaming(self) -> bool:
         return self.stream if self.stream is not None else self.data in HUB_DATASETS
+
+    def tokenizer_name(self) -> str | None:
+        """``tokenizer``, else T5's for a hub dataset (the paper's C4 path), else the model's
+        bundled BPE (None: the default one)."""
+        return self.tokenizer or ("t5-base" if self.data in HUB_DATASETS else model_tokenizer(self.model))
+
+    def vocab_size(self, tokenizer_size: int) -> int:
+        """The model's vocabulary for a tokenizer of ``tokenizer_size`` tokens: a CPU model is
+        shaped to its tokenizer; a paper model keeps its config's rows (32000) and grows to hold
+        a larger tokenizer (T5's 32100: 32000 SentencePiece pieces and 100 sentinels)."""
+        if self.model in CPU_MODELS:
+            return tokenizer_size
+        return max(load_config(self.model).vocab_size, tokenizer_size)
 
     def warmup(self) -> int:
         return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 10)

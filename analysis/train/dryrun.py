@@ -29,14 +29,12 @@ from analysis.optim.optimizer import NotShardable, check_shardable
 from analysis.optim.recipes import build_optimizer, state_elements
 from analysis.train.config import TrainConfig
 from toy_models.llama import (
-    CPU_MODELS,
     build_model,
     flops_per_token,
     load_config,
     matrix_shapes,
-    model_tokenizer,
 )
-from toy_models.tokenizer import load_tokenizer
+from toy_models.tokenizer import tokenizer_size
 
 WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "bf16-mixed": 4}
 COMPUTE_BYTES = {"fp32": 4, "bf16": 2, "bf16-mixed": 2}
@@ -98,8 +96,9 @@ def activation_bytes(config, tokens: int, compute_bytes: int) -> int:
 def plan(config: TrainConfig, gpus: int = 1) -> Plan:
     """Build ``config``'s model and optimizer on the meta device and size the run."""
     config.validate(gpus)
-    vocab = len(load_tokenizer(model_tokenizer(config.model))) if config.model in CPU_MODELS else None
-    model_config = load_config(config.model, vocab_size=vocab)
+    # the trainer's vocabulary rule (T5's 32100 rows on C4, the paper's path)
+    model_config = load_config(config.model,
+                               vocab_size=config.vocab_size(tokenizer_size(config.tokenizer_name())))
     with torch.device("meta"):
         model = build_model(model_config)
     optimizer_config = config.optimizer_config()

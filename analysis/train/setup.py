@@ -30,13 +30,11 @@ from analysis.recording import (
 from analysis.train import checkpoint, parallel, rundir
 from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.lr_schedule import lr_lambda
-from toy_models.data import HUB_DATASETS, load_blocks
+from toy_models.data import load_blocks
 from toy_models.llama import (
-    CPU_MODELS,
     build_model,
     flops_per_token,
     load_config,
-    model_tokenizer,
 )
 from toy_models.stream import StreamData
 from toy_models.tokenizer import load_tokenizer
@@ -158,17 +156,14 @@ def build(config: TrainConfig, device: torch.device, precision: str, world: int 
           rank: int = 0):
     """``(tokenizer, data, model, optimizer)`` for ``config`` (shared by train and the
     benchmarks). Data is streamed per rank or loaded as finite blocks (``toy_models``)."""
-    tokenizer_name = config.tokenizer or ("t5-base" if config.data in HUB_DATASETS
-                                          else model_tokenizer(config.model))
-    tokenizer = load_tokenizer(tokenizer_name)
+    tokenizer = load_tokenizer(config.tokenizer_name())
     if config.streaming():  # each rank reads its own share of the stream
         data = StreamData(config.data, tokenizer, config.seq_len, seed=config.seed,
                           rank=rank, world_size=world)
     else:
         data = load_blocks(tokenizer, config.seq_len, source=config.data, seed=config.seed)
-    base = load_config(config.model)
-    vocab = len(tokenizer) if config.model in CPU_MODELS else max(base.vocab_size, len(tokenizer))
-    model = build_model(load_config(config.model, vocab_size=vocab), seed=config.seed)
+    model = build_model(load_config(config.model, vocab_size=config.vocab_size(len(tokenizer))),
+                        seed=config.seed)
     if precision == "bf16":
         model = model.to(torch.bfloat16)
     model = model.to(device)

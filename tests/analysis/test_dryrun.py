@@ -48,3 +48,19 @@ def test_a_gpu_preset_is_sized_on_this_cpu_machine(capsys):
     assert reproduce(["--preset", "paper-60m", "--dry-run", "--gpus", "4", "--arms", "scale", "adamw"]) == 0
     out = capsys.readouterr().out
     assert out.count("dry run: 60m") == 2 and "60m, adamw" in out
+
+
+def test_the_dry_run_sizes_the_model_the_trainer_builds():
+    import torch
+
+    from analysis.train.setup import build
+    from toy_models.llama import load_config
+
+    config = TrainConfig(model="micro2k", optimizer="scale", batch_size=4, seq_len=32)
+    model = build(config, torch.device("cpu"), "fp32")[2]
+    assert plan(config).parameters == sum(p.numel() for p in model.parameters())
+    # the paper's C4 path tokenizes with T5 (32100 tokens): 100 more rows in the embedding and
+    # in the untied output layer than the config's 32000, as the trainer builds it
+    c4 = plan(TrainConfig(model="60m", data="c4", batch_size=8, seq_len=256))
+    bundled = plan(TrainConfig(model="60m", batch_size=8, seq_len=256))
+    assert c4.parameters - bundled.parameters == 2 * 100 * load_config("60m").hidden_size
