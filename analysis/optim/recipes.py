@@ -81,7 +81,7 @@ from analysis.optim.transforms import (
     sign,
     tap,
 )
-from analysis.optim.variants import hidden_with_adamw
+from analysis.optim.variants import adam_elsewhere, hidden_with_adamw
 
 
 @dataclass(frozen=True)
@@ -208,12 +208,9 @@ def _muon(layout, cfg):
 def _swan(layout, cfg):
     """SWAN: GradNorm then whitening on hidden matrices (stateless); Adam elsewhere."""
 
-    transforms = {"hidden": per_layout(lambda fan_in: chain(
+    return adam_elsewhere(layout, cfg, per_layout(lambda fan_in: chain(
         standardize(fan_in[0] if len(fan_in) == 1 else fan_in), orthogonalize(cfg.ns_steps),
-        tap("update")))}
-    for role in ("embedding", "output", "vector"):
-        transforms[role] = chain(scale_by_adam(cfg.betas, cfg.eps), tap("update"))
-    return ChainedOptimizer(role_groups(layout, cfg), transforms)
+        tap("update"))))
 
 
 def _stable_spam(layout, cfg):

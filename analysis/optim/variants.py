@@ -145,11 +145,17 @@ def hidden_rule(name: str, cfg: OptimizerConfig, fan_in: tuple[int, ...]) -> Tra
     return chain(*parts, tap("update"))
 
 
+def adam_elsewhere(layout, cfg: OptimizerConfig, hidden: per_layout) -> ChainedOptimizer:
+    """``hidden`` on the hidden matrices; Adam (torch's rule) on the embedding, the output
+    layer and the vectors."""
+    transforms = {"hidden": hidden}
+    for role in ("embedding", "output", "vector"):
+        transforms[role] = chain(scale_by_adam(cfg.betas, cfg.eps), tap("update"))
+    return ChainedOptimizer(role_groups(layout, cfg), transforms)
+
+
 def hidden_with_adamw(name: str):
     """A recipe builder: ``name``'s rule on hidden matrices, AdamW (torch's rule) elsewhere."""
     def build(layout, cfg: OptimizerConfig):
-        transforms = {"hidden": per_layout(lambda fan_in: hidden_rule(name, cfg, fan_in))}
-        for role in ("embedding", "output", "vector"):
-            transforms[role] = chain(scale_by_adam(cfg.betas, cfg.eps), tap("update"))
-        return ChainedOptimizer(role_groups(layout, cfg), transforms)
+        return adam_elsewhere(layout, cfg, per_layout(lambda fan_in: hidden_rule(name, cfg, fan_in)))
     return build
