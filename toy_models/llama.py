@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PAPER_MODELS = ("60m", "130m", "350m", "1b", "7b")
@@ -29,10 +30,11 @@ def model_names() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
-def load_config(name: str, vocab_size: int | None = None, **overrides):
-    """The ``LlamaConfig`` of a named model (``nano`` .. ``7b``), optionally resized to a vocab."""
-    from transformers import LlamaConfig
-
+def read_config(name: str, vocab_size: int | None = None, **overrides) -> SimpleNamespace:
+    """A named model's config file as attributes (``hidden_size``, ``vocab_size``, ...),
+    optionally resized to a vocab: enough for ``matrix_shapes`` and the counts, without
+    ``transformers`` (whose ``LlamaConfig`` takes seconds to import; ``load_config`` builds it
+    from these fields)."""
     path = CONFIG_DIR / f"{name}.json"
     if not path.exists():
         raise UnknownModelError(f"unknown model {name!r}; choose one of {', '.join(model_names())}")
@@ -42,7 +44,14 @@ def load_config(name: str, vocab_size: int | None = None, **overrides):
     if vocab_size is not None:
         fields["vocab_size"] = vocab_size
     fields.update(overrides)
-    return LlamaConfig(**fields, attn_implementation="sdpa")
+    return SimpleNamespace(**fields)
+
+
+def load_config(name: str, vocab_size: int | None = None, **overrides):
+    """The ``LlamaConfig`` of a named model (``nano`` .. ``7b``), optionally resized to a vocab."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**vars(read_config(name, vocab_size, **overrides)), attn_implementation="sdpa")
 
 
 def model_tokenizer(name: str) -> str | None:

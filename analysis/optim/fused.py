@@ -51,9 +51,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.distributed.tensor import DTensor
 
 from analysis.optim.maths import RMS_FLOOR
+from analysis.optim.sharding import is_dtensor
 from analysis.optim.transforms import (
     Transform,
     chain,
@@ -169,7 +169,7 @@ def _outer_loop_fusion_guard():
 def can_fuse(params: list[Tensor]) -> bool:
     """Plain (not FSDP2-sharded) float32 tensors on one device, every one with a gradient."""
     return bool(params) and all(
-        not isinstance(p, DTensor) and p.grad is not None and p.dtype == torch.float32
+        not is_dtensor(p) and p.grad is not None and p.dtype == torch.float32
         and p.grad.dtype == torch.float32 and p.device == params[0].device for p in params)
 
 

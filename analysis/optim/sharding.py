@@ -8,7 +8,15 @@ dim-0 normalization) asks ``sharded_group`` which process group to all-reduce ov
 
 from __future__ import annotations
 
-from torch.distributed.tensor import DTensor, Shard
+import sys
+
+
+def is_dtensor(t) -> bool:
+    """Whether ``t`` is a ``DTensor``. No ``DTensor`` exists before its module is imported, so
+    this asks only once something has imported it: importing ``torch.distributed.tensor`` here
+    would add half a second to every ``import analysis.optim``."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(t, module.DTensor)
 
 
 def local(t):
@@ -19,7 +27,7 @@ def local(t):
     >>> local(x) is x
     True
     """
-    return t.to_local() if isinstance(t, DTensor) else t
+    return t.to_local() if is_dtensor(t) else t
 
 
 def sharded_group(param, dim: int):
@@ -29,8 +37,10 @@ def sharded_group(param, dim: int):
     Returns: a ``torch.distributed`` process group, or None for a plain tensor or an axis
     that is not sharded.
     """
-    if not isinstance(param, DTensor):
+    if not is_dtensor(param):
         return None
+    from torch.distributed.tensor import Shard
+
     dim = dim % param.ndim
     for mesh_dim, placement in enumerate(param.placements):
         if isinstance(placement, Shard) and placement.dim == dim:

@@ -52,6 +52,7 @@ from toy_models.llama import (
     load_config,
     matrix_shapes,
     parameter_counts,
+    read_config,
 )
 
 PAPER_RANK = {"60m": 128, "130m": 256, "350m": 256, "1b": 512, "7b": 256}
@@ -81,7 +82,7 @@ def state_elements(recipe: str, config, rank: int, momentum: str | None = None,
 def analytic_terms(recipe: str, model: str, convention: str = "paper") -> tuple[float, float]:
     """``(weights GB, state GB)`` at 2 bytes per element for a named model (``paper``: the
     paper's quoted parameter count where it has one)."""
-    config = load_config(model)
+    config = read_config(model)    # shapes only: no transformers import before the table prints
     params = parameter_counts(config)["total"]
     if convention == "paper" and model in MODEL_PARAMETERS:
         params = MODEL_PARAMETERS[model][0]

@@ -53,3 +53,19 @@ def test_memory_shows_the_analytic_table_before_it_starts_measuring(monkeypatch,
         memory.main([])
     assert "as the paper counts it" in seen[0] and "adamw" in seen[0]
     assert "measured after one step" in seen[0] and "analytic elems" in seen[0]
+
+
+def test_the_paper_table_prints_before_transformers_or_dtensor_are_imported():
+    """``scale-lab memory`` shows the analytic table at once: building it reads the config files
+    (no ``LlamaConfig``, whose import takes seconds) and ``import analysis.optim`` does not pull
+    in ``torch.distributed.tensor``."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from analysis.results.memory import paper_table; table = paper_table(); "
+            "print(len(table.splitlines()), sorted(m for m in ('transformers', "
+            "'torch.distributed.tensor') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2]).stdout.split(maxsplit=1)
+    assert int(out[0]) > 5 and out[1].strip() == "[]"
