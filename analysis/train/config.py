@@ -15,7 +15,12 @@ from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.hyper import OptimizerConfig, RecipeError
 from analysis.optim.recipes import get_recipe
 from toy_models.data import HUB_DATASETS
-from toy_models.llama import CPU_MODELS, UnknownModelError, load_config, model_tokenizer
+from toy_models.llama import (
+    CPU_MODELS,
+    UnknownModelError,
+    model_tokenizer,
+    read_config,
+)
 
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-mixed")
 
@@ -63,7 +68,7 @@ class TrainConfig:
     def validate(self, world_size: int = 1) -> TrainConfig:
         """Raise ``ConfigError`` naming the first bad setting and its fix; else return self."""
         try:
-            load_config(self.model)
+            read_config(self.model)
             self.optimizer_config()
         except (UnknownModelError, RecipeError) as err:
             raise ConfigError(str(err)) from None
@@ -128,7 +133,7 @@ class TrainConfig:
         a larger tokenizer (T5's 32100: 32000 SentencePiece pieces and 100 sentinels)."""
         if self.model in CPU_MODELS:
             return tokenizer_size
-        return max(load_config(self.model).vocab_size, tokenizer_size)
+        return max(read_config(self.model).vocab_size, tokenizer_size)
 
     def warmup(self) -> int:
         return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 10)
