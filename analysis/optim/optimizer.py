@@ -168,9 +168,7 @@ class ChainedOptimizer(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state.update(transform.init(p))
+                state = self._state_of(p, transform)
                 if p is local(p):
                     direction = transform.update(p.grad, state, p)
                 else:  # an FSDP2 shard: the rule runs on this process's rows
@@ -184,6 +182,13 @@ class ChainedOptimizer(torch.optim.Optimizer):
                 else:
                     target.add_(direction.to(p.dtype), alpha=-lr)
 
+    def _state_of(self, p, transform: Transform) -> dict:
+        """``p``'s state, made by ``transform.init`` at its first step."""
+        state = self.state[p]
+        if not state:
+            state.update(transform.init(p))
+        return state
+
     def _fused_group(self, group: dict, transform: Transform) -> bool:
         """Step ``group`` with its fused rule if it has one and can (``analysis.optim.fused``);
         False: nothing was done, take the readable path."""
@@ -191,10 +196,7 @@ class ChainedOptimizer(torch.optim.Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         if rule is None or not fused_step.can_fuse(params):
             return False
-        states = [self.state[p] for p in params]
-        for p, state in zip(params, states):
-            if not state:
-                state.update(transform.init(p))
+        states = [self._state_of(p, transform) for p in params]
         if not fused_step.adam_steps_agree(rule, states):
             return False
         fused_step.step(rule, params, states, group["lr"], group["weight_decay"])
