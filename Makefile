@@ -9,16 +9,19 @@ STAMP  := $(VENV)/.installed-stamp
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,baselines
 PRESET ?= quick
+# The versions the suite passed with; `make test CONSTRAINTS=` resolves the newest releases.
+CONSTRAINTS ?= .ci/constraints.txt
+PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: setup data test reproduce lab figures clean-venv
+.PHONY: setup data test reproduce lab figures clean-venv constraints
 
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
 
-$(STAMP): pyproject.toml notebooks/jupyterlab-overrides.json
+$(STAMP): pyproject.toml notebooks/jupyterlab-overrides.json $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"; fi
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet $(PIP_CONSTRAINTS) -e ".[$(EXTRAS)]"
 	@# this venv's JupyterLab opens the notebooks' .py files as notebooks (Jupytext), not as text
 	mkdir -p $(LAB_SETTINGS) && cp notebooks/jupyterlab-overrides.json $(LAB_SETTINGS)/overrides.json
 	@touch $(STAMP)
@@ -44,3 +47,8 @@ lab:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# after a green `make test`: record the venv's versions as the tested ones (torch comes from TORCH_SPEC)
+constraints:
+	{ sed -n '1,3p' .ci/constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch=='; } > .ci/constraints.new
+	mv .ci/constraints.new .ci/constraints.txt

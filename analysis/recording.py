@@ -25,9 +25,11 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import platform
 import subprocess
 import time
+import uuid
 from importlib import metadata
 from pathlib import Path
 
@@ -80,10 +82,22 @@ def _clean(value):
 
 
 def _write_failed(path: Path, err: OSError) -> RecordingError:
-    """The one line a failed append to a run's table gives (nothing before it is lost)."""
-    return RecordingError(f"cannot write {path} ({err.strerror or err}); the rows before this "
-                          "step and the checkpoints are kept; free space or fix permissions, "
-                          "then --resume")
+    """The one line a failed write to a run's file gives (nothing before it is lost; the
+    trainer adds what can be resumed)."""
+    return RecordingError(f"cannot write {path} ({err.strerror or err}); the rows written before "
+                          "it are kept")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: a unique temporary name beside it, then a rename.
+    ``RecordingError`` (one line) on failure, with the temporary file removed."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _write_failed(path, err) from None
 
 
 class Recorder:
@@ -94,6 +108,7 @@ class Recorder:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.run_dir / METRICS, "a", encoding="utf-8")
         self._spectra = None
+        self._failed = False   # a write failed and was reported: close() must not raise again
         # also sent each row after it is written (analysis.instrument.trackers)
         self.trackers = list(trackers)
 
@@ -102,10 +117,7 @@ class Recorder:
         return (self.run_dir / CONFIG).exists()
 
     def write_config(self, config: dict) -> None:
-        path = self.run_dir / CONFIG
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(config, indent=2, default=str) + "\n")
-        tmp.replace(path)
+        write_atomic(self.run_dir / CONFIG, json.dumps(config, indent=2, default=str) + "\n")
 
     def log(self, step: int, stats: dict[str, float], param: str | None = None,
             role: str | None = None) -> None:
@@ -122,6 +134,7 @@ class Recorder:
                 self._metrics.write("\n".join(lines) + "\n")
                 self._metrics.flush()
             except OSError as err:
+                self._failed = True
                 raise _write_failed(self.run_dir / METRICS, err) from None
         rows = [(s, p, r, k, v) for s, p, r, k, v in rows if v is not None]
         for tracker in self.trackers:
@@ -136,23 +149,31 @@ class Recorder:
             self._spectra.write(json.dumps(row) + "\n")
             self._spectra.flush()
         except OSError as err:
+            self._failed = True
             raise _write_failed(self.run_dir / SPECTRA, err) from None
         for tracker in self.trackers:
             tracker.log_vector(step, param, role, stat, row["values"])
 
     def finish(self, result: dict) -> None:
-        path = self.run_dir / RESULT
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-        tmp.replace(path)
+        write_atomic(self.run_dir / RESULT, json.dumps(result, indent=2, default=str) + "\n")
 
     def close(self) -> None:
-        for handle in (self._metrics, self._spectra):
+        """Close the tables and trackers; after a reported write failure the unwritable buffer
+        is dropped (the rows before it are on disk) instead of failing a second time."""
+        failure = None
+        for name, handle in ((METRICS, self._metrics), (SPECTRA, self._spectra)):
             if handle is not None and not handle.closed:
-                handle.close()
+                try:
+                    handle.close()
+                except OSError as err:
+                    if not self._failed and failure is None:
+                        failure = _write_failed(self.run_dir / name, err)
+        self._failed = self._failed or failure is not None
         for tracker in self.trackers:
             tracker.close()
         self.trackers = []
+        if failure is not None:
+            raise failure
 
     def __enter__(self):
         return self
@@ -168,18 +189,38 @@ def _table_path(run_dir: Path, name: str) -> Path:
     return packed if not plain.exists() and packed.exists() else plain
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path, torn: list | None = None) -> list[dict]:
+    """The rows of a JSONL table; a line torn by a crash mid-write (or otherwise unreadable) is
+    skipped and, with ``torn``, its line number appended there."""
     rows = []
     if not path.exists():
         return rows
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
+    with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line torn by a crash mid-write
+                row = None
+            if isinstance(row, dict):
+                rows.append(row)
+            elif line.strip() and torn is not None:
+                torn.append(number)
     return rows
+
+
+def bad_rows(frame: pd.DataFrame, torn: int = 0) -> str | None:
+    """One run's bad rows in words: how many lines were unreadable and which statistics hold
+    non-finite values (recorded as null), None when there are none."""
+    column = "value" if "value" in frame else None
+    parts = [f"{torn} unreadable line(s) skipped"] if torn else []
+    if column is not None:
+        null = frame[frame[column].isna()]
+        if not null.empty:
+            counts = null["stat"].value_counts()
+            parts.append(f"{len(null)} non-finite value(s) (" + ", ".join(
+                f"{stat} x{n}" for stat, n in counts.items()) + ")")
+    return "; ".join(parts) or None
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -193,11 +234,23 @@ def load_config(run_dir: str | Path) -> dict:
 
 
 def load_segments(run_dir: str | Path) -> list[dict]:
-    """The start and resume records of a run directory (``segments.jsonl``), oldest first."""
-    path = Path(run_dir) / SEGMENTS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The start and resume records of a run directory (``segments.jsonl``), oldest first (a
+    line torn by a crash is skipped)."""
+    return _read_jsonl(Path(run_dir) / SEGMENTS)
+
+
+def run_settings(run_dir: str | Path) -> dict:
+    """The settings a run's steps ran with: ``config.json``'s config (written once, at the
+    start), updated by the last segment's settings, so a resume with ``--allow-change`` (more
+    steps, another lr) is read as what it did. Segments of before settings were recorded
+    contribute their ``changed`` values."""
+    settings = dict(load_config(run_dir).get("config", {}))
+    for segment in load_segments(run_dir):
+        if "settings" in segment:
+            settings.update(segment["settings"])
+        else:
+            settings.update({k: new for k, (_, new) in segment.get("changed", {}).items()})
+    return settings
 
 
 def read_json(path: str | Path) -> dict | None:
@@ -218,10 +271,12 @@ def load_run(run_dir: str | Path, table: str = "metrics", name: str | None = Non
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
         raise RecordingError(f"{run_dir} is not a run directory (needs {CONFIG} and {METRICS})")
-    rows = _read_jsonl(_table_path(run_dir, METRICS if table == "metrics" else SPECTRA))
+    torn: list[int] = []
+    rows = _read_jsonl(_table_path(run_dir, METRICS if table == "metrics" else SPECTRA), torn)
     columns = ["step", "param", "role", "stat", "value" if table == "metrics" else "values"]
     frame = pd.DataFrame(rows, columns=columns)
-    config = load_config(run_dir).get("config", {})
+    frame.attrs["bad_rows"] = {name or run_dir.name: bad_rows(frame, len(torn))}
+    config = run_settings(run_dir)
     frame.insert(0, "run", name or run_dir.name)
     for key in ("optimizer", "model", "seed"):
         frame[key] = config.get(key)
@@ -284,7 +339,13 @@ def load_runs(root: str | Path, table: str = "metrics") -> pd.DataFrame:
     # runs are named by their path below root (``scale/seed0``), unique within a sweep
     root = Path(root)
     names = [r.relative_to(root).as_posix() if r != root else r.name for r in runs]
-    return pd.concat([load_run(r, table, n) for r, n in zip(runs, names)], ignore_index=True)
+    frames = [load_run(r, table, n) for r, n in zip(runs, names)]
+    bad = {k: v for f in frames for k, v in f.attrs["bad_rows"].items() if v}
+    for f in frames:
+        f.attrs = {}   # concat keeps attrs only when all agree
+    frame = pd.concat(frames, ignore_index=True)
+    frame.attrs["bad_rows"] = bad   # {run: what was bad}, for the readers to say
+    return frame
 
 
 def scalars(frame: pd.DataFrame, stat: str) -> pd.DataFrame:

@@ -33,6 +33,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+from toy_models.files import write_atomic
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
 CORPUS_DIR = DATA_DIR / "corpus"
@@ -179,12 +181,14 @@ def build(out_dir: Path = CORPUS_DIR, download_dir: Path = DOWNLOAD_DIR,
     for split in SPLITS:
         rows = [d for d in docs if split_of(d["id"]) == split]
         path = out_dir / f"{split}.jsonl"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps({"text": row["text"], "id": row["id"],
-                                         "source": row["source"]}, ensure_ascii=False) + "\n")
-        tmp.replace(path)
+
+        def write(tmp: Path, rows=rows) -> None:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for row in rows:
+                    handle.write(json.dumps({"text": row["text"], "id": row["id"],
+                                             "source": row["source"]}, ensure_ascii=False) + "\n")
+
+        write_atomic(path, write)
         manifest["splits"][split] = {"documents": len(rows),
                                      "characters": sum(len(r["text"]) for r in rows),
                                      "sha256": sha256_file(path)}

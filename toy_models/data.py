@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from toy_models.corpus import REPO_ROOT, CorpusError, corpus_path, require_hub, sha256_file
+from toy_models.files import write_atomic
 
 CACHE_DIR = REPO_ROOT / "data" / "cache"
 HUB_DATASETS = {"c4": ("allenai/c4", "en")}
@@ -80,6 +81,8 @@ def load_documents(source: str, split: str, streaming: bool = False):
             raise CorpusError(f"cannot load {name} ({config}) from the hub ({_first_line(err)}); "
                               "offline: --data bundled or a local copy of its files") from None
     builder, files = data_files(source, split)
+    for name in files:
+        readable(Path(name))
     try:
         ds = datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=streaming)
         if not streaming and len(ds) == 0:
@@ -93,6 +96,21 @@ def load_documents(source: str, split: str, streaming: bool = False):
         raise CorpusError(f"{files[0]} has no 'text' field (columns: {ds.column_names}); "
                           "documents need the C4 schema")
     return ds
+
+
+def readable(path: Path) -> None:
+    """``CorpusError`` naming ``path`` when it is empty or cannot be opened (datasets would say
+    only ``StopIteration`` or a permission traceback)."""
+    try:
+        with open(path, "rb") as handle:
+            empty = not handle.read(1)
+    except OSError as err:
+        raise CorpusError(f"cannot read data file {path} ({err.strerror}); check that it exists "
+                          "and that you may read it") from None
+    if empty:
+        raise CorpusError(f"data file {path} is empty: it holds no documents; give a file with "
+                          "documents (a 'text' field each), or rebuild the bundled corpus with "
+                          "`make data`")
 
 
 def _named(files: list[str]) -> str:
@@ -137,10 +155,12 @@ def token_array(source: str, split: str, tokenizer, cache_dir: Path = CACHE_DIR)
         raise CorpusError(f"cannot read the text of {_named(files)} ({_first_line(err)}); check "
                           "the file is UTF-8 with a string 'text' field per document") from None
     tokens = np.concatenate(pieces)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, tokens)
-    tmp.replace(path)
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:   # a handle: np.save would add ".npy" to a name
+            np.save(handle, tokens)
+
+    write_atomic(path, save)   # processes tokenizing the same split at once each rename theirs
     return tokens
 
 

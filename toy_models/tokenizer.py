@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from toy_models.corpus import REPO_ROOT, CorpusError, corpus_path, require_hub
+from toy_models.files import write_atomic
 
 TOKENIZER_DIR = REPO_ROOT / "data" / "tokenizer"
 EOS = "<|endoftext|>"
@@ -53,10 +54,7 @@ def train_tokenizer(train_jsonl: Path, vocab_size: int = DEFAULT_VOCAB,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tokenizer.train_from_iterator(_iter_texts(train_jsonl), trainer=trainer)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "tokenizer.json"
-    tokenizer.save(str(path))
-    return path
+    return write_atomic(out_dir / "tokenizer.json", lambda tmp: tokenizer.save(str(tmp)))
 
 
 def tokenizer_size(name_or_path: str | Path | None = None) -> int:

@@ -21,7 +21,12 @@ Every handle is removed on exit, also on exceptions. Hooks never modify gradient
 
 The training loop tells the monitor about each micro-batch with ``micro_batch(weight, n)``
 before its backward: ``weight`` is the factor its mean loss was multiplied by (the hook
-divides it out) and ``n`` its number of sequences.
+divides it out) and ``n`` its number of sequences. On a recorded step the loop cuts each
+micro-batch into ``pieces(accum, micro)`` equal parts, so that the variance across
+micro-batches has at least ``MIN_MICRO_BATCHES`` of them even when the batch is one
+micro-batch (the default); the step's gradient is then the same sum taken in smaller pieces
+(equal up to float rounding, so bitwise equality with an uninstrumented run holds only for
+batches that already have ``MIN_MICRO_BATCHES`` micro-batches).
 
 Statistics (see ``analysis.instrument.estimators`` and ``analysis.instrument.spectra`` for the formulas):
 ``grad_norm``, ``grad_var`` / ``grad_var_rel`` / ``grad_var_coord`` (estimator a), ``gns_trace``,
@@ -54,6 +59,7 @@ from analysis.optim.roles import assign
 from analysis.recording import provenance
 
 ROW_VECTOR_ROLES = ("output", "embedding")
+MIN_MICRO_BATCHES = 4   # a recorded step's batch is cut into at least this many, where it can be
 
 
 class Instrumentation:
@@ -125,6 +131,23 @@ class Instrumentation:
         self._taps: dict[tuple[str, str], torch.Tensor] = {}
         self._snapshot: dict[str, torch.Tensor] = {}
         self._probe_rows: list = []
+
+    def pieces(self, accum: int, micro: int) -> int:
+        """Equal parts to cut each of this step's ``accum`` micro-batches of ``micro`` sequences
+        into: 1 on an unrecorded step, else the fewest that make ``MIN_MICRO_BATCHES``
+        micro-batches (a divisor of ``micro``; every sequence alone when ``micro`` is too small)."""
+        if not self.due or accum >= MIN_MICRO_BATCHES:
+            return 1
+        fits = [p for p in range(1, micro + 1) if micro % p == 0 and accum * p >= MIN_MICRO_BATCHES]
+        return fits[0] if fits else micro
+
+    @staticmethod
+    def variance_note(accum: int, micro: int, world_size: int) -> str | None:
+        """Why a run with this batch records no gradient variance (None when it does)."""
+        if accum * micro * world_size >= 2:
+            return None
+        return ("--instrument records no gradient variance in this run: a step has one sequence "
+                "in all, and the variance across micro-batches needs at least 2 (raise --batch_size)")
 
     def micro_batch(self, weight: float, sequences: int) -> None:
         """Announce the next backward: its loss weight and its number of sequences."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import torch
 
+from analysis.optim.maths import at_least_fp32, reduction_dtype
 from analysis.optim.transforms import Transform, scale_by_adam
 
 
@@ -79,11 +80,12 @@ class spike_clip(Transform):
         self.theta = theta
 
     def init(self, param):
-        return {"step": 0, "max_ema": torch.zeros((), dtype=torch.float32, device=param.device)}
+        return {"step": 0, "max_ema": torch.zeros((), dtype=reduction_dtype(param.dtype),
+                                                  device=param.device)}
 
     def update(self, grad, state, param):
         t = state["step"] = state["step"] + 1
-        peak = grad.abs().max().float()
+        peak = at_least_fp32(grad.abs().max())
         state["max_ema"].mul_(self.theta).add_(peak, alpha=1 - self.theta)
         bound = state["max_ema"] / (1 - self.theta ** t)
         spikes = grad.abs() > bound
@@ -112,12 +114,12 @@ class norm_scale(Transform):
         self.gamma1, self.gamma2 = gamma1, gamma2
 
     def init(self, param):
-        zero = torch.zeros((), dtype=torch.float32, device=param.device)
+        zero = torch.zeros((), dtype=reduction_dtype(param.dtype), device=param.device)
         return {"step": 0, "norm_m": zero.clone(), "norm_v": zero.clone()}
 
     def update(self, grad, state, param):
         t = state["step"] = state["step"] + 1
-        norm = grad.float().norm()
+        norm = at_least_fp32(grad).norm()
         state["norm_m"].mul_(self.gamma1).add_(norm, alpha=1 - self.gamma1)
         state["norm_v"].mul_(self.gamma2).add_(norm * norm, alpha=1 - self.gamma2)
         m_hat = state["norm_m"] / (1 - self.gamma1 ** t)

@@ -12,6 +12,8 @@ hyperparameters are checked and their defaults filled in.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 from analysis.optim.roles import ROLES, Layout
@@ -54,7 +56,13 @@ class OptimizerConfig:
 
     def validate(self) -> OptimizerConfig:
         """Raise ``RecipeError`` naming the first bad value and the fix; else return self."""
-        checks = [(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}; pass e.g. --lr 1e-3"),
+        finite = (self.lr, self.adam_lr, self.embedding_lr_mult, self.output_lr_mult,
+                  self.weight_decay, self.eps)
+        checks = [(all(v is None or math.isfinite(v) for v in finite),
+                   f"learning rates, multipliers, weight_decay and eps must be finite numbers, got "
+                   f"lr {self.lr}, adam_lr {self.adam_lr}, multipliers {self.embedding_lr_mult} / "
+                   f"{self.output_lr_mult}, weight_decay {self.weight_decay}, eps {self.eps}"),
+                  (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}; pass e.g. --lr 1e-3"),
                   (self.adam_lr is None or self.adam_lr > 0,
                    f"adam_lr must be > 0, got {self.adam_lr}; pass e.g. --adam_lr 2e-2"),
                   (self.embedding_lr_mult > 0 and self.output_lr_mult > 0,

@@ -92,18 +92,30 @@ class Scaled:
         return (self.base * self.scale).to(self.base.dtype)
 
 
+def reduction_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype statistics of a ``dtype`` tensor are computed in: float32 for bf16/fp16/fp32,
+    float64 for float64 (so an fp64 run never rounds through float32)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def at_least_fp32(x: Tensor) -> Tensor:
+    """``x`` in ``reduction_dtype(x.dtype)`` (no copy when it already is)."""
+    return x.to(reduction_dtype(x.dtype))
+
+
 def as_tensor(direction) -> Tensor:
     """A direction as a tensor: a ``Scaled`` is multiplied out, a tensor returned as is."""
     return direction.materialize() if isinstance(direction, Scaled) else direction
 
 
 def newton_schulz(g: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
-    """Approximate the orthogonal polar factor ``U V^T`` of ``g = U S V^T`` (float32).
+    """Approximate the orthogonal polar factor ``U V^T`` of ``g = U S V^T`` (in float32, or
+    float64 for a float64 ``g``).
 
     ``X <- a X + (b A + c A^2) X`` with ``A = X X^T``, started from ``g / ||g||_F`` and run on the
     wide orientation; the quintic pushes every singular value towards ~1 (into about [0.7, 1.2]).
     """
-    x = g.float()
+    x = at_least_fp32(g)
     tall = x.size(0) > x.size(1)
     if tall:
         x = x.T

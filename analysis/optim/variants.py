@@ -41,7 +41,7 @@ import math
 import torch
 
 from analysis.optim.hyper import OptimizerConfig, role_groups
-from analysis.optim.maths import Scaled, sum_of_squares
+from analysis.optim.maths import Scaled, at_least_fp32, reduction_dtype, sum_of_squares
 from analysis.optim.optimizer import ChainedOptimizer
 from analysis.optim.transforms import (
     Transform,
@@ -93,10 +93,11 @@ class neuron_normalize(Transform):
         self.beta2, self.eps, self.rms = beta2, eps, rms
 
     def init(self, param):
-        return {"v": torch.zeros(param.size(0), 1, dtype=torch.float32, device=param.device)}
+        return {"v": torch.zeros(param.size(0), 1, dtype=reduction_dtype(param.dtype),
+                                 device=param.device)}
 
     def update(self, grad, state, param):
-        o = grad.reshape(grad.size(0), -1).float()
+        o = at_least_fp32(grad.reshape(grad.size(0), -1))
         state["v"].lerp_(o.square().mean(dim=1, keepdim=True), 1 - self.beta2)
         o_hat = o / (state["v"].sqrt() + self.eps)
         o_hat *= self.rms * math.sqrt(o.numel()) / o_hat.norm().clamp_min(1e-30)

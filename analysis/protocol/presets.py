@@ -25,9 +25,7 @@ from pathlib import Path
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.recording import TUNING, read_json
 from analysis.train.config import ConfigError, TrainConfig
-from toy_models.corpus import REPO_ROOT
-
-REFERENCE = REPO_ROOT / "data" / "recordings" / "reference"
+from analysis.results.recordings import REFERENCE
 
 
 @dataclass(frozen=True)

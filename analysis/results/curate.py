@@ -31,14 +31,15 @@ from analysis.recording import (
     ORDER,
     REFERENCE_LINES,
     RESULT,
+    SEGMENTS,
     SELECTION,
     SPECTRA,
     TUNING,
     RecordingError,
     _read_jsonl,
     find_runs,
-    load_config,
     load_result,
+    run_settings,
 )
 
 KEEP_STATS = ("grad_norm", "grad_var", "grad_var_rel", "grad_var_coord", "update_rms",
@@ -59,8 +60,9 @@ def curate_run(src: Path, dst: Path, wide: bool) -> int:
     """Copy one run's config and result and write its filtered, gzipped tables into ``dst``;
     ``wide`` keeps the vocabulary-sized vectors. Returns the bytes written."""
     dst.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG, RESULT):
-        shutil.copy2(src / name, dst / name)
+    for name in (CONFIG, RESULT, SEGMENTS):   # segments: the settings each start ran with
+        if (src / name).exists():
+            shutil.copy2(src / name, dst / name)
     metrics = [r for r in _read_jsonl(src / METRICS) if r["param"] is None or r["stat"] in KEEP_STATS]
     _write_gz(dst / (METRICS + ".gz"), metrics)
     vectors = _read_jsonl(src / SPECTRA)
@@ -84,7 +86,7 @@ def curate(src: str | Path, dst: str | Path) -> int:
     runs = [r for r in find_runs(src) if load_result(r) is not None]
     if not runs:
         raise RecordingError(f"no finished runs under {src}; run `scale-lab reproduce` first")
-    seed_of = {run: load_config(run)["config"]["seed"] for run in runs}
+    seed_of = {run: run_settings(run)["seed"] for run in runs}
     first_seed = min(seed_of.values())
     for run in runs:
         total += curate_run(run, dst / run.relative_to(src), wide=seed_of[run] == first_seed)

@@ -48,6 +48,7 @@ from analysis.results.argument_figures import (
 from analysis.results.captions import CAPTIONS
 from analysis.results.memory import analytic_terms
 from analysis.results.recordings import (
+    REFERENCE,
     MissingData,
     Recordings,
     hidden_spectrum,
@@ -91,6 +92,19 @@ def grad_variance_with_momentum(rec: Recordings, label: str = "scale"):
     return _variance(rec, label, f"Gradient variance by layer ({label}: output momentum)")
 
 
+def _mark_divergence(ax, evals, colours) -> None:
+    """A validation loss recorded as non-finite (null) is drawn as an x on the panel's top edge
+    at its step, labelled, instead of vanishing from the line."""
+    bad = evals[evals["value"].isna()]
+    for (run, label), rows in bad.groupby(["run", "label"]):
+        step = rows["step"].min()
+        ax.plot([step], [1.0], marker="X", markersize=9, color=colours.get(label, "0.2"),
+                transform=ax.get_xaxis_transform(), clip_on=False, linestyle="none")
+        ax.annotate(f"{label} diverged", (step, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(0, -12), textcoords="offset points", ha="right", fontsize=7,
+                    color=colours.get(label, "0.2"))
+
+
 def loss_curves(rec: Recordings):
     """Training loss (10-step running mean) and validation loss of every arm over steps."""
     import seaborn as sns
@@ -113,6 +127,7 @@ def loss_curves(rec: Recordings):
     else:
         sns.lineplot(evals, x="step", y="value", hue="label", hue_order=labels, palette=colours,
                      errorbar=t_band, marker="o", ax=right)
+        _mark_divergence(right, evals, colours)
     left.set(xlabel="optimizer step", ylabel="train loss (10-step mean)", title="Training loss")
     right.set(xlabel="optimizer step", ylabel="validation loss", title="Validation loss")
     lines = rec.side_file(REFERENCE_LINES)
@@ -354,7 +369,8 @@ def render_all(root, out_dir, names=None) -> tuple[list[Path], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     """``scale-lab figures``: render the registry; 0 if all drawn, 1 if some, 2 if none."""
     p = Parser(prog="scale-lab figures", description="Render the figure registry.")
-    p.add_argument("--runs", default="data/recordings", help="directory of run directories")
+    p.add_argument("--runs", default=str(REFERENCE),
+                   help="directory of run directories (default: the shipped reference)")
     p.add_argument("--out", default="figures", help="where PNG and PDF files go")
     p.add_argument("--only", nargs="+", default=None, help=f"subset of: {' '.join(REGISTRY)}")
     args = p.parse_args(argv)
@@ -370,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for problem in problems:
         print(f"skipped {problem}", file=sys.stderr)
+    if set(args.only or REGISTRY) - set(SELF_CONTAINED):
+        for note in Recordings(args.runs).bad_row_notes():
+            print(note, file=sys.stderr)
     if Path(args.runs).exists():
         for path, reason in scan_runs(args.runs)[1]:
             print(f"not used: {path} ({reason})", file=sys.stderr)

@@ -16,11 +16,15 @@ from analysis.recording import (
     load_config,
     load_runs,
     read_json,
+    run_settings,
     scan_runs,
 )
 from analysis.results.stats import final_results
 from toy_models.llama import load_config as toy_config
+from toy_models.corpus import REPO_ROOT
 from toy_models.llama import matrix_shapes, model_names
+
+REFERENCE = REPO_ROOT / "data" / "recordings" / "reference"   # the shipped reference recordings
 
 
 class MissingData(LookupError):
@@ -44,6 +48,12 @@ class Recordings:
     def metrics(self) -> pd.DataFrame:
         return load_runs(self.root)
 
+    def bad_row_notes(self) -> list[str]:
+        """One line per run with unreadable or non-finite rows: how many, which statistics
+        (the figures draw the rest, and mark a non-finite validation loss as a divergence)."""
+        notes = self.metrics.attrs.get("bad_rows", {})
+        return [f"note: run {run}: {what}" for run, what in sorted(notes.items())]
+
     @cached_property
     def vectors(self) -> pd.DataFrame:
         return load_runs(self.root, "spectra")
@@ -63,9 +73,21 @@ class Recordings:
             rows = rows[rows["label"].isin(labels)]
         if rows.empty:
             where = f" for {', '.join(labels)}" if labels is not None else ""
-            raise MissingData(f"no {stat!r} rows{where} under {self.root}; record them with "
-                              "instrumentation on (`scale-lab reproduce`, or `train --instrument`)")
+            raise MissingData(f"no {stat!r} rows{where} under {self.root}; {self._absent_reason()}")
         return rows
+
+    def _absent_reason(self) -> str:
+        """Why a per-layer statistic is missing: no instrumentation, or instrumented runs whose
+        batches could not give it."""
+        runs = self.metrics["run"].unique()
+        instrumented = [r for r in runs if (self.root / r).is_dir()
+                        and run_settings(self.root / r).get("instrument")]
+        if not instrumented:
+            return ("these runs were recorded without instrumentation: record them with it on "
+                    "(`scale-lab reproduce`, or `train --instrument`)")
+        return (f"{len(instrumented)} of {len(runs)} runs were instrumented, but their schedule or "
+                "batch gave no such rows (gradient variance needs a step of >= 2 sequences; "
+                "spectra and row vectors come on their own schedule tiers)")
 
 
 

@@ -9,7 +9,7 @@ import math
 import os
 from pathlib import Path
 
-from analysis.recording import REFERENCE_LINES, TUNING, load_config, read_json
+from analysis.recording import REFERENCE_LINES, TUNING, read_json, run_settings
 from analysis.results.captions import CAPTIONS
 from analysis.results.claims import SUSPECT_PPL, all_claims, ladder_order, suspect_arms
 from analysis.results.paper import tokens_per_parameter
@@ -23,7 +23,7 @@ def setup_lines(root: Path, results) -> list[str]:
     first = results.iloc[0]
     counts = parameter_counts(model_config(first["model"]))
     hidden = counts["hidden"] / counts["total"]
-    config = load_config(first["run"]).get("config", {})
+    config = run_settings(first["run"])
     paper = tokens_per_parameter()
     lines = [f"Model `{first['model']}`: {counts['total'] / 1e6:.2f}M parameters, hidden matrices "
              f"{100 * hidden:.0f}% of them (the paper's 60M: 44%, 1B: 90%). Each run: {first['steps']} "

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.recording import RecordingError, load_config, load_result, scan_runs
+from analysis.recording import RecordingError, load_result, run_settings, scan_runs
 from analysis.results.style import ordered
 
 
@@ -57,13 +57,14 @@ def final_results(root: str | Path) -> pd.DataFrame:
         result = load_result(run)
         if result is None:
             continue  # unfinished: not a result yet (named by unused_runs)
-        config = load_config(run).get("config", {})
+        config = run_settings(run)   # a resume may have changed steps or lr (segments.jsonl)
         loss = result.get("final_eval_loss", math.nan)
         rows.append({"run": str(run), "label": config.get("label") or config.get("optimizer"),
                      "optimizer": config.get("optimizer"), "momentum": config.get("momentum"),
                      "model": config.get("model"), "seed": config.get("seed"), "lr": config.get("lr"),
                      "steps": config.get("steps"),
-                     "tokens": config.get("steps", 0) * config.get("batch_size", 0) * config.get("seq_len", 0),
+                     "tokens": result.get("tokens") or (config.get("steps", 0) * config.get("batch_size", 0)
+                                                        * config.get("seq_len", 0)),
                      "first_eval_loss": result.get("first_eval_loss", math.nan),
                      "final_eval_loss": math.nan if loss is None else float(loss),
                      "diverged_at": result.get("diverged_at"),

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.protocol.presets import PRESETS, REFERENCE, Arm, tuned_lrs
-from analysis.recording import load_config
+from analysis.recording import run_settings
 from analysis.results import stats
 from analysis.train.loop import train
 
@@ -38,7 +38,7 @@ def _reference_run(label: str, seed: int, wanted: dict) -> float | None:
     match = finished[(finished["label"] == label) & (finished["seed"] == seed)]
     if match.empty:
         return None
-    config = load_config(match["run"].iloc[0]).get("config", {})
+    config = run_settings(match["run"].iloc[0])
     same = all(config.get(k) == wanted.get(k) for k in SAME)
     return float(match["final_eval_loss"].iloc[0]) if same else None
 

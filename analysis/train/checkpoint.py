@@ -73,24 +73,76 @@ def save(run_dir: Path, step: int, model_state: dict, optimizer_state: dict, pos
     try:
         torch.save(state, tmp)
         tmp.replace(path)
-    except OSError as err:   # disk full, permissions: the previous checkpoints stay as they were
+    except (OSError, RuntimeError) as err:   # disk full, permissions: torch.save raises either
         tmp.unlink(missing_ok=True)
-        kept = checkpoints(run_dir)
-        raise CheckpointError(f"cannot write checkpoint {path} ({err.strerror or err}); the last "
-                              f"good one, {kept[-1].name if kept else 'none'}, is kept; free space "
-                              "or fix permissions, then --resume") from None
+        raise CheckpointError(f"cannot write checkpoint {path} ({_cause(err)}); "
+                              f"{advice(run_dir)}") from None
     for old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
         old.unlink()
     return path
 
 
+# what ``resume`` reads from a checkpoint, key by key (a missing one is refused, not half-loaded)
+REQUIRED = {"step": (), "identity": ("model", "optimizer", "shapes"), "model": (),
+            "optimizer": ("state", "param_groups"), "scheduler": ("last_epoch",),
+            "rng": ("torch", "python")}
+
+
+def _refuse(path: Path, problem: str, run_dir: Path) -> CheckpointError:
+    """The one line for a checkpoint that cannot be resumed: which file, what is wrong, and
+    what to do (move it aside to fall back on the one before, if there is one)."""
+    older = [c.name for c in checkpoints(run_dir) if c != path]
+    fallback = (f"move it aside to resume from {older[-1]}" if older
+                else "no older checkpoint exists: start a new run directory or pass --overwrite")
+    return CheckpointError(f"cannot resume from checkpoint {path}: {problem}; {fallback}")
+
+
+def read(path: Path, run_dir: Path) -> dict:
+    """The checkpoint at ``path``, checked to hold every key ``resume`` reads (``REQUIRED``);
+    ``CheckpointError`` (one line) for a torn file or a missing key."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:   # torch raises RuntimeError, EOFError, UnpicklingError... for a torn file
+        raise _refuse(path, f"the file is torn or not a checkpoint ({type(err).__name__})",
+                      run_dir) from None
+    if not isinstance(state, dict):
+        raise _refuse(path, "the file is not a checkpoint (no dict inside)", run_dir)
+    for key, inner in REQUIRED.items():
+        if key not in state:
+            raise _refuse(path, f"it has no {key!r} entry", run_dir)
+        missing = [k for k in inner if not isinstance(state[key], dict) or k not in state[key]]
+        if missing:
+            raise _refuse(path, f"its {key!r} entry has no {', '.join(map(repr, missing))}", run_dir)
+    return state
+
+
+def _cause(err: BaseException) -> str:
+    """An OS error's own words (``No space left on device``), found inside torch's wrapping;
+    else the first line of torch's message."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    while err is not None:
+        if isinstance(err, OSError) and err.strerror:
+            return err.strerror
+        err = err.__cause__ or err.__context__
+    return first
+
+
+def advice(run_dir: Path) -> str:
+    """What to do after a failed write, naming what exists."""
+    kept = checkpoints(run_dir)
+    if kept:
+        return f"the last good checkpoint, {kept[-1].name}, is kept: free space or fix permissions, then --resume"
+    return ("no checkpoint was saved yet, so the run cannot be resumed: free space or fix "
+            "permissions, then start it again with --overwrite")
+
+
 def load_latest(run_dir: Path, ident: dict) -> dict | None:
-    """The newest checkpoint in ``run_dir`` after checking it belongs to ``ident`` (None if
-    there is none). Nothing is applied: ``resume`` does that."""
+    """The newest checkpoint in ``run_dir`` after checking it is whole (``read``) and belongs to
+    ``ident`` (None if there is none). Nothing is applied: ``resume`` does that."""
     found = checkpoints(run_dir)
     if not found:
         return None
-    state = torch.load(found[-1], map_location="cpu", weights_only=False)
+    state = read(found[-1], run_dir)
     saved = state["identity"]
     hints = {"layout": "(fsdp: --parallel fsdp under torchrun; plain: single process or DDP) "}
     for key in ("model", "optimizer", "momentum", "layout"):
@@ -105,28 +157,62 @@ def load_latest(run_dir: Path, ident: dict) -> dict | None:
     return state
 
 
-def resume(run_dir: Path, model, optimizer, scheduler, data, ident: dict, sharded: bool,
-           rank: int) -> int:
-    """Restore the newest checkpoint of ``run_dir`` into the model, optimizer, scheduler, this
-    rank's data position and the RNGs; the step to continue from (0 if there is none)."""
+def hyperparameters(optimizer) -> list[dict]:
+    """Each parameter group's settings (everything but its parameters), as built from the config."""
+    return [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
 
+
+def apply_settings(optimizer, scheduler, settings: list[dict]) -> None:
+    """Put the run's own ``settings`` (``hyperparameters`` of the freshly built optimizer) back
+    over the loaded ones, and the scheduler onto them: loading a state dict brings back the old
+    lr, ``initial_lr`` and weight decay, so without this a resume with ``--allow-change`` would
+    record a change it never made. The scheduler keeps its step (``last_epoch``), takes the new
+    peak lrs (``base_lrs``) and its own, new, schedule function; the next step's lr is
+    ``base * factor(last_epoch)``, which on an unchanged resume is bitwise the value the
+    checkpoint held."""
+    for group, values in zip(optimizer.param_groups, settings):
+        group.update(values)   # keys added while stepping (a library's "step" count) stay
+    scheduler.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+
+def resume(run_dir: Path, model, optimizer, scheduler, data, ident: dict, sharded: bool,
+           rank: int) -> tuple[int, int | None]:
+    """Restore the newest checkpoint of ``run_dir`` into the model, optimizer, scheduler, this
+    rank's data position and the RNGs, with the run's own settings over the saved ones
+    (``apply_settings``); the step to continue from and the tokens seen by then ((0, 0) if there
+    is none). ``CheckpointError`` (one line) when a part does not fit this run."""
     state = load_latest(run_dir, ident)
     if state is None:
-        return 0
-    if sharded:
-        parallel.load_full_state_dicts(model, optimizer, state["model"], state["optimizer"])
-    else:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    positions = state.get("data") or [{}]  # a stream checks the number of processes itself
-    data.load_state_dict(positions[rank % len(positions)])
-    _restore_rng(state)
-    return state["step"]
+        return 0, 0
+    path = checkpoints(run_dir)[-1]
+    settings = hyperparameters(optimizer)
+    try:
+        if sharded:
+            parallel.load_full_state_dicts(model, optimizer, state["model"], state["optimizer"])
+        else:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise _refuse(path, f"its model or optimizer state does not fit this run ({first[:200]})",
+                      run_dir) from None
+    try:
+        scheduler.load_state_dict(state["scheduler"])
+        positions = state.get("data") or [{}]  # a stream checks the number of processes itself
+        data.load_state_dict(positions[rank % len(positions)])
+        _restore_rng(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        raise _refuse(path, f"its scheduler, data position or RNG state is unreadable "
+                      f"({type(err).__name__}: {str(err)[:200]})", run_dir) from None
+    apply_settings(optimizer, scheduler, settings)
+    return state["step"], state.get("tokens_seen")
 
 
 def _restore_rng(state: dict) -> None:
     torch.set_rng_state(state["rng"]["torch"])
     random.setstate(state["rng"]["python"])
-    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+    if state["rng"].get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])

@@ -22,7 +22,7 @@ from toy_models.llama import (
     read_config,
 )
 
-PRECISIONS = ("auto", "fp32", "bf16", "bf16-mixed")
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-mixed", "fp64")
 
 
 class ConfigError(ValueError):
@@ -53,7 +53,7 @@ class TrainConfig:
     eval_tokens: int | None = None       # None -> 32_768 on the CPU models, 10M (paper) otherwise
     seed: int = 0
     device: str = "auto"
-    precision: str = "auto"              # fp32 | bf16 (pure, as the paper) | bf16-mixed
+    precision: str = "auto"              # fp32 | bf16 (pure, as the paper) | bf16-mixed | fp64
     data: str = "bundled"                # bundled | path/glob of shards | c4
     stream: bool | None = None           # read the data as a stream; None -> only for c4
     tokenizer: str | None = None         # None -> the model's bundled BPE (t5-base for c4)
@@ -74,6 +74,13 @@ class TrainConfig:
             raise ConfigError(str(err)) from None
         checks = [(self.steps > 0, f"steps must be > 0, got {self.steps}"),
                   (self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}"),
+                  (self.micro_batch_size is None or self.micro_batch_size > 0,
+                   f"micro_batch_size must be > 0, got {self.micro_batch_size}"),
+                  (self.log_every >= 1, f"log_every must be >= 1 (1: every step), got {self.log_every}"),
+                  (self.save_every >= 0, f"save_every must be >= 0 (0: only at the end), got {self.save_every}"),
+                  (self.keep_checkpoints >= 0,
+                   f"keep_checkpoints must be >= 0 (0: keep every one), got {self.keep_checkpoints}"),
+                  (0 <= self.seed < 2**32, f"seed must be in [0, 2^32), got {self.seed}"),
                   (self.seq_len > 1, f"seq_len must be > 1, got {self.seq_len}"),
                   (self.eval_every >= 0, "eval_every must be >= 0 (0: only at the end)"),
                   (self.eval_tokens is None or self.eval_tokens > 0, "eval_tokens must be > 0"),

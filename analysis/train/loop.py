@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -41,6 +42,7 @@ from tqdm.auto import tqdm
 
 from analysis.instrument.hooks import Instrumentation
 from analysis.optim.optimizer import state_bytes
+from analysis.recording import RecordingError
 from analysis.train import checkpoint, parallel
 from analysis.train.config import TrainConfig
 from analysis.train.evaluation import (
@@ -96,6 +98,7 @@ class TrainResult:
     final_eval_loss: float
     final_perplexity: float
     final_train_loss: float
+    tokens: int                  # read over the whole run (every segment's steps)
     tokens_per_s: float
     optimizer_state_bytes: int
     vocab_size: int
@@ -106,6 +109,9 @@ def instrumentation(run: Run):
     """The run's ``Instrumentation`` when its config asks for one, else a no-op context."""
     if run.config.instrument is None:
         return contextlib.nullcontext()
+    note = Instrumentation.variance_note(run.accum, run.micro, run.world)
+    if note and run.rank == 0:
+        print(f"note: {note}", file=sys.stderr)
     return Instrumentation(run.model, run.optimizer, run.recorder, run.config.instrument,
                            last_step=run.config.steps, autocast=run.autocast,
                            # the probe and token counts sample finite data; not a stream
@@ -139,18 +145,23 @@ def accumulate(run: Run, mine: torch.Tensor, monitor) -> float:
     in ``.grad``. Returns the step's token-mean loss over all processes.
 
     Each micro-batch's mean loss is weighted by its share of the step's predicted tokens
-    (times the world size, which DDP's averaging divides out)."""
+    (times the world size, which DDP's averaging divides out). On a step the instrumentation
+    records, each micro-batch is cut into ``monitor.pieces`` parts (the variance estimate needs
+    several; ``analysis.instrument.hooks``)."""
     config, accum = run.config, run.accum
+    pieces = monitor.pieces(accum, mine.size(1)) if config.instrument is not None else 1
     step_loss = torch.zeros((), dtype=torch.float64, device=run.device)
     for k in range(accum):
-        mb = mine[k].to(run.device)
-        with parallel.gradient_sync(run.train_model, config.parallel, run.world, k == accum - 1):
-            loss, n = token_loss(run.train_model, mb, run.autocast)
-            weight = n * run.world / run.step_tokens()
-            if config.instrument is not None:
-                monitor.micro_batch(weight, mb.size(0))
-            (loss * weight).backward()
-        step_loss += loss.detach().double() * n
+        parts = mine[k].to(run.device).chunk(pieces)
+        for j, mb in enumerate(parts):
+            last = k == accum - 1 and j == len(parts) - 1
+            with parallel.gradient_sync(run.train_model, config.parallel, run.world, last):
+                loss, n = token_loss(run.train_model, mb, run.autocast)
+                weight = n * run.world / run.step_tokens()
+                if config.instrument is not None:
+                    monitor.micro_batch(weight, mb.size(0))
+                (loss * weight).backward()
+            step_loss += loss.detach().double() * n
     if run.world > 1:
         torch.distributed.all_reduce(step_loss)
     return (step_loss / run.step_tokens()).item()
@@ -237,7 +248,8 @@ def finish(run: Run, first_eval: float, eval_loss: float, losses: list[float],
     result = TrainResult(run_dir=run.run_dir, steps=run.config.steps, first_eval_loss=first_eval,
                          final_eval_loss=eval_loss, final_perplexity=math.exp(eval_loss),
                          final_train_loss=losses[-1] if losses else math.nan,
-                         tokens_per_s=tokens_per_s, optimizer_state_bytes=state_bytes(run.optimizer),
+                         tokens=run.tokens_seen(run.config.steps), tokens_per_s=tokens_per_s,
+                         optimizer_state_bytes=state_bytes(run.optimizer),
                          vocab_size=run.model.config.vocab_size, losses=losses)
     if run.recorder is not None:
         run.recorder.finish({k: v for k, v in asdict(result).items() if k != "losses"})
@@ -259,6 +271,8 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
     run = setup(config, out, overwrite, resume, allow_change, tensorboard)
     try:
         return _loop(run, progress)
+    except RecordingError as err:   # a failed write: say what can be resumed
+        raise RecordingError(f"{err}; {checkpoint.advice(run.run_dir)}") from None
     finally:
         run.close()   # the lock and files are given back however the loop ends
 
@@ -277,7 +291,8 @@ def _loop(run: Run, progress: bool) -> TrainResult:
             data_time = time.perf_counter() - t0
             mean_loss = accumulate(run, mine, monitor)
             grad_norm = check_finite(run, step, mean_loss, first_eval)
-            lrs = group_lrs(run.optimizer)
+            # the lrs this step uses, read before scheduler.step() moves them on
+            lr, lrs = run.optimizer.param_groups[0]["lr"], group_lrs(run.optimizer)
             run.optimizer.step()
             run.scheduler.step()
             run.optimizer.zero_grad(set_to_none=True)
@@ -287,8 +302,7 @@ def _loop(run: Run, progress: bool) -> TrainResult:
             tokens_per_s = config.batch_size * config.seq_len / step_time
             losses.append(mean_loss)
             done = step + 1
-            log_step(run, done, {"loss": mean_loss, "lr": run.optimizer.param_groups[0]["lr"],
-                                 **lrs, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
+            log_step(run, done, {"loss": mean_loss, "lr": lr, **lrs, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
                                  "step_time": step_time, "data_time": data_time,
                                  "tokens": run.tokens_seen(done),
                                  **hardware_stats(run.device, tokens_per_s * run.flops_per_token,

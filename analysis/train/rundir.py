@@ -2,8 +2,12 @@
 
 - ``config.json`` is written once, when the run starts, and never rewritten.
 - ``segments.jsonl`` gets one line per start or resume: the time, the step it starts from,
-  the checkpoint it resumed, the git SHA, any setting that changed, and how many recorded
-  rows after the checkpoint were superseded.
+  the checkpoint it resumed, the git SHA, the settings its steps run with (defaults resolved),
+  any setting that changed, and how many recorded rows after the checkpoint were superseded.
+  An allowed change takes effect from the first resumed step (``checkpoint.apply_settings``),
+  and readers take a run's settings from its last segment (``recording.run_settings``).
+- A resume of a directory that holds no run is refused (a mistyped path must not train from
+  scratch).
 - A resume is refused when ``config.json`` is missing or unreadable, when rows were recorded
   but no checkpoint was saved ("nothing to resume from"), and when a setting that changes the
   experiment (``EXPERIMENT_FIELDS``) differs from the recorded one, unless ``allow_change``,
@@ -27,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from analysis.recording import CONFIG, METRICS, SEGMENTS, SPECTRA, provenance
+from analysis.recording import CONFIG, METRICS, SEGMENTS, SPECTRA, RecordingError, provenance
 from analysis.train import checkpoint
 from analysis.train.config import ConfigError, TrainConfig
 
@@ -51,28 +55,47 @@ def _running(pid: int) -> bool:
     return True
 
 
+def _holder(run_dir: Path) -> dict | None:
+    """The lock's holder ``{"pid", "host"}``, None when there is no lock; a lock left by a
+    process that is no longer running on this host is reported and removed (None)."""
+    path = run_dir / LOCK
+    if not path.exists():
+        return None
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        holder = {"pid": -1, "host": socket.gethostname()}   # torn by a crash while being written
+    if holder.get("host") == socket.gethostname() and not _running(int(holder.get("pid", -1))):
+        print(f"note: {run_dir} had a stale lock (pid {holder.get('pid')} is not running); "
+              "replacing it", file=sys.stderr)
+        path.unlink(missing_ok=True)
+        return None
+    return holder
+
+
+def check_unlocked(run_dir: Path) -> None:
+    """``ConfigError`` naming the live process that holds ``run_dir``'s lock, if one does."""
+    holder = _holder(run_dir)
+    if holder is not None:
+        raise ConfigError(f"{run_dir} is being written by pid {holder.get('pid')} on "
+                          f"{holder.get('host')} (lock {run_dir / LOCK}); wait for it to finish, or "
+                          "remove the lock if that process is gone")
+
+
 def acquire_lock(run_dir: Path) -> Path:
     """Take ``run_dir``'s writer lock; ``ConfigError`` when another live process holds it."""
     path = run_dir / LOCK
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
+    for _ in range(3):   # a stale lock is removed by _holder, then taken here
         try:
-            holder = json.loads(path.read_text())
-        except (OSError, ValueError):
-            holder = {"pid": -1, "host": me["host"]}   # torn by a crash while being written
-        if holder.get("host") == me["host"] and not _running(int(holder.get("pid", -1))):
-            print(f"note: {run_dir} had a stale lock (pid {holder.get('pid')} is not running); "
-                  "replacing it", file=sys.stderr)
-            path.unlink(missing_ok=True)
-            return acquire_lock(run_dir)
-        raise ConfigError(f"{run_dir} is being written by pid {holder.get('pid')} on "
-                          f"{holder.get('host')} (lock {path}); wait for it to finish, or remove "
-                          "the lock if that process is gone") from None
-    with os.fdopen(fd, "w") as handle:
-        json.dump(me, handle)
-    return path
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            check_unlocked(run_dir)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname()}, handle)
+        return path
+    check_unlocked(run_dir)
+    raise ConfigError(f"cannot take the lock {path}: it keeps changing hands; retry")
 
 
 def release_lock(run_dir: Path) -> None:
@@ -104,8 +127,9 @@ def _has_rows(run_dir: Path) -> bool:
     return path.exists() and path.stat().st_size > 0
 
 
-def _effective(config: TrainConfig) -> dict:
-    """The config's settings with the defaults it leaves to the recipe and schedule filled."""
+def effective_settings(config: TrainConfig) -> dict:
+    """The config's settings with the defaults it leaves to the recipe and schedule filled
+    (what a segment records: the settings its steps ran with)."""
     values = config.to_dict()
     resolved = config.optimizer_config()
     values.update(lr=resolved.lr, adam_lr=resolved.adam_lr, momentum=resolved.momentum,
@@ -117,15 +141,17 @@ def _effective(config: TrainConfig) -> dict:
 def changed_settings(recorded: TrainConfig, config: TrainConfig) -> dict[str, list]:
     """``{field: [recorded, now]}`` for every experiment setting that differs (defaults
     resolved, so ``--lr`` left unset equals the recipe's default given explicitly)."""
-    old, new = _effective(recorded), _effective(config)
+    old, new = effective_settings(recorded), effective_settings(config)
     return {f: [old[f], new[f]] for f in EXPERIMENT_FIELDS if old[f] != new[f]}
 
 
 def check_resume(run_dir: Path, config: TrainConfig, allow_change: bool) -> dict[str, list]:
     """Refuse a resume that would make the records lie (module docstring); returns the
     changed settings (empty unless ``allow_change``)."""
-    if not ((run_dir / CONFIG).exists() or _has_rows(run_dir) or checkpoint.checkpoints(run_dir)):
-        return {}   # nothing recorded yet: a fresh start
+    if not run_dir.is_dir() or not ((run_dir / CONFIG).exists() or _has_rows(run_dir)
+                                    or checkpoint.checkpoints(run_dir)):
+        raise ConfigError(f"cannot resume {run_dir}: it holds no run (no {CONFIG}, rows or "
+                          "checkpoint); check the path, or drop --resume to start a fresh run there")
     recorded = recorded_config(run_dir)
     if _has_rows(run_dir) and not checkpoint.checkpoints(run_dir):
         raise ConfigError(f"nothing to resume from: {run_dir} has recorded rows but no checkpoint "
@@ -166,14 +192,20 @@ def supersede_after(run_dir: Path, step: int) -> int:
     return sum(_drop_after(run_dir / name, step) for name in (METRICS, SPECTRA))
 
 
-def append_segment(run_dir: Path, start: int, resumed_from: str | None,
+def append_segment(run_dir: Path, config: TrainConfig, start: int, resumed_from: str | None,
                    changed: dict | None = None, superseded: int = 0) -> dict:
-    """Append this start's record to ``segments.jsonl``; returns it."""
+    """Append this start's record to ``segments.jsonl``: where it starts, what it resumed, the
+    settings its steps run with (``effective_settings``) and what changed; returns it."""
     info = provenance()
     segment = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "start_step": start,
                "resumed_from": resumed_from, "git_sha": info.get("git_sha"),
                "git_dirty": info.get("git_dirty"), "host": info.get("host"),
-               "changed": changed or {}, "superseded_rows": superseded}
-    with open(run_dir / SEGMENTS, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(segment) + "\n")
+               "settings": effective_settings(config), "changed": changed or {},
+               "superseded_rows": superseded}
+    try:
+        with open(run_dir / SEGMENTS, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(segment) + "\n")
+    except OSError as err:
+        raise RecordingError(f"cannot write {run_dir / SEGMENTS} ({err.strerror or err}); "
+                             "nothing was trained in this start") from None
     return segment

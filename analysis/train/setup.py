@@ -40,6 +40,8 @@ from toy_models.stream import StreamData
 from toy_models.tokenizer import load_tokenizer
 
 RUN_FILES = (CONFIG, METRICS, SPECTRA, RESULT, SEGMENTS)
+# weights other than fp32: pure bf16 (as the paper); fp64 for numerics checks (the golden losses)
+WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp64": torch.float64}
 
 
 @dataclass
@@ -65,24 +67,30 @@ class Run:
     recorder: Recorder | None
     start: int
     flops_per_token: float
+    start_tokens: int = 0
 
     @property
     def sharded(self) -> bool:
         return sharded(self.config, self.world)
 
     def close(self) -> None:
-        """Close the recorder and give the run directory's writer lock back (idempotent)."""
-        if self.recorder is not None:
-            self.recorder.close()
-        if self.run_dir is not None and self.rank == 0:
-            rundir.release_lock(self.run_dir)
+        """Close the recorder and give the run directory's writer lock back (idempotent; the
+        lock is given back even when closing the tables fails)."""
+        try:
+            if self.recorder is not None:
+                self.recorder.close()
+        finally:
+            if self.run_dir is not None and self.rank == 0:
+                rundir.release_lock(self.run_dir)
 
     def step_tokens(self) -> int:
         """Predicted tokens in one optimizer step (every sequence predicts ``seq_len - 1``)."""
         return self.config.batch_size * (self.config.seq_len - 1)
 
     def tokens_seen(self, done: int) -> int:
-        return done * self.config.batch_size * self.config.seq_len
+        """Tokens read by the end of step ``done``: those before the resumed checkpoint (as it
+        recorded them, under the batch of its time) plus this segment's steps."""
+        return self.start_tokens + (done - self.start) * self.config.batch_size * self.config.seq_len
 
 
 def resolve_device(config: TrainConfig) -> torch.device:
@@ -111,6 +119,8 @@ def check_run_dir(out: str | Path, overwrite: bool, resume: bool) -> Path:
     run_dir = Path(out)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file, not a directory; choose another --out")
+    if run_dir.is_dir():
+        rundir.check_unlocked(run_dir)   # another writer at work: name it, whatever the flags
     if run_dir.exists() and any(run_dir.iterdir()) and not (overwrite or resume):
         raise ConfigError(f"run directory {run_dir} already exists; pass --overwrite to replace "
                           "it or --resume to continue it")
@@ -164,8 +174,8 @@ def build(config: TrainConfig, device: torch.device, precision: str, world: int 
         data = load_blocks(tokenizer, config.seq_len, source=config.data, seed=config.seed)
     model = build_model(load_config(config.model, vocab_size=config.vocab_size(len(tokenizer))),
                         seed=config.seed)
-    if precision == "bf16":
-        model = model.to(torch.bfloat16)
+    if precision in WEIGHT_DTYPES:
+        model = model.to(WEIGHT_DTYPES[precision])
     model = model.to(device)
     if sharded(config, world):
         parallel.shard_model(model)
@@ -189,7 +199,7 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
     # already made by rank 0 and refuse it
     if out is not None and int(os.environ.get("RANK", "0")) == 0:
         check_run_dir(out, overwrite, resume)
-    if resume and out is not None and Path(out).exists():
+    if resume and out is not None:
         changed = rundir.check_resume(Path(out), config, allow_change)
     rank, world = distributed()
     device = resolve_device(config)
@@ -204,10 +214,12 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
         ident = checkpoint.identity(config.to_dict(), model,
                                     layout="fsdp" if sharded(config, world) else "plain")
-        start = 0
+        start, start_tokens = 0, 0
         if resume and run_dir is not None:
-            start = checkpoint.resume(run_dir, model, optimizer, scheduler, data, ident,
-                                      sharded(config, world), rank)
+            start, start_tokens = checkpoint.resume(run_dir, model, optimizer, scheduler, data,
+                                                    ident, sharded(config, world), rank)
+            if start_tokens is None:   # a checkpoint of before tokens were saved
+                start_tokens = start * config.batch_size * config.seq_len
         train_model = parallel.wrap(model, config.parallel, world)
         if config.compile:
             train_model = torch.compile(train_model)
@@ -216,16 +228,16 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
         continuing = resume and run_dir is not None and (run_dir / CONFIG).exists()
         if continuing and rank == 0:   # before the recorder opens the tables for appending
             found = checkpoint.checkpoints(run_dir)
-            rundir.append_segment(run_dir, start, found[-1].name if found else None, changed,
+            rundir.append_segment(run_dir, config, start, found[-1].name if found else None, changed,
                                   rundir.supersede_after(run_dir, start))
         recorder = None
         if run_dir is not None and rank == 0:
             recorder = Recorder(run_dir, trackers=[TensorBoard(tensorboard)] if tensorboard else ())
         run = Run(config, rank, world, config.accumulation(world), config.micro(world), device,
                   precision, autocast, run_dir, data, model, train_model, optimizer, scheduler, ident,
-                  recorder, start, flops_per_token(model.config, config.seq_len))
+                  recorder, start, flops_per_token(model.config, config.seq_len), start_tokens)
         if recorder is not None and not continuing:   # config.json is written once
-            rundir.append_segment(run_dir, 0, None)
+            rundir.append_segment(run_dir, config, 0, None)
             recorder.write_config({"config": config.to_dict(), "device": str(device),
                                    "precision": precision, "world_size": world,
                                    "accumulation": run.accum, "micro_batch_size": run.micro,

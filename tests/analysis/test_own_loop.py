@@ -17,7 +17,7 @@ from analysis.recording import Recorder, load_run
 from analysis.train.loop import accumulate
 from tests.conftest import tiny_config
 
-STEPS, BATCH, MICRO, SEQ = 3, 4, 2, 16
+STEPS, BATCH, MICRO, SEQ = 3, 4, 1, 16   # 4 micro-batches: the trainer cuts none further
 EVERY_STEP = InstrumentConfig(every_step=True)
 
 

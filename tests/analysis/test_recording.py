@@ -51,7 +51,8 @@ def test_kill_9_leaves_flushed_rows_readable(tmp_path):
 
 
 def test_a_failed_vector_write_is_one_recording_error(tmp_path, monkeypatch):
-    """A full disk while writing spectra.jsonl: the same one-line RecordingError as metrics."""
+    """A full disk while writing spectra.jsonl: the same one-line RecordingError as metrics (the
+    trainer adds what can be resumed: tests/test_hostile_inputs.py)."""
     import builtins
     rec = Recorder(tmp_path / "run")
     real_open = builtins.open
@@ -63,6 +64,6 @@ def test_a_failed_vector_write_is_one_recording_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtins, "open", no_space)
     with pytest.raises(RecordingError, match=r"cannot write .*spectra.jsonl \(No space left on "
-                                             r"device\).*--resume"):
+                                             r"device\); the rows written before it are kept"):
         rec.log_vector(1, "w", "hidden", "update_spectrum", [1.0, 0.5])
     rec.close()

@@ -178,7 +178,7 @@ def test_a_failed_checkpoint_write_keeps_the_last_good_one(tmp_path, monkeypatch
     monkeypatch.setattr(torch, "save", disk_full_on_second)
     run = tmp_path / "run"
     with pytest.raises(checkpoint.CheckpointError, match=r"No space left on device\); the last good "
-                                                         r"one, ckpt-00000002.pt, is kept"):
+                                                         r"checkpoint, ckpt-00000002.pt, is kept"):
         train(tiny_config(save_every=2, keep_checkpoints=10), out=run, progress=False)
     assert [p.name for p in checkpoint.checkpoints(run)] == ["ckpt-00000002.pt"]
     assert not list(run.glob("*.tmp"))
