@@ -133,7 +133,7 @@ figures.show("grad_variance_by_layer", rec)
 figures.show("grad_variance_with_momentum", rec)
 
 # %%
-claim = claims.variance_claim(rec.metrics)
+claim = claims.variance_claim(rec.metrics, rec.root)
 print(f"{claim.title}: {claim.verdict}\n{claim.evidence}")
 variance = stats.role_variance(rec.metrics[rec.metrics["label"] == "col_norm"], "grad_var")
 time_avg = variance[variance["step"] > 0].groupby("role")["value"].mean().sort_values(ascending=False)

@@ -149,4 +149,4 @@ if seeds >= 2:                                 # ... by more than the seed-to-se
 # SCALE keeps a small fraction of AdamW's optimizer state
 assert table.loc["scale", "state_mb"] < 0.3 * table.loc["adamw", "state_mb"]
 # every claim states its rule and shows the paper's number beside ours
-assert len(checked) == 9 and all(c.rule and c.paper for c in checked)
+assert len(checked) == 10 and all(c.rule and c.paper for c in checked)

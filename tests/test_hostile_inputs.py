@@ -21,7 +21,6 @@ from analysis.recording import METRICS, SPECTRA, load_run, load_segments
 from analysis.results import stats
 from analysis.train import checkpoint, loop
 from analysis.train.cli import main
-from analysis.train.config import ConfigError
 from analysis.train.loop import train
 from tests.conftest import tiny_config
 

@@ -31,7 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from toy_models.corpus import REPO_ROOT, CorpusError, corpus_path, require_hub, sha256_file
+from toy_models.corpus import (
+    REPO_ROOT,
+    CorpusError,
+    corpus_path,
+    require_hub,
+    sha256_file,
+)
 from toy_models.files import write_atomic
 
 CACHE_DIR = REPO_ROOT / "data" / "cache"

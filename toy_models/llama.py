@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PAPER_MODELS = ("60m", "130m", "350m", "1b", "7b")
-CPU_MODELS = ("nano", "nano2k", "micro", "micro2k", "mini")
+CPU_MODELS = ("nano", "nano2k", "micro", "micro2k", "mini", "cpu60m", "cpu60m-half")
 
 
 class UnknownModelError(ValueError):

@@ -25,7 +25,14 @@ import copy
 import numpy as np
 
 from toy_models.corpus import CorpusError
-from toy_models.data import HUB_DATASETS, batches_of, data_files, load_documents, pack, tokenize_texts
+from toy_models.data import (
+    HUB_DATASETS,
+    batches_of,
+    data_files,
+    load_documents,
+    pack,
+    tokenize_texts,
+)
 
 TOKENIZE_DOCUMENTS = 64  # validation documents tokenized per call
 

@@ -13,7 +13,6 @@ hyperparameters are checked and their defaults filled in.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 from analysis.optim.roles import ROLES, Layout

@@ -2,18 +2,22 @@
 
 Every arm gets the same learning-rate structure (``analysis.optim.hyper``): one peak lr for the
 matrices, swept; the embedding and output multipliers and the vectors' Adam lr fixed to the
-same values for every arm (``Protocol``); betas as the paper (momentum 0.9, Adam (0.9, 0.999)).
-So no arm has a knob another lacks, and the sweep has one axis.
+same values for every arm (``Protocol``); momentum 0.9; every arm's Adam part (AdamW itself,
+Muon's partner, the ladder's vectors) gets the same choice of beta2 (``beta2_choices``). So no
+arm has a knob another lacks.
 
-A tuned preset (``reference``) sweeps that lr per arm at the reported run length on
-``tune_seeds`` (a x sqrt(3) grid around a centre, extended at an edge until the best point is
-interior), then reports the best lr's runs: the tuning seeds plus the remaining ``seeds``
-(their runs are identical in every setting but the seed, instrumentation included). Its
-``order_settings`` repeat the tuning of the normalization ladder at a second run length and a
-second model size, for the claim that the ladder's order is stable. An untuned preset
-(``quick``, ``smoke``) runs each arm once per seed at the lrs the shipped reference tuning
-chose (``data/recordings/reference/tuning.json``), so ``make reproduce`` re-runs the
-reference's first seed.
+``reference`` is the paper's regime (version 2 of the protocol): 10 tokens per parameter on a
+model shaped like the 60M, the paper's schedule, compared at the end of the decay. Per arm, at
+the reported length: an lr grid (x2) on the tuning seed, extended until its best is interior;
+the other beta2 at that lr (its own column extended when better); the chosen point on every
+seed; a side whose neighbour is not worse by more than that seed noise extended once more
+(``analysis.protocol.tuning``). ``order_settings`` repeat the tuning at a second run length
+and a second model size. ``early`` is the previous reference, labelled: 0.1 tokens per
+parameter, an early-training speed test (it teaches that rankings flip before the decay
+ends); the shipped ``data/recordings/reference`` is its recording until the paper-regime one
+replaces it. An untuned preset (``quick``, ``smoke``) runs each arm once per seed at the lrs
+the shipped reference tuning chose (``data/recordings/reference/tuning.json``), so ``make
+reproduce`` previews the shipped reference's first seed.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from pathlib import Path
 
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.recording import TUNING, read_json
-from analysis.train.config import ConfigError, TrainConfig
 from analysis.results.recordings import REFERENCE
+from analysis.train.config import ConfigError, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,10 @@ class Preset:
     grid_factor: float = math.sqrt(3)
     grid_points: int = 3
     max_extensions: int = 4
-    order_settings: tuple[tuple[str, str, int], ...] = ()     # (name, model, steps)
+    # further tuned settings: (name, model, steps, arm labels; None: the four normalizations)
+    order_settings: tuple[tuple[str, str, int, tuple[str, ...] | None], ...] = ()
+    beta2_choices: tuple[float, ...] = (0.999,)   # every arm's Adam part: the same choices
+    bracket_beyond_noise: bool = False        # tuning runs every seed and brackets beyond its noise
     device: str = "auto"
     precision: str = "auto"
     data: str = "bundled"
@@ -84,11 +91,14 @@ class Preset:
     gpu: bool = False
     fixed_lrs: dict[str, float] | None = None  # the paper's presets: its lrs, no tuning
 
-    def config(self, arm: Arm, seed: int, lr: float) -> TrainConfig:
+    def config(self, arm: Arm, seed: int, lr: float, beta2: float | None = None) -> TrainConfig:
+        """One run's config; ``beta2`` replaces the Adam part's second beta (every arm's: AdamW
+        itself, Muon's partner, the ladder's vectors)."""
         p = self.protocol
+        betas = p.adam_betas if beta2 is None else (p.adam_betas[0], beta2)
         return TrainConfig(model=self.model, optimizer=arm.optimizer, momentum=arm.momentum,
                            lr=lr, adam_lr=p.adam_lr, embedding_lr_mult=p.embedding_lr_mult,
-                           output_lr_mult=p.output_lr_mult, beta=p.beta, adam_betas=p.adam_betas,
+                           output_lr_mult=p.output_lr_mult, beta=p.beta, adam_betas=betas,
                            steps=self.steps, batch_size=self.batch_size,
                            micro_batch_size=self.micro_batch_size, seq_len=self.seq_len,
                            eval_every=self.eval_every, eval_tokens=self.eval_tokens, seed=seed,
@@ -101,10 +111,11 @@ class Preset:
         return self.steps * self.batch_size * self.seq_len
 
     def setting(self, model: str, steps: int) -> Preset:
-        """This protocol on another model or run length (the ladder-order settings: final
-        losses only, so no instrumentation)."""
-        return replace(self, model=model, steps=steps, eval_every=max(1, steps // 4),
-                       order_settings=(), seeds=self.tune_seeds, instrument=None)
+        """This protocol on another model or run length (the further settings: final losses
+        only, so no instrumentation; every seed when the tuning brackets beyond seed noise)."""
+        return replace(self, model=model, steps=steps, eval_every=max(1, steps // 10),
+                       order_settings=(), instrument=None,
+                       seeds=self.seeds if self.bracket_beyond_noise else self.tune_seeds)
 
 
 def tuned_lrs(path: str | Path = REFERENCE / TUNING) -> dict[str, float]:
@@ -127,6 +138,28 @@ REFERENCE_STEPS = 120
 _INSTRUMENT = InstrumentConfig(cheap_every=10, dense_until=10, rows_every=40, full_every=10_000,
                                full_at=(1, 10, 30, 100), topk=16, probe_at=(10, 60, 120),
                                probe_small=4, probe_large=32, probe_repeats=4)
+# The reference (version 2, the paper's regime): cpu60m-half (0.23M parameters, shaped like the
+# 60M: vocabulary 57%, hidden matrices 43%) for 570 steps x 32 x 128 tokens = 2.33M tokens,
+# 10.1 tokens per parameter, 0.78 passes over the training split; the paper's schedule (10%
+# warmup, cosine to 10%). Why this model and batch (measured, one thread each, two side by
+# side, SCALE): cpu60m (0.46M) trains at 15.8k tokens/s, so 10 tokens per parameter take
+# 4.9 minutes a run and the ~70 runs of one tuned setting about 3 hours on 2 cores, the whole
+# budget; cpu60m-half runs at 18.9k tokens/s, 2.0 minutes a run. The batch keeps 570 steps
+# (the decay resolved in 10 evaluations) and one micro-batch a step (the instrumentation cuts
+# recorded steps into 4). Further settings, each tuned at its own length: the same model at
+# 3 tokens per parameter (all arms), and cpu60m at 3 tokens per parameter (the ladder, the
+# placements and AdamW). Probes spread over the run: log-spaced early and 10 uniform after
+# warmup. Centres: the early reference's tuned lrs, rounded; they decide where a grid starts.
+V2_STEPS = 570
+V2_CENTERS = {"sgd": 0.2, "sign": 5e-4, "row_norm": 5e-4, "col_norm": 5e-4, "spectral_norm": 4e-3,
+              "scale": 5e-4, "col_norm+embedding": 5e-4, "col_norm+all": 1.5e-3, "adamw": 2e-3,
+              "muon": 5e-3}
+V2_PROBES = (1, 3, 10, 30, 57, 108, 159, 210, 262, 313, 364, 416, 467, 518, 570)
+_V2_INSTRUMENT = InstrumentConfig(cheap_every=19, dense_until=10, rows_every=57, full_every=10_000,
+                                  full_at=(1, 10, 57, 285, 570), topk=16, probe_at=V2_PROBES,
+                                  probe_small=4, probe_large=32, probe_repeats=4)
+PLACEMENT_ARMS = ("sgd", "sign", "row_norm", "col_norm", "spectral_norm", "scale",
+                  "col_norm+embedding", "col_norm+all", "adamw")
 PAPER_LRS = {label: 1e-3 for label in ARM_BY_LABEL} | {"sgd": 0.5}
 _PAPER_INSTRUMENT = InstrumentConfig(cheap_every=100, rows_every=1000, full_every=5000, probe_every=1000)
 
@@ -137,18 +170,31 @@ PRESETS = {
                                      topk=16, probe_at=(6,), probe_small=2, probe_large=4,
                                      probe_repeats=2),
                     centers=CENTERS, device="cpu", precision="fp32"),
-    "quick": Preset("quick", f"micro2k (2.6M), {REFERENCE_STEPS} steps x 16 x 128 tokens, seed 0 "
-                    "at the reference's tuned lrs; <= 10 min on 2 cores", "micro2k",
+    "quick": Preset("quick", f"a preview of the shipped reference (the early-training setting "
+                    f"until the paper-regime reference ships): micro2k (2.6M), {REFERENCE_STEPS} "
+                    "steps x 16 x 128 tokens, seed 0 at its tuned lrs; <= 10 min on 2 cores", "micro2k",
                     REFERENCE_STEPS, 16, 4, 128, (0,), 30, 16_384, _INSTRUMENT, centers=CENTERS,
                     device="cpu", precision="fp32"),
-    "reference": Preset("reference", f"micro2k (2.6M), {REFERENCE_STEPS} steps x 16 x 128 tokens: "
-                        "lr tuned per arm at this length on seeds 0-1 (x sqrt(3) grid), reported "
-                        "on seeds 0-2, ladder order at a second length and size; about 80 min",
-                        "micro2k", REFERENCE_STEPS, 16, 4, 128, (0, 1, 2), 30, 16_384, _INSTRUMENT,
-                        centers=CENTERS, tune_seeds=(0, 1),
-                        order_settings=(("micro2k-short", "micro2k", REFERENCE_STEPS // 2),
-                                        ("nano2k", "nano2k", REFERENCE_STEPS),
-                                        ("nano2k-short", "nano2k", REFERENCE_STEPS // 2)),
+    "early": Preset("early", f"EARLY TRAINING (0.1 tokens per parameter): micro2k (2.6M), "
+                    f"{REFERENCE_STEPS} steps x 16 x 128 tokens: lr tuned per arm at this length on "
+                    "seeds 0-1 (x sqrt(3) grid), reported on seeds 0-2, ladder order at a second "
+                    "length and size; it made data/recordings/reference; about 80 min",
+                    "micro2k", REFERENCE_STEPS, 16, 4, 128, (0, 1, 2), 30, 16_384, _INSTRUMENT,
+                    centers=CENTERS, tune_seeds=(0, 1),
+                    order_settings=(("micro2k-short", "micro2k", REFERENCE_STEPS // 2, None),
+                                    ("nano2k", "nano2k", REFERENCE_STEPS, None),
+                                    ("nano2k-short", "nano2k", REFERENCE_STEPS // 2, None)),
+                    device="cpu", precision="fp32"),
+    "reference": Preset("reference", f"the paper's regime: cpu60m-half (0.23M, shaped like the 60M), "
+                        f"{V2_STEPS} steps x 32 x 128 tokens = 10 tokens per parameter; lr tuned per "
+                        "arm (x2 grid, bracketed beyond seed noise) and beta2 in {0.999, 0.95} for "
+                        "every Adam part, seeds 0-2; the same model at 3 tokens per parameter and "
+                        "cpu60m at 3; about 3 hours on 2 cores, resumable",
+                        "cpu60m-half", V2_STEPS, 32, 32, 128, (0, 1, 2), 57, 16_384, _V2_INSTRUMENT,
+                        centers=V2_CENTERS, tune_seeds=(0,), grid_factor=2.0, max_extensions=4,
+                        beta2_choices=(0.999, 0.95), bracket_beyond_noise=True,
+                        order_settings=(("short", "cpu60m-half", 170, tuple(ARM_BY_LABEL)),
+                                        ("size2-short", "cpu60m", 340, PLACEMENT_ARMS)),
                         device="cpu", precision="fp32"),
     # The paper's protocol (arXiv 2506.16659, section 5 of its experiments): batch 512 x 256,
     # lr 1e-3, warmup 10%, cosine to 10%, bf16, C4 with the T5 tokenizer; a GPU and a hub.

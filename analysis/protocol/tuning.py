@@ -88,8 +88,10 @@ def _lr_key(lr: float) -> str:
     return f"{lr:.3g}"
 
 
-def _point_dir(out: Path, arm: Arm, lr: float, seed: int) -> Path:
-    return out / arm.label / f"lr{_lr_key(lr)}" / f"seed{seed}"
+def _point_dir(out: Path, arm: Arm, lr: float, seed: int, beta2: float | None = None) -> Path:
+    """A sweep point's run directory; a beta2 other than the protocol's first choice is named."""
+    tail = f"lr{_lr_key(lr)}" + ("" if beta2 is None else f"-b2{beta2:g}")
+    return out / arm.label / tail / f"seed{seed}"
 
 
 def _lr(preset: Preset, arm: Arm, k: int) -> float:
@@ -97,50 +99,176 @@ def _lr(preset: Preset, arm: Arm, k: int) -> float:
     return float(_lr_key(preset.centers[arm.label] * preset.grid_factor ** k))
 
 
+def _mean(losses) -> float:
+    return sum(losses) / len(losses)
+
+
 def _best(grid: dict[int, list[float]]) -> int | None:
     """The grid point with the lowest mean loss over seeds (None when every one diverged)."""
-    means = {k: sum(losses) / len(losses) for k, losses in grid.items()}
+    means = {k: _mean(losses) for k, losses in grid.items() if losses}
     finite = {k: m for k, m in means.items() if math.isfinite(m)}
     return min(finite, key=finite.get) if finite else None
 
 
+def _std(losses: list[float]) -> float:
+    finite = [x for x in losses if math.isfinite(x)]
+    if len(finite) < 2:
+        return math.nan
+    m = _mean(finite)
+    return math.sqrt(sum((x - m) ** 2 for x in finite) / (len(finite) - 1))
+
+
+@dataclass
+class ArmSweep:
+    """One arm's sweep: per beta2 choice, grid point k -> {seed: final loss}. ``wanted`` says
+    which runs it needs next, from what it has (the stages of ``tune``'s docstring)."""
+
+    preset: Preset
+    arm: Arm
+    columns: dict[float, dict[int, dict[int, float]]]
+    extensions: int = 0
+
+    def _grid(self, beta2: float) -> dict[int, list[float]]:
+        seeds = self.preset.tune_seeds
+        return {k: [v[s] for s in seeds if s in v] for k, v in self.columns[beta2].items()}
+
+    def _missing(self, beta2: float, seeds) -> list[tuple[float, int, int]]:
+        return [(beta2, k, s) for k, v in self.columns[beta2].items() for s in seeds if s not in v]
+
+    def _extend_if_at_edge(self, beta2: float) -> bool:
+        column, best = self.columns[beta2], _best(self._grid(beta2))
+        lo, hi = min(column), max(column)
+        if best is None or lo < best < hi or self.extensions >= self.preset.max_extensions:
+            return False
+        column[best - 1 if best == lo else best + 1] = {}
+        self.columns[beta2] = dict(sorted(column.items()))
+        self.extensions += 1
+        return True
+
+    def chosen(self) -> tuple[float, int | None]:
+        """The (beta2, grid point) with the lowest mean loss over the tuning seeds."""
+        bests = {b: _best(self._grid(b)) for b in self.columns}
+        scored = {b: _mean(self._grid(b)[k]) for b, k in bests.items() if k is not None}
+        if not scored:
+            return self.preset.beta2_choices[0], None
+        beta2 = min(scored, key=scored.get)
+        return beta2, bests[beta2]
+
+    def noise(self) -> float:
+        """The seed spread (std) of the final loss at the chosen point over the reported seeds."""
+        beta2, k = self.chosen()
+        return math.nan if k is None else _std(list(self.columns[beta2][k].values()))
+
+    def bracketed(self) -> bool:
+        """Has the chosen point a neighbour on each side worse by more than the seed noise?"""
+        beta2, k = self.chosen()
+        grid, noise = self._grid(beta2), self.noise()
+        if k is None or not math.isfinite(noise):
+            return False
+        best = _mean(grid[k])
+        return all(j in grid and grid[j] and _mean(grid[j]) - best > noise for j in (k - 1, k + 1))
+
+    def wanted(self) -> list[tuple[float, int, int]]:
+        """The runs this sweep needs next ([]: done)."""
+        p, first = self.preset, self.preset.beta2_choices[0]
+        todo = self._missing(first, p.tune_seeds)
+        if todo or self._extend_if_at_edge(first):
+            return todo or self._missing(first, p.tune_seeds)
+        k0 = _best(self._grid(first))
+        for beta2 in p.beta2_choices[1:]:   # the other beta2 at the best lr, then its own edge
+            column = self.columns.setdefault(beta2, {})
+            if k0 is not None and not column:
+                column[k0] = {}
+            todo = self._missing(beta2, p.tune_seeds)
+            if todo:
+                return todo
+            if self.chosen()[0] == beta2:   # the better choice: its own neighbours, then edges
+                if len(column) == 1 and self.extensions < p.max_extensions:
+                    (k,) = column
+                    column.update({k - 1: {}, k + 1: {}})
+                    self.columns[beta2] = dict(sorted(column.items()))
+                    self.extensions += 1
+                    return self._missing(beta2, p.tune_seeds)
+                if self._extend_if_at_edge(beta2):
+                    return self._missing(beta2, p.tune_seeds)
+        if not p.bracket_beyond_noise:
+            return []
+        beta2, k = self.chosen()
+        if k is None:
+            return []
+        self.columns[beta2].setdefault(k, {})
+        todo = [(beta2, k, s) for s in p.seeds if s not in self.columns[beta2][k]]
+        if todo:
+            return todo
+        grid, noise = self._grid(beta2), self.noise()
+        if self.bracketed() or self.extensions >= p.max_extensions or not math.isfinite(noise):
+            return []
+        best = _mean(grid[k])
+        for j, beyond in ((k - 1, k - 2), (k + 1, k + 2)):   # a side within the noise: one further
+            near = j not in grid or not grid[j] or _mean(grid[j]) - best <= noise
+            if near and (j not in grid or beyond not in grid):
+                self.columns[beta2].setdefault(j, {})
+                self.columns[beta2].setdefault(beyond, {})
+                self.columns[beta2] = dict(sorted(self.columns[beta2].items()))
+                self.extensions += 1
+                return self._missing(beta2, p.tune_seeds)
+        return []
+
+    def run_dir(self, out: Path, beta2: float, k: int, seed: int) -> Path:
+        default = beta2 == self.preset.beta2_choices[0]
+        return _point_dir(out, self.arm, _lr(self.preset, self.arm, k), seed,
+                          None if default else beta2)
+
+    def config(self, beta2: float, k: int, seed: int) -> TrainConfig:
+        return self.preset.config(self.arm, seed, _lr(self.preset, self.arm, k), beta2=beta2)
+
+    def summary(self) -> dict:
+        """This arm's entry of ``tuning.json``."""
+        p, first = self.preset, self.preset.beta2_choices[0]
+        beta2, k = self.chosen()
+        runs = sum(len(v) for column in self.columns.values() for v in column.values())
+        grid = self._grid(first)
+        entry = {"grid": {_lr_key(_lr(p, self.arm, j)): [x if math.isfinite(x) else None for x in losses]
+                          for j, losses in grid.items()},   # null: diverged
+                 "best": None if k is None else _lr(p, self.arm, k),
+                 "interior": k is not None and min(self.columns[beta2]) < k < max(self.columns[beta2]),
+                 "runs": runs, "tokens": runs * p.tokens()}
+        if len(p.beta2_choices) > 1:
+            entry["beta2"] = beta2
+            entry["beta2_grid"] = {f"{b:g}": {_lr_key(_lr(p, self.arm, j)): [
+                x if math.isfinite(x) else None for x in losses] for j, losses in self._grid(b).items()}
+                for b in self.columns if b != first}
+        if p.bracket_beyond_noise:
+            entry["seed_noise"] = self.noise()
+            entry["bracketed"] = self.bracketed()
+        return entry
+
+
 def tune(preset: Preset, out: Path, arms, runner: Runner) -> dict:
-    """Sweep each arm's lr (module docstring); write and return ``tuning.json``'s contents."""
-    seeds = preset.tune_seeds
+    """Sweep each arm's lr (and beta2), all arms round by round; write and return
+    ``tuning.json``'s contents.
+
+    Stages, per arm: (1) a grid of ``grid_points`` lrs around its centre at the first beta2
+    choice on the tuning seeds, extended at an edge until the best is interior; (2) each other
+    beta2 choice at that best lr, its own column extended at an edge when it is the better one;
+    (3) with ``bracket_beyond_noise``: the chosen (lr, beta2) on every reported seed, their
+    spread the seed noise, and a side whose neighbour is not worse by more than that noise
+    extended one point further. Every stage shares ``max_extensions``."""
+    first = preset.beta2_choices[0]
     half = (preset.grid_points - 1) // 2
-    # grid point k -> {seed: loss}, None until run
-    grids = {arm.label: {k: None for k in range(-half, preset.grid_points - half)} for arm in arms}
-    extensions = {arm.label: 0 for arm in arms}
+    sweeps = [ArmSweep(preset, arm, {first: {k: {} for k in range(-half, preset.grid_points - half)}})
+              for arm in arms]
     while True:
-        batch = [(arm, k, seed) for arm in arms for k, losses in grids[arm.label].items()
-                 if losses is None for seed in seeds]
+        batch = [(sweep, point) for sweep in sweeps for point in sweep.wanted()]
         if not batch:
             break
-        results = runner.run([(preset.config(arm, seed, _lr(preset, arm, k)),
-                               _point_dir(out, arm, _lr(preset, arm, k), seed)) for arm, k, seed in batch])
-        for (arm, k, seed), result in zip(batch, results):
-            grids[arm.label][k] = (grids[arm.label][k] or {}) | {seed: final_loss(result)}
-        for arm in arms:
-            best = _best({k: list(v.values()) for k, v in grids[arm.label].items()})
-            lo, hi = min(grids[arm.label]), max(grids[arm.label])
-            if best is None or lo < best < hi or extensions[arm.label] >= preset.max_extensions:
-                continue
-            grids[arm.label][best - 1 if best == lo else best + 1] = None
-            grids[arm.label] = dict(sorted(grids[arm.label].items()))
-            extensions[arm.label] += 1
+        results = runner.run([(sweep.config(*point), sweep.run_dir(out, *point)) for sweep, point in batch])
+        for (sweep, (beta2, k, seed)), result in zip(batch, results):
+            sweep.columns[beta2][k][seed] = final_loss(result)
     table = {"preset": preset.name, "model": preset.model, "steps": preset.steps,
-             "tokens_per_run": preset.tokens(), "tune_seeds": list(seeds),
-             "grid_factor": preset.grid_factor, "arms": {}}
-    for arm in arms:
-        grid = {k: [v[s] for s in seeds] for k, v in grids[arm.label].items()}
-        best = _best(grid)
-        runs = len(grid) * len(seeds)
-        table["arms"][arm.label] = {
-            "grid": {_lr_key(_lr(preset, arm, k)): [x if math.isfinite(x) else None for x in losses]
-                     for k, losses in grid.items()},   # null: diverged
-            "best": None if best is None else _lr(preset, arm, best),
-            "interior": best is not None and min(grid) < best < max(grid),
-            "runs": runs, "tokens": runs * preset.tokens()}
+             "tokens_per_run": preset.tokens(), "tune_seeds": list(preset.tune_seeds),
+             "grid_factor": preset.grid_factor, "beta2_choices": list(preset.beta2_choices),
+             "arms": {sweep.arm.label: sweep.summary() for sweep in sweeps}}
     earlier = (read_json(out / TUNING) or {"arms": {}})["arms"]
     table["arms"] = {k: v for k, v in earlier.items() if k not in table["arms"]} | table["arms"]
     (out / TUNING).write_text(json.dumps(table, indent=1))   # arms tuned by another call kept
@@ -152,15 +280,22 @@ def run_preset(preset: Preset, out: Path, arms, runner: Runner, seeds=None) -> l
     ``selection.json`` lists the reported runs among the sweep's); the reported run directories."""
     out.mkdir(parents=True, exist_ok=True)
     seeds = tuple(seeds) if seeds is not None else preset.seeds
+    first = preset.beta2_choices[0]
+    beta2s = {}
     if preset.tune_seeds:
-        lrs = {label: row["best"] for label, row in tune(preset, out, arms, runner)["arms"].items()}
+        rows = tune(preset, out, arms, runner)["arms"]
+        lrs = {label: row["best"] for label, row in rows.items()}
+        beta2s = {label: row.get("beta2", first) for label, row in rows.items()}
     else:
         lrs = preset.fixed_lrs or (dict(preset.centers) | tuned_lrs())
     chosen = [(arm, lrs[arm.label], seed) for seed in seeds for arm in arms
               if lrs.get(arm.label) is not None]
-    dirs = ([_point_dir(out, arm, lr, seed) for arm, lr, seed in chosen] if preset.tune_seeds
+    beta2_of = {arm.label: beta2s.get(arm.label, first) for arm in arms}
+    dirs = ([_point_dir(out, arm, lr, seed, None if beta2_of[arm.label] == first else beta2_of[arm.label])
+             for arm, lr, seed in chosen] if preset.tune_seeds
             else [out / arm.label / f"seed{seed}" for arm, _, seed in chosen])
-    results = runner.run([(preset.config(arm, seed, lr), d) for (arm, lr, seed), d in zip(chosen, dirs)])
+    results = runner.run([(preset.config(arm, seed, lr, beta2=beta2_of[arm.label]), d)
+                          for (arm, lr, seed), d in zip(chosen, dirs)])
     for (arm, lr, seed), result in zip(chosen, results):
         loss = final_loss(result)
         status = f"validation loss {loss:.3f}" if math.isfinite(loss) else "diverged"
@@ -171,11 +306,26 @@ def run_preset(preset: Preset, out: Path, arms, runner: Runner, seeds=None) -> l
         listed = [r for r in listed if r.split("/")[0] not in mine]
         (out / SELECTION).write_text(json.dumps(
             {"runs": sorted(listed + [d.relative_to(out).as_posix() for d in dirs])}, indent=1))
-    ladder = [arm for arm in arms if arm.label in NORMALIZATIONS]
-    for name, model, steps in preset.order_settings if ladder else ():
-        print(f"ladder order: setting {name} ({model}, {steps} steps)", flush=True)
-        tune(preset.setting(model, steps), out / ORDER / name, ladder, runner)
+    for name, model, steps, labels in preset.order_settings:
+        wanted = [arm for arm in arms if arm.label in (labels or NORMALIZATIONS)]
+        if wanted:
+            print(f"setting {name} ({model}, {steps} steps): {', '.join(a.label for a in wanted)}",
+                  flush=True)
+            setting = preset.setting(model, steps)
+            rows = tune(setting, out / ORDER / name, wanted, runner)["arms"]
+            if setting.bracket_beyond_noise:   # every seed ran: the setting reports them
+                _write_selection(out / ORDER / name, setting, wanted, rows)
     return dirs
+
+
+def _write_selection(out: Path, preset: Preset, arms, rows: dict) -> None:
+    """``selection.json`` of a tuned root: each arm's chosen (lr, beta2) on every seed."""
+    first = preset.beta2_choices[0]
+    runs = [_point_dir(out, arm, rows[arm.label]["best"], seed,
+                       None if rows[arm.label].get("beta2", first) == first else rows[arm.label]["beta2"])
+            .relative_to(out).as_posix()
+            for arm in arms if rows.get(arm.label, {}).get("best") is not None for seed in preset.seeds]
+    (out / SELECTION).write_text(json.dumps({"runs": sorted(runs)}, indent=1))
 
 
 def jobs_default() -> int:

@@ -12,7 +12,12 @@ from pathlib import Path
 from analysis.recording import REFERENCE_LINES, TUNING, read_json, run_settings
 from analysis.results.captions import CAPTIONS
 from analysis.results.claims import SUSPECT_PPL, all_claims, ladder_order, suspect_arms
-from analysis.results.paper import tokens_per_parameter
+from analysis.results.gates import (
+    MIN_TOKENS_PER_PARAMETER,
+    all_gates,
+    tokens_per_parameter,
+)
+from analysis.results.paper import tokens_per_parameter as paper_tokens_per_parameter
 from analysis.results.stats import final_results, fmt, summary, unused_runs
 from toy_models.llama import load_config as model_config
 from toy_models.llama import parameter_counts
@@ -24,7 +29,7 @@ def setup_lines(root: Path, results) -> list[str]:
     counts = parameter_counts(model_config(first["model"]))
     hidden = counts["hidden"] / counts["total"]
     config = run_settings(first["run"])
-    paper = tokens_per_parameter()
+    paper = paper_tokens_per_parameter()
     lines = [f"Model `{first['model']}`: {counts['total'] / 1e6:.2f}M parameters, hidden matrices "
              f"{100 * hidden:.0f}% of them (the paper's 60M: 44%, 1B: 90%). Each run: {first['steps']} "
              f"steps x {config.get('batch_size')} x {config.get('seq_len')} tokens = "
@@ -55,7 +60,11 @@ def results_table(root: Path, results) -> list[str]:
         gap = math.exp(row["loss"] - adam) - 1 if math.isfinite(adam) else math.nan
         tune = tuning.get(label)
         budget = (f"{tune['runs']} runs, {tune['tokens'] / 1e6:.1f}M tokens"
-                  + ("" if tune["interior"] else ", optimum at grid edge") if tune else "not tuned here")
+                  + ("" if tune["interior"] else ", optimum at grid edge")
+                  + (f", beta2 {tune['beta2']:g}" if "beta2" in tune else "")
+                  + ("" if "bracketed" not in tune else ", bracketed beyond seed noise"
+                     if tune["bracketed"] else ", NOT bracketed beyond seed noise")
+                  if tune else "not tuned here")
         lines.append(f"| {label} | {row['lr']:g} | {int(row['seeds'])}{status} | "
                      f"{fmt(row['loss'], row['loss_ci'])} | {row['perplexity']:.1f} | "
                      f"{100 * gap:+.1f}% | {row['state_mb']:.3f} | {budget} |")
@@ -74,10 +83,38 @@ def runs_used(root: Path, results) -> list[str]:
     return lines + ([""] if unused else [])
 
 
+def regime_lines(root: Path, results) -> list[str]:
+    """The report's first lines: the regime (tokens per parameter, where the losses end against
+    the n-gram lines) and the gates fixed before the runs (``analysis.results.gates``)."""
+    lines_ref = read_json(root / REFERENCE_LINES)
+    tpp = tokens_per_parameter(results)
+    paper = ", ".join(f"{m.upper()} {v:.0f}" for m, v in paper_tokens_per_parameter().items())
+    s = summary(results)
+    first = (f"**Regime: {tpp:.2f} tokens per parameter** (the paper: {paper})"
+             + ("" if tpp >= MIN_TOKENS_PER_PARAMETER else
+                " - EARLY TRAINING: a speed test, not the paper's regime; rankings may flip before "
+                "the decay ends") + ".")
+    out = [first, ""]
+    if lines_ref:
+        below = [label for label, row in s.iterrows() if row["loss"] < lines_ref["bigram"]]
+        out += [f"Final losses from {s['loss'].min():.3f} to {s['loss'].max():.3f} nats against the "
+                f"unigram line {lines_ref['unigram']:.3f} and the bigram line {lines_ref['bigram']:.3f}; "
+                f"below the bigram line: {', '.join(below) if below else 'none'}.", ""]
+    gates = all_gates(results, lines_ref)
+    failed = [g for g in gates if g.passed is False]
+    out += ["Gates (fixed before the runs, `analysis/results/gates.py`): "
+            + ("all passed." if not failed and all(g.passed for g in gates) else
+               f"{len(failed)} FAILED." if failed else "some not checked."), ""]
+    out += [f"- {g.name}: **{g.verdict}**. {g.rule}; {g.evidence}."
+            + (f" What it means: {g.meaning}." if g.passed is False else "") for g in gates]
+    return out + [""]
+
+
 def markdown(root, results, figures_dir: Path | None = None) -> str:
     """The report (module docstring)."""
     root = Path(root)
-    lines = [f"# scale-lab reproduction: {root.name}", "", *setup_lines(root, results), "",
+    lines = [f"# scale-lab reproduction: {root.name}", "", *regime_lines(root, results),
+             *setup_lines(root, results), "",
              "Final validation loss: token-weighted mean cross-entropy on the fixed validation "
              "budget, Student-t 95% intervals over seeds (none with one seed).", "",
              *results_table(root, results), ""]

@@ -31,7 +31,14 @@ import sys
 import time
 from pathlib import Path
 
-from analysis.recording import CONFIG, METRICS, SEGMENTS, SPECTRA, RecordingError, provenance
+from analysis.recording import (
+    CONFIG,
+    METRICS,
+    SEGMENTS,
+    SPECTRA,
+    RecordingError,
+    provenance,
+)
 from analysis.train import checkpoint
 from analysis.train.config import ConfigError, TrainConfig
 

@@ -1,6 +1,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -13,14 +14,17 @@ VARIANCE_STATS = ("grad_var", "grad_var_rel", "grad_var_coord", "probe_var", "pr
 SCALE_STATE_NANO = 2_099_712   # 4 bytes x (output layer + 2 x vectors) on nano
 
 
-def _fake_run(root, label, seed, loss, optimizer=None, momentum=None, state=0, variance=None):
-    """A finished run directory with the fields the report reads."""
+def _fake_run(root, label, seed, loss, optimizer=None, momentum=None, state=0, variance=None,
+              steps=10):
+    """A finished run directory with the fields the report reads (training loss falling from
+    loss + 3 at step 1 to loss + 1 at step 3)."""
     with Recorder(root / label / f"seed{seed}") as rec:
         rec.write_config({"config": {"optimizer": optimizer or label, "momentum": momentum,
                                      "label": label, "model": "nano", "seed": seed, "lr": 1e-3,
-                                     "steps": 10, "batch_size": 4, "seq_len": 8, "adam_lr": 0.02,
+                                     "steps": steps, "batch_size": 4, "seq_len": 8, "adam_lr": 0.02,
                                      "embedding_lr_mult": 1.0, "output_lr_mult": 1.0}})
-        rec.log(1, {"loss": loss + 1})
+        for step in (1, 2, 3):
+            rec.log(step, {"loss": loss + 4 - step})
         for step, by_role in (variance or {}).items():
             for role, value in by_role.items():
                 rec.log(step, {s: value for s in VARIANCE_STATS}, param=f"{role}.w", role=role)
@@ -34,10 +38,10 @@ def _tuning(path, model, steps, losses):
     (path / TUNING).write_text(json.dumps({"model": model, "steps": steps, "arms": arms}))
 
 
-def _ladder(root, losses, variance, scale_embedding=1.0, order=None):
+def _ladder(root, losses, variance, scale_embedding=1.0, order=None, short=None):
     """Three seeds of every arm in ``losses``; ``variance`` on col_norm (and on scale with the
     embedding's scaled by ``scale_embedding``); the unigram line at 6.5; tunings for the
-    ladder order at two settings."""
+    ladder order at two settings; ``short``: a shorter tuned setting's reported runs."""
     for seed in range(3):
         for label, loss in losses.items():
             optimizer = "col_norm" if label.startswith("col_norm") else label
@@ -48,10 +52,18 @@ def _ladder(root, losses, variance, scale_embedding=1.0, order=None):
                 var = {s: r | {"embedding": r["embedding"] * scale_embedding} for s, r in variance.items()}
             _fake_run(root, label, seed, loss + 0.01 * seed, optimizer=optimizer,
                       state=SCALE_STATE_NANO if label == "scale" else 1, variance=var)
+            if short and label in short:
+                _fake_run(root / "order" / "short", label, seed, short[label] + 0.01 * seed,
+                          optimizer=optimizer, steps=5)
     (root / REFERENCE_LINES).write_text(json.dumps({"unigram": 6.5, "bigram": 4.5}))
     order = order or {"spectral_norm": 5.0, "col_norm": 5.1, "row_norm": 5.5, "sign": 5.6}
     _tuning(root, "nano", 10, order)
     _tuning(root / "order" / "short", "nano", 5, order)
+    if short:   # a tuned root lists its reported runs, and so does each further setting
+        (root / "selection.json").write_text(json.dumps(
+            {"runs": [f"{label}/seed{seed}" for label in losses for seed in range(3)]}))
+        (root / "order" / "short" / "selection.json").write_text(json.dumps(
+            {"runs": [f"{label}/seed{seed}" for label in short for seed in range(3)]}))
 
 
 GOOD_VARIANCE = {s: {"output": 3.0, "embedding": 2.0, "hidden": 0.1} for s in (1, 2, 3)}
@@ -75,26 +87,41 @@ def test_paired_difference_pairs_by_seed(tmp_path):
     assert half == pytest.approx(stats.t.ppf(0.975, 2) * stats.tstd([-0.5, -0.4, -0.6]) / math.sqrt(3))
 
 
+GOOD = {"sgd": 6.45, "sign": 5.6, "row_norm": 5.7, "col_norm": 5.5, "spectral_norm": 5.0,
+        "scale": 5.2, "col_norm+embedding": 5.4, "col_norm+all": 5.1, "adamw": 5.21}
+
+
 def test_claims_hold_when_the_numbers_say_so(tmp_path):
-    _ladder(tmp_path, {"sgd": 6.45, "col_norm": 5.5, "scale": 5.2, "col_norm+all": 5.1, "adamw": 5.21},
-            GOOD_VARIANCE, scale_embedding=0.5)
+    _ladder(tmp_path, GOOD, GOOD_VARIANCE, scale_embedding=0.5, short={"sgd": 6.4, "col_norm": 5.9})
     checked = all_claims(tmp_path, final_results(tmp_path), {"unigram": 6.5})
-    assert [c.held for c in checked] == [True] * 9, [c.evidence for c in checked if not c.held]
-    assert "sgd makes 4% of col_norm's progress below the unigram loss" in checked[2].evidence
-    assert "share 75%" in checked[6].evidence
+    assert [c.held for c in checked] == [True] * 10, [(c.title, c.evidence) for c in checked if not c.held]
+    assert "main (10 steps): sgd makes 4% of col_norm's progress" in checked[2].evidence
+    assert "short (5 steps): sgd makes 15%" in checked[2].evidence
+    assert "share 103%" in checked[6].evidence
+    assert "pairs: output vs embedding: agree; output vs all: agree; embedding vs all: agree" in checked[8].evidence
     assert all(c.paper for c in checked)   # the paper's number beside every claim
 
 
 def test_claims_fail_honestly_with_their_numbers(tmp_path):
-    _ladder(tmp_path, {"sgd": 5.9, "col_norm": 6.0, "scale": 6.2, "col_norm+all": 5.6, "adamw": 6.3},
-            {s: {"output": 1.0, "embedding": 2.0, "hidden": 0.1} for s in (1, 2, 3)},
-            scale_embedding=2.0,
-            order={"spectral_norm": 5.0, "col_norm": 5.6, "row_norm": 5.5, "sign": 5.7})
+    bad = GOOD | {"sgd": 5.9, "col_norm": 6.0, "scale": 6.2, "col_norm+all": 5.6, "adamw": 5.8,
+                  "spectral_norm": 6.3, "col_norm+embedding": 6.1}
+    _ladder(tmp_path, bad, {s: {"output": 1.0, "embedding": 2.0, "hidden": 0.1} for s in (1, 2, 3)},
+            scale_embedding=2.0, short={"sgd": 6.45, "col_norm": 6.1})
     checked = all_claims(tmp_path, final_results(tmp_path), {"unigram": 6.5})
-    assert [c.held for c in checked[:8]] == [False] * 8
-    assert "probe total: embedding > output" in checked[0].evidence
+    held = {c.title.split(":")[0]: c.held for c in checked}
+    assert [c.held for c in checked[:6]] == [False] * 6, [(c.title, c.evidence) for c in checked[:6]]
+    assert "total (probe): embedding > output" in checked[0].evidence
     assert "120% of col_norm's progress" in checked[2].evidence     # sgd trains here
-    assert "gap -9.5%" in checked[5].evidence     # scale 0.1 nats better than adamw: not "close"
+    assert "gap +49.2%" in checked[5].evidence      # scale 0.4 nats worse than adamw: inferior
+    assert checked[6].held is False and "share -100%" in checked[6].evidence   # momentum hurts here
+    assert checked[7].held is False and "against the paper's order" in checked[7].evidence
+    assert held
+
+
+def test_non_inferiority_is_one_sided_and_superiority_a_fact(tmp_path):
+    _ladder(tmp_path, GOOD | {"scale": 5.0}, GOOD_VARIANCE)
+    claim = all_claims(tmp_path, final_results(tmp_path), {"unigram": 6.5})[5]
+    assert claim.held and "superior" in claim.evidence     # 19% below AdamW: still "matches"
 
 
 def test_an_arm_far_below_adamw_raises_the_baseline_flag(tmp_path):
@@ -102,7 +129,11 @@ def test_an_arm_far_below_adamw_raises_the_baseline_flag(tmp_path):
             GOOD_VARIANCE)
     results = final_results(tmp_path)
     assert suspect_arms(results) == ["scale", "col_norm+all"]
-    assert "**Baseline suspect**: scale, col_norm+all" in markdown(tmp_path, results)
+    report = markdown(tmp_path, results)
+    assert "**Baseline suspect**: scale, col_norm+all" in report
+    # the report opens with the regime and the gates
+    assert report.splitlines()[2].startswith("**Regime:") and "EARLY TRAINING" in report.splitlines()[2]
+    assert "- length: **FAILED**" in report
 
 
 def test_missing_arms_are_not_checked_rather_than_guessed(tmp_path):
@@ -147,3 +178,27 @@ def test_a_folder_with_nothing_usable_exits_nonzero_naming_what_it_found(tmp_pat
     assert figures_main(["--runs", str(tmp_path), "--out", str(tmp_path / "fig"),
                          "--only", "loss_curves"]) == 2
     assert f"{tmp_path / 'a'}: config.json unreadable" in capsys.readouterr().err
+
+
+def test_the_gates_judge_the_regime_before_any_claim(tmp_path):
+    from analysis.results import gates, theory
+
+    for seed in range(3):
+        for label, late in (("scale", 0.01), ("adamw", 0.1)):
+            run = tmp_path / label / f"seed{seed}"
+            _fake_run(tmp_path, label, seed, 4.0 + 0.01 * seed * (10 if label == "adamw" else 1))
+            with Recorder(run) as rec:   # eval at 0, 8 (80%) and 10: total gain 5, late gain 5 x late
+                for step, value in ((0, 9.0), (8, 4.0 + 5 * late), (10, 4.0)):
+                    rec.log(step, {"eval_loss": value})
+    results = final_results(tmp_path)
+    checked = {g.name: g for g in gates.all_gates(results, {"unigram": 6.5, "bigram": 4.2})}
+    assert checked["length"].passed is False and "tokens per parameter" in checked["length"].evidence
+    assert checked["converged"].passed is False and "adamw 10.0%" in checked["converged"].evidence
+    assert checked["past bigrams"].passed is True
+    assert checked["stable baseline"].passed is False and "(10.0x)" in checked["stable baseline"].evidence
+    # the momentum theory's weight: an EMA keeps (1 - beta) / (1 + beta) of independent noise
+    noise = np.random.default_rng(0).normal(size=200_000)
+    ema = np.zeros_like(noise)
+    for i in range(1, len(noise)):
+        ema[i] = 0.9 * ema[i - 1] + 0.1 * noise[i]
+    assert ema[1000:].var() == pytest.approx(theory.kept_fraction(0.9), rel=0.03)

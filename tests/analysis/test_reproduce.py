@@ -85,8 +85,8 @@ def test_presets_are_valid_configs_and_quick_fits_its_budget():
     for preset in PRESETS.values():
         for arm in ALL_ARMS:
             preset.config(arm, preset.seeds[0], 1e-3).validate()
-    quick, reference = PRESETS["quick"], PRESETS["reference"]
-    # quick re-runs the reference's first seed: same model, length, batch and lr structure
+    quick, reference = PRESETS["quick"], PRESETS["early"]
+    # quick re-runs the shipped (early) reference's first seed: same model, length, batch, lrs
     assert replace(quick, name="", description="", seeds=(), tune_seeds=(), order_settings=()) == \
         replace(reference, name="", description="", seeds=(), tune_seeds=(), order_settings=())
     assert len(reference.seeds) >= 3 and len(reference.tune_seeds) == 2

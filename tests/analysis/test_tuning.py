@@ -77,3 +77,44 @@ def test_tuning_arms_in_two_calls_keeps_both(tmp_path):
     assert set(json.loads((tmp_path / TUNING).read_text())["arms"]) == {"scale", "adamw"}
     listed = json.loads((tmp_path / SELECTION).read_text())["runs"]
     assert {r.split("/")[0] for r in listed} == {"scale", "adamw"} and len(listed) == 6
+
+
+class Beta2Runner(FakeRunner):
+    """As FakeRunner, plus ``penalty`` for Adam's beta2 0.999 and ``flat`` scaling the lr term."""
+
+    def __init__(self, optimum, penalty=0.05, flat=1.0, seed_step=0.01):
+        super().__init__(optimum)
+        self.penalty, self.flat, self.seed_step = penalty, flat, seed_step
+
+    def run(self, batch):
+        out = []
+        for config, _ in batch:
+            self.calls.append((config.label, config.lr, config.seed, config.adam_betas[1]))
+            loss = (self.flat * (math.log10(config.lr) - math.log10(self.optimum)) ** 2
+                    + self.seed_step * config.seed + (self.penalty if config.adam_betas[1] == 0.999 else 0))
+            out.append({"final_eval_loss": loss})
+        return out
+
+
+def _v2(**overrides):
+    return replace(PRESETS["smoke"], tune_seeds=(0,), seeds=(0, 1, 2), grid_factor=2.0,
+                   centers={"scale": 1e-3}, beta2_choices=(0.999, 0.95), bracket_beyond_noise=True,
+                   **overrides)
+
+
+def test_every_arm_gets_the_same_beta2_choice_and_the_better_one_is_reported(tmp_path):
+    runner = Beta2Runner(optimum=2e-3)
+    row = tune(_v2(), tmp_path, select_arms(["scale"]), runner)["arms"]["scale"]
+    assert row["beta2"] == 0.95 and row["best"] == pytest.approx(2e-3)
+    assert row["bracketed"] and row["seed_noise"] == pytest.approx(0.01)
+    # the reported point ran on every seed, at the chosen beta2
+    assert {(s, b) for label, lr, s, b in runner.calls if lr == row["best"]} >= {(0, 0.95), (1, 0.95), (2, 0.95)}
+    assert row["runs"] == len(runner.calls)
+
+
+def test_an_optimum_within_the_seed_noise_is_extended_until_the_limit_and_reported_unbracketed(tmp_path):
+    runner = Beta2Runner(optimum=1e-3, penalty=0.0, flat=0.01, seed_step=0.2)
+    row = tune(_v2(max_extensions=2), tmp_path, select_arms(["scale"]), runner)["arms"]["scale"]
+    assert not row["bracketed"]
+    assert len(row["grid"]) > 3                     # the noise check added points beyond
+    assert row["runs"] == len(runner.calls)
