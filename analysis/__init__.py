@@ -1,3 +1,41 @@
 """scale-lab: optimizers (``optim``), instrumentation (``instrument``), training (``train``)
 and results (``results``) for studying SCALE (arXiv 2506.16659) and its baselines.
+
+The short path to each, imported on first use so that ``import analysis`` stays fast::
+
+    from analysis import build_optimizer, Instrumentation, InstrumentConfig, train, TrainConfig, load_run
 """
+
+from __future__ import annotations
+
+import importlib
+
+# name -> the module that defines it (one definition each; these are re-exports)
+PUBLIC = {
+    "build_optimizer": "analysis.optim.recipes",
+    "recipe_names": "analysis.optim.recipes",
+    "OptimizerConfig": "analysis.optim.hyper",
+    "Instrumentation": "analysis.instrument.hooks",
+    "InstrumentConfig": "analysis.instrument.schedule",
+    "train": None,   # the package analysis.train, callable as the trainer (a submodule wins the name)
+    "TrainConfig": "analysis.train.config",
+    "load_run": "analysis.recording",
+    "load_runs": "analysis.recording",
+    "Recorder": "analysis.recording",
+}
+
+__all__ = sorted(PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in PUBLIC:
+        module = PUBLIC[name]
+        value = (importlib.import_module(f"analysis.{name}") if module is None
+                 else getattr(importlib.import_module(module), name))
+        globals()[name] = value   # later lookups skip this hook
+        return value
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(PUBLIC))

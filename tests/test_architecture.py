@@ -7,7 +7,10 @@
 - no import cycle between modules;
 - our own modules are imported at module top (imports inside functions are for optional or
   heavy third-party packages only);
-- no module is over 400 lines.
+- no module is over 400 lines;
+- no circle through a package's face: inside a package whose ``__init__`` re-exports from its
+  modules, a module imports a sibling as ``analysis.pkg.mod``, never ``from analysis.pkg import``
+  (which runs the half-initialized ``__init__`` and works only by the accident of import order).
 """
 
 import ast
@@ -134,3 +137,29 @@ def test_our_modules_are_imported_at_module_top():
 def test_no_module_is_over_400_lines():
     long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 400}
     assert not long, f"modules over 400 lines: {long}"
+
+
+def _reexporting_packages() -> set[str]:
+    """Packages whose ``__init__`` imports from their own modules."""
+    found = set()
+    for name, path in MODULES.items():
+        if path.name == "__init__.py":
+            tree = ast.parse(path.read_text())
+            if any(isinstance(n, ast.ImportFrom) and (n.module or "").startswith(name + ".")
+                   for n in tree.body):
+                found.add(name)
+    return found
+
+
+def test_no_module_imports_its_own_package_face():
+    packages = _reexporting_packages()
+    assert {"analysis.optim", "analysis.train", "analysis.instrument"} <= packages
+    bad = []
+    for name, path in MODULES.items():
+        package = name.rsplit(".", 1)[0]
+        if path.name == "__init__.py" or package not in packages:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == package:
+                bad.append(f"{name}: from {package} import ...")
+    assert not bad, bad

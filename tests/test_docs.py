@@ -55,3 +55,13 @@ def test_nothing_cites_a_file_outside_the_repository():
     cited = [f"{p.relative_to(ROOT)}:{i}" for p in texts if p != Path(__file__)
              for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not cited, cited
+
+
+def test_no_issue_numbers_in_code_tests_or_docs():
+    """An issue number says nothing to a reader of the code; the rule and its source do."""
+    pattern = re.compile(r"\b[Ii]ssues? \d+\b|\(issue\s*$")
+    texts = SOURCES + sorted((ROOT / "notebooks").glob("*.py")) + sorted((ROOT / "tests").rglob("*.py"))
+    texts += [ROOT / "README.md"]
+    found = [f"{p.relative_to(ROOT)}:{i}" for p in texts if p != Path(__file__)
+             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not found, found

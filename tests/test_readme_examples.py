@@ -12,7 +12,7 @@ BLOCKS = re.findall(r"```python\n(# example: ([^\n]+)\n.*?)```", (ROOT / "README
 
 
 def test_the_readme_has_the_examples():
-    assert {name for _, name in BLOCKS} >= {"plain loop", "HF Trainer"}
+    assert {name for _, name in BLOCKS} >= {"first screen", "plain loop", "HF Trainer"}
 
 
 @pytest.mark.parametrize("code, name", BLOCKS, ids=[name for _, name in BLOCKS])
@@ -21,6 +21,11 @@ def test_readme_example_runs(code, name, tmp_path, monkeypatch, capsys):
     namespace: dict = {}
     exec(compile(code, f"README example '{name}'", "exec"), namespace)
     out = capsys.readouterr().out
+    if name == "first screen":
+        from analysis import load_run
+        frame = load_run("runs/mine")
+        assert set(frame.role.dropna()) == {"embedding", "hidden", "output", "vector"}
+        assert sorted(frame.step.unique()) == [1, 2, 3] and "update_rms" in set(frame.stat)
     if name == "plain loop":
         assert "transformer.h.0.attn.c_attn.weight" in out and "Conv1D" in out
         grad_var = namespace["grad_var"]

@@ -46,7 +46,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from analysis.instrument import spectra
+import analysis.instrument.spectra as spectra
 from analysis.instrument.estimators import (
     mean_gradient,
     microbatch_variance,

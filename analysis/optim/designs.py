@@ -6,7 +6,9 @@ treat it like SCALE.
 a function ``fan_in -> transform`` (a matrix's fan-in axes, ``analysis.optim.roles``: ``(1,)``
 for an ``nn.Linear``, ``(0,)`` for an ``nn.Embedding``), so "normalize per output unit" is
 ``lambda fan_in: normalize(fan_in)`` whatever the layer. A role left out keeps plain SGD's
-direction; ``vector`` defaults to Adam (torch's rule), as every ladder recipe::
+direction; ``vector`` defaults to the ladder's Adam (the SCALE release's rule, eps on the
+uncorrected second moment; ``vector_rule="torch"`` for torch's), so a design differs from
+SCALE only where the designer says::
 
     register_design("scale+embedding", design(
         hidden=lambda fan_in: normalize(fan_in),
@@ -24,7 +26,7 @@ from collections.abc import Callable
 
 import torch
 
-from analysis.optim import recipes
+import analysis.optim.recipes as recipes
 from analysis.optim.hyper import MATRIX_ROLES, OptimizerConfig, role_groups
 from analysis.optim.optimizer import ChainedOptimizer
 from analysis.optim.state import StateRule
@@ -42,12 +44,14 @@ def _per_layout(part: Part | None) -> per_layout:
 
 def design(hidden: Part | None = None, embedding: Part | None = None, output: Part | None = None,
            vector: Transform | None = None) -> Callable[[OptimizerConfig], dict]:
-    """Transforms per role for ``register_design`` (None: plain SGD's direction; vectors: Adam)."""
+    """Transforms per role for ``register_design`` (None: plain SGD's direction; vectors: the
+    ladder's Adam, by the config's ``vector_rule``)."""
     parts = {"hidden": hidden, "embedding": embedding, "output": output}
 
     def transforms(cfg: OptimizerConfig) -> dict:
         made = {role: _per_layout(parts[role]) for role in MATRIX_ROLES}
-        made["vector"] = chain(vector or scale_by_adam(cfg.betas, cfg.eps), tap("update"))
+        eps_on = "corrected" if cfg.vector_rule == "torch" else "raw"
+        made["vector"] = chain(vector or scale_by_adam(cfg.betas, cfg.eps, eps_on), tap("update"))
         return made
     return transforms
 
@@ -76,4 +80,5 @@ def register_design(name: str, transforms: Callable[[OptimizerConfig], dict], de
 
     probe = transforms(OptimizerConfig())   # its transforms, for the state they keep
     recipes.register(recipes.Recipe(name, build, description, default_lr, default_adam_lr=default_adam_lr,
+                                    vector_rules=("published", "torch"),   # the ladder's default
                                     state={role: _measured(probe, role) for role in probe}))

@@ -39,7 +39,7 @@ from typing import Callable
 import torch
 from torch.utils.hooks import RemovableHandle
 
-from analysis.optim import fused as fused_step
+import analysis.optim.fused as fused_step  # the module itself, not through the package's __init__
 from analysis.optim.sharding import local
 from analysis.optim.transforms import Scaled, Transform, per_layout, tap_listener
 

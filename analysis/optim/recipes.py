@@ -44,7 +44,6 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import partial
 
 import torch
 from torch import nn
@@ -63,8 +62,9 @@ from analysis.optim.hyper import (
     RecipeError,
     role_groups,
 )
+from analysis.optim.ladder import ladder_transforms
 from analysis.optim.optimizer import ChainedOptimizer, PartitionedOptimizer
-from analysis.optim.roles import ROLES, assign, fan_out
+from analysis.optim.roles import ROLES, assign
 from analysis.optim.state import (
     FACTORED,
     MOMENTUM_AND_ROWS,
@@ -84,7 +84,6 @@ from analysis.optim.transforms import (
     orthogonalize,
     per_layout,
     scale_by_adam,
-    sign,
     tap,
 )
 from analysis.optim.variants import adam_elsewhere, hidden_with_adamw
@@ -132,42 +131,34 @@ class Recipe:
         return rules | {"vector": times(2)}
 
 
-# ----------------------------------------------------------------------------- the ladder
+# ----------------------------------------------------------------------------- SCALE
 
-def direction_map(kind: str, fan_in: tuple[int, ...], cfg: OptimizerConfig) -> Transform:
-    """The direction of a ladder recipe for a matrix with fan-in axes ``fan_in``
-    (``analysis.optim.roles``): ``col_norm`` normalizes over them (one scale per output unit),
-    ``row_norm`` over the output axes (``roles.fan_out``)."""
-    if kind == "sgd":
-        return Transform()
-    if kind == "sign":
-        return sign()
-    if kind == "col_norm":
-        return normalize(fan_in)
-    if kind == "row_norm":
-        return normalize(fan_out(fan_in))
-    if kind == "spectral_norm":
-        return orthogonalize(cfg.ns_steps)
-    raise RecipeError(f"unknown direction {kind!r}")
+def scale_transforms(cfg: OptimizerConfig) -> dict[str, Transform]:
+    """SCALE, per role (arXiv 2506.16659, Algorithm 1, and its code release). For a matrix with
+    gradient ``G`` and fan-in axes ``a`` (a torch Linear's rows: one scale per output unit; the
+    embedding's dim 0, ``analysis.optim.roles``):
 
+        hidden, embedding:  U = G / max(rms_a(G), 1e-8)
+        output:             m <- beta m + (1 - beta) G;   U = m / max(rms_a(m), 1e-8)
+        vectors:            the release's Adam (eps on the uncorrected second moment)
 
-def ladder_transforms(kind: str, placement: str, cfg: OptimizerConfig) -> dict[str, Transform]:
-    """Per role: momentum (where ``placement`` puts it), then ``kind``'s map; Adam on vectors."""
-    with_momentum = PLACEMENTS[placement]
-    transforms = {}
-    for role in MATRIX_ROLES:
-        transforms[role] = per_layout(partial(_ladder_step, kind, role in with_momentum, cfg))
+    and every parameter steps ``p <- p (1 - lr wd) - lr U`` (``ChainedOptimizer``). The output
+    layer's momentum is the only matrix state. ``tap`` lets the instrumentation read the
+    momentum and the update; it changes nothing."""
+
+    def normalized(fan_in):
+        return chain(normalize(fan_in), tap("update"))
+
+    def with_momentum(fan_in):
+        return chain(momentum(cfg.beta), tap("momentum"), normalize(fan_in), tap("update"))
+
     eps_on = "raw" if cfg.vector_rule == "published" else "corrected"
-    transforms["vector"] = chain(scale_by_adam(cfg.betas, cfg.eps, eps_on), tap("update"))
-    return transforms
+    return {"hidden": per_layout(normalized), "embedding": per_layout(normalized),
+            "output": per_layout(with_momentum),
+            "vector": chain(scale_by_adam(cfg.betas, cfg.eps, eps_on), tap("update"))}
 
 
-def _ladder_step(kind: str, with_momentum: bool, cfg: OptimizerConfig,
-                 fan_in: tuple[int, ...]) -> Transform:
-    """One matrix layout's chain: momentum (if placed here), the direction, the taps."""
-    parts = [momentum(cfg.beta), tap("momentum")] if with_momentum else []
-    return chain(*parts, direction_map(kind, fan_in, cfg), tap("update"))
-
+# ----------------------------------------------------------------------------- the ladder
 
 def _ladder(kind: str):
     def build(layout, cfg):
@@ -184,7 +175,7 @@ def _scale(layout, cfg):
                           f"{type(layout.model).__name__} has the role 'output' (the default "
                           "rule finds it by get_output_embeddings()); name it with a rule, e.g. "
                           "rules=[by_name('output', 'head.weight')]")
-    return ChainedOptimizer(role_groups(layout, cfg), ladder_transforms("col_norm", "output", cfg))
+    return ChainedOptimizer(role_groups(layout, cfg), scale_transforms(cfg))
 
 
 # ----------------------------------------------------------------------------- baselines

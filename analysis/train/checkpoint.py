@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from analysis.train import parallel
+import analysis.train.parallel as parallel
 
 PATTERN = re.compile(r"^ckpt-(\d{8})\.pt$")
 

@@ -40,10 +40,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+import analysis.train.checkpoint as checkpoint
+import analysis.train.parallel as parallel
 from analysis.instrument.hooks import Instrumentation
 from analysis.optim.optimizer import state_bytes
 from analysis.recording import RecordingError
-from analysis.train import checkpoint, parallel
 from analysis.train.config import TrainConfig
 from analysis.train.evaluation import (
     evaluate,

@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+import analysis.train.checkpoint as checkpoint
 from analysis.recording import (
     CONFIG,
     METRICS,
@@ -39,7 +40,6 @@ from analysis.recording import (
     RecordingError,
     provenance,
 )
-from analysis.train import checkpoint
 from analysis.train.config import ConfigError, TrainConfig
 
 # Settings whose change turns a resumed run into another experiment.

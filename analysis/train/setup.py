@@ -15,6 +15,9 @@ from pathlib import Path
 
 import torch
 
+import analysis.train.checkpoint as checkpoint
+import analysis.train.parallel as parallel
+import analysis.train.rundir as rundir
 from analysis.instrument.trackers import TensorBoard
 from analysis.optim.optimizer import NotShardable, check_shardable
 from analysis.optim.recipes import build_optimizer
@@ -27,7 +30,6 @@ from analysis.recording import (
     Recorder,
     provenance,
 )
-from analysis.train import checkpoint, parallel, rundir
 from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.lr_schedule import lr_lambda
 from toy_models.data import load_blocks

@@ -1,4 +1,4 @@
-"""The trainer's CUDA-only branches, exercised on CPU where torch allows it (issue 15): bf16
+"""The trainer's CUDA-only branches, exercised on CPU where torch allows it: bf16
 autocast (``--precision bf16-mixed``, the default on CUDA) and ``torch.compile`` (inductor's
 CPU backend). Collectives run on gloo in ``test_parallel`` and ``test_train``."""
 

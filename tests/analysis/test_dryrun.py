@@ -1,4 +1,4 @@
-"""`scale-lab train --dry-run`: the paper's models sized on the meta device, no GPU (issue 15)."""
+"""`scale-lab train --dry-run`: the paper's models sized on the meta device, no GPU."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Figures a reader can read (issue 14): every figure drawn from the shipped recordings has no
+"""Figures a reader can read: every figure drawn from the shipped recordings has no
 text on top of another text, none outside the canvas and no slanted labels. Checked on the
 rendered artists' bounding boxes: tick labels that are drawn, axis labels, titles, legends,
 annotations and figure titles."""

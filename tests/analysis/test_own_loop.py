@@ -1,4 +1,4 @@
-"""The instrumentation in a user's own loop (issue 13): inside a transformers Trainer with
+"""The instrumentation in a user's own loop: inside a transformers Trainer with
 gradient accumulation it records what the project's trainer records on the same batches, and
 trackers receive every statistic the recording holds."""
 

@@ -1,4 +1,4 @@
-"""Roles and fan-in axes on models other than the project's LLaMA (issue 13): tiny configs of
+"""Roles and fan-in axes on models other than the project's LLaMA: tiny configs of
 HF families built locally (no download), a plain MLP and a small CNN.
 
 The check is the paper's rule itself (arXiv 2506.16659): after one ``scale`` step every

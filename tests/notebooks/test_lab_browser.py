@@ -1,5 +1,5 @@
-"""A notebook opened in JupyterLab shows cells, not its ``.py`` source, and runs there (issue
-14): a real headless Chromium (the system's package; ``.ci/run`` installs it), driven by
+"""A notebook opened in JupyterLab shows cells, not its ``.py`` source, and runs there:
+a real headless Chromium (the system's package; ``.ci/run`` installs it), driven by
 Playwright, against a JupyterLab server started here with the settings ``make setup`` installs
 into the venv. The test opens the notebook, runs every cell from JupyterLab's Run menu, waits
 until each code cell has its execution count, and reads the page: cells, outputs, figures, the
