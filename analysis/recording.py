@@ -30,6 +30,7 @@ import platform
 import subprocess
 import time
 import uuid
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -228,9 +229,16 @@ def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / CONFIG).exists() and _table_path(Path(path), METRICS).exists()
 
 
-def load_config(run_dir: str | Path) -> dict:
-    """The ``config.json`` of a run directory, as a dict."""
+def run_config(run_dir: str | Path) -> dict:
+    """The ``config.json`` of a run directory, as a dict (the settings as it started; the
+    settings its steps ran with: ``run_settings``)."""
     return json.loads((Path(run_dir) / CONFIG).read_text())
+
+
+def load_config(run_dir: str | Path) -> dict:
+    """Deprecated name of ``run_config`` (``toy_models.llama.load_config`` is a model's config)."""
+    warnings.warn("analysis.recording.load_config is now run_config", DeprecationWarning, stacklevel=2)
+    return run_config(run_dir)
 
 
 def load_segments(run_dir: str | Path) -> list[dict]:
@@ -244,7 +252,7 @@ def run_settings(run_dir: str | Path) -> dict:
     start), updated by the last segment's settings, so a resume with ``--allow-change`` (more
     steps, another lr) is read as what it did. Segments of before settings were recorded
     contribute their ``changed`` values."""
-    settings = dict(load_config(run_dir).get("config", {}))
+    settings = dict(run_config(run_dir).get("config", {}))
     for segment in load_segments(run_dir):
         if "settings" in segment:
             settings.update(segment["settings"])

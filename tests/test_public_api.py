@@ -16,8 +16,8 @@ def test_import_analysis_is_light():
 def test_the_public_names_are_the_library_s_own(tmp_path):
     import analysis
     from analysis import (
-        InstrumentConfig,
         Instrumentation,
+        InstrumentConfig,
         TrainConfig,
         build_optimizer,
         load_run,

@@ -362,7 +362,7 @@ def build_optimizer(name: str, model: nn.Module, cfg: OptimizerConfig | None = N
     return optimizer
 
 
-def state_elements(name: str, shapes, rank: int, momentum: str | None = None) -> int:
+def declared_state_elements(name: str, shapes, rank: int, momentum: str | None = None) -> int:
     """Optimizer-state elements recipe ``name`` keeps for a model's ``(role, shape)`` pairs
     (``toy_models.llama.matrix_shapes`` gives them from a config), from its declaration."""
     return total_elements(get_recipe(name).state_rules(momentum), shapes, rank)

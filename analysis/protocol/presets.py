@@ -158,8 +158,8 @@ V2_PROBES = (1, 3, 10, 30, 57, 108, 159, 210, 262, 313, 364, 416, 467, 518, 570)
 _V2_INSTRUMENT = InstrumentConfig(cheap_every=19, dense_until=10, rows_every=57, full_every=10_000,
                                   full_at=(1, 10, 57, 285, 570), topk=16, probe_at=V2_PROBES,
                                   probe_small=4, probe_large=32, probe_repeats=4)
-PLACEMENT_ARMS = ("sgd", "sign", "row_norm", "col_norm", "spectral_norm", "scale",
-                  "col_norm+embedding", "col_norm+all", "adamw")
+SIZE2_ARMS = ("sgd", "sign", "row_norm", "col_norm", "spectral_norm", "scale",   # the ladder,
+              "col_norm+embedding", "col_norm+all", "adamw")   # the placements and AdamW
 PAPER_LRS = {label: 1e-3 for label in ARM_BY_LABEL} | {"sgd": 0.5}
 _PAPER_INSTRUMENT = InstrumentConfig(cheap_every=100, rows_every=1000, full_every=5000, probe_every=1000)
 
@@ -194,7 +194,7 @@ PRESETS = {
                         centers=V2_CENTERS, tune_seeds=(0,), grid_factor=2.0, max_extensions=4,
                         beta2_choices=(0.999, 0.95), bracket_beyond_noise=True,
                         order_settings=(("short", "cpu60m-half", 170, tuple(ARM_BY_LABEL)),
-                                        ("size2-short", "cpu60m", 340, PLACEMENT_ARMS)),
+                                        ("size2-short", "cpu60m", 340, SIZE2_ARMS)),
                         device="cpu", precision="fp32"),
     # The paper's protocol (arXiv 2506.16659, section 5 of its experiments): batch 512 x 256,
     # lr 1e-3, warmup 10%, cosine to 10%, bf16, C4 with the T5 tokenizer; a GPU and a hub.

@@ -28,7 +28,7 @@ from toy_models.data import load_blocks
 from toy_models.llama import build_model, load_config, model_tokenizer
 from toy_models.tokenizer import load_tokenizer
 
-PLACEMENTS = {"col_norm": "none", "scale": "output layer (SCALE)",
+PLACEMENT_LABELS = {"col_norm": "none", "scale": "output layer (SCALE)",
               "col_norm+embedding": "embedding", "col_norm+all": "every layer"}
 SGD_FIGURE_ARMS = ("sgd", "sign", "col_norm", "scale", "adamw")
 
@@ -59,16 +59,16 @@ def momentum_placement(rec: Recordings):
     momentum on no layer, the output layer, the embedding, or every layer; each row names the
     optimizer state it keeps."""
     table = summary(rec.results)
-    missing = [arm for arm in PLACEMENTS if arm not in table.index]
+    missing = [arm for arm in PLACEMENT_LABELS if arm not in table.index]
     if missing:
         raise MissingData(f"momentum placement needs the arms {missing}; run `scale-lab reproduce`")
-    rows = table.loc[list(PLACEMENTS)]
+    rows = table.loc[list(PLACEMENT_LABELS)]
     fig, (ax,) = style.figure(width=6.5, height=3.2)
     err = np.where(np.isfinite(rows["loss_ci"]), rows["loss_ci"], 0.0)
-    colours = style.palette(list(PLACEMENTS))
+    colours = style.palette(list(PLACEMENT_LABELS))
     for i, (arm, row) in enumerate(rows.iterrows()):
         ax.errorbar(row["loss"], i, xerr=err[i], fmt="o", color=colours[arm], capsize=4, ms=7)
-    ax.set_yticks(range(len(rows)), [f"{PLACEMENTS[arm]}\n{row['state_mb']:.1f} MB state"
+    ax.set_yticks(range(len(rows)), [f"{PLACEMENT_LABELS[arm]}\n{row['state_mb']:.1f} MB state"
                                       for arm, row in rows.iterrows()])
     ax.invert_yaxis()
     ax.set(xlabel="final validation loss (nats; mean, 95% t-interval)", ylabel="momentum on",

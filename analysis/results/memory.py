@@ -76,7 +76,7 @@ def state_elements(recipe: str, config, rank: int, momentum: str | None = None,
     shapes = [(role, shape) for _, role, shape in matrix_shapes(config)]
     if convention == "paper" and recipe in PAPER_CONVENTION:
         return total_elements(PAPER_CONVENTION[recipe], shapes, rank)
-    return recipes.state_elements(recipe, shapes, rank, momentum)
+    return recipes.declared_state_elements(recipe, shapes, rank, momentum)
 
 
 def analytic_terms(recipe: str, model: str, convention: str = "paper") -> tuple[float, float]:

@@ -13,9 +13,9 @@ import pandas as pd
 from analysis.instrument.spectra import log_spaced
 from analysis.recording import (
     RecordingError,
-    load_config,
     load_runs,
     read_json,
+    run_config,
     run_settings,
     scan_runs,
 )
@@ -97,7 +97,7 @@ def spectrum_ranks(rec: Recordings, run: str, param: str, kept: int) -> np.ndarr
     values, ``n`` from the shape in the run's ``config.json`` (a user's loop records it with
     the roles) or from its named model's config. None when the shape cannot be known or does
     not give ``kept`` values (the figure then says the ranks are unknown)."""
-    meta = load_config(rec.root / run)
+    meta = run_config(rec.root / run)
     shape = meta.get("roles", {}).get(param, {}).get("shape")
     model = meta.get("config", {}).get("model")
     if shape is None and model in model_names():

@@ -29,7 +29,7 @@ import pandas as pd
 from analysis.recording import run_settings
 from analysis.results.stats import fmt, paired
 
-PLACEMENTS = {"output": "scale", "embedding": "col_norm+embedding", "all": "col_norm+all"}
+MOMENTUM_ARMS = {"output": "scale", "embedding": "col_norm+embedding", "all": "col_norm+all"}
 ROLES_OF = {"output": ("output",), "embedding": ("embedding",),
             "all": ("output", "embedding", "hidden")}
 
@@ -89,13 +89,13 @@ def check(frame: pd.DataFrame, results: pd.DataFrame, run_dirs: dict[str, str],
     if not sigma2:
         return None
     removed = 1 - kept_fraction(beta)
-    predicted = {p: removed * sum(sigma2.get(r, 0.0) for r in ROLES_OF[p]) for p in PLACEMENTS}
-    measured = {p: paired(results, "col_norm", arm) for p, arm in PLACEMENTS.items()}
+    predicted = {p: removed * sum(sigma2.get(r, 0.0) for r in ROLES_OF[p]) for p in MOMENTUM_ARMS}
+    measured = {p: paired(results, "col_norm", arm) for p, arm in MOMENTUM_ARMS.items()}
     pairs = []
-    names = list(PLACEMENTS)
+    names = list(MOMENTUM_ARMS)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            diff, half, n = paired(results, PLACEMENTS[b], PLACEMENTS[a])   # > 0: a gains more
+            diff, half, n = paired(results, MOMENTUM_ARMS[b], MOMENTUM_ARMS[a])   # > 0: a gains more
             if n == 0 or not math.isfinite(diff):
                 verdict = "n/a"
             elif not math.isfinite(half) or abs(diff) <= half:

@@ -12,12 +12,11 @@ import types
 from analysis.train.cli import main
 from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.loop import (
-           TrainingDiverged,
-           TrainingInterrupted,
-           TrainResult,
-           train,
+    TrainingDiverged,
+    TrainingInterrupted,
+    TrainResult,
+    train,
 )
-
 
 
 class _CallableTrainer(types.ModuleType):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from analysis.optim.optimizer import NotShardable, check_shardable
-from analysis.optim.recipes import build_optimizer, state_elements
+from analysis.optim.recipes import build_optimizer, declared_state_elements
 from analysis.train.config import TrainConfig
 from toy_models.llama import (
     build_model,
@@ -115,7 +115,7 @@ def plan(config: TrainConfig, gpus: int = 1) -> Plan:
     block = sum(p.numel() for p in model.model.layers[0].parameters())
     return Plan(config.model, config.optimizer, precision, gpus,
                 sum(p.numel() for p in model.parameters()),
-                state_elements(config.optimizer, shapes, rank, optimizer_config.momentum),
+                declared_state_elements(config.optimizer, shapes, rank, optimizer_config.momentum),
                 activation_bytes(model_config, micro * config.seq_len, COMPUTE_BYTES[precision]),
                 block, flops_per_token(model_config, config.seq_len) * config.batch_size * config.seq_len,
                 shardable)
