@@ -25,16 +25,16 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
 import platform
 import subprocess
 import time
-import uuid
 import warnings
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
+
+import toy_models.files as files  # the one atomic-write helper (it imports nothing of ours)
 
 METRICS = "metrics.jsonl"
 SPECTRA = "spectra.jsonl"
@@ -89,15 +89,14 @@ def _write_failed(path: Path, err: OSError) -> RecordingError:
                           "it are kept")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all: a unique temporary name beside it, then a rename.
-    ``RecordingError`` (one line) on failure, with the temporary file removed."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write the text file ``path`` whole or not at all (``toy_models.files.write_atomic``: a
+    unique temporary name beside it, then a rename); ``RecordingError`` (one line) on failure,
+    with the temporary file removed. Every JSON and table rewrite of a run or root goes here."""
+    path = Path(path)
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        return files.write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise _write_failed(path, err) from None
 
 

@@ -30,7 +30,7 @@ from analysis.protocol.presets import (
     select_arms,
 )
 from analysis.protocol.tuning import Runner, jobs_default, run_preset
-from analysis.recording import REFERENCE_LINES
+from analysis.recording import REFERENCE_LINES, write_atomic
 from analysis.results.figures import render_all
 from analysis.results.report import write_report
 from analysis.train.config import ConfigError
@@ -45,7 +45,7 @@ def write_reference_lines(preset, out: Path) -> dict:
     """The corpus's unigram and bigram cross-entropy on the positions the preset's validation
     loss scores (``toy_models.ngram``), written to ``out/reference_losses.json``."""
     lines = for_run(load_tokenizer(model_tokenizer(preset.model)), preset.seq_len, preset.eval_tokens, preset.data)
-    (out / REFERENCE_LINES).write_text(json.dumps(lines, indent=1))
+    write_atomic(out / REFERENCE_LINES, json.dumps(lines, indent=1))
     return lines
 
 

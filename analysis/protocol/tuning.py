@@ -28,7 +28,14 @@ from pathlib import Path
 import torch
 
 from analysis.protocol.presets import Arm, Preset, tuned_lrs
-from analysis.recording import ORDER, SELECTION, TUNING, load_result, read_json
+from analysis.recording import (
+    ORDER,
+    SELECTION,
+    TUNING,
+    load_result,
+    read_json,
+    write_atomic,
+)
 from analysis.results.paper import NORMALIZATIONS
 from analysis.train import checkpoint
 from analysis.train.config import TrainConfig
@@ -271,7 +278,7 @@ def tune(preset: Preset, out: Path, arms, runner: Runner) -> dict:
              "arms": {sweep.arm.label: sweep.summary() for sweep in sweeps}}
     earlier = (read_json(out / TUNING) or {"arms": {}})["arms"]
     table["arms"] = {k: v for k, v in earlier.items() if k not in table["arms"]} | table["arms"]
-    (out / TUNING).write_text(json.dumps(table, indent=1))   # arms tuned by another call kept
+    write_atomic(out / TUNING, json.dumps(table, indent=1))   # arms tuned by another call kept
     return table
 
 
@@ -304,7 +311,7 @@ def run_preset(preset: Preset, out: Path, arms, runner: Runner, seeds=None) -> l
         listed = (read_json(out / SELECTION) or {"runs": []})["runs"]
         mine = {arm.label for arm in arms}
         listed = [r for r in listed if r.split("/")[0] not in mine]
-        (out / SELECTION).write_text(json.dumps(
+        write_atomic(out / SELECTION, json.dumps(
             {"runs": sorted(listed + [d.relative_to(out).as_posix() for d in dirs])}, indent=1))
     for name, model, steps, labels in preset.order_settings:
         wanted = [arm for arm in arms if arm.label in (labels or NORMALIZATIONS)]
@@ -325,7 +332,7 @@ def _write_selection(out: Path, preset: Preset, arms, rows: dict) -> None:
                        None if rows[arm.label].get("beta2", first) == first else rows[arm.label]["beta2"])
             .relative_to(out).as_posix()
             for arm in arms if rows.get(arm.label, {}).get("best") is not None for seed in preset.seeds]
-    (out / SELECTION).write_text(json.dumps({"runs": sorted(runs)}, indent=1))
+    write_atomic(out / SELECTION, json.dumps({"runs": sorted(runs)}, indent=1))
 
 
 def jobs_default() -> int:

@@ -9,7 +9,13 @@ import math
 import os
 from pathlib import Path
 
-from analysis.recording import REFERENCE_LINES, TUNING, read_json, run_settings
+from analysis.recording import (
+    REFERENCE_LINES,
+    TUNING,
+    read_json,
+    run_settings,
+    write_atomic,
+)
 from analysis.results.captions import CAPTIONS
 from analysis.results.claims import SUSPECT_PPL, all_claims, ladder_order, suspect_arms
 from analysis.results.gates import (
@@ -146,5 +152,5 @@ def markdown(root, results, figures_dir: Path | None = None) -> str:
 def write_report(root, path, figures_dir: Path | None = None) -> Path:
     """Write ``report.md`` for the runs under ``root`` to ``path``; returns the path."""
     path = Path(path)
-    path.write_text(markdown(root, final_results(root), figures_dir))
+    write_atomic(path, markdown(root, final_results(root), figures_dir))
     return path

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 import analysis.train.parallel as parallel
+import toy_models.files as files
 
 PATTERN = re.compile(r"^ckpt-(\d{8})\.pt$")
 
@@ -69,12 +70,9 @@ def save(run_dir: Path, step: int, model_state: dict, optimizer_state: dict, pos
                      "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
              **extra}
     path = Path(run_dir) / f"ckpt-{step:08d}.pt"
-    tmp = path.with_suffix(".tmp")
     try:
-        torch.save(state, tmp)
-        tmp.replace(path)
+        files.write_atomic(path, lambda tmp: torch.save(state, tmp))
     except (OSError, RuntimeError) as err:   # disk full, permissions: torch.save raises either
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write checkpoint {path} ({_cause(err)}); "
                               f"{advice(run_dir)}") from None
     for old in checkpoints(run_dir)[:-keep] if keep > 0 else []:

@@ -39,6 +39,7 @@ from analysis.recording import (
     SPECTRA,
     RecordingError,
     provenance,
+    write_atomic,
 )
 from analysis.train.config import ConfigError, TrainConfig
 
@@ -188,9 +189,7 @@ def _drop_after(path: Path, step: int) -> int:
             else:
                 kept.append(line if line.endswith("\n") else line + "\n")
     if dropped:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, "".join(kept))
     return dropped
 
 
