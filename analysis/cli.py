@@ -6,6 +6,7 @@
     scale-lab memory     -> python -m analysis.results.memory
     scale-lab bench      -> python -m analysis.bench
     scale-lab notebooks  -> python -m analysis.notebooks
+    scale-lab setup      -> python -m toy_models.corpus (builds the offline corpus, says where)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 
 COMMANDS = {"train": "analysis.train", "reproduce": "analysis.reproduce",
             "figures": "analysis.results.figures", "memory": "analysis.results.memory", "bench": "analysis.bench",
-            "notebooks": "analysis.notebooks"}
+            "notebooks": "analysis.notebooks", "setup": "toy_models.corpus"}
 
 
 def main(argv: list[str] | None = None) -> int:

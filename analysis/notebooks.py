@@ -1,5 +1,6 @@
 """``scale-lab notebooks --html DIR``: every teaching notebook, executed, as static HTML with
-its figures, for readers without Python.
+its figures, for readers without Python; ``--copy DIR``: the notebooks themselves (with their
+jupytext and JupyterLab settings) where a user can open them, from a clone or an install.
 
 Each ``notebooks/NN_*.py`` (jupytext percent format) is read with ``jupytext``, executed
 top to bottom in the repository by ``nbclient`` (``--smoke`` sets ``SCALE_LAB_SMOKE=1``:
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from analysis.arguments import Parser
+from toy_models.paths import shipped_notebooks
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ROOT / "notebooks"
+NOTEBOOKS = shipped_notebooks()
 
 
 def notebook_paths(names=None) -> list[Path]:
@@ -55,7 +57,7 @@ def render_html(path: Path, out_dir: Path, smoke: bool = False, timeout_s: int =
     notebook = jupytext.read(path)
     with _environment(SCALE_LAB_SMOKE="1" if smoke else "0", SCALE_LAB_STATIC="1", SCALE_LAB_SOLUTIONS="1"):
         NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
-                       resources={"metadata": {"path": str(ROOT)}}).execute()
+                       resources={"metadata": {"path": str(Path.cwd())}}).execute()
     body, _ = HTMLExporter().from_notebook_node(notebook)
     out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / f"{path.stem}.html"
@@ -63,13 +65,38 @@ def render_html(path: Path, out_dir: Path, smoke: bool = False, timeout_s: int =
     return page
 
 
+def copy_notebooks(out: Path) -> int:
+    """Copy every notebook and its settings into ``out`` (an existing notebook is not
+    overwritten); 0, or 2 with one line when ``out`` is a file."""
+    if out.exists() and not out.is_dir():
+        print(f"error: --copy {out} is a file, not a directory; choose another", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    sources = notebook_paths() + [NOTEBOOKS / n for n in ("jupytext.toml", "jupyterlab-overrides.json")]
+    kept = [p.name for p in sources if (out / p.name).exists()]
+    for path in sources:
+        if path.name not in kept:
+            shutil.copy2(path, out / path.name)
+    print(f"copied {len(sources) - len(kept)} files to {out}"
+          + (f" (kept your {', '.join(kept)})" if kept else "") + f"; open them with: jupyter lab {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Render the notebooks to HTML; 0 when all rendered, 1 when some failed, 2 on bad input."""
     parser = Parser(prog="scale-lab notebooks", description=__doc__.splitlines()[0])
-    parser.add_argument("--html", required=True, metavar="DIR", help="directory for the pages")
+    parser.add_argument("--html", default=None, metavar="DIR", help="directory for the pages")
+    parser.add_argument("--copy", default=None, metavar="DIR",
+                        help="copy the notebooks into DIR (then: jupyter lab DIR)")
     parser.add_argument("--smoke", action="store_true", help="the small, fast version (as CI)")
     parser.add_argument("--only", default=None, help="comma-separated prefixes, e.g. 01,07")
     args = parser.parse_args(argv)
+    if (args.html is None) == (args.copy is None):
+        print("error: give one of --html DIR (render) or --copy DIR (the notebooks themselves)",
+              file=sys.stderr)
+        return 2
+    if args.copy is not None:
+        return copy_notebooks(Path(args.copy))
     out = Path(args.html)
     if out.exists() and not out.is_dir():
         print(f"error: --html {out} is a file, not a directory; choose another", file=sys.stderr)

@@ -34,12 +34,12 @@ import tarfile
 from pathlib import Path
 
 from toy_models.files import write_atomic
+from toy_models.paths import built_data, shipped_data
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = REPO_ROOT / "data"
-CORPUS_DIR = DATA_DIR / "corpus"
-DOWNLOAD_DIR = DATA_DIR / "downloads"
-MANIFEST = DATA_DIR / "corpus_manifest.json"
+# shipped: the manifest; built: the corpus and its downloads (toy_models.paths)
+MANIFEST = shipped_data() / "corpus_manifest.json"
+CORPUS_DIR = built_data() / "corpus"
+DOWNLOAD_DIR = built_data() / "downloads"
 SPLITS = ("train", "validation")
 MIN_DOC_CHARS = 3000
 VALIDATION_FRACTION = 0.05
@@ -208,7 +208,7 @@ def corpus_path(split: str, corpus_dir: Path = CORPUS_DIR) -> Path:
     path = corpus_dir / f"{split}.jsonl"
     if not path.exists():
         raise CorpusError(f"missing data file {path}: build the bundled corpus with "
-                          "`make data` (or `python -m toy_models.corpus`)")
+                          "`scale-lab setup` (in a clone: `make data`)")
     return path
 
 
@@ -219,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-manifest", action="store_true",
                         help="write data/corpus_manifest.json from this build instead of checking it")
     args = parser.parse_args(argv)
+    if not args.update_manifest and ready(args.out):
+        print(f"the bundled corpus is ready in {args.out}")
+        return 0
     try:
         manifest = build(args.out, check=not args.update_manifest)
     except CorpusError as err:
@@ -228,7 +231,18 @@ def main(argv: list[str] | None = None) -> int:
         MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
     for split, info in manifest["splits"].items():
         print(f"{split}: {info['documents']} documents, {info['characters'] / 1e6:.2f}M characters")
+    print(f"the bundled corpus is in {args.out}")
     return 0
+
+
+def ready(corpus_dir: Path = CORPUS_DIR) -> bool:
+    """Are both splits built and equal to the manifest's checksums?"""
+    if not MANIFEST.exists():
+        return False
+    expected = json.loads(MANIFEST.read_text())["splits"]
+    return all((corpus_dir / f"{split}.jsonl").exists()
+               and sha256_file(corpus_dir / f"{split}.jsonl") == expected[split]["sha256"]
+               for split in SPLITS)
 
 
 if __name__ == "__main__":

@@ -32,15 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from toy_models.corpus import (
-    REPO_ROOT,
     CorpusError,
     corpus_path,
     require_hub,
     sha256_file,
 )
 from toy_models.files import write_atomic
+from toy_models.paths import built_data
 
-CACHE_DIR = REPO_ROOT / "data" / "cache"
+CACHE_DIR = built_data() / "cache"
 HUB_DATASETS = {"c4": ("allenai/c4", "en")}
 
 

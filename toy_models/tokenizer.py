@@ -19,10 +19,11 @@ import argparse
 import json
 from pathlib import Path
 
-from toy_models.corpus import REPO_ROOT, CorpusError, corpus_path, require_hub
+from toy_models.corpus import CorpusError, corpus_path, require_hub
 from toy_models.files import write_atomic
+from toy_models.paths import shipped_data
 
-TOKENIZER_DIR = REPO_ROOT / "data" / "tokenizer"
+TOKENIZER_DIR = shipped_data() / "tokenizer"
 EOS = "<|endoftext|>"
 DEFAULT_VOCAB = 8192
 # Sizes of the hub tokenizers the paper's path uses, to size a run offline (``--dry-run``):

@@ -20,11 +20,11 @@ from analysis.recording import (
     scan_runs,
 )
 from analysis.results.stats import final_results
-from toy_models.corpus import REPO_ROOT
 from toy_models.llama import load_config as toy_config
 from toy_models.llama import matrix_shapes, model_names
+from toy_models.paths import shipped_data
 
-REFERENCE = REPO_ROOT / "data" / "recordings" / "reference"   # the shipped reference recordings
+REFERENCE = shipped_data() / "recordings" / "reference"   # the shipped reference recordings
 
 
 class MissingData(LookupError):
