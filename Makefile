@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 # CPU machines: pin the CPU build so pip never pulls a multi-GB CUDA torch.
 # GPU machines: `make test TORCH_SPEC=` keeps the CUDA torch already in the venv.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,baselines
+EXTRAS ?= dev,baselines,trackers
 PRESET ?= quick
 # The versions the suite passed with; `make test CONSTRAINTS=` resolves the newest releases.
 CONSTRAINTS ?= .ci/constraints.txt
@@ -42,7 +42,7 @@ figures: setup
 	$(BIN)/scale-lab figures --runs data/recordings/reference --out figures
 
 lab:
-	$(MAKE) setup EXTRAS=dev,baselines,notebooks
+	$(MAKE) setup EXTRAS=dev,baselines,trackers,notebooks
 	$(BIN)/jupyter lab notebooks/
 
 clean-venv:

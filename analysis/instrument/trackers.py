@@ -9,9 +9,14 @@ values)`` and ``close()``; ``Recorder(run_dir, trackers=[...])`` calls them afte
   histogram per vector record (column-norm rows ``grad_row_rms``, ``update_spectrum``), with
   ``torch.utils.tensorboard`` (extra ``trackers``: the ``tensorboard`` package).
 - ``DictLogger(log)``: the same per-layer, per-role and run-level scalars as one
-  ``log(dict, step=step)`` call per step, the signature of ``wandb.log`` and ``trackio.log``:
-  ``DictLogger(wandb.init(project="p", mode="offline").log)`` or
-  ``DictLogger(trackio.init(project="p").log)``; vector records go as lists of values.
+  ``log(dict, step=step)`` call per step, the signature of ``wandb.log`` and ``trackio.log``;
+  vector records go as lists of values.
+- ``WandB(project, dir)``: a W&B run (``wandb``; ``WANDB_MODE=offline`` writes it locally, to
+  sync later), vector records as ``wandb.Histogram``; finished on close.
+- ``Trackio(project, name)``: a trackio run (local-first: a SQLite file under ``TRACKIO_DIR``),
+  vector records as ``trackio.Histogram``; finished on close.
+
+``scale-lab train --tensorboard DIR / --wandb PROJECT / --trackio PROJECT`` adds them.
 """
 
 from __future__ import annotations
@@ -80,3 +85,53 @@ class DictLogger:
 
     def close(self) -> None:
         """Nothing to close: the caller owns the run (``wandb.finish()``, ``trackio.finish()``)."""
+
+
+def _finite(values) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def _needs(package: str):
+    import importlib
+
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise ImportError(f"the {package} tracker needs the {package} package: pip install "
+                          f"'scale-lab[trackers]' (or pip install {package})") from None
+
+
+class WandB(DictLogger):
+    """A W&B run receiving every recorded statistic (``mode``: W&B's, e.g. ``"offline"``;
+    default from ``WANDB_MODE``)."""
+
+    def __init__(self, project: str, dir: str | None = None, name: str | None = None,
+                 mode: str | None = None, config: dict | None = None):
+        self.wandb = _needs("wandb")
+        self.run = self.wandb.init(project=project, dir=dir, name=name, mode=mode, config=config)
+        super().__init__(self.run.log)
+
+    def log_vector(self, step: int, param: str | None, role: str | None, stat: str, values) -> None:
+        finite = _finite(values)
+        if finite:
+            self.run.log({f"{stat}/{param}" if param else stat: self.wandb.Histogram(finite)}, step=int(step))
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class Trackio(DictLogger):
+    """A trackio run (local-first) receiving every recorded statistic."""
+
+    def __init__(self, project: str, name: str | None = None, config: dict | None = None):
+        self.trackio = _needs("trackio")
+        self.run = self.trackio.init(project=project, name=name, config=config, embed=False)
+        super().__init__(self.trackio.log)
+
+    def log_vector(self, step: int, param: str | None, role: str | None, stat: str, values) -> None:
+        finite = _finite(values)
+        if finite:
+            self.log({f"{stat}/{param}" if param else stat: self.trackio.Histogram(finite)}, step=int(step))
+
+    def close(self) -> None:
+        self.trackio.finish()

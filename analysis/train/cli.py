@@ -81,6 +81,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, default=1, help="GPUs the dry run plans for (default 1)")
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="also write every recorded statistic to TensorBoard event files in DIR")
+    p.add_argument("--wandb", default=None, metavar="PROJECT",
+                   help="also send every recorded statistic to a W&B run (WANDB_MODE=offline: local)")
+    p.add_argument("--trackio", default=None, metavar="PROJECT",
+                   help="also send every recorded statistic to a trackio run (local-first)")
     return p
 
 
@@ -98,6 +102,12 @@ def translate_paper_flags(args):
         raise ConfigError(f"--scheduler {args.scheduler!r} is not implemented; the paper and this "
                           "trainer use cosine (warmup, then cosine to min_lr_ratio)")
     return args
+
+
+def trackers_for(args, out: str) -> dict:
+    """The trackers the flags ask for, as ``train``'s ``trackers`` (name -> argument)."""
+    wanted = {"tensorboard": args.tensorboard, "wandb": args.wandb, "trackio": args.trackio}
+    return {name: value for name, value in wanted.items() if value}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,7 +138,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     fields = {k: v for k, v in vars(args).items()
-              if k not in ("instrument", "out", "overwrite", "resume", "no_progress", "allow_change", "tensorboard", "dry_run", "gpus",
+              if k not in ("instrument", "out", "overwrite", "resume", "no_progress", "allow_change", "tensorboard", "wandb", "trackio", "dry_run", "gpus",
                            "model_config", "scheduler")}
     fields["adam_betas"] = tuple(fields["adam_betas"])
     config = TrainConfig(**fields, instrument=InstrumentConfig() if args.instrument else None)
@@ -143,7 +153,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         result = train(config, out=out, overwrite=args.overwrite, resume=args.resume,
                        progress=not args.no_progress, allow_change=args.allow_change,
-                       tensorboard=args.tensorboard)
+                       trackers=trackers_for(args, out))
     except (ConfigError, CorpusError, CheckpointError, RecordingError, TrainingDiverged,
             FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

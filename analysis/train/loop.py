@@ -260,16 +260,17 @@ def finish(run: Run, first_eval: float, eval_loss: float, losses: list[float],
 
 def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = False,
           resume: bool = False, progress: bool = True, allow_change: bool = False,
-          tensorboard: str | None = None) -> TrainResult:
+          trackers: dict | None = None) -> TrainResult:
     """Train ``config``; with ``out``, record into that run directory (``analysis.recording``).
 
     ``overwrite`` replaces an existing run directory, ``resume`` continues it from its newest
     checkpoint (``allow_change`` lets it change an experiment setting, recorded in
     ``segments.jsonl``); ``progress`` shows a progress bar on rank 0. Raises ``ConfigError``
     for bad settings, ``TrainingDiverged`` when the loss or gradient becomes non-finite and
-    ``TrainingInterrupted`` after SIGINT or SIGTERM. ``tensorboard``: a directory that also
-    receives every recorded statistic (``analysis.instrument.trackers``)."""
-    run = setup(config, out, overwrite, resume, allow_change, tensorboard)
+    ``TrainingInterrupted`` after SIGINT or SIGTERM. ``trackers``: also send every recorded
+    statistic to ``{"tensorboard": DIR, "wandb": PROJECT, "trackio": PROJECT}``
+    (``analysis.instrument.trackers``)."""
+    run = setup(config, out, overwrite, resume, allow_change, trackers)
     try:
         return _loop(run, progress)
     except RecordingError as err:   # a failed write: say what can be resumed

@@ -18,7 +18,7 @@ import torch
 import analysis.train.checkpoint as checkpoint
 import analysis.train.parallel as parallel
 import analysis.train.rundir as rundir
-from analysis.instrument.trackers import TensorBoard
+from analysis.instrument.trackers import TensorBoard, Trackio, WandB
 from analysis.optim.optimizer import NotShardable, check_shardable
 from analysis.optim.recipes import build_optimizer
 from analysis.recording import (
@@ -93,6 +93,26 @@ class Run:
         """Tokens read by the end of step ``done``: those before the resumed checkpoint (as it
         recorded them, under the batch of its time) plus this segment's steps."""
         return self.start_tokens + (done - self.start) * self.config.batch_size * self.config.seq_len
+
+
+def make_trackers(wanted: dict, run_dir: Path, config: TrainConfig) -> list:
+    """The trackers ``{"tensorboard": DIR, "wandb": PROJECT, "trackio": PROJECT}`` asks for,
+    each run named after the run directory and given its config."""
+    try:
+        return _trackers(wanted, run_dir, config)
+    except ImportError as err:   # an extra not installed: one line with the install command
+        raise ConfigError(str(err)) from None
+
+
+def _trackers(wanted: dict, run_dir: Path, config: TrainConfig) -> list:
+    made = []
+    if wanted.get("tensorboard"):
+        made.append(TensorBoard(wanted["tensorboard"]))
+    if wanted.get("wandb"):
+        made.append(WandB(wanted["wandb"], dir=str(run_dir), name=run_dir.name, config=config.to_dict()))
+    if wanted.get("trackio"):
+        made.append(Trackio(wanted["trackio"], name=run_dir.name, config=config.to_dict()))
+    return made
 
 
 def resolve_device(config: TrainConfig) -> torch.device:
@@ -192,7 +212,7 @@ def build(config: TrainConfig, device: torch.device, precision: str, world: int 
 
 
 def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
-          allow_change: bool = False, tensorboard: str | None = None) -> Run:
+          allow_change: bool = False, trackers: dict | None = None) -> Run:
     """Validate, join the processes, build everything, resume if asked, open the recorder.
     A resume is checked first (``analysis.train.rundir``): it never rewrites the records."""
     config.validate(int(os.environ.get("WORLD_SIZE", "1")))  # refuse bad input before any setup
@@ -234,7 +254,7 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
                                   rundir.supersede_after(run_dir, start))
         recorder = None
         if run_dir is not None and rank == 0:
-            recorder = Recorder(run_dir, trackers=[TensorBoard(tensorboard)] if tensorboard else ())
+            recorder = Recorder(run_dir, trackers=make_trackers(trackers or {}, run_dir, config))
         run = Run(config, rank, world, config.accumulation(world), config.micro(world), device,
                   precision, autocast, run_dir, data, model, train_model, optimizer, scheduler, ident,
                   recorder, start, flops_per_token(model.config, config.seq_len), start_tokens)
