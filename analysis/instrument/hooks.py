@@ -54,6 +54,7 @@ from analysis.instrument.estimators import (
     probe_variance,
     sqnorm,
 )
+from analysis.instrument.heads import head_layouts, head_rows
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.roles import assign
 from analysis.recording import provenance
@@ -84,6 +85,7 @@ class Instrumentation:
         self.layout = layout
         self.roles = layout.roles()
         self.axis = {n: layout.params[n].fan_in for n, _ in self.params}
+        self.heads = head_layouts(model, [n for n, _ in self.params]) if self.config.per_head else {}
         self.step = start_step + 1
         self.handles: list = []
         self._reset()
@@ -128,6 +130,7 @@ class Instrumentation:
         self._k, self._sequences, self._weight = 0, 0, 1.0
         self._sum_sq: dict[str, torch.Tensor] = {}
         self._row_sq: dict[str, torch.Tensor] = {}
+        self._head_sq: dict[str, torch.Tensor] = {}   # o_proj-like matrices: per-head sums
         self._taps: dict[tuple[str, str], torch.Tensor] = {}
         self._snapshot: dict[str, torch.Tensor] = {}
         self._probe_rows: list = []
@@ -171,6 +174,10 @@ class Instrumentation:
             else:
                 total = sqnorm(g) * inv_w2
                 self._sum_sq[name] = self._sum_sq[name] + total if name in self._sum_sq else total
+            heads = self.heads.get(name)
+            if heads is not None and heads.axis == "columns":   # q/k/v heads come from the row sums
+                per_head = heads.square_sums(g) * inv_w2
+                self._head_sq[name] = self._head_sq[name] + per_head if name in self._head_sq else per_head
             return None
         return hook
 
@@ -207,6 +214,9 @@ class Instrumentation:
             self._sum_sq[name] = rows.sum()
         names = [n for n, _ in self.params if n in self._sum_sq]
         k = self._k * self.world_size
+        if self.world_size > 1:
+            for name in sorted(self._head_sq):
+                torch.distributed.all_reduce(self._head_sq[name])
         if self.world_size > 1 and names:
             flat = torch.cat([self._sum_sq[n].reshape(1) for n in names]
                              + [self._row_sq[n] for n in names if n in self._row_sq])
@@ -283,8 +293,27 @@ class Instrumentation:
                     vectors.append((name, role, "grad_row_rms", grad_rows))
                 if full_due or rows_due:
                     stats.update(self._spectral(name, role, update, full_due, vectors))
+            if name in self.heads:
+                out += self._per_head(name, role, g, g_rows, update, k, rows_due)
             out += [(name, role, stat, value) for stat, value in stats.items()]
         return self._to_host(out, vectors)
+
+    def _per_head(self, name, role, g, g_rows, update, k, rows_due):
+        """Per-head rows of an attention matrix (``analysis.instrument.heads``)."""
+        layout, per = self.heads[name], {}
+        if layout.axis == "rows":   # q/k/v: a head is a block of rows, so the row sums group
+            g_head = layout.from_rows(g_rows).double().sum(1)
+            micro = layout.from_rows(self._row_sq[name]).double().sum(1) if name in self._row_sq else None
+            row_rms = layout.from_rows(spectra.row_rms(g_rows, g.numel() // g_rows.numel()))
+            per["grad_row_rms_cv_head"] = row_rms.std(dim=1) / row_rms.mean(dim=1).clamp_min(1e-30)
+        else:                       # o: a head is a block of columns, summed per micro-batch
+            g_head, micro = layout.square_sums(g), self._head_sq.get(name)
+        if micro is not None and k >= 2:
+            per["grad_var_head"] = microbatch_variance(micro, g_head, k)
+        if rows_due:
+            per["update_sigma_max_head"] = torch.linalg.matrix_norm(layout.blocks(update).float(), ord=2)
+        return [(param, role, stat, value) for stat, values in per.items()
+                for param, value in head_rows(name, values)]
 
     def _spectral(self, name, role, update, full, vectors):
         u = update.reshape(update.size(0), -1)

@@ -34,6 +34,7 @@ class InstrumentConfig:
     probe_large: int = 512      # sequences in the large reference batch (paper: 512)
     probe_repeats: int = 8      # K small batches per probe
     every_step: bool = False    # record every tier at every step (for the overhead benchmark)
+    per_head: bool = False      # attention matrices also per head (analysis.instrument.heads)
 
     def __post_init__(self):
         for name in ("cheap_every", "rows_every", "full_every"):
