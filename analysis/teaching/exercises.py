@@ -2,8 +2,10 @@
 
 A notebook states an exercise, gives a stub that raises ``NotImplementedError``, and grades
 the reader's function with ``grade(name, function)``: a stub still in place is reported as not
-done (the notebook goes on); a wrong answer fails an ``assert`` with a hint that names what
-differs; a right one prints so. Solutions are kept apart (``analysis.teaching.solutions``);
+done; a wrong answer, or a function that raises or returns nothing, gets one line saying what
+differs and a hint at the concept (never the formula), and the notebook goes on; a right one
+prints so. The typical mistakes are recognised by what they compute (unit L2 instead of unit
+RMS, the other axis, no floor, momentum after the normalization, dividing by K). Solutions are kept apart (``analysis.teaching.solutions``);
 the tests run every notebook with them filled in (``SCALE_LAB_SOLUTIONS=1``) and check that
 each grader rejects a plausible wrong answer.
 
@@ -37,12 +39,34 @@ def _gradients(shape=(6, 10), count: int = 1, seed: int = 0) -> list[torch.Tenso
     return [torch.randn(shape, generator=gen, dtype=torch.float64) * scales for _ in range(count)]
 
 
-def _close(got, want, what: str, rtol: float = 1e-6) -> None:
-    got = torch.as_tensor(np.asarray(got) if not torch.is_tensor(got) else got, dtype=torch.float64)
+class Mistake(AssertionError):
+    """A wrong answer, with the line the reader sees."""
+
+
+def _value(got):
+    if got is None:
+        raise Mistake("your function returned None: end it with a `return` of the result")
+    return torch.as_tensor(np.asarray(got) if not torch.is_tensor(got) else got, dtype=torch.float64)
+
+
+def _matches(got, candidates: dict[str, torch.Tensor]) -> str | None:
+    """The hint of the typical mistake ``got`` reproduces, if it is one of ``candidates``."""
+    for hint, value in candidates.items():
+        value = torch.as_tensor(value, dtype=torch.float64)
+        if got.shape == value.shape and torch.allclose(got, value, rtol=1e-6, atol=1e-12, equal_nan=True):
+            return hint
+    return None
+
+
+def _close(got, want, what: str, rtol: float = 1e-6, mistakes: dict | None = None) -> None:
+    got = _value(got)
     want = torch.as_tensor(want, dtype=torch.float64)
-    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)}, expected {tuple(want.shape)}"
-    assert torch.allclose(got, want, rtol=rtol, atol=1e-12), (
-        f"{what}: max difference {float((got - want).abs().max()):.3g}")
+    if got.shape != want.shape:
+        raise Mistake(f"{what}: shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+    if not torch.allclose(got, want, rtol=rtol, atol=1e-12):
+        known = _matches(got, mistakes or {})
+        raise Mistake(f"{what}: {known}" if known else
+                      f"{what}: off by up to {float((got - want).abs().max()):.3g}")
 
 
 def check_sgd_floor(fn) -> None:
@@ -50,8 +74,10 @@ def check_sgd_floor(fn) -> None:
     for lr in (0.1, 0.5, 1.0, 1.5):
         for sigma in (0.3, 1.0):
             want = quadratic.ema_floor(lr, 0.0, sigma)
-            _close(float(fn(lr, sigma)), want, f"floor at lr {lr}, sigma {sigma} (hint: each "
-                   "coordinate contributes lr sigma^2 h / (4 (1 - lr h / 2)))")
+            _close(float(fn(lr, sigma)), want, f"floor at lr {lr}, sigma {sigma}",
+                   mistakes={"twice the floor: the noise enters one step with lr^2, and the "
+                             "floor is where the loss it adds equals what the pull back removes":
+                             2 * want})
 
 
 def check_momentum_before_normalization(fn) -> None:
@@ -61,14 +87,19 @@ def check_momentum_before_normalization(fn) -> None:
     rule = chain(momentum(0.9), normalize(1))
     state = rule.init(grads[0])
     want = [as_tensor(rule.update(g, state, g)).clone() for g in grads]
-    got = list(fn(grads, 0.9))
-    assert len(got) == len(want), f"one direction per gradient: got {len(got)} for {len(want)}"
+    got = fn(grads, 0.9)
+    if got is None:
+        raise Mistake("your function returned None: end it with a `return` of the directions")
+    got = list(got)
+    if len(got) != len(want):
+        raise Mistake(f"one direction per gradient: got {len(got)} for {len(want)}")
     for step, (u, w) in enumerate(zip(got, want)):
-        rms = torch.as_tensor(u).double().square().mean(dim=1).sqrt()
-        assert torch.allclose(rms, torch.ones_like(rms), atol=1e-6), (
-            f"step {step}: row RMS {rms.min():.3g}..{rms.max():.3g}, expected 1 (normalize last, "
-            "per row, by the RMS rather than the L2 norm)")
-        _close(u, w, f"step {step} (momentum m <- beta m + (1 - beta) g before the normalization)")
+        rms = _value(u).square().mean(dim=1).sqrt()
+        if not torch.allclose(rms, torch.ones_like(rms), atol=1e-6):
+            raise Mistake(f"step {step}: row RMS {rms.min():.3g}..{rms.max():.3g}, expected 1: the "
+                          "step SCALE takes is normalized, so normalization has to come last")
+        _close(u, w, f"step {step}: the rows have unit RMS but not SCALE's direction; which "
+               "quantity does the momentum average, the gradient or the normalized one?")
 
 
 def check_col_normalize(fn) -> None:
@@ -76,9 +107,16 @@ def check_col_normalize(fn) -> None:
     (``maths.rms_normalize``, the paper's column-wise normalization)."""
     g = _gradients()[0]
     g[2] = 0.0   # a unit without gradient stays at zero (the floor, no division by zero)
-    got = torch.as_tensor(fn(g.clone()))
-    _close(got, as_tensor(normalize(1).update(g, {}, g)),
-           "direction (hint: G / max(sqrt(mean(G**2, dim=1)), 1e-8), one scale per row)")
+    got = fn(g.clone())
+    want = as_tensor(normalize(1).update(g, {}, g))
+    if got is not None and torch.isnan(_value(got)).any():
+        raise Mistake("a unit with zero gradient became NaN: a row of zeros has norm 0, so the "
+                      "division needs a floor (SCALE's is 1e-8)")
+    _close(got, want, "direction", mistakes={
+        "each row has unit L2 norm; SCALE's rows have unit RMS (size per entry), so a step's "
+        "size does not grow with the layer's fan-in": g / g.norm(dim=1, keepdim=True).clamp_min(1e-8),
+        "that is one scale per input feature (per column): SCALE gives one per output unit, which "
+        "is a row of an nn.Linear weight": g / g.square().mean(dim=0, keepdim=True).sqrt().clamp_min(1e-8)})
 
 
 def check_microbatch_variance(fn) -> None:
@@ -89,7 +127,11 @@ def check_microbatch_variance(fn) -> None:
         mean = torch.stack(micro).mean(0)
         want = estimators.microbatch_variance(sum(estimators.sqnorm(m) for m in micro),
                                               estimators.sqnorm(mean), k)
-        _close(float(fn(micro)), want, f"variance from K={k} micro-batches (hint: divide by K - 1)")
+        got = fn(micro)
+        _close(None if got is None else float(got), want, f"variance from K={k} micro-batches",
+               mistakes={f"(K-1)/K of the answer: the mean of the micro-batches is estimated from "
+                         "the same micro-batches, so the spread around it is smaller than the true "
+                         "spread (Bessel's correction)": want * (k - 1) / k})
 
 
 def check_stable_rank(fn) -> None:
@@ -97,9 +139,14 @@ def check_stable_rank(fn) -> None:
     for seed, shape in ((0, (8, 20)), (1, (30, 12))):
         u = _gradients(shape, seed=seed)[0]
         want = spectra.stable_rank(torch.linalg.svdvals(u))
-        _close(float(fn(u)), want, f"stable rank of a {shape} matrix")
+        got = fn(u)
+        _close(None if got is None else float(got), want, f"stable rank of a {shape} matrix: it "
+               "counts directions weighted by their energy, so it is not an integer rank",
+               mistakes={"that is the matrix's rank; the stable rank weighs each direction by its "
+                         "share of the largest one's energy": float(torch.linalg.matrix_rank(u))})
     rank_one = torch.outer(torch.arange(1.0, 5.0), torch.ones(3)).double()
-    _close(float(fn(rank_one)), 1.0, "a rank-one matrix")
+    got = fn(rank_one)
+    _close(None if got is None else float(got), 1.0, "a rank-one matrix")
 
 
 def check_state_elements(fn) -> None:
@@ -109,8 +156,10 @@ def check_state_elements(fn) -> None:
         config = load_config(model)
         for recipe in ("sgd", "scale", "adamw"):
             want = memory.state_elements(recipe, config, memory.default_rank(model, config))
-            _close(float(fn(recipe, model)), float(want), f"{recipe} at {model} (hint: SCALE keeps "
-                   "one momentum buffer on the output layer and Adam's two moments on the vectors)")
+            got = fn(recipe, model)
+            _close(None if got is None else float(got), float(want), f"{recipe} at {model}: "
+                   "count the tensors each rule keeps, per role (which layers have momentum, "
+                   "which have Adam's moments?)")
 
 
 def check_scale_transforms(fn) -> None:
@@ -129,8 +178,8 @@ def check_scale_transforms(fn) -> None:
         for step, g in enumerate(_gradients(tuple(p.shape), count=3, seed=1)):
             g = g.float()
             _close(as_tensor(got_rule.update(g, got_state, p)), as_tensor(want_rule.update(g, want_state, p)),
-                   f"{role}, step {step} (hint: which axis is one output unit's for this layer, "
-                   "and which layer keeps momentum)", rtol=1e-5)
+                   f"{role}, step {step}: which axis holds one output unit's weights in this "
+                   "layer, and does this layer keep momentum?", rtol=1e-5)
 
 
 def custom_model() -> torch.nn.Module:
@@ -167,7 +216,8 @@ def check_custom_rules(fn) -> None:
             "classifier.weight": ("output", (1,))}
     for name, (role, fan_in) in want.items():
         got = (layout[name].role, layout[name].fan_in)
-        assert got == (role, fan_in), f"{name}: role and fan-in axes {got}, expected {(role, fan_in)}"
+        if got != (role, fan_in):
+            raise Mistake(f"{name}: role and fan-in axes {got}, expected {(role, fan_in)}")
 
 
 def check_rmnp_hidden(fn) -> None:
@@ -179,9 +229,10 @@ def check_rmnp_hidden(fn) -> None:
     want_state, got_state = want_rule.init(g0), got_rule.init(g0)
     for step, g in enumerate(_gradients((6, 10), count=3, seed=2)):
         got = as_tensor(got_rule.update(g, got_state, g))
-        _close(got.norm(dim=1), torch.ones(6), f"step {step}: row L2 norms (hint: unit L2, not unit RMS)")
+        _close(got.norm(dim=1), torch.ones(6), f"step {step}: row L2 norms should be 1 (RMNP "
+               "normalizes by the L2 norm, not the RMS that SCALE uses)")
         _close(got, as_tensor(want_rule.update(g, want_state, g)),
-               f"step {step} (hint: m <- 0.95 m + 0.05 g, then each row of m over its L2 norm)")
+               f"step {step}: unit rows, but not RMNP's: which coefficient does its momentum use?")
 
 
 CHECKS = {"sgd_floor": check_sgd_floor, "momentum_before_normalization": check_momentum_before_normalization,
@@ -192,13 +243,20 @@ CHECKS = {"sgd_floor": check_sgd_floor, "momentum_before_normalization": check_m
 
 
 def grade(name: str, fn) -> bool:
-    """Grade exercise ``name``: False (with a line saying so) while ``fn`` is still the stub,
-    True when right; a wrong answer fails an ``AssertionError`` that says what differs."""
+    """Grade exercise ``name``: True when right; else False with one line (not done yet, what
+    differs and a hint, or what the function raised), and the notebook goes on."""
     try:
         CHECKS[name](fn)
     except NotImplementedError:
         print(f"exercise {name!r}: not done yet (the stub raises NotImplementedError); "
               "write it, then run this cell again")
+        return False
+    except AssertionError as err:
+        print(f"exercise {name!r}: not yet. {err}")
+        return False
+    except Exception as err:   # the reader's code failed: say where, not a traceback
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        print(f"exercise {name!r}: your function raised {type(err).__name__}: {first}")
         return False
     print(f"exercise {name!r}: correct")
     return True
