@@ -25,19 +25,23 @@ RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train the ladd
 #    across vocabulary rows;
 # 2. add momentum on the output layer only, the noisiest layer (notebook 03).
 #
-# Every rung is a recipe (`scale-lab train --optimizer list`). The reference recordings
-# (`scale-lab reproduce --preset reference`) gave every arm the same tuning freedom: one peak
-# lr for the matrices, tuned at the reported length (120 steps of `micro2k`) on two seeds, the
-# same vectors' lr and role multipliers for all; the best lr is reported on three seeds. Here
-# we read them, or re-run their first seed with `RECOMPUTE = True` (the `quick` preset).
+# Every rung is a recipe (`scale-lab train --optimizer list`). The shipped reference recordings
+# gave every arm the same tuning freedom: one peak lr for the matrices, tuned at the reported
+# length, the same vectors' lr and role multipliers for all, the best lr reported on three
+# seeds. Here we read them, or re-run their first seed with `RECOMPUTE = True` (the `quick`
+# preset). Which regime they are in (how many tokens per parameter, whether the runs had
+# finished learning) decides what they can say: the report's gates, printed below, come first.
 
 # %%
 from analysis.optim.recipes import recipe_table
 from analysis.reproduce import recordings
-from analysis.results import claims, figures, stats
+from analysis.results import claims, figures, report, stats
 from analysis.teaching import exercises
 
-print(recipe_table())
+# the rungs of this notebook (the full table: scale-lab train --optimizer list)
+print("\n".join(line for line in recipe_table().splitlines()
+                if line.split(" ")[0] in ("name", "sgd", "sign", "row_norm", "col_norm",
+                                          "spectral_norm", "scale", "adamw")))
 
 # %% [markdown]
 # ### Exercise (implement): SCALE from transforms
@@ -65,6 +69,7 @@ passed = exercises.grade("scale_transforms", scale_transforms)
 runs = recordings(recompute=RECOMPUTE, smoke=SMOKE)
 rec = figures.Recordings(runs)
 table = stats.summary(rec.results)
+print("\n".join(report.regime_lines(rec.root, rec.results)))
 table
 
 # %% [markdown]
@@ -121,31 +126,30 @@ suspects = claims.suspect_arms(rec.results)
 print("baseline suspect:", suspects or "none")
 
 # %% [markdown]
-# **What the reference shows** (`micro2k`, 120 steps, 0.1 tokens per parameter, 3 seeds; read
-# the numbers above). Both steps of the argument hold with intervals that exclude zero:
-# column normalization beats plain SGD by about 0.7 nats, and output-layer momentum takes a
-# further 0.25 nats off (perplexity -22%, the paper's -20 to -23%). Output momentum alone
-# does better than momentum on every layer here, with 15% of its state. What does not hold:
-# measured from the unigram loss, tuned SGD still makes about a fifth of column
-# normalization's progress (it trains, badly); SCALE is 11% *below* AdamW's perplexity rather
-# than within 5% of it; and Newton-Schulz normalization and Muon are far ahead of everything
-# (about half of AdamW's perplexity), which raises the baseline-suspect flag: at this length
-# every run is still between the unigram and bigram lines, learning token statistics, a phase
-# where orthogonalized updates are known to shine and where AdamW's single lr may not be
-# enough. The ranking against AdamW is reported, not a finding.
+# **Reading the claims.** Each verdict above comes with the numbers that decided it; read
+# them against the gates at the top. In early training (a gate says "EARLY TRAINING") a
+# verdict is about speed, not about where the runs end: rankings between close arms can flip
+# before the decay ends, and a "baseline suspect" flag means AdamW's single lr may not suit
+# every layer this early. The two steps of the argument are checked below with the interval
+# the seeds give; where there is one seed (a recompute), only the order is checked, and a
+# 12-step SMOKE recompute is too short to rank anything, so it says so instead.
 #
 # ## What this notebook shows (checked)
 
 # %%
 loss = table["loss"]
 seeds = int(table["seeds"].min())
-# step 1: column normalization beats plain SGD
-assert loss["col_norm"] < loss["sgd"]
-# step 2: output-layer momentum improves column normalization ...
-assert loss["scale"] < loss["col_norm"]
-diff, half, paired_seeds = stats.paired(rec.results, "scale", "col_norm")
-if seeds >= 2:                                 # ... by more than the seed-to-seed interval
-    assert paired_seeds == seeds and diff + half < 0
+if RECOMPUTE and SMOKE:
+    print("not at this length: a 12-step SMOKE run cannot rank the arms (step 1 and 2 need the "
+          "quick preset or the shipped reference)")
+else:
+    # step 1: column normalization beats plain SGD
+    assert loss["col_norm"] < loss["sgd"]
+    # step 2: output-layer momentum improves column normalization ...
+    assert loss["scale"] < loss["col_norm"]
+    diff, half, paired_seeds = stats.paired(rec.results, "scale", "col_norm")
+    if seeds >= 2:                             # ... by more than the seed-to-seed interval
+        assert paired_seeds == seeds and diff + half < 0
 # SCALE keeps a small fraction of AdamW's optimizer state
 assert table.loc["scale", "state_mb"] < 0.3 * table.loc["adamw", "state_mb"]
 # every claim states its rule and shows the paper's number beside ours
