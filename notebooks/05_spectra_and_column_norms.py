@@ -84,6 +84,26 @@ if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teachin
 passed = exercises.grade("stable_rank", stable_rank)
 
 # %% [markdown]
+# ## Per attention head
+# A query matrix is `heads x head_dim` rows: are some heads much noisier than the others of
+# the same matrix? `InstrumentConfig(per_head=True)` records each head's gradient variance
+# (`analysis.instrument.heads`; the heads of a matrix sum to its own). A short SCALE run of the
+# reference's model shape, recorded here (the shipped recordings have no heads):
+
+# %%
+from analysis.instrument.schedule import InstrumentConfig  # noqa: E402
+from analysis.results.head_figures import per_head_variance  # noqa: E402
+from analysis.train import TrainConfig, train  # noqa: E402
+
+head_run = train(TrainConfig(model="nano" if SMOKE else "cpu60m-half", optimizer="scale",
+                             steps=4 if SMOKE else 60, batch_size=8, micro_batch_size=2,
+                             seq_len=64, eval_every=0, eval_tokens=1024, device="cpu",
+                             instrument=InstrumentConfig(cheap_every=2, per_head=True)),
+                 out="runs/notebook05-heads", overwrite=True, progress=False)
+head_fig = per_head_variance(figures.Recordings(head_run.run_dir))
+head_fig
+
+# %% [markdown]
 # ## What this notebook shows (checked)
 
 # %%
@@ -98,3 +118,5 @@ for flat in ["spectral_norm", "muon"]:
         assert rank_by_label[flat] > 3 * rank_by_label[other], (flat, other)
 # the predict cell's answer: equal row lengths leave the spectrum about as steep as SGD's
 assert rank_by_label["col_norm"] < 3 * rank_by_label["sgd"]
+# every attention matrix of the short run has a variance per head
+assert head_fig.axes[0].images[0].get_array().shape[1] >= 2
