@@ -29,6 +29,7 @@ import torch
 from analysis.arguments import Parser, output_file
 from analysis.instrument.hooks import Instrumentation
 from analysis.instrument.schedule import InstrumentConfig
+from analysis.train.throughput import cpu_model
 from analysis.optim.recipes import build_optimizer
 from toy_models.data import load_blocks
 from toy_models.llama import build_model, load_config, model_names
@@ -198,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown model {unknown[0]!r}; choose from {', '.join(model_names())}",
               file=sys.stderr)
         return 2
+    machine = {"cpu": cpu_model(), "threads": torch.get_num_threads()}
+    print(f"machine: {machine['cpu']}, {machine['threads']} threads (the ratios move between "
+          "machines of one kind: compare within a run)")
     results = []
     if args.what == "optimizer":
         for name in names:
@@ -229,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"  every step       {_fmt(r['every_step_time_ratio'], minus_one=True)}")
     if args.out:
         with open(args.out, "w") as handle:
-            json.dump(results, handle, indent=2)
+            json.dump([machine | r for r in results], handle, indent=2)
     return 0
 
 

@@ -129,7 +129,7 @@ def check_microbatch_variance(fn) -> None:
                                               estimators.sqnorm(mean), k)
         got = fn(micro)
         _close(None if got is None else float(got), want, f"variance from K={k} micro-batches",
-               mistakes={f"(K-1)/K of the answer: the mean of the micro-batches is estimated from "
+               mistakes={"(K-1)/K of the answer: the mean of the micro-batches is estimated from "
                          "the same micro-batches, so the spread around it is smaller than the true "
                          "spread (Bessel's correction)": want * (k - 1) / k})
 

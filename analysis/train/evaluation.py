@@ -14,9 +14,6 @@ import torch
 from analysis.recording import RecordingError, load_run, scalars
 from analysis.train.config import TrainConfig
 
-# Dense bf16 peak FLOP/s per GPU, for MFU (no sparsity); unknown devices get no MFU row.
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
-
 
 def recorded_first_eval(run_dir) -> float:
     """The step-0 validation loss a resumed run recorded before it stopped (nan if none)."""
@@ -31,17 +28,18 @@ def recorded_first_eval(run_dir) -> float:
     return float(rows["value"].iloc[0]) if len(rows) else math.nan
 
 
-def hardware_stats(device: torch.device, flops_per_s: float, world: int) -> dict:
-    """CUDA only: peak memory since the last call and MFU = achieved / (world x peak) FLOP/s,
-    with achieved FLOPs counted as ``6 N + 12 L h T`` per token (``toy_models.llama``)."""
-    if device.type != "cuda":
-        return {}
-    stats = {"memory_allocated_peak_gb": torch.cuda.max_memory_allocated(device) / 1e9,
-             "memory_reserved_peak_gb": torch.cuda.max_memory_reserved(device) / 1e9}
-    name = torch.cuda.get_device_name(device)
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
-    if peak:
-        stats["mfu"] = flops_per_s / (world * peak)
+def hardware_stats(device: torch.device, flops_per_s: float, world: int,
+                   limit: tuple[str, float] | None) -> dict:
+    """Achieved FLOP/s per process (``6 N + 12 L h T`` per token) and its share of ``limit``
+    (``analysis.train.throughput``: MFU on CUDA over ``world`` GPUs, the measured matmul peak's
+    fraction on CPU); on CUDA also the peak memory since the last call."""
+    stats = {"flops_per_s": flops_per_s / world}
+    if limit is not None:
+        name, peak = limit
+        stats[name] = flops_per_s / (world * peak)
+    if device.type == "cuda":
+        stats |= {"memory_allocated_peak_gb": torch.cuda.max_memory_allocated(device) / 1e9,
+                  "memory_reserved_peak_gb": torch.cuda.max_memory_reserved(device) / 1e9}
     return stats
 
 

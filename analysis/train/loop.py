@@ -308,7 +308,7 @@ def _loop(run: Run, progress: bool) -> TrainResult:
                                  "step_time": step_time, "data_time": data_time,
                                  "tokens": run.tokens_seen(done),
                                  **hardware_stats(run.device, tokens_per_s * run.flops_per_token,
-                                                  run.world)})
+                                                  run.world, run.limit)})
             evaluated = evaluate_if_due(run, done)
             eval_loss = eval_loss if evaluated is None else evaluated
             checkpoint_if_due(run, done)

@@ -18,6 +18,7 @@ import torch
 import analysis.train.checkpoint as checkpoint
 import analysis.train.parallel as parallel
 import analysis.train.rundir as rundir
+import analysis.train.throughput as throughput
 from analysis.instrument.trackers import TensorBoard, Trackio, WandB
 from analysis.optim.optimizer import NotShardable, check_shardable
 from analysis.optim.recipes import build_optimizer
@@ -70,6 +71,7 @@ class Run:
     start: int
     flops_per_token: float
     start_tokens: int = 0
+    limit: tuple[str, float] | None = None   # the FLOP/s a step is measured against (throughput)
 
     @property
     def sharded(self) -> bool:
@@ -257,7 +259,8 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
             recorder = Recorder(run_dir, trackers=make_trackers(trackers or {}, run_dir, config))
         run = Run(config, rank, world, config.accumulation(world), config.micro(world), device,
                   precision, autocast, run_dir, data, model, train_model, optimizer, scheduler, ident,
-                  recorder, start, flops_per_token(model.config, config.seq_len), start_tokens)
+                  recorder, start, flops_per_token(model.config, config.seq_len), start_tokens,
+                  throughput.limit(device, precision))
         if recorder is not None and not continuing:   # config.json is written once
             rundir.append_segment(run_dir, config, 0, None)
             recorder.write_config({"config": config.to_dict(), "device": str(device),

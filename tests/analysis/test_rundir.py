@@ -16,7 +16,7 @@ from analysis.train.config import ConfigError
 from analysis.train.loop import TrainingInterrupted, train
 from tests.conftest import tiny_config
 
-TIMING = {"tokens_per_s", "step_time", "data_time"}
+TIMING = {"tokens_per_s", "step_time", "data_time", "flops_per_s", "cpu_peak_fraction"}
 
 
 def _rows(run_dir):
