@@ -125,6 +125,22 @@ print(f"median row size, tokens in the batch / absent: per output unit {absent_r
       f"per input feature {absent_ratio[0]:.2f}")
 
 # %% [markdown]
+# **The four maps side by side**: each map, the norm it is steepest under, its direction and
+# the dual norm it reaches (`analysis.optim.geometry.NORM_TABLE`, the library's own table).
+
+# %%
+pd.DataFrame(geometry.NORM_TABLE).set_index("map")
+
+# %% [markdown]
+# **Which axis is an output unit's?** The rule is always "one scale per output unit", and the
+# axis follows the layer's layout. An `nn.Linear` stores `(out, in)`: output unit $i$ is row
+# $i$, so the RMS is over dim 1. An `nn.Embedding` stores `(vocab, d)` and its output units are
+# the $d$ hidden features it writes: feature $j$ is column $j$, fed by every token, so SCALE's
+# RMS runs over dim 0, across the vocabulary. This is not the per-token normalization of the
+# LM head above (which *is* per output unit, since the head's outputs are the tokens):
+# normalizing the embedding per token would be the other axis, row normalization for it.
+
+# %% [markdown]
 # ### Exercise (implement): column normalization
 # Write SCALE's matrix rule for an `nn.Linear` gradient $G$ of shape (out, in): divide each
 # output unit's row by its RMS, $\sqrt{\mathrm{mean}_j G_{ij}^2}$, floored at $10^{-8}$ so a
@@ -153,8 +169,17 @@ print(f"Newton-Schulz reaches {ns_efficiency:.3f} of the nuclear norm; "
 
 # %% [markdown]
 # ## What this notebook shows (checked)
+#
+# The table's claim that each map is steepest under its own norm is the diagonal of the
+# efficiency table above; the embedding's axis is the one the library assigns (checked below).
 
 # %%
+from analysis.optim.roles import assign  # noqa: E402
+from toy_models.llama import build_model, load_config  # noqa: E402
+
+axes = assign(build_model(load_config("nano", vocab_size=64))).params
+assert axes["model.embed_tokens.weight"].fan_in == (0,) and axes["lm_head.weight"].fan_in == (1,)
+assert [row["map"] for row in geometry.NORM_TABLE] == ["sign", "col_norm", "row_norm", "spectral_norm"]
 for norm_name in geometry.KINDS:
     assert abs(table.loc[norm_name, norm_name] - 1) < 1e-6          # steepest under its own norm
     others = table.loc[norm_name].drop(norm_name)

@@ -2,18 +2,9 @@
 
 For a gradient ``G`` (torch layout ``[out, in]``, so row ``i`` holds output unit ``i``'s fan-in
 weights) and a norm ``||.||``, the steepest-descent direction is
-``U* = argmax <G, U> s.t. ||U|| <= 1`` and the value reached is the dual norm ``||G||_*``:
-
-==============  =============================  ======================  ====================
-map             norm ``||U||``                  ``U*``                  ``<G, U*> = ||G||_*``
-==============  =============================  ======================  ====================
-``sign``        max entry ``|U_ij|``            ``sign(G)``             ``sum |G_ij|``
-``col_norm``    max over output units of        ``G_i / ||G_i||``       ``sum_i ||G_i||``
-                the unit's ``||U_i||_2``        (per output unit)       (per output unit)
-``row_norm``    max over input features of      per input feature       ``sum_j ||G_:j||``
-                ``||U_:j||_2``
-``spectral``    largest singular value          ``U V^T`` (polar)       ``sum sigma_k``
-==============  =============================  ======================  ====================
+``U* = argmax <G, U> s.t. ||U|| <= 1`` and the value reached is the dual norm ``||G||_*``;
+``NORM_TABLE`` lists, per map, its norm, its direction, the dual norm and where the ladder
+applies it (notebook 02 shows it).
 
 The optimizers rescale these maps to unit RMS per unit (``analysis.optim.transforms``), which only
 changes the step's length, not its direction. ``steepest`` returns each map's direction scaled
@@ -27,6 +18,20 @@ from torch import Tensor
 
 from analysis.optim.maths import newton_schulz as ns
 from analysis.optim.maths import rms_normalize
+
+NORM_TABLE = [
+    {"map": "sign", "norm ||U||": "max entry |U_ij|", "direction U*": "sign(G)",
+     "dual norm ||G||_*": "sum_ij |G_ij|", "layers (ladder)": "every matrix"},
+    {"map": "col_norm", "norm ||U||": "max over output units i of ||U_i||_2",
+     "direction U*": "G_i / ||G_i||, per output unit", "dual norm ||G||_*": "sum_i ||G_i||_2",
+     "layers (ladder)": "every matrix, over its fan-in: a Linear's rows, the embedding's dim 0"},
+    {"map": "row_norm", "norm ||U||": "max over input features j of ||U_:j||_2",
+     "direction U*": "G_:j / ||G_:j||, per input feature", "dual norm ||G||_*": "sum_j ||G_:j||_2",
+     "layers (ladder)": "every matrix, over its fan-out"},
+    {"map": "spectral_norm", "norm ||U||": "largest singular value",
+     "direction U*": "U V^T (the polar factor)", "dual norm ||G||_*": "sum_k sigma_k (nuclear)",
+     "layers (ladder)": "every matrix (Newton-Schulz)"},
+]
 
 KINDS = ("sign", "col_norm", "row_norm", "spectral")
 
