@@ -29,8 +29,8 @@ import torch
 from analysis.arguments import Parser, output_file
 from analysis.instrument.hooks import Instrumentation
 from analysis.instrument.schedule import InstrumentConfig
-from analysis.train.throughput import cpu_model
 from analysis.optim.recipes import build_optimizer
+from analysis.train.throughput import cpu_model
 from toy_models.data import load_blocks
 from toy_models.llama import build_model, load_config, model_names
 from toy_models.tokenizer import load_tokenizer

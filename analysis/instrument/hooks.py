@@ -214,21 +214,17 @@ class Instrumentation:
             self._sum_sq[name] = rows.sum()
         names = [n for n, _ in self.params if n in self._sum_sq]
         k = self._k * self.world_size
-        if self.world_size > 1:
-            for name in sorted(self._head_sq):
-                torch.distributed.all_reduce(self._head_sq[name])
-        if self.world_size > 1 and names:
-            flat = torch.cat([self._sum_sq[n].reshape(1) for n in names]
-                             + [self._row_sq[n] for n in names if n in self._row_sq])
+        # totals, row sums and per-head sums, in this order, as one vector on every rank
+        parts = ([(self._sum_sq, n) for n in names] + [(self._row_sq, n) for n in names if n in self._row_sq]
+                 + [(self._head_sq, n) for n in sorted(self._head_sq)])
+        if self.world_size > 1 and parts:
+            flat = torch.cat([table[n].reshape(-1) for table, n in parts])
             torch.distributed.all_reduce(flat)
-            offset = len(names)
-            for i, n in enumerate(names):
-                self._sum_sq[n] = flat[i]
-            for n in names:
-                if n in self._row_sq:
-                    size = self._row_sq[n].numel()
-                    self._row_sq[n] = flat[offset:offset + size]
-                    offset += size
+            offset = 0
+            for table, n in parts:
+                size = table[n].numel()
+                table[n] = flat[offset:offset + size].reshape(table[n].shape)
+                offset += size
         return k
 
     def _statistics(self):

@@ -43,15 +43,27 @@ def _scalars(rows) -> dict[int, dict[str, float]]:
     return by_step
 
 
+def _finite(values) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def _needs(package: str):
+    import importlib
+
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise ImportError(f"the {package} tracker needs the {package} package: pip install "
+                          f"'scale-lab[trackers]' (or pip install {package})") from None
+
+
 class TensorBoard:
     """Write the recorded statistics to TensorBoard event files under ``logdir``."""
 
     def __init__(self, logdir: str):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ImportError("the TensorBoard tracker needs the tensorboard package: "
-                              "pip install 'scale-lab[trackers]' (or pip install tensorboard)") from None
+        _needs("tensorboard")
+        from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(log_dir=str(logdir))
 
     def log_rows(self, rows) -> None:
@@ -62,7 +74,7 @@ class TensorBoard:
     def log_vector(self, step: int, param: str | None, role: str | None, stat: str, values) -> None:
         import numpy as np
 
-        finite = [v for v in values if v is not None and math.isfinite(v)]
+        finite = _finite(values)
         if finite:
             self.writer.add_histogram(f"{stat}/{param}" if param else stat, np.asarray(finite), step)
 
@@ -87,51 +99,40 @@ class DictLogger:
         """Nothing to close: the caller owns the run (``wandb.finish()``, ``trackio.finish()``)."""
 
 
-def _finite(values) -> list[float]:
-    return [float(v) for v in values if v is not None and math.isfinite(v)]
+class _HistogramLogger(DictLogger):
+    """A ``DictLogger`` whose vector records go as the tracker's own ``histogram`` type."""
+
+    histogram: type
+
+    def log_vector(self, step: int, param: str | None, role: str | None, stat: str, values) -> None:
+        finite = _finite(values)
+        if finite:
+            self.log({f"{stat}/{param}" if param else stat: self.histogram(finite)}, step=int(step))
 
 
-def _needs(package: str):
-    import importlib
-
-    try:
-        return importlib.import_module(package)
-    except ImportError:
-        raise ImportError(f"the {package} tracker needs the {package} package: pip install "
-                          f"'scale-lab[trackers]' (or pip install {package})") from None
-
-
-class WandB(DictLogger):
+class WandB(_HistogramLogger):
     """A W&B run receiving every recorded statistic (``mode``: W&B's, e.g. ``"offline"``;
     default from ``WANDB_MODE``)."""
 
     def __init__(self, project: str, dir: str | None = None, name: str | None = None,
                  mode: str | None = None, config: dict | None = None):
-        self.wandb = _needs("wandb")
-        self.run = self.wandb.init(project=project, dir=dir, name=name, mode=mode, config=config)
+        wandb = _needs("wandb")
+        self.run = wandb.init(project=project, dir=dir, name=name, mode=mode, config=config)
+        self.histogram = wandb.Histogram
         super().__init__(self.run.log)
-
-    def log_vector(self, step: int, param: str | None, role: str | None, stat: str, values) -> None:
-        finite = _finite(values)
-        if finite:
-            self.run.log({f"{stat}/{param}" if param else stat: self.wandb.Histogram(finite)}, step=int(step))
 
     def close(self) -> None:
         self.run.finish()
 
 
-class Trackio(DictLogger):
+class Trackio(_HistogramLogger):
     """A trackio run (local-first) receiving every recorded statistic."""
 
     def __init__(self, project: str, name: str | None = None, config: dict | None = None):
         self.trackio = _needs("trackio")
         self.run = self.trackio.init(project=project, name=name, config=config, embed=False)
+        self.histogram = self.trackio.Histogram
         super().__init__(self.trackio.log)
-
-    def log_vector(self, step: int, param: str | None, role: str | None, stat: str, values) -> None:
-        finite = _finite(values)
-        if finite:
-            self.log({f"{stat}/{param}" if param else stat: self.trackio.Histogram(finite)}, step=int(step))
 
     def close(self) -> None:
         self.trackio.finish()

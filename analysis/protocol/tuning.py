@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -118,11 +119,9 @@ def _best(grid: dict[int, list[float]]) -> int | None:
 
 
 def _std(losses: list[float]) -> float:
+    """The sample standard deviation of the finite losses (nan with fewer than two)."""
     finite = [x for x in losses if math.isfinite(x)]
-    if len(finite) < 2:
-        return math.nan
-    m = _mean(finite)
-    return math.sqrt(sum((x - m) ** 2 for x in finite) / (len(finite) - 1))
+    return statistics.stdev(finite) if len(finite) >= 2 else math.nan
 
 
 @dataclass

@@ -59,7 +59,7 @@ from analysis.results import theory
 from analysis.results.memory import state_elements
 from analysis.results.paper import ABLATION_PERPLEXITY, PERPLEXITY
 from analysis.results.paper import NORMALIZATIONS as LADDER
-from analysis.results.stats import final_results, fmt, paired, summary
+from analysis.results.stats import final_results, fmt, paired, separated, summary
 from analysis.results.variance_claims import (
     Claim,
     embedding_variance_claim,
@@ -81,10 +81,6 @@ def _ppl_gap(a: float, b: float) -> float:
 
 def _paper_gap(model: str, a: str, b: str, table=PERPLEXITY) -> str:
     return f"{model.upper()} {100 * (table[model][a] / table[model][b] - 1):+.1f}%"
-
-
-def _separated(mean: float, half: float) -> bool:
-    return math.isfinite(mean) and math.isfinite(half) and abs(mean) > half
 
 
 def _sgd_share(results: pd.DataFrame, unigram: float) -> float | None:
@@ -174,18 +170,18 @@ def momentum_share_claim(results: pd.DataFrame) -> Claim:
         return Claim(title, rule, None, "needs `col_norm`, `scale` and `adamw` on >= 2 seeds", paper)
     versus_all, all_half, n_all = paired(results, "scale", "col_norm+all")
     beside = (f"; scale - col_norm+all = {fmt(versus_all, all_half)} nats"
-              + ("" if _separated(versus_all, all_half) else " (inconclusive: the interval holds 0)")
+              + ("" if separated(versus_all, all_half) else " (inconclusive: the interval holds 0)")
               if n_all >= 2 else "")
     s = summary(results)
     if "col_norm+all" in s.index:
         beside += (f"; scale keeps {100 * s.loc['scale', 'state_mb'] / s.loc['col_norm+all', 'state_mb']:.0f}% "
                    "of col_norm+all's state")
-    if not _separated(gap, gap_half) or gap <= 0:
+    if not separated(gap, gap_half) or gap <= 0:
         return Claim(title, rule, None, f"inconclusive: col_norm - adamw = {fmt(gap, gap_half)} nats, "
                      f"an interval that holds 0 or favours col_norm; output momentum's gain "
                      f"{fmt(gain, gain_half)}{beside}", paper)
     share = gain / gap
-    held = bool(share > MOST and _separated(gain, gain_half) and gain > 0)
+    held = bool(share > MOST and separated(gain, gain_half) and gain > 0)
     return Claim(title, rule, held, f"gain of output momentum {fmt(gain, gain_half)} nats of "
                  f"col_norm's gap to adamw {fmt(gap, gap_half)}: share {100 * share:.0f}%{beside}", paper)
 
@@ -241,15 +237,15 @@ def order_claim(root, results: pd.DataFrame | None = None,
                       for m in ("60m", "130m", "350m")) + " (perplexity, best first)"
     frames = {} if results is None else {"main": results}
     frames |= settings if settings is not None else setting_results(root)
-    parts, separated, contradicted = [], 0, 0
+    parts, resolved, contradicted = [], 0, 0
     for name, frame in frames.items():
         margins = [m for m in _ladder_margins(frame) if m[4] >= 2]
         if not margins:
             continue
         words = []
         for a, b, diff, half, _ in margins:
-            if _separated(diff, half):
-                separated += 1
+            if separated(diff, half):
+                resolved += 1
                 contradicted += diff > 0
                 words.append(f"{a} {'<' if diff < 0 else '>'} {b} ({fmt(diff, half)})")
             else:
@@ -258,8 +254,8 @@ def order_claim(root, results: pd.DataFrame | None = None,
     if not parts:
         return Claim(title, rule, None, "needs the ladder's arms on >= 2 seeds at a tuned setting "
                      "(`scale-lab reproduce --preset reference`)", paper)
-    held = None if separated == 0 else contradicted == 0
-    return Claim(title, rule, held, "; ".join(parts) + f" ({separated} separated, {contradicted} "
+    held = None if resolved == 0 else contradicted == 0
+    return Claim(title, rule, held, "; ".join(parts) + f" ({resolved} separated, {contradicted} "
                  "against the paper's order)", paper)
 
 
@@ -272,8 +268,7 @@ def theory_claim(frame: pd.DataFrame | None, results: pd.DataFrame, root) -> Cla
     paper = "the paper puts momentum on the output layer, its noisiest (Figure 4; section 4)"
     if frame is None:
         return Claim(title, rule, None, "needs instrumented runs with the probe", paper)
-    run_dirs = {run: str(Path(root) / run) for run in frame["run"].unique()}
-    checked = theory.check(frame, results, run_dirs)
+    checked = theory.check(frame, results, root)
     if checked is None:
         return Claim(title, rule, None, "no probe rows on `col_norm` after warmup", paper)
     return Claim(title, rule, checked.held, "; ".join(checked.lines()), paper)

@@ -30,18 +30,17 @@ from toy_models.llama import parameter_counts
 
 
 def setup_lines(root: Path, results) -> list[str]:
-    """Model shape, tokens per parameter and the reference lines, beside the paper's."""
+    """Model shape, run length and the reference lines, beside the paper's (tokens per
+    parameter open the report: ``regime_lines``)."""
     first = results.iloc[0]
     counts = parameter_counts(model_config(first["model"]))
     hidden = counts["hidden"] / counts["total"]
     config = run_settings(first["run"])
-    paper = paper_tokens_per_parameter()
     lines = [f"Model `{first['model']}`: {counts['total'] / 1e6:.2f}M parameters, hidden matrices "
              f"{100 * hidden:.0f}% of them (the paper's 60M: 44%, 1B: 90%). Each run: {first['steps']} "
              f"steps x {config.get('batch_size')} x {config.get('seq_len')} tokens = "
-             f"{first['tokens'] / 1e6:.2f}M tokens, {first['tokens'] / counts['total']:.2f} tokens per "
-             f"parameter (the paper: " + ", ".join(f"{m.upper()} {v:.0f}" for m, v in paper.items())
-             + "). Learning rates: one peak lr for the matrices per arm (tuned, below), the same "
+             f"{first['tokens'] / 1e6:.2f}M tokens. Learning rates: one peak lr for the matrices "
+             "per arm (tuned, below), the same "
              f"vectors' Adam lr ({config.get('adam_lr')}) and role multipliers (embedding x"
              f"{config.get('embedding_lr_mult')}, output x{config.get('output_lr_mult')}) for every arm."]
     ref = read_json(root / REFERENCE_LINES)

@@ -93,6 +93,11 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("label")
 
 
+def separated(mean: float, half: float) -> bool:
+    """Does the interval ``mean +- half`` exclude 0 (a difference the seeds resolve)?"""
+    return math.isfinite(mean) and math.isfinite(half) and abs(mean) > half
+
+
 def paired(results: pd.DataFrame, a: str, b: str) -> tuple[float, float, int]:
     """Mean and 95% half-width of loss(a) - loss(b), paired by seed, and the seeds paired."""
     pa = results[results["label"] == a].set_index("seed")["final_eval_loss"]

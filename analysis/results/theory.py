@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.recording import run_settings
-from analysis.results.stats import fmt, paired
+from analysis.results.stats import fmt, paired, separated
+from analysis.results.variance_claims import after_warmup
 
 MOMENTUM_ARMS = {"output": "scale", "embedding": "col_norm+embedding", "all": "col_norm+all"}
 ROLES_OF = {"output": ("output",), "embedding": ("embedding",),
@@ -64,28 +64,22 @@ class TheoryCheck:
         return out
 
 
-def role_variance(frame: pd.DataFrame, run_dirs: dict[str, str], label: str = "col_norm") -> dict[str, float]:
-    """Per role, the probe's total variance summed over its matrices on ``label``'s runs, after
-    each run's warmup, averaged over probe steps and seeds."""
+def role_sigma2(frame: pd.DataFrame, root, label: str = "col_norm") -> dict[str, float]:
+    """Per role, the probe's total variance summed over its matrices on ``label``'s runs (under
+    ``root``), after each run's warmup, averaged over probe steps and seeds."""
     part = frame[(frame["label"] == label) & (frame["stat"] == "probe_var") & frame["param"].notna()]
-    per_run = []
-    for run, rows in part.groupby("run"):
-        warmup = run_settings(run_dirs[run]).get("warmup_steps") or 0
-        late = rows[rows["step"] > warmup]
-        if late.empty:
-            continue
-        summed = late.groupby(["step", "role"])["value"].sum().groupby("role").mean()
-        per_run.append(summed)
+    late = after_warmup(part, root)
+    per_run = [rows.groupby(["step", "role"])["value"].sum().groupby("role").mean()
+               for _, rows in late.groupby("run")]
     if not per_run:
         return {}
     return pd.concat(per_run, axis=1).mean(axis=1).to_dict()
 
 
-def check(frame: pd.DataFrame, results: pd.DataFrame, run_dirs: dict[str, str],
-          beta: float = 0.9) -> TheoryCheck | None:
-    """The prediction from ``frame``'s col_norm probes against ``results``' placements; None
-    without the probes or the runs."""
-    sigma2 = role_variance(frame, run_dirs)
+def check(frame: pd.DataFrame, results: pd.DataFrame, root, beta: float = 0.9) -> TheoryCheck | None:
+    """The prediction from ``frame``'s (``load_runs(root)``) col_norm probes against
+    ``results``' placements; None without the probes or the runs."""
+    sigma2 = role_sigma2(frame, root)
     if not sigma2:
         return None
     removed = 1 - kept_fraction(beta)
@@ -98,7 +92,7 @@ def check(frame: pd.DataFrame, results: pd.DataFrame, run_dirs: dict[str, str],
             diff, half, n = paired(results, MOMENTUM_ARMS[b], MOMENTUM_ARMS[a])   # > 0: a gains more
             if n == 0 or not math.isfinite(diff):
                 verdict = "n/a"
-            elif not math.isfinite(half) or abs(diff) <= half:
+            elif not separated(diff, half):
                 verdict = "tied"
             else:
                 verdict = "agree" if (diff > 0) == (predicted[a] > predicted[b]) else "disagree"

@@ -36,7 +36,9 @@ def _warmup(root: Path, run: str) -> int:
     return run_settings(root / run).get("warmup_steps") or 0
 
 
-def _after_warmup(frame: pd.DataFrame, root: Path) -> pd.DataFrame:
+def after_warmup(frame: pd.DataFrame, root: str | Path) -> pd.DataFrame:
+    """The rows of ``frame`` (``load_runs(root)``) recorded after each run's own warmup."""
+    root = Path(root)
     if frame.empty:
         return frame
     warm = {run: _warmup(root, run) for run in frame["run"].unique()}
@@ -65,7 +67,7 @@ def variance_claim(frame: pd.DataFrame, root: str | Path = ".", label: str = "co
                    "relative to ||g||^2 (probe)": "probe_var_rel"}
     shares, orders = {}, {}
     for name, stat in definitions.items():
-        rows = _after_warmup(part[part["stat"] == stat], Path(root))
+        rows = after_warmup(part[part["stat"] == stat], Path(root))
         if rows.empty:
             continue
         per_run = rows.groupby(["run", "step", "role"], as_index=False)["value"].mean()
@@ -74,7 +76,7 @@ def variance_claim(frame: pd.DataFrame, root: str | Path = ".", label: str = "co
         return Claim(title, rule, None, f"no probe rows after warmup on `{label}`: record with "
                      "the probe on (`probe_at` in the instrumentation schedule)", paper)
     holding = [n for n, v in shares.items() if math.isfinite(v) and v >= MOST_PROBES]
-    ratio = _after_warmup(part[part["stat"] == "probe_var"], Path(root))
+    ratio = after_warmup(part[part["stat"] == "probe_var"], Path(root))
     ratio = ratio.groupby(["step", "role"])["value"].mean().unstack()
     over_time = (ratio["output"] / ratio["embedding"]).dropna()
     shown = ", ".join(f"step {int(s)}: {v:.2f}" for s, v in over_time.iloc[
@@ -102,7 +104,7 @@ def embedding_variance_claim(frame: pd.DataFrame, root: str | Path = ".") -> Cla
             "relative variance shown beside")
     paper = "Figure 4b: the embedding's variance drops once the last layer has momentum (qualitative)"
     root = Path(root)
-    both = _after_warmup(frame[frame["label"].isin(["scale", "col_norm"])], root)
+    both = after_warmup(frame[frame["label"].isin(["scale", "col_norm"])], root)
     logs: dict[str, list[float]] = {"grad_var": [], "grad_var_rel": []}
     for seed, part in both.groupby("seed"):
         # one run per arm and seed (a root without a selection may hold several: take the first)

@@ -114,10 +114,15 @@ def read(path: Path, run_dir: Path) -> dict:
     return state
 
 
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    """An error's first line of text (its type's name when it has none), cut at ``limit``."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]
+
+
 def _cause(err: BaseException) -> str:
     """An OS error's own words (``No space left on device``), found inside torch's wrapping;
     else the first line of torch's message."""
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    first = _first_line(err, 160)
     while err is not None:
         if isinstance(err, OSError) and err.strerror:
             return err.strerror
@@ -194,8 +199,7 @@ def resume(run_dir: Path, model, optimizer, scheduler, data, ident: dict, sharde
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise _refuse(path, f"its model or optimizer state does not fit this run ({first[:200]})",
+        raise _refuse(path, f"its model or optimizer state does not fit this run ({_first_line(err)})",
                       run_dir) from None
     try:
         scheduler.load_state_dict(state["scheduler"])
@@ -204,7 +208,7 @@ def resume(run_dir: Path, model, optimizer, scheduler, data, ident: dict, sharde
         _restore_rng(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
         raise _refuse(path, f"its scheduler, data position or RNG state is unreadable "
-                      f"({type(err).__name__}: {str(err)[:200]})", run_dir) from None
+                      f"({type(err).__name__}: {_first_line(err)})", run_dir) from None
     apply_settings(optimizer, scheduler, settings)
     return state["step"], state.get("tokens_seen")
 

@@ -304,7 +304,8 @@ def _loop(run: Run, progress: bool) -> TrainResult:
             tokens_per_s = config.batch_size * config.seq_len / step_time
             losses.append(mean_loss)
             done = step + 1
-            log_step(run, done, {"loss": mean_loss, "lr": lr, **lrs, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
+            log_step(run, done, {"loss": mean_loss, "lr": lr, **lrs, "grad_norm": grad_norm,
+                                 "tokens_per_s": tokens_per_s,
                                  "step_time": step_time, "data_time": data_time,
                                  "tokens": run.tokens_seen(done),
                                  **hardware_stats(run.device, tokens_per_s * run.flops_per_token,

@@ -100,21 +100,13 @@ class Run:
 def make_trackers(wanted: dict, run_dir: Path, config: TrainConfig) -> list:
     """The trackers ``{"tensorboard": DIR, "wandb": PROJECT, "trackio": PROJECT}`` asks for,
     each run named after the run directory and given its config."""
+    made = {"tensorboard": TensorBoard,
+            "wandb": lambda p: WandB(p, dir=str(run_dir), name=run_dir.name, config=config.to_dict()),
+            "trackio": lambda p: Trackio(p, name=run_dir.name, config=config.to_dict())}
     try:
-        return _trackers(wanted, run_dir, config)
+        return [made[name](value) for name, value in wanted.items() if value]
     except ImportError as err:   # an extra not installed: one line with the install command
         raise ConfigError(str(err)) from None
-
-
-def _trackers(wanted: dict, run_dir: Path, config: TrainConfig) -> list:
-    made = []
-    if wanted.get("tensorboard"):
-        made.append(TensorBoard(wanted["tensorboard"]))
-    if wanted.get("wandb"):
-        made.append(WandB(wanted["wandb"], dir=str(run_dir), name=run_dir.name, config=config.to_dict()))
-    if wanted.get("trackio"):
-        made.append(Trackio(wanted["trackio"], name=run_dir.name, config=config.to_dict()))
-    return made
 
 
 def resolve_device(config: TrainConfig) -> torch.device:
