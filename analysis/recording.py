@@ -28,13 +28,13 @@ import math
 import platform
 import subprocess
 import time
-import warnings
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
 import toy_models.files as files  # the one atomic-write helper (it imports nothing of ours)
+from toy_models.deprecation import renamed
 
 METRICS = "metrics.jsonl"
 SPECTRA = "spectra.jsonl"
@@ -98,6 +98,32 @@ def write_atomic(path: str | Path, text: str) -> Path:
         return files.write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     except OSError as err:
         raise _write_failed(path, err) from None
+
+
+class NullRecorder:
+    """Records nothing: the recorder of a run without a directory and of every process but
+    rank 0, so the training loop calls one recorder without asking whether there is one.
+    It is falsy, so ``recorder or None`` hands code with an optional recorder its ``None``."""
+
+    trackers = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def has_config(self) -> bool:
+        return True
+
+    def write_config(self, config: dict) -> None: ...
+
+    def log(self, step: int, stats: dict, param: str | None = None, role: str | None = None) -> None: ...
+
+    def log_rows(self, rows) -> None: ...
+
+    def log_vector(self, step: int, param, role, stat: str, values) -> None: ...
+
+    def finish(self, result: dict) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Recorder:
@@ -234,12 +260,6 @@ def run_config(run_dir: str | Path) -> dict:
     return json.loads((Path(run_dir) / CONFIG).read_text())
 
 
-def load_config(run_dir: str | Path) -> dict:
-    """Deprecated name of ``run_config`` (``toy_models.llama.load_config`` is a model's config)."""
-    warnings.warn("analysis.recording.load_config is now run_config", DeprecationWarning, stacklevel=2)
-    return run_config(run_dir)
-
-
 def load_segments(run_dir: str | Path) -> list[dict]:
     """The start and resume records of a run directory (``segments.jsonl``), oldest first (a
     line torn by a crash is skipped)."""
@@ -359,3 +379,6 @@ def scalars(frame: pd.DataFrame, stat: str) -> pd.DataFrame:
     """Run-level rows of one statistic (``param`` null), e.g. ``scalars(df, "loss")``."""
     return frame[(frame["stat"] == stat) & frame["param"].isna()]
 
+
+# ``load_config`` collided with toy_models.llama.load_config (a model's config).
+__getattr__ = renamed(__name__, {"load_config": "run_config"}, globals())

@@ -29,7 +29,7 @@ from analysis.protocol.presets import (
     get_preset,
     select_arms,
 )
-from analysis.protocol.tuning import Runner, jobs_default, run_preset
+from analysis.protocol.tuning import MAIN, Runner, jobs_default, run_preset, setting_names
 from analysis.recording import REFERENCE_LINES, write_atomic
 from analysis.results.figures import render_all
 from analysis.results.report import write_report
@@ -39,6 +39,7 @@ from toy_models.corpus import CorpusError
 from toy_models.llama import model_tokenizer
 from toy_models.ngram import for_run
 from toy_models.tokenizer import load_tokenizer
+from toy_models.deprecation import renamed
 
 
 def write_reference_lines(preset, out: Path) -> dict:
@@ -49,7 +50,7 @@ def write_reference_lines(preset, out: Path) -> dict:
     return lines
 
 
-def recordings(recompute: bool = False, smoke: bool = False, arms=None,
+def notebook_runs(recompute: bool = False, smoke: bool = False, arms=None,
                out: str | Path | None = None) -> Path:
     """The runs a notebook reads: the shipped reference recordings (curated), or with
     ``recompute`` fresh ones from the ``smoke`` or ``quick`` preset (resumable)."""
@@ -60,7 +61,7 @@ def recordings(recompute: bool = False, smoke: bool = False, arms=None,
         return REFERENCE
     preset = PRESETS["smoke" if smoke else "quick"]
     out = Path(out or f"runs/reproduce/{preset.name}")
-    run_preset(preset, out, select_arms(arms), Runner(jobs_default(), progress=False))
+    run_preset(preset, out, select_arms(arms, preset), Runner(jobs_default(), progress=False))
     write_reference_lines(preset, out)
     return out
 
@@ -71,7 +72,11 @@ def parser():
     p.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)")
     p.add_argument("--out", default=None, help="runs root (default runs/reproduce/<preset>)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
-    p.add_argument("--arms", nargs="+", default=None, help=f"subset of: {' '.join(ARM_BY_LABEL)}")
+    p.add_argument("--arms", nargs="+", default=None,
+                   help=f"subset of: {' '.join(ARM_BY_LABEL)} (default: the preset's)")
+    p.add_argument("--settings", nargs="+", default=None,
+                   help=f"run only these of the preset's settings ({MAIN} and its further settings' "
+                        "names, `--list` shows them), into the same --out; default all")
     p.add_argument("--jobs", type=int, default=None,
                    help=f"runs side by side, one thread each (default {jobs_default()}: one per core, "
                         "at most 2)")
@@ -93,11 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for preset in PRESETS.values():
             print(f"{preset.name:<11} {preset.description}")
+            if preset.order_settings:
+                print(f"{'':<11} settings: {', '.join(setting_names(preset))}")
         print("arms:", " ".join(ARM_BY_LABEL))
         return 0
     try:
         preset = get_preset(args.preset)
-        arms = select_arms(args.arms)
+        arms = select_arms(args.arms, preset)
+        unknown = sorted(set(args.settings or ()) - set(setting_names(preset)))
+        if unknown:
+            raise ConfigError(f"preset {preset.name!r} has no setting {', '.join(unknown)}; choose "
+                              f"from {', '.join(setting_names(preset))}")
         if args.dry_run:   # needs no GPU: that is the point of it
             for arm in arms:
                 print(plan(preset.config(arm, seed=0, lr=None), args.gpus).table() + "\n")
@@ -113,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--report-only needs the runs of a preset under --out; {out} is not a directory")
         if not args.report_only:
             run_preset(preset, out, arms, Runner(jobs, progress=not args.no_progress and jobs == 1),
-                       args.seeds)
+                       args.seeds, args.settings)
         if preset.data == "bundled":
             write_reference_lines(preset, out)
     except (ConfigError, CorpusError, RecipeError) as err:
@@ -131,3 +142,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ``Recordings`` (class), ``analysis.recording`` (one run's files) and ``reproduce.recordings``
+# (a path) were three things under one name.
+__getattr__ = renamed(__name__, {'recordings': 'notebook_runs'}, globals())

@@ -38,7 +38,7 @@ import pandas as pd
 
 from analysis.instrument import estimators
 from analysis.optim.roles import assign_roles
-from analysis.reproduce import recordings
+from analysis.reproduce import notebook_runs
 from analysis.results import claims, figures, stats
 from analysis.teaching import exercises
 from toy_models.data import load_blocks
@@ -122,8 +122,8 @@ per_entry
 # (b) at three points. Left: the per-layer total; right: the same divided by $\|g\|^2$.
 
 # %%
-runs = recordings(recompute=RECOMPUTE, smoke=SMOKE, arms=["col_norm", "scale"])
-rec = figures.Recordings(runs)
+runs = notebook_runs(recompute=RECOMPUTE, smoke=SMOKE, arms=["col_norm", "scale"])
+rec = figures.RunSet(runs)
 figures.show("grad_variance_by_layer", rec)
 
 # %% [markdown]

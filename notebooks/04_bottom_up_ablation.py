@@ -13,7 +13,7 @@ import os
 
 SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
 SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
-RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train the ladder yourself (quick preset: seed 0 of the reference, about 6 minutes on 2 cores)
+RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train the ladder yourself (quick preset: seed 0 of the reference, about 5 minutes on 2 cores)
 
 # %% [markdown]
 # # 04 · The bottom-up ablation: SGD → column normalization → + output momentum
@@ -33,15 +33,16 @@ RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train the ladd
 # finished learning) decides what they can say: the report's gates, printed below, come first.
 
 # %%
-from analysis.optim.recipes import recipe_table
-from analysis.reproduce import recordings
+import pandas as pd
+
+from analysis.optim.recipes import recipe_rows
+from analysis.reproduce import notebook_runs
 from analysis.results import claims, figures, report, stats
 from analysis.teaching import exercises
 
 # the rungs of this notebook (the full table: scale-lab train --optimizer list)
-print("\n".join(line for line in recipe_table().splitlines()
-                if line.split(" ")[0] in ("name", "sgd", "sign", "row_norm", "col_norm",
-                                          "spectral_norm", "scale", "adamw")))
+rungs = pd.DataFrame(recipe_rows()).set_index("name")[["lr", "description", "state"]]
+rungs.loc[["sgd", "sign", "row_norm", "col_norm", "spectral_norm", "scale", "adamw"]]
 
 # %% [markdown]
 # ### Exercise (implement): SCALE from transforms
@@ -66,8 +67,8 @@ if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teachin
 passed = exercises.grade("scale_transforms", scale_transforms)
 
 # %%
-runs = recordings(recompute=RECOMPUTE, smoke=SMOKE)
-rec = figures.Recordings(runs)
+runs = notebook_runs(recompute=RECOMPUTE, smoke=SMOKE)
+rec = figures.RunSet(runs)
 table = stats.summary(rec.results)
 print("\n".join(report.regime_lines(rec.root, rec.results)))
 table

@@ -30,12 +30,12 @@ RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train fresh ru
 # The instrumentation records both (`analysis.instrument.hooks`; schedules in `analysis.instrument.schedule`).
 
 # %%
-from analysis.reproduce import recordings
+from analysis.reproduce import notebook_runs
 from analysis.results import figures
 from analysis.teaching import exercises, widgets
 
-runs = recordings(recompute=RECOMPUTE, smoke=SMOKE)
-rec = figures.Recordings(runs)
+runs = notebook_runs(recompute=RECOMPUTE, smoke=SMOKE)
+rec = figures.RunSet(runs)
 figures.show("column_norm_stats", rec)
 
 # %% [markdown]
@@ -100,7 +100,7 @@ head_run = train(TrainConfig(model="nano" if SMOKE else "cpu60m-half", optimizer
                              seq_len=64, eval_every=0, eval_tokens=1024, device="cpu",
                              instrument=InstrumentConfig(cheap_every=2, per_head=True)),
                  out="runs/notebook05-heads", overwrite=True, progress=False)
-head_fig = per_head_variance(figures.Recordings(head_run.run_dir))
+head_fig = per_head_variance(figures.RunSet(head_run.run_dir))
 head_fig
 
 # %% [markdown]

@@ -114,7 +114,7 @@ frame = load_run(f"{run_root}/gpt2-scale")
 # layer is noisiest in this GPT-2?
 
 # %%
-recordings = figures.Recordings(run_root)
+recordings = figures.RunSet(run_root)
 figures.show("grad_variance_by_layer", recordings)
 figures.show("loss_curves", recordings)
 frame.query("stat == 'grad_var'").groupby("role").value.mean().sort_values(ascending=False)

@@ -23,8 +23,11 @@ SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the ex
 # instrumentation records). SCALE is three short chains:
 
 # %%
+import pandas as pd
+
 from analysis.optim.designs import design, register_design
-from analysis.optim.recipes import build_optimizer, recipe_table
+from analysis.optim.optimizer import group_rows
+from analysis.optim.recipes import build_optimizer, recipe_rows
 from analysis.optim.transforms import chain, momentum, normalize
 from analysis.optim.variants import neuron_normalize, unit_rows
 from analysis.protocol.presets import tuned_lrs
@@ -32,7 +35,7 @@ from analysis.teaching import exercises, race
 from toy_models.llama import build_model, load_config
 
 model = build_model(load_config("nano", vocab_size=512), seed=0)
-print(build_optimizer("scale", model).describe().split("\n\n")[0])
+pd.DataFrame(group_rows(build_optimizer("scale", model))).set_index("group")
 
 # %% [markdown]
 # ## Compose a design
@@ -51,8 +54,7 @@ register_design("scale+embedding", design(
     embedding=lambda fan_in: chain(momentum(0.9), normalize(fan_in)),
     output=lambda fan_in: chain(momentum(0.9), normalize(fan_in))),
     "SCALE with momentum on the embedding too")
-print(recipe_table().splitlines()[0])
-print(next(line for line in recipe_table().splitlines() if line.startswith("scale+embedding")))
+pd.DataFrame(recipe_rows()).set_index("name").loc[["scale", "scale+embedding"]]
 
 # %% [markdown]
 # ### Predict, then check
@@ -92,10 +94,8 @@ board.round(4)
 # * **MuonEq** (arXiv 2603.28254): rows equilibrated to unit norm *before* Newton-Schulz.
 
 # %%
-for name in ("rmnp", "normuon", "muoneq"):
-    hidden = next(line for line in build_optimizer(name, model).describe().splitlines()
-                  if line.startswith("hidden"))
-    print(f"{name:<8} {hidden}")
+pd.Series({name: next(r["rule"] for r in group_rows(build_optimizer(name, model)) if r["group"] == "hidden")
+           for name in ("rmnp", "normuon", "muoneq")}, name="hidden-matrix rule").to_frame()
 
 # %% [markdown]
 # One step of each on the same gradient, to see what each chain promises:

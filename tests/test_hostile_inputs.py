@@ -364,7 +364,7 @@ def test_figures_name_bad_rows_and_draw_a_nan_final_eval_as_a_divergence(tmp_pat
     import matplotlib
     matplotlib.use("Agg")
     from analysis.results import figures
-    from analysis.results.recordings import Recordings
+    from analysis.results.run_set import RunSet
 
     good = tmp_path / "runs" / "good"
     train(tiny_config(steps=4, eval_every=2), out=good, progress=False)
@@ -378,9 +378,9 @@ def test_figures_name_bad_rows_and_draw_a_nan_final_eval_as_a_divergence(tmp_pat
     kept = [line for line in lines if not ('"eval_loss"' in line and '"step": 4' in line
                                            and '"value": null' not in line)]
     (bad / METRICS).write_text("\n".join(kept))
-    notes = Recordings(tmp_path / "runs").bad_row_notes()
+    notes = RunSet(tmp_path / "runs").bad_row_notes()
     assert notes == ["note: run bad: 1 unreadable line(s) skipped; 1 non-finite value(s) (eval_loss x1)"]
-    fig = figures.loss_curves(Recordings(tmp_path / "runs"))
+    fig = figures.loss_curves(RunSet(tmp_path / "runs"))
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert any("diverged" in t for t in texts), texts
 

@@ -32,11 +32,11 @@ def test_readme_example_runs(code, name, tmp_path, monkeypatch, capsys):
         assert set(grad_var.role) == {"embedding", "hidden", "output", "vector"}
         assert (grad_var.value > 0).all() and grad_var.param.nunique() > 10
         from analysis.results.figures import (
-            Recordings,
+            RunSet,
             grad_variance_by_layer,
             render_all,
         )
-        axis = grad_variance_by_layer(Recordings("runs")).axes[0]   # a line per role, drawn
+        axis = grad_variance_by_layer(RunSet("runs")).axes[0]   # a line per role, drawn
         assert len([line for line in axis.get_lines() if len(line.get_xdata()) > 1]) >= 4
         made, _ = render_all("runs", "figs")
         drawn = {path.stem for path in made}

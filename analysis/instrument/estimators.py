@@ -5,33 +5,11 @@ Notation: a "sample" is one sequence. ``g_k`` is the token-mean gradient of micr
 with mean gradient ``g_bar``. ``Sigma`` is the per-sequence gradient covariance, so a
 ``b``-sequence mean has covariance ``Sigma / b`` (sequences are treated as i.i.d.).
 
-(a) Across the micro-batches of one step (``microbatch_variance``)::
-
-        tr(Sigma_b) = sum_k ||g_k - g_bar||^2 / (K - 1)
-                    = (sum_k ||g_k||^2 - K ||g_bar||^2) / (K - 1)
-
-    the unbiased variance of a ``b``-sequence gradient; reported raw, relative to
-    ``||g_bar||^2`` (an inverse signal-to-noise ratio) and per coordinate (``/ numel``).
-
-(b) The SCALE paper's probe (``probe_variance``): ``K`` independent small batches of ``b``
-    sequences against one independent large batch of ``B``::
-
-        V = mean_k ||g_b,k - g_B||^2,    E[V] = tr(Sigma) (1/b + 1/B)
-
-    so ``tr(Sigma) = V / (1/b + 1/B)`` is an unbiased per-sequence trace.
-
-(c) Two-batch gradient noise scale (McCandlish et al. 2018, App. A.1), with ``|g_s|^2`` the
-    squared norm of a ``b_s``-sequence mean gradient (averaged over several) and ``|g_l|^2`` of
-    a ``b_l``-sequence one::
-
-        |G|^2    = (b_l |g_l|^2 - b_s |g_s|^2) / (b_l - b_s)
-        tr(Sigma) = (|g_s|^2 - |g_l|^2) / (1/b_s - 1/b_l)
-        B_simple = tr(Sigma) / |G|^2
-
-    each of the two is unbiased; their ratio is not (average numerator and denominator over
-    steps before dividing).
-
-(d) Exact per-sequence gradients (``per_example_grads``) for tiny models: ground truth for
+(a) ``microbatch_variance``: across the micro-batches of one step, unbiased.
+(b) ``probe_variance``: the SCALE paper's probe (arXiv 2506.16659), small batches against one
+    independent large batch.
+(c) ``noise_scale``: the two-batch gradient noise scale (McCandlish et al. 2018, App. A.1).
+(d) ``per_example_grads``: exact per-sequence gradients of tiny models, ground truth for
     (a)-(c) in the tests.
 
 Sums of squares are taken in float64: a variance is a difference of squared norms.
@@ -63,15 +41,30 @@ def sqnorm(x: Tensor, dim=None) -> Tensor:
     return sum_of_squares(x.reshape(x.size(0), -1), 1).sum(dtype=torch.float64)
 
 
-def microbatch_variance(sum_sq_micro: Tensor, sq_mean: Tensor, k: int) -> Tensor:
-    """Estimator (a): ``(sum_k ||g_k||^2 - K ||g_bar||^2) / (K - 1)`` (elementwise over rows)."""
+def microbatch_variance(sum_micro_sqnorms: Tensor, sqnorm_of_mean: Tensor, k: int) -> Tensor:
+    """Estimator (a), the unbiased variance of a ``b``-sequence gradient (elementwise over rows)::
+
+        tr(Sigma_b) = sum_k ||g_k - g_bar||^2 / (K - 1)
+                    = (sum_k ||g_k||^2 - K ||g_bar||^2) / (K - 1)
+
+    reported raw, relative to ``||g_bar||^2`` (an inverse signal-to-noise ratio) and per
+    coordinate (``/ numel``)."""
     if k < 2:
         raise ValueError("the micro-batch variance needs at least 2 micro-batches")
-    return (sum_sq_micro - k * sq_mean) / (k - 1)
+    return (sum_micro_sqnorms - k * sqnorm_of_mean) / (k - 1)
 
 
 def noise_scale(sq_small: Tensor, b_small: float, sq_large: Tensor, b_large: float) -> dict:
-    """Estimator (c): unbiased ``|G|^2`` and per-sequence ``tr(Sigma)`` from two batch sizes."""
+    """Estimator (c): unbiased ``|G|^2`` and per-sequence ``tr(Sigma)`` from two batch sizes,
+    with ``|g_s|^2`` the squared norm of a ``b_s``-sequence mean gradient (averaged over
+    several) and ``|g_l|^2`` of a ``b_l``-sequence one::
+
+        |G|^2     = (b_l |g_l|^2 - b_s |g_s|^2) / (b_l - b_s)
+        tr(Sigma) = (|g_s|^2 - |g_l|^2) / (1/b_s - 1/b_l)
+        B_simple  = tr(Sigma) / |G|^2
+
+    each of the two is unbiased; their ratio is not (average numerator and denominator over
+    steps before dividing)."""
     if not b_large > b_small:
         raise ValueError("noise_scale needs b_large > b_small")
     sqnorm_true = (b_large * sq_large - b_small * sq_small) / (b_large - b_small)
@@ -80,7 +73,12 @@ def noise_scale(sq_small: Tensor, b_small: float, sq_large: Tensor, b_large: flo
 
 
 def probe_variance(small_grads: list[Tensor], large_grad: Tensor) -> Tensor:
-    """Estimator (b): ``mean_k ||g_b,k - g_B||^2`` for independent small and large batches."""
+    """Estimator (b), the SCALE paper's probe: ``K`` independent small batches of ``b``
+    sequences against one independent large batch of ``B``::
+
+        V = mean_k ||g_b,k - g_B||^2,    E[V] = tr(Sigma) (1/b + 1/B)
+
+    so ``tr(Sigma) = V / (1/b + 1/B)`` is an unbiased per-sequence trace."""
     large = large_grad.double()
     return torch.stack([sqnorm(g.double() - large) for g in small_grads]).mean()
 

@@ -245,14 +245,14 @@ class Instrumentation:
             g = p.grad.detach()
             # a matrix's row sums, reduced once: its total, row RMS and row variance come from them
             g_rows = sqnorm(g, dim=axis) if axis is not None else None
-            sq_mean = g_rows.sum() if g_rows is not None else sqnorm(g)
-            stats = {"grad_norm": sq_mean.sqrt()}
+            sqnorm_of_mean = g_rows.sum() if g_rows is not None else sqnorm(g)
+            stats = {"grad_norm": sqnorm_of_mean.sqrt()}
             if name in self._sum_sq and k >= 2:
-                var = microbatch_variance(self._sum_sq[name], sq_mean, k)
-                stats.update(grad_var=var, grad_var_rel=var / sq_mean.clamp_min(1e-300),
+                var = microbatch_variance(self._sum_sq[name], sqnorm_of_mean, k)
+                stats.update(grad_var=var, grad_var_rel=var / sqnorm_of_mean.clamp_min(1e-300),
                              grad_var_coord=var / g.numel())
                 b = self._sequences
-                gns = noise_scale(self._sum_sq[name] / k, b, sq_mean, b * k)
+                gns = noise_scale(self._sum_sq[name] / k, b, sqnorm_of_mean, b * k)
                 stats.update(gns)
                 if rows_due and role in ROW_VECTOR_ROLES and name in self._row_sq:
                     row_var = microbatch_variance(self._row_sq[name], g_rows, k)

@@ -30,16 +30,16 @@ import analysis.optim.recipes as recipes
 from analysis.optim.hyper import MATRIX_ROLES, OptimizerConfig, role_groups
 from analysis.optim.optimizer import ChainedOptimizer
 from analysis.optim.state import StateRule
-from analysis.optim.transforms import Transform, chain, per_layout, scale_by_adam, tap
+from analysis.optim.transforms import Transform, chain, PerLayout, scale_by_adam, tap
 
 Part = Transform | Callable[[tuple[int, ...]], Transform]
 
 
-def _per_layout(part: Part | None) -> per_layout:
+def _design_rule(part: Part | None) -> PerLayout:
     """``part`` as a per-layout transform ending in the ``update`` tap (the instrumentation
     records every design's update)."""
     build = part if callable(part) and not isinstance(part, Transform) else (lambda fan_in: part)
-    return per_layout(lambda fan_in: chain(*(t for t in [build(fan_in)] if t is not None), tap("update")))
+    return PerLayout(lambda fan_in: chain(*(t for t in [build(fan_in)] if t is not None), tap("update")))
 
 
 def design(hidden: Part | None = None, embedding: Part | None = None, output: Part | None = None,
@@ -49,7 +49,7 @@ def design(hidden: Part | None = None, embedding: Part | None = None, output: Pa
     parts = {"hidden": hidden, "embedding": embedding, "output": output}
 
     def transforms(cfg: OptimizerConfig) -> dict:
-        made = {role: _per_layout(parts[role]) for role in MATRIX_ROLES}
+        made = {role: _design_rule(parts[role]) for role in MATRIX_ROLES}
         eps_on = "corrected" if cfg.vector_rule == "torch" else "raw"
         made["vector"] = chain(vector or scale_by_adam(cfg.betas, cfg.eps, eps_on), tap("update"))
         return made
@@ -61,7 +61,7 @@ def _measured(transforms: dict, role: str) -> StateRule:
     device, counting tensors of at least one dimension (step counters excluded)."""
     def elements(shape, rank):
         rule = transforms[role]
-        if isinstance(rule, per_layout):
+        if isinstance(rule, PerLayout):
             rule = rule.at((1,) if len(shape) >= 2 else ())
         state = rule.init(torch.empty(shape, device="meta"))
         return sum(v.numel() for v in state.values() if torch.is_tensor(v) and v.ndim >= 1)

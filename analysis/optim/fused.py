@@ -1,46 +1,16 @@
-"""The fused step: the same rules as the readable transform chains, compiled so that each row
-of a matrix is read from memory once instead of twice.
+"""The fused step: the readable chains' rules compiled so that each row of a matrix is read
+from memory once instead of twice (SCALE, arXiv 2506.16659, needs a row's RMS before it can
+update the row).
 
-Why (arXiv 2506.16659's rule, counted in passes over a matrix's elements): SGD reads ``g`` and
-``p`` and writes ``p`` (3 passes). SCALE's per-output-unit normalization needs each row's RMS
-before it can update that row; done as separate operations (the readable path,
-``ChainedOptimizer._apply``) the row norms read ``g`` once more (4 passes, 1.33x SGD), and on the
-output layer momentum ``m <- beta m + (1 - beta) g`` then ``p <- p - lr m / rms(m)`` costs
-3 + 1 + 3 = 7 (2.33x). A row of a LLaMA matrix is a few KB, so a kernel that loops over rows,
-reduces a row and updates it while it is still in cache costs SGD's 3 passes on the hidden
-matrices and 5 on the output layer. ``torch.compile`` (Inductor's CPU backend, whose
-"outer-loop fusion" makes exactly that loop; Triton on CUDA) writes those kernels from the
-plain functions below, one compiled function per rule over a whole parameter group.
-
-Rules fused (``fusable`` recognises them in a group's transform; ``tap`` links are allowed):
-
-- ``normalize(dim=1)``: ``p <- p (1 - lr wd) - lr g / max(rms_row(g), 1e-8)`` (hidden matrices);
-- ``momentum(beta) -> normalize(dim=1)``, EMA without Nesterov: the output layer's rule, on the
-  same ``"{i}.momentum.buf"`` state the chain keeps (so a checkpoint does not know which path
-  wrote it);
-- ``adam`` on the vectors, both eps placements, all of a group's step counts equal: not
-  compiled (a compiled kernel per tiny vector costs more in thread start-up than it saves) but
-  ``torch._foreach_*``, the readable path's operations once per group instead of per vector.
-
-Everything else runs the readable path: the embedding's ``normalize(dim=0)`` (its column norms
-need the whole matrix reduced before any row can be updated, so fusion saves no pass, and
-compiled it ran slower than eager: 10.0 vs 8.4 ms on the 60m shapes), FSDP2 shards, non-float32
-parameters, any other chain, and every step on which a tap hook wants the directions (the
-instrumentation's recorded steps: ``ChainedOptimizer.register_tap_hook``).
-
-Equality: the fused step computes the same expressions in float32 with a different rounding
-order; a test checks several steps (momentum, weight decay, changing lr, Adam's corrections)
-against the readable path to 1e-6 relative, and that a changing lr does not recompile (lr and
-the bias corrections are passed as 0-d tensors). Dynamo keeps one graph per rule and group
-shape (a model config); past its recompile limit (8 configs in one process) it runs the same
-functions uncompiled, equal and slower.
-
-Inductor (torch 2.13, CPU) stops with ``KeyError: 'bufN'`` on the output layer's rule: its
-outer-loop fusion asks every user of a buffer for its read of that buffer, and a buffer written
-in place (the momentum) is read under another name (pytorch/pytorch#196570, open). While a fused
-step runs, ``_outer_loop_fusion_guard`` answers that question with "no read" for such a user,
-which makes the buffer ineligible for the local-buffer rewrite, the behaviour of the proposed
-fix (pytorch/pytorch#196639); the one caller of that method is that check.
+Passes over a matrix's elements: SGD reads ``g`` and ``p`` and writes ``p`` (3). The readable
+path (``ChainedOptimizer._apply``) reads ``g`` once more for the row norms (4), and the output
+layer's ``m <- beta m + (1 - beta) g; p <- p - lr m / rms_row(m)`` costs 7. A kernel that
+reduces a row while it is still in cache costs 3 on the hidden matrices and 5 on the output
+layer; ``torch.compile`` (Inductor's outer-loop fusion on CPU, Triton on CUDA) writes it from
+the plain functions below. The rules fused are listed in ``fusable``; everything else (the
+embedding's column norms, FSDP2 shards, non-float32 parameters, any other chain, steps whose
+directions a tap hook records) runs the readable path. Both compute the same expressions in
+float32 with a different rounding order; a test holds them to 1e-6 relative over several steps.
 """
 
 from __future__ import annotations
@@ -76,7 +46,21 @@ class FusedRule:
 
 
 def fusable(transform: Transform) -> FusedRule | None:
-    """The fused rule equal to ``transform``, or None when it has none (readable path)."""
+    """The fused rule equal to ``transform``, or None when it has none (readable path).
+
+    - ``normalize(dim=1)``: ``p <- p (1 - lr wd) - lr g / max(rms_row(g), 1e-8)`` (hidden);
+    - ``momentum(beta) -> normalize(dim=1)``, EMA without Nesterov: the output layer's rule, on
+      the same ``"{i}.momentum.buf"`` state the chain keeps (a checkpoint does not know which
+      path wrote it);
+    - ``adam`` on the vectors (both eps placements, a group's step counts equal): not compiled
+      (a kernel per tiny vector costs more in thread start-up than it saves) but
+      ``torch._foreach_*``, the readable operations once per group instead of per vector.
+
+    ``tap`` links are allowed. The embedding's ``normalize(dim=0)`` is not fused: its column
+    norms need the whole matrix reduced before any row can be updated, so fusion saves no pass.
+    lr and the bias corrections are 0-d tensors, so a changing lr does not recompile; past
+    Dynamo's recompile limit the same functions run uncompiled, equal and slower.
+    """
     links = list(transform.transforms) if isinstance(transform, chain) else [transform]
     prefix = transform._prefix if isinstance(transform, chain) else (lambda i, t: "")
     core = [(i, t) for i, t in enumerate(links) if not isinstance(t, tap)]
@@ -145,7 +129,14 @@ def _compiled(name: str):
 
 @contextlib.contextmanager
 def _outer_loop_fusion_guard():
-    """Work around pytorch/pytorch#196570 while Inductor compiles (see the module docstring)."""
+    """Work around pytorch/pytorch#196570 while Inductor compiles.
+
+    Inductor (torch 2.13, CPU) stops with ``KeyError: 'bufN'`` on the output layer's rule: its
+    outer-loop fusion asks every user of a buffer for its read of that buffer, and a buffer
+    written in place (the momentum) is read under another name. Here that question is answered
+    with "no read" for such a user, which makes the buffer ineligible for the local-buffer
+    rewrite: the behaviour of the proposed fix (pytorch/pytorch#196639); the one caller of that
+    method is that check."""
     try:
         from torch._inductor.loop_body import LoopBody
     except ImportError:   # a torch without Inductor's loop bodies has nothing to work around

@@ -17,7 +17,7 @@ from analysis.optim.transforms import (
     momentum,
     normalize,
     orthogonalize,
-    per_layout,
+    PerLayout,
     scale_by_adam,
     sign,
     tap,
@@ -46,7 +46,7 @@ def ladder_transforms(kind: str, placement: str, cfg: OptimizerConfig) -> dict[s
     with_momentum = PLACEMENTS[placement]
     transforms = {}
     for role in MATRIX_ROLES:
-        transforms[role] = per_layout(partial(_ladder_step, kind, role in with_momentum, cfg))
+        transforms[role] = PerLayout(partial(_ladder_step, kind, role in with_momentum, cfg))
     eps_on = "raw" if cfg.vector_rule == "published" else "corrected"
     transforms["vector"] = chain(scale_by_adam(cfg.betas, cfg.eps, eps_on), tap("update"))
     return transforms

@@ -23,8 +23,22 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
 def axes(dim) -> tuple[int, ...]:
-    """``dim`` (an axis or a tuple of axes) as a tuple."""
+    """``dim`` (an axis or a tuple of axes) as a tuple.
+
+    >>> axes(1), axes([1, 2])
+    ((1,), (1, 2))
+    """
     return (dim,) if isinstance(dim, int) else tuple(dim)
+
+
+def as_dim(dim) -> int | tuple[int, ...]:
+    """``dim`` as torch's reductions and the transforms' reprs take it: one axis as an int.
+
+    >>> as_dim((1,)), as_dim((1, 2)), as_dim(0)
+    (1, (1, 2), 0)
+    """
+    found = axes(dim)
+    return found[0] if len(found) == 1 else found
 
 
 def sum_of_squares(x: Tensor, dim, dtype: torch.dtype | None = None,

@@ -41,7 +41,7 @@ from torch.utils.hooks import RemovableHandle
 
 import analysis.optim.fused as fused_step  # the module itself, not through the package's __init__
 from analysis.optim.sharding import local
-from analysis.optim.transforms import Scaled, Transform, per_layout, tap_listener
+from analysis.optim.transforms import Scaled, Transform, PerLayout, tap_listener
 
 TapHook = Callable[[str, torch.Tensor, torch.Tensor], None]
 
@@ -133,9 +133,9 @@ class ChainedOptimizer(torch.optim.Optimizer):
                 group["fan_in"] = fan_in
 
     def transform_of(self, group: dict) -> Transform:
-        """The transform of ``group``: by its label, at its ``"fan_in"`` for a ``per_layout``."""
+        """The transform of ``group``: by its label, at its ``"fan_in"`` for a ``PerLayout``."""
         transform = self.transforms[group["label"]]
-        if isinstance(transform, per_layout):
+        if isinstance(transform, PerLayout):
             if "fan_in" not in group:
                 raise ValueError(f"param group {group['label']!r} has a per-layout transform "
                                  "but no 'fan_in' axes; build the groups with "
@@ -328,24 +328,32 @@ def state_numel(optimizer: torch.optim.Optimizer, min_ndim: int = 1) -> int:
     return sum(t.numel() for t in state_tensors(optimizer) if t.ndim >= min_ndim)
 
 
-def describe(optimizer: torch.optim.Optimizer) -> str:
-    """One line per parameter group: label, fan-in axes, tensors, elements, lr, weight decay,
-    rule; then, for an optimizer from ``build_optimizer``, the roles table (one line per
-    parameter: layer, role, fan-in axes and the rule that decided, ``roles.Layout.table``).
-
-    The rule is the transform chain for a ``ChainedOptimizer`` group and the inner optimizer's
-    class for a ``PartitionedOptimizer`` (or any torch optimizer)."""
-    inner = getattr(optimizer, "optimizers", [optimizer])
-    rows = [f"{'group':<10} {'fan-in':<7} {'tensors':>7} {'elements':>11} {'lr':>9} {'wd':>6}  rule"]
-    for opt in inner:
+def group_rows(optimizer: torch.optim.Optimizer) -> list[dict]:
+    """One row per parameter group: label, fan-in axes (None for vectors), tensors, elements,
+    lr, weight decay and rule: the transform chain for a ``ChainedOptimizer`` group, the inner
+    optimizer's class for a ``PartitionedOptimizer``'s other groups (or any torch optimizer)."""
+    rows = []
+    for opt in getattr(optimizer, "optimizers", [optimizer]):
         for i, group in enumerate(opt.param_groups):
-            label = group.get("label", str(i))
-            rule = repr(opt.transform_of(group)) if hasattr(opt, "transform_of") else type(opt).__name__
-            fan_in = ",".join(map(str, group["fan_in"])) if group.get("fan_in") else "-"
-            numel = sum(p.numel() for p in group["params"])
-            rows.append(f"{label:<10} {fan_in:<7} {len(group['params']):>7} {numel:>11,} "
-                        f"{group['lr']:>9.3g} {group.get('weight_decay', 0.0):>6.3g}  {rule}")
+            rows.append({"group": group.get("label", str(i)), "fan_in": group.get("fan_in"),
+                         "tensors": len(group["params"]),
+                         "elements": sum(p.numel() for p in group["params"]), "lr": group["lr"],
+                         "weight_decay": group.get("weight_decay", 0.0),
+                         "rule": (repr(opt.transform_of(group)) if hasattr(opt, "transform_of")
+                                  else type(opt).__name__)})
+    return rows
+
+
+def describe(optimizer: torch.optim.Optimizer) -> str:
+    """``group_rows`` as text, then, for an optimizer from ``build_optimizer``, the roles table
+    (one line per parameter: layer, role, fan-in axes and the rule that decided,
+    ``roles.Layout.rows``)."""
+    lines = [f"{'group':<10} {'fan-in':<7} {'tensors':>7} {'elements':>11} {'lr':>9} {'wd':>6}  rule"]
+    for r in group_rows(optimizer):
+        fan_in = ",".join(map(str, r["fan_in"])) if r["fan_in"] else "-"
+        lines.append(f"{r['group']:<10} {fan_in:<7} {r['tensors']:>7} {r['elements']:>11,} "
+                     f"{r['lr']:>9.3g} {r['weight_decay']:>6.3g}  {r['rule']}")
     layout = getattr(optimizer, "layout", None)   # set by build_optimizer
     if layout is not None:
-        rows += ["", layout.table()]
-    return "\n".join(rows)
+        lines += ["", layout.table()]
+    return "\n".join(lines)

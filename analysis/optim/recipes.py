@@ -63,17 +63,18 @@ from analysis.optim.hyper import (
     role_groups,
 )
 from analysis.optim.ladder import ladder_transforms
+from analysis.optim.maths import as_dim
 from analysis.optim.optimizer import ChainedOptimizer, PartitionedOptimizer
 from analysis.optim.roles import ROLES, assign
 from analysis.optim.state import (
     FACTORED,
     MOMENTUM_AND_ROWS,
-    NONE,
+    NO_STATE,
     RANK1,
     SUBSPACE,
     StateRule,
     describe_rules,
-    times,
+    per_element,
     total_elements,
 )
 from analysis.optim.transforms import (
@@ -82,7 +83,7 @@ from analysis.optim.transforms import (
     momentum,
     normalize,
     orthogonalize,
-    per_layout,
+    PerLayout,
     scale_by_adam,
     tap,
 )
@@ -127,8 +128,8 @@ class Recipe:
         if not self.placeable:
             return dict(self.state)
         placed = PLACEMENTS[momentum or self.default_momentum]
-        rules = {role: times(1) if role in placed else NONE for role in MATRIX_ROLES}
-        return rules | {"vector": times(2)}
+        rules = {role: per_element(1) if role in placed else NO_STATE for role in MATRIX_ROLES}
+        return rules | {"vector": per_element(2)}
 
 
 # ----------------------------------------------------------------------------- SCALE
@@ -153,8 +154,8 @@ def scale_transforms(cfg: OptimizerConfig) -> dict[str, Transform]:
         return chain(momentum(cfg.beta), tap("momentum"), normalize(fan_in), tap("update"))
 
     eps_on = "raw" if cfg.vector_rule == "published" else "corrected"
-    return {"hidden": per_layout(normalized), "embedding": per_layout(normalized),
-            "output": per_layout(with_momentum),
+    return {"hidden": PerLayout(normalized), "embedding": PerLayout(normalized),
+            "output": PerLayout(with_momentum),
             "vector": chain(scale_by_adam(cfg.betas, cfg.eps, eps_on), tap("update"))}
 
 
@@ -205,8 +206,8 @@ def _muon(layout, cfg):
 def _swan(layout, cfg):
     """SWAN: GradNorm then whitening on hidden matrices (stateless); Adam elsewhere."""
 
-    return adam_elsewhere(layout, cfg, per_layout(lambda fan_in: chain(
-        standardize(fan_in[0] if len(fan_in) == 1 else fan_in), orthogonalize(cfg.ns_steps),
+    return adam_elsewhere(layout, cfg, PerLayout(lambda fan_in: chain(
+        standardize(as_dim(fan_in)), orthogonalize(cfg.ns_steps),
         tap("update"))))
 
 
@@ -248,7 +249,7 @@ LADDER = {
     "spectral_norm": "Newton-Schulz orthogonalized gradient, unit RMS",
 }
 
-ADAM_EVERYWHERE = {role: times(2) for role in ROLES}
+ADAM_EVERYWHERE = {role: per_element(2) for role in ROLES}
 
 
 def _with_hidden(rule: StateRule) -> dict[str, StateRule]:
@@ -288,17 +289,17 @@ def _populate():
     _register(Recipe("adamw", _adamw, "torch.optim.AdamW on every parameter", 1e-3,
                      state=ADAM_EVERYWHERE))
     _register(Recipe("muon", _muon, "torch.optim.Muon on hidden matrices, AdamW on the rest",
-                     1e-3, state=_with_hidden(times(1))))
+                     1e-3, state=_with_hidden(per_element(1))))
     variants = {"rmnp": "RMNP: EMA momentum, unit L2 per output unit",
                 "normuon": "NorMuon: Muon, then a second moment per unit",
                 "muoneq": "MuonEq-R: unit rows, then Newton-Schulz"}
-    variant_state = {"rmnp": times(1), "normuon": MOMENTUM_AND_ROWS, "muoneq": times(1)}
+    variant_state = {"rmnp": per_element(1), "normuon": MOMENTUM_AND_ROWS, "muoneq": per_element(1)}
     for name, text in variants.items():
         _register(Recipe(name, hidden_with_adamw(name), f"{text} (hidden); AdamW elsewhere",
                          1e-3, state=_with_hidden(variant_state[name])))
     _register(Recipe("swan", _swan, "SWAN: GradNorm + whitening (Newton-Schulz) on hidden matrices, "
                      "stateless; Adam elsewhere", 1e-3,
-                     state=_with_hidden(NONE)))
+                     state=_with_hidden(NO_STATE)))
     # Stable-SPAM's 3 scalars per tensor are not counted, like step counters.
     _register(Recipe("stable_spam", _stable_spam, "Stable-SPAM: Adam after spike clipping and norm "
                      "scaling, moments reset every 1000 steps", 1e-3, state=ADAM_EVERYWHERE))
@@ -368,12 +369,18 @@ def declared_state_elements(name: str, shapes, rank: int, momentum: str | None =
     return total_elements(get_recipe(name).state_rules(momentum), shapes, rank)
 
 
-def recipe_table() -> str:
-    """One line per recipe: name, default lr, description, state kept (from its declaration)."""
+def recipe_rows() -> list[dict]:
+    """One row per recipe: name, default lr, description, the state it keeps (in words, from
+    its declaration) and the extra package it needs (or None)."""
     _populate()
-    rows = [f"{'name':<14} {'lr':>6}  {'description':<72} state"]
-    for r in _REGISTRY.values():
-        extra = f" [extra: {r.extra}]" if r.extra else ""
-        rows.append(f"{r.name:<14} {r.default_lr:>6g}  {r.description:<72} "
-                    f"{describe_rules(r.state_rules())}{extra}")
-    return "\n".join(rows)
+    return [{"name": r.name, "lr": r.default_lr, "description": r.description,
+             "state": describe_rules(r.state_rules()), "extra": r.extra} for r in _REGISTRY.values()]
+
+
+def recipe_table() -> str:
+    """``recipe_rows`` as the text ``scale-lab train --optimizer list`` prints."""
+    lines = [f"{'name':<14} {'lr':>6}  {'description':<72} state"]
+    for r in recipe_rows():
+        extra = f" [extra: {r['extra']}]" if r["extra"] else ""
+        lines.append(f"{r['name']:<14} {r['lr']:>6g}  {r['description']:<72} {r['state']}{extra}")
+    return "\n".join(lines)

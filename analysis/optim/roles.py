@@ -41,6 +41,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from analysis.optim.maths import axes
+
 ROLES = ("embedding", "hidden", "output", "vector")
 Predicate = Callable[[nn.Module, nn.Module, str, torch.Tensor], bool]
 FanIn = tuple[int, ...]
@@ -64,15 +66,11 @@ class Rule:
     resolves_tie: bool = False
 
 
-def _axes(fan_in) -> FanIn | None:
-    return None if fan_in is None else (fan_in,) if isinstance(fan_in, int) else tuple(fan_in)
-
-
 def by_type(role: str, *types: type, fan_in: int | FanIn | None = None) -> Rule:
     """Matrices of modules of ``types`` (vectors are left to the vector rule)."""
     names = ", ".join(t.__name__ for t in types)
     return Rule(role, lambda model, module, name, p: isinstance(module, types) and p.ndim >= 2,
-                _axes(fan_in), f"type {names}")
+                None if fan_in is None else axes(fan_in), f"type {names}")
 
 
 def by_name(role: str, *patterns: str, fan_in: int | FanIn | None = None) -> Rule:
@@ -80,7 +78,7 @@ def by_name(role: str, *patterns: str, fan_in: int | FanIn | None = None) -> Rul
     ``"*.attn.c_proj.weight"``)."""
     return Rule(role, lambda model, module, name, p: any(fnmatch.fnmatchcase(name, pat)
                                                          for pat in patterns),
-                _axes(fan_in), f"name {' | '.join(patterns)}")
+                None if fan_in is None else axes(fan_in), f"name {' | '.join(patterns)}")
 
 
 def tied(role: str) -> Rule:
@@ -164,14 +162,19 @@ class Layout:
             grouped.setdefault(p.role, []).append(p)
         return grouped
 
+    def rows(self) -> list[dict]:
+        """One row per parameter: name, shape, layer, role, fan-in axes, deciding rule."""
+        return [{"parameter": p.name, "shape": tuple(p.param.shape), "layer": p.layer,
+                 "role": p.role, "fan_in": p.fan_in, "rule": p.rule} for p in self.params.values()]
+
     def table(self) -> str:
-        """One line per parameter: name, shape, layer, role, fan-in axes, deciding rule."""
-        rows = [f"{'parameter':<40} {'shape':<16} {'layer':<12} {'role':<9} {'fan-in':<9} rule"]
-        for p in self.params.values():
-            axes = "-" if p.fan_in is None else ",".join(map(str, p.fan_in))
-            rows.append(f"{p.name:<40} {str(tuple(p.param.shape)):<16} {p.layer:<12} "
-                        f"{p.role:<9} {axes:<9} {p.rule}")
-        return "\n".join(rows)
+        """``rows`` as text."""
+        lines = [f"{'parameter':<40} {'shape':<16} {'layer':<12} {'role':<9} {'fan-in':<9} rule"]
+        for r in self.rows():
+            fan_in = "-" if r["fan_in"] is None else ",".join(map(str, r["fan_in"]))
+            lines.append(f"{r['parameter']:<40} {str(r['shape']):<16} {r['layer']:<12} "
+                         f"{r['role']:<9} {fan_in:<9} {r['rule']}")
+        return "\n".join(lines)
 
 
 def _as_rule(rule) -> Rule:

@@ -9,18 +9,18 @@ other size-1 scalars are not counted, as the papers do not count them.
 
 For a matrix ``m x n`` (torch layout ``(out, in)``) and rank ``r``:
 
-================  ===========================================================================
-``NONE``          0 (stateless: sign, normalization, SWAN's hidden matrices)
-``times(k)``      ``k m n`` (momentum: 1; Adam: 2)
-``FACTORED``      ``m + n`` (Adafactor's row and column second moments; ``n`` for a vector)
-``SUBSPACE``      ``2 r max(m, n) + r min(m, n)``: two moments in the rank-r subspace plus the
-                  stored ``r x min(m, n)`` projector (GaLore, Fira; and APOLLO as
-                  pytorch-optimizer implements it, which stores its random projection)
-``SUBSPACE_SEEDED`` ``2 r max(m, n)``: the projection regenerated from a seed, not stored
-                  (APOLLO as its paper counts it)
-``RANK1``         ``2 max(m, n) + min(m, n)``: ``SUBSPACE`` at rank 1 whatever ``r`` (APOLLO-Mini)
-``MOMENTUM_AND_ROWS`` ``m n + m``: momentum and one second moment per output unit (NorMuon)
-================  ===========================================================================
+=====================  ===========================================================================
+``NO_STATE``           0 (stateless: sign, normalization, SWAN's hidden matrices)
+``per_element(k)``     ``k m n`` (momentum: 1; Adam: 2)
+``FACTORED``           ``m + n`` (Adafactor's row and column second moments; ``n`` for a vector)
+``SUBSPACE``           ``2 r max(m, n) + r min(m, n)``: two moments in the rank-r subspace plus the
+                       stored ``r x min(m, n)`` projector (GaLore, Fira; and APOLLO as
+                       pytorch-optimizer implements it, which stores its random projection)
+``SUBSPACE_SEEDED``    ``2 r max(m, n)``: the projection regenerated from a seed, not stored
+                       (APOLLO as its paper counts it)
+``RANK1``              ``2 max(m, n) + min(m, n)``: ``SUBSPACE`` at rank 1 whatever ``r`` (APOLLO-Mini)
+``MOMENTUM_AND_ROWS``  ``m n + m``: momentum and one second moment per output unit (NorMuon)
+=====================  ===========================================================================
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterable
+
+from toy_models.deprecation import renamed
 
 
 def numel(shape) -> int:
@@ -46,16 +48,16 @@ class StateRule:
         return int(self.elements(tuple(shape), rank))
 
 
-def times(k: int) -> StateRule:
-    """``k`` elements per parameter element (``times(2)``: Adam's two moments).
+def per_element(k: int) -> StateRule:
+    """``k`` elements per parameter element (``per_element(2)``: Adam's two moments).
 
-    >>> times(2)((3, 4), rank=1)
+    >>> per_element(2)((3, 4), rank=1)
     24
     """
     return StateRule(f"{k} x", lambda shape, rank: k * numel(shape))
 
 
-NONE = times(0)
+NO_STATE = per_element(0)
 FACTORED = StateRule("rows + columns (n for a vector)",
                      lambda s, r: s[0] + numel(s[1:]) if len(s) >= 2 else numel(s))
 SUBSPACE = StateRule("2 r max(m, n) + r min(m, n)", lambda s, r: 2 * r * max(s) + r * min(s))
@@ -68,7 +70,7 @@ def total_elements(rules: dict[str, StateRule], shapes: Iterable[tuple[str, tupl
                    rank: int) -> int:
     """Sum of ``rules[role](shape, rank)`` over ``(role, shape)`` pairs (a model's tensors).
 
-    >>> total_elements({"hidden": times(1), "vector": times(2)},
+    >>> total_elements({"hidden": per_element(1), "vector": per_element(2)},
     ...                [("hidden", (4, 4)), ("vector", (4,))], rank=1)
     24
     """
@@ -78,11 +80,15 @@ def total_elements(rules: dict[str, StateRule], shapes: Iterable[tuple[str, tupl
 def describe_rules(rules: dict[str, StateRule]) -> str:
     """``"1 x output; 2 x vector"``: the non-zero rules in words, roles sharing a rule joined.
 
-    >>> describe_rules({"embedding": NONE, "hidden": NONE, "output": times(1), "vector": times(2)})
+    >>> describe_rules({"embedding": NO_STATE, "hidden": NO_STATE, "output": per_element(1), "vector": per_element(2)})
     '1 x output; 2 x vector'
     """
     by_text: dict[str, list[str]] = {}
     for role, rule in rules.items():
-        if rule.text != NONE.text:
+        if rule.text != NO_STATE.text:
             by_text.setdefault(rule.text, []).append(role)
     return "; ".join(f"{text} {', '.join(roles)}" for text, roles in by_text.items()) or "none"
+
+
+# ``times(k)`` and ``NONE`` said neither what is multiplied nor what is absent.
+__getattr__ = renamed(__name__, {"times": "per_element", "NONE": "NO_STATE"}, globals())

@@ -25,7 +25,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from analysis.optim.maths import Scaled, as_tensor, inverse_rms, newton_schulz
+from analysis.optim.maths import Scaled, as_dim, as_tensor, inverse_rms, newton_schulz
+from toy_models.deprecation import renamed
 
 # Who hears ``tap`` right now: set by ``ChainedOptimizer.step`` for the duration of its own step
 # (a context variable, not a global: two optimizers, threads or tasks never share a listener).
@@ -132,7 +133,7 @@ class normalize(Transform):
     name = "normalize"
 
     def __init__(self, axis):
-        self.axis = axis if isinstance(axis, int) or len(axis) > 1 else axis[0]
+        self.axis = as_dim(axis)
 
     def update(self, grad, state, param):
         return Scaled(grad, inverse_rms(grad, self.axis, param=param))
@@ -141,13 +142,13 @@ class normalize(Transform):
         return f"normalize(dim={self.axis})"
 
 
-class per_layout:
+class PerLayout:
     """A transform that depends on a matrix's fan-in axes (``analysis.optim.roles``):
     ``build(fan_in)`` makes it once per layout, and ``ChainedOptimizer`` applies the one for
     its group's ``"fan_in"`` (an ``nn.Linear``'s ``(1,)``, GPT-2's ``Conv1D``'s ``(0,)``, a
     convolution's ``(1, 2, 3)``).
 
-    >>> t = per_layout(lambda fan_in: normalize(fan_in))
+    >>> t = PerLayout(lambda fan_in: normalize(fan_in))
     >>> t.at((0,)), t.at((1,))
     (normalize(dim=0), normalize(dim=1))
     """
@@ -355,3 +356,7 @@ class chain(Transform):
 
     def __repr__(self):
         return " -> ".join(repr(t) for t in self.transforms) or "identity"
+
+
+# ``per_layout`` read as a transform; it is a family of them, one per fan-in layout.
+__getattr__ = renamed(__name__, {"per_layout": "PerLayout"}, globals())

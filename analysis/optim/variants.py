@@ -17,21 +17,8 @@ On hidden matrices (every other parameter: AdamW, torch's rule, as the three pap
   ``U_tilde = diag(||U_i||^2 + eps)^(-1/2) U``, ``O = NS5(U_tilde)``, step ``lr * 0.2
   sqrt(max(m, n)) O``.
 
-What could not be pinned down, and the choice made:
-
-- RMNP: the paper states the rule for "a weight matrix"; which matrices, beta and any lr
-  scale are not in the stated rule. Hidden matrices with AdamW elsewhere (the Muon grouping
-  of a public RMNP implementation), beta 0.95, no Nesterov and no shape factor (that
-  implementation adds both).
-- NorMuon: the value of eps is not stated (1e-8 here; the authors' code uses 1e-10), and the
-  authors' code adds Nesterov momentum and keeps the pre-normalization Frobenius norm times
-  ``sqrt(max(1, m / n))`` instead of the paper's ``0.2 sqrt(m n)``: the paper's rule is used.
-- MuonEq: the paper speaks of O(m + n) auxiliary state; its code keeps none (the row norms
-  of the current momentum), as here; eps 1e-8 inside the square root, as in its code.
-- RMNP states no eps: none here (a zero row stays zero).
-
-Newton-Schulz is the quintic of ``maths.newton_schulz`` in float32 (the papers' code runs it
-in bf16 on GPU).
+Where a paper leaves a choice open, ``hidden_rule`` says which was made. Newton-Schulz is the
+quintic of ``maths.newton_schulz`` in float32 (the papers' code runs it in bf16 on GPU).
 """
 
 from __future__ import annotations
@@ -41,14 +28,14 @@ import math
 import torch
 
 from analysis.optim.hyper import OptimizerConfig, role_groups
-from analysis.optim.maths import Scaled, at_least_fp32, reduction_dtype, sum_of_squares
+from analysis.optim.maths import Scaled, as_dim, at_least_fp32, reduction_dtype, sum_of_squares
 from analysis.optim.optimizer import ChainedOptimizer
 from analysis.optim.transforms import (
     Transform,
     chain,
     momentum,
     orthogonalize,
-    per_layout,
+    PerLayout,
     scale_by_adam,
     tap,
 )
@@ -131,8 +118,23 @@ class multiply(Transform):
 
 
 def hidden_rule(name: str, cfg: OptimizerConfig, fan_in: tuple[int, ...]) -> Transform:
-    """The hidden-matrix chain of variant ``name`` for fan-in axes ``fan_in`` (module docstring)."""
-    axis = fan_in[0] if len(fan_in) == 1 else fan_in
+    """The hidden-matrix chain of variant ``name`` for fan-in axes ``fan_in`` (the rules: the
+    module docstring).
+
+    What could not be pinned down, and the choice made:
+
+    - RMNP: the paper states the rule for "a weight matrix"; which matrices, beta and any lr
+      scale are not in the stated rule. Hidden matrices with AdamW elsewhere (the Muon grouping
+      of a public RMNP implementation), beta 0.95, no Nesterov and no shape factor (that
+      implementation adds both).
+    - NorMuon: the value of eps is not stated (1e-8 here; the authors' code uses 1e-10), and the
+      authors' code adds Nesterov momentum and keeps the pre-normalization Frobenius norm times
+      ``sqrt(max(1, m / n))`` instead of the paper's ``0.2 sqrt(m n)``: the paper's rule is used.
+    - MuonEq: the paper speaks of O(m + n) auxiliary state; its code keeps none (the row norms
+      of the current momentum), as here; eps 1e-8 inside the square root, as in its code.
+    - RMNP states no eps: none here (a zero row stays zero).
+    """
+    axis = as_dim(fan_in)
     if name == "rmnp":
         parts = [momentum(BETA), tap("momentum"), unit_rows(axis)]
     elif name == "normuon":
@@ -146,7 +148,7 @@ def hidden_rule(name: str, cfg: OptimizerConfig, fan_in: tuple[int, ...]) -> Tra
     return chain(*parts, tap("update"))
 
 
-def adam_elsewhere(layout, cfg: OptimizerConfig, hidden: per_layout) -> ChainedOptimizer:
+def adam_elsewhere(layout, cfg: OptimizerConfig, hidden: PerLayout) -> ChainedOptimizer:
     """``hidden`` on the hidden matrices; Adam (torch's rule) on the embedding, the output
     layer and the vectors."""
     transforms = {"hidden": hidden}
@@ -158,5 +160,5 @@ def adam_elsewhere(layout, cfg: OptimizerConfig, hidden: per_layout) -> ChainedO
 def hidden_with_adamw(name: str):
     """A recipe builder: ``name``'s rule on hidden matrices, AdamW (torch's rule) elsewhere."""
     def build(layout, cfg: OptimizerConfig):
-        return adam_elsewhere(layout, cfg, per_layout(lambda fan_in: hidden_rule(name, cfg, fan_in)))
+        return adam_elsewhere(layout, cfg, PerLayout(lambda fan_in: hidden_rule(name, cfg, fan_in)))
     return build

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.recording import TUNING, read_json
-from analysis.results.recordings import REFERENCE
+from analysis.results.run_set import REFERENCE
 from analysis.train.config import ConfigError, TrainConfig
 
 
@@ -90,6 +90,7 @@ class Preset:
     save_every: int = 0
     gpu: bool = False
     fixed_lrs: dict[str, float] | None = None  # the paper's presets: its lrs, no tuning
+    arms: tuple[str, ...] | None = None       # the arms run when none are named (None: all)
 
     def config(self, arm: Arm, seed: int, lr: float, beta2: float | None = None) -> TrainConfig:
         """One run's config; ``beta2`` replaces the Adam part's second beta (every arm's: AdamW
@@ -118,10 +119,17 @@ class Preset:
                        seeds=self.seeds if self.bracket_beyond_noise else self.tune_seeds)
 
 
+def tuned_points(path: str | Path = REFERENCE / TUNING) -> dict[str, tuple[float, float | None]]:
+    """The chosen ``(lr, beta2)`` per arm of a tuning (``tuning.json``; beta2 None where the
+    tuning did not choose one), or {} when there is none."""
+    table = read_json(path) or {"arms": {}}
+    return {label: (row["best"], row.get("beta2")) for label, row in table["arms"].items()
+            if row.get("best") is not None}
+
+
 def tuned_lrs(path: str | Path = REFERENCE / TUNING) -> dict[str, float]:
     """The best lr per arm of a tuning (``tuning.json``), or {} when there is none."""
-    table = read_json(path) or {"arms": {}}
-    return {label: row["best"] for label, row in table["arms"].items() if row.get("best") is not None}
+    return {label: lr for label, (lr, _) in tuned_points(path).items()}
 
 
 # Where the reference sweep starts on micro2k (then x sqrt(3) steps, extended at an edge).
@@ -158,6 +166,7 @@ V2_PROBES = (1, 3, 10, 30, 57, 108, 159, 210, 262, 313, 364, 416, 467, 518, 570)
 _V2_INSTRUMENT = InstrumentConfig(cheap_every=19, dense_until=10, rows_every=57, full_every=10_000,
                                   full_at=(1, 10, 57, 285, 570), topk=16, probe_at=V2_PROBES,
                                   probe_small=4, probe_large=32, probe_repeats=4)
+QUICK_ARMS = ("sgd", "col_norm", "scale", "adamw")   # the paper's two steps and its baseline
 SIZE2_ARMS = ("sgd", "sign", "row_norm", "col_norm", "spectral_norm", "scale",   # the ladder,
               "col_norm+embedding", "col_norm+all", "adamw")   # the placements and AdamW
 PAPER_LRS = {label: 1e-3 for label in ARM_BY_LABEL} | {"sgd": 0.5}
@@ -170,11 +179,11 @@ PRESETS = {
                                      topk=16, probe_at=(6,), probe_small=2, probe_large=4,
                                      probe_repeats=2),
                     centers=CENTERS, device="cpu", precision="fp32"),
-    "quick": Preset("quick", f"a preview of the shipped reference (the early-training setting "
-                    f"until the paper-regime reference ships): micro2k (2.6M), {REFERENCE_STEPS} "
-                    "steps x 16 x 128 tokens, seed 0 at its tuned lrs; <= 10 min on 2 cores", "micro2k",
-                    REFERENCE_STEPS, 16, 4, 128, (0,), 30, 16_384, _INSTRUMENT, centers=CENTERS,
-                    device="cpu", precision="fp32"),
+    "quick": Preset("quick", f"PREVIEW of the reference: its first seed of {', '.join(QUICK_ARMS)} "
+                    f"at its length (cpu60m-half, {V2_STEPS} steps x 32 x 128 = 10 tokens per "
+                    "parameter) and its tuned lr and beta2; <= 10 min on 2 cores",
+                    "cpu60m-half", V2_STEPS, 32, 32, 128, (0,), 57, 16_384, _V2_INSTRUMENT,
+                    centers=V2_CENTERS, device="cpu", precision="fp32", arms=QUICK_ARMS),
     "early": Preset("early", f"EARLY TRAINING (0.1 tokens per parameter): micro2k (2.6M), "
                     f"{REFERENCE_STEPS} steps x 16 x 128 tokens: lr tuned per arm at this length on "
                     "seeds 0-1 (x sqrt(3) grid), reported on seeds 0-2, ladder order at a second "
@@ -216,10 +225,11 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def select_arms(labels: list[str] | None) -> tuple[Arm, ...]:
-    """The arms named by ``labels`` (all when empty); ``ConfigError`` for an unknown one."""
+def select_arms(labels: list[str] | None, preset: Preset | None = None) -> tuple[Arm, ...]:
+    """The arms named by ``labels`` (when empty: ``preset``'s own arms, or all);
+    ``ConfigError`` for an unknown one."""
     if not labels:
-        return ARMS
+        return ARMS if preset is None or preset.arms is None else select_arms(list(preset.arms))
     unknown = [label for label in labels if label not in ARM_BY_LABEL]
     if unknown:
         raise ConfigError(f"unknown arm(s) {unknown}; choose from {', '.join(ARM_BY_LABEL)}")

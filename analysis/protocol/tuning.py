@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from analysis.protocol.presets import Arm, Preset, tuned_lrs
+from analysis.protocol.presets import Arm, Preset, tuned_points
 from analysis.recording import (
     ORDER,
     SELECTION,
@@ -281,10 +281,38 @@ def tune(preset: Preset, out: Path, arms, runner: Runner) -> dict:
     return table
 
 
-def run_preset(preset: Preset, out: Path, arms, runner: Runner, seeds=None) -> list[Path]:
+MAIN = "main"   # the preset's own setting, beside its order_settings' names
+
+
+def setting_names(preset: Preset) -> list[str]:
+    """The settings ``run_preset`` can run: ``main`` and each further setting's name."""
+    return [MAIN, *(name for name, *_ in preset.order_settings)]
+
+
+def run_preset(preset: Preset, out: Path, arms, runner: Runner, seeds=None,
+               settings=None) -> list[Path]:
     """Every arm of ``preset`` under ``out`` (tuned first when the preset tunes, and then
-    ``selection.json`` lists the reported runs among the sweep's); the reported run directories."""
+    ``selection.json`` lists the reported runs among the sweep's), then its further settings
+    under ``out/order/<name>``; ``settings`` (names from ``setting_names``) runs only those,
+    so a preset longer than one sitting can be run setting by setting. The main setting's
+    reported run directories (none when it is not run)."""
     out.mkdir(parents=True, exist_ok=True)
+    wanted = setting_names(preset) if settings is None else list(settings)
+    dirs = _run_main(preset, out, arms, runner, seeds) if MAIN in wanted else []
+    for name, model, steps, labels in preset.order_settings:
+        chosen = [arm for arm in arms if arm.label in (labels or NORMALIZATIONS)]
+        if name in wanted and chosen:
+            print(f"setting {name} ({model}, {steps} steps): {', '.join(a.label for a in chosen)}",
+                  flush=True)
+            setting = preset.setting(model, steps)
+            rows = tune(setting, out / ORDER / name, chosen, runner)["arms"]
+            if setting.bracket_beyond_noise:   # every seed ran: the setting reports them
+                _write_selection(out / ORDER / name, setting, chosen, rows)
+    return dirs
+
+
+def _run_main(preset: Preset, out: Path, arms, runner: Runner, seeds) -> list[Path]:
+    """The main setting of ``run_preset``."""
     seeds = tuple(seeds) if seeds is not None else preset.seeds
     first = preset.beta2_choices[0]
     beta2s = {}
@@ -293,7 +321,10 @@ def run_preset(preset: Preset, out: Path, arms, runner: Runner, seeds=None) -> l
         lrs = {label: row["best"] for label, row in rows.items()}
         beta2s = {label: row.get("beta2", first) for label, row in rows.items()}
     else:
-        lrs = preset.fixed_lrs or (dict(preset.centers) | tuned_lrs())
+        points = tuned_points()
+        lrs = preset.fixed_lrs or (dict(preset.centers) | {k: lr for k, (lr, _) in points.items()})
+        if not preset.fixed_lrs:   # the tuning's beta2 with its lr
+            beta2s = {k: b2 for k, (_, b2) in points.items() if b2 is not None}
     chosen = [(arm, lrs[arm.label], seed) for seed in seeds for arm in arms
               if lrs.get(arm.label) is not None]
     beta2_of = {arm.label: beta2s.get(arm.label, first) for arm in arms}
@@ -308,19 +339,10 @@ def run_preset(preset: Preset, out: Path, arms, runner: Runner, seeds=None) -> l
         print(f"{arm.label} seed {seed} lr {lr:g}: {status}", flush=True)
     if preset.tune_seeds:   # arms reported by another call stay listed
         listed = (read_json(out / SELECTION) or {"runs": []})["runs"]
-        mine = {arm.label for arm in arms}
-        listed = [r for r in listed if r.split("/")[0] not in mine]
+        labels_here = {arm.label for arm in arms}
+        listed = [r for r in listed if r.split("/")[0] not in labels_here]
         write_atomic(out / SELECTION, json.dumps(
             {"runs": sorted(listed + [d.relative_to(out).as_posix() for d in dirs])}, indent=1))
-    for name, model, steps, labels in preset.order_settings:
-        wanted = [arm for arm in arms if arm.label in (labels or NORMALIZATIONS)]
-        if wanted:
-            print(f"setting {name} ({model}, {steps} steps): {', '.join(a.label for a in wanted)}",
-                  flush=True)
-            setting = preset.setting(model, steps)
-            rows = tune(setting, out / ORDER / name, wanted, runner)["arms"]
-            if setting.bracket_beyond_noise:   # every seed ran: the setting reports them
-                _write_selection(out / ORDER / name, setting, wanted, rows)
     return dirs
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from analysis.optim.maths import rms_normalize
 from analysis.recording import REFERENCE_LINES
 from analysis.results import style
-from analysis.results.recordings import MissingData, Recordings
+from analysis.results.run_set import MissingData, RunSet
 from analysis.results.stats import summary, t_band
 from toy_models.data import load_blocks
 from toy_models.llama import build_model, load_config, model_tokenizer
@@ -33,7 +33,7 @@ PLACEMENT_LABELS = {"col_norm": "none", "scale": "output layer (SCALE)",
 SGD_FIGURE_ARMS = ("sgd", "sign", "col_norm", "scale", "adamw")
 
 
-def sgd_vs_normalized(rec: Recordings):
+def sgd_vs_normalized(rec: RunSet):
     """Training loss (10-step running mean; mean over seeds with a t-interval band) of SGD, sign,
     column normalization, SCALE and AdamW, each at its tuned lr."""
     import seaborn as sns
@@ -54,7 +54,7 @@ def sgd_vs_normalized(rec: Recordings):
     return fig
 
 
-def momentum_placement(rec: Recordings):
+def momentum_placement(rec: RunSet):
     """Final validation loss (mean and t-interval over seeds) of column normalization with
     momentum on no layer, the output layer, the embedding, or every layer; each row names the
     optimizer state it keeps."""
@@ -87,7 +87,7 @@ def output_gradient(model_name: str = "micro2k", batch_size: int = 16, seq_len: 
     return model.lm_head.weight.grad.detach(), counts
 
 
-def output_entry_histogram(rec: Recordings | None = None, model_name: str = "micro2k"):
+def output_entry_histogram(rec: RunSet | None = None, model_name: str = "micro2k"):
     """Histograms of ``log10 |U_ij|`` for the LM head's normalized gradient: per output unit
     (column normalization, SCALE's) and per input feature (row normalization), entries of the
     batch's tokens and of tokens absent from it drawn apart."""

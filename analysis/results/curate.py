@@ -80,23 +80,36 @@ def curate_run(src: Path, dst: Path, wide: bool) -> int:
 
 
 def curate(src: str | Path, dst: str | Path) -> int:
-    """Curate every finished run under ``src`` into ``dst`` (same relative layout); total bytes."""
+    """Curate every finished run under ``src`` into ``dst`` (same relative layout); total bytes.
+
+    A further tuned setting (``order/<name>``) ships its ``tuning.json`` and, when it has a
+    ``selection.json``, its reported runs (their final losses on every seed: the claims at
+    that setting pair them by seed); a setting not run yet leaves what ``dst`` holds of it."""
     src, dst = Path(src), Path(dst)
-    total = 0
-    runs = [r for r in find_runs(src) if load_result(r) is not None]
-    if not runs:
+    runs = [r for r in find_runs(src) if load_result(r) is not None
+            and r.relative_to(src).parts[:1] != (ORDER,)]   # a setting's runs: below
+    if not runs and not list((src / ORDER).glob(f"*/{TUNING}")):
         raise RecordingError(f"no finished runs under {src}; run `scale-lab reproduce` first")
+    total = _curate_root(src, dst, runs, ("report.md", SELECTION, TUNING, REFERENCE_LINES))
+    for tuning in sorted((src / ORDER).glob(f"*/{TUNING}")):
+        setting = tuning.parent
+        reported = ([r for r in find_runs(setting) if load_result(r) is not None]
+                    if (setting / SELECTION).exists() else [])
+        total += _curate_root(setting, dst / setting.relative_to(src), reported, (SELECTION, TUNING))
+    return total
+
+
+def _curate_root(src: Path, dst: Path, runs: list[Path], side_files) -> int:
+    """``runs`` (of root ``src``) and ``src``'s ``side_files`` into ``dst``; the vocabulary-
+    sized vectors for the first seed only."""
     seed_of = {run: run_settings(run)["seed"] for run in runs}
-    first_seed = min(seed_of.values())
-    for run in runs:
-        total += curate_run(run, dst / run.relative_to(src), wide=seed_of[run] == first_seed)
-    for extra in ("report.md", SELECTION, TUNING, REFERENCE_LINES):
+    first_seed = min(seed_of.values(), default=None)
+    total = sum(curate_run(run, dst / run.relative_to(src), wide=seed_of[run] == first_seed)
+                for run in runs)
+    for extra in side_files:
         if (src / extra).exists():
+            (dst / extra).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / extra, dst / extra)
-    for tuning in (src / ORDER).glob(f"*/{TUNING}"):
-        target = dst / tuning.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(tuning, target)
     return total
 
 

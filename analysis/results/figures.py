@@ -2,7 +2,7 @@
 
 ``scale-lab figures --runs DIR --out DIR`` (``python -m analysis.results.figures``) renders every
 registered figure as PNG and PDF; notebooks call the same functions. Each function takes a
-``Recordings`` (the runs under one directory, loaded once, lazily) and returns a ``Figure``, or
+``RunSet`` (the runs under one directory, loaded once, lazily) and returns a ``Figure``, or
 raises ``MissingData`` naming what it needs; ``render_all`` reports that and goes on with the
 other figures. Figures read only the tidy recordings (never free text).
 
@@ -11,7 +11,7 @@ other figures. Figures read only the tidy recordings (never free text).
 ``grad_variance_with_momentum`` the same with output-layer momentum (``scale``; paper 4b)
 ``loss_curves``                 train and validation loss of every arm, with the corpus's
                                 unigram and bigram lines
-``lr_sweep``                    final loss against peak lr per arm (the tuning, both seeds)
+``lr_sweep``                    final loss against peak lr per arm (the tuning)
 ``normalization_ablation``      final validation loss per arm, bars with 95% intervals
 ``column_norm_stats``           update row-RMS spread per role; output-layer gradient row RMS
                                 against token frequency
@@ -22,8 +22,7 @@ other figures. Figures read only the tidy recordings (never free text).
 
 and the figures of the paper's argument from ``analysis.results.argument_figures``
 (``sgd_vs_normalized``, ``momentum_placement``, ``output_entry_histogram``). In a notebook,
-``show(name, rec)`` draws one with its caption (``analysis.results.captions``).
-"""
+``show(name, rec)`` draws one with its caption (``analysis.results.captions``)."""
 
 from __future__ import annotations
 
@@ -33,32 +32,24 @@ from pathlib import Path
 import numpy as np
 
 from analysis.arguments import Parser
-from analysis.recording import (
-    REFERENCE_LINES,
-    TUNING,
-    RecordingError,
-    scan_runs,
-)
+from analysis.recording import REFERENCE_LINES, TUNING, RecordingError, scan_runs
 from analysis.results import paper, style
-from analysis.results.argument_figures import (
-    momentum_placement,
-    output_entry_histogram,
-    sgd_vs_normalized,
-)
+from analysis.results.argument_figures import momentum_placement, output_entry_histogram, sgd_vs_normalized
 from analysis.results.captions import CAPTIONS
 from analysis.results.memory import analytic_terms
-from analysis.results.recordings import (
+from analysis.results.run_set import (
     REFERENCE,
     MissingData,
-    Recordings,
+    RunSet,
     hidden_spectrum,
     spectrum_ranks,
 )
 from analysis.results.stats import role_variance, summary, t_band
 from toy_models import quadratic
+from toy_models.deprecation import renamed
 
 
-def _variance(rec: Recordings, label: str, title: str):
+def _variance(rec: RunSet, label: str, title: str):
     import seaborn as sns
 
     fig, axes = style.figure(2)
@@ -76,7 +67,7 @@ def _variance(rec: Recordings, label: str, title: str):
     return fig
 
 
-def grad_variance_by_layer(rec: Recordings, label: str | None = None):
+def grad_variance_by_layer(rec: RunSet, label: str | None = None):
     """Gradient variance per role (mean over a role's matrices), micro-batch estimator:
     left the paper's per-layer discrepancy ``E||g_b - g||^2``, right divided by ``||g||^2``.
     ``label``: the arm (default ``col_norm``, the paper's; else the first arm recorded, so a
@@ -87,7 +78,7 @@ def grad_variance_by_layer(rec: Recordings, label: str | None = None):
     return _variance(rec, label, f"Gradient variance by layer ({label})")
 
 
-def grad_variance_with_momentum(rec: Recordings, label: str = "scale"):
+def grad_variance_with_momentum(rec: RunSet, label: str = "scale"):
     """As ``grad_variance_by_layer`` for the ``scale`` runs (output-layer momentum; paper 4b)."""
     return _variance(rec, label, f"Gradient variance by layer ({label}: output momentum)")
 
@@ -105,7 +96,7 @@ def _mark_divergence(ax, evals, colours) -> None:
                     color=colours.get(label, "0.2"))
 
 
-def loss_curves(rec: Recordings):
+def loss_curves(rec: RunSet):
     """Training loss (10-step running mean) and validation loss of every arm over steps."""
     import seaborn as sns
 
@@ -158,7 +149,7 @@ def _highlight(colours: dict, label: str, *axes) -> None:
                 line.set_zorder(5)
 
 
-def lr_sweep(rec: Recordings):
+def lr_sweep(rec: RunSet):
     """The tuning behind the results: final validation loss against peak lr for every arm,
     one point per seed, the mean as a line, the chosen lr ringed (a ringed point at a line's
     end would be an optimum at the grid's edge)."""
@@ -188,7 +179,7 @@ def lr_sweep(rec: Recordings):
     return fig
 
 
-def normalization_ablation(rec: Recordings):
+def normalization_ablation(rec: RunSet):
     """Final validation loss per arm: bars with Student-t 95% intervals over seeds."""
     table = summary(rec.results)
     labels = style.ordered(table.index)
@@ -211,7 +202,7 @@ def normalization_ablation(rec: Recordings):
     return fig
 
 
-def column_norm_stats(rec: Recordings):
+def column_norm_stats(rec: RunSet):
     """Left: coefficient of variation of the per-unit update RMS per role and arm; right:
     output-layer gradient row RMS against token frequency."""
     import seaborn as sns
@@ -253,7 +244,7 @@ def column_norm_stats(rec: Recordings):
     return fig
 
 
-def update_spectra(rec: Recordings):
+def update_spectra(rec: RunSet):
     """Left: normalized singular values of one hidden matrix's last update per arm; right:
     stable rank of hidden updates over training."""
     import seaborn as sns
@@ -284,7 +275,7 @@ def update_spectra(rec: Recordings):
     return fig
 
 
-def memory_vs_perplexity(rec: Recordings):
+def memory_vs_perplexity(rec: RunSet):
     """Optimizer state against perplexity: these runs (measured) and the paper at 1B."""
     table = summary(rec.results)
     table = table[np.isfinite(table["perplexity"])]
@@ -304,7 +295,7 @@ def memory_vs_perplexity(rec: Recordings):
     return fig
 
 
-def momentum_quadratic(rec: Recordings | None = None, steps: int = 600, sigma: float = 0.3,
+def momentum_quadratic(rec: RunSet | None = None, steps: int = 600, sigma: float = 0.3,
                        lrs=(0.3, 1.0)):
     """SGD vs EMA momentum (beta 0.9) on the noisy quadratic; dotted lines: exact noise floors."""
 
@@ -330,7 +321,7 @@ REGISTRY = {f.__name__: f for f in (grad_variance_by_layer, grad_variance_with_m
 SELF_CONTAINED = ("momentum_quadratic", "output_entry_histogram")
 
 
-def show(name: str, rec: Recordings | None = None, **kwargs) -> None:
+def show(name: str, rec: RunSet | None = None, **kwargs) -> None:
     """Draw figure ``name`` in a notebook with its one-line caption beneath it
     (``analysis.results.captions``): what the reader should look at, as in ``report.md``."""
     import matplotlib.pyplot as plt
@@ -349,7 +340,7 @@ def render_all(root, out_dir, names=None) -> tuple[list[Path], list[str]]:
     if unknown:
         raise MissingData(f"unknown figure(s) {unknown}; choose from {', '.join(REGISTRY)}")
     try:
-        rec = Recordings(root)
+        rec = RunSet(root)
     except RecordingError as err:
         rec, problems = None, [str(err)]
     else:
@@ -379,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise MissingData(f"unknown figure(s) {unknown}; choose from {', '.join(REGISTRY)}")
         if set(args.only or REGISTRY) - set(SELF_CONTAINED):
-            Recordings(args.runs)   # one line when there is nothing to draw from
+            RunSet(args.runs)   # one line when there is nothing to draw from
         made, problems = render_all(args.runs, args.out, args.only)
     except (MissingData, RecordingError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -387,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"skipped {problem}", file=sys.stderr)
     if set(args.only or REGISTRY) - set(SELF_CONTAINED):
-        for note in Recordings(args.runs).bad_row_notes():
+        for note in RunSet(args.runs).bad_row_notes():
             print(note, file=sys.stderr)
     if Path(args.runs).exists():
         for path, reason in scan_runs(args.runs)[1]:
@@ -398,3 +389,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ``Recordings`` collided with ``analysis.recording`` and ``reproduce.recordings``.
+__getattr__ = renamed(__name__, {'Recordings': 'RunSet'}, globals())

@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.results import style
-from analysis.results.recordings import MissingData, Recordings
+from analysis.results.run_set import MissingData, RunSet
 
 STAT = "grad_var_head"
 
 
-def per_head_variance(rec: Recordings, label: str | None = None):
+def per_head_variance(rec: RunSet, label: str | None = None):
     """Heat map: each attention matrix (rows) by head (columns), the head's gradient variance
     over the mean head's of that matrix, time-averaged (1: as noisy as the average head)."""
     frame = rec.metrics

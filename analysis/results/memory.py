@@ -43,7 +43,7 @@ from analysis.optim import recipes
 from analysis.optim.optimizer import state_bytes, state_numel
 from analysis.optim.recipes import build_optimizer, recipe_names
 from analysis.optim.roles import ROLES
-from analysis.optim.state import NONE, SUBSPACE_SEEDED, times, total_elements
+from analysis.optim.state import NO_STATE, SUBSPACE_SEEDED, per_element, total_elements
 from analysis.results.paper import MODEL_PARAMETERS
 from toy_models.llama import (
     CPU_MODELS,
@@ -58,10 +58,10 @@ from toy_models.llama import (
 PAPER_RANK = {"60m": 128, "130m": 256, "350m": 256, "1b": 512, "7b": 256}
 TABLE_RECIPES = ("sgd", "scale", "apollo_mini", "apollo", "galore", "muon", "adamw")
 # How the paper counts where it differs from what runs here (see the module docstring).
-PAPER_CONVENTION = {"sgd": {role: NONE for role in ROLES},
-                    "muon": {role: times(1) for role in ROLES},
-                    "apollo": {role: times(2) for role in ROLES} | {"hidden": SUBSPACE_SEEDED},
-                    "apollo_mini": {role: times(2) for role in ROLES} | {"hidden": NONE}}
+PAPER_CONVENTION = {"sgd": {role: NO_STATE for role in ROLES},
+                    "muon": {role: per_element(1) for role in ROLES},
+                    "apollo": {role: per_element(2) for role in ROLES} | {"hidden": SUBSPACE_SEEDED},
+                    "apollo_mini": {role: per_element(2) for role in ROLES} | {"hidden": NO_STATE}}
 
 
 def default_rank(model: str, config) -> int:
@@ -140,18 +140,23 @@ MEASURED_HEAD = f"{'recipe':<14}{'model':<8}{'analytic elems':>16}{'measured ele
 
 
 def measured_rows(models=CPU_MODELS, names=None):
-    """One row of the measured table per (model, recipe), each yielded as soon as measured."""
+    """One row per (model, recipe): declared (``analytic``) and measured state elements and
+    bytes, each yielded as soon as measured."""
     for model in models:
         for recipe in names or recipe_names():
-            m = measured_state(recipe, model)
-            ok = "yes" if m["elements"] == m["analytic"] else "no (library keeps non-tensor state)"
-            yield (f"{recipe:<14}{model:<8}{m['analytic']:>16,}{m['elements']:>16,}"
-                   f"{m['bytes']:>12,}  {ok}")
+            yield {"recipe": recipe, "model": model} | measured_state(recipe, model)
+
+
+def measured_line(row: dict) -> str:
+    """One ``measured_rows`` row as a line under ``MEASURED_HEAD``."""
+    ok = "yes" if row["elements"] == row["analytic"] else "no (library keeps non-tensor state)"
+    return (f"{row['recipe']:<14}{row['model']:<8}{row['analytic']:>16,}{row['elements']:>16,}"
+            f"{row['bytes']:>12,}  {ok}")
 
 
 def measured_table(models=CPU_MODELS, names=None) -> str:
     """Declared vs measured state elements for every recipe on the CPU models."""
-    return "\n".join([MEASURED_HEAD, *measured_rows(models, names)])
+    return "\n".join([MEASURED_HEAD, *map(measured_line, measured_rows(models, names))])
 
 
 def cuda_peak_table(model: str = "60m", names=TABLE_RECIPES, batch: int = 8,
@@ -193,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         text += "\n" + part
         total = len(CPU_MODELS) * len(recipe_names())
         with tqdm(total=total, desc="measuring", unit="recipe", file=sys.stderr, leave=False) as bar:
-            for row in measured_rows():
+            for row in map(measured_line, measured_rows()):
                 bar.write(row, file=sys.stdout)   # above the bar, not through it
                 sys.stdout.flush()
                 text += "\n" + row

@@ -168,11 +168,11 @@ def check_scale_transforms(fn) -> None:
     over three steps on gradients of each role's shape in a small LLaMA."""
     model = build_model(load_config("nano", vocab_size=512), seed=0)
     reference = build_optimizer("scale", model)
-    mine = fn()
+    given = fn()
     for role in ("hidden", "embedding", "output"):
-        assert role in mine, f"no transform for role {role!r}"
+        assert role in given, f"no transform for role {role!r}"
         group = next(g for g in reference.param_groups if g["label"] == role)
-        want_rule, got_rule = reference.transform_of(group), mine[role]
+        want_rule, got_rule = reference.transform_of(group), given[role]
         p = group["params"][0]
         want_state, got_state = want_rule.init(p), got_rule.init(p)
         for step, g in enumerate(_gradients(tuple(p.shape), count=3, seed=1)):

@@ -6,10 +6,9 @@ tuning chose *at this length* (the shipped reference tuning, ``tuning.json``); t
 leaderboard is the mean final validation loss over seeds with a Student-t 95% interval, and
 each entrant's difference to SCALE is paired by seed (``analysis.results.stats``).
 
-On the ``quick`` setting (``micro2k``, 120 steps; the reference's) the baselines are not
-trained again: their runs are read from the shipped reference recordings, after checking
-that each was made with exactly this configuration; only the designs train (about 35 s per
-run on 2 cores). On any other preset (``smoke`` for tests) everything trains, a plumbing
+On the ``quick`` setting (the reference's model and length) the baselines are not trained
+again: their runs are read from the shipped reference recordings, after checking that each
+was made with exactly this configuration (its lr and beta2 included); only the designs train. On any other preset (``smoke`` for tests) everything trains, a plumbing
 check rather than a finding. A design's lr is the reader's choice: an untuned entrant is
 at a disadvantage, never the baselines.
 """
@@ -20,15 +19,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.protocol.presets import PRESETS, REFERENCE, Arm, tuned_lrs
+from analysis.protocol.presets import PRESETS, REFERENCE, Arm, tuned_points
 from analysis.recording import run_settings
 from analysis.results import stats
 from analysis.train.loop import train
 
 BASELINES = ("scale", "adamw")
 # the settings a reference run must share with the race's to be reused
-SAME = ("model", "optimizer", "momentum", "lr", "adam_lr", "steps", "batch_size", "micro_batch_size",
-        "seq_len", "seed", "data", "embedding_lr_mult", "output_lr_mult", "eval_tokens")
+SAME = ("model", "optimizer", "momentum", "lr", "adam_lr", "adam_betas", "steps", "batch_size",
+        "micro_batch_size", "seq_len", "seed", "data", "embedding_lr_mult", "output_lr_mult", "eval_tokens")
 
 
 def _reference_run(label: str, seed: int, wanted: dict) -> float | None:
@@ -39,7 +38,9 @@ def _reference_run(label: str, seed: int, wanted: dict) -> float | None:
     if match.empty:
         return None
     config = run_settings(match["run"].iloc[0])
-    same = all(config.get(k) == wanted.get(k) for k in SAME)
+    def plain(value):   # JSON gives a tuple back as a list
+        return tuple(value) if isinstance(value, list) else value
+    same = all(plain(config.get(k)) == plain(wanted.get(k)) for k in SAME)
     return float(match["final_eval_loss"].iloc[0]) if same else None
 
 
@@ -48,17 +49,18 @@ def race(designs: dict[str, float], seeds=(0, 1), preset: str = "quick",
     """Train every design ``{recipe name: lr}`` on ``seeds`` at ``preset``'s setting; one row per
     (entrant, seed): label, seed, lr, final validation loss, where the run came from."""
     setting = PRESETS[preset]
-    lrs = tuned_lrs()
-    missing = [b for b in BASELINES if b not in lrs]
+    points = tuned_points()
+    missing = [b for b in BASELINES if b not in points]
     if missing:
         raise FileNotFoundError(f"no tuned lr for {missing} in {REFERENCE}/tuning.json: the race "
                                 "needs the shipped reference tuning")
-    entrants = {b: (Arm(b, b), lrs[b]) for b in BASELINES}
-    entrants |= {name: (Arm(name, name), lr) for name, lr in designs.items()}
+    # the baselines at their tuned (lr, beta2); a design at the reader's lr and the default beta2
+    entrants = {b: (Arm(b, b), *points[b]) for b in BASELINES}
+    entrants |= {name: (Arm(name, name), lr, None) for name, lr in designs.items()}
     rows = []
-    for label, (arm, lr) in entrants.items():
+    for label, (arm, lr, beta2) in entrants.items():
         for seed in seeds:
-            config = setting.config(arm, seed, lr)
+            config = setting.config(arm, seed, lr, beta2=beta2)
             reused = _reference_run(label, seed, vars(config)) if label in BASELINES else None
             if reused is not None:
                 rows.append({"label": label, "seed": seed, "lr": lr, "loss": reused,

@@ -26,9 +26,9 @@ import os
 import numpy as np
 
 from analysis.results import style
-from analysis.results.recordings import (
+from analysis.results.run_set import (
     MissingData,
-    Recordings,
+    RunSet,
     hidden_spectrum,
     spectrum_ranks,
 )
@@ -137,12 +137,12 @@ def norm_ball_explorer(angle: float = 30.0, stretch: float = 1.0):
     return fig
 
 
-def spectrum_steps(rec: Recordings) -> list[int]:
+def spectrum_steps(rec: RunSet) -> list[int]:
     """The steps at which the drawn hidden matrix's update spectra were recorded."""
     return sorted(int(s) for s in hidden_spectrum(rec)[1]["step"].unique())
 
 
-def spectrum_explorer(rec: Recordings, step: int):
+def spectrum_explorer(rec: RunSet, step: int):
     """Normalized singular values ``s_i / s_1`` of one hidden matrix's update at ``step`` (the
     one ``figures.update_spectra`` draws), one line per arm, mean over seeds, against the rank."""
     name, rows = hidden_spectrum(rec)
@@ -153,9 +153,9 @@ def spectrum_explorer(rec: Recordings, step: int):
     colours = style.palette(labels)
     fig, (ax,) = style.figure(1, width=6.0, height=3.8)
     for label in labels:
-        mine = rows[rows["label"] == label]
-        mean = np.mean([np.asarray(v, dtype=float) for v in mine["values"]], axis=0)
-        ranks = spectrum_ranks(rec, mine["run"].iloc[0], name, len(mean))
+        of_label = rows[rows["label"] == label]
+        mean = np.mean([np.asarray(v, dtype=float) for v in of_label["values"]], axis=0)
+        ranks = spectrum_ranks(rec, of_label["run"].iloc[0], name, len(mean))
         ax.plot(ranks if ranks is not None else np.arange(1, len(mean) + 1), mean,
                 color=colours[label], lw=2 if label == "scale" else 1.2, label=label)
     ax.set(xscale="log", yscale="log", xlabel="rank i", ylabel="s_i / s_1",

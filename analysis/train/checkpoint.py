@@ -53,10 +53,10 @@ def gather(model, optimizer, data, sharded: bool, world: int) -> tuple[dict, dic
         model_state, optimizer_state = parallel.full_state_dicts(model, optimizer)
     else:
         model_state, optimizer_state = model.state_dict(), optimizer.state_dict()
-    mine = data.state_dict()
-    positions = [mine] * world
+    local = data.state_dict()
+    positions = [local] * world
     if world > 1:
-        torch.distributed.all_gather_object(positions, mine)
+        torch.distributed.all_gather_object(positions, local)
     return model_state, optimizer_state, positions
 
 

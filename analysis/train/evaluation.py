@@ -64,9 +64,9 @@ def evaluate(model, data, config: TrainConfig, device, autocast, rank=0, world=1
         round_ = [b for _, b in zip(range(world), batches)]
         if not round_:
             break
-        mine = rank < len(round_)
-        loss, n = token_loss(model, round_[rank if mine else 0].to(device), autocast)
-        if mine:
+        has_batch = rank < len(round_)
+        loss, n = token_loss(model, round_[rank if has_batch else 0].to(device), autocast)
+        if has_batch:
             total += torch.tensor([loss.double().item() * n, n], dtype=torch.float64, device=device)
     if world > 1:
         torch.distributed.all_reduce(total)

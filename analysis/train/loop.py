@@ -18,8 +18,8 @@ micro-steps) or FSDP2 (``--parallel fsdp``: ``fully_shard`` per block, the optim
 shards; see ``analysis.train.parallel``). On CPU a fixed seed gives bitwise-identical runs.
 
 ``train`` reads as the loop above; each part is a named function that tests can call:
-``setup`` (``analysis.train.setup``), ``micro_batches``, ``accumulate``, ``check_finite``, ``log_step``,
-``evaluate_if_due``, ``checkpoint_if_due``, ``stop_if_interrupted`` and ``finish``.
+``setup`` (``analysis.train.setup``), ``micro_batches``, ``accumulate``, ``grad_norm_of`` and
+``stop_diverged``, ``log_step``, ``evaluate_if_due``, ``checkpoint_if_due``, ``stop_if_interrupted`` and ``finish``.
 
 SIGINT (Ctrl-C) and SIGTERM (a cluster's preemption) let the current step finish, write a
 checkpoint and raise ``TrainingInterrupted`` (exit code 130 or 143 from the CLI); a second
@@ -113,7 +113,7 @@ def instrumentation(run: Run):
     note = Instrumentation.variance_note(run.accum, run.micro, run.world)
     if note and run.rank == 0:
         print(f"note: {note}", file=sys.stderr)
-    return Instrumentation(run.model, run.optimizer, run.recorder, run.config.instrument,
+    return Instrumentation(run.model, run.optimizer, run.recorder or None, run.config.instrument,
                            last_step=run.config.steps, autocast=run.autocast,
                            # the probe and token counts sample finite data; not a stream
                            data=run.data if hasattr(run.data, "train") else None,
@@ -130,8 +130,7 @@ def initial_evaluation(run: Run) -> float:
     if run.start != 0:
         return recorded_first_eval(run.run_dir)
     loss = run_evaluation(run)
-    if run.recorder is not None:
-        run.recorder.log(0, {"eval_loss": loss, "eval_perplexity": math.exp(loss)})
+    run.recorder.log(0, {"eval_loss": loss, "eval_perplexity": math.exp(loss)})
     return loss
 
 
@@ -141,8 +140,8 @@ def micro_batches(run: Run, step: int) -> torch.Tensor:
     return batch.view(run.accum, run.micro, -1)
 
 
-def accumulate(run: Run, mine: torch.Tensor, monitor) -> float:
-    """Forward and backward over this process's micro-batches ``mine``; gradients accumulate
+def accumulate(run: Run, local: torch.Tensor, monitor) -> float:
+    """Forward and backward over this process's micro-batches ``local``; gradients accumulate
     in ``.grad``. Returns the step's token-mean loss over all processes.
 
     Each micro-batch's mean loss is weighted by its share of the step's predicted tokens
@@ -150,10 +149,10 @@ def accumulate(run: Run, mine: torch.Tensor, monitor) -> float:
     records, each micro-batch is cut into ``monitor.pieces`` parts (the variance estimate needs
     several; ``analysis.instrument.hooks``)."""
     config, accum = run.config, run.accum
-    pieces = monitor.pieces(accum, mine.size(1)) if config.instrument is not None else 1
+    pieces = monitor.pieces(accum, local.size(1)) if config.instrument is not None else 1
     step_loss = torch.zeros((), dtype=torch.float64, device=run.device)
     for k in range(accum):
-        parts = mine[k].to(run.device).chunk(pieces)
+        parts = local[k].to(run.device).chunk(pieces)
         for j, mb in enumerate(parts):
             last = k == accum - 1 and j == len(parts) - 1
             with parallel.gradient_sync(run.train_model, config.parallel, run.world, last):
@@ -168,21 +167,22 @@ def accumulate(run: Run, mine: torch.Tensor, monitor) -> float:
     return (step_loss / run.step_tokens()).item()
 
 
-def check_finite(run: Run, step: int, mean_loss: float, first_eval: float) -> float:
-    """The global gradient norm; on a non-finite loss or norm, record the run as diverged
-    (a finished result, not a crash) and raise ``TrainingDiverged``."""
-    grad_norm = parallel.global_grad_norm(run.model) if math.isfinite(mean_loss) else math.nan
-    if math.isfinite(mean_loss) and math.isfinite(grad_norm):
-        return grad_norm
+def grad_norm_of(run: Run, mean_loss: float) -> float:
+    """The global gradient norm (over every process), or NaN when the loss already is not
+    finite (the norm would only repeat it)."""
+    return parallel.global_grad_norm(run.model) if math.isfinite(mean_loss) else math.nan
+
+
+def stop_diverged(run: Run, step: int, mean_loss: float, grad_norm: float, first_eval: float) -> None:
+    """Record the run as diverged at ``step`` (a finished result, not a crash: the sweep
+    moves on) and raise ``TrainingDiverged`` with the one line the CLI prints."""
     what = (f"loss {mean_loss}" if not math.isfinite(mean_loss)
             else f"gradient norm {grad_norm} (loss {mean_loss:.4g})")
-    if run.recorder is not None:
-        run.recorder.log(step + 1, {"loss": mean_loss, "grad_norm": grad_norm})
-        run.recorder.finish({"diverged_at": step + 1, "steps": run.config.steps,
-                             "first_eval_loss": first_eval, "final_eval_loss": math.nan,
-                             "final_perplexity": math.nan})
-    run.close()
-    raise TrainingDiverged(f"non-finite {what} at step {step + 1}; lower the learning "
+    run.recorder.log(step, {"loss": mean_loss, "grad_norm": grad_norm})
+    run.recorder.finish({"diverged_at": step, "steps": run.config.steps,
+                         "first_eval_loss": first_eval, "final_eval_loss": math.nan,
+                         "final_perplexity": math.nan})
+    raise TrainingDiverged(f"non-finite {what} at step {step}; lower the learning "
                            "rate (the last good checkpoint is kept)")
 
 
@@ -193,7 +193,7 @@ def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
 
 def log_step(run: Run, done: int, row: dict) -> None:
     """Record step ``done``'s run-level row (every ``log_every`` steps and the last)."""
-    if run.recorder is not None and (done % run.config.log_every == 0 or done == run.config.steps):
+    if done % run.config.log_every == 0 or done == run.config.steps:
         run.recorder.log(done, row)
 
 
@@ -203,8 +203,7 @@ def evaluate_if_due(run: Run, done: int) -> float | None:
     if not ((config.eval_every and done % config.eval_every == 0) or done == config.steps):
         return None
     loss = run_evaluation(run)
-    if run.recorder is not None:
-        run.recorder.log(done, {"eval_loss": loss, "eval_perplexity": math.exp(loss)})
+    run.recorder.log(done, {"eval_loss": loss, "eval_perplexity": math.exp(loss)})
     return loss
 
 
@@ -213,7 +212,7 @@ def save_checkpoint(run: Run, done: int) -> Path | None:
     states = checkpoint.gather(run.model, run.optimizer, run.data, run.sharded, run.world)
     if run.rank != 0:
         return None
-    return checkpoint.save(run.run_dir, done, *states, run.scheduler, run.ident,
+    return checkpoint.save(run.run_dir, done, *states, run.scheduler, run.identity,
                            {"tokens_seen": run.tokens_seen(done)}, keep=run.config.keep_checkpoints)
 
 
@@ -239,7 +238,6 @@ def stop_if_interrupted(run: Run, done: int, received: list[int]) -> None:
     if run.run_dir is not None:
         path = save_checkpoint(run, done)
         where = f"checkpoint {path or run.run_dir}; continue with --resume"
-    run.close()
     raise TrainingInterrupted(f"interrupted at step {done}; {where}", 128 + signum)
 
 
@@ -252,9 +250,7 @@ def finish(run: Run, first_eval: float, eval_loss: float, losses: list[float],
                          tokens=run.tokens_seen(run.config.steps), tokens_per_s=tokens_per_s,
                          optimizer_state_bytes=state_bytes(run.optimizer),
                          vocab_size=run.model.config.vocab_size, losses=losses)
-    if run.recorder is not None:
-        run.recorder.finish({k: v for k, v in asdict(result).items() if k != "losses"})
-    run.close()
+    run.recorder.finish({k: v for k, v in asdict(result).items() if k != "losses"})
     return result
 
 
@@ -289,10 +285,12 @@ def _loop(run: Run, progress: bool) -> TrainResult:
     with instrumentation(run) as monitor, interrupt_requests() as received:
         for step in range(run.start, config.steps):
             t0 = time.perf_counter()
-            mine = micro_batches(run, step)
+            local = micro_batches(run, step)
             data_time = time.perf_counter() - t0
-            mean_loss = accumulate(run, mine, monitor)
-            grad_norm = check_finite(run, step, mean_loss, first_eval)
+            mean_loss = accumulate(run, local, monitor)
+            grad_norm = grad_norm_of(run, mean_loss)
+            if not (math.isfinite(mean_loss) and math.isfinite(grad_norm)):
+                stop_diverged(run, step + 1, mean_loss, grad_norm, first_eval)
             # the lrs this step uses, read before scheduler.step() moves them on
             lr, lrs = run.optimizer.param_groups[0]["lr"], group_lrs(run.optimizer)
             run.optimizer.step()

@@ -28,6 +28,7 @@ from analysis.recording import (
     RESULT,
     SEGMENTS,
     SPECTRA,
+    NullRecorder,
     Recorder,
     provenance,
 )
@@ -49,8 +50,8 @@ WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp64": torch.float64}
 
 @dataclass
 class Run:
-    """One training run's pieces, as ``setup`` makes them (``recorder`` is None off rank 0 or
-    without a run directory; ``start`` is the step a resume continues from)."""
+    """One training run's pieces, as ``setup`` makes them (``recorder`` is a ``NullRecorder`` off
+    rank 0 or without a run directory; ``start`` is the step a resume continues from)."""
 
     config: TrainConfig
     rank: int
@@ -66,8 +67,8 @@ class Run:
     train_model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    ident: dict
-    recorder: Recorder | None
+    identity: dict
+    recorder: Recorder | NullRecorder
     start: int
     flops_per_token: float
     start_tokens: int = 0
@@ -81,8 +82,7 @@ class Run:
         """Close the recorder and give the run directory's writer lock back (idempotent; the
         lock is given back even when closing the tables fails)."""
         try:
-            if self.recorder is not None:
-                self.recorder.close()
+            self.recorder.close()
         finally:
             if self.run_dir is not None and self.rank == 0:
                 rundir.release_lock(self.run_dir)
@@ -228,12 +228,12 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
         run_dir = prepare_run_dir(out, overwrite, resume) if rank == 0 else Path(out)
     try:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
-        ident = checkpoint.identity(config.to_dict(), model,
-                                    layout="fsdp" if sharded(config, world) else "plain")
+        identity = checkpoint.identity(config.to_dict(), model,
+                                       layout="fsdp" if sharded(config, world) else "plain")
         start, start_tokens = 0, 0
         if resume and run_dir is not None:
             start, start_tokens = checkpoint.resume(run_dir, model, optimizer, scheduler, data,
-                                                    ident, sharded(config, world), rank)
+                                                    identity, sharded(config, world), rank)
             if start_tokens is None:   # a checkpoint of before tokens were saved
                 start_tokens = start * config.batch_size * config.seq_len
         train_model = parallel.wrap(model, config.parallel, world)
@@ -246,14 +246,15 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
             found = checkpoint.checkpoints(run_dir)
             rundir.append_segment(run_dir, config, start, found[-1].name if found else None, changed,
                                   rundir.supersede_after(run_dir, start))
-        recorder = None
-        if run_dir is not None and rank == 0:
-            recorder = Recorder(run_dir, trackers=make_trackers(trackers or {}, run_dir, config))
-        run = Run(config, rank, world, config.accumulation(world), config.micro(world), device,
-                  precision, autocast, run_dir, data, model, train_model, optimizer, scheduler, ident,
-                  recorder, start, flops_per_token(model.config, config.seq_len), start_tokens,
-                  throughput.limit(device, precision))
-        if recorder is not None and not continuing:   # config.json is written once
+        recorder = (Recorder(run_dir, trackers=make_trackers(trackers or {}, run_dir, config))
+                    if run_dir is not None and rank == 0 else NullRecorder())
+        run = Run(config=config, rank=rank, world=world, accum=config.accumulation(world),
+                  micro=config.micro(world), device=device, precision=precision, autocast=autocast,
+                  run_dir=run_dir, data=data, model=model, train_model=train_model,
+                  optimizer=optimizer, scheduler=scheduler, identity=identity, recorder=recorder,
+                  start=start, flops_per_token=flops_per_token(model.config, config.seq_len),
+                  start_tokens=start_tokens, limit=throughput.limit(device, precision))
+        if recorder and not continuing:   # config.json is written once
             rundir.append_segment(run_dir, config, 0, None)
             recorder.write_config({"config": config.to_dict(), "device": str(device),
                                    "precision": precision, "world_size": world,

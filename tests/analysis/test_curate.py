@@ -48,3 +48,19 @@ def test_a_tuned_root_ships_its_reported_runs_and_the_tuning(tmp_path):
         == ["scale/seed0"]
     assert not (tmp_path / "small" / "adamw").exists()
     assert (tmp_path / "small" / TUNING).exists() and (tmp_path / "small" / "order" / "short" / TUNING).exists()
+
+
+def test_a_further_setting_ships_its_reported_runs_for_the_claims_to_pair(tmp_path):
+    from analysis.results.claims import setting_results
+
+    src = tmp_path / "full"
+    setting = src / "order" / "short"
+    run_preset(PRESETS["smoke"], setting, select_arms(["scale", "col_norm"]), Runner(1))
+    (setting / SELECTION).write_text(json.dumps({"runs": ["scale/seed0"]}))   # col_norm: a sweep point
+    (setting / TUNING).write_text("{}")
+    curate(src, tmp_path / "small")
+    shipped = tmp_path / "small" / "order" / "short"
+    assert (shipped / SELECTION).exists() and (shipped / TUNING).exists()
+    assert [r.relative_to(shipped).as_posix() for r in find_runs(shipped)] == ["scale/seed0"]
+    assert not (shipped / "col_norm").exists()
+    assert list(setting_results(tmp_path / "small")["short"]["label"]) == ["scale"]

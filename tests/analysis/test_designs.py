@@ -9,7 +9,7 @@ from analysis.optim.hyper import RecipeError
 from analysis.optim.optimizer import state_numel
 from analysis.optim.recipes import build_optimizer, get_recipe
 from analysis.optim.transforms import chain, momentum, normalize
-from analysis.protocol.presets import PRESETS, REFERENCE, Arm, tuned_lrs
+from analysis.protocol.presets import PRESETS, REFERENCE, Arm, tuned_lrs, tuned_points
 from analysis.teaching import race
 from toy_models.llama import build_model, load_config, matrix_shapes
 
@@ -53,11 +53,12 @@ def test_a_builtin_name_is_refused():
 
 @pytest.mark.skipif(not (REFERENCE / "tuning.json").exists(), reason="reference recordings not built")
 def test_the_race_reuses_only_reference_runs_of_the_same_configuration():
-    lrs = tuned_lrs()
-    config = vars(PRESETS["quick"].config(Arm("scale", "scale"), 0, lrs["scale"]))
+    lr, beta2 = tuned_points()["scale"]   # quick is the reference's setting: its runs are reused
+    config = vars(PRESETS["quick"].config(Arm("scale", "scale"), 0, lr, beta2=beta2))
     assert race._reference_run("scale", 0, config) is not None
-    assert race._reference_run("scale", 0, config | {"lr": lrs["scale"] * 2}) is None
+    assert race._reference_run("scale", 0, config | {"lr": lr * 2}) is None
     assert race._reference_run("scale", 0, config | {"steps": 60}) is None
+    assert race._reference_run("scale", 0, config | {"adam_betas": (0.9, 0.5)}) is None
 
 
 @pytest.mark.skipif(not (REFERENCE / "tuning.json").exists(), reason="reference recordings not built")

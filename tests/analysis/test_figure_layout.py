@@ -46,7 +46,7 @@ def _explorer(name):
     """The notebooks' explorers at their starting values and at a harder setting."""
     from analysis.teaching import widgets
 
-    rec = figures.Recordings(REFERENCE)
+    rec = figures.RunSet(REFERENCE)
     return {"momentum": lambda: widgets.momentum_explorer(),
             "momentum_unstable": lambda: widgets.momentum_explorer(lr=2.8, beta=0.99, sigma=1.0),
             "norm_balls": lambda: widgets.norm_ball_explorer(),
@@ -63,7 +63,7 @@ def test_no_text_overlaps_or_leaves_the_canvas(name):
     if name.startswith("explorer:"):
         fig = _explorer(name.split(":")[1])
     else:
-        fig = figures.REGISTRY[name](figures.Recordings(REFERENCE))
+        fig = figures.REGISTRY[name](figures.RunSet(REFERENCE))
     texts = drawn_texts(fig)
     canvas = fig.bbox
     assert len(texts) >= 5

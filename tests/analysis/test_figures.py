@@ -56,7 +56,7 @@ def test_loss_band_is_the_reports_t_interval():
 
     from analysis.results import stats, style
 
-    rec = figures.Recordings(REFERENCE)
+    rec = figures.RunSet(REFERENCE)
     table = stats.summary(stats.final_results(REFERENCE))
     fig = figures.loss_curves(rec)
     right = fig.axes[1]
@@ -87,7 +87,7 @@ def test_update_spectra_draws_each_kept_value_at_its_rank():
     from analysis.instrument.spectra import log_spaced
     from toy_models.llama import load_config, matrix_shapes
 
-    rec = figures.Recordings(REFERENCE)
+    rec = figures.RunSet(REFERENCE)
     fig = figures.update_spectra(rec)
     name = fig.axes[0].get_title().split(": ")[1]
     shape = dict((n.replace("model.", ""), s) for n, _, s in matrix_shapes(load_config("micro2k", vocab_size=2048)))[name]

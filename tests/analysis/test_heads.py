@@ -75,10 +75,10 @@ def test_the_per_head_figure_draws_from_a_recording(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
     from analysis.results.head_figures import per_head_variance
-    from analysis.results.recordings import REFERENCE, MissingData, Recordings
+    from analysis.results.run_set import REFERENCE, MissingData, RunSet
 
     _run(tmp_path)
-    fig = per_head_variance(Recordings(tmp_path))
+    fig = per_head_variance(RunSet(tmp_path))
     assert fig.axes and fig.axes[0].images and fig.axes[0].images[0].get_array().shape == (8, 2)
     with pytest.raises(MissingData, match="per_head=True"):
-        per_head_variance(Recordings(REFERENCE))
+        per_head_variance(RunSet(REFERENCE))

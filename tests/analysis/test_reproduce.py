@@ -85,16 +85,43 @@ def test_presets_are_valid_configs_and_quick_fits_its_budget():
     for preset in PRESETS.values():
         for arm in ALL_ARMS:
             preset.config(arm, preset.seeds[0], 1e-3).validate()
-    quick, reference = PRESETS["quick"], PRESETS["early"]
-    # quick re-runs the shipped (early) reference's first seed: same model, length, batch, lrs
-    assert replace(quick, name="", description="", seeds=(), tune_seeds=(), order_settings=()) == \
-        replace(reference, name="", description="", seeds=(), tune_seeds=(), order_settings=())
-    assert len(reference.seeds) >= 3 and len(reference.tune_seeds) == 2
-    # about 9k tokens/s for micro2k with two single-thread workers on 2 cores (measured):
-    # the ladder's tokens must fit in about 6 minutes
-    assert quick.tokens() * len(ALL_ARMS) / 9_000 < 6 * 60
+    quick, reference = PRESETS["quick"], PRESETS["reference"]
+    # quick previews the reference's first seed: same model, length, batch, instrumentation
+    untuned = dict(name="", description="", seeds=(), tune_seeds=(), order_settings=(), arms=None,
+                   beta2_choices=(), bracket_beyond_noise=False, grid_factor=0, max_extensions=0)
+    assert replace(quick, **untuned) == replace(reference, **untuned)
+    assert quick.seeds == (0,) and set(quick.arms) == {"sgd", "col_norm", "scale", "adamw"}
+    assert [a.label for a in select_arms(None, quick)] == list(quick.arms)
+    assert len(reference.seeds) >= 3 and reference.tune_seeds == (0,)
+    # about 14k tokens/s for cpu60m-half per single-thread worker, two side by side on 2 cores
+    # (measured): the preview's tokens must fit in about 7 minutes
+    assert quick.tokens() * len(quick.arms) / (2 * 14_000) < 7 * 60
 
 
 def test_jobs_must_be_positive(capsys, tmp_path):
     assert reproduce.main(["--preset", "smoke", "--jobs", "0", "--out", str(tmp_path)]) == 2
     assert "--jobs must be >= 1" in capsys.readouterr().err
+
+
+def test_a_preset_runs_setting_by_setting(tmp_path, monkeypatch, capsys):
+    preset = replace(PRESETS["smoke"], tune_seeds=(0,),
+                     order_settings=(("short", "nano", 6, ("scale",)), ("other", "nano", 8, ("scale",))))
+    called = []
+
+    def fake_tune(setting, out, arms, runner):
+        called.append((out.relative_to(tmp_path).as_posix(), setting.steps))
+        return {"arms": {}}
+
+    monkeypatch.setattr(tuning, "tune", fake_tune)
+    arms = select_arms(["scale"])
+    run_preset(preset, tmp_path, arms, Runner(1), settings=["short"])
+    assert called == [("order/short", 6)]                 # the main setting and "other" not run
+    called.clear()
+    run_preset(preset, tmp_path, arms, Runner(1), settings=["main"])
+    assert called == [(".", 12)]
+    called.clear()
+    run_preset(preset, tmp_path, arms, Runner(1))
+    assert called == [(".", 12), ("order/short", 6), ("order/other", 8)]
+    monkeypatch.setattr(reproduce, "get_preset", lambda name: preset)
+    assert reproduce.main(["--settings", "long", "--out", str(tmp_path)]) == 2
+    assert "has no setting long; choose from main, short, other" in capsys.readouterr().err

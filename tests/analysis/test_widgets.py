@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from analysis.protocol.presets import REFERENCE  # noqa: E402
-from analysis.results.figures import Recordings  # noqa: E402
+from analysis.results.figures import RunSet  # noqa: E402
 from analysis.teaching import widgets  # noqa: E402
 from toy_models import quadratic  # noqa: E402
 
@@ -65,7 +65,7 @@ def test_static_mode_draws_once_and_returns_no_widget(monkeypatch):
 
 @pytest.mark.skipif(not REFERENCE.exists(), reason="reference recordings not built")
 def test_spectrum_explorer_draws_every_recorded_step():
-    rec = Recordings(REFERENCE)
+    rec = RunSet(REFERENCE)
     steps = widgets.spectrum_steps(rec)
     assert len(steps) >= 2
     for step in (steps[0], steps[-1]):

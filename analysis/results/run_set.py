@@ -1,4 +1,4 @@
-"""The recordings a figure reads: the runs under one directory as DataFrames (``Recordings``),
+"""The recordings a figure reads: the runs under one directory as DataFrames (``RunSet``),
 ``MissingData`` when a figure's input is not there, and what a run's configuration says about
 a recorded vector (``spectrum_ranks``)."""
 
@@ -23,6 +23,7 @@ from analysis.results.stats import final_results
 from toy_models.llama import load_config as toy_config
 from toy_models.llama import matrix_shapes, model_names
 from toy_models.paths import shipped_data
+from toy_models.deprecation import renamed
 
 REFERENCE = shipped_data() / "recordings" / "reference"   # the shipped reference recordings
 
@@ -31,7 +32,7 @@ class MissingData(LookupError):
     """A figure's input is not in the recordings; the message names it and how to record it."""
 
 
-class Recordings:
+class RunSet:
     """The runs below ``root``: metrics and vector records as DataFrames, loaded on first use."""
 
     def __init__(self, root: str | Path):
@@ -91,7 +92,7 @@ class Recordings:
 
 
 
-def spectrum_ranks(rec: Recordings, run: str, param: str, kept: int) -> np.ndarray | None:
+def spectrum_ranks(rec: RunSet, run: str, param: str, kept: int) -> np.ndarray | None:
     """The 1-based ranks of the ``kept`` singular values recorded for ``param``: the
     instrumentation keeps ``spectra.log_spaced(n)`` of a matrix's ``n = min(rows, fan-in)``
     values, ``n`` from the shape in the run's ``config.json`` (a user's loop records it with
@@ -109,7 +110,7 @@ def spectrum_ranks(rec: Recordings, run: str, param: str, kept: int) -> np.ndarr
     return ranks if len(ranks) == kept else None
 
 
-def hidden_spectrum(rec: Recordings) -> tuple[str, pd.DataFrame]:
+def hidden_spectrum(rec: RunSet) -> tuple[str, pd.DataFrame]:
     """The hidden matrix whose update spectra the figures draw (the first by name) and its
     ``update_spectrum`` rows, every run and recorded step."""
     vectors = rec.vectors
@@ -119,3 +120,8 @@ def hidden_spectrum(rec: Recordings) -> tuple[str, pd.DataFrame]:
                           "the `full` schedule with instrumentation on")
     name = sorted(spectra["param"].unique())[0]
     return name, spectra[spectra["param"] == name]
+
+
+# ``Recordings`` (class), ``analysis.recording`` (one run's files) and ``reproduce.recordings``
+# (a path) were three things under one name.
+__getattr__ = renamed(__name__, {'Recordings': 'RunSet'}, globals())
