@@ -32,7 +32,7 @@ from analysis.protocol.presets import (
 from analysis.protocol.tuning import MAIN, Runner, jobs_default, run_preset, setting_names
 from analysis.recording import REFERENCE_LINES, write_atomic
 from analysis.results.figures import render_all
-from analysis.results.report import write_report
+from analysis.results.report import preview_line, write_report
 from analysis.train.config import ConfigError
 from analysis.train.dryrun import plan
 from toy_models.corpus import CorpusError
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     figures_dir = Path(args.figures or out / "figures")
-    report = write_report(out, out / "report.md", figures_dir=figures_dir)
+    report = write_report(out, out / "report.md", figures_dir=figures_dir, preview=preview_line(preset))
     made, problems = render_all(out, figures_dir)
     for problem in problems:
         print(f"figure skipped: {problem}", file=sys.stderr)

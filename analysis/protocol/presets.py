@@ -91,6 +91,7 @@ class Preset:
     gpu: bool = False
     fixed_lrs: dict[str, float] | None = None  # the paper's presets: its lrs, no tuning
     arms: tuple[str, ...] | None = None       # the arms run when none are named (None: all)
+    preview_of: str | None = None             # a preview's preset, said on its report's first line
 
     def config(self, arm: Arm, seed: int, lr: float, beta2: float | None = None) -> TrainConfig:
         """One run's config; ``beta2`` replaces the Adam part's second beta (every arm's: AdamW
@@ -183,7 +184,8 @@ PRESETS = {
                     f"at its length (cpu60m-half, {V2_STEPS} steps x 32 x 128 = 10 tokens per "
                     "parameter) and its tuned lr and beta2; <= 10 min on 2 cores",
                     "cpu60m-half", V2_STEPS, 32, 32, 128, (0,), 57, 16_384, _V2_INSTRUMENT,
-                    centers=V2_CENTERS, device="cpu", precision="fp32", arms=QUICK_ARMS),
+                    centers=V2_CENTERS, device="cpu", precision="fp32", arms=QUICK_ARMS,
+                    preview_of="reference"),
     "early": Preset("early", f"EARLY TRAINING (0.1 tokens per parameter): micro2k (2.6M), "
                     f"{REFERENCE_STEPS} steps x 16 x 128 tokens: lr tuned per arm at this length on "
                     "seeds 0-1 (x sqrt(3) grid), reported on seeds 0-2, ladder order at a second "

@@ -115,10 +115,11 @@ def regime_lines(root: Path, results) -> list[str]:
     return out + [""]
 
 
-def markdown(root, results, figures_dir: Path | None = None) -> str:
-    """The report (module docstring)."""
+def markdown(root, results, figures_dir: Path | None = None, preview: str | None = None) -> str:
+    """The report (module docstring); ``preview``, the first line of a preview's report."""
     root = Path(root)
-    lines = [f"# scale-lab reproduction: {root.name}", "", *regime_lines(root, results),
+    lines = [f"# scale-lab reproduction: {root.name}", "", *([preview, ""] if preview else []),
+             *regime_lines(root, results),
              *setup_lines(root, results), "",
              "Final validation loss: token-weighted mean cross-entropy on the fixed validation "
              "budget, Student-t 95% intervals over seeds (none with one seed).", "",
@@ -148,8 +149,18 @@ def markdown(root, results, figures_dir: Path | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(root, path, figures_dir: Path | None = None) -> Path:
+def write_report(root, path, figures_dir: Path | None = None, preview: str | None = None) -> Path:
     """Write ``report.md`` for the runs under ``root`` to ``path``; returns the path."""
     path = Path(path)
-    write_atomic(path, markdown(root, final_results(root), figures_dir))
+    write_atomic(path, markdown(root, final_results(root), figures_dir, preview))
     return path
+
+
+def preview_line(preset) -> str | None:
+    """A preview preset's first report line: what it is a preview of, and what it cannot say."""
+    if preset.preview_of is None:
+        return None
+    return (f"**PREVIEW** of the `{preset.preview_of}` preset (`scale-lab reproduce --preset "
+            f"{preset.preview_of}`; its recordings ship in `data/recordings/{preset.preview_of}`): "
+            f"{preset.description}. One seed: no intervals, and a claim that needs seeds or arms "
+            "not run here says so.")

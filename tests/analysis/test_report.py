@@ -202,3 +202,16 @@ def test_the_gates_judge_the_regime_before_any_claim(tmp_path):
     for i in range(1, len(noise)):
         ema[i] = 0.9 * ema[i - 1] + 0.1 * noise[i]
     assert ema[1000:].var() == pytest.approx(theory.kept_fraction(0.9), rel=0.03)
+
+
+def test_a_preview_says_so_on_its_report_s_first_line(tmp_path):
+    from analysis.protocol.presets import PRESETS
+    from analysis.results.report import preview_line, write_report
+
+    _fake_run(tmp_path, "scale", 0, 4.0)
+    _fake_run(tmp_path, "adamw", 0, 4.1)
+    assert preview_line(PRESETS["reference"]) is None
+    text = write_report(tmp_path, tmp_path / "report.md", preview=preview_line(PRESETS["quick"])).read_text()
+    first = text.splitlines()[2]
+    assert first.startswith("**PREVIEW** of the `reference` preset") and "sgd, col_norm, scale, adamw" in first
+    assert text.splitlines()[4].startswith("**Regime:")
