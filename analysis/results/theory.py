@@ -52,6 +52,13 @@ class TheoryCheck:
         verdicts = [v for _, _, v in self.pairs if v in ("agree", "disagree")]
         return None if not verdicts else "disagree" not in verdicts
 
+    def table(self) -> pd.DataFrame:
+        """Per placement: its arm, the predicted gain, the measured gain with its half-width and
+        the seeds paired (rows, for a notebook or a caller to format)."""
+        return pd.DataFrame([{"placement": p, "arm": MOMENTUM_ARMS[p], "predicted": self.predicted[p],
+                              "measured": m, "measured_ci": h, "seeds": n}
+                             for p, (m, h, n) in self.measured.items()]).set_index("placement")
+
     def lines(self) -> list[str]:
         order = sorted(self.predicted, key=self.predicted.get, reverse=True)
         out = ["gradient variance per role on col_norm (probe total, summed over its matrices, "

@@ -56,33 +56,46 @@ def _rank_share(rows: pd.DataFrame) -> tuple[float, list[str]]:
     return float(ranks.mean()), list(per_step.mean().sort_values(ascending=False).index)
 
 
+DEFINITIONS = {"total (probe)": "probe_var", "per entry (micro-batch)": "grad_var_coord",
+               "relative to ||g||^2 (probe)": "probe_var_rel"}
+
+
+def variance_ranking(frame: pd.DataFrame, root: str | Path = ".", label: str = "col_norm") -> pd.DataFrame:
+    """Claim 1 per definition of "a layer's variance" (``DEFINITIONS``), on ``label``'s runs
+    after warmup: the share of recorded steps at which output is first and embedding second
+    (role means per run and step, then over runs), the time-averaged order, and whether the
+    share reaches ``MOST_PROBES``. One row per definition recorded."""
+    part = frame[(frame["label"] == label) & frame["param"].notna()]
+    rows = []
+    for name, stat in DEFINITIONS.items():
+        late = after_warmup(part[part["stat"] == stat], Path(root))
+        if late.empty:
+            continue
+        share, order = _rank_share(late.groupby(["run", "step", "role"], as_index=False)["value"].mean())
+        rows.append({"definition": name, "stat": stat, "share": share, "order": order,
+                     "holds": math.isfinite(share) and share >= MOST_PROBES})
+    return pd.DataFrame(rows, columns=["definition", "stat", "share", "order", "holds"]).set_index("definition")
+
+
 def variance_claim(frame: pd.DataFrame, root: str | Path = ".", label: str = "col_norm") -> Claim:
     """Claim 1 on a metrics frame (``load_runs(root)``)."""
     title = "The output layer has the highest gradient variance, the embedding second"
     rule = (f"on the `{label}` runs after warmup, output first and embedding second at >= "
             f"{100 * MOST_PROBES:.0f}% of the probe steps, per definition; held by the total")
     paper = "Figure 4: output highest throughout training, embedding second (no number given)"
-    part = frame[(frame["label"] == label) & frame["param"].notna()]
-    definitions = {"total (probe)": "probe_var", "per entry (micro-batch)": "grad_var_coord",
-                   "relative to ||g||^2 (probe)": "probe_var_rel"}
-    shares, orders = {}, {}
-    for name, stat in definitions.items():
-        rows = after_warmup(part[part["stat"] == stat], Path(root))
-        if rows.empty:
-            continue
-        per_run = rows.groupby(["run", "step", "role"], as_index=False)["value"].mean()
-        shares[name], orders[name] = _rank_share(per_run)
-    if "total (probe)" not in shares or not math.isfinite(shares["total (probe)"]):
+    ranking = variance_ranking(frame, root, label)
+    if "total (probe)" not in ranking.index or not math.isfinite(ranking.loc["total (probe)", "share"]):
         return Claim(title, rule, None, f"no probe rows after warmup on `{label}`: record with "
                      "the probe on (`probe_at` in the instrumentation schedule)", paper)
-    holding = [n for n, v in shares.items() if math.isfinite(v) and v >= MOST_PROBES]
+    holding = list(ranking.index[ranking["holds"]])
+    part = frame[(frame["label"] == label) & frame["param"].notna()]
     ratio = after_warmup(part[part["stat"] == "probe_var"], Path(root))
     ratio = ratio.groupby(["step", "role"])["value"].mean().unstack()
     over_time = (ratio["output"] / ratio["embedding"]).dropna()
     shown = ", ".join(f"step {int(s)}: {v:.2f}" for s, v in over_time.iloc[
         sorted({0, len(over_time) // 2, len(over_time) - 1})].items()) if len(over_time) else "n/a"
-    evidence = "; ".join(f"{n}: {' > '.join(orders[n])} on average, output > embedding first at "
-                         f"{100 * shares[n]:.0f}% of probe steps" for n in shares)
+    evidence = "; ".join(f"{n}: {' > '.join(row['order'])} on average, output > embedding first at "
+                         f"{100 * row['share']:.0f}% of probe steps" for n, row in ranking.iterrows())
     evidence += (f"; holds by {', '.join(holding) if holding else 'no definition'}; output/embedding "
                  f"(probe total) over time: {shown}")
     return Claim(title, rule, "total (probe)" in holding, evidence, paper)
