@@ -8,12 +8,6 @@
 #     name: python3
 # ---
 
-# %%
-import os
-
-SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
-SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
-
 # %% [markdown]
 # # 01 · Momentum on a noisy quadratic
 #
@@ -24,6 +18,12 @@ SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the ex
 # $m \leftarrow \beta m + (1-\beta) g$, $x \leftarrow x - \eta m$; $\beta = 0$ is plain SGD.
 #
 # Everything here is in `toy_models.quadratic`; the figure is `analysis.results.figures.momentum_quadratic`.
+
+# %%
+import os
+
+SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
+SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
 
 # %%
 import numpy as np

@@ -8,12 +8,6 @@
 #     name: python3
 # ---
 
-# %%
-import os
-
-SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
-SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
-
 # %% [markdown]
 # # 02 · Normalization is steepest descent under a norm
 #
@@ -27,6 +21,12 @@ SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the ex
 #
 # First in two dimensions, where the unit balls can be drawn; then on real gradients of a
 # small LLaMA on the bundled corpus.
+
+# %%
+import os
+
+SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
+SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
 
 # %%
 import numpy as np

@@ -8,13 +8,6 @@
 #     name: python3
 # ---
 
-# %%
-import os
-
-SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
-SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
-RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train fresh runs instead of reading the shipped reference recordings
-
 # %% [markdown]
 # # 03 · Which layer is noisiest?
 #
@@ -32,6 +25,13 @@ RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train fresh ru
 #
 # All three estimate the variance of a gradient averaged over $m$ sequences; we report
 # $m \times$ that, the per-sequence trace $\mathrm{tr}\,\Sigma$.
+
+# %%
+import os
+
+SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
+SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
+RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train fresh runs instead of reading the shipped reference recordings
 
 # %%
 import pandas as pd
@@ -106,6 +106,13 @@ sizes = pd.Series({role: sum(p.numel() for name, p in model.named_parameters() i
 per_entry = (side_by_side["exact"] * side_by_side.index.map(
     lambda role: sum(1 for name in per_example if roles[name] == role)) / sizes).sort_values(ascending=False)
 per_entry
+
+# %%
+top = per_entry.index[0]
+print(f"Answer: per entry the order is {' > '.join(per_entry.index)}, so the output layer is "
+      + ("still the noisiest." if top == "output" else f"not the noisiest: {top} is.")
+      + " A total per layer ranks the two vocabulary-sized layers first by their size alone; "
+      "divided by its entries, a layer can rank anywhere.")
 
 # %% [markdown]
 # At initialization the three agree on the order of magnitude. (a) and (b) are unbiased but

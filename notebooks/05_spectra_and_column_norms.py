@@ -8,13 +8,6 @@
 #     name: python3
 # ---
 
-# %%
-import os
-
-SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
-SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
-RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train fresh runs instead of reading the shipped reference recordings
-
 # %% [markdown]
 # # 05 · What the updates look like: column-norm statistics and spectra
 #
@@ -28,6 +21,13 @@ RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train fresh ru
 #   Newton-Schulz (spectral_norm, Muon) flattens the spectrum; column normalization does not.
 #
 # The instrumentation records both (`analysis.instrument.hooks`; schedules in `analysis.instrument.schedule`).
+
+# %%
+import os
+
+SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
+SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
+RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train fresh runs instead of reading the shipped reference recordings
 
 # %%
 from analysis.reproduce import notebook_runs
@@ -54,21 +54,32 @@ figures.show("update_spectra", rec)
 cv = rec.stat("update_row_rms_cv")
 cv_last = (cv[cv["step"] == cv.groupby("run")["step"].transform("max")]
            .groupby(["label", "role"])["value"].mean().unstack())
-cv_last
+# the spread of the update's row RMS across output units (coefficient of variation: std / mean)
+# at each run's last recorded step; 0 when every output unit moves by the same RMS
+cv_last.rename_axis(index="arm", columns="update row-RMS spread (std / mean), by role")
 
 # %%
 rank = rec.stat("update_stable_rank")
 rank_by_label = rank[rank["role"] == "hidden"].groupby("label")["value"].mean().sort_values()
-rank_by_label
 
 # %% [markdown]
 # ### Predict, then check
 # **Predict:** a column-normalized update has every row at unit RMS. Does that make its
 # spectrum flat (stable rank near $\min(m, n)$)? Compare `col_norm` with `spectral_norm` above.
-#
-# It does not: equal row lengths say nothing about the rows' directions, which stay as
-# aligned as the gradient's, so the stable rank of `col_norm` stays close to SGD's.
-#
+
+# %%
+ranks = {label: rank_by_label.get(label, float("nan")) for label in ("sgd", "col_norm", "spectral_norm")}
+print("stable rank of the hidden updates (mean over recorded steps): "
+      + ", ".join(f"{k} {v:.1f}" for k, v in ranks.items()))
+flat_like = ranks["col_norm"] > 0.5 * ranks["spectral_norm"]
+print("Answer: " + ("yes, here col_norm's spectrum is nearly as flat as the orthogonalized update's."
+                    if flat_like else
+                    f"no: col_norm's stable rank is {ranks['col_norm'] / ranks['sgd']:.1f}x SGD's and "
+                    f"{ranks['col_norm'] / ranks['spectral_norm']:.2f}x spectral_norm's. Equal row "
+                    "lengths say nothing about the rows' directions, which stay as aligned as the "
+                    "gradient's."))
+
+# %% [markdown]
 # ### Exercise (implement): the stable rank
 # Return $\|U\|_F^2 / \|U\|_2^2$ of a matrix (the squared singular values' sum over the
 # largest one squared).

@@ -8,12 +8,6 @@
 #     name: python3
 # ---
 
-# %%
-import os
-
-SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
-SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
-
 # %% [markdown]
 # # 06 · Memory: the paper's table from configs, and measured
 #
@@ -22,6 +16,12 @@ SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the ex
 # the output layer (one momentum buffer, $V \times h$) and the RMSNorm gains (two Adam moments);
 # Adam keeps two numbers per parameter. `analysis.results.memory` counts both from the LLaMA configs
 # alone (no 7B model is built) and by measuring real optimizers.
+
+# %%
+import os
+
+SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
+SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
 
 # %%
 import pandas as pd

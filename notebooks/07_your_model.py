@@ -8,12 +8,6 @@
 #     name: python3
 # ---
 
-# %%
-import os
-
-SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
-SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
-
 # %% [markdown]
 # # 07 · Bring your own model
 #
@@ -35,6 +29,12 @@ SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the ex
 # **Predict** before running the next cell: GPT-2's attention projection `c_attn` is a
 # `Conv1D` of shape `(64, 192)`. Over which axis will SCALE normalize it, and how many scales
 # does it compute?
+
+# %%
+import os
+
+SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
+SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
 
 # %%
 import tempfile

@@ -6,15 +6,16 @@
 
 CAPTIONS = {
     "grad_variance_by_layer": "Which layer's gradient is noisiest: SCALE's single momentum buffer "
-                              "belongs where this variance is largest.",
+                              "belongs where this variance is largest (bands: 95% t-intervals over "
+                              "seeds, drawn down to a tenth of the mean on the log axis).",
     "grad_variance_with_momentum": "The same variance by role with momentum on the output layer "
                                    "(the paper's Figure 4b): compare each role with the figure above.",
     "loss_curves": "Every arm's training and validation loss; dotted: the unigram loss, dashed: the "
                    "bigram loss, what counting tokens and token pairs alone reaches.",
     "lr_sweep": "Final loss against peak learning rate for every arm: a chosen lr at a grid's edge "
                 "would mean an under-tuned arm.",
-    "normalization_ablation": "Final validation loss per arm with 95% intervals over seeds, bars "
-                              "from 0; lower is better, overlapping intervals are not a ranking.",
+    "normalization_ablation": "Final validation loss per arm with 95% intervals over seeds, dots on "
+                              "an axis near the losses; lower is better, overlapping intervals are not a ranking.",
     "column_norm_stats": "Left: how unequal the per-unit update sizes are per role (0 when each unit "
                          "is normalized); right: output rows of rare tokens against frequent ones.",
     "update_spectra": "How flat each arm's update spectrum is (left) and the hidden updates' stable "

@@ -44,7 +44,7 @@ from analysis.results.run_set import (
     hidden_spectrum,
     spectrum_ranks,
 )
-from analysis.results.stats import role_variance, summary, t_band
+from analysis.results.stats import log_band, role_variance, summary, t_band
 from toy_models import quadratic
 from toy_models.deprecation import renamed
 
@@ -59,7 +59,7 @@ def _variance(rec: RunSet, label: str, title: str):
         frame = frame[frame["step"] > 0]
         roles = [r for r in style.ROLE_ORDER if r in set(frame["role"])]
         sns.lineplot(frame, x="step", y="value", hue="role", hue_order=roles,
-                     palette=style.role_palette(roles), errorbar=t_band, ax=ax,
+                     palette=style.role_palette(roles), errorbar=log_band, ax=ax,
                      legend=ax is axes[0])
         ax.set(yscale="log", xlabel="optimizer step", ylabel=ylabel)
     axes[0].legend(title="layer role")
@@ -180,16 +180,16 @@ def lr_sweep(rec: RunSet):
 
 
 def normalization_ablation(rec: RunSet):
-    """Final validation loss per arm: bars with Student-t 95% intervals over seeds."""
+    """Final validation loss per arm: dots with Student-t 95% intervals over seeds, on an axis
+    that starts near the losses (bars from 0 would hide differences of tenths of a nat)."""
     table = summary(rec.results)
     labels = style.ordered(table.index)
     table = table.loc[labels]
     fig, (ax,) = style.figure(width=7, height=0.35 * len(labels) + 1.4)
     colours = style.palette(labels)
     err = np.where(np.isfinite(table["loss_ci"]), table["loss_ci"], 0.0)
-    # horizontal bars from 0: arm names stay level and readable, lengths stay honest
-    ax.barh(range(len(labels)), table["loss"], xerr=err, capsize=3,
-            color=[colours[label] for label in labels])
+    for i, label in enumerate(labels):
+        ax.errorbar(table.loc[label, "loss"], i, xerr=err[i], fmt="o", color=colours[label], capsize=3, ms=6)
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
     lines = rec.side_file(REFERENCE_LINES)
@@ -198,7 +198,7 @@ def normalization_ablation(rec: RunSet):
         ax.legend(fontsize=7, loc="lower right")
     seeds = int(table["seeds"].max())
     ax.set(xlabel="final validation loss (nats)",
-           title=f"The ladder (mean, 95% t-interval, {seeds} seed(s))")
+           title=f"The ladder (mean, 95% t-interval, {seeds} seed{'s' if seeds > 1 else ''})")
     return fig
 
 

@@ -36,6 +36,15 @@ def t_band(values) -> tuple[float, float]:
     return mean - half, mean + half
 
 
+def log_band(values) -> tuple[float, float]:
+    """``t_band`` for a log axis: a lower end at or below 0 (a wide interval of a positive
+    quantity) is drawn at a tenth of the mean, so the band shows a decade of doubt instead of
+    diving off the axis; the upper end is the interval's."""
+    low, high = t_band(values)
+    mean = (low + high) / 2
+    return (low if low > 0.1 * mean else 0.1 * mean), high
+
+
 def fmt(mean: float, half: float, digits: int = 3) -> str:
     """``mean +- half`` (just the mean without an interval; n/a when not finite)."""
     if not math.isfinite(mean):

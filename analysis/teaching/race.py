@@ -30,9 +30,9 @@ SAME = ("model", "optimizer", "momentum", "lr", "adam_lr", "adam_betas", "steps"
         "micro_batch_size", "seq_len", "seed", "data", "embedding_lr_mult", "output_lr_mult", "eval_tokens")
 
 
-def _reference_run(label: str, seed: int, wanted: dict) -> float | None:
-    """The final validation loss of the shipped reference run of ``label`` and ``seed``, when
-    it was made with config ``wanted`` (None otherwise)."""
+def _reference_run(label: str, seed: int, wanted: dict) -> tuple[float, Path] | None:
+    """The final validation loss and directory of the shipped reference run of ``label`` and
+    ``seed``, when it was made with config ``wanted`` (None otherwise)."""
     finished = stats.final_results(REFERENCE)
     match = finished[(finished["label"] == label) & (finished["seed"] == seed)]
     if match.empty:
@@ -41,7 +41,7 @@ def _reference_run(label: str, seed: int, wanted: dict) -> float | None:
     def plain(value):   # JSON gives a tuple back as a list
         return tuple(value) if isinstance(value, list) else value
     same = all(plain(config.get(k)) == plain(wanted.get(k)) for k in SAME)
-    return float(match["final_eval_loss"].iloc[0]) if same else None
+    return (float(match["final_eval_loss"].iloc[0]), Path(match["run"].iloc[0])) if same else None
 
 
 def race(designs: dict[str, float], seeds=(0, 1), preset: str = "quick",
@@ -63,14 +63,35 @@ def race(designs: dict[str, float], seeds=(0, 1), preset: str = "quick",
             config = setting.config(arm, seed, lr, beta2=beta2)
             reused = _reference_run(label, seed, vars(config)) if label in BASELINES else None
             if reused is not None:
-                rows.append({"label": label, "seed": seed, "lr": lr, "loss": reused,
-                             "source": "reference recording"})
+                rows.append({"label": label, "seed": seed, "lr": lr, "loss": reused[0],
+                             "source": "reference recording", "run": reused[1]})
                 continue
-            result = train(config, out=Path(out) / preset / label / f"seed{seed}", overwrite=True,
-                           progress=False)
+            run_dir = Path(out) / preset / label / f"seed{seed}"
+            result = train(config, out=run_dir, overwrite=True, progress=False)
             rows.append({"label": label, "seed": seed, "lr": lr, "loss": result.final_eval_loss,
-                         "source": "trained now"})
+                         "source": "trained now", "run": run_dir})
     return pd.DataFrame(rows)
+
+
+def curves(runs: pd.DataFrame):
+    """The race's validation-loss curves: per entrant the mean over seeds with its Student-t
+    95% band (``stats.t_band``, the leaderboard's interval; none with one seed)."""
+    import seaborn as sns
+
+    from analysis.recording import load_run, scalars
+    from analysis.results import style
+
+    frames = [scalars(load_run(row.run), "eval_loss").assign(label=row.label, seed=row.seed)
+              for row in runs.itertuples()]
+    frame = pd.concat(frames, ignore_index=True)
+    fig, (ax,) = style.figure(1)
+    sns.lineplot(frame, x="step", y="value", hue="label", errorbar=stats.t_band, ax=ax)
+    seeds = runs.groupby("label")["seed"].nunique().min()
+    ax.set(xlabel="optimizer step", ylabel="validation loss (nats)",
+           title=f"the race: mean over {seeds} seed{'s' if seeds > 1 else ''}"
+           + (", 95% t band" if seeds > 1 else " (no interval with one seed)"))
+    ax.legend(title="entrant")
+    return fig
 
 
 def leaderboard(runs: pd.DataFrame) -> pd.DataFrame:

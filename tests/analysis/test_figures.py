@@ -97,3 +97,27 @@ def test_update_spectra_draws_each_kept_value_at_its_rank():
         assert list(line.get_xdata()) == want
     assert fig.axes[0].get_xlabel() == "rank i"
     plt.close(fig)
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="reference recordings not built")
+def test_the_ladder_is_dots_on_an_axis_near_the_losses():
+    from analysis.results import stats
+
+    rec = figures.RunSet(REFERENCE)
+    table = stats.summary(stats.final_results(REFERENCE))
+    ax = figures.normalization_ablation(rec).axes[0]
+    assert not ax.patches                             # no bars from 0
+    low, high = ax.get_xlim()
+    assert low > 0.5 * table["loss"].min() and high >= table["loss"].max()
+    drawn = sorted(line.get_xdata()[0] for line in ax.lines if line.get_marker() == "o")
+    assert drawn == pytest.approx(sorted(table["loss"]))
+
+
+def test_a_log_axis_band_stays_on_the_axis():
+    from analysis.results import stats
+
+    wide = [1.0, 100.0]                     # a t-interval of two seeds reaches far below 0
+    assert stats.t_band(wide)[0] < 0
+    low, high = stats.log_band(wide)
+    assert low == pytest.approx(0.1 * 50.5) and high == stats.t_band(wide)[1]
+    assert stats.log_band([1.0, 1.1, 0.9]) == stats.t_band([1.0, 1.1, 0.9])   # a tight one is as is

@@ -26,7 +26,9 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)   # the kernel's inline backend, as in JupyterLab
     notebook = jupytext.read(path)
     source = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
-    assert "SMOKE" in notebook.cells[0].source and "assert " in notebook.cells[-1].source
+    # the title first, the environment cell under it, the checks last
+    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# 0")
+    assert "SMOKE" in notebook.cells[1].source and "assert " in notebook.cells[-1].source
     assert "import os" in source
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT)}}).execute()
@@ -62,6 +64,23 @@ def test_each_notebook_teaches_with_exercises():
         assert graded, f"{path.name}: no graded exercise"
         for _, function in graded:
             assert re.search(rf"def {function}\(.*\):\n    raise NotImplementedError", text), function
+
+
+def test_every_prediction_is_checked_by_a_cell_then_answered():
+    """A Predict cell never holds its answer; a code cell checks it next, and the answer
+    follows: printed from the numbers (``Answer:``) or in the prose after the check."""
+    jupytext = pytest.importorskip("jupytext")
+    for path in NOTEBOOKS:
+        cells = jupytext.read(path).cells
+        for i, cell in enumerate(cells):
+            if cell.cell_type != "markdown" or "**Predict" not in cell.source:
+                continue
+            asked = cell.source[cell.source.index("**Predict"):]
+            assert "Answer" not in asked and "\n\n" not in asked.strip(), (path.name, "answer given away")
+            assert cells[i + 1].cell_type == "code", (path.name, "no check cell after the prediction")
+            after = cells[i + 1:i + 4]
+            assert any("Answer:" in c.source for c in after if c.cell_type == "code") or \
+                any(c.cell_type == "markdown" for c in after[1:]), (path.name, "no answer")
 
 
 def test_a_notebook_renders_to_html_with_its_figures(tmp_path):
