@@ -6,9 +6,12 @@ Each ``notebooks/NN_*.py`` (jupytext percent format) is read with ``jupytext``, 
 top to bottom in the repository by ``nbclient`` (``--smoke`` sets ``SCALE_LAB_SMOKE=1``:
 the small, fast version CI runs), and written by ``nbconvert``'s ``HTMLExporter``, figures
 embedded in the page. A page cannot move a slider or take an answer, so the explorers draw
-their static figure (``SCALE_LAB_STATIC=1``) and the exercises are shown solved
-(``SCALE_LAB_SOLUTIONS=1``, the solutions of ``analysis.teaching.solutions``). A notebook that fails is reported with its error and the others still
-render; the exit code is 1 then.
+their static figure (``SCALE_LAB_STATIC=1``) and each exercise shows its solution (from
+``analysis.teaching.solutions``) in place of the stub. The site works offline: MathJax is
+copied beside the pages from the ``jupyter-server-mathjax`` package (no CDN), the environment
+cell, the solutions' import and the closing checks are left out, and ``index.html`` lists the
+notebooks in order, each page linking to the index and the next. A notebook that fails is
+reported with its error and the others still render; the exit code is 1 then.
 """
 
 from __future__ import annotations
@@ -48,8 +51,55 @@ def _environment(**values):
                 os.environ[name] = value
 
 
-def render_html(path: Path, out_dir: Path, smoke: bool = False, timeout_s: int = 1800) -> Path:
-    """Execute notebook ``path`` and write it as ``out_dir/<stem>.html``; the page's path."""
+MATHJAX = "mathjax"   # the directory beside the pages
+NO_REQUIRE = "scale-lab-no-require.js"   # require.js only serves live widgets: its tag is dropped
+CHECKS = "## What this notebook shows (checked)"
+
+
+def title(path: Path) -> str:
+    """A notebook's title: its first markdown heading (``03 · Which layer is noisiest?``)."""
+    import jupytext
+
+    first = next(c for c in jupytext.read(path).cells if c.cell_type == "markdown")
+    return first.source.splitlines()[0].lstrip("# ").strip()
+
+
+def for_reading(notebook, following: Path | None):
+    """The executed ``notebook`` as a page shows it: stubs replaced by their solutions, the
+    environment cell, the solutions' import and the checks left out, links added."""
+    import inspect
+
+    import nbformat
+
+    from analysis.teaching import solutions
+
+    cells, dropping = [], False
+    for cell in notebook.cells:
+        source = cell.source
+        if cell.cell_type == "markdown" and source.startswith(CHECKS):
+            dropping = True
+        if dropping or (cell.cell_type == "code" and ("SMOKE = os.environ" in source
+                                                      or "from analysis.teaching.solutions" in source
+                                                      and "grade(" not in source)):
+            continue
+        if cell.cell_type == "code" and 'raise NotImplementedError("your code' in source:
+            name = source.split("def ", 1)[1].split("(", 1)[0]
+            cell.source = f"# a solution (analysis.teaching.solutions.{name})\n" + inspect.getsource(
+                getattr(solutions, name)).rstrip()
+        if cell.cell_type == "code" and "from analysis.teaching.solutions" in source:
+            cell.source = "\n".join(line for line in source.splitlines()
+                                    if "solutions" not in line and "SOLUTIONS" not in line)
+        cells.append(cell)
+    links = "[all notebooks](index.html)" + (f" · next: [{title(following)}]({following.stem}.html)"
+                                             if following is not None else "")
+    notebook.cells = [nbformat.v4.new_markdown_cell(links), *cells, nbformat.v4.new_markdown_cell(links)]
+    return notebook
+
+
+def render_html(path: Path, out_dir: Path, smoke: bool = False, timeout_s: int = 1800,
+                following: Path | None = None) -> Path:
+    """Execute notebook ``path`` and write it as ``out_dir/<stem>.html`` for reading offline
+    (``for_reading``; MathJax from ``out_dir/mathjax``); the page's path."""
     import jupytext
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter
@@ -58,10 +108,47 @@ def render_html(path: Path, out_dir: Path, smoke: bool = False, timeout_s: int =
     with _environment(SCALE_LAB_SMOKE="1" if smoke else "0", SCALE_LAB_STATIC="1", SCALE_LAB_SOLUTIONS="1"):
         NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
                        resources={"metadata": {"path": str(Path.cwd())}}).execute()
-    body, _ = HTMLExporter().from_notebook_node(notebook)
+    exporter = HTMLExporter(mathjax_url=f"{MATHJAX}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe",
+                            require_js_url=NO_REQUIRE)
+    body, _ = exporter.from_notebook_node(for_reading(notebook, following))
+    body = body.replace(f'<script src="{NO_REQUIRE}"></script>', "")
     out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / f"{path.stem}.html"
     page.write_text(body, encoding="utf-8")
+    return page
+
+
+def copy_mathjax(out_dir: Path) -> Path:
+    """MathJax 2 from the ``jupyter-server-mathjax`` package into ``out_dir/mathjax`` (once;
+    its translations left out)."""
+    import jupyter_server_mathjax
+
+    target = out_dir / MATHJAX
+    if not (target / "MathJax.js").exists():
+        shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", target,
+                        ignore=shutil.ignore_patterns("localization"), dirs_exist_ok=True)
+    return target
+
+
+def write_index(out_dir: Path, paths: list[Path]) -> Path:
+    """``index.html``: the course's arc, one linked line per notebook, its opening sentence."""
+    import html
+
+    import jupytext
+
+    items = []
+    for path in paths:
+        intro = next(c for c in jupytext.read(path).cells if c.cell_type == "markdown").source
+        first = next((line for line in intro.splitlines()[1:] if line.strip() and not line.startswith("#")), "")
+        items.append(f'<li><a href="{path.stem}.html">{html.escape(title(path))}</a>'
+                     f"<br><small>{html.escape(first)}</small></li>")
+    page = out_dir / "index.html"
+    page.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>scale-lab notebooks"
+                    "</title></head><body style='font-family:sans-serif;max-width:46em;margin:2em auto'>"
+                    "<h1>scale-lab: SCALE from the ground up</h1><p>From momentum on a noisy "
+                    "quadratic to the paper's bottom-up argument on a LLaMA, then your own model "
+                    "and your own optimizer. Read in order; each page was executed when built."
+                    f"</p><ol>{''.join(items)}</ol></body></html>\n", encoding="utf-8")
     return page
 
 
@@ -84,7 +171,7 @@ def copy_notebooks(out: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Render the notebooks to HTML; 0 when all rendered, 1 when some failed, 2 on bad input."""
-    parser = Parser(prog="scale-lab notebooks", description=__doc__.splitlines()[0])
+    parser = Parser(prog="scale-lab notebooks", description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--html", default=None, metavar="DIR", help="directory for the pages")
     parser.add_argument("--copy", default=None, metavar="DIR",
                         help="copy the notebooks into DIR (then: jupyter lab DIR)")
@@ -103,12 +190,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     paths = notebook_paths(args.only.split(",") if args.only else None)
     if not paths:
-        print(f"error: no notebook matches --only {args.only}; names start 01..07", file=sys.stderr)
+        every = notebook_paths()
+        print(f"error: no notebook matches --only {args.only}; names start "
+              f"{every[0].stem[:2]}..{every[-1].stem[:2]}", file=sys.stderr)
         return 2
     failed = 0
+    every = notebook_paths()
+    copy_mathjax(out)
+    write_index(out, every)
     for path in paths:
+        following = every[every.index(path) + 1] if path != every[-1] else None
         try:
-            page = render_html(path, out, smoke=args.smoke)
+            page = render_html(path, out, smoke=args.smoke, following=following)
             print(f"wrote {page}")
         except Exception as err:   # a failing notebook is reported; the others still render
             failed += 1

@@ -40,7 +40,7 @@ SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the ex
 import tempfile
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+from transformers import GPT2Config, GPT2LMHeadModel, PrinterCallback, Trainer, TrainingArguments
 
 from analysis.instrument import InstrumentConfig
 from analysis.instrument.hf import InstrumentationCallback
@@ -54,8 +54,10 @@ from toy_models.tokenizer import load_tokenizer
 tokenizer = load_tokenizer(model_tokenizer("micro2k"))     # the bundled corpus's 2048-token BPE
 data = load_blocks(tokenizer, seq_len=64)
 torch.manual_seed(0)
+# GPT-2's own bos/eos ids (50256) lie outside this small vocabulary: use the tokenizer's
 model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=64,
-                                   vocab_size=len(tokenizer), tie_word_embeddings=False))
+                                   vocab_size=len(tokenizer), tie_word_embeddings=False,
+                                   bos_token_id=0, eos_token_id=0, loss_type="ForCausalLM"))
 optimizer = build_optimizer("scale", model, lr=3e-3, adam_lr=2e-2)
 print(optimizer.describe())
 
@@ -102,11 +104,13 @@ STEPS = 6 if SMOKE else 60
 run_root = tempfile.mkdtemp(prefix="scale-lab-07-")
 dataset = [{"input_ids": seq, "labels": seq} for seq in data.train_batch(0, 32 * STEPS)]
 args = TrainingArguments(f"{run_root}/trainer", max_steps=STEPS, per_device_train_batch_size=8,
-                         gradient_accumulation_steps=4, logging_steps=1, report_to=[],
+                         gradient_accumulation_steps=4, logging_steps=1, report_to=[], log_level="error",
                          use_cpu=True, save_strategy="no", disable_tqdm=True)
 callback = InstrumentationCallback(f"{run_root}/gpt2-scale", InstrumentConfig(dense_until=STEPS))
-Trainer(model=model, args=args, train_dataset=dataset, optimizers=(optimizer, None),
-        callbacks=[callback]).train()
+trainer = Trainer(model=model, args=args, train_dataset=dataset, optimizers=(optimizer, None),
+                  callbacks=[callback])
+trainer.remove_callback(PrinterCallback)   # the recording keeps every logged value; no log lines
+trainer.train()
 frame = load_run(f"{run_root}/gpt2-scale")
 
 # %% [markdown]

@@ -107,3 +107,35 @@ def test_a_notebook_opens_as_a_notebook_and_runs_in_jupyterlab(tmp_path, monkeyp
     assert not [e for e in n_errors if "Error" in e], n_errors
     assert n_outputs >= 5 and images >= 2, (n_outputs, images)   # text and figures rendered
     assert "exercise 'sgd_floor': correct" in text
+
+
+def test_the_static_site_typesets_its_formulas_offline(tmp_path):
+    """`scale-lab notebooks --html`: a page opened from disk with the network off loads only
+    local files and MathJax typesets its formulas (no raw TeX left in the text). A screenshot
+    is kept as the test's artifact."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on this machine: apt-get install -y chromium (.ci/run does)")
+    pytest.importorskip("nbconvert")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from analysis.notebooks import main
+
+    site = tmp_path / "site"
+    assert main(["--html", str(site), "--smoke", "--only", "01"]) == 0
+    with sync_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        context = browser.new_context(offline=True)
+        page = context.new_page()
+        fetched = []
+        page.on("request", lambda request: fetched.append(request.url))
+        page.goto((site / "01_momentum_quadratic.html").as_uri())
+        try:   # MathJax 2 marks each typeset formula with a MathJax element
+            page.wait_for_function("document.querySelectorAll('span.MathJax, span.MathJax_CHTML').length > 5",
+                                   timeout=120_000)
+        finally:
+            page.screenshot(path=tmp_path / "site.png", full_page=False)
+        typeset = page.locator("span.MathJax, span.MathJax_CHTML").count()
+        text = page.inner_text("body")
+        browser.close()
+    assert typeset > 5 and r"\tfrac12" not in text and r"\beta m" not in text
+    assert fetched and all(url.startswith("file://") for url in fetched), [u for u in fetched if not u.startswith("file:")]
