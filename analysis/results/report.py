@@ -164,3 +164,49 @@ def preview_line(preset) -> str | None:
             f"{preset.preview_of}`; its recordings ship in `data/recordings/{preset.preview_of}`): "
             f"{preset.description}. One seed: no intervals, and a claim that needs seeds or arms "
             "not run here says so.")
+
+
+README_START, README_END = "<!-- reference report: start -->", "<!-- reference report: end -->"
+
+
+def readme_excerpt(report: str) -> str:
+    """What the README quotes of a report: its regime and gates (its opening, up to the model's
+    description) and each claim's verdict line, verbatim, so the README cannot drift from it."""
+    lines = report.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("**Regime"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("Model `"))
+    verdicts = [line for line in lines if line[:1].isdigit() and ". **" in line[:5]]
+    return "\n".join([*lines[start:end], "Claims (the report has each rule and our numbers beside "
+                      "the paper's):", "", *verdicts]).strip() + "\n"
+
+
+def sync_readme(readme: Path, report: Path) -> bool:
+    """Put ``readme_excerpt(report)`` between the README's markers; True when it changed."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} block to fill")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    new = f"{head}{README_START}\n{readme_excerpt(report.read_text())}{README_END}{tail}"
+    if new != text:
+        write_atomic(readme, new)
+    return new != text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m analysis.results.report --sync-readme``: quote the shipped reference's report
+    in the README (``readme_excerpt``)."""
+    from analysis.arguments import Parser
+    from analysis.results.run_set import REFERENCE
+
+    p = Parser(prog="python -m analysis.results.report", description=main.__doc__.split(":")[0])
+    p.add_argument("--sync-readme", default="README.md", metavar="README")
+    p.add_argument("--report", default=str(REFERENCE / "report.md"))
+    args = p.parse_args(argv)
+    changed = sync_readme(Path(args.sync_readme), Path(args.report))
+    print(f"{args.sync_readme}: {'updated from' if changed else 'already quotes'} {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
