@@ -2,9 +2,9 @@
 figure where sliders cannot move.
 
 Each explorer is a plain function from its parameters to a matplotlib figure, which the tests
-call directly. ``explore(draw, **sliders)`` puts it under sliders in a live notebook, and
-draws it once at the sliders' starting values where nothing could move them: in SMOKE mode
-(the tests and CI), in ``scale-lab notebooks --html`` (static pages; it sets
+call directly. ``explore(draw, **sliders)`` puts it under sliders in a live notebook (SMOKE
+mode included: sliders cost nothing), and draws it once at the sliders' starting values where
+nothing could move them: in ``scale-lab notebooks --html`` (static pages; it sets
 ``SCALE_LAB_STATIC=1``) and where ipywidgets is not installed.
 
 - ``momentum_explorer``: SGD and EMA momentum on the noisy quadratic (``toy_models.quadratic``)
@@ -36,9 +36,8 @@ from toy_models import quadratic
 
 
 def is_static() -> bool:
-    """True where sliders could not be moved: SMOKE runs, static HTML, no ipywidgets."""
-    return (os.environ.get("SCALE_LAB_SMOKE") == "1" or os.environ.get("SCALE_LAB_STATIC") == "1"
-            or importlib.util.find_spec("ipywidgets") is None)
+    """True where sliders could not be moved: static HTML pages, no ipywidgets."""
+    return os.environ.get("SCALE_LAB_STATIC") == "1" or importlib.util.find_spec("ipywidgets") is None
 
 
 def explore(draw, static: bool | None = None, **sliders):

@@ -55,6 +55,14 @@ def test_sliders_redraw_with_the_values_set():
     assert seen[-1] == (1.0, 0.5) and "momentum 0.5" in _texts(box.result)
 
 
+def test_smoke_mode_keeps_its_sliders(monkeypatch):
+    pytest.importorskip("ipywidgets")
+    monkeypatch.setenv("SCALE_LAB_SMOKE", "1")
+    monkeypatch.delenv("SCALE_LAB_STATIC", raising=False)
+    box = widgets.explore(lambda angle: widgets.norm_ball_explorer(angle), angle=(45.0, 0.0, 360.0, 5.0))
+    assert box is not None and [w.description for w in box.children if hasattr(w, "description")] == ["angle"]
+
+
 def test_static_mode_draws_once_and_returns_no_widget(monkeypatch):
     monkeypatch.setenv("SCALE_LAB_STATIC", "1")
     calls = []

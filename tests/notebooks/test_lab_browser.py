@@ -3,7 +3,8 @@ a real headless Chromium (the system's package; ``.ci/run`` installs it), driven
 Playwright, against a JupyterLab server started here with the settings ``make setup`` installs
 into the venv. The test opens the notebook, runs every cell from JupyterLab's Run menu, waits
 until each code cell has its execution count, and reads the page: cells, outputs, figures, the
-graded exercise, no error. A screenshot is kept as the test's artifact."""
+graded exercise, no error; then moves a slider with the keyboard and waits for its figure to
+redraw. A screenshot is kept as the test's artifact."""
 
 import json
 import shutil
@@ -93,6 +94,18 @@ def test_a_notebook_opens_as_a_notebook_and_runs_in_jupyterlab(tmp_path, monkeyp
                 page.wait_for_function(RUN_ALL_DONE, timeout=300_000)   # every code cell has run
             finally:
                 page.screenshot(path=tmp_path / "notebook.png")   # the test's artifact, also on a timeout
+            # the first explorer's slider: a key press moves it and the figure under it redraws
+            explorer = page.locator(".jp-NotebookPanel .widget-interact").first
+            explorer.scroll_into_view_if_needed()
+            before = explorer.locator("img").first.get_attribute("src")
+            handle = explorer.locator(".noUi-handle").first
+            handle.focus()
+            for _ in range(3):
+                handle.press("ArrowRight")
+            page.wait_for_function(
+                "([before]) => { const img = document.querySelector('.jp-NotebookPanel .widget-interact img');"
+                " return img !== null && img.getAttribute('src') !== before; }", arg=[before], timeout=60_000)
+            redrawn = explorer.locator("img").first.get_attribute("src") != before
             outputs = page.locator(".jp-NotebookPanel .jp-OutputArea-output")
             errors = page.locator(".jp-NotebookPanel [data-mime-type='application/vnd.jupyter.stderr']")
             text = " ".join(outputs.all_text_contents())
@@ -107,6 +120,7 @@ def test_a_notebook_opens_as_a_notebook_and_runs_in_jupyterlab(tmp_path, monkeyp
     assert not [e for e in n_errors if "Error" in e], n_errors
     assert n_outputs >= 5 and images >= 2, (n_outputs, images)   # text and figures rendered
     assert "exercise 'sgd_floor': correct" in text
+    assert redrawn, "moving a slider did not redraw its figure"
 
 
 def test_the_static_site_typesets_its_formulas_offline(tmp_path):

@@ -21,7 +21,7 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     jupytext = pytest.importorskip("jupytext")
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("SCALE_LAB_SMOKE", "1")        # small and fast; explorers draw statically
+    monkeypatch.setenv("SCALE_LAB_SMOKE", "1")        # small and fast; the sliders stay live
     monkeypatch.setenv("SCALE_LAB_SOLUTIONS", "1")    # the exercises with their solutions filled in
     monkeypatch.delenv("MPLBACKEND", raising=False)   # the kernel's inline backend, as in JupyterLab
     notebook = jupytext.read(path)
@@ -49,9 +49,17 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
                       for o in c.get("outputs", []))
     for name in re.findall(r'exercises\.grade\("(\w+)"', source):
         assert f"exercise {name!r}: correct" in printed, name
-    drawing = [c for c in notebook.cells if c.cell_type == "code"
-               and ("widgets.explore(" in c.source or "figures.show(" in c.source)]
-    for cell in drawing:
+    # every figure cell drew; an explorer is live (sliders in SMOKE too) and its figure is in
+    # the widget state nbclient stores
+    state = notebook.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    drawn_in_widgets = sum(any("image/png" in o.get("data", {}) for o in model["state"].get("outputs", []))
+                           for model in state.get("state", {}).values())
+    explorers = [c for c in notebook.cells if c.cell_type == "code" and "widgets.explore(" in c.source]
+    for cell in explorers:
+        assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in cell.outputs), \
+            f"no sliders under {cell.source!r}"
+    assert drawn_in_widgets >= len(explorers), (drawn_in_widgets, len(explorers))
+    for cell in (c for c in notebook.cells if c.cell_type == "code" and "figures.show(" in c.source):
         assert any("image/png" in o.get("data", {}) for o in cell.outputs), f"no figure drawn by {cell.source!r}"
 
 
