@@ -7,6 +7,8 @@ and torch SGD on the same model shapes with the same fixed gradients, interleave
 AdamW(foreach) and <= 1.3 x SGD; then each role's time against SGD on the same tensors, beside
 the memory-pass floors of the readable and the fused step (``PASS_FLOOR``).
 
+``scale-lab bench gpu``: the GPU paths in one command (``analysis.gpu_check``).
+
 ``scale-lab bench instrument``: training time with instrumentation off, at the default
 schedule in its steady state (after the dense early steps: one step in ``cheap_every``
 recorded, top-k spectra every ``rows_every``) and at every step (every tier, full spectra
@@ -27,6 +29,7 @@ import time
 import torch
 
 from analysis.arguments import Parser, output_file
+from analysis.gpu_check import main as gpu_check
 from analysis.instrument.hooks import Instrumentation
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.recipes import build_optimizer
@@ -186,9 +189,14 @@ def bench_instrument(model_name: str = "micro", rounds: int = 20, steps_per_roun
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``scale-lab bench optimizer|instrument``: print the numbers (and write them with --out)."""
+    """``scale-lab bench optimizer|instrument|gpu``: print the numbers (and write them with
+    --out); ``gpu`` is ``analysis.gpu_check`` (its own flags)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["gpu"]:
+        return gpu_check(argv[1:])
     parser = Parser(prog="scale-lab bench", description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("optimizer", "instrument"))
+    parser.add_argument("what", choices=("optimizer", "instrument", "gpu"),
+                        help="gpu: the GPU check (scale-lab bench gpu --help)")
     parser.add_argument("--models", default=None, help="comma-separated model configs")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default=None, type=output_file, help="write the results as JSON to this file")

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from analysis.arguments import Parser
+from analysis.teaching import solutions
 from toy_models.paths import shipped_notebooks
 
 NOTEBOOKS = shipped_notebooks()
@@ -70,8 +71,6 @@ def for_reading(notebook, following: Path | None):
     import inspect
 
     import nbformat
-
-    from analysis.teaching import solutions
 
     cells, dropping = [], False
     for cell in notebook.cells:

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("analysis", "toy_models")
 FLOORS = {"analysis.recording": 0, "analysis.arguments": 0, "analysis.optim": 1, "analysis.instrument": 2,
           "analysis.train": 3, "analysis.results": 3, "analysis.protocol": 4,
-          "analysis.reproduce": 5, "analysis.bench": 5, "analysis.cli": 5,
-          "analysis.teaching": 5, "analysis.notebooks": 5}
+          "analysis.gpu_check": 4, "analysis.reproduce": 5, "analysis.bench": 5, "analysis.cli": 5,
+          "analysis.teaching": 5, "analysis.notebooks": 6}
 
 
 def _modules() -> dict[str, Path]:

@@ -9,6 +9,7 @@ import math
 import os
 from pathlib import Path
 
+from analysis.arguments import Parser
 from analysis.recording import (
     REFERENCE_LINES,
     TUNING,
@@ -24,6 +25,7 @@ from analysis.results.gates import (
     tokens_per_parameter,
 )
 from analysis.results.paper import tokens_per_parameter as paper_tokens_per_parameter
+from analysis.results.run_set import REFERENCE
 from analysis.results.stats import final_results, fmt, summary, unused_runs
 from toy_models.llama import load_config as model_config
 from toy_models.llama import parameter_counts
@@ -196,9 +198,6 @@ def sync_readme(readme: Path, report: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """``python -m analysis.results.report --sync-readme``: quote the shipped reference's report
     in the README (``readme_excerpt``)."""
-    from analysis.arguments import Parser
-    from analysis.results.run_set import REFERENCE
-
     p = Parser(prog="python -m analysis.results.report", description=main.__doc__.split(":")[0])
     p.add_argument("--sync-readme", default="README.md", metavar="README")
     p.add_argument("--report", default=str(REFERENCE / "report.md"))

@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.protocol.presets import PRESETS, REFERENCE, Arm, tuned_points
-from analysis.recording import run_settings
-from analysis.results import stats
+from analysis.recording import load_run, run_settings, scalars
+from analysis.results import stats, style
 from analysis.train.loop import train
 
 BASELINES = ("scale", "adamw")
@@ -77,9 +77,6 @@ def curves(runs: pd.DataFrame):
     """The race's validation-loss curves: per entrant the mean over seeds with its Student-t
     95% band (``stats.t_band``, the leaderboard's interval; none with one seed)."""
     import seaborn as sns
-
-    from analysis.recording import load_run, scalars
-    from analysis.results import style
 
     frames = [scalars(load_run(row.run), "eval_loss").assign(label=row.label, seed=row.seed)
               for row in runs.itertuples()]

@@ -37,3 +37,21 @@ def test_role_bench_times_each_role_on_its_own_tensors():
         assert row["floor"] == PASS_FLOOR[role] and row["scale_over_sgd"]["rounds"] == 3
         assert row["fused_floor"] == FUSED_PASS_FLOOR[role] <= row["floor"]
         assert row["fused_over_sgd"]["rounds"] == 3
+
+
+def test_the_gpu_check_runs_in_cpu_smoke_mode(tmp_path, capsys):
+    import json
+
+    from analysis import bench
+
+    out = tmp_path / "gpu.json"
+    assert bench.main(["gpu", "--device", "cpu", "--smoke", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu" and report["fused_vs_readable"]["equal"]
+    assert [r["optimizer"] for r in report["runs"]] == ["scale", "adamw"]
+    assert all(r["tokens_per_s"] > 0 and 0 < r["cpu_peak_fraction"] for r in report["runs"])
+    assert "fused vs readable max relative difference" in capsys.readouterr().out
+    import torch
+    if not torch.cuda.is_available():
+        assert bench.main(["gpu", "--out", str(out)]) == 2
+        assert "needs a GPU" in capsys.readouterr().err
