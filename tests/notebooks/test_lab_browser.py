@@ -4,7 +4,8 @@ Playwright, against a JupyterLab server started here with the settings ``make se
 into the venv. The test opens the notebook, runs every cell from JupyterLab's Run menu, waits
 until each code cell has its execution count, and reads the page: cells, outputs, figures, the
 graded exercise, no error; then moves a slider with the keyboard and waits for its figure to
-redraw. A screenshot is kept as the test's artifact."""
+redraw, and types a wrong answer to an exercise into a new cell, whose feedback must be at
+most two lines. A screenshot is kept as the test's artifact."""
 
 import json
 import shutil
@@ -106,6 +107,21 @@ def test_a_notebook_opens_as_a_notebook_and_runs_in_jupyterlab(tmp_path, monkeyp
                 "([before]) => { const img = document.querySelector('.jp-NotebookPanel .widget-interact img');"
                 " return img !== null && img.getAttribute('src') !== before; }", arg=[before], timeout=60_000)
             redrawn = explorer.locator("img").first.get_attribute("src") != before
+            # a wrong answer, typed into a new cell as a student would: short feedback, no traceback
+            cells_before = page.locator(".jp-NotebookPanel .jp-CodeCell").count()
+            page.locator(".jp-NotebookPanel .jp-Cell .jp-InputPrompt").last.click()   # select, command mode
+            page.keyboard.press("Escape")
+            page.keyboard.press("b")                                                  # a cell below
+            page.wait_for_function(f"document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell').length > {cells_before}")
+            page.keyboard.press("Enter")
+            page.keyboard.type('exercises.grade("sgd_floor", lambda lr, sigma: 0.0)')
+            page.keyboard.press("Shift+Enter")
+            new_cell = page.locator(".jp-NotebookPanel .jp-CodeCell").nth(cells_before)
+            try:
+                new_cell.locator(".jp-OutputArea-output").first.wait_for(timeout=60_000)
+            finally:
+                page.screenshot(path=tmp_path / "wrong-answer.png")
+            feedback = new_cell.locator(".jp-OutputArea-output").first.inner_text().strip()
             outputs = page.locator(".jp-NotebookPanel .jp-OutputArea-output")
             errors = page.locator(".jp-NotebookPanel [data-mime-type='application/vnd.jupyter.stderr']")
             text = " ".join(outputs.all_text_contents())
@@ -121,6 +137,8 @@ def test_a_notebook_opens_as_a_notebook_and_runs_in_jupyterlab(tmp_path, monkeyp
     assert n_outputs >= 5 and images >= 2, (n_outputs, images)   # text and figures rendered
     assert "exercise 'sgd_floor': correct" in text
     assert redrawn, "moving a slider did not redraw its figure"
+    assert feedback.startswith("exercise 'sgd_floor': not yet") and len(feedback.splitlines()) <= 2, feedback
+    assert "Traceback" not in feedback
 
 
 def test_the_static_site_typesets_its_formulas_offline(tmp_path):
