@@ -14,8 +14,9 @@ serialisable dicts; LR schedulers, ``state_dict``/``load_state_dict``, step hook
 
 Under FSDP2 a parameter is a ``DTensor`` row block: the state is created from the ``DTensor``
 (so sharded checkpointing sees it), and the transform runs on the local blocks of gradient,
-state and parameter (``analysis.optim.sharding``); ``check_shardable`` refuses a rule that
-would need the whole matrix.
+state and parameter, or, when it needs the whole matrix, on the gathered matrix with this
+process's rows kept (``analysis.optim.sharding``); ``check_shardable`` refuses the optimizers
+that step whole matrices themselves.
 
 Taps (``analysis.optim.transforms.tap``) report intermediate directions to the listeners
 registered on *this* optimizer with ``register_tap_hook``; two instrumented optimizers never
@@ -40,7 +41,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 import analysis.optim.fused as fused_step  # the module itself, not through the package's __init__
-from analysis.optim.sharding import local
+from analysis.optim.sharding import local, whole_matrix_update
 from analysis.optim.transforms import Scaled, Transform, PerLayout, tap_listener
 
 TapHook = Callable[[str, torch.Tensor, torch.Tensor], None]
@@ -171,8 +172,10 @@ class ChainedOptimizer(torch.optim.Optimizer):
                 state = self._state_of(p, transform)
                 if p is local(p):
                     direction = transform.update(p.grad, state, p)
-                else:  # an FSDP2 shard: the rule runs on this process's rows
+                elif transform.row_shard_safe:  # an FSDP2 shard: the rule runs on this process's rows
                     direction = transform.update(local(p.grad), LocalState(state), p)
+                else:  # a whole-matrix rule on an FSDP2 shard: gathered, run once, rows kept
+                    direction = whole_matrix_update(transform, p, state)
                 target = local(p)
                 if wd != 0.0:
                     target.mul_(1.0 - lr * wd)
@@ -288,23 +291,19 @@ class _Handles:
 
 
 def check_shardable(optimizer: torch.optim.Optimizer, name: str) -> None:
-    """Refuse (``NotShardable``) an optimizer whose update of a row block is not the row block
-    of its update, so FSDP2 never silently applies a whole-matrix rule to a shard.
+    """Refuse (``NotShardable``) an optimizer that cannot step FSDP2 row shards correctly.
 
-    A ``ChainedOptimizer`` asks each transform (``Transform.row_shard_safe``); of the library
-    optimizers only the elementwise ``torch.optim`` ones qualify. ``name`` is the recipe's
-    name, for the message."""
+    A ``ChainedOptimizer`` can: its row-local transforms run on the shards and the others on
+    the gathered matrix (``sharding.whole_matrix_update``). Of the library optimizers only the
+    elementwise ``torch.optim`` ones can; the others (Muon, Adafactor, pytorch-optimizer's)
+    would apply a whole-matrix rule to a block of rows. ``name`` is the recipe's name."""
     elementwise = (torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD)
-    problems = []
-    for opt in getattr(optimizer, "optimizers", [optimizer]):
-        if isinstance(opt, ChainedOptimizer):
-            problems += [f"{g['label']}: {opt.transform_of(g)!r}" for g in opt.param_groups
-                         if g["params"] and not opt.transform_of(g).row_shard_safe]
-        elif not isinstance(opt, elementwise):
-            problems.append(type(opt).__name__)
+    problems = [type(opt).__name__ for opt in getattr(optimizer, "optimizers", [optimizer])
+                if not isinstance(opt, (ChainedOptimizer, *elementwise))]
     if problems:
-        raise NotShardable(f"optimizer {name!r} needs whole matrices ({'; '.join(problems)}), which "
-                           "FSDP2 splits across processes by rows; run it with --parallel ddp")
+        raise NotShardable(f"optimizer {name!r} needs whole matrices ({'; '.join(problems)} steps "
+                           "them itself), which FSDP2 splits across processes by rows; run it with "
+                           "--parallel ddp")
 
 
 def state_tensors(optimizer: torch.optim.Optimizer):

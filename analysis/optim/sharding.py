@@ -3,12 +3,18 @@
 Under FSDP2 (``analysis.train.parallel``) every parameter is a ``DTensor`` placed ``Shard(0)``:
 each process holds a block of whole rows. ``ChainedOptimizer`` runs its transforms on the
 local blocks (``local``); a transform that reduces along the sharded axis (the embedding's
-dim-0 normalization) asks ``sharded_group`` which process group to all-reduce over.
+dim-0 normalization) asks ``sharded_group`` which process group to all-reduce over. A rule
+that needs the whole matrix (Newton-Schulz, a Frobenius norm: ``row_shard_safe = False``) runs
+through ``whole_matrix_update``: the gradient, the parameter and the state gathered, the rule
+run once on the whole matrix, this process's rows kept (as torchtitan and microsoft/dion run
+Muon under FSDP2); the state stays stored as row shards, so checkpoints are unchanged.
 """
 
 from __future__ import annotations
 
 import sys
+
+import torch
 
 
 def is_dtensor(t) -> bool:
@@ -46,3 +52,30 @@ def sharded_group(param, dim: int):
         if isinstance(placement, Shard) and placement.dim == dim:
             return param.device_mesh.get_group(mesh_dim)
     return None
+
+
+def _rows(full, like):
+    """This process's row block of ``full``, as ``DTensor`` ``like`` splits its dim 0
+    (``torch.chunk`` over the mesh, as ``Shard(0)`` does)."""
+    mesh = like.device_mesh
+    chunks = torch.chunk(full, mesh.size(), dim=0)
+    rank = mesh.get_local_rank()
+    return chunks[rank] if rank < len(chunks) else full[:0]
+
+
+def whole_matrix_update(transform, param, state: dict):
+    """``transform.update`` of a row-sharded ``param`` computed on the whole matrix: gradient,
+    parameter and ``DTensor`` state gathered (collectives: every process calls this for the
+    same parameters in the same order), the rule run once, the updated state's and the
+    direction's rows of this process written back / returned."""
+    from analysis.optim.maths import as_tensor
+
+    grad, whole = param.grad.full_tensor(), param.full_tensor()
+    gathered = {k: v.full_tensor() if is_dtensor(v) else v for k, v in state.items()}
+    direction = as_tensor(transform.update(grad, gathered, whole))
+    for key, value in gathered.items():
+        if is_dtensor(state[key]):
+            local(state[key]).copy_(_rows(value, state[key]))
+        else:
+            state[key] = value   # step counts and other scalars
+    return _rows(direction, param)

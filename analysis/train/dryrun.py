@@ -15,7 +15,9 @@ FSDP2 at the run's precision:
   ``2 V`` per token (itemized like Korthikanti et al. 2022, arXiv 2205.05198, for this block);
 - DDP keeps everything whole plus one gradient-sized bucket copy; FSDP2 divides weights,
   gradients and state by the number of GPUs and holds two decoder blocks gathered at a time
-  (the current one and the prefetched one) at the compute dtype;
+  (the current one and the prefetched one) at the compute dtype, and for a whole-matrix rule
+  (``analysis.optim.sharding.whole_matrix_update``) its largest matrix's gathered gradient,
+  parameter, state and direction in fp32;
 - **FLOPs per step**: ``flops_per_token`` (PaLM convention) x tokens per optimizer step.
 """
 
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from analysis.optim.optimizer import NotShardable, check_shardable
+from analysis.optim.optimizer import ChainedOptimizer, NotShardable, check_shardable
 from analysis.optim.recipes import build_optimizer, declared_state_elements
 from analysis.train.config import TrainConfig
 from toy_models.llama import (
@@ -54,6 +56,7 @@ class Plan:
     block_parameters: int
     flops_per_step: float
     shardable: bool = True      # False: the recipe needs whole matrices, FSDP2 refuses it
+    gathered_elements: int = 0  # the largest matrix a whole-matrix rule gathers under FSDP2
 
     def per_gpu(self, parallel: str) -> dict[str, float]:
         """Bytes per GPU by part: weights, gradients, state, activations, extra, total."""
@@ -63,7 +66,9 @@ class Plan:
         if parallel == "fsdp":
             for part in ("weights", "gradients", "state"):
                 parts[part] /= self.gpus
-            parts["extra"] = 2 * self.block_parameters * cb      # two gathered blocks
+            # two gathered blocks, and a whole-matrix rule's gathered gradient, parameter, state
+            # and direction (fp32) for its largest matrix
+            parts["extra"] = 2 * self.block_parameters * cb + 4 * self.gathered_elements * 4
         else:
             parts["extra"] = self.parameters * wb                  # DDP's gradient buckets
         parts["total"] = sum(parts.values())
@@ -108,6 +113,9 @@ def plan(config: TrainConfig, gpus: int = 1) -> Plan:
         shardable = True
     except NotShardable:
         shardable = False
+    whole = [p.numel() for opt in getattr(optimizer, "optimizers", [optimizer])
+             if isinstance(opt, ChainedOptimizer) for g in opt.param_groups
+             if g["params"] and not opt.transform_of(g).row_shard_safe for p in g["params"]]
     rank = optimizer_config.rank or max(1, model_config.hidden_size // 4)
     shapes = [(role, shape) for _, role, shape in matrix_shapes(model_config)]
     precision = "bf16-mixed" if config.precision == "auto" else config.precision   # as on CUDA
@@ -118,4 +126,4 @@ def plan(config: TrainConfig, gpus: int = 1) -> Plan:
                 declared_state_elements(config.optimizer, shapes, rank, optimizer_config.momentum),
                 activation_bytes(model_config, micro * config.seq_len, COMPUTE_BYTES[precision]),
                 block, flops_per_token(model_config, config.seq_len) * config.batch_size * config.seq_len,
-                shardable)
+                shardable, max(whole, default=0))
