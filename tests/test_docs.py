@@ -65,3 +65,13 @@ def test_no_issue_numbers_in_code_tests_or_docs():
     found = [f"{p.relative_to(ROOT)}:{i}" for p in texts if p != Path(__file__)
              for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not found, found
+
+
+def test_the_readme_quotes_the_shipped_report():
+    from analysis.results.report import README_END, README_START, readme_excerpt
+    from analysis.results.run_set import REFERENCE
+
+    readme = (ROOT / "README.md").read_text()
+    quoted = readme.split(README_START)[1].split(README_END)[0]
+    assert quoted.strip() == readme_excerpt((REFERENCE / "report.md").read_text()).strip(), \
+        "the README's results are stale: python -m analysis.results.report --sync-readme"

@@ -215,3 +215,22 @@ def test_a_preview_says_so_on_its_report_s_first_line(tmp_path):
     first = text.splitlines()[2]
     assert first.startswith("**PREVIEW** of the `reference` preset") and "sgd, col_norm, scale, adamw" in first
     assert text.splitlines()[4].startswith("**Regime:")
+
+
+def test_sync_readme_quotes_the_regime_gates_and_verdicts(tmp_path):
+    from analysis.results.report import README_END, README_START, readme_excerpt, sync_readme, write_report
+
+    for seed in range(2):
+        _fake_run(tmp_path, "scale", seed, 4.0 + 0.01 * seed)
+        _fake_run(tmp_path, "adamw", seed, 4.1 + 0.01 * seed)
+    report = write_report(tmp_path, tmp_path / "report.md")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{README_START}\nold\n{README_END}\n\nafter\n")
+    assert sync_readme(readme, report) and not sync_readme(readme, report)   # idempotent
+    text = readme.read_text()
+    quoted = text.split(README_START)[1].split(README_END)[0]
+    assert quoted.lstrip().startswith("**Regime:") and "Gates (fixed before the runs" in quoted
+    assert quoted.strip() == readme_excerpt(report.read_text()).strip() and text.endswith("after\n")
+    assert any(line.startswith("1. **") for line in quoted.splitlines())
+    with pytest.raises(ValueError, match="no <!-- reference report"):
+        sync_readme(tmp_path / "report.md", report)
