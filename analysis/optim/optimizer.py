@@ -276,6 +276,13 @@ class PartitionedOptimizer(torch.optim.Optimizer):
                              f"(expected {len(self.optimizers)} partitions)")
         for opt, sd in zip(self.optimizers, inner):
             opt.load_state_dict(sd)
+        self.share_inner_groups()
+
+    def share_inner_groups(self) -> None:
+        """Take the inner optimizers' group dicts again after their state was loaded: torch's
+        ``load_state_dict`` gives each new dicts, and an lr scheduler stepping this optimizer
+        would otherwise move dicts nothing reads any more."""
+        self.param_groups = [g for opt in self.optimizers for g in opt.param_groups]
         self.state = MergedState(opt.state for opt in self.optimizers)
 
 
@@ -294,10 +301,12 @@ def check_shardable(optimizer: torch.optim.Optimizer, name: str) -> None:
     """Refuse (``NotShardable``) an optimizer that cannot step FSDP2 row shards correctly.
 
     A ``ChainedOptimizer`` can: its row-local transforms run on the shards and the others on
-    the gathered matrix (``sharding.whole_matrix_update``). Of the library optimizers only the
-    elementwise ``torch.optim`` ones can; the others (Muon, Adafactor, pytorch-optimizer's)
-    would apply a whole-matrix rule to a block of rows. ``name`` is the recipe's name."""
-    elementwise = (torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD)
+    the gathered matrix (``sharding.whole_matrix_update``). Of the library optimizers the
+    elementwise ``torch.optim`` ones can, and ``torch.optim.Muon``, whose Newton-Schulz
+    matmuls on ``DTensor`` gather what they need (a test holds it equal to DDP); the others
+    (Adafactor's factored moments, pytorch-optimizer's projections) would apply a whole-matrix
+    rule to a block of rows. ``name`` is the recipe's name."""
+    elementwise = (torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD, torch.optim.Muon)
     problems = [type(opt).__name__ for opt in getattr(optimizer, "optimizers", [optimizer])
                 if not isinstance(opt, (ChainedOptimizer, *elementwise))]
     if problems:

@@ -82,7 +82,7 @@ def save(run_dir: Path, step: int, model_state: dict, optimizer_state: dict, pos
 
 # what ``resume`` reads from a checkpoint, key by key (a missing one is refused, not half-loaded)
 REQUIRED = {"step": (), "identity": ("model", "optimizer", "shapes"), "model": (),
-            "optimizer": ("state", "param_groups"), "scheduler": ("last_epoch",),
+            "optimizer": (), "scheduler": ("last_epoch",),
             "rng": ("torch", "python")}
 
 
@@ -111,7 +111,19 @@ def read(path: Path, run_dir: Path) -> dict:
         missing = [k for k in inner if not isinstance(state[key], dict) or k not in state[key]]
         if missing:
             raise _refuse(path, f"its {key!r} entry has no {', '.join(map(repr, missing))}", run_dir)
+    missing = _optimizer_missing(state["optimizer"])
+    if missing:
+        raise _refuse(path, f"its 'optimizer' entry has no {', '.join(map(repr, missing))}", run_dir)
     return state
+
+
+def _optimizer_missing(entry) -> list[str]:
+    """The keys a torch optimizer state dict needs that ``entry`` lacks: in itself, or in each
+    part of a ``PartitionedOptimizer``'s ``{"partitioned": [...]}`` (Muon + AdamW, ...)."""
+    parts = entry.get("partitioned") if isinstance(entry, dict) else None
+    dicts = parts if isinstance(parts, list) and parts else [entry]
+    return sorted({k for d in dicts for k in ("state", "param_groups")
+                   if not isinstance(d, dict) or k not in d})
 
 
 def _first_line(err: BaseException, limit: int = 200) -> str:

@@ -113,9 +113,11 @@ def plan(config: TrainConfig, gpus: int = 1) -> Plan:
         shardable = True
     except NotShardable:
         shardable = False
-    whole = [p.numel() for opt in getattr(optimizer, "optimizers", [optimizer])
-             if isinstance(opt, ChainedOptimizer) for g in opt.param_groups
+    inner = getattr(optimizer, "optimizers", [optimizer])
+    whole = [p.numel() for opt in inner if isinstance(opt, ChainedOptimizer) for g in opt.param_groups
              if g["params"] and not opt.transform_of(g).row_shard_safe for p in g["params"]]
+    whole += [p.numel() for opt in inner if isinstance(opt, torch.optim.Muon)   # DTensor gathers
+              for g in opt.param_groups for p in g["params"]]
     rank = optimizer_config.rank or max(1, model_config.hidden_size // 4)
     shapes = [(role, shape) for _, role, shape in matrix_shapes(model_config)]
     precision = "bf16-mixed" if config.precision == "auto" else config.precision   # as on CUDA

@@ -78,7 +78,8 @@ def full_state_dicts(model, optimizer) -> tuple[dict, dict]:
     every rank calls it; rank 0 gets the tensors)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-    return get_state_dict(model, optimizer,
+    # a PartitionedOptimizer (Muon + AdamW, ...) is its inner optimizers, which DCP knows
+    return get_state_dict(model, getattr(optimizer, "optimizers", optimizer),
                           options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
@@ -86,6 +87,8 @@ def load_full_state_dicts(model, optimizer, model_state: dict, optimizer_state: 
     """Shard full state (from ``full_state_dicts``) back onto this process's blocks."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-    set_state_dict(model, optimizer, model_state_dict=model_state,
+    set_state_dict(model, getattr(optimizer, "optimizers", optimizer), model_state_dict=model_state,
                    optim_state_dict=optimizer_state,
                    options=StateDictOptions(full_state_dict=True))
+    if hasattr(optimizer, "share_inner_groups"):
+        optimizer.share_inner_groups()

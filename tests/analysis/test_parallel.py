@@ -19,12 +19,14 @@ def test_row_local_recipes_may_run_sharded(tiny_model, name):
     check_shardable(build_optimizer(name, tiny_model), name)
 
 
-@pytest.mark.parametrize("name", ["spectral_norm", "swan", "stable_spam", "normuon", "muoneq", "rmnp"])
-def test_whole_matrix_chains_may_run_sharded(tiny_model, name):
-    check_shardable(build_optimizer(name, tiny_model), name)   # gathered per matrix
+@pytest.mark.parametrize("name", ["spectral_norm", "swan", "stable_spam", "normuon", "muoneq", "rmnp",
+                                  "muon"])
+def test_whole_matrix_rules_may_run_sharded(tiny_model, name):
+    # chains: gathered per matrix; torch's Muon: DTensor's own matmuls gather what they need
+    check_shardable(build_optimizer(name, tiny_model), name)
 
 
-@pytest.mark.parametrize("name, culprit", [("muon", "Muon"), ("adafactor", "Adafactor")])
+@pytest.mark.parametrize("name, culprit", [("adafactor", "Adafactor")])
 def test_whole_matrix_recipes_are_refused_under_fsdp(tiny_model, name, culprit):
     with pytest.raises(NotShardable, match=rf"optimizer '{name}' needs whole matrices \(.*{culprit}"
                                           r".*run it with --parallel ddp"):
@@ -99,34 +101,36 @@ def test_fsdp2_with_scale_equals_ddp_with_scale_and_resumes(tmp_path):
     assert _series(tmp_path / "fsdp", "loss") == uninterrupted
 
 
-def test_fsdp2_with_a_whole_matrix_rule_equals_ddp_and_resumes(tmp_path):
-    """spectral_norm (Newton-Schulz: every row of the update depends on the whole matrix) on
-    2 processes: FSDP2 gathers each matrix, runs the rule once and keeps its rows, so the
+@pytest.mark.parametrize("name, port, rtol", [("spectral_norm", 29545, 1e-6), ("muon", 29548, 1e-4)])
+def test_fsdp2_with_a_whole_matrix_rule_equals_ddp_and_resumes(tmp_path, name, port, rtol):
+    """Newton-Schulz (every row of the update depends on the whole matrix) on 2 processes:
+    spectral_norm's chain gathers each matrix, runs once and keeps its rows; torch's Muon runs
+    on DTensors whose matmuls gather what they need (in bf16, so its tolerance is wider). The
     losses are DDP's; the sharded state checkpoints and resumes as SCALE's does."""
-    args = ["-m", "analysis.train", "--model", "nano", "--optimizer", "spectral_norm", "--steps", "4",
+    args = ["-m", "analysis.train", "--model", "nano", "--optimizer", name, "--steps", "4",
             "--batch_size", "4", "--micro_batch_size", "1", "--seq_len", "32", "--eval_every", "2",
             "--eval_tokens", "300", "--save_every", "2", "--no-progress", "--device", "cpu"]
-    _torchrun(29545, args, tmp_path / "ddp")
-    _torchrun(29546, [*args, "--parallel", "fsdp"], tmp_path / "fsdp")
+    _torchrun(port, args, tmp_path / "ddp")
+    _torchrun(port + 1, [*args, "--parallel", "fsdp"], tmp_path / "fsdp")
     for stat in ("loss", "grad_norm", "eval_loss"):
         ddp, fsdp = _series(tmp_path / "ddp", stat), _series(tmp_path / "fsdp", stat)
         assert len(ddp) == len(fsdp) >= 3
-        assert max(abs(a - b) for a, b in zip(ddp, fsdp)) < 1e-5, (stat, ddp, fsdp)
+        assert max(abs(a - b) / abs(a) for a, b in zip(ddp, fsdp)) < rtol, (stat, ddp, fsdp)
     uninterrupted = _series(tmp_path / "fsdp", "loss")
     (tmp_path / "fsdp" / "ckpt-00000004.pt").unlink()  # as if killed after step 2
     (tmp_path / "fsdp" / "result.json").unlink()
-    _torchrun(29547, [*args, "--parallel", "fsdp", "--resume"], tmp_path / "fsdp")
+    _torchrun(port + 2, [*args, "--parallel", "fsdp", "--resume"], tmp_path / "fsdp")
     assert _series(tmp_path / "fsdp", "loss") == uninterrupted
 
 
-def test_fsdp2_refuses_muon_before_training(tmp_path):
+def test_fsdp2_refuses_adafactor_before_training(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--master_port", "29544", "-m", "analysis.train", "--model", "nano",
-                          "--optimizer", "muon", "--parallel", "fsdp", "--steps", "2",
+                          "--optimizer", "adafactor", "--parallel", "fsdp", "--steps", "2",
                           "--batch_size", "2", "--seq_len", "32", "--device", "cpu",
                           "--no-progress", "--out", str(tmp_path / "run")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
-    assert "optimizer 'muon' needs whole matrices" in run.stderr
+    assert "optimizer 'adafactor' needs whole matrices" in run.stderr
     assert not list((tmp_path / "run").glob("*.jsonl*"))

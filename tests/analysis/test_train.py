@@ -60,14 +60,15 @@ def test_vector_group_follows_schedule_with_its_own_peak(tmp_path):
         sched.step()
 
 
-def test_resume_continues_exactly(tmp_path):
-    full = train(tiny_config(steps=6), out=tmp_path / "full", progress=False)
-    train(tiny_config(steps=6, save_every=3), out=tmp_path / "part", progress=False)
+@pytest.mark.parametrize("optimizer", ["scale", "muon"])   # muon: a PartitionedOptimizer's state
+def test_resume_continues_exactly(tmp_path, optimizer):
+    full = train(tiny_config(steps=6, optimizer=optimizer), out=tmp_path / "full", progress=False)
+    train(tiny_config(steps=6, save_every=3, optimizer=optimizer), out=tmp_path / "part", progress=False)
     # simulate a crash after step 3: drop the final checkpoint and result
     (tmp_path / "part" / "ckpt-00000006.pt").unlink()
     (tmp_path / "part" / "result.json").unlink()
-    resumed = train(tiny_config(steps=6, save_every=3), out=tmp_path / "part", resume=True,
-                    progress=False)
+    resumed = train(tiny_config(steps=6, save_every=3, optimizer=optimizer), out=tmp_path / "part",
+                    resume=True, progress=False)
     assert resumed.losses == full.losses[3:]
 
 
