@@ -68,11 +68,11 @@ def whole_matrix_update(transform, param, state: dict):
     parameter and ``DTensor`` state gathered (collectives: every process calls this for the
     same parameters in the same order), the rule run once, the updated state's and the
     direction's rows of this process written back / returned."""
-    from analysis.optim.maths import as_tensor
-
     grad, whole = param.grad.full_tensor(), param.full_tensor()
     gathered = {k: v.full_tensor() if is_dtensor(v) else v for k, v in state.items()}
-    direction = as_tensor(transform.update(grad, gathered, whole))
+    direction = transform.update(grad, gathered, whole)
+    if hasattr(direction, "materialize"):   # a normalize's Scaled: base x scale, whole
+        direction = direction.materialize()
     for key, value in gathered.items():
         if is_dtensor(state[key]):
             local(state[key]).copy_(_rows(value, state[key]))
