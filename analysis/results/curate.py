@@ -5,14 +5,16 @@ finished reported run's ``config.json`` and ``result.json`` (of a tuned root, th
 ``selection.json``; the sweep's other points are summarized by ``tuning.json``, copied with
 the root's other side files) and writes gzipped, filtered tables:
 
-- ``metrics.jsonl.gz``: run-level rows (loss, lr, tokens/s, eval) and the per-parameter
-  statistics in ``KEEP_STATS`` (what the figures, the report and the notebooks read);
+- ``metrics.jsonl.gz``: run-level rows (loss, lr, tokens/s, eval; not the timings and group
+  lrs in ``DROP_RUN_LEVEL``) and the per-parameter statistics in ``KEEP_STATS`` (what the
+  figures, the report and the notebooks read), those rounded to 6 significant digits;
 - ``spectra.jsonl.gz``: update spectra (64 log-spaced values each), and the vocabulary-sized
   vectors the figures read (token frequency, output-layer gradient row RMS) at their last
   recorded step for the first seed only, since those are 8192 numbers each; vectors are
   rounded to 6 significant digits.
 
-Checkpoints are not copied. The full recordings stay where they are; re-running
+``--scalars-only`` keeps the run-level rows alone and no vectors (a set kept for its losses,
+like ``data/recordings/early``); a curated set can be curated again. Checkpoints are not copied. The full recordings stay where they are; re-running
 ``scale-lab reproduce --preset reference`` and this command regenerates the reference set.
 """
 
@@ -37,6 +39,7 @@ from analysis.recording import (
     TUNING,
     RecordingError,
     _read_jsonl,
+    _table_path,
     find_runs,
     load_result,
     run_settings,
@@ -44,8 +47,8 @@ from analysis.recording import (
 
 KEEP_STATS = ("grad_norm", "grad_var", "grad_var_rel", "grad_var_coord", "update_rms",
               "update_weight_ratio", "update_row_rms_cv", "grad_row_rms_cv", "update_stable_rank",
-              "update_topk_energy", "momentum_grad_cos", "grad_cos_prev", "gns_trace", "gns_sqnorm",
-              "probe_var", "probe_var_rel")
+              "update_topk_energy", "momentum_grad_cos", "probe_var", "probe_var_rel")
+DROP_RUN_LEVEL = ("step_time", "data_time", "tokens", "flops_per_s")   # and every "lr/<group>"
 WIDE_VECTORS = ("token_frequency", "grad_row_rms", "grad_var_rows")
 KEEP_WIDE = {("token_frequency", "output"), ("grad_row_rms", "output")}
 
@@ -56,16 +59,28 @@ def _write_gz(path: Path, rows: list[dict]) -> None:
             handle.write(json.dumps(row, separators=(",", ":")) + "\n")
 
 
-def curate_run(src: Path, dst: Path, wide: bool) -> int:
+def _kept(row: dict) -> dict | None:
+    """A metrics row as shipped (``KEEP_STATS``, ``DROP_RUN_LEVEL``), or None when dropped."""
+    if row["param"] is None:
+        return None if row["stat"] in DROP_RUN_LEVEL or row["stat"].startswith("lr/") else row
+    if row["stat"] not in KEEP_STATS:
+        return None
+    value = row["value"]
+    return row | {"value": float(f"{value:.6g}")} if isinstance(value, float) else row
+
+
+def curate_run(src: Path, dst: Path, wide: bool, scalars_only: bool = False) -> int:
     """Copy one run's config and result and write its filtered, gzipped tables into ``dst``;
-    ``wide`` keeps the vocabulary-sized vectors. Returns the bytes written."""
+    ``wide`` keeps the vocabulary-sized vectors, ``scalars_only`` the run-level rows alone.
+    Returns the bytes written."""
     dst.mkdir(parents=True, exist_ok=True)
     for name in (CONFIG, RESULT, SEGMENTS):   # segments: the settings each start ran with
         if (src / name).exists():
             shutil.copy2(src / name, dst / name)
-    metrics = [r for r in _read_jsonl(src / METRICS) if r["param"] is None or r["stat"] in KEEP_STATS]
+    metrics = [r for r in map(_kept, _read_jsonl(_table_path(src, METRICS)))
+               if r is not None and (r["param"] is None or not scalars_only)]
     _write_gz(dst / (METRICS + ".gz"), metrics)
-    vectors = _read_jsonl(src / SPECTRA)
+    vectors = [] if scalars_only else _read_jsonl(_table_path(src, SPECTRA))
     keep = [r for r in vectors if r["stat"] not in WIDE_VECTORS]
     if wide:
         last = {}
@@ -75,11 +90,12 @@ def curate_run(src: Path, dst: Path, wide: bool) -> int:
         keep += list(last.values())
     for r in keep:  # float32 precision is plenty for plotting and halves the size
         r["values"] = [float(f"{v:.6g}") if v is not None else None for v in r["values"]]
-    _write_gz(dst / (SPECTRA + ".gz"), keep)
+    if keep:
+        _write_gz(dst / (SPECTRA + ".gz"), keep)
     return sum(p.stat().st_size for p in dst.iterdir())
 
 
-def curate(src: str | Path, dst: str | Path) -> int:
+def curate(src: str | Path, dst: str | Path, scalars_only: bool = False) -> int:
     """Curate every finished run under ``src`` into ``dst`` (same relative layout); total bytes.
 
     A further tuned setting (``order/<name>``) ships its ``tuning.json`` and, when it has a
@@ -90,7 +106,7 @@ def curate(src: str | Path, dst: str | Path) -> int:
             and r.relative_to(src).parts[:1] != (ORDER,)]   # a setting's runs: below
     if not runs and not list((src / ORDER).glob(f"*/{TUNING}")):
         raise RecordingError(f"no finished runs under {src}; run `scale-lab reproduce` first")
-    total = _curate_root(src, dst, runs, ("report.md", SELECTION, TUNING, REFERENCE_LINES))
+    total = _curate_root(src, dst, runs, ("report.md", SELECTION, TUNING, REFERENCE_LINES), scalars_only)
     for tuning in sorted((src / ORDER).glob(f"*/{TUNING}")):
         setting = tuning.parent
         reported = ([r for r in find_runs(setting) if load_result(r) is not None]
@@ -99,13 +115,13 @@ def curate(src: str | Path, dst: str | Path) -> int:
     return total
 
 
-def _curate_root(src: Path, dst: Path, runs: list[Path], side_files) -> int:
+def _curate_root(src: Path, dst: Path, runs: list[Path], side_files, scalars_only: bool = False) -> int:
     """``runs`` (of root ``src``) and ``src``'s ``side_files`` into ``dst``; the vocabulary-
     sized vectors for the first seed only."""
     seed_of = {run: run_settings(run)["seed"] for run in runs}
     first_seed = min(seed_of.values(), default=None)
-    total = sum(curate_run(run, dst / run.relative_to(src), wide=seed_of[run] == first_seed)
-                for run in runs)
+    total = sum(curate_run(run, dst / run.relative_to(src), wide=seed_of[run] == first_seed,
+                           scalars_only=scalars_only) for run in runs)
     for extra in side_files:
         if (src / extra).exists():
             (dst / extra).parent.mkdir(parents=True, exist_ok=True)
@@ -118,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m analysis.results.curate", description=__doc__.split("\n\n")[0])
     p.add_argument("src")
     p.add_argument("dst")
+    p.add_argument("--scalars-only", action="store_true",
+                   help="the run-level rows alone, no per-parameter statistics or vectors")
     args = p.parse_args(argv)
     try:
-        total = curate(args.src, args.dst)
+        total = curate(args.src, args.dst, args.scalars_only)
     except RecordingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -64,3 +64,19 @@ def test_a_further_setting_ships_its_reported_runs_for_the_claims_to_pair(tmp_pa
     assert [r.relative_to(shipped).as_posix() for r in find_runs(shipped)] == ["scale/seed0"]
     assert not (shipped / "col_norm").exists()
     assert list(setting_results(tmp_path / "small")["short"]["label"]) == ["scale"]
+
+
+def test_curation_rounds_statistics_drops_timings_and_can_keep_scalars_only(tmp_path):
+    src = tmp_path / "full"
+    run_preset(PRESETS["smoke"], src, select_arms(["scale"]), Runner(1))
+    curate(src, tmp_path / "small")
+    original, curated = load_run(src / "scale" / "seed0"), load_run(tmp_path / "small" / "scale" / "seed0")
+    assert "step_time" in set(original["stat"]) and "step_time" not in set(curated["stat"])
+    assert not any(s.startswith("lr/") for s in curated["stat"]) and "lr" in set(curated["stat"])
+    per_param = curated[curated["param"].notna()]
+    assert per_param["value"].map(lambda v: v == float(f"{v:.6g}")).all()   # 6 significant digits
+    again = curate(tmp_path / "small", tmp_path / "scalars", scalars_only=True)   # a curated set again
+    light = load_run(tmp_path / "scalars" / "scale" / "seed0")
+    assert light["param"].isna().all() and scalars(light, "loss")["value"].tolist() == \
+        scalars(original, "loss")["value"].tolist()
+    assert not (tmp_path / "scalars" / "scale" / "seed0" / "spectra.jsonl.gz").exists() and again > 0
