@@ -12,12 +12,12 @@ the reported length: an lr grid (x2) on the tuning seed, extended until its best
 the other beta2 at that lr (its own column extended when better); the chosen point on every
 seed; a side whose neighbour is not worse by more than that seed noise extended once more
 (``analysis.protocol.tuning``). ``order_settings`` repeat the tuning at a second run length
-and a second model size. ``early`` is the previous reference, labelled: 0.1 tokens per
-parameter, an early-training speed test (it teaches that rankings flip before the decay
-ends); the shipped ``data/recordings/reference`` is its recording until the paper-regime one
-replaces it. An untuned preset (``quick``, ``smoke``) runs each arm once per seed at the lrs
-the shipped reference tuning chose (``data/recordings/reference/tuning.json``), so ``make
-reproduce`` previews the shipped reference's first seed.
+and a second model size. ``data/recordings/reference`` ships the reference's recordings.
+``early`` is the previous reference, labelled: 0.1 tokens per parameter, an early-training
+speed test (it teaches that rankings flip before the decay ends); ``data/recordings/early``
+keeps its losses. An untuned preset (``quick``, ``smoke``) runs each arm once per seed at the
+lr and beta2 the shipped reference tuning chose (``data/recordings/reference/tuning.json``), so
+``make reproduce`` previews the shipped reference's first seed.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ PRESETS = {
     "early": Preset("early", f"EARLY TRAINING (0.1 tokens per parameter): micro2k (2.6M), "
                     f"{REFERENCE_STEPS} steps x 16 x 128 tokens: lr tuned per arm at this length on "
                     "seeds 0-1 (x sqrt(3) grid), reported on seeds 0-2, ladder order at a second "
-                    "length and size; it made data/recordings/reference; about 80 min",
+                    "length and size; its losses: data/recordings/early; about 80 min",
                     "micro2k", REFERENCE_STEPS, 16, 4, 128, (0, 1, 2), 30, 16_384, _INSTRUMENT,
                     centers=CENTERS, tune_seeds=(0, 1),
                     order_settings=(("micro2k-short", "micro2k", REFERENCE_STEPS // 2, None),
