@@ -19,9 +19,9 @@
 # 2. add momentum on the output layer only, the noisiest layer (notebook 03).
 #
 # Every rung is a recipe (`scale-lab train --optimizer list`). The shipped reference recordings
-# gave every arm the same tuning freedom: one peak lr for the matrices, tuned at the reported
-# length, the same vectors' lr and role multipliers for all, the best lr reported on three
-# seeds. Here we read them, or re-run their first seed with `RECOMPUTE = True` (the `quick`
+# gave every arm the same tuning freedom: one peak lr for the matrices and one beta2 choice
+# for its Adam part, tuned at the reported length, the same vectors' lr and role multipliers
+# for all, the chosen point reported on three seeds. Here we read them, or re-run their first seed with `RECOMPUTE = True` (the `quick`
 # preset). Which regime they are in (how many tokens per parameter, whether the runs had
 # finished learning) decides what they can say: the report's gates, printed below, come first.
 
