@@ -29,7 +29,7 @@ from analysis.protocol.presets import (
     get_preset,
     select_arms,
 )
-from analysis.protocol.tuning import MAIN, Runner, jobs_default, run_preset, setting_names
+from analysis.protocol.tuning import MAIN, Runner, cache_sweep, jobs_default, run_preset, setting_names
 from analysis.recording import REFERENCE_LINES, write_atomic
 from analysis.results.figures import render_all
 from analysis.results.report import preview_line, write_report
@@ -84,6 +84,9 @@ def parser():
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: rewrite the report and figures from the runs under --out")
+    p.add_argument("--cache-sweep", default=None, metavar="DIR",
+                   help="train nothing: copy the config, result and segments of every finished run "
+                        "under --out to DIR (what tuning reads), to continue the preset elsewhere")
     p.add_argument("--list", action="store_true", help="list presets and arms")
     p.add_argument("--dry-run", action="store_true",
                    help="size every arm of the preset on GPUs (memory per GPU, FLOPs); train nothing")
@@ -120,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
         jobs = 1 if preset.gpu else (args.jobs or jobs_default())
         out = Path(args.out or f"runs/reproduce/{preset.name}")
+        if args.cache_sweep is not None:
+            if not out.is_dir():
+                raise ConfigError(f"--cache-sweep copies the runs under --out; {out} is not a directory")
+            print(f"copied {cache_sweep(out, Path(args.cache_sweep))} finished runs' small files to "
+                  f"{args.cache_sweep}")
+            return 0
         if args.report_only and not out.is_dir():
             raise ConfigError(f"--report-only needs the runs of a preset under --out; {out} is not a directory")
         if not args.report_only:

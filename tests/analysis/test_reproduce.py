@@ -125,3 +125,24 @@ def test_a_preset_runs_setting_by_setting(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(reproduce, "get_preset", lambda name: preset)
     assert reproduce.main(["--settings", "long", "--out", str(tmp_path)]) == 2
     assert "has no setting long; choose from main, short, other" in capsys.readouterr().err
+
+
+def test_a_sweep_continues_from_its_cache_and_reported_runs_get_recordings(tmp_path, monkeypatch, capsys):
+    from analysis.recording import is_run_dir
+
+    preset = replace(PRESETS["smoke"], tune_seeds=(0,), grid_points=1, max_extensions=0)
+    first = tmp_path / "first"
+    run_preset(preset, first, select_arms(["scale"]), Runner(1))
+    assert reproduce.main(["--preset", "smoke", "--out", str(first), "--cache-sweep", str(tmp_path / "cache")]) == 0
+    assert "copied 1 finished runs' small files" in capsys.readouterr().out
+    cached = [p.parent for p in (tmp_path / "cache").glob("**/result.json")]
+    assert len(cached) == 1 and not is_run_dir(cached[0])          # kilobytes: no tables
+    trained = []
+    real = tuning.run_one
+    monkeypatch.setattr(tuning, "run_one", lambda config, run_dir, progress=False:
+                        trained.append(run_dir) or real(config, run_dir, progress))
+    dirs = run_preset(preset, tmp_path / "cache", select_arms(["scale"]), Runner(1))
+    # tuning reused the cached result; the reported run was trained again for its recordings
+    assert trained == dirs and is_run_dir(dirs[0])
+    assert load_result(dirs[0])["final_eval_loss"] == load_result(first / dirs[0].relative_to(tmp_path / "cache"))["final_eval_loss"]
+    assert reproduce.main(["--out", str(tmp_path / "none"), "--cache-sweep", str(tmp_path / "c2")]) == 2
