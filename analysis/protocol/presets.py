@@ -12,10 +12,10 @@ the reported length: an lr grid (x2) on the tuning seed, extended until its best
 the other beta2 at that lr (its own column extended when better); the chosen point on every
 seed; a side whose neighbour is not worse by more than that seed noise extended once more
 (``analysis.protocol.tuning``). ``order_settings`` repeat the tuning at a second run length
-and a second model size. ``data/recordings/reference`` ships the reference's recordings.
-``early`` is the previous reference, labelled: 0.1 tokens per parameter, an early-training
-speed test (it teaches that rankings flip before the decay ends); ``data/recordings/early``
-keeps its losses. An untuned preset (``quick``, ``smoke``) runs each arm once per seed at the
+and a second model size. ``early`` is the previous reference, labelled: 0.1 tokens per
+parameter, an early-training speed test (it teaches that rankings flip before the decay ends);
+``data/recordings/reference`` is its recording until the paper-regime one, in progress
+(``data/sweeps/reference``: its finished points), replaces it. An untuned preset (``quick``, ``smoke``) runs each arm once per seed at the
 lr and beta2 the shipped reference tuning chose (``data/recordings/reference/tuning.json``), so
 ``make reproduce`` previews the shipped reference's first seed.
 """
@@ -167,7 +167,6 @@ V2_PROBES = (1, 3, 10, 30, 57, 108, 159, 210, 262, 313, 364, 416, 467, 518, 570)
 _V2_INSTRUMENT = InstrumentConfig(cheap_every=19, dense_until=10, rows_every=57, full_every=10_000,
                                   full_at=(1, 10, 57, 285, 570), topk=16, probe_at=V2_PROBES,
                                   probe_small=4, probe_large=32, probe_repeats=4)
-QUICK_ARMS = ("sgd", "col_norm", "scale", "adamw")   # the paper's two steps and its baseline
 SIZE2_ARMS = ("sgd", "sign", "row_norm", "col_norm", "spectral_norm", "scale",   # the ladder,
               "col_norm+embedding", "col_norm+all", "adamw")   # the placements and AdamW
 PAPER_LRS = {label: 1e-3 for label in ARM_BY_LABEL} | {"sgd": 0.5}
@@ -180,16 +179,15 @@ PRESETS = {
                                      topk=16, probe_at=(6,), probe_small=2, probe_large=4,
                                      probe_repeats=2),
                     centers=CENTERS, device="cpu", precision="fp32"),
-    "quick": Preset("quick", f"PREVIEW of the reference: its first seed of {', '.join(QUICK_ARMS)} "
-                    f"at its length (cpu60m-half, {V2_STEPS} steps x 32 x 128 = 10 tokens per "
-                    "parameter) and its tuned lr and beta2; <= 10 min on 2 cores",
-                    "cpu60m-half", V2_STEPS, 32, 32, 128, (0,), 57, 16_384, _V2_INSTRUMENT,
-                    centers=V2_CENTERS, device="cpu", precision="fp32", arms=QUICK_ARMS,
-                    preview_of="reference"),
+    "quick": Preset("quick", f"PREVIEW of the shipped reference, early training until the "
+                    f"paper-regime one ships: micro2k (2.6M), {REFERENCE_STEPS} steps x 16 x 128 "
+                    "tokens, seed 0 of every arm at its tuned lr; <= 10 min on 2 cores", "micro2k",
+                    REFERENCE_STEPS, 16, 4, 128, (0,), 30, 16_384, _INSTRUMENT, centers=CENTERS,
+                    device="cpu", precision="fp32", preview_of="early"),
     "early": Preset("early", f"EARLY TRAINING (0.1 tokens per parameter): micro2k (2.6M), "
                     f"{REFERENCE_STEPS} steps x 16 x 128 tokens: lr tuned per arm at this length on "
                     "seeds 0-1 (x sqrt(3) grid), reported on seeds 0-2, ladder order at a second "
-                    "length and size; its losses: data/recordings/early; about 80 min",
+                    "length and size; it made data/recordings/reference; about 80 min",
                     "micro2k", REFERENCE_STEPS, 16, 4, 128, (0, 1, 2), 30, 16_384, _INSTRUMENT,
                     centers=CENTERS, tune_seeds=(0, 1),
                     order_settings=(("micro2k-short", "micro2k", REFERENCE_STEPS // 2, None),

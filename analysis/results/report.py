@@ -162,24 +162,25 @@ def preview_line(preset) -> str | None:
     """A preview preset's first report line: what it is a preview of, and what it cannot say."""
     if preset.preview_of is None:
         return None
-    return (f"**PREVIEW** of the `{preset.preview_of}` preset (`scale-lab reproduce --preset "
-            f"{preset.preview_of}`; its recordings ship in `data/recordings/{preset.preview_of}`): "
-            f"{preset.description}. One seed: no intervals, and a claim that needs seeds or arms "
-            "not run here says so.")
+    return (f"**PREVIEW** of the shipped reference recordings (`data/recordings/reference`, made by "
+            f"`scale-lab reproduce --preset {preset.preview_of}`): {preset.description}. One seed: "
+            "no intervals, and a claim that needs seeds or arms not run here says so.")
 
 
 README_START, README_END = "<!-- reference report: start -->", "<!-- reference report: end -->"
 
 
 def readme_excerpt(report: str) -> str:
-    """What the README quotes of a report: its regime and gates (its opening, up to the model's
-    description) and each claim's verdict line, verbatim, so the README cannot drift from it."""
+    """What the README quotes of a report, verbatim so it cannot drift: the regime and the gates'
+    verdict (its opening up to the model's description, without each gate's bullet) and each
+    claim's verdict line."""
     lines = report.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("**Regime"))
     end = next(i for i, line in enumerate(lines) if line.startswith("Model `"))
+    opening = [line for line in lines[start:end] if not line.startswith("- ")]
     verdicts = [line for line in lines if line[:1].isdigit() and ". **" in line[:5]]
-    return "\n".join([*lines[start:end], "Claims (the report has each rule and our numbers beside "
-                      "the paper's):", "", *verdicts]).strip() + "\n"
+    return "\n".join([*opening, "Claims (the report has each gate and rule, our numbers and the "
+                      "paper's):", "", *verdicts]).strip().replace("\n\n\n", "\n\n") + "\n"
 
 
 def sync_readme(readme: Path, report: Path) -> bool:
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m analysis.results.report --sync-readme``: quote the shipped reference's report
     in the README (``readme_excerpt``)."""
     p = Parser(prog="python -m analysis.results.report", description=main.__doc__.split(":")[0])
-    p.add_argument("--sync-readme", default="README.md", metavar="README")
+    p.add_argument("--sync-readme", nargs="?", const="README.md", default="README.md", metavar="README")
     p.add_argument("--report", default=str(REFERENCE / "report.md"))
     args = p.parse_args(argv)
     changed = sync_readme(Path(args.sync_readme), Path(args.report))

@@ -213,7 +213,7 @@ def test_a_preview_says_so_on_its_report_s_first_line(tmp_path):
     assert preview_line(PRESETS["reference"]) is None
     text = write_report(tmp_path, tmp_path / "report.md", preview=preview_line(PRESETS["quick"])).read_text()
     first = text.splitlines()[2]
-    assert first.startswith("**PREVIEW** of the `reference` preset") and "sgd, col_norm, scale, adamw" in first
+    assert first.startswith("**PREVIEW** of the shipped reference recordings") and "seed 0" in first
     assert text.splitlines()[4].startswith("**Regime:")
 
 
@@ -230,6 +230,7 @@ def test_sync_readme_quotes_the_regime_gates_and_verdicts(tmp_path):
     text = readme.read_text()
     quoted = text.split(README_START)[1].split(README_END)[0]
     assert quoted.lstrip().startswith("**Regime:") and "Gates (fixed before the runs" in quoted
+    assert not any(line.startswith("- ") for line in quoted.splitlines())
     assert quoted.strip() == readme_excerpt(report.read_text()).strip() and text.endswith("after\n")
     assert any(line.startswith("1. **") for line in quoted.splitlines())
     with pytest.raises(ValueError, match="no <!-- reference report"):
