@@ -179,8 +179,8 @@ PRESETS = {
                                      topk=16, probe_at=(6,), probe_small=2, probe_large=4,
                                      probe_repeats=2),
                     centers=CENTERS, device="cpu", precision="fp32"),
-    "quick": Preset("quick", f"PREVIEW of the shipped reference, early training until the "
-                    f"paper-regime one ships: micro2k (2.6M), {REFERENCE_STEPS} steps x 16 x 128 "
+    "quick": Preset("quick", f"the shipped reference's setting (early training until the "
+                    f"paper-regime one ships): micro2k (2.6M), {REFERENCE_STEPS} steps x 16 x 128 "
                     "tokens, seed 0 of every arm at its tuned lr; <= 10 min on 2 cores", "micro2k",
                     REFERENCE_STEPS, 16, 4, 128, (0,), 30, 16_384, _INSTRUMENT, centers=CENTERS,
                     device="cpu", precision="fp32", preview_of="early"),
