@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from analysis.arguments import Parser
+from analysis.arguments import Parser, output_file
 from analysis.optim.recipes import build_optimizer
-from analysis.recording import load_run, scalars
+from analysis.recording import load_run, scalars, write_atomic
 from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.dryrun import plan
 from analysis.train.loop import train
@@ -124,14 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="scale-lab bench gpu", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--smoke", action="store_true", help="nano and a few steps (CPU-sized)")
-    p.add_argument("--out", default="gpu-check.json", help="the JSON file written")
+    p.add_argument("--out", default="gpu-check.json", type=output_file, help="the JSON file written")
     args = p.parse_args(argv)
     try:
         report = check(args.device, args.smoke)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_atomic(args.out, json.dumps(report, indent=2) + "\n")
     equal = report["fused_vs_readable"]
     print(f"{report['device']}: fused vs readable max relative difference {equal['max_rel_diff']:.2e} "
           f"({'equal' if equal['equal'] else 'NOT equal'} within {EQUAL_RTOL:g})")

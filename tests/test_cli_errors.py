@@ -4,7 +4,7 @@ directory is expected and the reverse)."""
 
 import pytest
 
-from analysis import bench, cli, reproduce
+from analysis import bench, cli, gpu_check, reproduce
 from analysis.results import curate, figures, memory
 from analysis.train import cli as train_cli
 
@@ -38,6 +38,8 @@ CASES = [
     (bench.main, ["optimizer", "--models", "nope"], "unknown model 'nope'"),
     (bench.main, ["optimizer", "--repeats", "many"], "invalid int value: 'many'"),
     (bench.main, ["everything"], "invalid choice: 'everything'"),
+    (gpu_check.main, ["--device", "cpu", "--smoke", "--out", "{tmp_path}/no/such/check.json"],
+     "does not exist"),   # refused before the check runs, not after
     (curate.main, ["{a_file}", "{tmp_path}/out"], "no finished runs under"),
     (curate.main, [], "the following arguments are required: src, dst"),
     (cli.main, ["nope"], "unknown command 'nope'"),

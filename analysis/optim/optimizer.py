@@ -241,9 +241,7 @@ class PartitionedOptimizer(torch.optim.Optimizer):
         self.optimizers = list(optimizers)
         groups = [g for opt in self.optimizers for g in opt.param_groups]
         super().__init__(groups, {})
-        # Optimizer.__init__ re-adds the same dicts; keep them shared with the inner ones.
-        self.param_groups = groups
-        self.state = MergedState(opt.state for opt in self.optimizers)
+        self.share_inner_groups()   # Optimizer.__init__ re-adds the dicts: share the inner ones
 
     def describe(self) -> str:
         """The group table of every inner optimizer (see the module-level ``describe``)."""
@@ -279,9 +277,10 @@ class PartitionedOptimizer(torch.optim.Optimizer):
         self.share_inner_groups()
 
     def share_inner_groups(self) -> None:
-        """Take the inner optimizers' group dicts again after their state was loaded: torch's
-        ``load_state_dict`` gives each new dicts, and an lr scheduler stepping this optimizer
-        would otherwise move dicts nothing reads any more."""
+        """Take the inner optimizers' group dicts (and a view of their state) as this one's: at
+        construction, and after their state was loaded, since torch's ``load_state_dict`` gives
+        each new dicts and an lr scheduler stepping this optimizer would otherwise move dicts
+        nothing reads any more."""
         self.param_groups = [g for opt in self.optimizers for g in opt.param_groups]
         self.state = MergedState(opt.state for opt in self.optimizers)
 
@@ -297,6 +296,12 @@ class _Handles:
             handle.remove()
 
 
+# what steps FSDP2 row shards correctly: the chains (whole-matrix rules gathered), elementwise
+# torch optimizers, and Muon (its DTensor matmuls gather)
+STEPS_ROW_SHARDS = (ChainedOptimizer, torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD,
+                    torch.optim.Muon)
+
+
 def check_shardable(optimizer: torch.optim.Optimizer, name: str) -> None:
     """Refuse (``NotShardable``) an optimizer that cannot step FSDP2 row shards correctly.
 
@@ -306,13 +311,25 @@ def check_shardable(optimizer: torch.optim.Optimizer, name: str) -> None:
     matmuls on ``DTensor`` gather what they need (a test holds it equal to DDP); the others
     (Adafactor's factored moments, pytorch-optimizer's projections) would apply a whole-matrix
     rule to a block of rows. ``name`` is the recipe's name."""
-    elementwise = (torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD, torch.optim.Muon)
     problems = [type(opt).__name__ for opt in getattr(optimizer, "optimizers", [optimizer])
-                if not isinstance(opt, (ChainedOptimizer, *elementwise))]
+                if not isinstance(opt, STEPS_ROW_SHARDS)]
     if problems:
         raise NotShardable(f"optimizer {name!r} needs whole matrices ({'; '.join(problems)} steps "
                            "them itself), which FSDP2 splits across processes by rows; run it with "
                            "--parallel ddp")
+
+
+def whole_matrix_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The parameters FSDP2 steps as gathered whole matrices: those of a ``ChainedOptimizer``
+    group whose rule is not row-local, and every ``torch.optim.Muon`` parameter."""
+    found = []
+    for opt in getattr(optimizer, "optimizers", [optimizer]):
+        if isinstance(opt, ChainedOptimizer):
+            found += [p for g in opt.param_groups if not opt.transform_of(g).row_shard_safe
+                      for p in g["params"]]
+        elif isinstance(opt, torch.optim.Muon):
+            found += [p for g in opt.param_groups for p in g["params"]]
+    return found
 
 
 def state_tensors(optimizer: torch.optim.Optimizer):

@@ -12,7 +12,8 @@ the reported length: an lr grid (x2) on the tuning seed, extended until its best
 the other beta2 at that lr (its own column extended when better); the chosen point on every
 seed; a side whose neighbour is not worse by more than that seed noise extended once more
 (``analysis.protocol.tuning``). ``order_settings`` repeat the tuning at a second run length
-and a second model size. ``early`` is the previous reference, labelled: 0.1 tokens per
+and a second model size (for ``reference``, each arm's grid starting at its tuned lr of the main
+setting). ``early`` is the previous reference, labelled: 0.1 tokens per
 parameter, an early-training speed test (it teaches that rankings flip before the decay ends);
 ``data/recordings/reference`` is its recording until the paper-regime one, in progress
 (``data/sweeps/reference``: its finished points), replaces it. An untuned preset (``quick``, ``smoke``) runs each arm once per seed at the
@@ -92,6 +93,7 @@ class Preset:
     fixed_lrs: dict[str, float] | None = None  # the paper's presets: its lrs, no tuning
     arms: tuple[str, ...] | None = None       # the arms run when none are named (None: all)
     preview_of: str | None = None             # a preview's preset, said on its report's first line
+    centre_settings_on_main: bool = False     # further settings' grids start at the main's tuned lrs
 
     def config(self, arm: Arm, seed: int, lr: float, beta2: float | None = None) -> TrainConfig:
         """One run's config; ``beta2`` replaces the Adam part's second beta (every arm's: AdamW
@@ -155,10 +157,13 @@ _INSTRUMENT = InstrumentConfig(cheap_every=10, dense_until=10, rows_every=40, fu
 # 4.9 minutes a run and the ~70 runs of one tuned setting about 3 hours on 2 cores, the whole
 # budget; cpu60m-half runs at 18.9k tokens/s, 2.0 minutes a run. The batch keeps 570 steps
 # (the decay resolved in 10 evaluations) and one micro-batch a step (the instrumentation cuts
-# recorded steps into 4). Further settings, each tuned at its own length: the same model at
-# 3 tokens per parameter (all arms), and cpu60m at 3 tokens per parameter (the ladder, the
-# placements and AdamW). Probes spread over the run: log-spaced early and 10 uniform after
+# recorded steps into 4). Further settings, each tuned at its own length with the same rules:
+# the same model at 3 tokens per parameter, and cpu60m (twice the size) at 3 (their arms:
+# ``PLACEMENT_ARMS``). Probes spread over the run: log-spaced early and 10 uniform after
 # warmup. Centres: the early reference's tuned lrs, rounded; they decide where a grid starts.
+# The main setting took about 110 runs (2-3.5 minutes each, two side by side, by the CPU):
+# 2-3 hours on 2 cores; each further setting about 30-60 runs at a third (short) or two thirds
+# (size2-short) of a main run's cost.
 V2_STEPS = 570
 V2_CENTERS = {"sgd": 0.2, "sign": 5e-4, "row_norm": 5e-4, "col_norm": 5e-4, "spectral_norm": 4e-3,
               "scale": 5e-4, "col_norm+embedding": 5e-4, "col_norm+all": 1.5e-3, "adamw": 2e-3,
@@ -167,8 +172,11 @@ V2_PROBES = (1, 3, 10, 30, 57, 108, 159, 210, 262, 313, 364, 416, 467, 518, 570)
 _V2_INSTRUMENT = InstrumentConfig(cheap_every=19, dense_until=10, rows_every=57, full_every=10_000,
                                   full_at=(1, 10, 57, 285, 570), topk=16, probe_at=V2_PROBES,
                                   probe_small=4, probe_large=32, probe_repeats=4)
-SIZE2_ARMS = ("sgd", "sign", "row_norm", "col_norm", "spectral_norm", "scale",   # the ladder,
-              "col_norm+embedding", "col_norm+all", "adamw")   # the placements and AdamW
+# The further settings run what their claims read: the ladder (claim 8) and the momentum
+# placements (claim 5 at every setting), and plain SGD at the shorter length of the same model
+# (claim 3); their grids start at the main setting's tuned lrs (``centre_settings_on_main``).
+PLACEMENT_ARMS = ("sign", "row_norm", "col_norm", "spectral_norm", "scale", "col_norm+embedding",
+                  "col_norm+all")
 PAPER_LRS = {label: 1e-3 for label in ARM_BY_LABEL} | {"sgd": 0.5}
 _PAPER_INSTRUMENT = InstrumentConfig(cheap_every=100, rows_every=1000, full_every=5000, probe_every=1000)
 
@@ -197,14 +205,15 @@ PRESETS = {
     "reference": Preset("reference", f"the paper's regime: cpu60m-half (0.23M, shaped like the 60M), "
                         f"{V2_STEPS} steps x 32 x 128 tokens = 10 tokens per parameter; lr tuned per "
                         "arm (x2 grid, bracketed beyond seed noise) and beta2 in {0.999, 0.95} for "
-                        "every Adam part, seeds 0-2; the same model at 3 tokens per parameter and "
-                        "cpu60m at 3; about 3 hours on 2 cores, resumable",
+                        "every Adam part, seeds 0-2; the ladder and the placements also at 3 tokens per "
+                        "parameter and on cpu60m at 3; 4-5 hours on 2 cores, resumable setting by "
+                        "setting (--settings)",
                         "cpu60m-half", V2_STEPS, 32, 32, 128, (0, 1, 2), 57, 16_384, _V2_INSTRUMENT,
                         centers=V2_CENTERS, tune_seeds=(0,), grid_factor=2.0, max_extensions=4,
                         beta2_choices=(0.999, 0.95), bracket_beyond_noise=True,
-                        order_settings=(("short", "cpu60m-half", 170, tuple(ARM_BY_LABEL)),
-                                        ("size2-short", "cpu60m", 340, SIZE2_ARMS)),
-                        device="cpu", precision="fp32"),
+                        order_settings=(("short", "cpu60m-half", 170, ("sgd", *PLACEMENT_ARMS)),
+                                        ("size2-short", "cpu60m", 340, PLACEMENT_ARMS)),
+                        centre_settings_on_main=True, device="cpu", precision="fp32"),
     # The paper's protocol (arXiv 2506.16659, section 5 of its experiments): batch 512 x 256,
     # lr 1e-3, warmup 10%, cosine to 10%, bf16, C4 with the T5 tokenizer; a GPU and a hub.
     "paper-60m": Preset("paper-60m", "60M, 11k steps x 512 x 256 on C4, bf16, 1 seed (GPU)",

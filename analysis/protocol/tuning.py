@@ -25,7 +25,7 @@ import os
 import shutil
 import statistics
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -46,7 +46,7 @@ from analysis.recording import (
 )
 from analysis.results.paper import NORMALIZATIONS
 from analysis.train import checkpoint
-from analysis.train.config import TrainConfig
+from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.loop import TrainingDiverged, train
 
 
@@ -312,10 +312,24 @@ def run_preset(preset: Preset, out: Path, arms, runner: Runner, seeds=None,
             print(f"setting {name} ({model}, {steps} steps): {', '.join(a.label for a in chosen)}",
                   flush=True)
             setting = preset.setting(model, steps)
+            if preset.centre_settings_on_main:
+                setting = replace(setting, centers=main_centres(preset, out, name, chosen))
             rows = tune(setting, out / ORDER / name, chosen, runner)["arms"]
             if setting.bracket_beyond_noise:   # every seed ran: the setting reports them
                 _write_selection(out / ORDER / name, setting, chosen, rows)
     return dirs
+
+
+def main_centres(preset: Preset, out: Path, name: str, arms) -> dict[str, float]:
+    """A further setting's grid centres: the main setting's tuned lr of each arm (its
+    ``tuning.json`` under ``out``); ``ConfigError`` when the main setting has not tuned one."""
+    tuned = {label: lr for label, (lr, _) in tuned_points(out / TUNING).items()}
+    missing = [arm.label for arm in arms if arm.label not in tuned]
+    if missing:
+        raise ConfigError(f"setting {name!r} starts each arm's lr grid at the main setting's tuned lr, "
+                          f"and {out / TUNING} has none for {', '.join(missing)}; run "
+                          f"--settings {MAIN} first")
+    return dict(preset.centers) | {arm.label: tuned[arm.label] for arm in arms}
 
 
 def _run_main(preset: Preset, out: Path, arms, runner: Runner, seeds) -> list[Path]:

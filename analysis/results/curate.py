@@ -111,7 +111,8 @@ def curate(src: str | Path, dst: str | Path, scalars_only: bool = False) -> int:
         setting = tuning.parent
         reported = ([r for r in find_runs(setting) if load_result(r) is not None]
                     if (setting / SELECTION).exists() else [])
-        total += _curate_root(setting, dst / setting.relative_to(src), reported, (SELECTION, TUNING))
+        total += _curate_root(setting, dst / setting.relative_to(src), reported, (SELECTION, TUNING),
+                              scalars_only)
     return total
 
 

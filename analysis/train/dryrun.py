@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from analysis.optim.optimizer import ChainedOptimizer, NotShardable, check_shardable
+from analysis.optim.optimizer import NotShardable, check_shardable, whole_matrix_params
 from analysis.optim.recipes import build_optimizer, declared_state_elements
 from analysis.train.config import TrainConfig
 from toy_models.llama import (
@@ -113,11 +113,6 @@ def plan(config: TrainConfig, gpus: int = 1) -> Plan:
         shardable = True
     except NotShardable:
         shardable = False
-    inner = getattr(optimizer, "optimizers", [optimizer])
-    whole = [p.numel() for opt in inner if isinstance(opt, ChainedOptimizer) for g in opt.param_groups
-             if g["params"] and not opt.transform_of(g).row_shard_safe for p in g["params"]]
-    whole += [p.numel() for opt in inner if isinstance(opt, torch.optim.Muon)   # DTensor gathers
-              for g in opt.param_groups for p in g["params"]]
     rank = optimizer_config.rank or max(1, model_config.hidden_size // 4)
     shapes = [(role, shape) for _, role, shape in matrix_shapes(model_config)]
     precision = "bf16-mixed" if config.precision == "auto" else config.precision   # as on CUDA
@@ -128,4 +123,4 @@ def plan(config: TrainConfig, gpus: int = 1) -> Plan:
                 declared_state_elements(config.optimizer, shapes, rank, optimizer_config.momentum),
                 activation_bytes(model_config, micro * config.seq_len, COMPUTE_BYTES[precision]),
                 block, flops_per_token(model_config, config.seq_len) * config.batch_size * config.seq_len,
-                shardable, max(whole, default=0))
+                shardable, max((p.numel() for p in whole_matrix_params(optimizer)), default=0))

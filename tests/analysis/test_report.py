@@ -118,6 +118,18 @@ def test_claims_fail_honestly_with_their_numbers(tmp_path):
     assert held
 
 
+def test_output_momentum_is_judged_at_every_tuned_setting(tmp_path):
+    agree = {"col_norm": 5.9, "scale": 5.7, "col_norm+all": 5.6}
+    _ladder(tmp_path / "agree", GOOD, GOOD_VARIANCE, short=agree)
+    claim = all_claims(tmp_path / "agree", final_results(tmp_path / "agree"), {"unigram": 6.5})[4]
+    assert claim.held and claim.evidence.startswith("main: loss(scale) - loss(col_norm) = -0.300")
+    assert "short (nano, 5 steps): scale - col_norm = -0.200" in claim.evidence
+    assert "col_norm+all - col_norm = -0.300" in claim.evidence    # every placement beside it
+    _ladder(tmp_path / "against", GOOD, GOOD_VARIANCE, short=agree | {"scale": 6.0})
+    claim = all_claims(tmp_path / "against", final_results(tmp_path / "against"), {"unigram": 6.5})[4]
+    assert claim.held is False and "separated against it at short" in claim.evidence
+
+
 def test_non_inferiority_is_one_sided_and_superiority_a_fact(tmp_path):
     _ladder(tmp_path, GOOD | {"scale": 5.0}, GOOD_VARIANCE)
     claim = all_claims(tmp_path, final_results(tmp_path), {"unigram": 6.5})[5]

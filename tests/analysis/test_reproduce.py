@@ -1,3 +1,4 @@
+import json
 from dataclasses import replace
 
 import pytest
@@ -146,3 +147,26 @@ def test_a_sweep_continues_from_its_cache_and_reported_runs_get_recordings(tmp_p
     assert trained == dirs and is_run_dir(dirs[0])
     assert load_result(dirs[0])["final_eval_loss"] == load_result(first / dirs[0].relative_to(tmp_path / "cache"))["final_eval_loss"]
     assert reproduce.main(["--out", str(tmp_path / "none"), "--cache-sweep", str(tmp_path / "c2")]) == 2
+
+
+def test_further_settings_start_at_the_main_settings_tuned_lrs(tmp_path, monkeypatch, capsys):
+    preset = replace(PRESETS["smoke"], tune_seeds=(0,), centre_settings_on_main=True,
+                     order_settings=(("short", "nano", 6, ("scale", "sgd")),))
+    centres = []
+
+    def fake_tune(setting, out, arms, runner):
+        centres.append(setting.centers)
+        return {"arms": {}}
+
+    monkeypatch.setattr(tuning, "tune", fake_tune)
+    monkeypatch.setattr(reproduce, "get_preset", lambda name: preset)
+    # the main setting has not tuned: one line that says to run it first, nothing trained
+    assert reproduce.main(["--settings", "short", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "setting 'short' starts each arm's lr grid at the main setting's tuned lr" in err
+    assert "has none for sgd, scale; run --settings main first" in err and centres == []
+    (tmp_path / "tuning.json").write_text(json.dumps({"arms": {
+        "scale": {"best": 4e-3, "beta2": 0.95}, "sgd": {"best": 0.4}, "adamw": {"best": 1e-3}}}))
+    run_preset(preset, tmp_path, select_arms(["scale", "sgd"]), Runner(1), settings=["short"])
+    assert centres[0]["scale"] == 4e-3 and centres[0]["sgd"] == 0.4
+    assert centres[0]["adamw"] == preset.centers["adamw"]        # arms not run keep theirs
