@@ -22,7 +22,9 @@ import pandas as pd
 from analysis.protocol.presets import PRESETS, REFERENCE, Arm, tuned_points
 from analysis.recording import load_run, run_settings, scalars
 from analysis.results import stats, style
+from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.loop import train
+from analysis.train.rundir import effective_settings
 
 BASELINES = ("scale", "adamw")
 # the settings a reference run must share with the race's to be reused
@@ -30,17 +32,24 @@ SAME = ("model", "optimizer", "momentum", "lr", "adam_lr", "adam_betas", "steps"
         "micro_batch_size", "seq_len", "seed", "data", "embedding_lr_mult", "output_lr_mult", "eval_tokens")
 
 
-def _reference_run(label: str, seed: int, wanted: dict) -> tuple[float, Path] | None:
+def _reference_run(label: str, seed: int, config: TrainConfig) -> tuple[float, Path] | None:
     """The final validation loss and directory of the shipped reference run of ``label`` and
-    ``seed``, when it was made with config ``wanted`` (None otherwise)."""
+    ``seed``, when its steps ran with ``config``'s settings (None otherwise). Both sides are
+    compared as effective settings (a recipe's default momentum placement filled in), since a
+    run's segments record those and older recordings the config as given."""
     finished = stats.final_results(REFERENCE)
     match = finished[(finished["label"] == label) & (finished["seed"] == seed)]
     if match.empty:
         return None
-    config = run_settings(match["run"].iloc[0])
+    try:
+        recorded = effective_settings(TrainConfig.from_dict(run_settings(match["run"].iloc[0])))
+    except ConfigError:   # a recording of another version's fields: not this configuration
+        return None
+    wanted = effective_settings(config)
+
     def plain(value):   # JSON gives a tuple back as a list
         return tuple(value) if isinstance(value, list) else value
-    same = all(plain(config.get(k)) == plain(wanted.get(k)) for k in SAME)
+    same = all(plain(recorded.get(k)) == plain(wanted.get(k)) for k in SAME)
     return (float(match["final_eval_loss"].iloc[0]), Path(match["run"].iloc[0])) if same else None
 
 
@@ -61,7 +70,7 @@ def race(designs: dict[str, float], seeds=(0, 1), preset: str = "quick",
     for label, (arm, lr, beta2) in entrants.items():
         for seed in seeds:
             config = setting.config(arm, seed, lr, beta2=beta2)
-            reused = _reference_run(label, seed, vars(config)) if label in BASELINES else None
+            reused = _reference_run(label, seed, config) if label in BASELINES else None
             if reused is not None:
                 rows.append({"label": label, "seed": seed, "lr": lr, "loss": reused[0],
                              "source": "reference recording", "run": reused[1]})

@@ -1,5 +1,7 @@
 """A reader's design as a recipe, and the race against SCALE and tuned AdamW."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -54,11 +56,12 @@ def test_a_builtin_name_is_refused():
 @pytest.mark.skipif(not (REFERENCE / "tuning.json").exists(), reason="reference recordings not built")
 def test_the_race_reuses_only_reference_runs_of_the_same_configuration():
     lr, beta2 = tuned_points()["scale"]   # quick is the reference's setting: its runs are reused
-    config = vars(PRESETS["quick"].config(Arm("scale", "scale"), 0, lr, beta2=beta2))
+    config = PRESETS["quick"].config(Arm("scale", "scale"), 0, lr, beta2=beta2)
     assert race._reference_run("scale", 0, config) is not None
-    assert race._reference_run("scale", 0, config | {"lr": lr * 2}) is None
-    assert race._reference_run("scale", 0, config | {"steps": 60}) is None
-    assert race._reference_run("scale", 0, config | {"adam_betas": (0.9, 0.5)}) is None
+    assert race._reference_run("scale", 0, replace(config, lr=lr * 2)) is None
+    assert race._reference_run("scale", 0, replace(config, steps=60)) is None
+    assert race._reference_run("scale", 0, replace(config, adam_betas=(0.9, 0.5))) is None
+    assert race._reference_run("scale", 0, replace(config, momentum="all")) is None
 
 
 @pytest.mark.skipif(not (REFERENCE / "tuning.json").exists(), reason="reference recordings not built")
@@ -72,3 +75,16 @@ def test_a_smoke_race_gives_a_paired_leaderboard(tmp_path):
     scale, mine = (runs[runs.label == n].set_index("seed")["loss"] for n in ("scale", "test+embedding"))
     assert board.loc["test+embedding", "minus_scale"] == pytest.approx((mine - scale).mean())
     assert board.loc["adamw", "loss_ci"] > 0
+
+
+def test_the_race_reuses_a_run_whose_segments_record_the_effective_settings(tmp_path, monkeypatch):
+    # a run's segments record the recipe's default placement ("output" for scale): the race's
+    # config, which leaves it to the recipe, is the same configuration
+    from analysis.train.loop import train
+
+    config = PRESETS["smoke"].config(Arm("scale", "scale"), 0, 1e-3)
+    assert config.momentum is None
+    train(config, out=tmp_path / "scale" / "seed0", overwrite=True, progress=False)
+    monkeypatch.setattr(race, "REFERENCE", tmp_path)
+    assert race._reference_run("scale", 0, config) is not None
+    assert race._reference_run("scale", 0, replace(config, momentum="none")) is None
