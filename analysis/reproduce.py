@@ -53,7 +53,8 @@ def write_reference_lines(preset, out: Path) -> dict:
 def notebook_runs(recompute: bool = False, smoke: bool = False, arms=None,
                out: str | Path | None = None) -> Path:
     """The runs a notebook reads: the shipped reference recordings (curated), or with
-    ``recompute`` fresh ones from the ``smoke`` or ``quick`` preset (resumable)."""
+    ``recompute`` fresh ones at the ``smoke`` or ``quick`` preset's setting, of ``arms`` (every
+    arm when None; resumable)."""
     if not recompute:
         if not REFERENCE.exists():
             raise FileNotFoundError(f"reference recordings not found at {REFERENCE}; they ship with "
@@ -61,7 +62,8 @@ def notebook_runs(recompute: bool = False, smoke: bool = False, arms=None,
         return REFERENCE
     preset = PRESETS["smoke" if smoke else "quick"]
     out = Path(out or f"runs/reproduce/{preset.name}")
-    run_preset(preset, out, select_arms(arms, preset), Runner(jobs_default(), progress=False))
+    # every arm unless the notebook names its own (quick alone runs two)
+    run_preset(preset, out, select_arms(arms), Runner(jobs_default(), progress=False))
     write_reference_lines(preset, out)
     return out
 

@@ -22,7 +22,7 @@
 # gave every arm the same tuning freedom: one peak lr for the matrices and one beta2 choice
 # for its Adam part, tuned at the reported length, the same vectors' lr and role multipliers
 # for all, the chosen point reported on three seeds. Here we read them, or re-run their first seed with `RECOMPUTE = True` (the `quick`
-# preset). Which regime they are in (how many tokens per parameter, whether the runs had
+# preset's setting, every arm). Which regime they are in (how many tokens per parameter, whether the runs had
 # finished learning) decides what they can say: the report's gates, printed below, come first.
 
 # %%
@@ -30,7 +30,7 @@ import os
 
 SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
 SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
-RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train the ladder yourself (quick preset: seed 0 of the reference, about 5 minutes on 2 cores)
+RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train the ladder yourself (seed 0 of every arm at the reference's setting, about 25 minutes on 2 cores)
 
 # %%
 import pandas as pd

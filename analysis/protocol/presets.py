@@ -14,11 +14,11 @@ seed; a side whose neighbour is not worse by more than that seed noise extended 
 (``analysis.protocol.tuning``). ``order_settings`` repeat the tuning at a second run length
 and a second model size (for ``reference``, each arm's grid starting at its tuned lr of the main
 setting). ``early`` is the previous reference, labelled: 0.1 tokens per
-parameter, an early-training speed test (it teaches that rankings flip before the decay ends);
-``data/recordings/reference`` is its recording until the paper-regime one, in progress
-(``data/sweeps/reference``: its finished points), replaces it. An untuned preset (``quick``, ``smoke``) runs each arm once per seed at the
-lr and beta2 the shipped reference tuning chose (``data/recordings/reference/tuning.json``), so
-``make reproduce`` previews the shipped reference's first seed.
+parameter, an early-training speed test (it teaches that rankings flip before the decay ends;
+``data/recordings/early`` keeps its losses). An untuned preset (``quick``, ``smoke``) runs each
+arm once per seed at the lr and beta2 the shipped reference tuning chose
+(``data/recordings/reference/tuning.json``); ``quick``, what ``make reproduce`` runs, is a
+labelled preview of the shipped reference: its two headline arms on seed 0.
 """
 
 from __future__ import annotations
@@ -180,6 +180,27 @@ PLACEMENT_ARMS = ("sign", "row_norm", "col_norm", "spectral_norm", "scale", "col
 PAPER_LRS = {label: 1e-3 for label in ARM_BY_LABEL} | {"sgd": 0.5}
 _PAPER_INSTRUMENT = InstrumentConfig(cheap_every=100, rows_every=1000, full_every=5000, probe_every=1000)
 
+REFERENCE_PRESET = Preset("reference", f"the paper's regime: cpu60m-half (0.23M, shaped like the 60M), "
+                          f"{V2_STEPS} steps x 32 x 128 tokens = 10 tokens per parameter; lr tuned per "
+                          "arm (x2 grid, bracketed beyond seed noise) and beta2 in {0.999, 0.95} for "
+                          "every Adam part, seeds 0-2; the ladder and the placements also at 3 tokens per "
+                          "parameter and on cpu60m at 3; 4-5 hours on 2 cores, resumable setting by "
+                          "setting (--settings)",
+                          "cpu60m-half", V2_STEPS, 32, 32, 128, (0, 1, 2), 57, 16_384, _V2_INSTRUMENT,
+                          centers=V2_CENTERS, tune_seeds=(0,), grid_factor=2.0, max_extensions=4,
+                          beta2_choices=(0.999, 0.95), bracket_beyond_noise=True,
+                          order_settings=(("short", "cpu60m-half", 170, ("sgd", *PLACEMENT_ARMS)),
+                                          ("size2-short", "cpu60m", 340, PLACEMENT_ARMS)),
+                          centre_settings_on_main=True, device="cpu", precision="fp32")
+
+# make reproduce: a labelled preview of the reference, its two headline arms on seed 0 at their
+# tuned lr and beta2 (two runs side by side: about 4.5 minutes on 2 cores)
+QUICK_PRESET = replace(REFERENCE_PRESET, name="quick", description=(
+    f"seed 0 of scale and adamw at the reference's setting (cpu60m-half, {V2_STEPS} steps x 32 x "
+    "128 tokens = 10 tokens per parameter) and at their tuned lr and beta2; <= 10 min on 2 cores"),
+    seeds=(0,), tune_seeds=(), order_settings=(), beta2_choices=(0.999,),
+    bracket_beyond_noise=False, arms=("scale", "adamw"), preview_of="reference")
+
 PRESETS = {
     "smoke": Preset("smoke", "nano, 12 steps x 8 x 32 tokens, 1 seed; seconds (tests, notebooks)",
                     "nano", 12, 8, 2, 32, (0,), 6, 1024,
@@ -187,33 +208,18 @@ PRESETS = {
                                      topk=16, probe_at=(6,), probe_small=2, probe_large=4,
                                      probe_repeats=2),
                     centers=CENTERS, device="cpu", precision="fp32"),
-    "quick": Preset("quick", f"the shipped reference's setting (early training until the "
-                    f"paper-regime one ships): micro2k (2.6M), {REFERENCE_STEPS} steps x 16 x 128 "
-                    "tokens, seed 0 of every arm at its tuned lr; <= 10 min on 2 cores", "micro2k",
-                    REFERENCE_STEPS, 16, 4, 128, (0,), 30, 16_384, _INSTRUMENT, centers=CENTERS,
-                    device="cpu", precision="fp32", preview_of="early"),
+    "quick": QUICK_PRESET,
     "early": Preset("early", f"EARLY TRAINING (0.1 tokens per parameter): micro2k (2.6M), "
                     f"{REFERENCE_STEPS} steps x 16 x 128 tokens: lr tuned per arm at this length on "
                     "seeds 0-1 (x sqrt(3) grid), reported on seeds 0-2, ladder order at a second "
-                    "length and size; it made data/recordings/reference; about 80 min",
+                    "length and size; it made data/recordings/early; about 80 min",
                     "micro2k", REFERENCE_STEPS, 16, 4, 128, (0, 1, 2), 30, 16_384, _INSTRUMENT,
                     centers=CENTERS, tune_seeds=(0, 1),
                     order_settings=(("micro2k-short", "micro2k", REFERENCE_STEPS // 2, None),
                                     ("nano2k", "nano2k", REFERENCE_STEPS, None),
                                     ("nano2k-short", "nano2k", REFERENCE_STEPS // 2, None)),
                     device="cpu", precision="fp32"),
-    "reference": Preset("reference", f"the paper's regime: cpu60m-half (0.23M, shaped like the 60M), "
-                        f"{V2_STEPS} steps x 32 x 128 tokens = 10 tokens per parameter; lr tuned per "
-                        "arm (x2 grid, bracketed beyond seed noise) and beta2 in {0.999, 0.95} for "
-                        "every Adam part, seeds 0-2; the ladder and the placements also at 3 tokens per "
-                        "parameter and on cpu60m at 3; 4-5 hours on 2 cores, resumable setting by "
-                        "setting (--settings)",
-                        "cpu60m-half", V2_STEPS, 32, 32, 128, (0, 1, 2), 57, 16_384, _V2_INSTRUMENT,
-                        centers=V2_CENTERS, tune_seeds=(0,), grid_factor=2.0, max_extensions=4,
-                        beta2_choices=(0.999, 0.95), bracket_beyond_noise=True,
-                        order_settings=(("short", "cpu60m-half", 170, ("sgd", *PLACEMENT_ARMS)),
-                                        ("size2-short", "cpu60m", 340, PLACEMENT_ARMS)),
-                        centre_settings_on_main=True, device="cpu", precision="fp32"),
+    "reference": REFERENCE_PRESET,
     # The paper's protocol (arXiv 2506.16659, section 5 of its experiments): batch 512 x 256,
     # lr 1e-3, warmup 10%, cosine to 10%, bf16, C4 with the T5 tokenizer; a GPU and a hub.
     "paper-60m": Preset("paper-60m", "60M, 11k steps x 512 x 256 on C4, bf16, 1 seed (GPU)",

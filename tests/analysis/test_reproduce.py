@@ -93,10 +93,12 @@ def test_presets_are_valid_configs_and_quick_fits_its_budget():
                    preview_of=None)
     assert replace(quick, **untuned) == replace(reference, **untuned)
     assert quick.seeds == (0,) and len(reference.seeds) >= 3 and reference.tune_seeds
-    assert [a.label for a in select_arms(None, quick)] == [a.label for a in ALL_ARMS]
-    # about 9k tokens/s for micro2k with two single-thread workers on 2 cores (measured):
-    # the ladder's tokens must fit in about 6 minutes
-    assert quick.tokens() * len(ALL_ARMS) / 9_000 < 6 * 60
+    assert [a.label for a in select_arms(None, quick)] == ["scale", "adamw"]
+    assert [a.label for a in select_arms(None, reference)] == [a.label for a in ALL_ARMS]
+    # measured on the slower of this project's 2-core machines: 8.6k tokens/s per single-thread
+    # worker, instrumented, two side by side; quick's runs must fit in about 6 minutes
+    rounds = -(-len(quick.arms) // 2)
+    assert quick.tokens() * rounds / 8_000 < 6 * 60
 
 
 def test_jobs_must_be_positive(capsys, tmp_path):
