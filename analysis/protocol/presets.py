@@ -161,9 +161,9 @@ _INSTRUMENT = InstrumentConfig(cheap_every=10, dense_until=10, rows_every=40, fu
 # the same model at 3 tokens per parameter, and cpu60m (twice the size) at 3 (their arms:
 # ``PLACEMENT_ARMS``). Probes spread over the run: log-spaced early and 10 uniform after
 # warmup. Centres: the early reference's tuned lrs, rounded; they decide where a grid starts.
-# The main setting took about 110 runs (2-3.5 minutes each, two side by side, by the CPU):
-# 2-3 hours on 2 cores; each further setting about 30-60 runs at a third (short) or two thirds
-# (size2-short) of a main run's cost.
+# The main setting took 94 runs (2.1-5.3 minutes each with two side by side, by the CPU):
+# about 4.5 hours on this project's slower 2-core machines; each further setting about 30-60
+# runs at a third (short) or two thirds (size2-short) of a main run's cost.
 V2_STEPS = 570
 V2_CENTERS = {"sgd": 0.2, "sign": 5e-4, "row_norm": 5e-4, "col_norm": 5e-4, "spectral_norm": 4e-3,
               "scale": 5e-4, "col_norm+embedding": 5e-4, "col_norm+all": 1.5e-3, "adamw": 2e-3,
@@ -194,7 +194,7 @@ REFERENCE_PRESET = Preset("reference", f"the paper's regime: cpu60m-half (0.23M,
                           centre_settings_on_main=True, device="cpu", precision="fp32")
 
 # make reproduce: a labelled preview of the reference, its two headline arms on seed 0 at their
-# tuned lr and beta2 (two runs side by side: about 4.5 minutes on 2 cores)
+# tuned lr and beta2 (two runs side by side: 4.5-5.3 minutes on 2 cores, measured)
 QUICK_PRESET = replace(REFERENCE_PRESET, name="quick", description=(
     f"seed 0 of scale and adamw at the reference's setting (cpu60m-half, {V2_STEPS} steps x 32 x "
     "128 tokens = 10 tokens per parameter) and at their tuned lr and beta2; <= 10 min on 2 cores"),
