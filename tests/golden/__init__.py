@@ -20,8 +20,13 @@ differ by roundings of that order at every operation, not only at the start, so 
 allows ``SAFETY`` times the measured sensitivity (at least ``FLOOR``).
 A recipe whose sensitivity exceeds ``CHAOTIC`` amplifies rounding into the loss itself within
 20 steps (APOLLO-Mini at its default scale on this tiny model: its rank-1 random projection
-rescales the whole update by one norm ratio); it is checked statistically: every step's loss
-inside the band of the perturbed runs, widened by the band's own width on each side.
+rescales the whole update by one norm ratio); one tolerance for all its steps would hide every
+change, so it gets one per step, by the same rule: ``SAFETY`` times that step's relative spread
+of the perturbed runs (the stored ``band``), at least ``FLOOR``. Its early steps stay checked
+tightly (step 2: 2e-5 relative), its late ones, where rounding has grown into the loss, loosely.
+The band itself, widened by its width, was too narrow: an AMD EPYC's float32 kernels put step 5
+at 2.7 band widths from the golden loss (CI, stop 29); five perturbed runs sample the spread,
+they do not bound it.
 
 Regenerate on purpose (after a change of behaviour that is meant, and say so in the commit)::
 
@@ -125,17 +130,22 @@ def load() -> dict[str, dict]:
     return json.loads(GOLDEN.read_text())["recipes"]
 
 
+def step_rtol(entry: dict, step: int) -> float:
+    """The relative tolerance at ``step`` (0-based): the recipe's ``rtol``, or for a chaotic one
+    ``SAFETY`` times that step's relative spread of the perturbed runs, at least ``FLOOR``."""
+    if not entry["chaotic"]:
+        return entry["rtol"]
+    lo, hi = entry["band"][step]
+    return max(FLOOR, SAFETY * (hi - lo) / abs(entry["losses"][step]))
+
+
 def check(recipe: str, got: list[float], entry: dict) -> list[str]:
     """The steps at which ``got`` leaves what ``entry`` allows (empty: it matches)."""
     bad = []
     for i, (x, want) in enumerate(zip(got, entry["losses"])):
-        if entry["chaotic"]:
-            lo, hi = entry["band"][i]
-            ok = lo - (hi - lo) <= x <= hi + (hi - lo)
-            allowed = f"band [{lo:.6g}, {hi:.6g}] widened by its width"
-        else:
-            ok = abs(x - want) <= entry["rtol"] * abs(want)
-            allowed = f"{want:.12g} within rtol {entry['rtol']:.2g}"
+        rtol = step_rtol(entry, i)
+        ok = abs(x - want) <= rtol * abs(want)
+        allowed = f"{want:.12g} within rtol {rtol:.2g}"
         if not ok:
             bad.append(f"{recipe} step {i + 1}: loss {x:.12g}, golden {allowed}")
     if len(got) != len(entry["losses"]):
