@@ -7,9 +7,15 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the suite passes with whatever thread count it is given (OMP_NUM_THREADS=1 or 2); without
-# one, two threads, as on the project's machines
+# one: one thread per pytest-xdist worker (`make test` runs one worker per core; more threads
+# than cores would make the workers wait on each other), its subprocesses (torchrun, notebook
+# kernels) included; two threads in a plain single-process run, as on the project's machines
 if "OMP_NUM_THREADS" not in os.environ:
-    torch.set_num_threads(2)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+    else:
+        torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")

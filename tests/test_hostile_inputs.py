@@ -24,6 +24,8 @@ from analysis.train.cli import main
 from analysis.train.loop import train
 from tests.conftest import tiny_config
 
+pytestmark = pytest.mark.xdist_group("test_hostile_inputs")   # its module fixture is built once, on one worker
+
 TINY = ["--model", "nano", "--steps", "4", "--batch_size", "4", "--seq_len", "32",
         "--eval_every", "0", "--eval_tokens", "256", "--no-progress"]
 

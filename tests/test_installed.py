@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.xdist_group("test_installed")   # its module fixture is built once, on one worker
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -10,6 +10,8 @@ from analysis.instrument.estimators import (
     sqnorm,
 )
 
+pytestmark = pytest.mark.xdist_group("test_estimators")   # its module fixture is built once, on one worker
+
 
 @pytest.fixture(scope="module")
 def population():

@@ -11,6 +11,8 @@ from analysis.protocol.tuning import Runner, run_preset
 from analysis.recording import REFERENCE_LINES, load_result
 from analysis.results.stats import final_results, summary
 
+pytestmark = pytest.mark.xdist_group("test_reproduce")   # its module fixture is built once, on one worker
+
 ARMS = ["sgd", "col_norm", "scale", "adamw"]
 
 

@@ -16,6 +16,8 @@ from analysis.train.config import ConfigError
 from analysis.train.loop import TrainingInterrupted, train
 from tests.conftest import tiny_config
 
+pytestmark = pytest.mark.xdist_group("test_rundir")   # its module fixture is built once, on one worker
+
 TIMING = {"tokens_per_s", "step_time", "data_time", "flops_per_s", "cpu_peak_fraction"}
 
 

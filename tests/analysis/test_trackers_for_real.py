@@ -17,6 +17,8 @@ pytest.importorskip("trackio", reason="the trackers extra: pip install 'scale-la
 from analysis.recording import load_run  # noqa: E402
 from tests.analysis.wandb_log import history  # noqa: E402
 
+pytestmark = pytest.mark.xdist_group("test_trackers_for_real")   # its module fixture is built once, on one worker
+
 ARGS = ["--model", "nano", "--steps", "4", "--batch_size", "8", "--micro_batch_size", "2",
         "--seq_len", "32", "--eval_every", "2", "--eval_tokens", "512", "--instrument", "--no-progress"]
 
