@@ -32,13 +32,10 @@ data/corpus/train.jsonl: $(STAMP) toy_models/corpus.py data/corpus_manifest.json
 setup: $(STAMP) data
 data: data/corpus/train.jsonl
 
-# The suite on one pytest-xdist worker per core (one thread each; `make test TEST_JOBS=0`: one
-# process), then the notebooks in one plain process: in an xdist worker the second Jupyter
-# kernel a worker starts never sends its replies (nbclient waits out its 10-minute timeout).
+# one pytest-xdist worker per core, one thread each (`make test TEST_JOBS=0`: one process)
 TEST_JOBS ?= auto
 test: setup
-	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup --ignore=tests/notebooks
-	$(BIN)/python -m pytest -q tests/notebooks
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup
 
 reproduce: setup
 	$(BIN)/scale-lab reproduce --preset $(PRESET)
