@@ -95,18 +95,55 @@ def for_reading(notebook, following: Path | None):
     return notebook
 
 
+POLL_SLICE_S = 1.0
+
+
+def executor(notebook, timeout_s: int, path: Path):
+    """An ``nbclient.NotebookClient`` for ``notebook`` (cells run in ``path``) whose waits for
+    the kernel's messages poll in slices of ``POLL_SLICE_S`` seconds up to each wait's timeout.
+
+    Why: one wait for the whole cell timeout can miss a reply that has arrived (the client also
+    sends on the shell socket while it waits, the widgets' comm traffic; jupyter/nbclient#312):
+    a notebook then sat idle for the full 10-minute timeout beside an idle kernel. A fresh poll
+    each second sees the reply within a second."""
+    import time
+    from queue import Empty
+
+    from nbclient import NotebookClient
+
+    def sliced(get_msg):
+        async def get(timeout=None):
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = POLL_SLICE_S if deadline is None else deadline - time.monotonic()
+                try:
+                    return await get_msg(timeout=max(0.0, min(POLL_SLICE_S, left)))
+                except Empty:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise
+        return get
+
+    class SlicedPolls(NotebookClient):
+        async def async_start_new_kernel_client(self):
+            client = await super().async_start_new_kernel_client()
+            for channel in (client.shell_channel, client.iopub_channel):
+                channel.get_msg = sliced(channel.get_msg)
+            return client
+
+    return SlicedPolls(notebook, timeout=timeout_s, kernel_name="python3",
+                       resources={"metadata": {"path": str(path)}})
+
+
 def render_html(path: Path, out_dir: Path, smoke: bool = False, timeout_s: int = 1800,
                 following: Path | None = None) -> Path:
     """Execute notebook ``path`` and write it as ``out_dir/<stem>.html`` for reading offline
     (``for_reading``; MathJax from ``out_dir/mathjax``); the page's path."""
     import jupytext
-    from nbclient import NotebookClient
     from nbconvert import HTMLExporter
 
     notebook = jupytext.read(path)
     with _environment(SCALE_LAB_SMOKE="1" if smoke else "0", SCALE_LAB_STATIC="1", SCALE_LAB_SOLUTIONS="1"):
-        NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
-                       resources={"metadata": {"path": str(Path.cwd())}}).execute()
+        executor(notebook, timeout_s, Path.cwd()).execute()
     exporter = HTMLExporter(mathjax_url=f"{MATHJAX}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe",
                             require_js_url=NO_REQUIRE)
     body, _ = exporter.from_notebook_node(for_reading(notebook, following))

@@ -19,7 +19,7 @@ def test_there_are_eight_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     jupytext = pytest.importorskip("jupytext")
-    from nbclient import NotebookClient
+    from analysis.notebooks import executor
 
     monkeypatch.setenv("SCALE_LAB_SMOKE", "1")        # small and fast; the sliders stay live
     monkeypatch.setenv("SCALE_LAB_SOLUTIONS", "1")    # the exercises with their solutions filled in
@@ -30,8 +30,7 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# 0")
     assert "SMOKE" in notebook.cells[1].source and "assert " in notebook.cells[-1].source
     assert "import os" in source
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    executor(notebook, 600, ROOT).execute()
     # quiet: no warning or log line reaches a cell's output (known ones are filtered at their source)
     noise = [o["text"][:200] for c in notebook.cells if c.cell_type == "code"
              for o in c.get("outputs", []) if o.get("name") == "stderr"]
