@@ -34,8 +34,9 @@ def tiny_model():
 
 
 def tiny_config(**overrides):
+    """A few-second run's config; ``overrides`` by the run record's names (``lr``, ``adam_betas``)."""
     from analysis.train.config import TrainConfig
     values = dict(model="nano", optimizer="scale", steps=6, batch_size=4, seq_len=32,
                   eval_every=3, eval_tokens=512, seed=0, warmup_steps=2)
     values.update(overrides)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values)

@@ -2,7 +2,7 @@
 
 Every arm gets the same learning-rate structure (``analysis.optim.hyper``): one peak lr for the
 matrices, swept; the embedding and output multipliers and the vectors' Adam lr fixed to the
-same values for every arm (``Protocol``); momentum 0.9; every arm's Adam part (AdamW itself,
+same values for every arm (``Preset.hyper``); momentum 0.9; every arm's Adam part (AdamW itself,
 Muon's partner, the ladder's vectors) gets the same choice of beta2 (``beta2_choices``). So no
 arm has a knob another lacks.
 
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from analysis.instrument.schedule import InstrumentConfig
+from analysis.optim.hyper import OptimizerConfig
 from analysis.recording import TUNING, read_json
 from analysis.results.run_set import REFERENCE
 from analysis.train.config import ConfigError, TrainConfig
@@ -49,15 +50,9 @@ ARMS = (Arm("sgd", "sgd"), Arm("sign", "sign"), Arm("row_norm", "row_norm"),
 ARM_BY_LABEL = {a.label: a for a in ARMS}
 
 
-@dataclass(frozen=True)
-class Protocol:
-    """The lr structure every arm shares (only ``lr`` is swept)."""
-
-    adam_lr: float = 2e-2              # the vectors' Adam lr, every arm (the paper's <=350M scripts)
-    embedding_lr_mult: float = 1.0
-    output_lr_mult: float = 1.0
-    beta: float = 0.9
-    adam_betas: tuple[float, float] = (0.9, 0.999)
+# The hyperparameters every arm shares (only ``lr`` is swept, and beta2 where a preset tunes
+# it): the vectors' Adam lr is the paper's <=350M scripts' 2e-2, every arm.
+SHARED_HYPER = OptimizerConfig(adam_lr=2e-2)
 
 
 @dataclass(frozen=True)
@@ -75,7 +70,7 @@ class Preset:
     eval_every: int
     eval_tokens: int
     instrument: InstrumentConfig | None
-    protocol: Protocol = Protocol()
+    hyper: OptimizerConfig = SHARED_HYPER     # every arm's, but lr, momentum and beta2
     centers: dict[str, float] = field(default_factory=dict)   # where a sweep starts
     tune_seeds: tuple[int, ...] = ()          # () : not tuned, lrs from the reference tuning
     grid_factor: float = math.sqrt(3)
@@ -98,11 +93,9 @@ class Preset:
     def config(self, arm: Arm, seed: int, lr: float, beta2: float | None = None) -> TrainConfig:
         """One run's config; ``beta2`` replaces the Adam part's second beta (every arm's: AdamW
         itself, Muon's partner, the ladder's vectors)."""
-        p = self.protocol
-        betas = p.adam_betas if beta2 is None else (p.adam_betas[0], beta2)
-        return TrainConfig(model=self.model, optimizer=arm.optimizer, momentum=arm.momentum,
-                           lr=lr, adam_lr=p.adam_lr, embedding_lr_mult=p.embedding_lr_mult,
-                           output_lr_mult=p.output_lr_mult, beta=p.beta, adam_betas=betas,
+        betas = self.hyper.betas if beta2 is None else (self.hyper.betas[0], beta2)
+        return TrainConfig(model=self.model, optimizer=arm.optimizer,
+                           hyper=replace(self.hyper, lr=lr, momentum=arm.momentum, betas=betas),
                            steps=self.steps, batch_size=self.batch_size,
                            micro_batch_size=self.micro_batch_size, seq_len=self.seq_len,
                            eval_every=self.eval_every, eval_tokens=self.eval_tokens, seed=seed,
@@ -224,11 +217,11 @@ PRESETS = {
     # lr 1e-3, warmup 10%, cosine to 10%, bf16, C4 with the T5 tokenizer; a GPU and a hub.
     "paper-60m": Preset("paper-60m", "60M, 11k steps x 512 x 256 on C4, bf16, 1 seed (GPU)",
                         "60m", 11_000, 512, 64, 256, (42,), 1000, 10_000_000, _PAPER_INSTRUMENT,
-                        protocol=Protocol(adam_lr=2e-2), device="cuda", precision="bf16",
+                        device="cuda", precision="bf16",
                         data="c4", save_every=1000, gpu=True, fixed_lrs=PAPER_LRS),
     "paper-130m": Preset("paper-130m", "130M, 20k steps x 512 x 256 on C4, bf16, 1 seed (GPU)",
                          "130m", 20_000, 512, 64, 256, (42,), 1000, 10_000_000, _PAPER_INSTRUMENT,
-                         protocol=Protocol(adam_lr=2e-2), device="cuda", precision="bf16",
+                         device="cuda", precision="bf16",
                          data="c4", save_every=1000, gpu=True, fixed_lrs=PAPER_LRS),
 }
 

@@ -88,7 +88,7 @@ class Runner:
     def run(self, batch: list[tuple[TrainConfig, Path]]) -> list[dict]:
         todo = [(c, d) for c, d in batch if load_result(d) is None]
         for config, run_dir in todo:
-            print(f"run {config.label} lr {config.lr:g} seed {config.seed} -> {run_dir}", flush=True)
+            print(f"run {config.label} lr {config.hyper.lr:g} seed {config.seed} -> {run_dir}", flush=True)
         if self.jobs > 1 and len(todo) > 1:
             with ProcessPoolExecutor(min(self.jobs, len(todo)), mp_context=get_context("spawn"),
                                      initializer=_worker_init) as pool:

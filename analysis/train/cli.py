@@ -1,8 +1,9 @@
 """``scale-lab train`` (``python -m analysis.train``): the trainer's command line.
 
-Flags mirror ``TrainConfig`` field by field; the SCALE seed release's flag names are accepted
-as aliases where they mean the same thing (``--num_training_steps``, ``--total_batch_size``,
-``--max_length``, ``--dtype``, ``--model_config``), translated by ``translate_paper_flags``.
+Flags mirror ``TrainConfig``'s record (``to_dict``) key by key; the SCALE seed release's flag
+names are accepted as aliases where they mean the same thing (``--num_training_steps``,
+``--total_batch_size``, ``--max_length``, ``--dtype``, ``--model_config``), translated by
+``translate_paper_flags``.
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser of ``scale-lab train`` (defaults from ``TrainConfig``)."""
     p = Parser(prog="scale-lab train", description="Train a LLaMA with a recipe.")
     d = TrainConfig()
+    record = d.to_dict()   # the optimizer's settings by their flag names
     p.add_argument("--model", default=d.model, help="nano | micro | mini | 60m | 130m | 350m | 1b | 7b")
     p.add_argument("--optimizer", default=d.optimizer, help="a recipe name, or 'list'")
     p.add_argument("--momentum", default=None, help="momentum placement: none | output | embedding | all")
     for name in ("lr", "adam_lr"):
         p.add_argument(f"--{name}", type=float, default=None)
     for name in ("beta", "weight_decay", "min_lr_ratio", "embedding_lr_mult", "output_lr_mult"):
-        p.add_argument(f"--{name}", type=float, default=getattr(d, name))
-    p.add_argument("--adam_betas", type=float, nargs=2, default=d.adam_betas, metavar=("B1", "B2"),
+        p.add_argument(f"--{name}", type=float, default=record[name])
+    p.add_argument("--adam_betas", type=float, nargs=2, default=record["adam_betas"], metavar=("B1", "B2"),
                    help="Adam's betas (vectors, and AdamW partitions)")
     p.add_argument("--vector_rule", default=None,
                    help="published (the SCALE release's Adam on vectors; ladder default) | torch")
@@ -104,6 +106,15 @@ def translate_paper_flags(args):
     return args
 
 
+def config_from(args) -> TrainConfig:
+    """The run's config from parsed flags (the flags are the run record's keys; ``from_dict``)."""
+    record = {k: v for k, v in vars(args).items()
+              if k not in ("instrument", "out", "overwrite", "resume", "no_progress", "allow_change",
+                           "tensorboard", "wandb", "trackio", "dry_run", "gpus", "model_config",
+                           "scheduler")}
+    return TrainConfig.from_dict(record | {"instrument": InstrumentConfig() if args.instrument else None})
+
+
 def trackers_for(args, out: str) -> dict:
     """The trackers the flags ask for, as ``train``'s ``trackers`` (name -> argument)."""
     wanted = {"tensorboard": args.tensorboard, "wandb": args.wandb, "trackio": args.trackio}
@@ -137,11 +148,7 @@ def _main(argv: list[str] | None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    fields = {k: v for k, v in vars(args).items()
-              if k not in ("instrument", "out", "overwrite", "resume", "no_progress", "allow_change", "tensorboard", "wandb", "trackio", "dry_run", "gpus",
-                           "model_config", "scheduler")}
-    fields["adam_betas"] = tuple(fields["adam_betas"])
-    config = TrainConfig(**fields, instrument=InstrumentConfig() if args.instrument else None)
+    config = config_from(args)
     if args.dry_run:
         try:
             print(plan(config, args.gpus).table())

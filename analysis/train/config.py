@@ -3,13 +3,17 @@
 Batch sizes are in sequences. ``batch_size`` is the global batch of one optimizer step;
 ``micro_batch_size`` is what one forward/backward sees on one process; gradient accumulation
 is derived: ``accum = batch_size / (micro_batch_size * world_size)`` and must be a whole number.
-Optimizer hyperparameters are checked and their defaults filled by the recipe
-(``analysis.optim.recipes.Recipe.resolve``), the one place for them.
+The optimizer's hyperparameters are one ``OptimizerConfig`` (``hyper``), the same class the
+protocol's presets hold; the recipe checks them and fills their defaults
+(``analysis.optim.recipes.Recipe.resolve``). The run record (``to_dict``: config.json, the
+segments' settings) and the command line name them flat, Adam's betas as ``adam_betas``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import functools
+import warnings
+from dataclasses import asdict, dataclass, fields, replace
 
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.hyper import OptimizerConfig, RecipeError
@@ -23,26 +27,74 @@ from toy_models.llama import (
 )
 
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-mixed", "fp64")
+# The optimizer's settings as the run record and the flags name them -> OptimizerConfig's
+# field. A record always holds these; OptimizerConfig's other fields only where a run sets
+# them away from their defaults (so a record states every setting its run used).
+RECORDED_HYPER = {"momentum": "momentum", "lr": "lr", "adam_lr": "adam_lr", "beta": "beta",
+                  "adam_betas": "betas", "embedding_lr_mult": "embedding_lr_mult",
+                  "output_lr_mult": "output_lr_mult", "vector_rule": "vector_rule",
+                  "weight_decay": "weight_decay"}
+HYPER_KEYS = RECORDED_HYPER | {f.name: f.name for f in fields(OptimizerConfig)
+                                if f.name not in RECORDED_HYPER.values()}
 
 
 class ConfigError(ValueError):
     """A bad setting; the message names the problem and the fix."""
 
 
+def hyper_record(hyper: OptimizerConfig, every: bool = False) -> dict:
+    """``hyper`` by its record names: the ``RECORDED_HYPER`` ones, then the other fields set
+    away from their defaults (``every``: all of them)."""
+    values, default = asdict(hyper), asdict(OptimizerConfig())
+    return {key: values[name] for key, name in HYPER_KEYS.items()
+            if every or key in RECORDED_HYPER or values[name] != default[name]}
+
+
+def _hyper_from_flat(hyper: OptimizerConfig, flat: dict) -> OptimizerConfig:
+    """``hyper`` with the flat record's optimizer settings applied (``adam_betas`` -> ``betas``)."""
+    changes = {HYPER_KEYS[k]: v for k, v in flat.items()}
+    if "betas" in changes:   # JSON gives a list
+        changes["betas"] = tuple(changes["betas"])
+    if "spam_gammas" in changes:
+        changes["spam_gammas"] = tuple(changes["spam_gammas"])
+    return replace(hyper, **changes)
+
+
+def _flat_hyper_alias(cls):
+    """Deprecated for one release: ``TrainConfig(lr=...)`` and ``config.lr``, the optimizer's
+    settings as fields of the trainer's config (they are ``hyper``, an ``OptimizerConfig``)."""
+    generated = cls.__init__
+
+    @functools.wraps(generated)
+    def __init__(self, *args, **kwargs):
+        flat = {k: kwargs.pop(k) for k in list(kwargs) if k in RECORDED_HYPER}
+        if flat:
+            warnings.warn(f"TrainConfig({', '.join(flat)}=...) is deprecated: pass "
+                          "hyper=OptimizerConfig(...) (analysis.optim.hyper); Adam's betas are "
+                          "OptimizerConfig.betas", DeprecationWarning, stacklevel=2)
+            kwargs["hyper"] = _hyper_from_flat(kwargs.get("hyper", OptimizerConfig()), flat)
+        generated(self, *args, **kwargs)
+
+    def reader(name):
+        def read(self):
+            warnings.warn(f"TrainConfig.{name} is deprecated: read config.hyper.{RECORDED_HYPER[name]}",
+                          DeprecationWarning, stacklevel=2)
+            return getattr(self.hyper, RECORDED_HYPER[name])
+        return property(read)
+
+    cls.__init__ = __init__
+    for name in RECORDED_HYPER:
+        setattr(cls, name, reader(name))
+    return cls
+
+
+@_flat_hyper_alias
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (the fields below); ``validate`` checks it."""
     model: str = "micro"
-    optimizer: str = "scale"
-    momentum: str | None = None          # placement for ladder recipes
-    lr: float | None = None              # None -> the recipe's default
-    adam_lr: float | None = None
-    beta: float = 0.9                    # momentum
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    embedding_lr_mult: float = 1.0       # embedding lr = lr x this
-    output_lr_mult: float = 1.0          # output-layer lr = lr x this
-    vector_rule: str | None = None       # published | torch; None -> the recipe's default
-    weight_decay: float = 0.0
+    optimizer: str = "scale"                            # a recipe name
+    hyper: OptimizerConfig = OptimizerConfig()          # its hyperparameters (None: the recipe's)
     steps: int = 300
     warmup_steps: int | None = None      # None -> 10% of steps
     min_lr_ratio: float = 0.1
@@ -102,10 +154,7 @@ class TrainConfig:
 
     def optimizer_config(self) -> OptimizerConfig:
         """The recipe's hyperparameters with its defaults filled in (``RecipeError`` if bad)."""
-        return get_recipe(self.optimizer).resolve(OptimizerConfig(
-            lr=self.lr, adam_lr=self.adam_lr, beta=self.beta, betas=tuple(self.adam_betas),
-            embedding_lr_mult=self.embedding_lr_mult, output_lr_mult=self.output_lr_mult,
-            vector_rule=self.vector_rule, weight_decay=self.weight_decay, momentum=self.momentum))
+        return get_recipe(self.optimizer).resolve(self.hyper)
 
     def micro(self, world_size: int = 1) -> int:
         return self.micro_batch_size or max(1, self.batch_size // world_size)
@@ -146,17 +195,24 @@ class TrainConfig:
         return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 10)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The run record's form: flat, the optimizer's settings by their ``RECORDED_HYPER``
+        names, then any other ``OptimizerConfig`` field the run set away from its default."""
+        values = asdict(self)
+        del values["hyper"]
+        flat = hyper_record(self.hyper)
+        at = list(values).index("optimizer") + 1   # the record's order: the optimizer, then its settings
+        items = list(values.items())
+        return dict(items[:at] + list(flat.items()) + items[at:])
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
+        """The config of a record (``to_dict``'s form; also a command line's parsed flags)."""
+        known = {f.name for f in fields(cls)} - {"hyper"}
+        unknown = set(values) - known - set(HYPER_KEYS)
         if unknown:
             raise ConfigError(f"unknown config keys {sorted(unknown)}")
         values = dict(values)
         if isinstance(values.get("instrument"), dict):
             values["instrument"] = InstrumentConfig(**values["instrument"])
-        if "adam_betas" in values:  # JSON gives a list
-            values["adam_betas"] = tuple(values["adam_betas"])
-        return cls(**values)
+        flat = {k: values.pop(k) for k in list(values) if k in HYPER_KEYS}
+        return cls(hyper=_hyper_from_flat(OptimizerConfig(), flat), **values)

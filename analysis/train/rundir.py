@@ -41,13 +41,11 @@ from analysis.recording import (
     provenance,
     write_atomic,
 )
-from analysis.train.config import ConfigError, TrainConfig
+from analysis.train.config import HYPER_KEYS, ConfigError, TrainConfig, hyper_record
 
-# Settings whose change turns a resumed run into another experiment.
-EXPERIMENT_FIELDS = ("model", "optimizer", "momentum", "lr", "adam_lr", "beta", "adam_betas",
-                     "embedding_lr_mult", "output_lr_mult", "vector_rule", "weight_decay", "steps",
-                     "warmup_steps", "min_lr_ratio", "batch_size", "seq_len", "seed", "precision",
-                     "data", "tokenizer", "eval_tokens")
+# Settings whose change turns a resumed run into another experiment (every optimizer setting).
+EXPERIMENT_FIELDS = ("model", "optimizer", *HYPER_KEYS, "steps", "warmup_steps", "min_lr_ratio",
+                     "batch_size", "seq_len", "seed", "precision", "data", "tokenizer", "eval_tokens")
 
 
 LOCK = ".lock"
@@ -142,14 +140,14 @@ def effective_settings(config: TrainConfig) -> dict:
     resolved = config.optimizer_config()
     values.update(lr=resolved.lr, adam_lr=resolved.adam_lr, momentum=resolved.momentum,
                   vector_rule=resolved.vector_rule, warmup_steps=config.warmup(),
-                  eval_tokens=config.eval_budget(), adam_betas=list(config.adam_betas))
+                  eval_tokens=config.eval_budget(), adam_betas=list(config.hyper.betas))
     return values
 
 
 def changed_settings(recorded: TrainConfig, config: TrainConfig) -> dict[str, list]:
     """``{field: [recorded, now]}`` for every experiment setting that differs (defaults
     resolved, so ``--lr`` left unset equals the recipe's default given explicitly)."""
-    old, new = effective_settings(recorded), effective_settings(config)
+    old, new = (hyper_record(c.hyper, every=True) | effective_settings(c) for c in (recorded, config))
     return {f: [old[f], new[f]] for f in EXPERIMENT_FIELDS if old[f] != new[f]}
 
 

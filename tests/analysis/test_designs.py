@@ -58,10 +58,10 @@ def test_the_race_reuses_only_reference_runs_of_the_same_configuration():
     lr, beta2 = tuned_points()["scale"]   # quick is the reference's setting: its runs are reused
     config = PRESETS["quick"].config(Arm("scale", "scale"), 0, lr, beta2=beta2)
     assert race._reference_run("scale", 0, config) is not None
-    assert race._reference_run("scale", 0, replace(config, lr=lr * 2)) is None
+    assert race._reference_run("scale", 0, replace(config, hyper=replace(config.hyper, lr=lr * 2))) is None
     assert race._reference_run("scale", 0, replace(config, steps=60)) is None
-    assert race._reference_run("scale", 0, replace(config, adam_betas=(0.9, 0.5))) is None
-    assert race._reference_run("scale", 0, replace(config, momentum="all")) is None
+    assert race._reference_run("scale", 0, replace(config, hyper=replace(config.hyper, betas=(0.9, 0.5)))) is None
+    assert race._reference_run("scale", 0, replace(config, hyper=replace(config.hyper, momentum="all"))) is None
 
 
 @pytest.mark.skipif(not (REFERENCE / "tuning.json").exists(), reason="reference recordings not built")
@@ -83,8 +83,8 @@ def test_the_race_reuses_a_run_whose_segments_record_the_effective_settings(tmp_
     from analysis.train.loop import train
 
     config = PRESETS["smoke"].config(Arm("scale", "scale"), 0, 1e-3)
-    assert config.momentum is None
+    assert config.hyper.momentum is None
     train(config, out=tmp_path / "scale" / "seed0", overwrite=True, progress=False)
     monkeypatch.setattr(race, "REFERENCE", tmp_path)
     assert race._reference_run("scale", 0, config) is not None
-    assert race._reference_run("scale", 0, replace(config, momentum="none")) is None
+    assert race._reference_run("scale", 0, replace(config, hyper=replace(config.hyper, momentum="none"))) is None

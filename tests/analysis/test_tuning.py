@@ -21,11 +21,11 @@ class FakeRunner:
     def run(self, batch):
         out = []
         for config, run_dir in batch:
-            self.calls.append((config.label, config.lr, config.seed))
-            if config.lr > self.diverge_above:
+            self.calls.append((config.label, config.hyper.lr, config.seed))
+            if config.hyper.lr > self.diverge_above:
                 out.append({"diverged_at": 3, "final_eval_loss": None})
             else:
-                loss = (math.log10(config.lr) - math.log10(self.optimum)) ** 2 + 0.01 * config.seed
+                loss = (math.log10(config.hyper.lr) - math.log10(self.optimum)) ** 2 + 0.01 * config.seed
                 out.append({"final_eval_loss": loss})
         return out
 
@@ -89,9 +89,9 @@ class Beta2Runner(FakeRunner):
     def run(self, batch):
         out = []
         for config, _ in batch:
-            self.calls.append((config.label, config.lr, config.seed, config.adam_betas[1]))
-            loss = (self.flat * (math.log10(config.lr) - math.log10(self.optimum)) ** 2
-                    + self.seed_step * config.seed + (self.penalty if config.adam_betas[1] == 0.999 else 0))
+            self.calls.append((config.label, config.hyper.lr, config.seed, config.hyper.betas[1]))
+            loss = (self.flat * (math.log10(config.hyper.lr) - math.log10(self.optimum)) ** 2
+                    + self.seed_step * config.seed + (self.penalty if config.hyper.betas[1] == 0.999 else 0))
             out.append({"final_eval_loss": loss})
         return out
 

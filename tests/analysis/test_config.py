@@ -1,0 +1,65 @@
+"""The trainer's config holds the optimizer's hyperparameters as one ``OptimizerConfig``; the
+run record names them flat, as the flags do, and stays what it was before the nesting."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from analysis.optim.hyper import OptimizerConfig
+from analysis.protocol.presets import PRESETS, SHARED_HYPER, Arm
+from analysis.train.config import RECORDED_HYPER, TrainConfig
+from analysis.train.rundir import changed_settings
+from analysis.train.cli import config_from, parser
+
+RECORDINGS = Path(__file__).resolve().parents[2] / "data" / "recordings"
+
+
+def test_every_shipped_record_reads_back_to_the_same_record():
+    records = sorted(RECORDINGS.glob("**/config.json"))
+    assert records, "no shipped recordings to read"
+    for path in records:
+        written = json.loads(path.read_text())["config"]
+        again = json.loads(json.dumps(TrainConfig.from_dict(written).to_dict()))   # as config.json holds it
+        if written.get("instrument"):   # statistics added since a run fill in with their defaults
+            again["instrument"] = {k: again["instrument"][k] for k in written["instrument"]}
+        assert list(again.items()) == list(written.items()), path
+
+
+def test_the_record_holds_the_optimizer_settings_flat_and_any_other_one_a_run_sets():
+    config = TrainConfig(optimizer="muon", hyper=OptimizerConfig(lr=1e-3, betas=(0.9, 0.95), ns_steps=3))
+    record = config.to_dict()
+    assert list(record)[:2 + len(RECORDED_HYPER)] == ["model", "optimizer", *RECORDED_HYPER]
+    assert record["adam_betas"] == (0.9, 0.95) and record["ns_steps"] == 3
+    assert "eps" not in record and "rank" not in record          # left at their defaults
+    assert TrainConfig.from_dict(json.loads(json.dumps(record))) == config
+    # a resume that changes a setting outside the always-recorded ones is seen as a change
+    changed = changed_settings(config, replace(config, hyper=replace(config.hyper, ns_steps=5)))
+    assert changed == {"ns_steps": [3, 5]}
+
+
+def test_flat_optimizer_settings_still_work_for_one_release_with_a_warning():
+    with pytest.warns(DeprecationWarning, match=r"hyper=OptimizerConfig"):
+        flat = TrainConfig(optimizer="adamw", lr=1e-3, adam_betas=[0.9, 0.95], weight_decay=0.1)
+    assert flat == TrainConfig(optimizer="adamw",
+                               hyper=OptimizerConfig(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1))
+    with pytest.warns(DeprecationWarning, match=r"config.hyper.betas"):
+        assert flat.adam_betas == (0.9, 0.95)
+    with pytest.warns(DeprecationWarning):
+        moved = replace(flat, lr=2e-3)
+    assert moved.hyper == replace(flat.hyper, lr=2e-3)
+
+
+def test_the_command_line_builds_the_same_nested_config():
+    args = parser().parse_args(["--optimizer", "adamw", "--lr", "1e-3", "--adam_betas", "0.9", "0.95",
+                                "--steps", "7"])
+    assert config_from(args) == TrainConfig(optimizer="adamw", steps=7,
+                                            hyper=OptimizerConfig(lr=1e-3, betas=(0.9, 0.95)))
+
+
+def test_a_preset_arm_differs_from_the_shared_hyperparameters_only_where_the_protocol_says():
+    preset = PRESETS["quick"]
+    assert preset.hyper == SHARED_HYPER
+    config = preset.config(Arm("col_norm+all", "col_norm", "all"), 0, 3e-3, beta2=0.95)
+    assert config.hyper == replace(SHARED_HYPER, lr=3e-3, momentum="all", betas=(0.9, 0.95))
