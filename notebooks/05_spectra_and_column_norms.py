@@ -122,6 +122,7 @@ from analysis.train import TrainConfig, train  # noqa: E402
 head_run = train(TrainConfig(model="nano" if SMOKE else "cpu60m-half", optimizer="scale",
                              steps=4 if SMOKE else 60, batch_size=8, micro_batch_size=2,
                              seq_len=64, eval_every=0, eval_tokens=1024, device="cpu",
+                             precision="fp32",
                              instrument=InstrumentConfig(cheap_every=2, per_head=True)),
                  out="runs/notebook05-heads", overwrite=True, progress=False)
 head_fig = per_head_variance(figures.RunSet(head_run.run_dir))

@@ -37,6 +37,7 @@ def tiny_config(**overrides):
     """A few-second run's config; ``overrides`` by the run record's names (``lr``, ``adam_betas``)."""
     from analysis.train.config import TrainConfig
     values = dict(model="nano", optimizer="scale", steps=6, batch_size=4, seq_len=32,
-                  eval_every=3, eval_tokens=512, seed=0, warmup_steps=2)
+                  eval_every=3, eval_tokens=512, seed=0, warmup_steps=2,
+                  precision="fp32")   # pinned: "auto" measures the machine (test_throughput)
     values.update(overrides)
     return TrainConfig.from_dict(values)

@@ -21,7 +21,7 @@ from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.hyper import RecipeError
 from analysis.optim.recipes import recipe_table
 from analysis.optim.roles import RoleError
-from analysis.recording import RecordingError
+from analysis.recording import RecordingError, run_config
 from analysis.train.checkpoint import CheckpointError
 from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.dryrun import plan
@@ -56,8 +56,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", type=int, default=None)
     p.add_argument("--device", default=d.device)
     p.add_argument("--precision", "--dtype", dest="precision", default=d.precision,
-                   help="auto | fp32 | bf16 (pure, as the paper) | bf16-mixed; the paper's "
-                        "--dtype bfloat16/float32 are accepted")
+                   help="auto (CUDA: bf16-mixed; CPU: fp32 or bf16-mixed, whichever measures "
+                        "faster for the model, cached) | fp32 | bf16 (pure, as the paper) | "
+                        "bf16-mixed; the paper's --dtype bfloat16/float32 are accepted")
     p.add_argument("--model_config", default=None,
                    help="the paper's configs/llama_<size>.json path (same as --model <size>)")
     p.add_argument("--scheduler", default="cosine", help="cosine (the only schedule, as the paper)")
@@ -113,6 +114,15 @@ def config_from(args) -> TrainConfig:
                            "tensorboard", "wandb", "trackio", "dry_run", "gpus", "model_config",
                            "scheduler")}
     return TrainConfig.from_dict(record | {"instrument": InstrumentConfig() if args.instrument else None})
+
+
+def precision_said(run_dir) -> str:
+    """What ``--precision auto`` picked and why, from the run's config.json ("" otherwise)."""
+    measured = run_config(run_dir).get("precision_measured") if run_dir else None
+    if not measured:
+        return ""
+    rates = ", ".join(f"{p} {r / 1e3:.1f}k" for p, r in measured["tokens_per_s"].items())
+    return f"precision auto: {measured['precision']} (tokens/s {rates}); "
 
 
 def trackers_for(args, out: str) -> dict:
@@ -175,7 +185,8 @@ def _main(argv: list[str] | None) -> int:
         return 0
     print(f"validation loss {result.first_eval_loss:.3f} -> {result.final_eval_loss:.3f} "
           f"(perplexity {result.final_perplexity:.1f}; ln(vocab) = {math.log(result.vocab_size):.3f}); "
-          f"optimizer state {result.optimizer_state_bytes / 1e6:.2f} MB; run in {result.run_dir}")
+          f"optimizer state {result.optimizer_state_bytes / 1e6:.2f} MB; "
+          f"{precision_said(result.run_dir)}run in {result.run_dir}")
     return 0
 
 

@@ -31,6 +31,7 @@ from analysis.recording import (
     NullRecorder,
     Recorder,
     provenance,
+    run_config,
 )
 from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.lr_schedule import lr_lambda
@@ -122,11 +123,26 @@ def resolve_device(config: TrainConfig) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(config: TrainConfig, device: torch.device) -> str:
-    """``auto``: bf16 autocast over fp32 weights on CUDA, fp32 on CPU; else as configured."""
+def resolve_precision(config: TrainConfig, device: torch.device, world: int,
+                      recorded: str | None = None) -> str:
+    """As configured, or for ``auto``: the precision a resumed run recorded (its steps must
+    not change precision); bf16 autocast over fp32 weights on CUDA; on CPU "auto" is left
+    for ``measured_precision`` in one process, fp32 under torchrun (each process would
+    measure its own, and the processes must agree)."""
     if config.precision != "auto":
         return config.precision
-    return "bf16-mixed" if device.type == "cuda" else "fp32"
+    if recorded is not None:
+        return recorded
+    if device.type == "cuda":
+        return "bf16-mixed"
+    return "auto" if device.type == "cpu" and world == 1 else "fp32"
+
+
+def measured_precision(model, config: TrainConfig, world: int) -> tuple[str, dict]:
+    """CPU ``auto``: the faster of fp32 and bf16-mixed for this model (``throughput``); returns
+    the pick and the measurement (config.json records both; the trainer's summary says them)."""
+    found = throughput.fastest_cpu_precision(model, config.model, config.micro(world), config.seq_len)
+    return found["precision"], found
 
 
 def check_run_dir(out: str | Path, overwrite: bool, resume: bool) -> Path:
@@ -219,10 +235,16 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
         changed = rundir.check_resume(Path(out), config, allow_change)
     rank, world = distributed()
     device = resolve_device(config)
-    precision = resolve_precision(config, device)
+    recorded = run_config(out).get("precision") if resume and out is not None else None
+    precision = resolve_precision(config, device, world, recorded)
     torch.manual_seed(config.seed)
-    # data, tokenizer and model first: a bad file or an unreachable hub leaves no run directory
-    _, data, model, optimizer = build(config, device, precision, world, rank)
+    # data, tokenizer and model first: a bad file or an unreachable hub leaves no run directory;
+    # both precisions "auto" measures keep fp32 weights
+    _, data, model, optimizer = build(config, device, "fp32" if precision == "auto" else precision,
+                                      world, rank)
+    measured = None
+    if precision == "auto":
+        precision, measured = measured_precision(model, config, world)
     run_dir = None
     if out is not None:
         run_dir = prepare_run_dir(out, overwrite, resume) if rank == 0 else Path(out)
@@ -257,7 +279,9 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
         if recorder and not continuing:   # config.json is written once
             rundir.append_segment(run_dir, config, 0, None)
             recorder.write_config({"config": config.to_dict(), "device": str(device),
-                                   "precision": precision, "world_size": world,
+                                   "precision": precision,
+                                   **({"precision_measured": measured} if measured else {}),
+                                   "world_size": world,
                                    "accumulation": run.accum, "micro_batch_size": run.micro,
                                    "vocab_size": model.config.vocab_size,
                                    "parameters": sum(p.numel() for p in model.parameters()),

@@ -9,10 +9,18 @@ token (PaLM's convention, ``toy_models.llama.flops_per_token``). Against a limit
   peak depends on its vector units, AMX and clocks, which no table here knows). The calibration
   takes about a second and is cached per CPU model, thread count and dtype in the built-data
   cache (``toy_models.paths``), written atomically.
+
+``--precision auto`` on CPU is measured the same way: a few forward + backward passes of the
+run's model at its micro-batch in fp32 and in bf16 autocast (the two precisions the tests hold
+to each other: bf16-mixed tracks fp32 within 2%), interleaved, best of each; bf16-mixed is
+taken when it is at least ``AUTO_MARGIN`` faster (CPUs with AMX bf16, on models large enough
+for their matmuls to dominate), else fp32. Cached per CPU model, thread count, model and
+micro-batch shape.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import time
@@ -40,8 +48,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cache() -> Path:
-    return built_data() / "cache" / "matmul_peak.json"
+AUTO_MARGIN = 1.10    # bf16-mixed must be this much faster: noise must not flip the choice
+AUTO_ROUNDS = 3
+
+
+def _cache(name: str = "matmul_peak") -> Path:
+    return built_data() / "cache" / f"{name}.json"
+
+
+def _cached(name: str, key: str, measure):
+    """``measure()`` once per ``key`` in the cache ``name`` (an unwritable cache: every time)."""
+    cache = _cache(name)
+    table = read_json(cache) or {}
+    if key not in table:
+        table[key] = measure()
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(cache, json.dumps(table, indent=1))
+        except Exception:   # an unwritable cache costs a measurement per run, never the run
+            pass
+    return table[key]
 
 
 def measure_matmul_peak(dtype: torch.dtype, n: int = CALIBRATION_SIZE, repeats: int = 5) -> float:
@@ -59,16 +85,41 @@ def measure_matmul_peak(dtype: torch.dtype, n: int = CALIBRATION_SIZE, repeats: 
 def cpu_peak(dtype: torch.dtype) -> float:
     """This machine's measured matmul peak for ``dtype`` at the current thread count (cached)."""
     key = f"{cpu_model()} | {torch.get_num_threads()} threads | {dtype}"
-    cache = _cache()
-    table = read_json(cache) or {}
-    if key not in table:
-        table[key] = measure_matmul_peak(dtype)
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(cache, json.dumps(table, indent=1))
-        except Exception:   # an unwritable cache costs a second per run, never the run
-            pass
-    return float(table[key])
+    return float(_cached("matmul_peak", key, lambda: measure_matmul_peak(dtype)))
+
+
+def step_seconds(model: torch.nn.Module, tokens: torch.Tensor, precision: str) -> float:
+    """Wall seconds of one forward + backward of ``model`` on ``tokens`` at ``precision``."""
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+    start = time.perf_counter()
+    with autocast:
+        loss = model(input_ids=tokens, labels=tokens).loss
+    loss.backward()
+    return time.perf_counter() - start
+
+
+def fastest_cpu_precision(model: torch.nn.Module, name: str, micro: int, seq_len: int) -> dict:
+    """``{"precision": the pick, "tokens_per_s": {precision: measured}}`` for ``model`` (the
+    run's, left untouched: a copy is timed, on inputs from a local generator, so the run's
+    random stream is the same whether or not the measurement was cached)."""
+    key = f"{cpu_model()} | {torch.get_num_threads()} threads | {name} | {micro}x{seq_len}"
+
+    def measure() -> dict:
+        probe = copy.deepcopy(model)
+        tokens = torch.randint(probe.config.vocab_size, (micro, seq_len),
+                               generator=torch.Generator().manual_seed(0))
+        candidates = ("fp32", "bf16-mixed")
+        for precision in candidates:   # warm each precision's kernels, not counted
+            step_seconds(probe, tokens, precision)
+        seconds = {precision: [] for precision in candidates}
+        for _ in range(AUTO_ROUNDS):   # interleaved: a slow moment of the machine hits both
+            for precision in candidates:
+                seconds[precision].append(step_seconds(probe, tokens, precision))
+        rates = {precision: micro * seq_len / min(s) for precision, s in seconds.items()}
+        pick = "bf16-mixed" if rates["bf16-mixed"] >= AUTO_MARGIN * rates["fp32"] else "fp32"
+        return {"precision": pick, "tokens_per_s": rates}
+
+    return _cached("auto_precision", key, measure)
 
 
 def limit(device: torch.device, precision: str) -> tuple[str, float] | None:
