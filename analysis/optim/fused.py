@@ -6,10 +6,11 @@ Passes over a matrix's elements: SGD reads ``g`` and ``p`` and writes ``p`` (3).
 path (``ChainedOptimizer._apply``) reads ``g`` once more for the row norms (4), and the output
 layer's ``m <- beta m + (1 - beta) g; p <- p - lr m / rms_row(m)`` costs 7. A kernel that
 reduces a row while it is still in cache costs 3 on the hidden matrices and 5 on the output
-layer; ``torch.compile`` (Inductor's outer-loop fusion on CPU, Triton on CUDA) writes it from
-the plain functions below. The rules fused are listed in ``fusable``; everything else (the
-embedding's column norms, FSDP2 shards, non-float32 parameters, any other chain, steps whose
-directions a tap hook records) runs the readable path. Both compute the same expressions in
+layer (the embedding's column norms stay at 4: every row is read before any is updated);
+``torch.compile`` (Inductor's outer-loop fusion on CPU, Triton on CUDA) writes it from the
+plain functions below. The rules fused are listed in ``fusable``; everything else (FSDP2
+shards, non-float32 parameters, any other chain, steps whose directions a tap hook records)
+runs the readable path. Both compute the same expressions in
 float32 with a different rounding order; a test holds them to 1e-6 relative over several steps.
 """
 
@@ -36,7 +37,7 @@ from analysis.optim.transforms import (
 
 @dataclass(frozen=True)
 class FusedRule:
-    """What ``fusable`` found: ``kind`` is "rows", "momentum_rows" or "adam"."""
+    """What ``fusable`` found: ``kind`` is "rows", "cols", "momentum_rows" or "adam"."""
 
     kind: str
     beta: float = 0.0                 # momentum's beta
@@ -49,6 +50,9 @@ def fusable(transform: Transform) -> FusedRule | None:
     """The fused rule equal to ``transform``, or None when it has none (readable path).
 
     - ``normalize(dim=1)``: ``p <- p (1 - lr wd) - lr g / max(rms_row(g), 1e-8)`` (hidden);
+    - ``normalize(dim=0)``: the same with column RMS (the embedding): the column sums need the
+      whole matrix read before any row is updated, so the floor is 4 passes, which Inductor's
+      outer reduction and one pointwise loop reach;
     - ``momentum(beta) -> normalize(dim=1)``, EMA without Nesterov: the output layer's rule, on
       the same ``"{i}.momentum.buf"`` state the chain keeps (a checkpoint does not know which
       path wrote it);
@@ -56,17 +60,15 @@ def fusable(transform: Transform) -> FusedRule | None:
       (a kernel per tiny vector costs more in thread start-up than it saves) but
       ``torch._foreach_*``, the readable operations once per group instead of per vector.
 
-    ``tap`` links are allowed. The embedding's ``normalize(dim=0)`` is not fused: its column
-    norms need the whole matrix reduced before any row can be updated, so fusion saves no pass.
-    lr and the bias corrections are 0-d tensors, so a changing lr does not recompile; past
+    ``tap`` links are allowed. lr and the bias corrections are 0-d tensors, so a changing lr does not recompile; past
     Dynamo's recompile limit the same functions run uncompiled, equal and slower.
     """
     links = list(transform.transforms) if isinstance(transform, chain) else [transform]
     prefix = transform._prefix if isinstance(transform, chain) else (lambda i, t: "")
     core = [(i, t) for i, t in enumerate(links) if not isinstance(t, tap)]
     kinds = [type(t) for _, t in core]
-    if kinds == [normalize] and core[0][1].axis == 1:
-        return FusedRule("rows")
+    if kinds == [normalize] and core[0][1].axis in (0, 1):
+        return FusedRule("rows" if core[0][1].axis == 1 else "cols")
     if kinds == [momentum, normalize] and core[1][1].axis == 1:
         (i, m), _ = core
         if m.kind == "ema" and not m.nesterov:
@@ -81,6 +83,13 @@ def _rows(params: list[Tensor], grads: list[Tensor], lr: Tensor, decay: Tensor) 
     """``p <- p decay - lr g / max(rms_row(g), floor)`` for each matrix."""
     for p, g in zip(params, grads):
         scale = (g * g).mean(dim=1, keepdim=True).sqrt().clamp_min(RMS_FLOOR).reciprocal()
+        p.mul_(decay).sub_(g * scale * lr)
+
+
+def _cols(params: list[Tensor], grads: list[Tensor], lr: Tensor, decay: Tensor) -> None:
+    """``p <- p decay - lr g / max(rms_col(g), floor)`` for each matrix."""
+    for p, g in zip(params, grads):
+        scale = (g * g).mean(dim=0, keepdim=True).sqrt().clamp_min(RMS_FLOOR).reciprocal()
         p.mul_(decay).sub_(g * scale * lr)
 
 
@@ -122,7 +131,7 @@ _COMPILED: dict[str, object] = {}
 
 def _compiled(name: str):
     if name not in _COMPILED:
-        function = {"rows": _rows, "momentum_rows": _momentum_rows}[name]
+        function = {"rows": _rows, "cols": _cols, "momentum_rows": _momentum_rows}[name]
         _COMPILED[name] = torch.compile(function, dynamic=False)
     return _COMPILED[name]
 
@@ -184,8 +193,8 @@ def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
     decay = torch.tensor(1.0 - lr * weight_decay, dtype=torch.float32, device=device)
     try:
         with _outer_loop_fusion_guard():
-            if rule.kind == "rows":
-                _compiled("rows")(weights, grads, lr_t, decay)
+            if rule.kind in ("rows", "cols"):
+                _compiled(rule.kind)(weights, grads, lr_t, decay)
             else:
                 buffers = [state[rule.buffer] for state in states]
                 _compiled("momentum_rows")(weights, grads, buffers, rule.beta, lr_t, decay)

@@ -51,7 +51,7 @@ def test_scale_groups_get_their_fused_rule_and_the_rest_none():
     assert kinds["hidden"].kind == "rows"
     assert kinds["output"] == fused.FusedRule("momentum_rows", beta=0.9, buffer="0.momentum.buf")
     assert kinds["vector"].kind == "adam"
-    assert kinds["embedding"] is None                       # column norms: readable path
+    assert kinds["embedding"].kind == "cols"
     assert fused.fusable(chain(momentum(0.9, nesterov=True), normalize(1))) is None
     assert fused.fusable(chain(momentum(0.9, kind="sum"), normalize(1))) is None
     assert fused.fusable(chain(orthogonalize(), tap("update"))) is None
@@ -153,5 +153,5 @@ def test_instrumented_training_records_the_same_and_fuses_the_unrecorded_steps(t
     assert "update_rms" in set(ours.index.get_level_values("stat"))      # taps were seen
     # (rows of a normalized update have unit RMS: their spread is float noise, ~1e-8)
     assert ((ours - theirs).abs() <= 1e-5 * theirs.abs() + 1e-6).all()
-    # steps 1 and 3 fused (hidden, output, vectors), 2 and 4 readable
-    assert sorted(fused_calls) == sorted(["rows", "momentum_rows", "adam"] * 2)
+    # steps 1 and 3 fused (hidden, embedding, output, vectors), 2 and 4 readable
+    assert sorted(fused_calls) == sorted(["rows", "cols", "momentum_rows", "adam"] * 2)
