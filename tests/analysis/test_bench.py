@@ -55,3 +55,13 @@ def test_the_gpu_check_runs_in_cpu_smoke_mode(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert bench.main(["gpu", "--out", str(out)]) == 2
         assert "needs a GPU" in capsys.readouterr().err
+
+
+def test_instrument_bench_times_the_modes_asked_for_against_off(capsys):
+    from analysis.bench import main
+
+    assert main(["instrument", "--models", "nano", "--repeats", "2", "--modes", "default"]) == 0
+    out = capsys.readouterr().out
+    assert "default" in out and "interval +-" in out and "every_step" not in out
+    assert main(["instrument", "--modes", "default,sometimes"]) == 2
+    assert "unknown --modes entry 'sometimes'" in capsys.readouterr().err
