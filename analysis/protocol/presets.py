@@ -155,8 +155,8 @@ _INSTRUMENT = InstrumentConfig(cheap_every=10, dense_until=10, rows_every=40, fu
 # ``PLACEMENT_ARMS``). Probes spread over the run: log-spaced early and 10 uniform after
 # warmup. Centres: the early reference's tuned lrs, rounded; they decide where a grid starts.
 # The main setting took 94 runs (2.1-5.3 minutes each with two side by side, by the CPU):
-# about 4.5 hours on this project's slower 2-core machines; each further setting about 30-60
-# runs at a third (short) or two thirds (size2-short) of a main run's cost.
+# about 4.5 hours on this project's slower 2-core machines; the further settings took 62
+# (short) and 60 (size2-short) runs, about 100 and 80 minutes with two side by side.
 V2_STEPS = 570
 V2_CENTERS = {"sgd": 0.2, "sign": 5e-4, "row_norm": 5e-4, "col_norm": 5e-4, "spectral_norm": 4e-3,
               "scale": 5e-4, "col_norm+embedding": 5e-4, "col_norm+all": 1.5e-3, "adamw": 2e-3,
