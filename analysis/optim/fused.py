@@ -51,8 +51,8 @@ def fusable(transform: Transform) -> FusedRule | None:
 
     - ``normalize(dim=1)``: ``p <- p (1 - lr wd) - lr g / max(rms_row(g), 1e-8)`` (hidden);
     - ``normalize(dim=0)``: the same with column RMS (the embedding): the column sums need the
-      whole matrix read before any row is updated, so the floor is 4 passes, which Inductor's
-      outer reduction and one pointwise loop reach;
+      whole matrix read before any row is updated, so the floor is 4 passes; only the
+      reduction is compiled (``_col_sum_of_squares``), the update is the readable one;
     - ``momentum(beta) -> normalize(dim=1)``, EMA without Nesterov: the output layer's rule, on
       the same ``"{i}.momentum.buf"`` state the chain keeps (a checkpoint does not know which
       path wrote it);
@@ -86,11 +86,28 @@ def _rows(params: list[Tensor], grads: list[Tensor], lr: Tensor, decay: Tensor) 
         p.mul_(decay).sub_(g * scale * lr)
 
 
-def _cols(params: list[Tensor], grads: list[Tensor], lr: Tensor, decay: Tensor) -> None:
-    """``p <- p decay - lr g / max(rms_col(g), floor)`` for each matrix."""
+COL_BLOCK = 32   # rows per block of the column reduction (measured: 32 beats 64..256)
+
+
+def _col_sum_of_squares(g: Tensor) -> Tensor:
+    """``sum(g**2, dim=0, keepdim=True)`` as blocks of ``COL_BLOCK`` rows, then the blocks.
+    Compiled, a block is one cache-sized outer reduction that Inductor vectorizes along the
+    row; one outer reduction over the whole height walks memory a row apart and ran 2x
+    slower than the readable path's chunked one (32000 x 512: 3.6 ms blocked, 6.8 chunked)."""
+    whole = g.shape[0] - g.shape[0] % COL_BLOCK
+    head, tail = g[:whole], g[whole:]
+    blocks = (head * head).view(-1, COL_BLOCK, g.shape[1]).sum(1).sum(0, keepdim=True)
+    return blocks + (tail * tail).sum(0, keepdim=True)
+
+
+def _cols(params: list[Tensor], grads: list[Tensor], lr: float, decay: float) -> None:
+    """``p <- p decay - lr g / max(rms_col(g), floor)``: the compiled column reduction, then
+    the readable path's update (one pass over the matrix either way)."""
     for p, g in zip(params, grads):
-        scale = (g * g).mean(dim=0, keepdim=True).sqrt().clamp_min(RMS_FLOOR).reciprocal()
-        p.mul_(decay).sub_(g * scale * lr)
+        scale = _compiled("col_sums")(g).div_(g.shape[0]).sqrt_().clamp_min_(RMS_FLOOR).reciprocal_()
+        if decay != 1.0:
+            p.mul_(decay)
+        p.addcmul_(g, scale, value=-lr)
 
 
 def _momentum_rows(params: list[Tensor], grads: list[Tensor], buffers: list[Tensor],
@@ -131,7 +148,8 @@ _COMPILED: dict[str, object] = {}
 
 def _compiled(name: str):
     if name not in _COMPILED:
-        function = {"rows": _rows, "cols": _cols, "momentum_rows": _momentum_rows}[name]
+        function = {"rows": _rows, "col_sums": _col_sum_of_squares,
+                    "momentum_rows": _momentum_rows}[name]
         _COMPILED[name] = torch.compile(function, dynamic=False)
     return _COMPILED[name]
 
@@ -193,8 +211,10 @@ def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
     decay = torch.tensor(1.0 - lr * weight_decay, dtype=torch.float32, device=device)
     try:
         with _outer_loop_fusion_guard():
-            if rule.kind in ("rows", "cols"):
-                _compiled(rule.kind)(weights, grads, lr_t, decay)
+            if rule.kind == "rows":
+                _compiled("rows")(weights, grads, lr_t, decay)
+            elif rule.kind == "cols":
+                _cols(weights, grads, lr, 1.0 - lr * weight_decay)
             else:
                 buffers = [state[rule.buffer] for state in states]
                 _compiled("momentum_rows")(weights, grads, buffers, rule.beta, lr_t, decay)
