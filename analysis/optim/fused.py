@@ -10,8 +10,8 @@ layer (the embedding's column norms stay at 4: every row is read before any is u
 ``torch.compile`` (Inductor's outer-loop fusion on CPU, Triton on CUDA) writes it from the
 plain functions below. The rules fused are listed in ``fusable``; everything else (FSDP2
 shards, non-float32 parameters, any other chain, steps whose directions a tap hook records)
-runs the readable path. Both compute the same expressions in
-float32 with a different rounding order; a test holds them to 1e-6 relative over several steps.
+runs the readable path. Both compute the same expressions in float32 with a different rounding
+order; a test holds them to 1e-6 relative over several steps.
 """
 
 from __future__ import annotations
@@ -60,8 +60,9 @@ def fusable(transform: Transform) -> FusedRule | None:
       (a kernel per tiny vector costs more in thread start-up than it saves) but
       ``torch._foreach_*``, the readable operations once per group instead of per vector.
 
-    ``tap`` links are allowed. lr and the bias corrections are 0-d tensors, so a changing lr does not recompile; past
-    Dynamo's recompile limit the same functions run uncompiled, equal and slower.
+    ``tap`` links are allowed. lr and the bias corrections are 0-d tensors, so a changing lr
+    does not recompile; past Dynamo's recompile limit the same functions run uncompiled, equal
+    and slower.
     """
     links = list(transform.transforms) if isinstance(transform, chain) else [transform]
     prefix = transform._prefix if isinstance(transform, chain) else (lambda i, t: "")
@@ -102,7 +103,7 @@ def _col_sum_of_squares(g: Tensor) -> Tensor:
 
 def _cols(params: list[Tensor], grads: list[Tensor], lr: float, decay: float) -> None:
     """``p <- p decay - lr g / max(rms_col(g), floor)``: the compiled column reduction, then
-    the readable path's update (one pass over the matrix either way)."""
+    the readable path's update (``ChainedOptimizer._apply``: compiling it saves no pass)."""
     for p, g in zip(params, grads):
         scale = _compiled("col_sums")(g).div_(g.shape[0]).sqrt_().clamp_min_(RMS_FLOOR).reciprocal_()
         if decay != 1.0:

@@ -52,12 +52,9 @@ def hyper_record(hyper: OptimizerConfig, every: bool = False) -> dict:
 
 def _hyper_from_flat(hyper: OptimizerConfig, flat: dict) -> OptimizerConfig:
     """``hyper`` with the flat record's optimizer settings applied (``adam_betas`` -> ``betas``)."""
-    changes = {HYPER_KEYS[k]: v for k, v in flat.items()}
-    if "betas" in changes:   # JSON gives a list
-        changes["betas"] = tuple(changes["betas"])
-    if "spam_gammas" in changes:
-        changes["spam_gammas"] = tuple(changes["spam_gammas"])
-    return replace(hyper, **changes)
+    # JSON and argparse give a tuple field (betas, spam_gammas) back as a list
+    return replace(hyper, **{HYPER_KEYS[k]: tuple(v) if isinstance(v, list) else v
+                             for k, v in flat.items()})
 
 
 def _flat_hyper_alias(cls):

@@ -127,7 +127,7 @@ def resolve_precision(config: TrainConfig, device: torch.device, world: int,
                       recorded: str | None = None) -> str:
     """As configured, or for ``auto``: the precision a resumed run recorded (its steps must
     not change precision); bf16 autocast over fp32 weights on CUDA; on CPU "auto" is left
-    for ``measured_precision`` in one process, fp32 under torchrun (each process would
+    for ``throughput.fastest_cpu_precision`` to measure in one process, fp32 under torchrun (each process would
     measure its own, and the processes must agree)."""
     if config.precision != "auto":
         return config.precision
@@ -136,13 +136,6 @@ def resolve_precision(config: TrainConfig, device: torch.device, world: int,
     if device.type == "cuda":
         return "bf16-mixed"
     return "auto" if device.type == "cpu" and world == 1 else "fp32"
-
-
-def measured_precision(model, config: TrainConfig, world: int) -> tuple[str, dict]:
-    """CPU ``auto``: the faster of fp32 and bf16-mixed for this model (``throughput``); returns
-    the pick and the measurement (config.json records both; the trainer's summary says them)."""
-    found = throughput.fastest_cpu_precision(model, config.model, config.micro(world), config.seq_len)
-    return found["precision"], found
 
 
 def check_run_dir(out: str | Path, overwrite: bool, resume: bool) -> Path:
@@ -243,8 +236,10 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
     _, data, model, optimizer = build(config, device, "fp32" if precision == "auto" else precision,
                                       world, rank)
     measured = None
-    if precision == "auto":
-        precision, measured = measured_precision(model, config, world)
+    if precision == "auto":   # config.json records the measurement; the CLI's summary says it
+        measured = throughput.fastest_cpu_precision(model, config.model, config.micro(world),
+                                                    config.seq_len)
+        precision = measured["precision"]
     run_dir = None
     if out is not None:
         run_dir = prepare_run_dir(out, overwrite, resume) if rank == 0 else Path(out)

@@ -52,7 +52,7 @@ AUTO_MARGIN = 1.10    # bf16-mixed must be this much faster: noise must not flip
 AUTO_ROUNDS = 3
 
 
-def _cache(name: str = "matmul_peak") -> Path:
+def _cache(name: str) -> Path:
     return built_data() / "cache" / f"{name}.json"
 
 
