@@ -1,7 +1,7 @@
 """Benchmarks that print numbers (and write them to a file); never part of the test verdicts.
 
 ``scale-lab bench optimizer``: time of ``optimizer.step()`` alone for SCALE (readable and
-fused: ``analysis.optim.fused``, compiled during the warm-up), torch AdamW (foreach and fused)
+fused: ``analysis.optim.fused``, built or compiled during the warm-up), torch AdamW (foreach and fused)
 and torch SGD on the same model shapes with the same fixed gradients, interleaved round-robin
 (so drift of the machine hits all equally), median of repeats. Targets: SCALE <= 0.6 x
 AdamW(foreach) and <= 1.3 x SGD; then each role's time against SGD on the same tensors, beside

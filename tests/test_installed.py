@@ -64,5 +64,11 @@ def test_an_installed_wheel_sets_up_trains_and_draws(installed):
     figures = scale_lab(installed, "figures", "--only", "loss_curves", "lr_sweep",
                         "grad_variance_by_layer")
     assert "wrote 3 figures" in figures.stdout and (work / "figures" / "lr_sweep.png").exists()
+    # the fused step's CPU kernels ship as source and build from the installed copy
+    kernels = subprocess.run([sys.executable, "-c", "from analysis.optim import cpu_kernels as k; "
+                              "k.kernels(); print(k.SOURCE)"], cwd=work, capture_output=True, text=True,
+                             env=dict(env, TORCH_EXTENSIONS_DIR=str(base / "extensions")), timeout=600)
+    assert kernels.returncode == 0 and kernels.stdout.startswith(str(base / "site")), kernels.stderr[-2000:]
+    assert list((base / "extensions").rglob("scale_lab_cpu_*.so"))
     copied = scale_lab(installed, "notebooks", "--copy", "course")
     assert "copied 10 files" in copied.stdout and (work / "course" / "03_layer_noise.py").exists()

@@ -6,9 +6,10 @@ Passes over a matrix's elements: SGD reads ``g`` and ``p`` and writes ``p`` (3).
 path (``ChainedOptimizer._apply``) reads ``g`` once more for the row norms (4), and the output
 layer's ``m <- beta m + (1 - beta) g; p <- p - lr m / rms_row(m)`` costs 7. A kernel that
 reduces a row while it is still in cache costs 3 on the hidden matrices and 5 on the output
-layer (the embedding's column norms stay at 4: every row is read before any is updated);
-``torch.compile`` (Inductor's outer-loop fusion on CPU, Triton on CUDA) writes it from the
-plain functions below. The rules fused are listed in ``fusable``; everything else (FSDP2
+layer (the embedding's column norms stay at 4: every row is read before any is updated). On
+the CPU, contiguous matrices take small C++ kernels (``analysis.optim.cpu_kernels``, built on
+first use); elsewhere (CUDA, other shapes) ``torch.compile`` writes the kernel from the plain
+functions below (Triton on CUDA, Inductor's outer-loop fusion on CPU). The rules fused are listed in ``fusable``; everything else (FSDP2
 shards, non-float32 parameters, any other chain, steps whose directions a tap hook records)
 runs the readable path. Both compute the same expressions in float32 with a different rounding
 order; a test holds them to 1e-6 relative over several steps.
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+import analysis.optim.cpu_kernels as cpu_kernels
 from analysis.optim.maths import RMS_FLOOR
 from analysis.optim.sharding import is_dtensor
 from analysis.optim.transforms import (
@@ -51,8 +53,8 @@ def fusable(transform: Transform) -> FusedRule | None:
 
     - ``normalize(dim=1)``: ``p <- p (1 - lr wd) - lr g / max(rms_row(g), 1e-8)`` (hidden);
     - ``normalize(dim=0)``: the same with column RMS (the embedding): the column sums need the
-      whole matrix read before any row is updated, so the floor is 4 passes; only the
-      reduction is compiled (``_col_sum_of_squares``), the update is the readable one;
+      whole matrix read before any row is updated, so the floor is 4 passes (compiled, only
+      the reduction: ``_col_sum_of_squares``; the update is the readable one);
     - ``momentum(beta) -> normalize(dim=1)``, EMA without Nesterov: the output layer's rule, on
       the same ``"{i}.momentum.buf"`` state the chain keeps (a checkpoint does not know which
       path wrote it);
@@ -206,6 +208,9 @@ def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
         _adam(weights, grads, [s[key + "exp_avg"] for s in states],
               [s[key + "exp_avg_sq"] for s in states], rule.adam, t, lr, 1.0 - lr * weight_decay)
         return
+    if params[0].device.type == "cpu" and all(_plain_matrix(p) for p in params):
+        _cpu_step(rule, weights, grads, states, lr, 1.0 - lr * weight_decay)
+        return
     # 0-d tensors, not Python floats: a scheduler's new lr must not recompile
     device = params[0].device
     lr_t = torch.tensor(lr, dtype=torch.float32, device=device)
@@ -224,6 +229,29 @@ def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
         cause = f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
         raise RuntimeError(f"the fused optimizer step could not be compiled ({cause}); build "
                            "the optimizer with fused=False, or train without --compile") from error
+
+
+def _plain_matrix(p: Tensor) -> bool:
+    """What the CPU kernels take: a contiguous matrix with a contiguous gradient."""
+    return p.dim() == 2 and p.is_contiguous() and p.grad.is_contiguous()
+
+
+def _cpu_step(rule: FusedRule, weights: list[Tensor], grads: list[Tensor], states: list[dict],
+              lr: float, decay: float) -> None:
+    """The rule on the CPU with ``analysis.optim.cpu_kernels`` (the same math as ``_rows``,
+    ``_cols`` and ``_momentum_rows``, each matrix read as few times as that math allows)."""
+    try:
+        ops = cpu_kernels.kernels()
+    except cpu_kernels.KernelBuildError as error:
+        raise RuntimeError(f"the fused optimizer step could not be compiled ({error}); build "
+                           "the optimizer with fused=False, or train without --compile") from error
+    if rule.kind == "momentum_rows":
+        for p, g, state in zip(weights, grads, states):
+            ops.momentum_rows_step(p, g, state[rule.buffer], rule.beta, lr, decay, RMS_FLOOR)
+        return
+    kernel = ops.rows_step if rule.kind == "rows" else ops.cols_step
+    for p, g in zip(weights, grads):
+        kernel(p, g, lr, decay, RMS_FLOOR)
 
 
 def adam_steps_agree(rule: FusedRule, states: list[dict]) -> bool:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from analysis.optim import fused
+from analysis.optim import cpu_kernels, fused
 from analysis.optim.recipes import build_optimizer
 from analysis.optim.transforms import chain, momentum, normalize, orthogonalize, tap
 from toy_models.llama import build_model, load_config
@@ -120,12 +120,63 @@ def test_a_step_that_cannot_compile_says_so_and_names_the_fix(monkeypatch):
         raise torch._dynamo.exc.BackendCompilerFailed(
             torch.compile, RuntimeError("Failed to find C++ compiler. Please specify via CXX"), None)
     monkeypatch.setitem(fused._COMPILED, "rows", no_compiler)
+    monkeypatch.setattr(fused, "_plain_matrix", lambda p: False)     # the compiled path
     _, _, model, fast = _pair()
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     with pytest.raises(RuntimeError, match=r"could not be compiled \(RuntimeError: Failed to find "
                                            r"C\+\+ compiler.*fused=False"):
         fast.step()
+
+
+def test_cpu_kernels_that_cannot_be_built_say_so_and_name_the_fix(monkeypatch):
+    import torch.utils.cpp_extension as extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension 'scale_lab_cpu':\n"
+                           "/bin/sh: 1: c++: not found\nninja: build stopped: subcommand failed.")
+    monkeypatch.setattr(cpu_kernels, "_LOADED", {})
+    monkeypatch.setattr(extension, "load", no_compiler)
+    _, _, model, fast = _pair()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match=r"could not be compiled \(RuntimeError: Error building "
+                                           r"extension 'scale_lab_cpu'.*fused=False"):
+        fast.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before))   # nothing half-done
+
+
+def test_the_compiled_rules_for_cuda_equal_the_readable_ones_on_the_cpu(monkeypatch):
+    """The CUDA path compiles ``_rows``, ``_cols`` and ``_momentum_rows``; CI has no GPU, so
+    the same functions run here through Inductor's CPU backend."""
+    monkeypatch.setattr(fused, "_plain_matrix", lambda p: False)
+    readable_model, readable, fused_model, fast = _pair(weight_decay=0.1)
+    _steps([(readable_model, readable), (fused_model, fast)], steps=3)
+    assert _relative_gap(list(fused_model.parameters()), list(readable_model.parameters())) < 1e-6
+    assert _relative_gap(_state_tensors(fast), _state_tensors(readable)) < 1e-6
+
+
+@pytest.mark.parametrize("kernel", ["rows_step", "cols_step", "momentum_rows_step"])
+def test_cpu_kernels_give_the_same_bits_on_any_thread_count(kernel):
+    """Rows and blocks of rows are summed in one fixed order, whatever thread takes them; the
+    shape leaves a ragged last block and row tail (1000 = 31 x 32 + 8 rows, 300 = 18 x 16 +
+    12 columns)."""
+    gen = torch.Generator().manual_seed(0)
+    p, g, m = (torch.randn(1000, 300, generator=gen) for _ in range(3))
+    ops = cpu_kernels.kernels()
+    results, threads = [], torch.get_num_threads()
+    try:
+        for n in (1, 3, 4):
+            torch.set_num_threads(n)
+            q, buf = p.clone(), m.clone()
+            args = (q, g, buf, 0.9) if kernel == "momentum_rows_step" else (q, g)
+            getattr(ops, kernel)(*args, 0.01, 0.999, 1e-8)
+            results.append((q, buf))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, results[0][0]) and torch.equal(b, results[0][1]) for a, b in results)
+    assert not torch.equal(results[0][0], p)
 
 
 def test_instrumented_training_records_the_same_and_fuses_the_unrecorded_steps(tmp_path, monkeypatch):
