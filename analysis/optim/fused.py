@@ -249,9 +249,11 @@ def _cpu_step(rule: FusedRule, weights: list[Tensor], grads: list[Tensor], state
         for p, g, state in zip(weights, grads, states):
             ops.momentum_rows_step(p, g, state[rule.buffer], rule.beta, lr, decay, RMS_FLOOR)
         return
-    kernel = ops.rows_step if rule.kind == "rows" else ops.cols_step
+    if rule.kind == "rows":    # one call for the group: one parallel loop over all its rows
+        ops.rows_step(weights, grads, lr, decay, RMS_FLOOR)
+        return
     for p, g in zip(weights, grads):
-        kernel(p, g, lr, decay, RMS_FLOOR)
+        ops.cols_step(p, g, lr, decay, RMS_FLOOR)
 
 
 def adam_steps_agree(rule: FusedRule, states: list[dict]) -> bool:

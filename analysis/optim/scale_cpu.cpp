@@ -7,19 +7,23 @@
 // multiply-add contraction for the same reason (the readable path rounds each product).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 namespace {
 
 constexpr int64_t LANES = 16;        // independent partial sums of a row's squares
 constexpr int64_t COL_BLOCK = 32;    // rows per partial of the column reduction
 constexpr int64_t CHUNK = 4;         // lanes_t of column sums held in registers
+constexpr int64_t GROUP_BLOCKS = 32; // blocks summed into one partial of the column reduction
+constexpr int64_t PIECE_ROWS = 64;   // rows per work item of the rows rule
 
 // GCC's portable vectors: LANES floats that the compiler maps onto the CPU's registers (two
 // AVX2 or one AVX-512), so a row's lanes are explicit rather than left to the vectorizer
@@ -73,40 +77,59 @@ void check(const at::Tensor& t, const at::Tensor& like, const char* name) {
 
 }  // namespace
 
-// p <- p decay - lr g / max(rms_row(g), floor). Software-pipelined: the loop that updates row
-// i with its scale also sums the squares of row i+1, so g streams from memory once and the
-// row being updated is read back from cache.
-void rows_step(at::Tensor p, const at::Tensor& g, double lr, double decay, double floor) {
-  check(p, p, "p");
-  check(g, p, "g");
-  const int64_t rows = p.size(0), n = p.size(1);
-  float* P = p.data_ptr<float>();
-  const float* G = g.data_ptr<float>();
+// Rows [begin, end) of one matrix: p <- p decay - lr g / max(rms_row(g), floor).
+// Software-pipelined: the loop that updates row i with its scale also sums the squares of row
+// i+1, so g streams from memory once and the row being updated is read back from cache.
+void rows_range(float* P, const float* G, int64_t n, int64_t begin, int64_t end, float d,
+                float step, float f) {
+  float next = row_sum_of_squares(G + begin * n, n);
+  for (int64_t i = begin; i < end; ++i) {
+    const float scale = row_scale(next, n, step, f);
+    const float* __restrict gi = G + i * n;
+    float* __restrict pi = P + i * n;
+    if (i + 1 == end) {
+      update_row(pi, gi, n, d, scale);
+      break;
+    }
+    const float* __restrict gn = gi + n;
+    lanes_t acc = {};
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES) {
+      const lanes_t v = load(gn + j);
+      acc += v * v;
+      store(pi + j, load(pi + j) * d - load(gi + j) * scale);
+    }
+    for (int64_t k = 0; j + k < n; ++k) {
+      acc[k] += gn[j + k] * gn[j + k];
+      pi[j + k] = pi[j + k] * d - gi[j + k] * scale;
+    }
+    next = fold(acc);
+  }
+}
+
+// The rows rule on every matrix of a group in one parallel loop (as torch's foreach SGD does):
+// the matrices are cut into pieces of PIECE_ROWS rows, and a thread's consecutive pieces of one
+// matrix run as one pipelined range.
+void rows_step(at::TensorList ps, at::TensorList gs, double lr, double decay, double floor) {
+  TORCH_CHECK(ps.size() == gs.size(), "scale_cpu: ", ps.size(), " weights but ", gs.size(),
+              " gradients");
+  std::vector<std::pair<int64_t, int64_t>> pieces;  // (matrix, first row)
+  for (size_t m = 0; m < ps.size(); ++m) {
+    check(ps[m], ps[m], "p");
+    check(gs[m], ps[m], "g");
+    for (int64_t r = 0; r < ps[m].size(0); r += PIECE_ROWS) pieces.emplace_back(m, r);
+  }
   const float d = static_cast<float>(decay), f = static_cast<float>(floor);
   const float step = static_cast<float>(lr);
-  at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
-    float next = row_sum_of_squares(G + begin * n, n);
-    for (int64_t i = begin; i < end; ++i) {
-      const float scale = row_scale(next, n, step, f);
-      const float* __restrict gi = G + i * n;
-      float* __restrict pi = P + i * n;
-      if (i + 1 == end) {
-        update_row(pi, gi, n, d, scale);
-        break;
-      }
-      const float* __restrict gn = gi + n;
-      lanes_t acc = {};
-      int64_t j = 0;
-      for (; j + LANES <= n; j += LANES) {
-        const lanes_t v = load(gn + j);
-        acc += v * v;
-        store(pi + j, load(pi + j) * d - load(gi + j) * scale);
-      }
-      for (int64_t k = 0; j + k < n; ++k) {
-        acc[k] += gn[j + k] * gn[j + k];
-        pi[j + k] = pi[j + k] * d - gi[j + k] * scale;
-      }
-      next = fold(acc);
+  at::parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t first, int64_t last) {
+    for (int64_t k = first; k < last;) {
+      const int64_t m = pieces[k].first, begin = pieces[k].second;
+      while (k < last && pieces[k].first == m) ++k;
+      const int64_t rows = ps[m].size(0);
+      const int64_t end = k < static_cast<int64_t>(pieces.size()) && pieces[k].first == m
+                              ? pieces[k].second : rows;
+      rows_range(ps[m].data_ptr<float>(), gs[m].data_ptr<float>(), ps[m].size(1), begin, end,
+                 d, step, f);
     }
   });
 }
@@ -119,17 +142,18 @@ void cols_step(at::Tensor p, const at::Tensor& g, double lr, double decay, doubl
   check(g, p, "g");
   const int64_t rows = p.size(0), n = p.size(1);
   const int64_t blocks = (rows + COL_BLOCK - 1) / COL_BLOCK;
-  at::Tensor partial = at::empty({std::max<int64_t>(blocks, 1), n}, p.options());
+  const int64_t groups = (blocks + GROUP_BLOCKS - 1) / GROUP_BLOCKS;
+  at::Tensor partial = at::zeros({std::max<int64_t>(groups, 1), n}, p.options());
   float* S = partial.data_ptr<float>();
   float* P = p.data_ptr<float>();
   const float* G = g.data_ptr<float>();
-  // a block's column sums of CHUNK columns stay in registers while its rows go by (the rows
-  // are a cache-sized block apart, so the next chunk's reads hit the cache); each sum keeps
-  // row order, whatever thread took the block
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
+  // a block's column sums of CHUNK columns stay in registers while its rows go by (the block
+  // is cache-sized, so the next chunk's reads hit the cache), then join its group's partial
+  // sums in block order: each sum has one order, whatever thread took the group
+  at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin * GROUP_BLOCKS; b < std::min(blocks, end * GROUP_BLOCKS); ++b) {
       const int64_t first = b * COL_BLOCK, last = std::min(rows, first + COL_BLOCK);
-      float* __restrict s = S + b * n;
+      float* __restrict s = S + (b / GROUP_BLOCKS) * n;
       int64_t j = 0;
       for (; j + CHUNK * LANES <= n; j += CHUNK * LANES) {
         lanes_t acc[CHUNK] = {};
@@ -138,17 +162,17 @@ void cols_step(at::Tensor p, const at::Tensor& g, double lr, double decay, doubl
             const lanes_t v = load(G + i * n + j + c * LANES);
             acc[c] += v * v;
           }
-        for (int64_t c = 0; c < CHUNK; ++c) store(s + j + c * LANES, acc[c]);
+        for (int64_t c = 0; c < CHUNK; ++c) store(s + j + c * LANES, load(s + j + c * LANES) + acc[c]);
       }
       for (; j < n; ++j) {
         float acc = 0.f;
         for (int64_t i = first; i < last; ++i) acc += G[i * n + j] * G[i * n + j];
-        s[j] = acc;
+        s[j] += acc;
       }
     }
   });
-  float* __restrict scale = S;  // block 0's row becomes the per-column step size
-  for (int64_t b = 1; b < blocks; ++b)
+  float* __restrict scale = S;  // group 0's row becomes the per-column step size
+  for (int64_t b = 1; b < groups; ++b)
     for (int64_t j = 0; j < n; ++j) scale[j] += S[b * n + j];
   const float d = static_cast<float>(decay), f = static_cast<float>(floor);
   for (int64_t j = 0; j < n; ++j)
@@ -157,14 +181,18 @@ void cols_step(at::Tensor p, const at::Tensor& g, double lr, double decay, doubl
     for (int64_t i = begin; i < end; ++i) {
       float* __restrict pi = P + i * n;
       const float* __restrict gi = G + i * n;
-      for (int64_t j = 0; j < n; ++j) pi[j] = pi[j] * d - gi[j] * scale[j];
+      int64_t j = 0;
+      for (; j + LANES <= n; j += LANES)
+        store(pi + j, load(pi + j) * d - load(gi + j) * load(scale + j));
+      for (; j < n; ++j) pi[j] = pi[j] * d - gi[j] * scale[j];
     }
   });
 }
 
 // m <- lerp(m, g, 1 - beta); p <- p decay - lr m / max(rms_row(m), floor) (the output layer).
-// The new momentum row is summed while it is written and is still in cache for the update.
-// lerp rounds as torch.lerp_ does: m + w (g - m) for w < 0.5, else g - (g - m)(1 - w).
+// Pipelined as the rows rule is: the loop that updates row i of p with its momentum row (still
+// in cache) also blends and sums row i+1 of the momentum. lerp rounds as torch.lerp_ does:
+// m + w (g - m) for w < 0.5, else g - (g - m)(1 - w).
 void momentum_rows_step(at::Tensor p, const at::Tensor& g, at::Tensor m, double beta, double lr,
                         double decay, double floor) {
   check(p, p, "p");
@@ -177,31 +205,48 @@ void momentum_rows_step(at::Tensor p, const at::Tensor& g, at::Tensor m, double 
   const float w = static_cast<float>(1.0 - beta), d = static_cast<float>(decay);
   const float f = static_cast<float>(floor), step = static_cast<float>(lr);
   const bool small = std::abs(w) < 0.5f;
+  auto blend = [&](float mv, float gv) {
+    return small ? mv + w * (gv - mv) : gv - (gv - mv) * (1.f - w);
+  };
+  auto blend_lanes = [&](lanes_t mv, lanes_t gv) {
+    return small ? mv + w * (gv - mv) : gv - (gv - mv) * (1.f - w);
+  };
+  // row i's new momentum, written in place; returns its sum of squares. With ``update``, the
+  // same loop steps row ``update`` of p with ``scale``
+  auto blend_row = [&](int64_t i, float* __restrict pu, const float* __restrict mu, float scale) {
+    float* __restrict mi = M + i * n;
+    const float* __restrict gi = G + i * n;
+    lanes_t acc = {};
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES) {
+      const lanes_t x = blend_lanes(load(mi + j), load(gi + j));
+      store(mi + j, x);
+      acc += x * x;
+      if (pu) store(pu + j, load(pu + j) * d - load(mu + j) * scale);
+    }
+    for (int64_t k = 0; j + k < n; ++k) {
+      const float x = blend(mi[j + k], gi[j + k]);
+      mi[j + k] = x;
+      acc[k] += x * x;
+      if (pu) pu[j + k] = pu[j + k] * d - mu[j + k] * scale;
+    }
+    return fold(acc);
+  };
   at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+    float next = blend_row(begin, nullptr, nullptr, 0.f);
     for (int64_t i = begin; i < end; ++i) {
-      float* __restrict mi = M + i * n;
-      const float* __restrict gi = G + i * n;
-      lanes_t acc = {};
-      int64_t j = 0;
-      for (; j + LANES <= n; j += LANES) {
-        const lanes_t gv = load(gi + j), mv = load(mi + j), diff = gv - mv;
-        const lanes_t x = small ? mv + w * diff : gv - diff * (1.f - w);
-        store(mi + j, x);
-        acc += x * x;
+      const float scale = row_scale(next, n, step, f);
+      if (i + 1 == end) {
+        update_row(P + i * n, M + i * n, n, d, scale);
+        break;
       }
-      for (int64_t k = 0; j + k < n; ++k) {
-        const float diff = gi[j + k] - mi[j + k];
-        const float x = small ? mi[j + k] + w * diff : gi[j + k] - diff * (1.f - w);
-        mi[j + k] = x;
-        acc[k] += x * x;
-      }
-      update_row(P + i * n, mi, n, d, row_scale(fold(acc), n, step, f));
+      next = blend_row(i + 1, P + i * n, M + i * n, scale);
     }
   });
 }
 
 TORCH_LIBRARY(scale_lab_cpu, ops) {
-  ops.def("rows_step(Tensor(a!) p, Tensor g, float lr, float decay, float floor) -> ()");
+  ops.def("rows_step(Tensor(a!)[] p, Tensor[] g, float lr, float decay, float floor) -> ()");
   ops.def("cols_step(Tensor(a!) p, Tensor g, float lr, float decay, float floor) -> ()");
   ops.def("momentum_rows_step(Tensor(a!) p, Tensor g, Tensor(b!) m, float beta, float lr, "
           "float decay, float floor) -> ()");

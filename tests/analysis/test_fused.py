@@ -170,7 +170,8 @@ def test_cpu_kernels_give_the_same_bits_on_any_thread_count(kernel):
         for n in (1, 3, 4):
             torch.set_num_threads(n)
             q, buf = p.clone(), m.clone()
-            args = (q, g, buf, 0.9) if kernel == "momentum_rows_step" else (q, g)
+            args = {"rows_step": ([q], [g]), "cols_step": (q, g),
+                    "momentum_rows_step": (q, g, buf, 0.9)}[kernel]
             getattr(ops, kernel)(*args, 0.01, 0.999, 1e-8)
             results.append((q, buf))
     finally:
