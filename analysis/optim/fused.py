@@ -205,8 +205,13 @@ def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
         t = states[0][key + "step"] + 1
         for state in states:
             state[key + "step"] = t
-        _adam(weights, grads, [s[key + "exp_avg"] for s in states],
-              [s[key + "exp_avg_sq"] for s in states], rule.adam, t, lr, 1.0 - lr * weight_decay)
+        moments = ([s[key + "exp_avg"] for s in states], [s[key + "exp_avg_sq"] for s in states])
+        if params[0].device.type == "cpu" and all(_contiguous(p) for p in params):
+            ops = _cpu_kernels()
+            ops.adam_step(weights, grads, *moments, *rule.adam.betas, rule.adam.eps,
+                          rule.adam.eps_on == "raw", t, lr, 1.0 - lr * weight_decay)
+        else:
+            _adam(weights, grads, *moments, rule.adam, t, lr, 1.0 - lr * weight_decay)
         return
     if params[0].device.type == "cpu" and all(_plain_matrix(p) for p in params):
         _cpu_step(rule, weights, grads, states, lr, 1.0 - lr * weight_decay)
@@ -231,20 +236,29 @@ def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
                            "the optimizer with fused=False, or train without --compile") from error
 
 
+def _contiguous(p: Tensor) -> bool:
+    return p.is_contiguous() and p.grad.is_contiguous()
+
+
 def _plain_matrix(p: Tensor) -> bool:
-    """What the CPU kernels take: a contiguous matrix with a contiguous gradient."""
-    return p.dim() == 2 and p.is_contiguous() and p.grad.is_contiguous()
+    """What the CPU kernels' matrix rules take: a contiguous matrix, a contiguous gradient."""
+    return p.dim() == 2 and _contiguous(p)
+
+
+def _cpu_kernels():
+    """``cpu_kernels.kernels()``, or the one-line error that names the way around a failed build."""
+    try:
+        return cpu_kernels.kernels()
+    except cpu_kernels.KernelBuildError as error:
+        raise RuntimeError(f"the fused optimizer step could not be compiled ({error}); build "
+                           "the optimizer with fused=False, or train without --compile") from error
 
 
 def _cpu_step(rule: FusedRule, weights: list[Tensor], grads: list[Tensor], states: list[dict],
               lr: float, decay: float) -> None:
     """The rule on the CPU with ``analysis.optim.cpu_kernels`` (the same math as ``_rows``,
     ``_cols`` and ``_momentum_rows``, each matrix read as few times as that math allows)."""
-    try:
-        ops = cpu_kernels.kernels()
-    except cpu_kernels.KernelBuildError as error:
-        raise RuntimeError(f"the fused optimizer step could not be compiled ({error}); build "
-                           "the optimizer with fused=False, or train without --compile") from error
+    ops = _cpu_kernels()
     if rule.kind == "momentum_rows":
         for p, g, state in zip(weights, grads, states):
             ops.momentum_rows_step(p, g, state[rule.buffer], rule.beta, lr, decay, RMS_FLOOR)

@@ -148,9 +148,9 @@ def test_cpu_kernels_that_cannot_be_built_say_so_and_name_the_fix(monkeypatch):
 
 
 def test_the_compiled_rules_for_cuda_equal_the_readable_ones_on_the_cpu(monkeypatch):
-    """The CUDA path compiles ``_rows``, ``_cols`` and ``_momentum_rows``; CI has no GPU, so
-    the same functions run here through Inductor's CPU backend."""
-    monkeypatch.setattr(fused, "_plain_matrix", lambda p: False)
+    """The CUDA path compiles ``_rows``, ``_cols`` and ``_momentum_rows`` and runs ``_adam``;
+    CI has no GPU, so the same functions run here (Inductor's CPU backend)."""
+    monkeypatch.setattr(fused, "_contiguous", lambda p: False)
     readable_model, readable, fused_model, fast = _pair(weight_decay=0.1)
     _steps([(readable_model, readable), (fused_model, fast)], steps=3)
     assert _relative_gap(list(fused_model.parameters()), list(readable_model.parameters())) < 1e-6
