@@ -5,7 +5,8 @@ fused: ``analysis.optim.fused``, built or compiled during the warm-up), torch Ad
 and torch SGD on the same model shapes with the same fixed gradients, interleaved round-robin
 (so drift of the machine hits all equally), median of repeats. Targets: SCALE <= 0.6 x
 AdamW(foreach) and <= 1.3 x SGD; then each role's time against SGD on the same tensors, beside
-the memory-pass floors of the readable and the fused step (``PASS_FLOOR``).
+the memory-pass floors of the readable and the fused step (``PASS_FLOOR``); and the
+embedding on a gradient with one batch's rows (``bench_embedding_batch``).
 
 ``scale-lab bench gpu``: the GPU paths in one command (``analysis.gpu_check``).
 
@@ -145,6 +146,34 @@ def bench_roles(model_name: str, repeats: int = 20, warmup: int = 3) -> dict:
     return out
 
 
+def bench_embedding_batch(model_name: str, repeats: int = 20, warmup: int = 3,
+                          batch: tuple[int, int] = (32, 128)) -> dict:
+    """The embedding's fused step against torch SGD on a gradient shaped like one batch's:
+    nonzero only in the rows of its tokens (``batch`` sequences x tokens of uniformly random
+    ids: more distinct rows than a corpus's batch, whose tokens repeat), where the fused
+    column rule skips the rows no token touched (``analysis.optim.scale_cpu.cpp``)."""
+    config = load_config(model_name, vocab_size=8192 if model_name in ("nano", "micro", "mini") else None)
+    model = build_model(config)
+    weight = model.get_input_embeddings().weight
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, weight.size(0), batch, generator=gen).unique()
+    for p in model.parameters():
+        p.grad = None
+    weight.grad = torch.zeros_like(weight)
+    weight.grad[rows] = torch.randn(len(rows), weight.size(1), generator=gen) * 1e-3
+    fused = build_optimizer("scale", model, fused=True)
+    sgd = torch.optim.SGD([weight], lr=1e-3, foreach=True)
+    times = {"fused": [], "sgd": []}
+    for i in range(warmup + repeats):
+        for name, opt in (("fused", fused), ("sgd", sgd)):
+            start = time.perf_counter()
+            opt.step()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {"rows": len(rows), "vocab": weight.size(0), "batch": list(batch),
+            "fused_over_sgd": ratio_interval(times["fused"], times["sgd"])}
+
+
 INSTRUMENT_MODES = {"off": None, "default": InstrumentConfig(),
                     "per_head": InstrumentConfig(per_head=True),
                     "every_step": InstrumentConfig(every_step=True)}
@@ -245,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    {role:<9} ({row['elements'] / 1e6:5.1f}M elements) SCALE / SGD = "
                       f"{_fmt(row['scale_over_sgd'])}, fused {_fmt(row['fused_over_sgd'])}; "
                       f"memory-pass floors {row['floor']:.2f}, fused {row['fused_floor']:.2f}")
+            e = r["embedding_batch"] = bench_embedding_batch(name, repeats=args.repeats or 20)
+            print(f"    embedding, one {e['batch'][0]} x {e['batch'][1]} batch's rows ({e['rows']:,} of "
+                  f"{e['vocab']:,}; the others skipped): fused / SGD = {_fmt(e['fused_over_sgd'])}")
     else:
         for name in names:
             r = bench_instrument(name, rounds=args.repeats or 20, modes=modes)

@@ -68,6 +68,15 @@ inline void update_row(float* __restrict p, const float* __restrict d, int64_t n
   for (; j < n; ++j) p[j] = p[j] * decay - d[j] * scale;
 }
 
+// a float vector's bit patterns, for telling +0.0 (all bits clear) from every other value
+typedef uint32_t bits_t __attribute__((vector_size(LANES * sizeof(uint32_t))));
+
+inline bits_t bits_of(lanes_t v) {
+  bits_t b;
+  std::memcpy(&b, &v, sizeof b);
+  return b;
+}
+
 void check(const at::Tensor& t, const at::Tensor& like, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous() &&
                   t.dim() == 2 && t.sizes() == like.sizes(),
@@ -147,13 +156,21 @@ void cols_step(at::Tensor p, const at::Tensor& g, double lr, double decay, doubl
   float* S = partial.data_ptr<float>();
   float* P = p.data_ptr<float>();
   const float* G = g.data_ptr<float>();
+  // An embedding's gradient is +0.0 in every row whose token the batch did not hold (most
+  // rows, at a small batch over a large vocabulary). Without decay such a row's update is
+  // p - (+0.0) scale = p: the reduction marks the rows it saw a nonzero bit in, and the update
+  // skips the others, bit for bit the same, neither g nor p read again (-0.0 is not skipped:
+  // it would turn p = -0.0 into +0.0)
+  std::vector<uint8_t> touched(rows, 0);
   // a block's column sums of CHUNK columns stay in registers while its rows go by (the block
   // is cache-sized, so the next chunk's reads hit the cache), then join its group's partial
   // sums in block order: each sum has one order, whatever thread took the group
   at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+    bits_t seen[COL_BLOCK];
     for (int64_t b = begin * GROUP_BLOCKS; b < std::min(blocks, end * GROUP_BLOCKS); ++b) {
       const int64_t first = b * COL_BLOCK, last = std::min(rows, first + COL_BLOCK);
       float* __restrict s = S + (b / GROUP_BLOCKS) * n;
+      std::fill(seen, seen + COL_BLOCK, bits_t{});
       int64_t j = 0;
       for (; j + CHUNK * LANES <= n; j += CHUNK * LANES) {
         lanes_t acc[CHUNK] = {};
@@ -163,18 +180,29 @@ void cols_step(at::Tensor p, const at::Tensor& g, double lr, double decay, doubl
           if (i + COL_BLOCK < rows)
             for (int64_t c = 0; c < CHUNK; ++c)
               __builtin_prefetch(G + (i + COL_BLOCK) * n + j + c * LANES, 0, 3);
+          bits_t any = {};
           for (int64_t c = 0; c < CHUNK; ++c) {
             const lanes_t v = load(G + i * n + j + c * LANES);
             acc[c] += v * v;
+            any |= bits_of(v);
           }
+          seen[i - first] |= any;
         }
         for (int64_t c = 0; c < CHUNK; ++c) store(s + j + c * LANES, load(s + j + c * LANES) + acc[c]);
       }
       for (; j < n; ++j) {
         float acc = 0.f;
-        for (int64_t i = first; i < last; ++i) acc += G[i * n + j] * G[i * n + j];
+        for (int64_t i = first; i < last; ++i) {
+          const float x = G[i * n + j];
+          acc += x * x;
+          uint32_t bits;
+          std::memcpy(&bits, &x, sizeof bits);
+          seen[i - first][0] |= bits;
+        }
         s[j] += acc;
       }
+      for (int64_t i = first; i < last; ++i)
+        for (int64_t k = 0; k < LANES; ++k) touched[i] |= seen[i - first][k] != 0;
     }
   });
   float* __restrict scale = S;  // group 0's row becomes the per-column step size
@@ -185,6 +213,7 @@ void cols_step(at::Tensor p, const at::Tensor& g, double lr, double decay, doubl
     scale[j] = blocks ? row_scale(scale[j], rows, static_cast<float>(lr), f) : 0.f;
   at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
+      if (d == 1.f && !touched[i]) continue;
       float* __restrict pi = P + i * n;
       const float* __restrict gi = G + i * n;
       int64_t j = 0;

@@ -39,6 +39,13 @@ def test_role_bench_times_each_role_on_its_own_tensors():
         assert row["fused_over_sgd"]["rounds"] == 3
 
 
+def test_embedding_batch_bench_steps_only_a_batchs_rows():
+    from analysis.bench import bench_embedding_batch
+
+    r = bench_embedding_batch("nano", repeats=3, warmup=1, batch=(4, 16))
+    assert 0 < r["rows"] <= 64 < r["vocab"] == 8192 and r["fused_over_sgd"]["rounds"] == 3
+
+
 def test_the_gpu_check_runs_in_cpu_smoke_mode(tmp_path, capsys):
     import json
 

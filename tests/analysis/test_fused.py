@@ -207,3 +207,39 @@ def test_instrumented_training_records_the_same_and_fuses_the_unrecorded_steps(t
     assert ((ours - theirs).abs() <= 1e-5 * theirs.abs() + 1e-6).all()
     # steps 1 and 3 fused (hidden, embedding, output, vectors), 2 and 4 readable
     assert sorted(fused_calls) == sorted(["rows", "cols", "momentum_rows", "adam"] * 2)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_embedding_rows_the_batch_did_not_touch_are_skipped_bit_for_bit(weight_decay):
+    """A real batch's embedding gradient is +0.0 in most rows: without decay the column rule
+    leaves those rows' bits as they are (the dense formula's p - 0 * scale), steps the others
+    as the readable path does, and a row of -0.0 is stepped (p = -0.0 becomes +0.0 there);
+    with decay every row is stepped."""
+    model = build_model(load_config("nano", vocab_size=512), seed=0)
+    batch = torch.randint(0, 40, (4, 16), generator=torch.Generator().manual_seed(0))
+    model(input_ids=batch, labels=batch).loss.backward()
+    embedding = model.get_input_embeddings().weight
+    touched = embedding.grad.abs().sum(1) > 0
+    assert 0 < touched.sum() < 60 and not touched[100:].any()          # rows of tokens 0..39 only
+    with torch.no_grad():
+        embedding[200].fill_(-0.0)
+    embedding.grad[200].fill_(-0.0)
+    twin = copy.deepcopy(model)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        q.grad = p.grad.clone()
+    readable = build_optimizer("scale", model, weight_decay=weight_decay)
+    fast = build_optimizer("scale", twin, fused=True, weight_decay=weight_decay)
+    before = embedding.detach().clone()
+    readable.step()
+    fast.step()
+    after = twin.get_input_embeddings().weight.detach()
+    untouched = ~touched
+    untouched[200] = False
+    assert torch.equal(after[untouched], before[untouched]) == (weight_decay == 0.0)
+    assert _relative_gap([after], [embedding.detach()]) < 1e-6
+    if weight_decay:
+        return
+    assert torch.equal(after[200], torch.zeros_like(after[200])) and not after[200].signbit().any()
+    assert torch.equal(embedding.detach()[200], after[200])             # the readable path's bits
+    assert _relative_gap([after[touched]], [embedding.detach()[touched]]) < 1e-6
+    assert not torch.equal(after[touched], before[touched])
