@@ -158,10 +158,10 @@ def test_the_compiled_rules_for_cuda_equal_the_readable_ones_on_the_cpu(monkeypa
 
 
 @pytest.mark.parametrize("kernel", ["rows_step", "cols_step", "momentum_rows_step"])
-def test_cpu_kernels_give_the_same_bits_on_any_thread_count(kernel):
-    """Rows and blocks of rows are summed in one fixed order, whatever thread takes them; the
-    shape leaves a ragged last block and row tail (1000 = 31 x 32 + 8 rows, 300 = 18 x 16 +
-    12 columns)."""
+def test_cpu_kernels_follow_the_rule_with_the_same_bits_on_any_thread_count(kernel):
+    """Rows and blocks of rows are summed in one fixed order, whatever thread takes them, and
+    the result is the rule's torch formula; the shape leaves a ragged last block and row tail
+    (1000 = 31 x 32 + 8 rows, 300 = 18 x 16 + 12 columns)."""
     gen = torch.Generator().manual_seed(0)
     p, g, m = (torch.randn(1000, 300, generator=gen) for _ in range(3))
     ops = cpu_kernels.kernels()
@@ -177,7 +177,15 @@ def test_cpu_kernels_give_the_same_bits_on_any_thread_count(kernel):
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(a, results[0][0]) and torch.equal(b, results[0][1]) for a, b in results)
-    assert not torch.equal(results[0][0], p)
+    # and they are the rule: the plain torch formula, in float64, on the same ragged shape
+    p64, g64, m64 = p.double(), g.double(), m.double()
+    if kernel == "momentum_rows_step":
+        m64 = 0.9 * m64 + 0.1 * g64
+        g64 = m64
+        assert _relative_gap([results[0][1].double()], [m64]) < 1e-6
+    dim = 0 if kernel == "cols_step" else 1
+    want = p64 * 0.999 - 0.01 * g64 / g64.square().mean(dim, keepdim=True).sqrt().clamp_min(1e-8)
+    assert _relative_gap([results[0][0].double() - p64 * 0.999], [want - p64 * 0.999]) < 1e-5
 
 
 def test_instrumented_training_records_the_same_and_fuses_the_unrecorded_steps(tmp_path, monkeypatch):
