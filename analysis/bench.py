@@ -1,11 +1,11 @@
 """Benchmarks that print numbers (and write them to a file); never part of the test verdicts.
 
 ``scale-lab bench optimizer``: time of ``optimizer.step()`` alone for SCALE (readable and
-fused: ``analysis.optim.fused``, built or compiled during the warm-up), torch AdamW (foreach and fused)
-and torch SGD on the same model shapes with the same fixed gradients, interleaved round-robin
-(so drift of the machine hits all equally), median of repeats. Targets: SCALE <= 0.6 x
-AdamW(foreach) and <= 1.3 x SGD; then each role's time against SGD on the same tensors, beside
-the memory-pass floors of the readable and the fused step (``PASS_FLOOR``); and the
+fused: ``analysis.optim.fused``, built or compiled during the warm-up), torch AdamW (foreach
+and fused) and torch SGD on the same model shapes with the same fixed gradients, interleaved
+round-robin (so drift of the machine hits all equally), median of repeats. Targets: SCALE <=
+0.6 x AdamW(foreach) and <= 1.3 x SGD; then each role's time against SGD on the same tensors,
+beside the memory-pass floors of the readable and the fused step (``PASS_FLOOR``); and the
 embedding on a gradient with one batch's rows (``bench_embedding_batch``).
 
 ``scale-lab bench gpu``: the GPU paths in one command (``analysis.gpu_check``).
@@ -72,10 +72,15 @@ def _optimizers(model):
     }
 
 
+def _bench_model(model_name: str):
+    """``model_name``'s shapes (the CPU-sized configs at an 8192-token vocabulary)."""
+    small = model_name in ("nano", "micro", "mini")
+    return build_model(load_config(model_name, vocab_size=8192 if small else None))
+
+
 def bench_optimizer(model_name: str, repeats: int = 20, warmup: int = 3) -> dict:
     """Median seconds of one ``step()`` per optimizer on ``model_name``'s shapes (fp32)."""
-    config = load_config(model_name, vocab_size=8192 if model_name in ("nano", "micro", "mini") else None)
-    model = build_model(config)
+    model = _bench_model(model_name)
     gen = torch.Generator().manual_seed(0)
     for p in model.parameters():
         p.grad = torch.randn(p.shape, generator=gen) * 1e-3
@@ -118,8 +123,7 @@ def bench_roles(model_name: str, repeats: int = 20, warmup: int = 3) -> dict:
     """SCALE's step (readable and fused) on one role's matrices against torch SGD (foreach) on
     the same tensors, interleaved: where the time goes, beside each role's memory-pass floors
     (``PASS_FLOOR``, ``FUSED_PASS_FLOOR``)."""
-    config = load_config(model_name, vocab_size=8192 if model_name in ("nano", "micro", "mini") else None)
-    model = build_model(config)
+    model = _bench_model(model_name)
     scale = build_optimizer("scale", model)
     fused = build_optimizer("scale", model, fused=True)
     gen = torch.Generator().manual_seed(0)
@@ -152,8 +156,7 @@ def bench_embedding_batch(model_name: str, repeats: int = 20, warmup: int = 3,
     nonzero only in the rows of its tokens (``batch`` sequences x tokens of uniformly random
     ids: more distinct rows than a corpus's batch, whose tokens repeat), where the fused
     column rule skips the rows no token touched (``analysis.optim.scale_cpu.cpp``)."""
-    config = load_config(model_name, vocab_size=8192 if model_name in ("nano", "micro", "mini") else None)
-    model = build_model(config)
+    model = _bench_model(model_name)
     weight = model.get_input_embeddings().weight
     gen = torch.Generator().manual_seed(0)
     rows = torch.randint(0, weight.size(0), batch, generator=gen).unique()

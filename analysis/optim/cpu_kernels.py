@@ -1,4 +1,4 @@
-"""SCALE's fused step on the CPU: three small C++ kernels (``scale_cpu.cpp``, next to this file)
+"""SCALE's fused step on the CPU: small C++ kernels (``scale_cpu.cpp``, next to this file)
 built on first use with ``torch.utils.cpp_extension`` and called as ``torch.ops.scale_lab_cpu``.
 
 Why not Inductor, which writes the CUDA path: on the CPU its outer-loop-fused row rule read a
@@ -70,8 +70,8 @@ def _ninja_on_path():
 
 
 def kernels():
-    """``torch.ops.scale_lab_cpu`` (rows_step, cols_step, momentum_rows_step), built and loaded
-    once per process; ``KernelBuildError`` names the cause when the build fails."""
+    """``torch.ops.scale_lab_cpu`` (rows_step, cols_step, momentum_rows_step, adam_step), built
+    and loaded once per process; ``KernelBuildError`` names the cause when the build fails."""
     if "ops" not in _LOADED:
         from torch.utils.cpp_extension import load
         try:

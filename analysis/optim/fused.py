@@ -6,13 +6,14 @@ Passes over a matrix's elements: SGD reads ``g`` and ``p`` and writes ``p`` (3).
 path (``ChainedOptimizer._apply``) reads ``g`` once more for the row norms (4), and the output
 layer's ``m <- beta m + (1 - beta) g; p <- p - lr m / rms_row(m)`` costs 7. A kernel that
 reduces a row while it is still in cache costs 3 on the hidden matrices and 5 on the output
-layer (the embedding's column norms stay at 4: every row is read before any is updated). On
-the CPU, contiguous matrices take small C++ kernels (``analysis.optim.cpu_kernels``, built on
-first use); elsewhere (CUDA, other shapes) ``torch.compile`` writes the kernel from the plain
-functions below (Triton on CUDA, Inductor's outer-loop fusion on CPU). The rules fused are listed in ``fusable``; everything else (FSDP2
-shards, non-float32 parameters, any other chain, steps whose directions a tap hook records)
-runs the readable path. Both compute the same expressions in float32 with a different rounding
-order; a test holds them to 1e-6 relative over several steps.
+layer (the embedding's column norms stay at 4: every row is read before any is updated). On the
+CPU, contiguous matrices take small C++ kernels (``analysis.optim.cpu_kernels``, built on first
+use); elsewhere (CUDA, other shapes) ``torch.compile`` writes the kernel from the plain
+functions below (Triton on CUDA, Inductor's outer-loop fusion on CPU). The rules fused are
+listed in ``fusable``; everything else (FSDP2 shards, non-float32 parameters, any other chain,
+steps whose directions a tap hook records) runs the readable path. Both compute the same
+expressions in float32 with a different rounding order; a test holds them to 1e-6 relative over
+several steps.
 """
 
 from __future__ import annotations
@@ -58,9 +59,10 @@ def fusable(transform: Transform) -> FusedRule | None:
     - ``momentum(beta) -> normalize(dim=1)``, EMA without Nesterov: the output layer's rule, on
       the same ``"{i}.momentum.buf"`` state the chain keeps (a checkpoint does not know which
       path wrote it);
-    - ``adam`` on the vectors (both eps placements, a group's step counts equal): not compiled
-      (a kernel per tiny vector costs more in thread start-up than it saves) but
-      ``torch._foreach_*``, the readable operations once per group instead of per vector.
+    - ``adam`` on the vectors (both eps placements, a group's step counts equal): the readable
+      operations once per group instead of per vector: one C++ call on the CPU, elsewhere
+      ``torch._foreach_*`` (not compiled: a kernel per tiny vector costs more in thread
+      start-up than it saves).
 
     ``tap`` links are allowed. lr and the bias corrections are 0-d tensors, so a changing lr
     does not recompile; past Dynamo's recompile limit the same functions run uncompiled, equal
@@ -232,8 +234,13 @@ def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
     except torch._dynamo.exc.BackendCompilerFailed as error:   # e.g. no C++ compiler
         inner = getattr(error, "inner_exception", error)
         cause = f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
-        raise RuntimeError(f"the fused optimizer step could not be compiled ({cause}); build "
-                           "the optimizer with fused=False, or train without --compile") from error
+        raise _cannot_compile(cause) from error
+
+
+def _cannot_compile(cause: str) -> RuntimeError:
+    """The one line a fused step that cannot be built or compiled stops with."""
+    return RuntimeError(f"the fused optimizer step could not be compiled ({cause}); build the "
+                        "optimizer with fused=False, or train without --compile")
 
 
 def _contiguous(p: Tensor) -> bool:
@@ -250,8 +257,7 @@ def _cpu_kernels():
     try:
         return cpu_kernels.kernels()
     except cpu_kernels.KernelBuildError as error:
-        raise RuntimeError(f"the fused optimizer step could not be compiled ({error}); build "
-                           "the optimizer with fused=False, or train without --compile") from error
+        raise _cannot_compile(str(error)) from error
 
 
 def _cpu_step(rule: FusedRule, weights: list[Tensor], grads: list[Tensor], states: list[dict],

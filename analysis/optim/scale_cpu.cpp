@@ -61,11 +61,12 @@ inline float row_scale(float sum, int64_t n, float lr, float floor) {
   return lr / std::max(std::sqrt(sum / static_cast<float>(n)), floor);
 }
 
-inline void update_row(float* __restrict p, const float* __restrict d, int64_t n, float decay,
+// p <- p decay - u scale along a row (u: the gradient or the momentum)
+inline void update_row(float* __restrict p, const float* __restrict u, int64_t n, float decay,
                        float scale) {
   int64_t j = 0;
-  for (; j + LANES <= n; j += LANES) store(p + j, load(p + j) * decay - load(d + j) * scale);
-  for (; j < n; ++j) p[j] = p[j] * decay - d[j] * scale;
+  for (; j + LANES <= n; j += LANES) store(p + j, load(p + j) * decay - load(u + j) * scale);
+  for (; j < n; ++j) p[j] = p[j] * decay - u[j] * scale;
 }
 
 // a float vector's bit patterns, for telling +0.0 (all bits clear) from every other value
@@ -240,10 +241,7 @@ void momentum_rows_step(at::Tensor p, const at::Tensor& g, at::Tensor m, double 
   const float w = static_cast<float>(1.0 - beta), d = static_cast<float>(decay);
   const float f = static_cast<float>(floor), step = static_cast<float>(lr);
   const bool small = std::abs(w) < 0.5f;
-  auto blend = [&](float mv, float gv) {
-    return small ? mv + w * (gv - mv) : gv - (gv - mv) * (1.f - w);
-  };
-  auto blend_lanes = [&](lanes_t mv, lanes_t gv) {
+  auto blend = [&](auto mv, auto gv) {   // one float or LANES of them
     return small ? mv + w * (gv - mv) : gv - (gv - mv) * (1.f - w);
   };
   // row i's new momentum, written in place; returns its sum of squares. With ``update``, the
@@ -254,7 +252,7 @@ void momentum_rows_step(at::Tensor p, const at::Tensor& g, at::Tensor m, double 
     lanes_t acc = {};
     int64_t j = 0;
     for (; j + LANES <= n; j += LANES) {
-      const lanes_t x = blend_lanes(load(mi + j), load(gi + j));
+      const lanes_t x = blend(load(mi + j), load(gi + j));
       store(mi + j, x);
       acc += x * x;
       if (pu) store(pu + j, load(pu + j) * d - load(mu + j) * scale);
@@ -320,7 +318,7 @@ void adam_step(at::TensorList ps, at::TensorList gs, at::TensorList ms, at::Tens
         V[j] = V[j] * b2 + w2 * g * g;
         const float update = eps_raw ? M[j] / (std::sqrt(V[j]) + e) * raw
                                      : (M[j] / c1) / (std::sqrt(V[j] / c2) + e);
-        P[j] = (decay != 1.0 ? P[j] * d : P[j]) + step * update;
+        P[j] = P[j] * d + step * update;
       }
     }
   });

@@ -125,10 +125,10 @@ def resolve_device(config: TrainConfig) -> torch.device:
 
 def resolve_precision(config: TrainConfig, device: torch.device, world: int,
                       recorded: str | None = None) -> str:
-    """As configured, or for ``auto``: the precision a resumed run recorded (its steps must
-    not change precision); bf16 autocast over fp32 weights on CUDA; on CPU "auto" is left
-    for ``throughput.fastest_cpu_precision`` to measure in one process, fp32 under torchrun (each process would
-    measure its own, and the processes must agree)."""
+    """As configured, or for ``auto``: the precision a resumed run recorded (its steps must not
+    change precision); bf16 autocast over fp32 weights on CUDA; on CPU "auto" is left for
+    ``throughput.fastest_cpu_precision`` to measure in one process, fp32 under torchrun (each
+    process would measure its own, and the processes must agree)."""
     if config.precision != "auto":
         return config.precision
     if recorded is not None:
