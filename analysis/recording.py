@@ -24,17 +24,20 @@ from __future__ import annotations
 
 import gzip
 import json
+import json.scanner
 import math
 import platform
 import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 import toy_models.files as files  # the one atomic-write helper (it imports nothing of ours)
 from toy_models.deprecation import renamed
+
+if TYPE_CHECKING:   # pandas takes most of a second to import: only the readers need it
+    import pandas as pd
 
 METRICS = "metrics.jsonl"
 SPECTRA = "spectra.jsonl"
@@ -224,15 +227,26 @@ def _read_jsonl(path: Path, torn: list | None = None) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, 1):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                row = None
+            row = _parse_line(line)
             if isinstance(row, dict):
                 rows.append(row)
             elif line.strip() and torn is not None:
                 torn.append(number)
     return rows
+
+
+_SCAN = json.scanner.make_scanner(json.JSONDecoder())
+
+
+def _parse_line(line: str):
+    """``json.loads(line)``, or None where it raises: the C scanner called directly (the
+    shipped recordings are a million lines; this reads them in half the time of ``loads``)."""
+    text = line.strip(" \t\n\r")   # the whitespace JSON allows around a value
+    try:
+        row, end = _SCAN(text, 0)
+    except (StopIteration, json.JSONDecodeError):
+        return None
+    return row if end == len(text) else None
 
 
 def bad_rows(frame: pd.DataFrame, torn: int = 0) -> str | None:
@@ -295,6 +309,8 @@ def load_result(run_dir: str | Path) -> dict | None:
 def load_run(run_dir: str | Path, table: str = "metrics", name: str | None = None) -> pd.DataFrame:
     """One run's tidy rows (``table="metrics"``) or vector records (``"spectra"``), with a
     ``run`` column (``name``, default the directory name) and the run's optimizer, model, seed."""
+    import pandas as pd
+
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
         raise RecordingError(f"{run_dir} is not a run directory (needs {CONFIG} and {METRICS})")
@@ -359,6 +375,8 @@ def find_runs(root: str | Path) -> list[Path]:
 
 def load_runs(root: str | Path, table: str = "metrics") -> pd.DataFrame:
     """Every run below ``root`` (a sweep) concatenated into one DataFrame."""
+    import pandas as pd
+
     runs = find_runs(root)
     if not runs:
         raise RecordingError(f"no run directories under {root} (a run has {CONFIG} and {METRICS}); "

@@ -24,9 +24,8 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from torch.distributed.tensor import DTensor
 
-from analysis.optim.sharding import local
+from analysis.optim.sharding import is_dtensor, local
 
 
 def shard_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -68,7 +67,7 @@ def global_grad_norm(model: torch.nn.Module) -> float:
     if not squares:
         return 0.0
     total = torch.stack(squares).sum()
-    if any(isinstance(p, DTensor) for p in model.parameters()):
+    if any(is_dtensor(p) for p in model.parameters()):
         torch.distributed.all_reduce(total)
     return float(total.sqrt())
 

@@ -3,6 +3,8 @@ text on top of another text, none outside the canvas and no slanted labels. Chec
 rendered artists' bounding boxes: tick labels that are drawn, axis labels, titles, legends,
 annotations and figure titles."""
 
+import functools
+
 import matplotlib
 import pytest
 
@@ -42,11 +44,17 @@ def drawn_texts(fig):
     return [(t.get_text(), t.get_rotation(), t.get_window_extent(renderer)) for t in found.values()]
 
 
+@functools.cache
+def _reference():
+    """The shipped recordings, read once per test process (a million rows: seconds a read)."""
+    return figures.RunSet(REFERENCE)
+
+
 def _explorer(name):
     """The notebooks' explorers at their starting values and at a harder setting."""
     from analysis.teaching import widgets
 
-    rec = figures.RunSet(REFERENCE)
+    rec = _reference()
     return {"momentum": lambda: widgets.momentum_explorer(),
             "momentum_unstable": lambda: widgets.momentum_explorer(lr=2.8, beta=0.99, sigma=1.0),
             "norm_balls": lambda: widgets.norm_ball_explorer(),
@@ -63,7 +71,7 @@ def test_no_text_overlaps_or_leaves_the_canvas(name):
     if name.startswith("explorer:"):
         fig = _explorer(name.split(":")[1])
     else:
-        fig = figures.REGISTRY[name](figures.RunSet(REFERENCE))
+        fig = figures.REGISTRY[name](_reference())
     texts = drawn_texts(fig)
     canvas = fig.bbox
     assert len(texts) >= 5

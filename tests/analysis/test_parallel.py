@@ -134,3 +134,11 @@ def test_fsdp2_refuses_adafactor_before_training(tmp_path):
     assert run.returncode != 0
     assert "optimizer 'adafactor' needs whole matrices" in run.stderr
     assert not list((tmp_path / "run").glob("*.jsonl*"))
+
+
+def test_the_trainer_imports_dtensor_only_for_a_sharded_run():
+    """``torch.distributed.tensor`` takes over a second to import: the trainer's own modules
+    leave it to the sharded run (``shard_model``) and to libraries that need it."""
+    code = "import sys, analysis.train.cli; print('torch.distributed.tensor' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

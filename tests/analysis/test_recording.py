@@ -67,3 +67,32 @@ def test_a_failed_vector_write_is_one_recording_error(tmp_path, monkeypatch):
                                              r"device\); the rows written before it are kept"):
         rec.log_vector(1, "w", "hidden", "update_spectrum", [1.0, 0.5])
     rec.close()
+
+
+def test_a_table_reads_each_line_as_json_loads_does(tmp_path):
+    """The reader's fast line parser keeps ``json.loads``'s verdict on every line: a dict is a
+    row, anything else (torn, two values, a list, a BOM, trailing text) is counted as torn."""
+    import json
+
+    from analysis.recording import _read_jsonl
+
+    lines = ['{"step": 1, "value": 0.5}', ' {"step": 2, "value": NaN} \r', '{"step": 3',
+             '{"a": 1}{"b": 2}', '{"a": 1},{"b": 2}', '[1, 2]', '"text"', '\ufeff{"a": 1}',
+             '{"a": 1} x', '', '   ', '\t{"x": [1, {"y": null}], "s": "\\u00e9"}\t',
+             '{"a": 1}\x0c']
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    expected, expected_torn = [], []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict):
+            expected.append(row)
+        elif line.strip():
+            expected_torn.append(number)
+    torn = []
+    rows = _read_jsonl(path, torn)
+    assert json.dumps(rows) == json.dumps(expected) and torn == expected_torn
+    assert len(rows) == 3 and len(torn) == 8
