@@ -174,3 +174,11 @@ def test_further_settings_start_at_the_main_settings_tuned_lrs(tmp_path, monkeyp
     run_preset(preset, tmp_path, select_arms(["scale", "sgd"]), Runner(1), settings=["short"])
     assert centres[0]["scale"] == 4e-3 and centres[0]["sgd"] == 0.4
     assert centres[0]["adamw"] == preset.centers["adamw"]        # arms not run keep theirs
+
+
+def test_this_modules_tests_share_one_worker(request):
+    """``make test`` runs ``--dist loadgroup`` so the smoke reproduction above is built once;
+    a pytest that drops the group (9.2: pytest-xdist issue #1386) builds it on every worker."""
+    if not getattr(request.config.option, "loadgroup", False):   # set on xdist's workers
+        pytest.skip("runs under pytest-xdist with --dist loadgroup (make test)")
+    assert request.node.nodeid.endswith("@test_reproduce")
