@@ -78,16 +78,10 @@ def _bench_model(model_name: str):
     return build_model(load_config(model_name, vocab_size=8192 if small else None))
 
 
-def bench_optimizer(model_name: str, repeats: int = 20, warmup: int = 3) -> dict:
-    """Median seconds of one ``step()`` per optimizer on ``model_name``'s shapes (fp32)."""
-    model = _bench_model(model_name)
-    gen = torch.Generator().manual_seed(0)
-    for p in model.parameters():
-        p.grad = torch.randn(p.shape, generator=gen) * 1e-3
-    optimizers = _optimizers(model)
+def _step_times(optimizers: dict, repeats: int, warmup: int, after_round=None) -> dict[str, list[float]]:
+    """Seconds of each optimizer's ``step()``, interleaved round-robin over ``warmup + repeats``
+    rounds (the warm-up ones not kept); ``after_round`` runs untimed after each round."""
     times = {name: [] for name in optimizers}
-    with torch.no_grad():
-        snapshot = [p.clone() for p in model.parameters()]
     for i in range(warmup + repeats):
         for name, opt in optimizers.items():
             start = time.perf_counter()
@@ -95,9 +89,27 @@ def bench_optimizer(model_name: str, repeats: int = 20, warmup: int = 3) -> dict
             elapsed = time.perf_counter() - start
             if i >= warmup:
                 times[name].append(elapsed)
-        with torch.no_grad():  # keep weights bounded across repeats
-            for p, s in zip(model.parameters(), snapshot):
-                p.copy_(s)
+        if after_round is not None:
+            after_round()
+    return times
+
+
+def bench_optimizer(model_name: str, repeats: int = 20, warmup: int = 3) -> dict:
+    """Median seconds of one ``step()`` per optimizer on ``model_name``'s shapes (fp32)."""
+    model = _bench_model(model_name)
+    gen = torch.Generator().manual_seed(0)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=gen) * 1e-3
+    optimizers = _optimizers(model)
+    with torch.no_grad():
+        snapshot = [p.clone() for p in model.parameters()]
+
+    @torch.no_grad()
+    def restore():   # keep weights bounded across repeats
+        for p, s in zip(model.parameters(), snapshot):
+            p.copy_(s)
+
+    times = _step_times(optimizers, repeats, warmup, after_round=restore)
     med = {name: statistics.median(t) for name, t in times.items()}
     return {"model": model_name, "median_ms": {k: v * 1e3 for k, v in med.items()},
             "scale_over_adamw_foreach": ratio_interval(times["scale"], times["adamw_foreach"]),
@@ -134,13 +146,7 @@ def bench_roles(model_name: str, repeats: int = 20, warmup: int = 3) -> dict:
         sgd = torch.optim.SGD(params, lr=1e-3, foreach=True)
         for p in model.parameters():
             p.grad = grads[p] if any(p is q for q in params) else None
-        times = {"scale": [], "fused": [], "sgd": []}
-        for i in range(warmup + repeats):
-            for name, opt in (("scale", scale), ("fused", fused), ("sgd", sgd)):
-                start = time.perf_counter()
-                opt.step()
-                if i >= warmup:
-                    times[name].append(time.perf_counter() - start)
+        times = _step_times({"scale": scale, "fused": fused, "sgd": sgd}, repeats, warmup)
         out[role] = {"elements": sum(p.numel() for p in params),
                      "scale_over_sgd": ratio_interval(times["scale"], times["sgd"]),
                      "fused_over_sgd": ratio_interval(times["fused"], times["sgd"]),
@@ -166,13 +172,7 @@ def bench_embedding_batch(model_name: str, repeats: int = 20, warmup: int = 3,
     weight.grad[rows] = torch.randn(len(rows), weight.size(1), generator=gen) * 1e-3
     fused = build_optimizer("scale", model, fused=True)
     sgd = torch.optim.SGD([weight], lr=1e-3, foreach=True)
-    times = {"fused": [], "sgd": []}
-    for i in range(warmup + repeats):
-        for name, opt in (("fused", fused), ("sgd", sgd)):
-            start = time.perf_counter()
-            opt.step()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
+    times = _step_times({"fused": fused, "sgd": sgd}, repeats, warmup)
     return {"rows": len(rows), "vocab": weight.size(0), "batch": list(batch),
             "fused_over_sgd": ratio_interval(times["fused"], times["sgd"])}
 
