@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import increment_version
 
 import analysis.optim.cpu_kernels as cpu_kernels
 from analysis.optim.maths import RMS_FLOOR
@@ -190,10 +191,16 @@ def _outer_loop_fusion_guard():
 
 
 def can_fuse(params: list[Tensor]) -> bool:
-    """Plain (not FSDP2-sharded) float32 tensors on one device, every one with a gradient."""
-    return bool(params) and all(
-        not is_dtensor(p) and p.grad is not None and p.dtype == torch.float32
-        and p.grad.dtype == torch.float32 and p.device == params[0].device for p in params)
+    """Plain (not FSDP2-sharded) float32 tensors on one device, every one with a gradient.
+    (Asked every step of every group: one loop, the device and the dtype looked up once.)"""
+    if not params or is_dtensor(params[0]):   # FSDP2 shards every parameter or none
+        return False
+    device, f32 = params[0].device, torch.float32
+    for p in params:
+        g = p.grad
+        if g is None or p.dtype is not f32 or g.dtype is not f32 or p.device != device:
+            return False
+    return True
 
 
 def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
@@ -201,7 +208,6 @@ def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
     """One fused step of ``rule`` over ``params`` (``can_fuse``) with their (initialised)
     ``states``; the same update as the readable path (module docstring)."""
     grads = [p.grad for p in params]
-    weights = [p.detach() for p in params]
     if rule.kind == "adam":
         key = rule.adam_prefix
         t = states[0][key + "step"] + 1
@@ -210,14 +216,18 @@ def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
         moments = ([s[key + "exp_avg"] for s in states], [s[key + "exp_avg_sq"] for s in states])
         if params[0].device.type == "cpu" and all(_contiguous(p) for p in params):
             ops = _cpu_kernels()
-            ops.adam_step(weights, grads, *moments, *rule.adam.betas, rule.adam.eps,
+            ops.adam_step(params, grads, *moments, *rule.adam.betas, rule.adam.eps,
                           rule.adam.eps_on == "raw", t, lr, 1.0 - lr * weight_decay)
+            increment_version([*params, *moments[0], *moments[1]])   # see _cpu_step
         else:
-            _adam(weights, grads, *moments, rule.adam, t, lr, 1.0 - lr * weight_decay)
+            _adam([p.detach() for p in params], grads, *moments, rule.adam, t, lr,
+                  1.0 - lr * weight_decay)
         return
-    if params[0].device.type == "cpu" and all(_plain_matrix(p) for p in params):
-        _cpu_step(rule, weights, grads, states, lr, 1.0 - lr * weight_decay)
+    if params[0].device.type == "cpu" and all(_plain_matrix(p, g) for p, g in zip(params, grads)):
+        # the weights as they are: a C++ op under no_grad writes a leaf without detach()
+        _cpu_step(rule, params, grads, states, lr, 1.0 - lr * weight_decay)
         return
+    weights = [p.detach() for p in params]
     # 0-d tensors, not Python floats: a scheduler's new lr must not recompile
     device = params[0].device
     lr_t = torch.tensor(lr, dtype=torch.float32, device=device)
@@ -247,9 +257,9 @@ def _contiguous(p: Tensor) -> bool:
     return p.is_contiguous() and p.grad.is_contiguous()
 
 
-def _plain_matrix(p: Tensor) -> bool:
+def _plain_matrix(p: Tensor, g: Tensor) -> bool:
     """What the CPU kernels' matrix rules take: a contiguous matrix, a contiguous gradient."""
-    return p.dim() == 2 and _contiguous(p)
+    return p.ndim == 2 and p.is_contiguous() and g.is_contiguous()
 
 
 def _cpu_kernels():
@@ -266,14 +276,20 @@ def _cpu_step(rule: FusedRule, weights: list[Tensor], grads: list[Tensor], state
     ``_cols`` and ``_momentum_rows``, each matrix read as few times as that math allows)."""
     ops = _cpu_kernels()
     if rule.kind == "momentum_rows":
-        for p, g, state in zip(weights, grads, states):
-            ops.momentum_rows_step(p, g, state[rule.buffer], rule.beta, lr, decay, RMS_FLOOR)
-        return
-    if rule.kind == "rows":    # one call for the group: one parallel loop over all its rows
+        buffers = [state[rule.buffer] for state in states]
+        for p, g, m in zip(weights, grads, buffers):
+            ops.momentum_rows_step(p, g, m, rule.beta, lr, decay, RMS_FLOOR)
+    elif rule.kind == "rows":    # one call for the group: one parallel loop over all its rows
         ops.rows_step(weights, grads, lr, decay, RMS_FLOOR)
-        return
-    for p, g in zip(weights, grads):
-        ops.cols_step(p, g, lr, decay, RMS_FLOOR)
+        buffers = []
+    else:
+        for p, g in zip(weights, grads):
+            ops.cols_step(p, g, lr, decay, RMS_FLOOR)
+        buffers = []
+    # the kernels write through data pointers, which autograd does not see: without this, a
+    # backward through a graph that saved these weights before the step would not stop (as
+    # torch's in-place ops make it) but compute gradients from the new weights
+    increment_version([*weights, *buffers])
 
 
 def adam_steps_agree(rule: FusedRule, states: list[dict]) -> bool:

@@ -199,7 +199,10 @@ class ChainedOptimizer(torch.optim.Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         if rule is None or not fused_step.can_fuse(params):
             return False
-        states = [self._state_of(p, transform) for p in params]
+        if rule.kind in ("rows", "cols"):   # stateless: the entry the readable path makes, no init
+            states = [self.state[p] for p in params]
+        else:
+            states = [self._state_of(p, transform) for p in params]
         if not fused_step.adam_steps_agree(rule, states):
             return False
         fused_step.step(rule, params, states, group["lr"], group["weight_decay"])

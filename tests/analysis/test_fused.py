@@ -115,12 +115,31 @@ def test_a_group_with_missing_gradients_steps_only_those_that_have_one():
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("path", ["cpu_kernels", "compiled"])
+def test_a_backward_through_weights_the_fused_step_changed_stops_as_the_readable_one_does(
+        path, monkeypatch):
+    """torch's in-place ops bump a tensor's version, so a backward through a graph that saved
+    a weight before the optimizer changed it stops; the fused step writes the same weights."""
+    if path == "compiled":
+        monkeypatch.setattr(fused, "_contiguous", lambda p: False)
+        monkeypatch.setattr(fused, "_plain_matrix", lambda p, g: False)
+    tokens = torch.randint(0, 512, (2, 16), generator=torch.Generator().manual_seed(0))
+    for model, optimizer in zip(*[iter(_pair())] * 2):
+        model(input_ids=tokens, labels=tokens).loss.backward()
+        loss = model(input_ids=tokens, labels=tokens).loss    # saves this step's weights
+        versions = [p._version for p in model.parameters()]
+        optimizer.step()
+        assert all(p._version > v for p, v in zip(model.parameters(), versions))
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()
+
+
 def test_a_step_that_cannot_compile_says_so_and_names_the_fix(monkeypatch):
     def no_compiler(*args):
         raise torch._dynamo.exc.BackendCompilerFailed(
             torch.compile, RuntimeError("Failed to find C++ compiler. Please specify via CXX"), None)
     monkeypatch.setitem(fused._COMPILED, "rows", no_compiler)
-    monkeypatch.setattr(fused, "_plain_matrix", lambda p: False)     # the compiled path
+    monkeypatch.setattr(fused, "_plain_matrix", lambda p, g: False)     # the compiled path
     _, _, model, fast = _pair()
     for p in model.parameters():
         p.grad = torch.ones_like(p)
@@ -151,6 +170,7 @@ def test_the_compiled_rules_for_cuda_equal_the_readable_ones_on_the_cpu(monkeypa
     """The CUDA path compiles ``_rows``, ``_cols`` and ``_momentum_rows`` and runs ``_adam``;
     CI has no GPU, so the same functions run here (Inductor's CPU backend)."""
     monkeypatch.setattr(fused, "_contiguous", lambda p: False)
+    monkeypatch.setattr(fused, "_plain_matrix", lambda p, g: False)
     readable_model, readable, fused_model, fast = _pair(weight_decay=0.1)
     _steps([(readable_model, readable), (fused_model, fast)], steps=3)
     assert _relative_gap(list(fused_model.parameters()), list(readable_model.parameters())) < 1e-6
