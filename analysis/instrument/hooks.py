@@ -237,6 +237,7 @@ class Instrumentation:
         lrs = self._lr_of()
         out: list[tuple[str, str, str, torch.Tensor]] = []   # (param, role, stat, 0-d tensor)
         vectors: list[tuple[str, str, str, torch.Tensor]] = []
+        summaries: list[tuple[str, str, str, torch.Tensor]] = []   # (param, role, prefix, rows)
         keep_next = cfg.due("cheap", step + 1, self.last_step)
         for name, p in self.params:
             if p.grad is None:
@@ -283,8 +284,8 @@ class Instrumentation:
             if axis is not None:
                 fan_in = g.numel() // g_rows.numel()
                 grad_rows = spectra.row_rms(g_rows, fan_in)
-                stats.update(spectra.summarize(grad_rows, "grad_row_rms"))
-                stats.update(spectra.summarize(spectra.row_rms(u_rows, fan_in), "update_row_rms"))
+                summaries += [(name, role, "grad_row_rms", grad_rows),
+                              (name, role, "update_row_rms", spectra.row_rms(u_rows, fan_in))]
                 if rows_due and role in ROW_VECTOR_ROLES:
                     vectors.append((name, role, "grad_row_rms", grad_rows))
                 if full_due or rows_due:
@@ -292,7 +293,7 @@ class Instrumentation:
             if name in self.heads:
                 out += self._per_head(name, role, g, g_rows, update, k, rows_due)
             out += [(name, role, stat, value) for stat, value in stats.items()]
-        return self._to_host(out, vectors)
+        return self._to_host(out, vectors, summaries)
 
     def _per_head(self, name, role, g, g_rows, update, k, rows_due):
         """Per-head rows of an attention matrix (``analysis.instrument.heads``)."""
@@ -323,13 +324,19 @@ class Instrumentation:
             stats = spectra.spectral_stats(s, self.config.topk, total_sq=sqnorm(u))
         return {f"update_{k}": v for k, v in stats.items()}
 
-    def _to_host(self, scalars, vectors):
-        """One device-to-host transfer for all scalars of this step."""
+    def _to_host(self, scalars, vectors, summaries=()):
+        """One device-to-host transfer for all scalars of this step, one for the row vectors
+        that are summarized (``spectra.summarize``, on the host)."""
         rows = []
         if scalars:
             values = torch.stack([v if v.dtype == torch.float64 and v.ndim == 0 else v.double().reshape(())
                                   for *_, v in scalars]).cpu().tolist()
             rows = [(self.step, n, r, s, v) for (n, r, s, _), v in zip(scalars, values)]
+        if summaries:
+            flat = torch.cat([v.reshape(-1).float() for *_, v in summaries]).cpu().numpy()
+            ends = np.cumsum([v.numel() for *_, v in summaries])
+            for (n, r, prefix, _), part in zip(summaries, np.split(flat, ends[:-1])):
+                rows += [(self.step, n, r, s, v) for s, v in spectra.summarize(part, prefix).items()]
         self._vectors = [(n, r, s, v.detach().double().cpu().tolist()) for n, r, s, v in vectors]
         return rows
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,22 +35,26 @@ def row_rms(row_sums: Tensor, fan_in: int) -> Tensor:
     return (row_sums / fan_in).sqrt().float()
 
 
-def summarize(values: Tensor, prefix: str) -> dict[str, Tensor]:
-    """min, max, mean, std, cv and quantiles of a vector, as 0-d tensors (no host sync).
+def summarize(values, prefix: str) -> dict[str, float]:
+    """min, max, mean, std, cv and quantiles of a vector (a host array or a tensor), in
+    float64 on the host.
 
+    The instrumentation summarizes a step's row vectors here after one transfer
+    (``Instrumentation._to_host``): a few numpy calls per vector where the same summary as
+    0-d tensors took about 30 tensor operations (on the CPU, 0.4 ms a vector against 0.02).
     One sort gives min, max and the quantiles (linear interpolation between the two nearest
     ranks, as ``torch.quantile``)."""
-    v, _ = values.float().reshape(-1).sort()
-    n = v.numel()
-    mean = v.mean()
-    std = v.std(unbiased=False)
-    stats = {f"{prefix}_min": v[0], f"{prefix}_max": v[-1], f"{prefix}_mean": mean,
-             f"{prefix}_std": std, f"{prefix}_cv": std / mean.clamp_min(1e-30)}
+    v = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
+    n = v.size
+    mean = float(v.mean())
+    std = float(v.std())
+    stats = {f"{prefix}_min": float(v[0]), f"{prefix}_max": float(v[-1]), f"{prefix}_mean": mean,
+             f"{prefix}_std": std, f"{prefix}_cv": std / max(mean, 1e-30)}
     for q in QUANTILES:
         pos = q * (n - 1)
         low = int(math.floor(pos))
         high = min(low + 1, n - 1)
-        stats[f"{prefix}_q{int(q * 100):02d}"] = v[low] + (v[high] - v[low]) * (pos - low)
+        stats[f"{prefix}_q{int(q * 100):02d}"] = float(v[low] + (v[high] - v[low]) * (pos - low))
     return stats
 
 
