@@ -147,6 +147,7 @@ class ChainedOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = _run_closure(closure)
+        self._refuse_sparse_gradients()
         hooks = self._wanting_hooks() if self._tap_hooks else []
         if not hooks:
             self._apply(fusing=self.fused)
@@ -159,6 +160,18 @@ class ChainedOptimizer(torch.optim.Optimizer):
         with tap_listener(dispatch):   # taps wanted: every group on its readable path
             self._apply(fusing=False)
         return loss
+
+    def _refuse_sparse_gradients(self) -> None:
+        """A sparse gradient (``nn.Embedding(sparse=True)``) is refused before any weight moves,
+        as torch's AdamW refuses it, not halfway through the step inside a rule."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and p.grad.layout != torch.strided:
+                    raise RuntimeError(
+                        f"group {group['label']!r}: a parameter of shape {tuple(p.shape)} has a "
+                        f"{str(p.grad.layout).removeprefix('torch.')} gradient, and this optimizer "
+                        "needs dense ones; build the layer with sparse=False (nn.Embedding's "
+                        "default)")
 
     def _apply(self, fusing: bool = False):
         for group in self.param_groups:

@@ -271,3 +271,18 @@ def test_embedding_rows_the_batch_did_not_touch_are_skipped_bit_for_bit(weight_d
     assert torch.equal(embedding.detach()[200], after[200])             # the readable path's bits
     assert _relative_gap([after[touched]], [embedding.detach()[touched]]) < 1e-6
     assert not torch.equal(after[touched], before[touched])
+
+
+def test_a_sparse_gradient_is_refused_in_one_line_before_any_weight_moves():
+    """``nn.Embedding(sparse=True)`` gives a sparse gradient; both paths refuse it by name
+    (they failed inside torch with "Could not run 'aten::as_strided' ... SparseCPU")."""
+    for model, optimizer in zip(*[iter(_pair())] * 2):
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        embedding = model.get_input_embeddings().weight
+        embedding.grad = embedding.grad.to_sparse()
+        before = [p.detach().clone() for p in model.parameters()]
+        with pytest.raises(RuntimeError, match=r"'embedding': a parameter of shape \(512, \d+\) has "
+                                               r"a sparse_coo gradient.*sparse=False"):
+            optimizer.step()
+        assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before))
