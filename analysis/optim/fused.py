@@ -28,7 +28,7 @@ from torch.autograd.graph import increment_version
 
 import analysis.optim.cpu_kernels as cpu_kernels
 from analysis.optim.maths import RMS_FLOOR
-from analysis.optim.sharding import is_dtensor
+from analysis.optim.sharding import any_dtensor
 from analysis.optim.transforms import (
     Transform,
     chain,
@@ -193,7 +193,7 @@ def _outer_loop_fusion_guard():
 def can_fuse(params: list[Tensor]) -> bool:
     """Plain (not FSDP2-sharded) float32 tensors on one device, every one with a gradient.
     (Asked every step of every group: one loop, the device and the dtype looked up once.)"""
-    if not params or is_dtensor(params[0]):   # FSDP2 shards every parameter or none
+    if not params or any_dtensor(params):   # a user may shard some modules and not others
         return False
     device, f32 = params[0].device, torch.float32
     for p in params:

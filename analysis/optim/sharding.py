@@ -25,6 +25,12 @@ def is_dtensor(t) -> bool:
     return module is not None and isinstance(t, module.DTensor)
 
 
+def any_dtensor(tensors) -> bool:
+    """``any(is_dtensor(t) for t in tensors)``, the module looked up once (asked every step)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and any(isinstance(t, module.DTensor) for t in tensors)
+
+
 def local(t):
     """This process's block of a ``DTensor`` (a view: in-place ops write through); else ``t``.
 

@@ -286,3 +286,21 @@ def test_a_sparse_gradient_is_refused_in_one_line_before_any_weight_moves():
                                                r"a sparse_coo gradient.*sparse=False"):
             optimizer.step()
         assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before))
+
+
+def test_a_group_with_one_fsdp2_shard_among_plain_matrices_takes_the_readable_path(monkeypatch):
+    """A user may shard some blocks and not others: one DTensor anywhere in a group keeps it
+    off the kernels (which take plain tensors). A stand-in DTensor class, so no process group."""
+    import sys
+    import types
+
+    class DTensor(torch.Tensor):
+        pass
+
+    monkeypatch.setitem(sys.modules, "torch.distributed.tensor", types.SimpleNamespace(DTensor=DTensor))
+    plain = [torch.zeros(4, 4) for _ in range(3)]
+    shard = torch.Tensor._make_subclass(DTensor, torch.zeros(4, 4))
+    for p in (*plain, shard):
+        p.grad = torch.ones(4, 4)
+    assert fused.can_fuse(plain)
+    assert not fused.can_fuse([*plain, shard]) and not fused.can_fuse([shard, *plain])
