@@ -24,8 +24,10 @@ checkpointable ``state_dict``.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +92,8 @@ def load_documents(source: str, split: str, streaming: bool = False):
     for name in files:
         readable(Path(name))
     try:
-        ds = datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=streaming)
+        with _progress_bars_on_a_terminal_only(datasets):
+            ds = datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=streaming)
         if not streaming and len(ds) == 0:
             raise ValueError("no documents")
     except (CorpusError, KeyboardInterrupt):
@@ -102,6 +105,20 @@ def load_documents(source: str, split: str, streaming: bool = False):
         raise CorpusError(f"{files[0]} has no 'text' field (columns: {ds.column_names}); "
                           "documents need the C4 schema")
     return ds
+
+
+@contextlib.contextmanager
+def _progress_bars_on_a_terminal_only(datasets):
+    """datasets draws a bar per split the first time it caches a file: useful to a person
+    watching, noise in a log or in front of a one-line error, so it is drawn on a terminal only."""
+    if sys.stderr.isatty() or datasets.are_progress_bars_disabled():
+        yield
+        return
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.enable_progress_bars()
 
 
 def readable(path: Path) -> None:

@@ -62,3 +62,16 @@ def test_an_unreachable_hub_fails_fast_with_the_offline_alternatives(tmp_path, m
         train(tiny_config(data="c4", steps=2), out=tmp_path / "run", progress=False)
     assert time.monotonic() - start < 30   # not a half-minute of retries
     assert not (tmp_path / "run").exists()
+
+
+def test_reading_a_file_the_datasets_cache_has_not_seen_prints_nothing(tmp_path, capsys):
+    """The first read of a file makes datasets build its cache and draw a progress bar per
+    split on stderr; off a terminal (a log, a test capturing a one-line error) that is noise
+    in front of the one line. A fresh file is one the cache has not seen."""
+    from toy_models.data import load_documents
+
+    train = _jsonl(tmp_path / "fresh-train.jsonl")
+    _jsonl(tmp_path / "fresh-validation.jsonl", n=7)
+    for split, n in (("train", 50), ("validation", 7)):
+        assert len(load_documents(str(train), split)) == n
+    assert capsys.readouterr().err == ""
