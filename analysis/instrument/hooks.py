@@ -324,7 +324,7 @@ class Instrumentation:
             stats = spectra.spectral_stats(s, self.config.topk, total_sq=sqnorm(u))
         return {f"update_{k}": v for k, v in stats.items()}
 
-    def _to_host(self, scalars, vectors, summaries=()):
+    def _to_host(self, scalars, vectors, summaries):
         """One device-to-host transfer for all scalars of this step, one for the row vectors
         that are summarized (``spectra.summarize``, on the host)."""
         rows = []

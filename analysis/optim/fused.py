@@ -275,17 +275,15 @@ def _cpu_step(rule: FusedRule, weights: list[Tensor], grads: list[Tensor], state
     """The rule on the CPU with ``analysis.optim.cpu_kernels`` (the same math as ``_rows``,
     ``_cols`` and ``_momentum_rows``, each matrix read as few times as that math allows)."""
     ops = _cpu_kernels()
+    buffers = [state[rule.buffer] for state in states] if rule.kind == "momentum_rows" else []
     if rule.kind == "momentum_rows":
-        buffers = [state[rule.buffer] for state in states]
         for p, g, m in zip(weights, grads, buffers):
             ops.momentum_rows_step(p, g, m, rule.beta, lr, decay, RMS_FLOOR)
     elif rule.kind == "rows":    # one call for the group: one parallel loop over all its rows
         ops.rows_step(weights, grads, lr, decay, RMS_FLOOR)
-        buffers = []
     else:
         for p, g in zip(weights, grads):
             ops.cols_step(p, g, lr, decay, RMS_FLOOR)
-        buffers = []
     # the kernels write through data pointers, which autograd does not see: without this, a
     # backward through a graph that saved these weights before the step would not stop (as
     # torch's in-place ops make it) but compute gradients from the new weights

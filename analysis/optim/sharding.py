@@ -21,8 +21,7 @@ def is_dtensor(t) -> bool:
     """Whether ``t`` is a ``DTensor``. No ``DTensor`` exists before its module is imported, so
     this asks only once something has imported it: importing ``torch.distributed.tensor`` here
     would add half a second to every ``import analysis.optim``."""
-    module = sys.modules.get("torch.distributed.tensor")
-    return module is not None and isinstance(t, module.DTensor)
+    return any_dtensor((t,))
 
 
 def any_dtensor(tensors) -> bool:
