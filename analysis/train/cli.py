@@ -70,6 +70,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model, and the optimizer's fused step where its rule has "
                         "one (analysis.optim.fused: SCALE's matrices, Adam's vectors)")
+    p.add_argument("--grad_clip", type=float, default=None, metavar="NORM",
+                   help="clip the gradient to this global L2 norm (torch.nn.utils.clip_grad_norm_'s "
+                        "rule, after accumulation); default: no clipping, as the paper")
+    p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
+                   help="the optimizer's fused step (--no-fused: the readable one); default: with --compile")
     p.add_argument("--parallel", default=d.parallel,
                    help="ddp | fsdp (FSDP2 fully_shard per block) when run under torchrun")
     p.add_argument("--instrument", action="store_true", help="record the default statistics")

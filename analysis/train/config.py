@@ -12,6 +12,7 @@ segments' settings) and the command line name them flat, Adam's betas as ``adam_
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -111,6 +112,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     label: str | None = None             # a display name for figures (default: optimizer)
     compile: bool = False                # torch.compile the model and the fused optimizer step
+    fused: bool | None = None            # the optimizer's fused step; None -> with --compile
+    grad_clip: float | None = None       # global L2 norm to clip gradients to; None -> no clipping
     parallel: str = "ddp"                # ddp | fsdp (FSDP2 fully_shard), under torchrun
     instrument: InstrumentConfig | None = None
 
@@ -141,6 +144,9 @@ class TrainConfig:
                   (self.parallel == "ddp" or self.instrument is None,
                    "--instrument reads whole gradients, which FSDP2 shards across processes; "
                    "instrument with --parallel ddp"),
+                  (self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0),
+                   f"grad_clip must be a norm > 0 (e.g. --grad_clip 1.0; leave it out for no "
+                   f"clipping), got {self.grad_clip}"),
                   (self.warmup_steps is None or 0 <= self.warmup_steps <= self.steps,
                    f"warmup_steps must be in [0, steps], got {self.warmup_steps}")]
         for ok, message in checks:
@@ -152,6 +158,10 @@ class TrainConfig:
     def optimizer_config(self) -> OptimizerConfig:
         """The recipe's hyperparameters with its defaults filled in (``RecipeError`` if bad)."""
         return get_recipe(self.optimizer).resolve(self.hyper)
+
+    def fused_step(self) -> bool:
+        """Whether the optimizer takes its fused step (``fused``, else ``compile``)."""
+        return self.compile if self.fused is None else self.fused
 
     def micro(self, world_size: int = 1) -> int:
         return self.micro_batch_size or max(1, self.batch_size // world_size)

@@ -7,7 +7,10 @@ The loop, top to bottom, per optimizer step ``s`` (0-based; the recorded step is
 2. each micro-batch's mean token loss is weighted by ``its tokens / the step's tokens`` (times
    the world size, which DDP's gradient averaging divides out), so the accumulated gradient
    is the gradient of the step's token-mean loss whatever the split;
-3. ``optimizer.step()``, then the scheduler: linear warmup ``(s+1)/warmup``, then cosine from
+3. with ``grad_clip``, the gradient is scaled to that global L2 norm when it is larger
+   (``torch.nn.utils.clip_grad_norm_``'s rule; the norm before clipping is recorded as
+   ``grad_norm`` and whether it clipped as ``grad_clipped``);
+   ``optimizer.step()``, then the scheduler: linear warmup ``(s+1)/warmup``, then cosine from
    1 to ``min_lr_ratio`` at the last step, multiplying every group's own peak lr (so the
    vectors' ``adam_lr`` follows the same shape);
 4. every ``eval_every`` steps, at step 0 and at the end: token-weighted validation loss
@@ -18,8 +21,8 @@ micro-steps) or FSDP2 (``--parallel fsdp``: ``fully_shard`` per block, the optim
 shards; see ``analysis.train.parallel``). On CPU a fixed seed gives bitwise-identical runs.
 
 ``train`` reads as the loop above; each part is a named function that tests can call:
-``setup`` (``analysis.train.setup``), ``micro_batches``, ``accumulate``, ``grad_norm_of`` and
-``stop_diverged``, ``log_step``, ``evaluate_if_due``, ``checkpoint_if_due``, ``stop_if_interrupted`` and ``finish``.
+``setup`` (``analysis.train.setup``), ``micro_batches``, ``accumulate``, ``grad_norm_of``,
+``stop_diverged`` and ``clip_if_asked``, ``log_step``, ``evaluate_if_due``, ``checkpoint_if_due``, ``stop_if_interrupted`` and ``finish``.
 
 SIGINT (Ctrl-C) and SIGTERM (a cluster's preemption) let the current step finish, write a
 checkpoint and raise ``TrainingInterrupted`` (exit code 130 or 143 from the CLI); a second
@@ -186,6 +189,14 @@ def stop_diverged(run: Run, step: int, mean_loss: float, grad_norm: float, first
                            "rate (the last good checkpoint is kept)")
 
 
+def clip_if_asked(run: Run, grad_norm: float) -> dict:
+    """With ``grad_clip``: clip the step's gradient to that global norm (``grad_norm`` is its
+    norm before clipping) and return the row ``{"grad_clipped": 1.0 or 0.0}``; else {}."""
+    if run.config.grad_clip is None:
+        return {}
+    return {"grad_clipped": float(parallel.clip_gradients(run.model, run.config.grad_clip, grad_norm))}
+
+
 def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     """``{"lr/<group label>": lr}`` for every parameter group, as used by the coming step."""
     return {f"lr/{g.get('label', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
@@ -291,6 +302,7 @@ def _loop(run: Run, progress: bool) -> TrainResult:
             grad_norm = grad_norm_of(run, mean_loss)
             if not (math.isfinite(mean_loss) and math.isfinite(grad_norm)):
                 stop_diverged(run, step + 1, mean_loss, grad_norm, first_eval)
+            clipped = clip_if_asked(run, grad_norm)
             # the lrs this step uses, read before scheduler.step() moves them on
             lr, lrs = run.optimizer.param_groups[0]["lr"], group_lrs(run.optimizer)
             run.optimizer.step()
@@ -303,6 +315,7 @@ def _loop(run: Run, progress: bool) -> TrainResult:
             losses.append(mean_loss)
             done = step + 1
             log_step(run, done, {"loss": mean_loss, "lr": lr, **lrs, "grad_norm": grad_norm,
+                                 **clipped,
                                  "tokens_per_s": tokens_per_s,
                                  "step_time": step_time, "data_time": data_time,
                                  "tokens": run.tokens_seen(done),

@@ -72,6 +72,20 @@ def global_grad_norm(model: torch.nn.Module) -> float:
     return float(total.sqrt())
 
 
+def clip_gradients(model: torch.nn.Module, max_norm: float, total_norm: float) -> bool:
+    """Scale every gradient by ``max_norm / (total_norm + 1e-6)`` when that is below 1, with
+    ``total_norm`` the global norm over every process (``global_grad_norm``):
+    ``torch.nn.utils.clip_grad_norm_``'s rule, applied once to the accumulated (and, under DDP,
+    all-reduced) gradient; a sharded gradient scales shard by shard. Whether it clipped."""
+    coefficient = max_norm / (total_norm + 1e-6)
+    if coefficient >= 1.0:
+        return False
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.mul_(coefficient)
+    return True
+
+
 def full_state_dicts(model, optimizer) -> tuple[dict, dict]:
     """Unsharded model and optimizer state, on CPU, keyed by parameter name (a collective:
     every rank calls it; rank 0 gets the tensors)."""

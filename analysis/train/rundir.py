@@ -45,7 +45,7 @@ from analysis.train.config import HYPER_KEYS, ConfigError, TrainConfig, hyper_re
 
 # Settings whose change turns a resumed run into another experiment (every optimizer setting).
 EXPERIMENT_FIELDS = ("model", "optimizer", *HYPER_KEYS, "steps", "warmup_steps", "min_lr_ratio",
-                     "batch_size", "seq_len", "seed", "precision", "data", "tokenizer", "eval_tokens")
+                     "batch_size", "seq_len", "seed", "precision", "data", "tokenizer", "eval_tokens", "grad_clip")
 
 
 LOCK = ".lock"
@@ -140,7 +140,8 @@ def effective_settings(config: TrainConfig) -> dict:
     resolved = config.optimizer_config()
     values.update(lr=resolved.lr, adam_lr=resolved.adam_lr, momentum=resolved.momentum,
                   vector_rule=resolved.vector_rule, warmup_steps=config.warmup(),
-                  eval_tokens=config.eval_budget(), adam_betas=list(config.hyper.betas))
+                  eval_tokens=config.eval_budget(), adam_betas=list(config.hyper.betas),
+                  fused=config.fused_step())
     return values
 
 

@@ -205,7 +205,7 @@ def build(config: TrainConfig, device: torch.device, precision: str, world: int 
     if sharded(config, world):
         parallel.shard_model(model)
     optimizer = build_optimizer(config.optimizer, model, config.optimizer_config(),
-                                fused=config.compile)
+                                fused=config.fused_step())
     if sharded(config, world):
         try:
             check_shardable(optimizer, config.optimizer)

@@ -24,6 +24,9 @@ def test_every_shipped_record_reads_back_to_the_same_record():
         again = json.loads(json.dumps(TrainConfig.from_dict(written).to_dict()))   # as config.json holds it
         if written.get("instrument"):   # statistics added since a run fill in with their defaults
             again["instrument"] = {k: again["instrument"][k] for k in written["instrument"]}
+        added = {k: v for k, v in again.items() if k not in written}   # settings added since
+        assert added == {k: v for k, v in TrainConfig().to_dict().items() if k in added}, path
+        again = {k: v for k, v in again.items() if k in written}
         assert list(again.items()) == list(written.items()), path
 
 

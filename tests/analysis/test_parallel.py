@@ -81,10 +81,12 @@ def test_fsdp2_with_scale_equals_ddp_with_scale_and_resumes(tmp_path):
     and resuming from the gathered checkpoint changes nothing."""
     args = ["-m", "analysis.train", "--model", "nano", "--optimizer", "scale", "--steps", "4",
             "--batch_size", "4", "--micro_batch_size", "1", "--seq_len", "32", "--eval_every", "2",
-            "--eval_tokens", "300", "--save_every", "2", "--no-progress", "--device", "cpu"]
+            "--eval_tokens", "300", "--save_every", "2", "--no-progress", "--device", "cpu",
+            "--grad_clip", "0.5"]   # clipped by the global norm over both processes' shards
     _torchrun(29541, args, tmp_path / "ddp")
     _torchrun(29542, [*args, "--parallel", "fsdp"], tmp_path / "fsdp")
-    for stat in ("loss", "grad_norm", "eval_loss"):
+    assert sum(_series(tmp_path / "ddp", "grad_clipped")) >= 1
+    for stat in ("loss", "grad_norm", "grad_clipped", "eval_loss"):
         ddp, fsdp = _series(tmp_path / "ddp", stat), _series(tmp_path / "fsdp", stat)
         assert len(ddp) == len(fsdp) >= 3
         assert max(abs(a - b) for a, b in zip(ddp, fsdp)) < 1e-6, stat
@@ -112,7 +114,8 @@ def test_fsdp2_with_a_whole_matrix_rule_equals_ddp_and_resumes(tmp_path, name, p
             "--eval_tokens", "300", "--save_every", "2", "--no-progress", "--device", "cpu"]
     _torchrun(port, args, tmp_path / "ddp")
     _torchrun(port + 1, [*args, "--parallel", "fsdp"], tmp_path / "fsdp")
-    for stat in ("loss", "grad_norm", "eval_loss"):
+    assert sum(_series(tmp_path / "ddp", "grad_clipped")) >= 1
+    for stat in ("loss", "grad_norm", "grad_clipped", "eval_loss"):
         ddp, fsdp = _series(tmp_path / "ddp", stat), _series(tmp_path / "fsdp", stat)
         assert len(ddp) == len(fsdp) >= 3
         assert max(abs(a - b) / abs(a) for a, b in zip(ddp, fsdp)) < rtol, (stat, ddp, fsdp)
