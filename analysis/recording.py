@@ -26,10 +26,7 @@ import gzip
 import json
 import json.scanner
 import math
-import platform
-import subprocess
-import time
-from importlib import metadata
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,35 +45,11 @@ TUNING = "tuning.json"         # a tuned root: every sweep point's losses, the b
 REFERENCE_LINES = "reference_losses.json"   # a root: the corpus's unigram and bigram losses
 ORDER = "order"                # a tuned root: the ladder re-tuned at other settings, one dir each
 SEGMENTS = "segments.jsonl"    # a run: one line per start or resume (analysis.train.rundir)
-PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "numpy", "pandas", "scale-lab")
 
 
 class RecordingError(ValueError):
     """A run directory that is missing, empty or not one; the message names it."""
     pass
-
-
-def provenance() -> dict:
-    """Git SHA (and whether the tree is dirty), package versions, host."""
-    root = Path(__file__).resolve().parent.parent
-    info: dict = {"python": platform.python_version(), "host": platform.node(),
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        info["git_sha"], info["git_dirty"] = sha or None, bool(dirty)
-    except (OSError, subprocess.SubprocessError):
-        info["git_sha"], info["git_dirty"] = None, None
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    info["versions"] = versions
-    return info
 
 
 def _clean(value):

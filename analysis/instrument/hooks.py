@@ -57,7 +57,7 @@ from analysis.instrument.estimators import (
 from analysis.instrument.heads import head_layouts, head_rows
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.roles import assign
-from analysis.recording import provenance
+from analysis.provenance import provenance
 
 ROW_VECTOR_ROLES = ("output", "embedding")
 MIN_MICRO_BATCHES = 4   # a recorded step's batch is cut into at least this many, where it can be

@@ -1,24 +1,29 @@
 """The comparison protocol's presets: arms, models, run lengths, seeds and how lrs are tuned.
 
 Every arm gets the same learning-rate structure (``analysis.optim.hyper``): one peak lr for the
-matrices, swept; the embedding and output multipliers and the vectors' Adam lr fixed to the
-same values for every arm (``Preset.hyper``); momentum 0.9; every arm's Adam part (AdamW itself,
-Muon's partner, the ladder's vectors) gets the same choice of beta2 (``beta2_choices``). So no
-arm has a knob another lacks.
+matrices and one embedding/output multiplier, both tuned; the vectors' Adam lr fixed to the same
+value for every arm (``Preset.hyper``); every arm's Adam part (AdamW itself, Muon's partner, the
+ladder's vectors) gets the same choice of beta2 (``beta2_choices``); one clipping setting for all
+(``grad_clip``: off, as the paper). Momentum is 0.9 for the ladder's and AdamW's first beta;
+Muon keeps its own rule's 0.95 with Nesterov on the hidden matrices (torch.optim.Muon's
+default, as Muon is published), which no other arm has.
 
-``reference`` is the paper's regime (version 2 of the protocol): 10 tokens per parameter on a
-model shaped like the 60M, the paper's schedule, compared at the end of the decay. Per arm, at
-the reported length: an lr grid (x2) on the tuning seed, extended until its best is interior;
-the other beta2 at that lr (its own column extended when better); the chosen point on every
-seed; a side whose neighbour is not worse by more than that seed noise extended once more
-(``analysis.protocol.tuning``). ``order_settings`` repeat the tuning at a second run length
-and a second model size (for ``reference``, each arm's grid starting at its tuned lr of the main
-setting). ``early`` is the previous reference, labelled: 0.1 tokens per
-parameter, an early-training speed test (it teaches that rankings flip before the decay ends;
+``reference`` is the paper's regime, protocol version 3 (``analysis.protocol.held_out``): 10
+tokens per parameter on a model shaped like the 60M, the paper's schedule, compared at the end
+of the decay; per arm, the lr grid (x2) screened on seed 0 and extended at an edge, the other
+beta2 at its best, every point near the best on both tuning seeds (0, 1), the multiplier at the
+chosen lr, then the chosen point on held-out seeds (from 100; 5-8 for the arms the headline
+claims read, as many as deciding claim 6's margin needs, 3 for the others), bracketed on the
+tuning seeds' means beyond the held-out seeds' noise; beside them a clipping sensitivity row
+and Muon with AdamW's embedding/output lr (``analysis.protocol.headline``). ``order_settings``
+repeat the tuning at a second run length and a second model size under version 2's rules
+(one tuning seed, reported on seeds 0-2; each arm's grid starting at its tuned lr of the main
+setting). ``early`` is an older reference, labelled: 0.1 tokens per parameter, an
+early-training speed test (it teaches that rankings flip before the decay ends;
 ``data/recordings/early`` keeps its losses). An untuned preset (``quick``, ``smoke``) runs each
 arm once per seed at the lr and beta2 the shipped reference tuning chose
 (``data/recordings/reference/tuning.json``); ``quick``, what ``make reproduce`` runs, is a
-labelled preview of the shipped reference: its two headline arms on seed 0.
+labelled preview of the shipped reference: its two headline arms on one seed.
 """
 
 from __future__ import annotations
@@ -89,18 +94,34 @@ class Preset:
     arms: tuple[str, ...] | None = None       # the arms run when none are named (None: all)
     preview_of: str | None = None             # a preview's preset, said on its report's first line
     centre_settings_on_main: bool = False     # further settings' grids start at the main's tuned lrs
+    # version 3 (``analysis.protocol.held_out``): tuned on ``tune_seeds``, reported on these
+    held_out_seeds: tuple[int, ...] = ()      # () : version 2 (the reported seeds are ``seeds``)
+    headline_arms: tuple[str, ...] = ()       # the arms the headline claims read
+    headline_seeds: int = 5                   # held-out seeds of a headline arm, at least
+    other_seeds: int = 3                      # held-out seeds of the other arms
+    mult_factor: float = 2.0                  # the embedding/output multiplier's grid step
+    max_mult_extensions: int = 2
+    grad_clip: float | None = None            # the clipping every arm shares (None: off)
+    clip_sensitivity: tuple[tuple[str, ...], float] | None = None   # (arms, the other setting)
+    fused: bool | None = None                 # the step path every run takes (None: the default)
 
-    def config(self, arm: Arm, seed: int, lr: float, beta2: float | None = None) -> TrainConfig:
+    def config(self, arm: Arm, seed: int, lr: float, beta2: float | None = None,
+               mult: float = 1.0, clip: float | None = None, label: str | None = None) -> TrainConfig:
         """One run's config; ``beta2`` replaces the Adam part's second beta (every arm's: AdamW
-        itself, Muon's partner, the ladder's vectors)."""
+        itself, Muon's partner, the ladder's vectors); ``mult`` multiplies the embedding's and
+        the output layer's lr; ``clip`` replaces the shared clipping setting (a sensitivity
+        row, labelled ``label``)."""
         betas = self.hyper.betas if beta2 is None else (self.hyper.betas[0], beta2)
-        return TrainConfig(model=self.model, optimizer=arm.optimizer,
-                           hyper=replace(self.hyper, lr=lr, momentum=arm.momentum, betas=betas),
+        hyper = replace(self.hyper, lr=lr, momentum=arm.momentum, betas=betas)
+        if mult != 1.0:
+            hyper = replace(hyper, embedding_lr_mult=mult, output_lr_mult=mult)
+        return TrainConfig(model=self.model, optimizer=arm.optimizer, hyper=hyper,
+                           grad_clip=self.grad_clip if clip is None else clip, fused=self.fused,
                            steps=self.steps, batch_size=self.batch_size,
                            micro_batch_size=self.micro_batch_size, seq_len=self.seq_len,
                            eval_every=self.eval_every, eval_tokens=self.eval_tokens, seed=seed,
                            device=self.device, precision=self.precision, data=self.data,
-                           save_every=self.save_every, label=arm.label,
+                           save_every=self.save_every, label=label or arm.label,
                            instrument=self.instrument)
 
     def tokens(self) -> int:
@@ -109,10 +130,17 @@ class Preset:
 
     def setting(self, model: str, steps: int) -> Preset:
         """This protocol on another model or run length (the further settings: final losses
-        only, so no instrumentation; every seed when the tuning brackets beyond seed noise)."""
+        only, so no instrumentation; every seed when the tuning brackets beyond seed noise).
+        A further setting keeps version 2's rules (one tuning seed, reported on ``seeds``)."""
         return replace(self, model=model, steps=steps, eval_every=max(1, steps // 10),
-                       order_settings=(), instrument=None,
-                       seeds=self.seeds if self.bracket_beyond_noise else self.tune_seeds)
+                       order_settings=(), instrument=None, held_out_seeds=(),
+                       tune_seeds=self.tune_seeds[:1],
+                       seeds=self.seeds if self.bracket_beyond_noise else self.tune_seeds[:1])
+
+    @property
+    def version(self) -> int:
+        """The protocol version its tuning follows: 3 with held-out seeds, else 2."""
+        return 3 if self.held_out_seeds else 2
 
 
 def tuned_points(path: str | Path = REFERENCE / TUNING) -> dict[str, tuple[float, float | None]]:
@@ -170,21 +198,28 @@ _V2_INSTRUMENT = InstrumentConfig(cheap_every=19, dense_until=10, rows_every=57,
 # (claim 3); their grids start at the main setting's tuned lrs (``centre_settings_on_main``).
 PLACEMENT_ARMS = ("sign", "row_norm", "col_norm", "spectral_norm", "scale", "col_norm+embedding",
                   "col_norm+all")
+# The arms the headline claims read (6: SCALE vs AdamW; 7: col_norm -> scale -> AdamW, and
+# col_norm+all; Muon beside AdamW): enough held-out seeds to decide claim 6's margin.
+HEADLINE_ARMS = ("scale", "adamw", "muon", "col_norm", "col_norm+all")
 PAPER_LRS = {label: 1e-3 for label in ARM_BY_LABEL} | {"sgd": 0.5}
 _PAPER_INSTRUMENT = InstrumentConfig(cheap_every=100, rows_every=1000, full_every=5000, probe_every=1000)
 
-REFERENCE_PRESET = Preset("reference", f"the paper's regime: cpu60m-half (0.23M, shaped like the 60M), "
-                          f"{V2_STEPS} steps x 32 x 128 tokens = 10 tokens per parameter; lr tuned per "
-                          "arm (x2 grid, bracketed beyond seed noise) and beta2 in {0.999, 0.95} for "
-                          "every Adam part, seeds 0-2; the ladder and the placements also at 3 tokens per "
-                          "parameter and on cpu60m at 3; 4-5 hours on 2 cores, resumable setting by "
-                          "setting (--settings)",
+REFERENCE_PRESET = Preset("reference", f"the paper's regime (protocol version 3): cpu60m-half (0.23M, "
+                          f"shaped like the 60M), {V2_STEPS} steps x 32 x 128 tokens = 10 tokens per "
+                          "parameter; lr, beta2 in {0.999, 0.95} and the embedding/output multiplier "
+                          "tuned per arm on seeds 0-1, bracketed on means; reported on held-out seeds "
+                          "from 100 (5-8 for the headline arms, 3 for the others); clipping off, with a "
+                          "sensitivity row at 1.0; the ladder and the placements also at 3 tokens per "
+                          "parameter and on cpu60m at 3 (version 2's runs); about 5 hours on 2 cores, "
+                          "resumable setting by setting (--settings)",
                           "cpu60m-half", V2_STEPS, 32, 32, 128, (0, 1, 2), 57, 16_384, _V2_INSTRUMENT,
-                          centers=V2_CENTERS, tune_seeds=(0,), grid_factor=2.0, max_extensions=4,
+                          centers=V2_CENTERS, tune_seeds=(0, 1), grid_factor=2.0, max_extensions=6,
                           beta2_choices=(0.999, 0.95), bracket_beyond_noise=True,
                           order_settings=(("short", "cpu60m-half", 170, ("sgd", *PLACEMENT_ARMS)),
                                           ("size2-short", "cpu60m", 340, PLACEMENT_ARMS)),
-                          centre_settings_on_main=True, device="cpu", precision="fp32")
+                          centre_settings_on_main=True, device="cpu", precision="fp32",
+                          held_out_seeds=tuple(range(100, 108)), headline_arms=HEADLINE_ARMS,
+                          clip_sensitivity=(("scale", "adamw", "muon"), 1.0), fused=False)
 
 # make reproduce: a labelled preview of the reference, its two headline arms on seed 0 at their
 # tuned lr and beta2 (two runs side by side: 4.5-5.3 minutes on 2 cores, measured)
@@ -192,7 +227,8 @@ QUICK_PRESET = replace(REFERENCE_PRESET, name="quick", description=(
     f"seed 0 of scale and adamw at the reference's setting (cpu60m-half, {V2_STEPS} steps x 32 x "
     "128 tokens = 10 tokens per parameter) and at their tuned lr and beta2; <= 10 min on 2 cores"),
     seeds=(0,), tune_seeds=(), order_settings=(), beta2_choices=(0.999,),
-    bracket_beyond_noise=False, arms=("scale", "adamw"), preview_of="reference")
+    bracket_beyond_noise=False, arms=("scale", "adamw"), preview_of="reference", held_out_seeds=(),
+    clip_sensitivity=None)
 
 PRESETS = {
     "smoke": Preset("smoke", "nano, 12 steps x 8 x 32 tokens, 1 seed; seconds (tests, notebooks)",

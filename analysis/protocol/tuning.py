@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from analysis.protocol.headline import final_loss, run_held_out
 from analysis.protocol.presets import Arm, Preset, tuned_points
 from analysis.recording import (
     CONFIG,
@@ -69,13 +70,6 @@ def _worker_init():
 
 def _job(config_dict: dict, run_dir: str) -> dict:
     return run_one(TrainConfig.from_dict(config_dict), Path(run_dir))
-
-
-def final_loss(result: dict) -> float:
-    """A run's final validation loss; inf when it diverged (a diverged run is the worst)."""
-    if result.get("diverged_at") or result.get("final_eval_loss") is None:
-        return math.inf
-    return float(result["final_eval_loss"])
 
 
 @dataclass
@@ -334,6 +328,8 @@ def main_centres(preset: Preset, out: Path, name: str, arms) -> dict[str, float]
 
 def _run_main(preset: Preset, out: Path, arms, runner: Runner, seeds) -> list[Path]:
     """The main setting of ``run_preset``."""
+    if preset.version == 3:   # tuned on tuning seeds, reported on held-out ones
+        return run_held_out(preset, out, arms, runner)
     seeds = tuple(seeds) if seeds is not None else preset.seeds
     first = preset.beta2_choices[0]
     beta2s = {}

@@ -1,9 +1,12 @@
-"""The paper's claims (arXiv 2506.16659) as rules, version 2, checked on a root of recorded runs.
+"""The paper's claims (arXiv 2506.16659) as rules, version 3, checked on a root of recorded runs.
 
 The rules and thresholds below were committed before the reference runs that judge them; a
 claim that does not hold is reported with its numbers. Each claim shows the paper's number
 beside ours (``analysis.results.paper``). Intervals are Student-t 95% over seeds; differences
-between arms are paired by seed (same data order and init). Version 2 tests what the paper
+between arms are paired by seed (same data order and init). Every verdict is three-way: "held",
+"did not hold" only when the interval excludes what the claim states, and "inconclusive"
+between (one seed decides nothing); a claim that reads AdamW is "inconclusive (baseline
+unstable)" while AdamW fails the stable-baseline gate (``analysis.results.gates``). Version 2 tests what the paper
 states (version 1 asked for two-sided closeness, ratios over differences that could be 0, strict
 orders between tied arms, and variance at equal steps).
 
@@ -62,9 +65,11 @@ from analysis.results.memory import state_elements
 from analysis.results.paper import ABLATION_PERPLEXITY, PERPLEXITY
 from analysis.results.paper import NORMALIZATIONS as LADDER
 from analysis.results.stats import final_results, fmt, paired, separated, summary
+from analysis.results.gates import adamw_spread_gate
 from analysis.results.variance_claims import (
     Claim,
     embedding_variance_claim,
+    three_way,
     variance_claim,
 )
 from toy_models.llama import load_config as model_config
@@ -133,9 +138,10 @@ def _better(results, a, b, title, paper) -> Claim:
     diff, half, n = paired(results, a, b)
     if n == 0:
         return Claim(title, rule, None, f"needs finished runs of `{a}` and `{b}`", paper)
-    held = diff < 0 and (not math.isfinite(half) or diff + half < 0)
-    return Claim(title, rule, held, f"loss({a}) - loss({b}) = {fmt(diff, half)} nats over {n} "
-                 f"seed{'s' if n > 1 else ''} (perplexity {100 * _ppl_gap(diff, 0):+.1f}%)", paper)
+    decided = math.isfinite(half)   # one seed decides nothing
+    return three_way(title, rule, decided and diff + half < 0, decided and diff - half >= 0,
+                     f"loss({a}) - loss({b}) = {fmt(diff, half)} nats over {n} "
+                     f"seed{'s' if n > 1 else ''} (perplexity {100 * _ppl_gap(diff, 0):+.1f}%)", paper)
 
 
 MOMENTUM_ARMS = ("scale", "col_norm+embedding", "col_norm+all")   # col_norm + momentum placed
@@ -157,19 +163,36 @@ def output_momentum_claim(results: pd.DataFrame, settings: dict | None = None) -
         parts.append(f"{name} ({frame['model'].iloc[0]}, {int(frame['steps'].iloc[0])} steps): " + ", ".join(
             f"{arm} - col_norm = {fmt(diff, half)}" for arm, diff, half, _ in gains))
         against += [name for arm, diff, half, _ in gains if arm == "scale" and diff > 0 and separated(diff, half)]
-    if not parts or main.held is None:
+    if not parts or (main.held is None and not main.inconclusive):
         return main
     rule = (main.rule + " at the main setting, and at no further tuned setting separated above 0")
     evidence = (f"main: {main.evidence}; " + "; ".join(parts)
                 + (f"; separated against it at {', '.join(against)}" if against else ""))
-    return Claim(main.title, rule, bool(main.held and not against), evidence, paper)
+    return three_way(main.title, rule, bool(main.held and not against),
+                     main.held is False or bool(against), evidence, paper)
 
 
-def adamw_claim(results: pd.DataFrame) -> Claim:
-    """Claim 6: SCALE non-inferior to tuned AdamW (perplexity gap's upper end <= +5%)."""
+UNSTABLE = "inconclusive (baseline unstable: AdamW's seeds fail the stable-baseline gate)"
+
+
+def _unstable(claim: Claim, stable: bool | None) -> Claim:
+    """A claim that reads AdamW is inconclusive while AdamW fails the stable-baseline gate."""
+    if stable is not False or claim.held is None and not claim.inconclusive:
+        return claim
+    return Claim(claim.title, claim.rule, None, f"{UNSTABLE}; the numbers: {claim.evidence}",
+                 claim.paper, inconclusive=True)
+
+
+def adamw_claim(results: pd.DataFrame, stable: bool | None = None) -> Claim:
+    """Claim 6: SCALE non-inferior to tuned AdamW: held when the perplexity gap's upper end is
+    <= +5%, did not hold when its lower end is above +5%, inconclusive between (with the margin
+    these seeds decide: the upper end); inconclusive too while AdamW is unstable (``stable``
+    False: the stable-baseline gate failed)."""
     title = "SCALE matches Adam (non-inferiority)"
     rule = (f"the upper end of the 95% interval of scale's perplexity gap to tuned adamw (paired by "
-            f"seed) at most +{100 * NON_INFERIOR:.0f}%; superiority (upper end below 0) reported as a fact")
+            f"seed) at most +{100 * NON_INFERIOR:.0f}% holds it, the lower end above "
+            f"+{100 * NON_INFERIOR:.0f}% refutes it, else inconclusive; superiority (upper end below "
+            "0) reported as a fact; inconclusive while AdamW fails the stable-baseline gate")
     paper = "scale vs adam perplexity: " + ", ".join(
         _paper_gap(m, "scale", "adamw") for m in ("60m", "130m", "350m", "1b"))
     diff, half, n = paired(results, "scale", "adamw")
@@ -177,14 +200,19 @@ def adamw_claim(results: pd.DataFrame) -> Claim:
         return Claim(title, rule, None, "needs `scale` and `adamw` on >= 2 seeds", paper)
     gap, low, high = (_ppl_gap(d, 0) for d in (diff, diff - half, diff + half))
     superior = " (superior: the whole interval is below 0)" if high < 0 else ""
-    return Claim(title, rule, bool(high <= NON_INFERIOR),
-                 f"perplexity gap {100 * gap:+.1f}% (95% interval {100 * low:+.1f}% .. "
-                 f"{100 * high:+.1f}%){superior}; loss difference {fmt(diff, half)} nats over {n} seeds",
-                 paper)
+    holds, fails = high <= NON_INFERIOR, low > NON_INFERIOR
+    decides = ("" if holds or fails else f"; these seeds decide a margin of {100 * high:+.1f}% "
+               f"(the upper end), not +{100 * NON_INFERIOR:.0f}%")
+    return _unstable(three_way(title, rule, holds, fails,
+                               f"perplexity gap {100 * gap:+.1f}% (95% interval {100 * low:+.1f}% .. "
+                               f"{100 * high:+.1f}%){superior}{decides}; loss difference "
+                               f"{fmt(diff, half)} nats over {n} seeds", paper), stable)
 
 
-def momentum_share_claim(results: pd.DataFrame) -> Claim:
-    """Claim 7: output momentum's share of the way from col_norm to AdamW."""
+def momentum_share_claim(results: pd.DataFrame, stable: bool | None = None) -> Claim:
+    """Claim 7: output momentum's share of the way from col_norm to AdamW: held when the share
+    is over ``MOST`` with the gain separated from 0, did not hold when even the gain's upper
+    end is under ``MOST`` of the gap (or the gain is separated below 0), else inconclusive."""
     title = "Output-layer momentum closes most of the way from column normalization to Adam"
     rule = (f"(loss(col_norm) - loss(scale)) / (loss(col_norm) - loss(adamw)) over {MOST:.0%}, "
             "paired by seed, only over a denominator whose interval excludes 0 (else "
@@ -206,13 +234,17 @@ def momentum_share_claim(results: pd.DataFrame) -> Claim:
         beside += (f"; scale keeps {100 * s.loc['scale', 'state_mb'] / s.loc['col_norm+all', 'state_mb']:.0f}% "
                    "of col_norm+all's state")
     if not separated(gap, gap_half) or gap <= 0:
-        return Claim(title, rule, None, f"inconclusive: col_norm - adamw = {fmt(gap, gap_half)} nats, "
-                     f"an interval that holds 0 or favours col_norm; output momentum's gain "
-                     f"{fmt(gain, gain_half)}{beside}", paper)
+        return _unstable(Claim(title, rule, None, f"inconclusive: col_norm - adamw = "
+                               f"{fmt(gap, gap_half)} nats, an interval that holds 0 or favours "
+                               f"col_norm; output momentum's gain {fmt(gain, gain_half)}{beside}",
+                               paper, inconclusive=True), stable)
     share = gain / gap
-    held = bool(share > MOST and separated(gain, gain_half) and gain > 0)
-    return Claim(title, rule, held, f"gain of output momentum {fmt(gain, gain_half)} nats of "
-                 f"col_norm's gap to adamw {fmt(gap, gap_half)}: share {100 * share:.0f}%{beside}", paper)
+    holds = bool(share > MOST and separated(gain, gain_half) and gain > 0)
+    fails = bool(gain + gain_half < MOST * gap or (separated(gain, gain_half) and gain < 0))
+    return _unstable(three_way(title, rule, holds, fails,
+                               f"gain of output momentum {fmt(gain, gain_half)} nats of col_norm's "
+                               f"gap to adamw {fmt(gap, gap_half)}: share {100 * share:.0f}%{beside}",
+                               paper), stable)
 
 
 def setting_results(root: str | Path) -> dict[str, pd.DataFrame]:
@@ -285,7 +317,7 @@ def order_claim(root, results: pd.DataFrame | None = None,
                      "(`scale-lab reproduce --preset reference`)", paper)
     held = None if resolved == 0 else contradicted == 0
     return Claim(title, rule, held, "; ".join(parts) + f" ({resolved} separated, {contradicted} "
-                 "against the paper's order)", paper)
+                 "against the paper's order)", paper, inconclusive=held is None)
 
 
 def theory_claim(frame: pd.DataFrame | None, results: pd.DataFrame, root) -> Claim:
@@ -300,7 +332,8 @@ def theory_claim(frame: pd.DataFrame | None, results: pd.DataFrame, root) -> Cla
     checked = theory.check(frame, results, root)
     if checked is None:
         return Claim(title, rule, None, "no probe rows on `col_norm` after warmup", paper)
-    return Claim(title, rule, checked.held, "; ".join(checked.lines()), paper)
+    return Claim(title, rule, checked.held, "; ".join(checked.lines()), paper,
+                 inconclusive=checked.held is None)
 
 
 def memory_claim(results: pd.DataFrame) -> Claim:
@@ -334,6 +367,7 @@ def suspect_arms(results: pd.DataFrame) -> list[str]:
 def all_claims(root, results: pd.DataFrame, lines: dict | None) -> list[Claim]:
     """Every claim, in the order of the module docstring."""
     settings = setting_results(root)
+    stable = adamw_spread_gate(results).passed
     try:
         frame = load_runs(root)
         variance = [variance_claim(frame, root), embedding_variance_claim(frame, root)]
@@ -342,5 +376,6 @@ def all_claims(root, results: pd.DataFrame, lines: dict | None) -> list[Claim]:
         variance = [Claim("Gradient variance claims", "needs instrumented runs", None, str(err))]
     return [*variance, *sgd_claims(results, lines, settings),
             output_momentum_claim(results, settings),
-            adamw_claim(results), momentum_share_claim(results), order_claim(root, results, settings),
+            adamw_claim(results, stable), momentum_share_claim(results, stable),
+            order_claim(root, results, settings),
             theory_claim(frame, results, root), memory_claim(results)]

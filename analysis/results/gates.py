@@ -3,13 +3,17 @@ report: a set of runs is evidence about the paper's claims only in the paper's r
 
 1. **Length**: at least ``MIN_TOKENS_PER_PARAMETER`` training tokens per parameter (the paper's
    runs: 10-25; arXiv 2506.16659).
-2. **Converged at its schedule**: for every arm's reported lr, the validation loss gained over
-   the last ``LAST_FRACTION`` of the steps is under ``MAX_LATE_GAIN`` of the run's total gain
-   (mean over seeds). The decay's own last gain is expected; arms are compared at the end of
-   the same schedule (rankings flip before it: arXiv 2509.02046).
+2. **Converged for the comparison**: the arms' absolute validation gains over the last
+   ``LAST_FRACTION`` of the steps (mean over seeds) differ by less than ``LATE_GAIN_MARGIN``,
+   the margin the claims decide, so the remaining gain could not flip a ranking by more than
+   it. The decay's own last gain is expected and alike for every arm; arms are compared at
+   the end of the same schedule (rankings flip before it: arXiv 2509.02046).
 3. **Past token statistics**: the best ``BEST_ARMS`` arms end below the corpus's bigram loss.
 4. **A stable baseline**: AdamW's seed spread (std of the final loss) is at most
-   ``MAX_ADAMW_SPREAD`` times the median spread of the other arms.
+   ``MAX_ADAMW_SPREAD`` times the median spread of the other arms. When it fails, the claims
+   that read AdamW say "inconclusive (baseline unstable)" (``analysis.results.claims``), and
+   version 3's tuning runs AdamW at its other beta2 choices and with clipping on the held-out
+   seeds (``analysis.protocol.headline``) so the report shows whether a stable AdamW exists.
 
 A gate that fails is reported on the report's first lines with what it means for the claims.
 """
@@ -27,7 +31,7 @@ from toy_models.llama import parameter_counts, read_config
 
 MIN_TOKENS_PER_PARAMETER = 10.0
 LAST_FRACTION = 0.2
-MAX_LATE_GAIN = 0.02
+LATE_GAIN_MARGIN = math.log(1.05)   # claim 6's +5% perplexity, in nats
 BEST_ARMS = 3
 MAX_ADAMW_SPREAD = 2.0
 
@@ -63,9 +67,9 @@ def length_gate(results: pd.DataFrame) -> Gate:
 
 
 def late_gain(run_dir) -> float:
-    """The share of a run's validation gain made over its last ``LAST_FRACTION`` of steps:
-    ``(L(s80) - L(end)) / (L(0) - L(end))`` with ``s80`` the last evaluation at or before 80% of
-    the steps (nan without evaluations there)."""
+    """The validation loss a run gained over its last ``LAST_FRACTION`` of steps, in nats:
+    ``L(s80) - L(end)`` with ``s80`` the last evaluation at or before 80% of the steps (nan
+    without evaluations there)."""
     frame = load_run(run_dir)
     evals = frame[(frame["stat"] == "eval_loss") & frame["param"].isna()].dropna(subset=["value"])
     evals = evals.groupby("step")["value"].last().sort_index()
@@ -73,25 +77,34 @@ def late_gain(run_dir) -> float:
         return math.nan
     end_step, end = evals.index[-1], evals.iloc[-1]
     before = evals[evals.index <= (1 - LAST_FRACTION) * end_step]
-    total = evals.iloc[0] - end
-    if before.empty or before.index[-1] == evals.index[0] or total <= 0:
+    if before.empty or before.index[-1] == evals.index[0]:
         return math.nan
-    return float((before.iloc[-1] - end) / total)
+    return float(before.iloc[-1] - end)
 
 
 def convergence_gate(results: pd.DataFrame) -> Gate:
-    """Gate 2: every arm's late validation gain (``late_gain``) under ``MAX_LATE_GAIN``."""
-    shares = {label: float(np.nanmean([late_gain(run) for run in part["run"]]))
-              for label, part in results.groupby("label") if part["diverged_at"].isna().all()}
-    known = {k: v for k, v in shares.items() if math.isfinite(v)}
-    worst = max(known, key=known.get) if known else None
-    evidence = ", ".join(f"{k} {100 * v:.1f}%" for k, v in sorted(known.items(), key=lambda kv: -kv[1]))
-    return Gate("converged", f"every arm's validation gain over the last {100 * LAST_FRACTION:.0f}% "
-                f"of steps under {100 * MAX_LATE_GAIN:.0f}% of its total gain (mean over seeds)",
-                None if worst is None else known[worst] < MAX_LATE_GAIN,
-                evidence or "no arm with evaluations at 80% of its steps",
-                "some arms were still improving at the end of the schedule: their final losses "
-                "understate what they reach, and an order between close arms may change with length")
+    """Gate 2: could the arms' remaining gain flip a ranking the claims decide? Each arm's
+    absolute late gain (``late_gain``, mean over seeds); the gap between two arms moved by the
+    difference of their late gains over the last stretch, so the gate passes when the largest
+    such difference is under ``LATE_GAIN_MARGIN`` (claim 6's margin, ln 1.05 nats)."""
+    gains = {}
+    for label, part in results.groupby("label"):
+        if part["diverged_at"].isna().all():
+            values = [v for v in (late_gain(run) for run in part["run"]) if math.isfinite(v)]
+            if values:
+                gains[label] = float(np.mean(values))
+    rule = (f"the arms' validation gains over the last {100 * LAST_FRACTION:.0f}% of steps (nats, mean "
+            f"over seeds) differ by less than {LATE_GAIN_MARGIN:.3f}, the margin the claims decide: "
+            "another such stretch could not flip a ranking by more than that")
+    if len(gains) < 2:
+        return Gate("converged", rule, None, "needs two arms with evaluations at 80% of their steps", "")
+    most, least = max(gains, key=gains.get), min(gains, key=gains.get)
+    spread = gains[most] - gains[least]
+    evidence = (", ".join(f"{k} {v:.3f}" for k, v in sorted(gains.items(), key=lambda kv: -kv[1]))
+                + f"; largest difference {spread:.3f} ({most} - {least})")
+    return Gate("converged", rule, bool(spread < LATE_GAIN_MARGIN), evidence,
+                f"{most} was still gaining {spread:.3f} nats more than {least} at the end: a longer "
+                "run could move their gap by more than the claims' margin")
 
 
 def bigram_gate(results: pd.DataFrame, lines: dict | None) -> Gate:

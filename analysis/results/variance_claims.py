@@ -20,16 +20,29 @@ MATCHED_LEVELS = 5        # claim 2: training-loss levels the variances are comp
 
 @dataclass
 class Claim:
-    """One claim as checked: rule, verdict (None: not checked), our numbers, the paper's."""
+    """One claim as checked: rule, verdict, our numbers, the paper's.
+
+    Three-way: ``held`` True ("held") or False ("did not hold": only when the interval
+    excludes what the claim states); None with ``inconclusive`` ("inconclusive": the numbers
+    cannot decide it), None alone ("not checked": the runs it reads are missing)."""
     title: str
     rule: str
     held: bool | None
     evidence: str
     paper: str = ""
+    inconclusive: bool = False
 
     @property
     def verdict(self) -> str:
+        if self.held is None and self.inconclusive:
+            return "inconclusive"
         return {True: "held", False: "did not hold", None: "not checked"}[self.held]
+
+
+def three_way(title: str, rule: str, holds: bool, fails: bool, evidence: str, paper: str = "") -> Claim:
+    """A claim decided by an interval: held, did not hold, or inconclusive when neither."""
+    return Claim(title, rule, True if holds else False if fails else None, evidence, paper,
+                 inconclusive=not (holds or fails))
 
 
 def _warmup(root: Path, run: str) -> int:
@@ -145,7 +158,8 @@ def embedding_variance_claim(frame: pd.DataFrame, root: str | Path = ".") -> Cla
                      "seeds whose training losses overlap after warmup", paper)
     mean, half = interval(logs["grad_var"])
     rel, rel_half = interval(logs["grad_var_rel"])
-    held = mean < 0 and (not math.isfinite(half) or mean + half < 0)
-    return Claim(title, rule, held, f"total: log ratio {fmt(mean, half)} (variance x "
+    decided = math.isfinite(half)
+    return three_way(title, rule, decided and mean + half < 0, decided and mean - half >= 0,
+                     f"total: log ratio {fmt(mean, half)} (variance x "
                  f"{math.exp(mean):.2f}); relative to ||g||^2: {fmt(rel, rel_half)}; over "
                  f"{len(logs['grad_var'])} seeds", paper)

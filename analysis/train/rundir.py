@@ -32,13 +32,13 @@ import time
 from pathlib import Path
 
 import analysis.train.checkpoint as checkpoint
+from analysis.provenance import provenance
 from analysis.recording import (
     CONFIG,
     METRICS,
     SEGMENTS,
     SPECTRA,
     RecordingError,
-    provenance,
     write_atomic,
 )
 from analysis.train.config import HYPER_KEYS, ConfigError, TrainConfig, hyper_record

