@@ -102,6 +102,23 @@ class NullRecorder:
     def close(self) -> None: ...
 
 
+RESULT_KEYS = ("steps", "first_eval_loss", "final_eval_loss", "final_perplexity")
+
+
+def check_result(result: dict, run_dir: Path) -> None:
+    """A result is complete (``RESULT_KEYS``) and its numbers finite, but the final losses of
+    a run recorded as diverged (``diverged_at``); ``RecordingError`` naming what is not."""
+    missing = [k for k in RESULT_KEYS if k not in result]
+    exempt = ("final_eval_loss", "final_perplexity") if result.get("diverged_at") else ()
+    bad = [k for k, v in result.items() if isinstance(v, float) and not math.isfinite(v)
+           and k not in exempt]
+    if missing or bad:
+        raise RecordingError(f"refusing to write {run_dir / RESULT}: "
+                             + "; ".join(([f"missing {', '.join(missing)}"] if missing else [])
+                                         + ([f"not finite: {', '.join(bad)}"] if bad else []))
+                             + "; the run's rows and checkpoints are kept")
+
+
 class Recorder:
     """Appends rows to a run directory; safe to use from one process (rank 0)."""
 
@@ -157,6 +174,8 @@ class Recorder:
             tracker.log_vector(step, param, role, stat, row["values"])
 
     def finish(self, result: dict) -> None:
+        """Write ``result.json`` (it marks the run finished), once ``check_result`` passes."""
+        check_result(result, self.run_dir)
         write_atomic(self.run_dir / RESULT, json.dumps(result, indent=2, default=str) + "\n")
 
     def close(self) -> None:

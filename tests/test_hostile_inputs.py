@@ -395,3 +395,93 @@ def test_figures_with_no_arguments_draw_the_shipped_reference(tmp_path, monkeypa
     out = capsys.readouterr()
     assert code == 0, out.err
     assert (tmp_path / "figures" / "lr_sweep.png").exists()
+
+
+# ---------------------------------------------------------------- a file made unwritable
+def _eperm():
+    return PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+
+@pytest.mark.parametrize("target", ["config.json", "segments.jsonl", "ckpt-00000004.pt",
+                                    "older checkpoint", "result.json", ".lock"])
+def test_a_file_of_the_run_turning_unwritable_is_one_line_naming_it(target, tmp_path, monkeypatch,
+                                                                     capsys):
+    """As ``chattr +i`` does: a rename onto the file, an append to it or its removal fails with
+    EPERM; the run says which file in one line, keeps what it wrote and gives the lock back
+    (or names it when the lock itself is the file)."""
+    from pathlib import Path
+
+    from analysis.train import rundir
+
+    real_replace, real_unlink = os.replace, Path.unlink
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name == target:
+            raise _eperm()
+        return real_replace(src, dst, *args, **kwargs)
+
+    def unlink(self, missing_ok=False):
+        if self.name == target or (target == "older checkpoint" and self.name == "ckpt-00000002.pt"):
+            raise _eperm()
+        return real_unlink(self, missing_ok=missing_ok)
+
+    def opening(path, mode="r", *args, **kwargs):
+        if Path(path).name == target and "a" in mode:
+            raise _eperm()
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    monkeypatch.setattr(rundir, "open", opening, raising=False)
+    run = tmp_path / "r"
+    code, err = run_cli(TINY + ["--out", str(run), "--save_every", "2", "--keep_checkpoints", "1"],
+                        capsys)
+    monkeypatch.undo()
+    lines = err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "Operation not permitted" in err
+    if target == ".lock":   # the run itself finished: its result stands, the lock is named
+        assert code == 0 and lines[0].startswith("note: the lock") and (run / "result.json").exists()
+        return
+    assert code == 2, err
+    named = "ckpt-00000002.pt" if target == "older checkpoint" else target
+    assert named in err
+    assert not (run / ".lock").exists()
+    assert not (run / "result.json").exists()
+    if target not in ("config.json", "segments.jsonl"):   # trained: its rows read back
+        assert {1, 2} <= set(load_run(run)["step"]) and "--resume" in err
+
+
+# ---------------------------------------------------------------- a finished run stays finished
+def test_a_resume_of_a_finished_run_changes_nothing_and_an_extension_covers_every_segment(
+        tmp_path, capsys):
+    run = tmp_path / "r"
+    args = TINY + ["--out", str(run), "--save_every", "2"]
+    assert main(args) == 0
+    capsys.readouterr()
+    before = snapshot(run)
+    for extra in ([], ["--allow-change"]):   # the same steps: nothing to resume, with or without
+        code, err = run_cli(args + ["--resume", *extra], capsys)
+        one_line(code, err)
+        assert "is finished at step 4 (result.json)" in err and "--allow-change" in err
+        assert snapshot(run) == before
+    longer = args.copy()
+    longer[longer.index("--steps") + 1] = "6"
+    assert main(longer + ["--resume", "--allow-change"]) == 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["steps"] == 6 and result["tokens"] == 6 * 4 * 32
+    assert result["tokens_per_s"] > 0 and result["final_train_loss"] == result["final_train_loss"]
+    assert "run_dir" not in result   # no absolute path of this machine in the record
+
+
+def test_a_result_that_is_not_finite_or_complete_is_never_written(tmp_path):
+    from analysis.recording import Recorder, RecordingError
+
+    with Recorder(tmp_path) as rec:
+        for bad, what in (({"steps": 4, "first_eval_loss": 9.0, "final_eval_loss": 7.0,
+                            "final_perplexity": 1e3, "final_train_loss": float("nan")},
+                           "not finite: final_train_loss"),
+                          ({"steps": 4, "first_eval_loss": 9.0}, "missing final_eval_loss")):
+            with pytest.raises(RecordingError, match=what):
+                rec.finish(bad)
+    assert not (tmp_path / "result.json").exists()

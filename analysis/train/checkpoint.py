@@ -76,7 +76,12 @@ def save(run_dir: Path, step: int, model_state: dict, optimizer_state: dict, pos
         raise CheckpointError(f"cannot write checkpoint {path} ({_cause(err)}); "
                               f"{advice(run_dir)}") from None
     for old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        old.unlink()
+        try:
+            old.unlink()
+        except OSError as err:
+            raise CheckpointError(f"cannot remove the older checkpoint {old} ({_cause(err)}); the "
+                                  f"last good checkpoint, {path.name}, is kept: fix permissions, "
+                                  "then --resume") from None
     return path
 
 

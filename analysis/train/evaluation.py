@@ -15,17 +15,22 @@ from analysis.recording import RecordingError, load_run, scalars
 from analysis.train.config import TrainConfig
 
 
-def recorded_first_eval(run_dir) -> float:
-    """The step-0 validation loss a resumed run recorded before it stopped (nan if none)."""
-
+def recorded_value(run_dir, stat: str, step: int) -> float:
+    """A run-level statistic a resumed run recorded at ``step`` before it stopped (nan if
+    none)."""
     if run_dir is None:
         return math.nan
     try:
-        rows = scalars(load_run(run_dir), "eval_loss")
+        rows = scalars(load_run(run_dir), stat)
     except RecordingError:  # a run directory without metrics: nothing recorded yet
         return math.nan
-    rows = rows[rows["step"] == 0]
-    return float(rows["value"].iloc[0]) if len(rows) else math.nan
+    rows = rows[rows["step"] == step]
+    return float(rows["value"].iloc[-1]) if len(rows) else math.nan
+
+
+def recorded_first_eval(run_dir) -> float:
+    """The step-0 validation loss a resumed run recorded before it stopped (nan if none)."""
+    return recorded_value(run_dir, "eval_loss", 0)
 
 
 def hardware_stats(device: torch.device, flops_per_s: float, world: int,

@@ -53,6 +53,7 @@ from analysis.train.evaluation import (
     evaluate,
     hardware_stats,
     recorded_first_eval,
+    recorded_value,
     token_loss,
 )
 from analysis.train.setup import Run, setup
@@ -254,14 +255,21 @@ def stop_if_interrupted(run: Run, done: int, received: list[int]) -> None:
 
 def finish(run: Run, first_eval: float, eval_loss: float, losses: list[float],
            tokens_per_s: float) -> TrainResult:
-    """The result; written as ``result.json`` (which marks the run finished)."""
+    """The result; written as ``result.json`` (which marks the run finished). A run resumed
+    from its final checkpoint (killed before it wrote its result) trains no step: its last
+    training loss and throughput are the ones it recorded."""
+    last = run.config.steps
+    if not losses:
+        losses = [recorded_value(run.run_dir, "loss", last)]
+        tokens_per_s = recorded_value(run.run_dir, "tokens_per_s", last)
     result = TrainResult(run_dir=run.run_dir, steps=run.config.steps, first_eval_loss=first_eval,
                          final_eval_loss=eval_loss, final_perplexity=math.exp(eval_loss),
-                         final_train_loss=losses[-1] if losses else math.nan,
+                         final_train_loss=losses[-1],
                          tokens=run.tokens_seen(run.config.steps), tokens_per_s=tokens_per_s,
                          optimizer_state_bytes=state_bytes(run.optimizer),
                          vocab_size=run.model.config.vocab_size, losses=losses)
-    run.recorder.finish({k: v for k, v in asdict(result).items() if k != "losses"})
+    # the run directory is where the file is: never an absolute path of the machine in the record
+    run.recorder.finish({k: v for k, v in asdict(result).items() if k not in ("losses", "run_dir")})
     return result
 
 
@@ -278,12 +286,21 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
     statistic to ``{"tensorboard": DIR, "wandb": PROJECT, "trackio": PROJECT}``
     (``analysis.instrument.trackers``)."""
     run = setup(config, out, overwrite, resume, allow_change, trackers)
+    failure = None
     try:
         return _loop(run, progress)
     except RecordingError as err:   # a failed write: say what can be resumed
-        raise RecordingError(f"{err}; {checkpoint.advice(run.run_dir)}") from None
-    finally:
-        run.close()   # the lock and files are given back however the loop ends
+        failure = f"{err}; {checkpoint.advice(run.run_dir)}"
+        raise
+    finally:   # the lock and files are given back however the loop ends, in one line
+        try:
+            note = run.close()
+        except RecordingError as err:   # closing a table failed after the loop ended
+            failure, note = failure or f"{err}; {checkpoint.advice(run.run_dir)}", ""
+        if failure is not None:
+            raise RecordingError(failure + (f"; {note}" if note else "")) from None
+        if note:
+            print(f"note: {note}", file=sys.stderr)
 
 
 def _loop(run: Run, progress: bool) -> TrainResult:

@@ -7,7 +7,9 @@
   An allowed change takes effect from the first resumed step (``checkpoint.apply_settings``),
   and readers take a run's settings from its last segment (``recording.run_settings``).
 - A resume of a directory that holds no run is refused (a mistyped path must not train from
-  scratch).
+  scratch), and so is a resume of a finished run (``result.json``): its record is never
+  rewritten; ``--allow-change`` with more steps extends it, its result then covering every
+  segment.
 - A resume is refused when ``config.json`` is missing or unreadable, when rows were recorded
   but no checkpoint was saved ("nothing to resume from"), and when a setting that changes the
   experiment (``EXPERIMENT_FIELDS``) differs from the recorded one, unless ``allow_change``,
@@ -36,9 +38,12 @@ from analysis.provenance import provenance
 from analysis.recording import (
     CONFIG,
     METRICS,
+    RESULT,
     SEGMENTS,
     SPECTRA,
     RecordingError,
+    load_result,
+    run_settings,
     write_atomic,
 )
 from analysis.train.config import HYPER_KEYS, ConfigError, TrainConfig, hyper_record
@@ -104,15 +109,21 @@ def acquire_lock(run_dir: Path) -> Path:
     raise ConfigError(f"cannot take the lock {path}: it keeps changing hands; retry")
 
 
-def release_lock(run_dir: Path) -> None:
-    """Remove the writer lock if this process holds it."""
+def release_lock(run_dir: Path) -> str:
+    """Remove the writer lock if this process holds it; "" when done (or not ours), else the
+    clause that names the lock left behind and why (a file made unwritable under the run)."""
     path = run_dir / LOCK
     try:
         holder = json.loads(path.read_text())
     except (OSError, ValueError):
-        return
+        return ""
     if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:
+            return (f"the lock {path} could not be removed ({err.strerror or err}): remove it by "
+                    "hand once the file is writable, before the next start")
+    return ""
 
 
 def recorded_config(run_dir: Path) -> TrainConfig:
@@ -152,6 +163,25 @@ def changed_settings(recorded: TrainConfig, config: TrainConfig) -> dict[str, li
     return {f: [old[f], new[f]] for f in EXPERIMENT_FIELDS if old[f] != new[f]}
 
 
+def refuse_finished(run_dir: Path, config: TrainConfig, allow_change: bool) -> None:
+    """A finished run (``result.json``) is never rewritten by a resume: only ``allow_change``
+    with more steps than it ran extends it; anything else is refused in one line."""
+    result = load_result(run_dir)
+    if result is None:
+        return
+    ran = result.get("steps") or run_settings(run_dir).get("steps") or 0
+    if result.get("diverged_at"):
+        raise ConfigError(f"{run_dir} diverged at step {result['diverged_at']} ({RESULT}); its record "
+                          "stays as it is: start a new directory with a lower learning rate")
+    if config.steps > ran and allow_change:
+        return
+    extend = (f"to train it further, resume with more --steps (now {config.steps}) and "
+              "--allow-change" if config.steps <= ran else
+              f"to extend it to {config.steps} steps, pass --allow-change")
+    raise ConfigError(f"{run_dir} is finished at step {ran} ({RESULT}); nothing to resume and "
+                      f"nothing was changed; {extend}")
+
+
 def check_resume(run_dir: Path, config: TrainConfig, allow_change: bool) -> dict[str, list]:
     """Refuse a resume that would make the records lie (module docstring); returns the
     changed settings (empty unless ``allow_change``)."""
@@ -169,6 +199,7 @@ def check_resume(run_dir: Path, config: TrainConfig, allow_change: bool) -> dict
         raise ConfigError(f"resuming {run_dir} would change the experiment ({listed}); resume with "
                           "the recorded settings, pass --allow-change to record the change, or start "
                           "a new directory")
+    refuse_finished(run_dir, config, allow_change)
     return changed
 
 

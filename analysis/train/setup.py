@@ -31,6 +31,7 @@ from analysis.recording import (
     SPECTRA,
     NullRecorder,
     Recorder,
+    RecordingError,
     run_config,
 )
 from analysis.train.config import ConfigError, TrainConfig
@@ -79,14 +80,20 @@ class Run:
     def sharded(self) -> bool:
         return sharded(self.config, self.world)
 
-    def close(self) -> None:
+    def close(self) -> str:
         """Close the recorder and give the run directory's writer lock back (idempotent; the
-        lock is given back even when closing the tables fails)."""
+        lock is given back even when closing the tables fails, and a table's failure names a
+        lock it could not remove). Returns "" or the clause naming a lock left behind."""
+        failure = None
         try:
             self.recorder.close()
-        finally:
-            if self.run_dir is not None and self.rank == 0:
-                rundir.release_lock(self.run_dir)
+        except RecordingError as err:
+            failure = err
+        note = (rundir.release_lock(self.run_dir)
+                if self.run_dir is not None and self.rank == 0 else "")
+        if failure is not None:
+            raise RecordingError(f"{failure}" + (f"; {note}" if note else "")) from None
+        return note
 
     def step_tokens(self) -> int:
         """Predicted tokens in one optimizer step (every sequence predicts ``seq_len - 1``)."""
