@@ -485,3 +485,27 @@ def test_a_result_that_is_not_finite_or_complete_is_never_written(tmp_path):
             with pytest.raises(RecordingError, match=what):
                 rec.finish(bad)
     assert not (tmp_path / "result.json").exists()
+
+
+def test_a_resume_under_other_package_versions_says_so_and_records_both(tmp_path, capsys):
+    """The message is compared whole, as a golden loss is: a change of wording is a decision."""
+    from analysis.provenance import provenance
+
+    run = tmp_path / "r"
+    args = TINY + ["--out", str(run), "--save_every", "2"]
+    assert main(args) == 0
+    (run / "ckpt-00000004.pt").unlink()   # as if killed after step 2
+    (run / "result.json").unlink()
+    segments = [json.loads(line) for line in (run / "segments.jsonl").read_text().splitlines()]
+    now = provenance()["versions"]
+    segments[0]["versions"] = {**now, "torch": "2.12.0", "datasets": "5.1.0"}
+    (run / "segments.jsonl").write_text("".join(json.dumps(s) + "\n" for s in segments))
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert err == [f"note: resuming with other package versions than the run ran with (torch 2.12.0 "
+                   f"-> {now['torch']}, datasets 5.1.0 -> {now['datasets']}); the new segment "
+                   "records both, and results may differ from an uninterrupted run"]
+    last = load_segments(run)[-1]
+    assert last["versions"] == now and last["versions_changed"] == {
+        "torch": ["2.12.0", now["torch"]], "datasets": ["5.1.0", now["datasets"]]}

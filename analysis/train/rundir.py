@@ -43,6 +43,8 @@ from analysis.recording import (
     SPECTRA,
     RecordingError,
     load_result,
+    load_segments,
+    read_json,
     run_settings,
     write_atomic,
 )
@@ -228,14 +230,41 @@ def supersede_after(run_dir: Path, step: int) -> int:
     return sum(_drop_after(run_dir / name, step) for name in (METRICS, SPECTRA))
 
 
+# the packages whose change between a run's start and its resume the segment states
+WATCHED_VERSIONS = ("torch", "transformers", "datasets", "scale-lab")
+
+
+def versions_changed(run_dir: Path, now: dict) -> dict[str, list]:
+    """``{package: [before, now]}`` for each watched package whose version differs from the
+    one the run's last segment (or, for older records, its ``config.json``) ran with."""
+    segments = load_segments(run_dir)
+    before = next((s["versions"] for s in reversed(segments) if s.get("versions")), None)
+    if before is None:
+        before = (read_json(run_dir / CONFIG) or {}).get("versions") or {}
+    return {name: [before.get(name), now.get(name)] for name in WATCHED_VERSIONS
+            if name in before and before.get(name) != now.get(name)}
+
+
+def versions_note(moved: dict[str, list]) -> str:
+    """The one line a resume with other package versions prints (the segment records both)."""
+    listed = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in moved.items())
+    return (f"resuming with other package versions than the run ran with ({listed}); the new "
+            "segment records both, and results may differ from an uninterrupted run")
+
+
 def append_segment(run_dir: Path, config: TrainConfig, start: int, resumed_from: str | None,
                    changed: dict | None = None, superseded: int = 0) -> dict:
     """Append this start's record to ``segments.jsonl``: where it starts, what it resumed, the
     settings its steps run with (``effective_settings``) and what changed; returns it."""
     info = provenance()
+    moved = versions_changed(run_dir, info["versions"]) if resumed_from is not None else {}
+    if moved:
+        print(f"note: {versions_note(moved)}", file=sys.stderr)
     segment = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "start_step": start,
                "resumed_from": resumed_from, "git_sha": info.get("git_sha"),
                "git_dirty": info.get("git_dirty"), "host": info.get("host"),
+               "cpu": info.get("cpu"), "threads": info.get("threads"), "versions": info["versions"],
+               "versions_changed": moved,
                "settings": effective_settings(config), "changed": changed or {},
                "superseded_rows": superseded}
     try:
