@@ -509,3 +509,40 @@ def test_a_resume_under_other_package_versions_says_so_and_records_both(tmp_path
     last = load_segments(run)[-1]
     assert last["versions"] == now and last["versions_changed"] == {
         "torch": ["2.12.0", now["torch"]], "datasets": ["5.1.0", now["datasets"]]}
+
+
+# ---------------------------------------------------------------- a model config of your own
+SMALL_LLAMA = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64}
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"hidden_size": 66}, "hidden_size 66 is not divisible by num_attention_heads 4; choose a "
+                          "multiple of 4 (e.g. 64 or 68)"),
+    ({"num_key_value_heads": 3}, "num_attention_heads 4 is not divisible by num_key_value_heads 3"),
+    ({"vocab_size": 1}, "vocab_size 1 cannot hold a tokenizer"),
+    ({"vocab_size": 100}, "vocab_size 100 is smaller than the tokenizer's 8192 tokens"),
+    ({"num_hidden_layers": 0}, "num_hidden_layers must be a positive integer, got 0"),
+    ({"hidden_act": "no-such-act"}, "transformers refuses the model config (KeyError: 'no-such-act')"),
+])
+def test_a_bad_model_config_of_your_own_is_one_line(edit, message, tmp_path, capsys):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(SMALL_LLAMA | edit))
+    code, err = run_cli([*TINY, "--model", str(path), "--out", str(tmp_path / "r")], capsys)
+    one_line(code, err)
+    assert message in err and str(path) in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_model_config_of_your_own_trains_with_the_vocabulary_it_states(tmp_path, capsys):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(SMALL_LLAMA))
+    assert main([*TINY, "--model", str(path), "--out", str(tmp_path / "a")]) == 0
+    record = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert record["config"]["model"] == str(path) and record["vocab_size"] == 8192   # the tokenizer's
+    path.write_text(json.dumps(SMALL_LLAMA | {"vocab_size": 9000}))
+    assert main([*TINY, "--model", str(path), "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["vocab_size"] == 9000
+    code, err = run_cli([*TINY, "--model", "gpt5", "--out", str(tmp_path / "c")], capsys)
+    one_line(code, err)
+    assert "or pass a path to a config JSON" in err

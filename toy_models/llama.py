@@ -21,8 +21,13 @@ CPU_MODELS = ("nano", "nano2k", "micro", "micro2k", "mini", "cpu60m", "cpu60m-ha
 
 
 class UnknownModelError(ValueError):
-    """A model name with no config file; the message lists the choices."""
+    """A model that cannot be built: a name with no config file (the message lists the
+    choices) or a config file with a bad shape (the message names the field and the fix)."""
     pass
+
+
+# what a config must say, and the shape rules a LLaMA needs (checked one line per problem)
+REQUIRED_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
 
 def model_names() -> list[str]:
@@ -30,17 +35,75 @@ def model_names() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
+def is_config_path(name: str) -> bool:
+    """Is ``--model`` a path to a config JSON of the user's (not a shipped name)?"""
+    return name.endswith(".json") or "/" in name
+
+
+def config_path(name: str) -> Path:
+    """The config file of a shipped name or a user's path; ``UnknownModelError`` otherwise."""
+    path = Path(name).expanduser() if is_config_path(name) else CONFIG_DIR / f"{name}.json"
+    if not path.is_file():
+        if is_config_path(name):
+            raise UnknownModelError(f"model config {name} does not exist; pass a LLaMA config JSON "
+                                    f"(hidden_size, intermediate_size, num_hidden_layers, "
+                                    f"num_attention_heads, ...) or one of {', '.join(model_names())}")
+        raise UnknownModelError(f"unknown model {name!r}; choose one of {', '.join(model_names())}, "
+                                "or pass a path to a config JSON")
+    return path
+
+
+def _config_fields(name: str) -> dict:
+    path = config_path(name)
+    try:
+        fields = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UnknownModelError(f"model config {path} is not readable JSON ({err}); fix the file") from None
+    if not isinstance(fields, dict):
+        raise UnknownModelError(f"model config {path} is not a JSON object of config fields; fix the file")
+    return fields
+
+
+def check_shape(fields: dict, where: str) -> None:
+    """One ``UnknownModelError`` line for the first shape a LLaMA cannot have: a missing or
+    non-positive size, heads that do not divide the hidden size, KV heads that do not divide
+    the heads, a vocabulary under 2."""
+    missing = [k for k in REQUIRED_FIELDS if k not in fields]
+    if missing:
+        raise UnknownModelError(f"model config {where} lacks {', '.join(missing)}; add them (a LLaMA "
+                                "config as transformers writes it)")
+    sizes = {k: fields[k] for k in (*REQUIRED_FIELDS, "num_key_value_heads", "vocab_size") if k in fields}
+    bad = [k for k, v in sizes.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+    if bad:
+        raise UnknownModelError(f"model config {where}: {bad[0]} must be a positive integer, got "
+                                f"{sizes[bad[0]]!r}")
+    h, heads = fields["hidden_size"], fields["num_attention_heads"]
+    kv = fields.get("num_key_value_heads", heads)
+    if h % heads:
+        near = sorted({heads * (h // heads), heads * (h // heads + 1)} - {0})
+        raise UnknownModelError(f"model config {where}: hidden_size {h} is not divisible by "
+                                f"num_attention_heads {heads}; choose a multiple of {heads} (e.g. "
+                                f"{' or '.join(map(str, near))}) or another head count")
+    if heads % kv:
+        raise UnknownModelError(f"model config {where}: num_attention_heads {heads} is not divisible by "
+                                f"num_key_value_heads {kv}; choose KV heads that divide the heads")
+    if "vocab_size" in fields and fields["vocab_size"] < 2:
+        raise UnknownModelError(f"model config {where}: vocab_size {fields['vocab_size']} cannot hold a "
+                                "tokenizer; leave it out to take the tokenizer's size, or set one >= it")
+
+
 def read_config(name: str, vocab_size: int | None = None, **overrides) -> SimpleNamespace:
-    """A named model's config file as attributes (``hidden_size``, ``vocab_size``, ...),
-    optionally resized to a vocab: enough for ``matrix_shapes`` and the counts, without
-    ``transformers`` (whose ``LlamaConfig`` takes seconds to import; ``load_config`` builds it
-    from these fields)."""
-    path = CONFIG_DIR / f"{name}.json"
-    if not path.exists():
-        raise UnknownModelError(f"unknown model {name!r}; choose one of {', '.join(model_names())}")
-    fields = json.loads(path.read_text())
+    """A model's config file (a shipped name or a path to a user's JSON) as attributes
+    (``hidden_size``, ``vocab_size``, ...), its shape checked (``check_shape``), optionally
+    resized to a vocab: enough for ``matrix_shapes`` and the counts, without ``transformers``
+    (whose ``LlamaConfig`` takes seconds to import; ``load_config`` builds it from these
+    fields). A user's config without ``vocab_size`` has ``vocab_size`` None until resized."""
+    fields = _config_fields(name)
     fields.pop("description", None)
     fields.pop("tokenizer", None)
+    check_shape(fields, str(config_path(name)) if is_config_path(name) else name)
+    fields.setdefault("vocab_size", None)
+    fields.setdefault("num_key_value_heads", fields["num_attention_heads"])
     if vocab_size is not None:
         fields["vocab_size"] = vocab_size
     fields.update(overrides)
@@ -48,19 +111,23 @@ def read_config(name: str, vocab_size: int | None = None, **overrides) -> Simple
 
 
 def load_config(name: str, vocab_size: int | None = None, **overrides):
-    """The ``LlamaConfig`` of a named model (``nano`` .. ``7b``), optionally resized to a vocab."""
+    """The ``LlamaConfig`` of a model (a shipped name or a config path), optionally resized to
+    a vocab; a field ``transformers`` refuses is one ``UnknownModelError`` line."""
     from transformers import LlamaConfig
 
-    return LlamaConfig(**vars(read_config(name, vocab_size, **overrides)), attn_implementation="sdpa")
+    fields = {k: v for k, v in vars(read_config(name, vocab_size, **overrides)).items() if v is not None}
+    defaults = {"initializer_range": 0.02, "tie_word_embeddings": False}
+    try:
+        return LlamaConfig(**(defaults | fields), attn_implementation="sdpa")
+    except Exception as err:   # transformers' strict validation: its first line names the field
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnknownModelError(f"transformers refuses the model config {name} ({first})") from None
 
 
 def model_tokenizer(name: str) -> str | None:
-    """The bundled tokenizer a CPU model is shaped for (its config's ``tokenizer`` field, a
-    directory under ``data/tokenizer``), or None for the default 8192-token BPE."""
-    path = CONFIG_DIR / f"{name}.json"
-    if not path.exists():
-        raise UnknownModelError(f"unknown model {name!r}; choose one of {', '.join(model_names())}")
-    return json.loads(path.read_text()).get("tokenizer")
+    """The bundled tokenizer a CPU model (or a user's config, by its ``tokenizer`` field) is
+    shaped for, a directory under ``data/tokenizer``; None for the default 8192-token BPE."""
+    return _config_fields(name).get("tokenizer")
 
 
 def build_model(config, seed: int = 0, dtype=None):
@@ -70,7 +137,11 @@ def build_model(config, seed: int = 0, dtype=None):
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+        try:
+            model = LlamaForCausalLM(config)
+        except (KeyError, ValueError, TypeError) as err:   # a field only the modules read
+            raise UnknownModelError(f"transformers refuses the model config ({type(err).__name__}: "
+                                    f"{err})") from None
         std = config.initializer_range
         with torch.no_grad():
             for module in model.modules():

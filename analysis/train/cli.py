@@ -34,7 +34,9 @@ def parser() -> argparse.ArgumentParser:
     p = Parser(prog="scale-lab train", description="Train a LLaMA with a recipe.")
     d = TrainConfig()
     record = d.to_dict()   # the optimizer's settings by their flag names
-    p.add_argument("--model", default=d.model, help="nano | micro | mini | 60m | 130m | 350m | 1b | 7b")
+    p.add_argument("--model", default=d.model,
+                   help="nano | micro | mini | 60m | 130m | 350m | 1b | 7b, or a path to a LLaMA "
+                        "config JSON of your own")
     p.add_argument("--optimizer", default=d.optimizer, help="a recipe name, or 'list'")
     p.add_argument("--momentum", default=None, help="momentum placement: none | output | embedding | all")
     for name in ("lr", "adam_lr"):

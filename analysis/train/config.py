@@ -22,7 +22,9 @@ from analysis.optim.recipes import get_recipe
 from toy_models.data import HUB_DATASETS
 from toy_models.llama import (
     CPU_MODELS,
+    PAPER_MODELS,
     UnknownModelError,
+    is_config_path,
     model_tokenizer,
     read_config,
 )
@@ -180,7 +182,7 @@ class TrainConfig:
         (as its protocol) and 32k for the CPU-sized ones."""
         if self.eval_tokens is not None:
             return self.eval_tokens
-        return 32_768 if self.model in CPU_MODELS else 10_000_000
+        return 10_000_000 if self.model in PAPER_MODELS else 32_768
 
     def streaming(self) -> bool:
         return self.stream if self.stream is not None else self.data in HUB_DATASETS
@@ -193,10 +195,21 @@ class TrainConfig:
     def vocab_size(self, tokenizer_size: int) -> int:
         """The model's vocabulary for a tokenizer of ``tokenizer_size`` tokens: a CPU model is
         shaped to its tokenizer; a paper model keeps its config's rows (32000) and grows to hold
-        a larger tokenizer (T5's 32100: 32000 SentencePiece pieces and 100 sentinels)."""
+        a larger tokenizer (T5's 32100: 32000 SentencePiece pieces and 100 sentinels); a user's
+        config keeps its ``vocab_size`` (refused when smaller than the tokenizer) or, without
+        one, takes the tokenizer's."""
         if self.model in CPU_MODELS:
             return tokenizer_size
-        return max(read_config(self.model).vocab_size, tokenizer_size)
+        configured = read_config(self.model).vocab_size
+        if is_config_path(self.model):   # a user's shape: stated or refused, never replaced
+            if configured is None:
+                return tokenizer_size
+            if configured < tokenizer_size:
+                raise ConfigError(f"model config {self.model}: vocab_size {configured} is smaller than "
+                                  f"the tokenizer's {tokenizer_size} tokens; set vocab_size >= "
+                                  f"{tokenizer_size}, or leave it out to take the tokenizer's")
+            return configured
+        return max(configured, tokenizer_size)
 
     def warmup(self) -> int:
         return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 10)

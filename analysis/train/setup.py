@@ -40,6 +40,7 @@ from toy_models.data import load_blocks
 from toy_models.llama import (
     build_model,
     flops_per_token,
+    UnknownModelError,
     load_config,
 )
 from toy_models.stream import StreamData
@@ -204,8 +205,11 @@ def build(config: TrainConfig, device: torch.device, precision: str, world: int 
                           rank=rank, world_size=world)
     else:
         data = load_blocks(tokenizer, config.seq_len, source=config.data, seed=config.seed)
-    model = build_model(load_config(config.model, vocab_size=config.vocab_size(len(tokenizer))),
-                        seed=config.seed)
+    try:
+        model = build_model(load_config(config.model, vocab_size=config.vocab_size(len(tokenizer))),
+                            seed=config.seed)
+    except UnknownModelError as err:   # a user's config that transformers refuses
+        raise ConfigError(f"{err} ({config.model})") from None
     if precision in WEIGHT_DTYPES:
         model = model.to(WEIGHT_DTYPES[precision])
     model = model.to(device)
