@@ -36,6 +36,7 @@ from analysis.results.report import preview_line, write_report
 from analysis.train.config import ConfigError
 from analysis.train.dryrun import plan
 from toy_models.corpus import CorpusError
+from toy_models.files import NotWritable
 from toy_models.llama import model_tokenizer
 from toy_models.ngram import for_run
 from toy_models.tokenizer import load_tokenizer
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                        args.seeds, args.settings)
         if preset.data == "bundled":
             write_reference_lines(preset, out)
-    except (ConfigError, CorpusError, RecipeError) as err:
+    except (ConfigError, CorpusError, RecipeError, NotWritable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

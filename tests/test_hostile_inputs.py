@@ -546,3 +546,48 @@ def test_a_model_config_of_your_own_trains_with_the_vocabulary_it_states(tmp_pat
     code, err = run_cli([*TINY, "--model", "gpt5", "--out", str(tmp_path / "c")], capsys)
     one_line(code, err)
     assert "or pass a path to a config JSON" in err
+
+
+# ---------------------------------------------------------------- read-only caches and homes
+def test_setup_into_a_read_only_home_is_one_line_with_the_fix(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from toy_models import corpus
+
+    home = tmp_path / "ro"
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if home in (self, *self.parents):
+            raise _eperm()
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    monkeypatch.setattr(corpus, "DOWNLOAD_DIR", home / "downloads")
+    code = corpus.main(["--out", str(home / "corpus")])
+    err = capsys.readouterr().err.strip()
+    one_line(code, err)
+    assert f"cannot write in {home / 'downloads'} (Operation not permitted)" in err
+    assert "SCALE_LAB_HOME" in err and "scale-lab setup --home DIR" in err
+
+
+def test_a_read_only_token_cache_is_one_line_with_the_fix(tmp_path, monkeypatch, capsys):
+    """A data file the cache has not seen must be tokenized and cached: the cache's directory
+    refusing the file is named, nothing is trained."""
+    import tempfile
+
+    (tmp_path / "train.jsonl").write_text('{"text": "to be or not to be that is the question"}\n' * 50)
+    (tmp_path / "validation.jsonl").write_text('{"text": "whether tis nobler in the mind"}\n' * 20)
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        if str(kwargs.get("suffix", "")).endswith(".tmp") and ".npy" in str(kwargs.get("prefix", "")):
+            raise _eperm()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    code, err = run_cli(TINY + ["--data", str(tmp_path / "*.jsonl"), "--precision", "fp32",
+                                "--out", str(tmp_path / "r")], capsys)
+    one_line(code, err)
+    assert "cannot write in" in err and "cache" in err and "SCALE_LAB_HOME" in err
+    assert not (tmp_path / "r").exists()

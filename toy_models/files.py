@@ -11,12 +11,41 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+HOME_FIX = ("set SCALE_LAB_HOME to a writable directory (or run `scale-lab setup --home DIR` "
+            "and export what it says)")
+
+
+class NotWritable(PermissionError):
+    """A directory the toolkit must write into (a cache, a download, a build) cannot be
+    written; ``str()`` is the one line that names it, the cause and the fix."""
+
+    def __init__(self, directory: Path, cause: OSError, fix: str = HOME_FIX):
+        self.directory = Path(directory)
+        super().__init__(cause.errno, f"cannot write in {directory} ({cause.strerror or cause}); {fix}")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def make_dir(directory: Path, fix: str = HOME_FIX) -> Path:
+    """``directory`` (and its parents) created if missing; ``NotWritable`` when it cannot be."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NotWritable(directory, err, fix) from None
+    return Path(directory)
+
+
+def write_atomic(path: Path, write: Callable[[Path], None], fix: str = HOME_FIX) -> Path:
     """Call ``write(tmp)`` on a fresh temporary file in ``path``'s directory, then rename it to
-    ``path``; the temporary file is removed if anything fails. Returns ``path``."""
+    ``path``; the temporary file is removed if anything fails. Returns ``path``. A directory
+    that cannot be made or written raises ``NotWritable`` (naming it and ``fix``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    make_dir(path.parent, fix)
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise NotWritable(path.parent, err, fix) from None
     os.close(fd)
     tmp = Path(name)
     try:

@@ -78,7 +78,11 @@ def kernels():
             with _ninja_on_path():
                 load(build_name(), [str(SOURCE)], extra_cflags=list(FLAGS),
                      extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
-        except (RuntimeError, OSError, ImportError, ValueError) as error:
+        except OSError as error:   # the build directory: read-only, full, missing
+            where = os.environ.get("TORCH_EXTENSIONS_DIR") or "~/.cache/torch_extensions"
+            raise KernelBuildError(f"cannot build in {where} ({error.strerror or error}); set "
+                                   "TORCH_EXTENSIONS_DIR to a writable directory") from error
+        except (RuntimeError, ImportError, ValueError) as error:
             text = str(error).strip()
             lines = [line for line in text.splitlines() if "error" in line.lower()] or text.splitlines() or [""]
             raise KernelBuildError(f"{type(error).__name__}: {lines[0][:300]}") from error

@@ -27,6 +27,7 @@ from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.dryrun import plan
 from analysis.train.loop import TrainingDiverged, TrainingInterrupted, train
 from toy_models.corpus import CorpusError
+from toy_models.files import NotWritable
 
 
 def parser() -> argparse.ArgumentParser:
@@ -179,7 +180,7 @@ def _main(argv: list[str] | None) -> int:
                        progress=not args.no_progress, allow_change=args.allow_change,
                        trackers=trackers_for(args, out))
     except (ConfigError, CorpusError, CheckpointError, RecordingError, TrainingDiverged,
-            FileNotFoundError) as err:
+            FileNotFoundError, NotWritable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as err:

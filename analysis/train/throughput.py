@@ -23,12 +23,13 @@ from __future__ import annotations
 import copy
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from analysis.recording import read_json, write_atomic
+from analysis.recording import RecordingError, read_json, write_atomic
 from toy_models.paths import built_data
 
 # dense bf16 peak FLOP/s per GPU by device-name fragment, for MFU (no sparsity); an unknown
@@ -63,10 +64,10 @@ def _cached(name: str, key: str, measure):
     if key not in table:
         table[key] = measure()
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(cache, json.dumps(table, indent=1))
-        except Exception:   # an unwritable cache costs a measurement per run, never the run
-            pass
+        except RecordingError as err:   # an unwritable cache costs a measurement per run, never the run
+            print(f"note: {err}; measured again on every run: set SCALE_LAB_HOME to a writable "
+                  "directory to keep it", file=sys.stderr)
     return table[key]
 
 
