@@ -240,15 +240,22 @@ def _parse_line(line: str, scan=json.scanner.make_scanner(json.JSONDecoder())):
 
 def bad_rows(frame: pd.DataFrame, torn: int = 0) -> str | None:
     """One run's bad rows in words: how many lines were unreadable and which statistics hold
-    non-finite values (recorded as null), None when there are none."""
+    non-finite values, counted by kind (NaN or null, as this toolkit records them; Infinity
+    and -Infinity, which JSON readers also accept), None when there are none."""
+    import pandas as pd
+
     column = "value" if "value" in frame else None
     parts = [f"{torn} unreadable line(s) skipped"] if torn else []
     if column is not None:
-        null = frame[frame[column].isna()]
-        if not null.empty:
-            counts = null["stat"].value_counts()
-            parts.append(f"{len(null)} non-finite value(s) (" + ", ".join(
-                f"{stat} x{n}" for stat, n in counts.items()) + ")")
+        values = pd.to_numeric(frame[column], errors="coerce")
+        kinds = {"NaN or null": values.isna(), "Infinity": values == math.inf,
+                 "-Infinity": values == -math.inf}
+        bad = kinds["NaN or null"] | kinds["Infinity"] | kinds["-Infinity"]
+        if bad.any():
+            counts = frame[bad]["stat"].value_counts()
+            parts.append(f"{int(bad.sum())} non-finite value(s): " + ", ".join(
+                f"{int(mask.sum())} {kind}" for kind, mask in kinds.items() if mask.any())
+                + " (" + ", ".join(f"{stat} x{n}" for stat, n in counts.items()) + ")")
     return "; ".join(parts) or None
 
 

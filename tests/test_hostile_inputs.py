@@ -381,7 +381,8 @@ def test_figures_name_bad_rows_and_draw_a_nan_final_eval_as_a_divergence(tmp_pat
                                            and '"value": null' not in line)]
     (bad / METRICS).write_text("\n".join(kept))
     notes = RunSet(tmp_path / "runs").bad_row_notes()
-    assert notes == ["note: run bad: 1 unreadable line(s) skipped; 1 non-finite value(s) (eval_loss x1)"]
+    assert notes == ["note: run bad: 1 unreadable line(s) skipped; 1 non-finite value(s): 1 NaN or "
+                     "null (eval_loss x1)"]
     fig = figures.loss_curves(RunSet(tmp_path / "runs"))
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert any("diverged" in t for t in texts), texts
@@ -591,3 +592,61 @@ def test_a_read_only_token_cache_is_one_line_with_the_fix(tmp_path, monkeypatch,
     one_line(code, err)
     assert "cannot write in" in err and "cache" in err and "SCALE_LAB_HOME" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_figures_count_non_finite_values_by_kind_and_name_an_empty_metrics_file(tmp_path):
+    import shutil
+
+    from analysis.results import figures
+    from analysis.results.run_set import MissingData, RunSet
+
+    good = tmp_path / "runs" / "good"
+    train(tiny_config(steps=4, eval_every=2), out=good, progress=False)
+    odd = tmp_path / "runs" / "odd"
+    shutil.copytree(good, odd)
+    rows = [json.loads(line) for line in (odd / METRICS).read_text().splitlines()]
+    losses = [r for r in rows if r["stat"] == "loss"]
+    text = (odd / METRICS).read_text()
+    for row, literal in zip(losses, ["Infinity", "Infinity", "-Infinity", "NaN"]):
+        text = text.replace(json.dumps(row), json.dumps({**row, "value": 0.0}).replace("0.0", literal))
+    (odd / METRICS).write_text(text)
+    notes = RunSet(tmp_path / "runs").bad_row_notes()
+    assert notes == ["note: run odd: 4 non-finite value(s): 1 NaN or null, 2 Infinity, 1 -Infinity "
+                     "(loss x4)"]
+    empty = tmp_path / "empty" / "run"
+    shutil.copytree(good, empty)
+    (empty / METRICS).write_text("")
+    with pytest.raises(MissingData, match="the metrics file of run is empty or unreadable"):
+        figures.loss_curves(RunSet(tmp_path / "empty"))
+
+
+def test_figures_stay_quiet_beside_a_font_list_without_matplotlib_s_fonts(tmp_path):
+    """Another matplotlib of the same version may have written the user's font list without
+    matplotlib's own fonts: a figure with math must still print nothing on stderr."""
+    make_list = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        import matplotlib
+        from matplotlib import font_manager as fm
+        fresh = fm.FontManager()
+        own = str(Path(matplotlib.get_data_path()) / "fonts")
+        fresh.ttflist = [f for f in fresh.ttflist if not f.fname.startswith(own)]
+        fresh.afmlist = [f for f in fresh.afmlist if not f.fname.startswith(own)]
+        fm.json_dump(fresh, Path(sys.argv[1]) / f"fontlist-v{fm.FontManager.__version__}.json")
+    """)
+    draw = textwrap.dedent("""
+        import sys
+        from analysis.results import style
+        fig, (ax,) = style.figure()
+        ax.set_title(r"$\\sigma^2 / \\|g\\|^2$")
+        fig.savefig(sys.argv[1])
+    """)
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    (tmp_path / "mpl").mkdir()
+    made = subprocess.run([sys.executable, "-c", make_list, str(tmp_path / "mpl")], env=env,
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    done = subprocess.run([sys.executable, "-c", draw, str(tmp_path / "f.png")], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert (tmp_path / "f.png").stat().st_size > 0

@@ -81,6 +81,12 @@ class RunSet:
         """Why a per-layer statistic is missing: no instrumentation, or instrumented runs whose
         batches could not give it."""
         runs = self.metrics["run"].unique()
+        names = [r.relative_to(self.root).as_posix() if r != self.root else r.name
+                 for r in scan_runs(self.root)[0]]   # as load_runs names them
+        empty = [name for name in names if name not in set(runs)]
+        if empty:
+            return (f"the metrics file of {', '.join(empty)} is empty or unreadable: nothing was "
+                    "recorded there (train it again, or remove it from the root)")
         instrumented = [r for r in runs if (self.root / r).is_dir()
                         and run_settings(self.root / r).get("instrument")]
         if not instrumented:

@@ -13,10 +13,28 @@ ROLE_ORDER = ("output", "embedding", "hidden", "vector")
 _ROLE_COLOURS = {"output": "#d62728", "embedding": "#1f77b4", "hidden": "#7f7f7f", "vector": "#bcbd22"}
 
 
+def ensure_bundled_fonts() -> None:
+    """matplotlib's font list comes from a cache file that another matplotlib of the same
+    version may have written on this machine without matplotlib's own fonts (DejaVu, STIX);
+    then every figure with math prints ``findfont`` warnings. When they are missing, the list
+    is rebuilt in memory from the fonts on disk (the user's cache file is left as it is)."""
+    from matplotlib import font_manager
+
+    manager = font_manager.fontManager
+    if {"DejaVu Sans", "STIXGeneral"} <= {font.name for font in manager.ttflist}:
+        return
+    # in place, so the module's aliases of the manager's methods (findfont, ...) see it too
+    manager.__dict__.update(font_manager.FontManager().__dict__)
+    font_manager.FontManager._findfont_cached.cache_clear()
+
+
 def apply() -> None:
-    """Seaborn's paper context, white grid, non-interactive backend when no display is set."""
+    """Seaborn's paper context, white grid, non-interactive backend when no display is set,
+    matplotlib's own fonts present (``ensure_bundled_fonts``)."""
     import matplotlib
     import seaborn as sns
+
+    ensure_bundled_fonts()
 
     if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline",):
         matplotlib.use("Agg", force=False)
