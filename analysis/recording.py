@@ -97,7 +97,7 @@ class NullRecorder:
 
     def log_vector(self, step: int, param, role, stat: str, values) -> None: ...
 
-    def finish(self, result: dict) -> None: ...
+    def finish(self, result: dict, required=()) -> None: ...
 
     def close(self) -> None: ...
 
@@ -105,10 +105,11 @@ class NullRecorder:
 RESULT_KEYS = ("steps", "first_eval_loss", "final_eval_loss", "final_perplexity")
 
 
-def check_result(result: dict, run_dir: Path) -> None:
-    """A result is complete (``RESULT_KEYS``) and its numbers finite, but the final losses of
-    a run recorded as diverged (``diverged_at``); ``RecordingError`` naming what is not."""
-    missing = [k for k in RESULT_KEYS if k not in result]
+def check_result(result: dict, run_dir: Path, required=()) -> None:
+    """A result holds every ``required`` key (the trainer's: ``RESULT_KEYS``) and finite
+    numbers, but the final losses of a run recorded as diverged (``diverged_at``);
+    ``RecordingError`` naming what is not."""
+    missing = [k for k in required if k not in result]
     exempt = ("final_eval_loss", "final_perplexity") if result.get("diverged_at") else ()
     bad = [k for k, v in result.items() if isinstance(v, float) and not math.isfinite(v)
            and k not in exempt]
@@ -173,9 +174,9 @@ class Recorder:
         for tracker in self.trackers:
             tracker.log_vector(step, param, role, stat, row["values"])
 
-    def finish(self, result: dict) -> None:
+    def finish(self, result: dict, required=()) -> None:
         """Write ``result.json`` (it marks the run finished), once ``check_result`` passes."""
-        check_result(result, self.run_dir)
+        check_result(result, self.run_dir, required)
         write_atomic(self.run_dir / RESULT, json.dumps(result, indent=2, default=str) + "\n")
 
     def close(self) -> None:

@@ -476,7 +476,7 @@ def test_a_resume_of_a_finished_run_changes_nothing_and_an_extension_covers_ever
 
 
 def test_a_result_that_is_not_finite_or_complete_is_never_written(tmp_path):
-    from analysis.recording import Recorder, RecordingError
+    from analysis.recording import RESULT_KEYS, Recorder, RecordingError
 
     with Recorder(tmp_path) as rec:
         for bad, what in (({"steps": 4, "first_eval_loss": 9.0, "final_eval_loss": 7.0,
@@ -484,7 +484,7 @@ def test_a_result_that_is_not_finite_or_complete_is_never_written(tmp_path):
                            "not finite: final_train_loss"),
                           ({"steps": 4, "first_eval_loss": 9.0}, "missing final_eval_loss")):
             with pytest.raises(RecordingError, match=what):
-                rec.finish(bad)
+                rec.finish(bad, required=RESULT_KEYS)
     assert not (tmp_path / "result.json").exists()
 
 

@@ -47,7 +47,7 @@ import analysis.train.checkpoint as checkpoint
 import analysis.train.parallel as parallel
 from analysis.instrument.hooks import Instrumentation
 from analysis.optim.optimizer import state_bytes
-from analysis.recording import RecordingError
+from analysis.recording import RESULT_KEYS, RecordingError
 from analysis.train.config import TrainConfig
 from analysis.train.evaluation import (
     evaluate,
@@ -185,7 +185,7 @@ def stop_diverged(run: Run, step: int, mean_loss: float, grad_norm: float, first
     run.recorder.log(step, {"loss": mean_loss, "grad_norm": grad_norm})
     run.recorder.finish({"diverged_at": step, "steps": run.config.steps,
                          "first_eval_loss": first_eval, "final_eval_loss": math.nan,
-                         "final_perplexity": math.nan})
+                         "final_perplexity": math.nan}, required=RESULT_KEYS)
     raise TrainingDiverged(f"non-finite {what} at step {step}; lower the learning "
                            "rate (the last good checkpoint is kept)")
 
@@ -269,7 +269,8 @@ def finish(run: Run, first_eval: float, eval_loss: float, losses: list[float],
                          optimizer_state_bytes=state_bytes(run.optimizer),
                          vocab_size=run.model.config.vocab_size, losses=losses)
     # the run directory is where the file is: never an absolute path of the machine in the record
-    run.recorder.finish({k: v for k, v in asdict(result).items() if k not in ("losses", "run_dir")})
+    run.recorder.finish({k: v for k, v in asdict(result).items() if k not in ("losses", "run_dir")},
+                        required=RESULT_KEYS)
     return result
 
 

@@ -28,7 +28,9 @@ def _fake_run(root, label, seed, loss, optimizer=None, momentum=None, state=0, v
         for step, by_role in (variance or {}).items():
             for role, value in by_role.items():
                 rec.log(step, {s: value for s in VARIANCE_STATS}, param=f"{role}.w", role=role)
-        rec.finish({"first_eval_loss": 9.0, "final_eval_loss": loss, "optimizer_state_bytes": state})
+        diverged = {} if loss == loss else {"diverged_at": 2}   # a NaN loss: recorded as diverged
+        rec.finish({"first_eval_loss": 9.0, "final_eval_loss": loss, "optimizer_state_bytes": state,
+                    **diverged})
 
 
 def _tuning(path, model, steps, losses):
