@@ -18,6 +18,18 @@ if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cpu_kernels_built():
+    """The fused step's CPU kernels, built (or loaded) once before any test: a default run
+    takes the fused step, and the first build on a machine says so on stderr, which the tests
+    that read a run's stderr must not see."""
+    from analysis.optim import cpu_kernels
+    try:
+        cpu_kernels.kernels()
+    except cpu_kernels.KernelBuildError:
+        pass   # a machine without a compiler: the runs fall back, and say so (tested)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from toy_models.tokenizer import load_tokenizer

@@ -25,7 +25,7 @@ import torch
 
 SOURCE = Path(__file__).with_name("scale_cpu.cpp")
 # -ffp-contract=off: no fused multiply-add, so a row's sum does not depend on where the
-# compiler chose to contract (DESIGN: a result must not change with the CPU's kernels)
+# compiler chose to contract (a result must not change with the CPU's kernels)
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp")
 
 _LOADED: dict[str, object] = {}
@@ -67,6 +67,18 @@ def _ninja_on_path():
         yield
     finally:
         os.environ["PATH"] = saved
+
+
+def is_built() -> bool:
+    """Is this source's extension already in torch's extension cache (so loading it builds
+    nothing)?"""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    name = build_name()
+    try:
+        return (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists()
+    except OSError:
+        return False
 
 
 def kernels():

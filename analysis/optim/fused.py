@@ -296,3 +296,13 @@ def adam_steps_agree(rule: FusedRule, states: list[dict]) -> bool:
         return True
     key = rule.adam_prefix + "step"
     return len({state[key] for state in states}) == 1
+
+
+def step_path(optimizer) -> str:
+    """"fused" when some group of ``optimizer`` (or of its inner optimizers) takes a fused rule,
+    else "readable" (a recipe with no fused rule, or ``fused=False``)."""
+    for inner in getattr(optimizer, "optimizers", [optimizer]):
+        if getattr(inner, "fused", False) and any(
+                fusable(inner.transform_of(group)) is not None for group in inner.param_groups):
+            return "fused"
+    return "readable"

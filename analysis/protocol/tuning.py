@@ -389,7 +389,10 @@ def cache_sweep(out: Path, dst: Path) -> int:
     for run in done:
         target = Path(dst) / run.relative_to(out)
         target.mkdir(parents=True, exist_ok=True)
-        for name in (CONFIG, RESULT, SEGMENTS):
+        for name in (CONFIG, SEGMENTS):
             if (run / name).exists():
                 shutil.copy2(run / name, target / name)
+        # the run's directory is where the file is: no absolute path of the machine is carried
+        result = {k: v for k, v in load_result(run).items() if k != "run_dir"}
+        write_atomic(target / RESULT, json.dumps(result, indent=2) + "\n")
     return len(done)

@@ -9,6 +9,7 @@ import math
 import os
 from pathlib import Path
 
+import analysis.results.held_out_report as held_out_report
 from analysis.arguments import Parser
 from analysis.recording import (
     REFERENCE_LINES,
@@ -43,8 +44,11 @@ def setup_lines(root: Path, results) -> list[str]:
              f"steps x {config.get('batch_size')} x {config.get('seq_len')} tokens = "
              f"{first['tokens'] / 1e6:.2f}M tokens. Learning rates: one peak lr for the matrices "
              "per arm (tuned, below), the same "
-             f"vectors' Adam lr ({config.get('adam_lr')}) and role multipliers (embedding x"
-             f"{config.get('embedding_lr_mult')}, output x{config.get('output_lr_mult')}) for every arm."]
+             f"vectors' Adam lr ({config.get('adam_lr')}) for every arm, and "
+             + ("one embedding/output multiplier per arm (tuned, below)."
+                if held_out_report.is_version_3(root) else
+                f"the same role multipliers (embedding x{config.get('embedding_lr_mult')}, output "
+                f"x{config.get('output_lr_mult')}) for every arm.")]
     ref = read_json(root / REFERENCE_LINES)
     if ref:
         lines += ["", f"Reference lines on the same validation positions: unigram cross-entropy "
@@ -120,12 +124,18 @@ def regime_lines(root: Path, results) -> list[str]:
 def markdown(root, results, figures_dir: Path | None = None, preview: str | None = None) -> str:
     """The report (module docstring); ``preview``, the first line of a preview's report."""
     root = Path(root)
+    v3 = held_out_report.is_version_3(root)
     lines = [f"# scale-lab reproduction: {root.name}", "", *([preview, ""] if preview else []),
              *regime_lines(root, results),
+             *(held_out_report.seed_lines(root, results) if v3 else []),
              *setup_lines(root, results), "",
              "Final validation loss: token-weighted mean cross-entropy on the fixed validation "
              "budget, Student-t 95% intervals over seeds (none with one seed).", "",
              *results_table(root, results), ""]
+    if v3:
+        lines += ["Each arm's tuned point (tuning seeds' means; the multiplier scales the "
+                  "embedding's and the output layer's lr):", "", *held_out_report.tuned_points_table(root),
+                  "", *held_out_report.row_lines(root, results), *held_out_report.retrained_lines(root)]
     suspects = suspect_arms(results)
     if suspects:
         lines += [f"**Baseline suspect**: {', '.join(suspects)} beat tuned AdamW's perplexity by more "

@@ -193,7 +193,8 @@ def _main(argv: list[str] | None) -> int:
         return 0
     print(f"validation loss {result.first_eval_loss:.3f} -> {result.final_eval_loss:.3f} "
           f"(perplexity {result.final_perplexity:.1f}; ln(vocab) = {math.log(result.vocab_size):.3f}); "
-          f"optimizer state {result.optimizer_state_bytes / 1e6:.2f} MB; "
+          f"optimizer state {result.optimizer_state_bytes / 1e6:.2f} MB, "
+          f"{run_config(result.run_dir).get('optimizer_step', 'readable') if result.run_dir else ''} step; "
           f"{precision_said(result.run_dir)}run in {result.run_dir}")
     return 0
 

@@ -114,7 +114,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     label: str | None = None             # a display name for figures (default: optimizer)
     compile: bool = False                # torch.compile the model and the fused optimizer step
-    fused: bool | None = None            # the optimizer's fused step; None -> with --compile
+    fused: bool | None = None            # the optimizer's fused step; None -> wherever it applies
     grad_clip: float | None = None       # global L2 norm to clip gradients to; None -> no clipping
     parallel: str = "ddp"                # ddp | fsdp (FSDP2 fully_shard), under torchrun
     instrument: InstrumentConfig | None = None
@@ -162,8 +162,10 @@ class TrainConfig:
         return get_recipe(self.optimizer).resolve(self.hyper)
 
     def fused_step(self) -> bool:
-        """Whether the optimizer takes its fused step (``fused``, else ``compile``)."""
-        return self.compile if self.fused is None else self.fused
+        """Whether the optimizer takes its fused step: ``fused`` when set, else yes (wherever a
+        rule has one; ``analysis.train.setup.fused_step_for`` falls back when the CPU kernels
+        cannot be built)."""
+        return True if self.fused is None else self.fused
 
     def micro(self, world_size: int = 1) -> int:
         return self.micro_batch_size or max(1, self.batch_size // world_size)

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+import analysis.optim.cpu_kernels as cpu_kernels
 import analysis.train.checkpoint as checkpoint
 import analysis.train.parallel as parallel
 import analysis.train.rundir as rundir
 import analysis.train.throughput as throughput
 from analysis.instrument.trackers import TensorBoard, Trackio, WandB
+from analysis.optim.fused import step_path
 from analysis.optim.optimizer import NotShardable, check_shardable
 from analysis.optim.recipes import build_optimizer
 from analysis.provenance import provenance
@@ -216,13 +220,39 @@ def build(config: TrainConfig, device: torch.device, precision: str, world: int 
     if sharded(config, world):
         parallel.shard_model(model)
     optimizer = build_optimizer(config.optimizer, model, config.optimizer_config(),
-                                fused=config.fused_step())
+                                fused=fused_step_for(config, model, device))
     if sharded(config, world):
         try:
             check_shardable(optimizer, config.optimizer)
         except NotShardable as err:
             raise ConfigError(str(err)) from None
     return tokenizer, data, model, optimizer
+
+
+def fused_step_for(config: TrainConfig, model: torch.nn.Module, device: torch.device) -> bool:
+    """``--fused`` / ``--no-fused`` as given; by default the fused step wherever a rule has one
+    (``analysis.optim.fused``: the compiled functions on CUDA, C++ kernels on the CPU), but an
+    instrumented run takes the readable step throughout (the taps read its directions; so it
+    equals a ``--no-fused`` run bit for bit). On the CPU the kernels are built before training (the first build on a machine says how long it
+    took); a machine that cannot build them trains on the readable step, said in one line."""
+    if config.fused is not None or config.compile:
+        return config.fused_step()
+    if config.instrument is not None:   # its taps need the readable step: take it throughout
+        return False
+    if device.type != "cpu" or not any(p.dtype == torch.float32 for p in model.parameters()):
+        return device.type != "cpu"
+    building = not cpu_kernels.is_built()
+    started = time.perf_counter()
+    try:
+        cpu_kernels.kernels()
+    except cpu_kernels.KernelBuildError as err:
+        print(f"note: the fused step's CPU kernels cannot be built ({err}); training on the "
+              "readable step (the same update; pass --no-fused to choose it quietly)", file=sys.stderr)
+        return False
+    if building:
+        print(f"note: built the fused step's CPU kernels in {time.perf_counter() - started:.0f} s "
+              "(once per machine and torch version)", file=sys.stderr)
+    return True
 
 
 def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
@@ -285,7 +315,7 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
         if recorder and not continuing:   # config.json is written once
             rundir.append_segment(run_dir, config, 0, None)
             recorder.write_config({"config": config.to_dict(), "device": str(device),
-                                   "precision": precision,
+                                   "precision": precision, "optimizer_step": step_path(optimizer),
                                    **({"precision_measured": measured} if measured else {}),
                                    "world_size": world,
                                    "accumulation": run.accum, "micro_batch_size": run.micro,

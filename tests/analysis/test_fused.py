@@ -304,3 +304,43 @@ def test_a_group_with_one_fsdp2_shard_among_plain_matrices_takes_the_readable_pa
         p.grad = torch.ones(4, 4)
     assert fused.can_fuse(plain)
     assert not fused.can_fuse([*plain, shard]) and not fused.can_fuse([shard, *plain])
+
+
+def test_a_default_run_takes_the_fused_step_and_says_so(tmp_path, capsys):
+    from analysis.recording import run_config
+    from analysis.train.cli import main
+
+    args = ["--model", "nano", "--steps", "2", "--batch_size", "4", "--seq_len", "32",
+            "--eval_tokens", "256", "--precision", "fp32", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert ", fused step;" in capsys.readouterr().out
+    assert run_config(tmp_path / "a")["optimizer_step"] == "fused"
+    assert main([*args, "--no-fused", "--out", str(tmp_path / "b")]) == 0
+    assert ", readable step;" in capsys.readouterr().out
+    assert main([*args, "--optimizer", "adamw", "--out", str(tmp_path / "c")]) == 0
+    assert ", readable step;" in capsys.readouterr().out   # torch's AdamW: no fused rule of ours
+
+
+def test_kernels_that_cannot_be_built_fall_back_in_one_line(tmp_path, monkeypatch, capsys):
+    from analysis.optim import cpu_kernels
+    from analysis.recording import run_config
+    from analysis.train.cli import main
+
+    def no_compiler():
+        raise cpu_kernels.KernelBuildError("FileNotFoundError: c++")
+
+    real = cpu_kernels.kernels
+    monkeypatch.setattr(cpu_kernels, "kernels", no_compiler)
+    args = ["--model", "nano", "--steps", "2", "--batch_size", "4", "--seq_len", "32",
+            "--eval_tokens", "256", "--precision", "fp32", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "note: the fused step's CPU kernels cannot be built (FileNotFoundError: c++); training on "
+        "the readable step (the same update; pass --no-fused to choose it quietly)"]
+    assert run_config(tmp_path / "a")["optimizer_step"] == "readable"
+    monkeypatch.setattr(cpu_kernels, "kernels", real)
+    monkeypatch.setattr(cpu_kernels, "is_built", lambda: False)   # a first build says its time
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("note: built the fused step's CPU kernels in ")

@@ -126,3 +126,9 @@ def test_version_3_runs_end_to_end_and_reports_only_held_out_seeds(tmp_path):
     assert set(results["label"]) == {"scale", "adamw", "col_norm"}   # rows stay beside the arms
     rows = json.loads((tmp_path / "selection.json").read_text())["rows"]
     assert len(rows["adamw+clip1"]) == len(results[results["label"] == "adamw"])
+    from analysis.results.report import write_report
+
+    report = write_report(tmp_path, tmp_path / "report.md").read_text()
+    assert "**Seeds**: tuned on 0, 1 (means); reported on held-out seeds 100-10" in report
+    assert "no reported seed tuned anything" in report and "| emb/out multiplier |" in report
+    assert "- adamw+clip1 - adamw: " in report

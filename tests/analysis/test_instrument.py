@@ -94,7 +94,8 @@ def _final_params(run_dir):
 def test_instrumentation_does_not_change_training(tmp_path, optimizer):
     probe = InstrumentConfig(every_step=True, probe_at=(2, 4), probe_small=2, probe_large=6,
                              probe_repeats=2)
-    base = tiny_config(optimizer=optimizer, micro_batch_size=1)
+    # an instrumented run takes the readable step: the same path as --no-fused
+    base = tiny_config(optimizer=optimizer, micro_batch_size=1, fused=False)
     off = train(base, out=tmp_path / "off", progress=False)
     on = train(tiny_config(optimizer=optimizer, micro_batch_size=1, instrument=probe),
                out=tmp_path / "on", progress=False)

@@ -142,6 +142,7 @@ def test_a_sweep_continues_from_its_cache_and_reported_runs_get_recordings(tmp_p
     assert "copied 1 finished runs' small files" in capsys.readouterr().out
     cached = [p.parent for p in (tmp_path / "cache").glob("**/result.json")]
     assert len(cached) == 1 and not is_run_dir(cached[0])          # kilobytes: no tables
+    assert "run_dir" not in load_result(cached[0])                 # no path of this machine
     trained = []
     real = tuning.run_one
     monkeypatch.setattr(tuning, "run_one", lambda config, run_dir, progress=False:
