@@ -32,9 +32,11 @@ data/corpus/train.jsonl: $(STAMP) toy_models/corpus.py data/corpus_manifest.json
 setup: $(STAMP) data
 data: data/corpus/train.jsonl
 
-# one pytest-xdist worker per core, one thread each (`make test TEST_JOBS=0`: one process)
+# the linter (ruff, configured in pyproject.toml), then one pytest-xdist worker per core, one
+# thread each (`make test TEST_JOBS=0`: one process)
 TEST_JOBS ?= auto
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup
 
 reproduce: setup

@@ -206,7 +206,7 @@ def bench_instrument(model_name: str = "micro", rounds: int = 20, steps_per_roun
     elapsed: dict[str, list[float]] = {mode: [] for mode in modes}   # seconds per round
     accum = batch_size // micro_batch_size
     with contextlib.ExitStack() as hooks:   # each mode's hooks stay on its own model throughout
-        for model, opt, monitor, step in setups.values():
+        for _model, _opt, monitor, _step in setups.values():
             if monitor is not None:
                 hooks.enter_context(monitor)
         for _ in range(rounds):

@@ -26,7 +26,6 @@ import gzip
 import json
 import json.scanner
 import math
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -228,7 +227,7 @@ def _read_jsonl(path: Path, torn: list | None = None) -> list[dict]:
     return rows
 
 
-def _parse_line(line: str, scan=json.scanner.make_scanner(json.JSONDecoder())):
+def _parse_line(line: str, scan=json.scanner.make_scanner(json.JSONDecoder())):  # noqa: B008 (once, on purpose)
     """``json.loads(line)``, or None where it raises: the C scanner called directly (the
     shipped recordings are a million lines; this reads them in half the time of ``loads``)."""
     text = line.strip(" \t\n\r")   # the whitespace JSON allows around a value

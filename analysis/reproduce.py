@@ -36,11 +36,11 @@ from analysis.results.report import preview_line, write_report
 from analysis.train.config import ConfigError
 from analysis.train.dryrun import plan
 from toy_models.corpus import CorpusError
+from toy_models.deprecation import renamed
 from toy_models.files import NotWritable
 from toy_models.llama import model_tokenizer
 from toy_models.ngram import for_run
 from toy_models.tokenizer import load_tokenizer
-from toy_models.deprecation import renamed
 
 
 def write_reference_lines(preset, out: Path) -> dict:

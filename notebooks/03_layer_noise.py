@@ -35,12 +35,11 @@ RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train fresh ru
 
 # %%
 import pandas as pd
+from IPython.display import display
 
 from analysis.instrument import estimators
 from analysis.optim.roles import assign_roles
 from analysis.reproduce import notebook_runs
-from IPython.display import display
-
 from analysis.results import claims, figures, report, theory, variance_claims
 from analysis.teaching import exercises
 from toy_models.data import load_blocks

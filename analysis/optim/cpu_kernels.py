@@ -60,7 +60,7 @@ def _ninja_on_path():
     if shutil.which("ninja"):
         yield
         return
-    import ninja   # the pip package: its binary's folder
+    import ninja  # the pip package: its binary's folder
     saved = os.environ.get("PATH", "")
     os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + saved
     try:

@@ -30,7 +30,7 @@ import analysis.optim.recipes as recipes
 from analysis.optim.hyper import MATRIX_ROLES, OptimizerConfig, role_groups
 from analysis.optim.optimizer import ChainedOptimizer
 from analysis.optim.state import StateRule
-from analysis.optim.transforms import Transform, chain, PerLayout, scale_by_adam, tap
+from analysis.optim.transforms import PerLayout, Transform, chain, scale_by_adam, tap
 
 Part = Transform | Callable[[tuple[int, ...]], Transform]
 

@@ -12,12 +12,12 @@ from functools import partial
 from analysis.optim.hyper import MATRIX_ROLES, PLACEMENTS, OptimizerConfig, RecipeError
 from analysis.optim.roles import fan_out
 from analysis.optim.transforms import (
+    PerLayout,
     Transform,
     chain,
     momentum,
     normalize,
     orthogonalize,
-    PerLayout,
     scale_by_adam,
     sign,
     tap,

@@ -35,14 +35,14 @@ optimizers, so a scheduler that edits ``lr`` edits theirs.
 from __future__ import annotations
 
 import collections.abc
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.utils.hooks import RemovableHandle
 
 import analysis.optim.fused as fused_step  # the module itself, not through the package's __init__
 from analysis.optim.sharding import local, whole_matrix_update
-from analysis.optim.transforms import Scaled, Transform, PerLayout, tap_listener
+from analysis.optim.transforms import PerLayout, Scaled, Transform, tap_listener
 
 TapHook = Callable[[str, torch.Tensor, torch.Tensor], None]
 
@@ -264,7 +264,7 @@ class PartitionedOptimizer(torch.optim.Optimizer):
         return describe(self)
 
     def register_tap_hook(self, hook: TapHook,
-                          wanted: Callable[[], bool] | None = None) -> "_Handles":
+                          wanted: Callable[[], bool] | None = None) -> _Handles:
         """``register_tap_hook`` on every inner optimizer that has taps; one handle for all."""
         return _Handles([opt.register_tap_hook(hook, wanted) for opt in self.optimizers
                          if hasattr(opt, "register_tap_hook")])

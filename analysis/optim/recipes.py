@@ -78,12 +78,12 @@ from analysis.optim.state import (
     total_elements,
 )
 from analysis.optim.transforms import (
+    PerLayout,
     Transform,
     chain,
     momentum,
     normalize,
     orthogonalize,
-    PerLayout,
     scale_by_adam,
     tap,
 )

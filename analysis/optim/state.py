@@ -26,8 +26,8 @@ For a matrix ``m x n`` (torch layout ``(out, in)``) and rank ``r``:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from toy_models.deprecation import renamed
 

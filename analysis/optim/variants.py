@@ -31,11 +31,11 @@ from analysis.optim.hyper import OptimizerConfig, role_groups
 from analysis.optim.maths import Scaled, as_dim, at_least_fp32, reduction_dtype, sum_of_squares
 from analysis.optim.optimizer import ChainedOptimizer
 from analysis.optim.transforms import (
+    PerLayout,
     Transform,
     chain,
     momentum,
     orthogonalize,
-    PerLayout,
     scale_by_adam,
     tap,
 )

@@ -61,11 +61,11 @@ from analysis.recording import (
     read_json,
 )
 from analysis.results import theory
+from analysis.results.gates import adamw_spread_gate
 from analysis.results.memory import state_elements
 from analysis.results.paper import ABLATION_PERPLEXITY, PERPLEXITY
 from analysis.results.paper import NORMALIZATIONS as LADDER
 from analysis.results.stats import final_results, fmt, paired, separated, summary
-from analysis.results.gates import adamw_spread_gate
 from analysis.results.variance_claims import (
     Claim,
     embedding_variance_claim,

@@ -87,7 +87,7 @@ def _mark_divergence(ax, evals, colours) -> None:
     """A validation loss recorded as non-finite (null) is drawn as an x on the panel's top edge
     at its step, labelled, instead of vanishing from the line."""
     bad = evals[evals["value"].isna()]
-    for (run, label), rows in bad.groupby(["run", "label"]):
+    for (_run, label), rows in bad.groupby(["run", "label"]):
         step = rows["step"].min()
         ax.plot([step], [1.0], marker="X", markersize=9, color=colours.get(label, "0.2"),
                 transform=ax.get_xaxis_transform(), clip_on=False, linestyle="none")

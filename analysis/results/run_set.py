@@ -20,10 +20,10 @@ from analysis.recording import (
     scan_runs,
 )
 from analysis.results.stats import final_results
+from toy_models.deprecation import renamed
 from toy_models.llama import load_config as toy_config
 from toy_models.llama import matrix_shapes, model_names
 from toy_models.paths import shipped_data
-from toy_models.deprecation import renamed
 
 REFERENCE = shipped_data() / "recordings" / "reference"   # the shipped reference recordings
 

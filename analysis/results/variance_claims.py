@@ -132,7 +132,7 @@ def embedding_variance_claim(frame: pd.DataFrame, root: str | Path = ".") -> Cla
     root = Path(root)
     both = after_warmup(frame[frame["label"].isin(["scale", "col_norm"])], root)
     logs: dict[str, list[float]] = {"grad_var": [], "grad_var_rel": []}
-    for seed, part in both.groupby("seed"):
+    for _seed, part in both.groupby("seed"):
         # one run per arm and seed (a root without a selection may hold several: take the first)
         runs = {lab: grp[grp["run"] == sorted(grp["run"].unique())[0]] for lab, grp in part.groupby("label")}
         if set(runs) != {"scale", "col_norm"}:

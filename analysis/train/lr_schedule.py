@@ -13,7 +13,7 @@ same shape because the factor multiplies each group's own lr.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from analysis.train.config import TrainConfig
 

@@ -42,9 +42,9 @@ from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.lr_schedule import lr_lambda
 from toy_models.data import load_blocks
 from toy_models.llama import (
+    UnknownModelError,
     build_model,
     flops_per_token,
-    UnknownModelError,
     load_config,
 )
 from toy_models.stream import StreamData

@@ -9,9 +9,9 @@ import pytest
 
 from analysis.optim.hyper import OptimizerConfig
 from analysis.protocol.presets import PRESETS, SHARED_HYPER, Arm
+from analysis.train.cli import config_from, parser
 from analysis.train.config import RECORDED_HYPER, TrainConfig
 from analysis.train.rundir import changed_settings
-from analysis.train.cli import config_from, parser
 
 RECORDINGS = Path(__file__).resolve().parents[2] / "data" / "recordings"
 

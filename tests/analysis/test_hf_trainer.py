@@ -10,6 +10,7 @@ def test_a_trainer_with_the_callback_records_and_feeds_tensorboard(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+
     from analysis import build_optimizer
     from analysis.instrument.hf import InstrumentationCallback
     from analysis.instrument.trackers import TensorBoard

@@ -140,7 +140,9 @@ def test_muon_hidden_group_is_torch_muon(tiny_model):
     for s in range(4):
         x = _batch(s)
         ref(input_ids=x, labels=x).loss.backward()
-        muon.step(); adam.step(); ref.zero_grad()
+        muon.step()
+        adam.step()
+        ref.zero_grad()
     for a, b in zip(tiny_model.parameters(), ref.parameters()):
         assert torch.equal(a, b)
 

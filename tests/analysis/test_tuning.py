@@ -20,7 +20,7 @@ class FakeRunner:
 
     def run(self, batch):
         out = []
-        for config, run_dir in batch:
+        for config, _run_dir in batch:
             self.calls.append((config.label, config.hyper.lr, config.seed))
             if config.hyper.lr > self.diverge_above:
                 out.append({"diverged_at": 3, "final_eval_loss": None})

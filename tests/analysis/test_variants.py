@@ -71,6 +71,6 @@ def test_recipe_follows_its_papers_rule(name, transcription):
         opt.step()
         want = next(expected)
         torch.testing.assert_close(params[HIDDEN].detach(), want, rtol=0, atol=2e-6,
-                                   msg=lambda m: f"{name} step {step}: {m}")
+                                   msg=lambda m, step=step: f"{name} step {step}: {m}")
     # the hidden matrices moved by the rule, the rest by AdamW
     assert opt.transform_of(next(g for g in opt.param_groups if g["label"] == "output")).transforms[0].name == "adam"
