@@ -35,7 +35,7 @@ from analysis.gpu_check import main as gpu_check
 from analysis.instrument.hooks import Instrumentation
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.recipes import build_optimizer
-from analysis.train.throughput import cpu_model
+from analysis.provenance import cpu_model
 from toy_models.data import load_blocks
 from toy_models.llama import build_model, load_config, model_names
 from toy_models.tokenizer import load_tokenizer

@@ -67,6 +67,18 @@ def test_no_issue_numbers_in_code_tests_or_docs():
     assert not found, found
 
 
+def test_no_text_about_how_the_project_was_made():
+    """Code, tests and docs describe the project: no work sessions, stops, design notes or
+    what was lent to whom (the design's rules live in docstrings, with their sources)."""
+    pattern = re.compile(r"\b[Ss]tops? \d+\b|\bDESIGN\b|\b(this|earlier|previous|next|a|the) sessions?\b"
+                         r"|\blent to\b|\bsessions'")
+    texts = SOURCES + sorted((ROOT / "notebooks").glob("*.py")) + sorted((ROOT / "tests").rglob("*.py"))
+    texts += [ROOT / "README.md", ROOT / "data" / "README.md", ROOT / "Makefile", ROOT / "pyproject.toml"]
+    found = [f"{p.relative_to(ROOT)}:{i}" for p in texts if p != Path(__file__)
+             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not found, found
+
+
 def test_the_readme_quotes_the_shipped_report():
     from analysis.results.report import README_END, README_START, readme_excerpt
     from analysis.results.run_set import REFERENCE

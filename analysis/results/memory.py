@@ -156,11 +156,6 @@ def measured_line(row: dict) -> str:
             f"{row['bytes']:>12,}  {ok}")
 
 
-def measured_table(models=CPU_MODELS, names=None) -> str:
-    """Declared vs measured state elements for every recipe on the CPU models."""
-    return "\n".join([MEASURED_HEAD, *map(measured_line, measured_rows(models, names))])
-
-
 def cuda_peak_table(model: str = "60m", names=TABLE_RECIPES, batch: int = 8,
                     seq_len: int = 256) -> str:
     """Peak allocated memory of one bf16 training step per recipe (needs a GPU)."""

@@ -49,6 +49,6 @@ TRAINING_STEPS = {"60m": 11_000, "130m": 20_000, "350m": 60_000, "1b": 100_000}
 TOKENS_PER_STEP = 512 * 256
 
 
-def tokens_per_parameter() -> dict[str, float]:
+def paper_tokens_per_parameter() -> dict[str, float]:
     """Training tokens per parameter of the paper's runs (about 20-25)."""
     return {m: steps * TOKENS_PER_STEP / MODEL_PARAMETERS[m][0] for m, steps in TRAINING_STEPS.items()}

@@ -25,7 +25,7 @@ from analysis.results.gates import (
     all_gates,
     tokens_per_parameter,
 )
-from analysis.results.paper import tokens_per_parameter as paper_tokens_per_parameter
+from analysis.results.paper import paper_tokens_per_parameter
 from analysis.results.run_set import REFERENCE
 from analysis.results.stats import final_results, fmt, summary, unused_runs
 from toy_models.llama import load_config as model_config

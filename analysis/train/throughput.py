@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import copy
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from analysis.provenance import cpu_model
 from analysis.recording import RecordingError, read_json, write_atomic
 from toy_models.paths import built_data
 
@@ -36,17 +36,6 @@ from toy_models.paths import built_data
 # device gets no MFU row
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 CALIBRATION_SIZE = 1024
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 AUTO_MARGIN = 1.10    # bf16-mixed must be this much faster: noise must not flip the choice

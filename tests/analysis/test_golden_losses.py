@@ -33,7 +33,7 @@ def test_check_catches_a_changed_loss():
 def test_a_chaotic_recipe_is_checked_step_by_step():
     entry = GOLDEN["apollo_mini"]
     assert entry["chaotic"]
-    # what an AMD EPYC's float32 kernels gave at step 5 (CI, stop 29): 2.7 band widths away
+    # what an AMD EPYC's float32 kernels gave at step 5 (measured on CI): 2.7 band widths away
     other_cpu = list(entry["losses"])
     other_cpu[4] = 8.97173023224
     assert golden.check("apollo_mini", other_cpu, entry) == []

@@ -89,7 +89,7 @@ def test_scale_matches_a_naive_loop_written_from_the_paper(tiny_model, vector_ru
         p.numel() for p in tiny_model.parameters() if p.ndim == 1)
 
 
-def test_the_two_vector_rules_differ_where_the_issue_says(tiny_model):
+def test_the_two_vector_rules_differ_on_small_gradient_vectors(tiny_model):
     """The check above has teeth: the two rules move the small-gradient vectors apart by far
     more than its 1e-6 tolerance."""
     tiny_model.double()

@@ -25,7 +25,7 @@ change, so it gets one per step, by the same rule: ``SAFETY`` times that step's 
 of the perturbed runs (the stored ``band``), at least ``FLOOR``. Its early steps stay checked
 tightly (step 2: 2e-5 relative), its late ones, where rounding has grown into the loss, loosely.
 The band itself, widened by its width, was too narrow: an AMD EPYC's float32 kernels put step 5
-at 2.7 band widths from the golden loss (CI, stop 29); five perturbed runs sample the spread,
+at 2.7 band widths from the golden loss (measured on CI); five perturbed runs sample the spread,
 they do not bound it.
 
 Regenerate on purpose (after a change of behaviour that is meant, and say so in the commit)::
