@@ -75,6 +75,18 @@ def write_atomic(path: str | Path, text: str) -> Path:
         raise _write_failed(path, err) from None
 
 
+def write_record(path: str | Path, record: dict) -> Path:
+    """A root's JSON record (``tuning.json``, ``selection.json``) written whole: a non-finite
+    number (which JSON cannot hold) is refused as ``RecordingError`` naming the file; the
+    writers state "none" as null themselves."""
+    try:
+        text = json.dumps(record, indent=1, allow_nan=False)
+    except ValueError:
+        raise RecordingError(f"refusing to write {path}: it holds a non-finite number (NaN or "
+                             "infinity), which JSON cannot hold; the earlier file is kept") from None
+    return write_atomic(path, text + "\n")
+
+
 class NullRecorder:
     """Records nothing: the recorder of a run without a directory and of every process but
     rank 0, so the training loop calls one recorder without asking whether there is one.

@@ -650,3 +650,13 @@ def test_figures_stay_quiet_beside_a_font_list_without_matplotlib_s_fonts(tmp_pa
                           capture_output=True, text=True)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_a_root_record_with_a_non_finite_number_is_never_written(tmp_path):
+    from analysis.recording import RecordingError, write_record
+
+    write_record(tmp_path / "tuning.json", {"arms": {"scale": {"seed_noise": None}}})
+    before = (tmp_path / "tuning.json").read_bytes()
+    with pytest.raises(RecordingError, match="non-finite number"):
+        write_record(tmp_path / "tuning.json", {"arms": {"scale": {"seed_noise": float("nan")}}})
+    assert (tmp_path / "tuning.json").read_bytes() == before

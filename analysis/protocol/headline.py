@@ -22,7 +22,6 @@ runs (the held-out seeds at each arm's chosen point) and the rows.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import statistics
@@ -36,7 +35,7 @@ from analysis.recording import (
     is_run_dir,
     load_result,
     read_json,
-    write_atomic,
+    write_record,
 )
 from analysis.results.gates import MAX_ADAMW_SPREAD
 
@@ -194,7 +193,7 @@ def _write(preset: Preset, sweeps: dict[str, HeldOutSweep], out: Path, rows,
     earlier = read_json(out / TUNING) or {"arms": {}}
     if earlier.get("protocol") == preset.version:
         table["arms"] = {k: v for k, v in earlier["arms"].items() if k not in table["arms"]} | table["arms"]
-    write_atomic(out / TUNING, json.dumps(table, indent=1))
+    write_record(out / TUNING, table)
     listed = (read_json(out / SELECTION) or {"runs": []}) if earlier.get("protocol") == preset.version \
         else {"runs": []}
     runs = [r for r in listed["runs"] if r.split("/")[0] not in sweeps]
@@ -202,6 +201,6 @@ def _write(preset: Preset, sweeps: dict[str, HeldOutSweep], out: Path, rows,
     named = {}
     for name, _, d in rows:
         named.setdefault(name, []).append(d.relative_to(out).as_posix())
-    write_atomic(out / SELECTION, json.dumps(
+    write_record(out / SELECTION,
         {"runs": sorted(runs), "rows": {**listed.get("rows", {}), **named},
-         "retrained": {**listed.get("retrained", {}), **retrained}}, indent=1))
+         "retrained": {**listed.get("retrained", {}), **retrained}})

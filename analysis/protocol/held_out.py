@@ -318,6 +318,6 @@ class HeldOutSweep:
                 "points": points, "tune_seeds": tuning,
                 "best": None if key is None else grid_lr(p, self.arm, key[2]),
                 "beta2": None if key is None else key[0], "mult": None if key is None else key[1],
-                "held_out": held, "seed_noise": self.seed_noise(), "tuning_noise": self.tuning_noise(),
+                "held_out": held, "seed_noise": clean(self.seed_noise()), "tuning_noise": clean(self.tuning_noise()),
                 "bracketed": self.bracketed(), "lr_extensions": self.extensions,
                 "mult_extensions": self.mult_extensions, "runs": runs, "tokens": runs * p.tokens()}

@@ -44,6 +44,7 @@ from analysis.recording import (
     load_result,
     read_json,
     write_atomic,
+    write_record,
 )
 from analysis.results.paper import NORMALIZATIONS
 from analysis.train import checkpoint
@@ -246,7 +247,8 @@ class ArmSweep:
                 x if math.isfinite(x) else None for x in losses] for j, losses in self._grid(b).items()}
                 for b in self.columns if b != first}
         if p.bracket_beyond_noise:
-            entry["seed_noise"] = self.noise()
+            noise = self.noise()
+            entry["seed_noise"] = noise if math.isfinite(noise) else None
             entry["bracketed"] = self.bracketed()
         return entry
 
@@ -278,7 +280,7 @@ def tune(preset: Preset, out: Path, arms, runner: Runner) -> dict:
              "arms": {sweep.arm.label: sweep.summary() for sweep in sweeps}}
     earlier = (read_json(out / TUNING) or {"arms": {}})["arms"]
     table["arms"] = {k: v for k, v in earlier.items() if k not in table["arms"]} | table["arms"]
-    write_atomic(out / TUNING, json.dumps(table, indent=1))   # arms tuned by another call kept
+    write_record(out / TUNING, table)   # arms tuned by another call kept
     return table
 
 
@@ -361,8 +363,7 @@ def _run_main(preset: Preset, out: Path, arms, runner: Runner, seeds) -> list[Pa
         listed = (read_json(out / SELECTION) or {"runs": []})["runs"]
         labels_here = {arm.label for arm in arms}
         listed = [r for r in listed if r.split("/")[0] not in labels_here]
-        write_atomic(out / SELECTION, json.dumps(
-            {"runs": sorted(listed + [d.relative_to(out).as_posix() for d in dirs])}, indent=1))
+        write_record(out / SELECTION, {"runs": sorted(listed + [d.relative_to(out).as_posix() for d in dirs])})
     return dirs
 
 
@@ -373,7 +374,7 @@ def _write_selection(out: Path, preset: Preset, arms, rows: dict) -> None:
                        None if rows[arm.label].get("beta2", first) == first else rows[arm.label]["beta2"])
             .relative_to(out).as_posix()
             for arm in arms if rows.get(arm.label, {}).get("best") is not None for seed in preset.seeds]
-    write_atomic(out / SELECTION, json.dumps({"runs": sorted(runs)}, indent=1))
+    write_record(out / SELECTION, {"runs": sorted(runs)})
 
 
 def jobs_default() -> int:
