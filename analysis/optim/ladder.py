@@ -2,7 +2,8 @@
 matrix, optional momentum ``m <- beta m + (1 - beta) g`` where the placement puts it, then one
 direction map (none, sign, row-wise or column-wise RMS normalization, Newton-Schulz), and Adam on
 the vectors. ``col_norm`` with momentum on the output layer is SCALE
-(``analysis.optim.recipes.scale_transforms`` writes that one out in full).
+(``analysis.optim.recipes.scale_transforms`` builds it here; ``analysis/optim/scale.py`` writes
+it out in one file).
 """
 
 from __future__ import annotations

@@ -81,10 +81,7 @@ from analysis.optim.transforms import (
     PerLayout,
     Transform,
     chain,
-    momentum,
-    normalize,
     orthogonalize,
-    scale_by_adam,
     tap,
 )
 from analysis.optim.variants import adam_elsewhere, hidden_with_adamw
@@ -144,19 +141,11 @@ def scale_transforms(cfg: OptimizerConfig) -> dict[str, Transform]:
         vectors:            the release's Adam (eps on the uncorrected second moment)
 
     and every parameter steps ``p <- p (1 - lr wd) - lr U`` (``ChainedOptimizer``). The output
-    layer's momentum is the only matrix state. ``tap`` lets the instrumentation read the
-    momentum and the update; it changes nothing."""
+    layer's momentum is the only matrix state. It is the ladder's ``col_norm`` rung with
+    momentum on the output layer (``analysis.optim.ladder``), built there, so the recipe and the
+    ablation cannot drift apart; ``analysis/optim/scale.py`` writes it out in one file."""
 
-    def normalized(fan_in):
-        return chain(normalize(fan_in), tap("update"))
-
-    def with_momentum(fan_in):
-        return chain(momentum(cfg.beta), tap("momentum"), normalize(fan_in), tap("update"))
-
-    eps_on = "raw" if cfg.vector_rule == "published" else "corrected"
-    return {"hidden": PerLayout(normalized), "embedding": PerLayout(normalized),
-            "output": PerLayout(with_momentum),
-            "vector": chain(scale_by_adam(cfg.betas, cfg.eps, eps_on), tap("update"))}
+    return ladder_transforms("col_norm", "output", cfg)   # the one definition: the ladder's rung
 
 
 # ----------------------------------------------------------------------------- the ladder
@@ -257,83 +246,74 @@ def _with_hidden(rule: StateRule) -> dict[str, StateRule]:
     return ADAM_EVERYWHERE | {"hidden": rule}
 
 
-_REGISTRY: dict[str, Recipe] = {}
+LADDER_DEFAULTS = {"placeable": True, "default_adam_lr": 2e-2, "vector_rules": VECTOR_RULES}
+LADDER_LRS = {"sgd": 0.5, "sign": 1e-3, "row_norm": 1e-3, "col_norm": 1e-3, "spectral_norm": 1e-3}
+VARIANTS = {"rmnp": ("RMNP: EMA momentum, unit L2 per output unit", per_element(1)),
+            "normuon": ("NorMuon: Muon, then a second moment per unit", MOMENTUM_AND_ROWS),
+            "muoneq": ("MuonEq-R: unit rows, then Newton-Schulz", per_element(1))}
+LOW_RANK = {   # name: (pytorch-optimizer class, its group keys, state rule, description)
+    "galore": ("GaLore", {"scale": 0.25, "projection_type": "std"}, SUBSPACE,
+               "GaLore Adam in a rank-r gradient subspace (SVD projector)"),
+    "fira": ("Fira", {"scale": 0.25, "projection_type": "std"}, SUBSPACE,
+             "Fira: GaLore plus the scaled full-rank residual"),
+    "apollo": ("APOLLO", {"scale": 1.0, "scale_type": "channel", "projection_type": "random"},
+               SUBSPACE, "APOLLO: channel-wise scaling from a rank-r random projection"),
+    "apollo_mini": ("APOLLO", {"scale": 128.0, "scale_type": "tensor", "projection_type": "random"},
+                    RANK1, "APOLLO-Mini: tensor-wise scaling from a rank-1 random projection"),
+}
+
+# Every built-in recipe: (name, builder, description, default lr) and its other defaults.
+BUILT_IN: dict[str, Recipe] = {recipe.name: recipe for recipe in (
+    *(Recipe(kind, _ladder(kind), f"{text}; momentum placement via --momentum", LADDER_LRS[kind],
+             **LADDER_DEFAULTS) for kind, text in LADDER.items()),
+    Recipe("sgd_momentum", _ladder("sgd"), "SGD with EMA momentum on every matrix", 0.5,
+           **(LADDER_DEFAULTS | {"default_momentum": "all"})),
+    Recipe("scale", _scale, "SCALE: col_norm + EMA momentum on the output layer only", 1e-3,
+           **(LADDER_DEFAULTS | {"default_momentum": "output"})),
+    Recipe("adamw", _adamw, "torch.optim.AdamW on every parameter", 1e-3, state=ADAM_EVERYWHERE),
+    Recipe("muon", _muon, "torch.optim.Muon on hidden matrices, AdamW on the rest", 1e-3,
+           state=_with_hidden(per_element(1))),
+    *(Recipe(name, hidden_with_adamw(name), f"{text} (hidden); AdamW elsewhere", 1e-3,
+             state=_with_hidden(rule)) for name, (text, rule) in VARIANTS.items()),
+    Recipe("swan", _swan, "SWAN: GradNorm + whitening (Newton-Schulz) on hidden matrices, "
+           "stateless; Adam elsewhere", 1e-3, state=_with_hidden(NO_STATE)),
+    # Stable-SPAM's 3 scalars per tensor are not counted, like step counters.
+    Recipe("stable_spam", _stable_spam, "Stable-SPAM: Adam after spike clipping and norm scaling, "
+           "moments reset every 1000 steps", 1e-3, state=ADAM_EVERYWHERE),
+    Recipe("adafactor", _adafactor, "torch.optim.Adafactor (factored second moment)", 1e-2,
+           state={role: FACTORED for role in ROLES}),
+    *(Recipe(name, _low_rank(cls, **keys), f"{text}; hidden matrices, AdamW elsewhere", 1e-3,
+             state=_with_hidden(rule), extra="baselines")
+      for name, (cls, keys, rule, text) in LOW_RANK.items()),
+)}
+USER: dict[str, Recipe] = {}   # a user's designs (``analysis.optim.designs.register_design``)
 
 
-def _register(recipe: Recipe):
-    _REGISTRY[recipe.name] = recipe
+def _recipes() -> dict[str, Recipe]:
+    return BUILT_IN | USER
 
 
 def register(recipe: Recipe) -> None:
     """Add a user's ``recipe`` (``user=True``; ``analysis.optim.designs.register_design``); a
     built-in recipe's name is refused, a user recipe's name may be registered again."""
-    _populate()
-    existing = _REGISTRY.get(recipe.name)
-    if existing is not None and not existing.user:
+    if recipe.name in BUILT_IN:
         raise RecipeError(f"{recipe.name!r} is a built-in recipe; give your design another name")
-    _register(replace(recipe, user=True))
-
-
-def _populate():
-    if _REGISTRY:
-        return
-    ladder = {"placeable": True, "default_adam_lr": 2e-2, "vector_rules": VECTOR_RULES}
-    ladder_lr = {"sgd": 0.5, "sign": 1e-3, "row_norm": 1e-3, "col_norm": 1e-3, "spectral_norm": 1e-3}
-    for kind, text in LADDER.items():
-        _register(Recipe(kind, _ladder(kind), f"{text}; momentum placement via --momentum",
-                         ladder_lr[kind], **ladder))
-    _register(Recipe("sgd_momentum", _ladder("sgd"), "SGD with EMA momentum on every matrix", 0.5,
-                     **(ladder | {"default_momentum": "all"})))
-    _register(Recipe("scale", _scale, "SCALE: col_norm + EMA momentum on the output layer only",
-                     1e-3, **(ladder | {"default_momentum": "output"})))
-    _register(Recipe("adamw", _adamw, "torch.optim.AdamW on every parameter", 1e-3,
-                     state=ADAM_EVERYWHERE))
-    _register(Recipe("muon", _muon, "torch.optim.Muon on hidden matrices, AdamW on the rest",
-                     1e-3, state=_with_hidden(per_element(1))))
-    variants = {"rmnp": "RMNP: EMA momentum, unit L2 per output unit",
-                "normuon": "NorMuon: Muon, then a second moment per unit",
-                "muoneq": "MuonEq-R: unit rows, then Newton-Schulz"}
-    variant_state = {"rmnp": per_element(1), "normuon": MOMENTUM_AND_ROWS, "muoneq": per_element(1)}
-    for name, text in variants.items():
-        _register(Recipe(name, hidden_with_adamw(name), f"{text} (hidden); AdamW elsewhere",
-                         1e-3, state=_with_hidden(variant_state[name])))
-    _register(Recipe("swan", _swan, "SWAN: GradNorm + whitening (Newton-Schulz) on hidden matrices, "
-                     "stateless; Adam elsewhere", 1e-3,
-                     state=_with_hidden(NO_STATE)))
-    # Stable-SPAM's 3 scalars per tensor are not counted, like step counters.
-    _register(Recipe("stable_spam", _stable_spam, "Stable-SPAM: Adam after spike clipping and norm "
-                     "scaling, moments reset every 1000 steps", 1e-3, state=ADAM_EVERYWHERE))
-    _register(Recipe("adafactor", _adafactor, "torch.optim.Adafactor (factored second moment)",
-                     1e-2, state={role: FACTORED for role in ROLES}))
-    low_rank = {
-        "galore": ("GaLore", {"scale": 0.25, "projection_type": "std"}, SUBSPACE,
-                   "GaLore Adam in a rank-r gradient subspace (SVD projector)"),
-        "fira": ("Fira", {"scale": 0.25, "projection_type": "std"}, SUBSPACE,
-                 "Fira: GaLore plus the scaled full-rank residual"),
-        "apollo": ("APOLLO", {"scale": 1.0, "scale_type": "channel", "projection_type": "random"},
-                   SUBSPACE, "APOLLO: channel-wise scaling from a rank-r random projection"),
-        "apollo_mini": ("APOLLO", {"scale": 128.0, "scale_type": "tensor", "projection_type": "random"},
-                        RANK1, "APOLLO-Mini: tensor-wise scaling from a rank-1 random projection"),
-    }
-    for name, (cls, keys, rule, text) in low_rank.items():
-        _register(Recipe(name, _low_rank(cls, **keys), f"{text}; hidden matrices, AdamW elsewhere",
-                         1e-3, state=_with_hidden(rule), extra="baselines"))
+    USER[recipe.name] = replace(recipe, user=True)
 
 
 def recipe_names() -> list[str]:
     """Every registered recipe name, ladder first."""
-    _populate()
-    return list(_REGISTRY)
+    return list(_recipes())
 
 
 def get_recipe(name: str) -> Recipe:
     """The recipe called ``name``; ``RecipeError`` (with the choices, or the pip extra to
     install) when it is unknown or its package is missing."""
-    _populate()
-    if name not in _REGISTRY:
-        raise RecipeError(f"unknown optimizer {name!r}; choose one of {', '.join(_REGISTRY)} "
+    recipes = _recipes()
+    if name not in recipes:
+        raise RecipeError(f"unknown optimizer {name!r}; choose one of {', '.join(recipes)} "
                           "(or `scale-lab train --optimizer list`)")
-    recipe = _REGISTRY[name]
+    recipe = recipes[name]
     if recipe.extra == "baselines" and importlib.util.find_spec("pytorch_optimizer") is None:
         raise RecipeError(f"optimizer {name!r} needs the pytorch-optimizer package: "
                           "pip install 'scale-lab[baselines]'")
@@ -372,9 +352,8 @@ def declared_state_elements(name: str, shapes, rank: int, momentum: str | None =
 def recipe_rows() -> list[dict]:
     """One row per recipe: name, default lr, description, the state it keeps (in words, from
     its declaration) and the extra package it needs (or None)."""
-    _populate()
     return [{"name": r.name, "lr": r.default_lr, "description": r.description,
-             "state": describe_rules(r.state_rules()), "extra": r.extra} for r in _REGISTRY.values()]
+             "state": describe_rules(r.state_rules()), "extra": r.extra} for r in _recipes().values()]
 
 
 def recipe_table() -> str:

@@ -19,8 +19,7 @@ from toy_models.llama import build_model, load_config, matrix_shapes
 @pytest.fixture(autouse=True)
 def _own_registry(monkeypatch):
     """Designs registered here stay in this test (the registry is the process's)."""
-    recipes.recipe_names()
-    monkeypatch.setattr(recipes, "_REGISTRY", dict(recipes._REGISTRY))
+    monkeypatch.setattr(recipes, "USER", dict(recipes.USER))
 
 
 def _register():
