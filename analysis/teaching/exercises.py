@@ -222,17 +222,30 @@ def check_custom_rules(fn) -> None:
 
 def check_rmnp_hidden(fn) -> None:
     """``fn(fan_in)``: RMNP's hidden-matrix transform (``analysis.optim.variants``; arXiv
-    2603.20527): EMA momentum 0.95, then unit L2 norm per output unit, over three steps."""
+    2603.20527): EMA momentum 0.95, then unit L2 norm per output unit, over three steps. Told
+    apart: the RMS instead of the L2 norm, the normalization before the momentum, SCALE's
+    coefficient 0.9 instead of RMNP's 0.95."""
     want_rule = variants.hidden_rule("rmnp", OptimizerConfig(), (1,))
     got_rule = fn((1,))
     g0 = _gradients((6, 10))[0]
     want_state, got_state = want_rule.init(g0), got_rule.init(g0)
+
+    def unit(x, rms=False):
+        norm = x.square().mean(dim=1, keepdim=True).sqrt() if rms else x.norm(dim=1, keepdim=True)
+        return x / norm.clamp_min(1e-30)
+
+    ema, ema_of_units, ema_09 = (torch.zeros_like(g0) for _ in range(3))
     for step, g in enumerate(_gradients((6, 10), count=3, seed=2)):
+        ema, ema_09 = 0.95 * ema + 0.05 * g, 0.9 * ema_09 + 0.1 * g
+        ema_of_units = 0.95 * ema_of_units + 0.05 * unit(g)
         got = as_tensor(got_rule.update(g, got_state, g))
-        _close(got.norm(dim=1), torch.ones(6), f"step {step}: row L2 norms should be 1 (RMNP "
-               "normalizes by the L2 norm, not the RMS that SCALE uses)")
-        _close(got, as_tensor(want_rule.update(g, want_state, g)),
-               f"step {step}: unit rows, but not RMNP's: which coefficient does its momentum use?")
+        _close(got, as_tensor(want_rule.update(g, want_state, g)), f"step {step}", mistakes={
+            "rows of unit RMS: RMNP normalizes by the L2 norm, not the RMS that SCALE uses":
+                unit(ema, rms=True),
+            "the momentum averages normalized gradients: RMNP averages the gradients and "
+            "normalizes their average, last": ema_of_units,
+            "unit rows, but the momentum forgets at SCALE's pace: RMNP's coefficient is 0.95":
+                unit(ema_09)})
 
 
 CHECKS = {"sgd_floor": check_sgd_floor, "momentum_before_normalization": check_momentum_before_normalization,

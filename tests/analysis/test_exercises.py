@@ -6,6 +6,7 @@ import torch
 
 from analysis.optim.roles import by_name
 from analysis.optim.transforms import chain, momentum, normalize
+from analysis.optim.variants import unit_rows
 from analysis.teaching import exercises, solutions
 
 
@@ -79,7 +80,9 @@ WRONG = [("col_normalize", _l2_not_rms, "unit L2 norm; SCALE's rows have unit RM
          ("scale_transforms", _embedding_by_rows, "embedding"),
          ("scale_transforms", _momentum_everywhere, "hidden"),
          ("custom_rules", _head_left_hidden, "classifier.weight"),
-         ("rmnp_hidden", lambda fan_in: chain(momentum(0.95), normalize(fan_in)), "not the RMS")]
+         ("rmnp_hidden", lambda fan_in: chain(momentum(0.95), normalize(fan_in)), "not the RMS"),
+         ("rmnp_hidden", lambda fan_in: chain(unit_rows(fan_in), momentum(0.95)), "normalizes their average"),
+         ("rmnp_hidden", lambda fan_in: chain(momentum(0.9), unit_rows(fan_in)), "coefficient is 0.95")]
 
 
 @pytest.mark.parametrize("name, wrong, said", WRONG, ids=[w[1].__name__ for w in WRONG])
