@@ -5,7 +5,8 @@ into the venv. The test opens the notebook, runs every cell from JupyterLab's Ru
 until each code cell has its execution count, and reads the page: cells, outputs, figures, the
 graded exercise, no error; then moves a slider with the keyboard and waits for its figure to
 redraw, and types a wrong answer to an exercise into a new cell, whose feedback must be at
-most two lines. A screenshot is kept as the test's artifact."""
+most two lines. Saving it (Ctrl+S) must leave the checkout's git status empty. A screenshot is kept as the
+test's artifact."""
 
 import json
 import shutil
@@ -63,11 +64,15 @@ def test_a_notebook_opens_as_a_notebook_and_runs_in_jupyterlab(tmp_path, monkeyp
     # the kernel inherits these: the small version, exercises with their solutions
     monkeypatch.setenv("SCALE_LAB_SMOKE", "1")
     monkeypatch.setenv("SCALE_LAB_SOLUTIONS", "1")
-    # a copy: JupyterLab saves a notebook it ran (and pairs it with an .ipynb); the checkout
-    # stays untouched
+    # a copy of the checkout (a git repository): JupyterLab saves the notebook it ran, and git
+    # must then see no change
     served = tmp_path / "served"
     (served / "notebooks").mkdir(parents=True)
-    shutil.copy(ROOT / NOTEBOOK, served / NOTEBOOK)
+    for name in (NOTEBOOK, "notebooks/jupytext.toml", ".gitignore"):
+        shutil.copy(ROOT / name, served / name)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "checkout"]):
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=served,
+                       check=True, capture_output=True)
     port, token = _free_port(), "scale-lab-test"
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--allow-root",
@@ -95,6 +100,15 @@ def test_a_notebook_opens_as_a_notebook_and_runs_in_jupyterlab(tmp_path, monkeyp
                 page.wait_for_function(RUN_ALL_DONE, timeout=300_000)   # every code cell has run
             finally:
                 page.screenshot(path=tmp_path / "notebook.png")   # the test's artifact, also on a timeout
+            # saved as a student would: the checkout must not change (no twin, no new metadata)
+            written = (served / NOTEBOOK).stat().st_mtime_ns
+            page.locator(".jp-NotebookPanel .jp-Cell").first.click()
+            page.keyboard.press("Escape")
+            page.keyboard.press("Control+s")
+            page.wait_for_function("!document.querySelector('.jp-mod-current.jp-mod-dirty')", timeout=60_000)
+            saved = (served / NOTEBOOK).stat().st_mtime_ns != written
+            status = subprocess.run(["git", "status", "--porcelain"], cwd=served, capture_output=True,
+                                    text=True, check=True).stdout
             # the first explorer's slider: a key press moves it and the figure under it redraws
             explorer = page.locator(".jp-NotebookPanel .widget-interact").first
             explorer.scroll_into_view_if_needed()
@@ -132,6 +146,7 @@ def test_a_notebook_opens_as_a_notebook_and_runs_in_jupyterlab(tmp_path, monkeyp
         server.terminate()
         server.wait(timeout=30)
     assert opened_as == {"notebook": 1, "text editor": 0}, f"opened as {opened_as}"
+    assert saved and status == "", f"saving changed the checkout: {status!r}"
     assert cells >= 5
     assert not [e for e in n_errors if "Error" in e], n_errors
     assert n_outputs >= 5 and images >= 2, (n_outputs, images)   # text and figures rendered
