@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import toy_models.files as files  # the one atomic-write helper (it imports nothing of ours)
-from toy_models.deprecation import renamed
 
 if TYPE_CHECKING:   # pandas takes most of a second to import: only the readers need it
     import pandas as pd
@@ -73,18 +72,6 @@ def write_atomic(path: str | Path, text: str) -> Path:
         return files.write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     except OSError as err:
         raise _write_failed(path, err) from None
-
-
-def write_record(path: str | Path, record: dict) -> Path:
-    """A root's JSON record (``tuning.json``, ``selection.json``) written whole: a non-finite
-    number (which JSON cannot hold) is refused as ``RecordingError`` naming the file; the
-    writers state "none" as null themselves."""
-    try:
-        text = json.dumps(record, indent=1, allow_nan=False)
-    except ValueError:
-        raise RecordingError(f"refusing to write {path}: it holds a non-finite number (NaN or "
-                             "infinity), which JSON cannot hold; the earlier file is kept") from None
-    return write_atomic(path, text + "\n")
 
 
 class NullRecorder:
@@ -404,7 +391,3 @@ def load_runs(root: str | Path, table: str = "metrics") -> pd.DataFrame:
 def scalars(frame: pd.DataFrame, stat: str) -> pd.DataFrame:
     """Run-level rows of one statistic (``param`` null), e.g. ``scalars(df, "loss")``."""
     return frame[(frame["stat"] == stat) & frame["param"].isna()]
-
-
-# ``load_config`` collided with toy_models.llama.load_config (a model's config).
-__getattr__ = renamed(__name__, {"load_config": "run_config"}, globals())

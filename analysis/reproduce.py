@@ -36,7 +36,6 @@ from analysis.results.report import preview_line, write_report
 from analysis.train.config import ConfigError
 from analysis.train.dryrun import plan
 from toy_models.corpus import CorpusError
-from toy_models.deprecation import renamed
 from toy_models.files import NotWritable
 from toy_models.llama import model_tokenizer
 from toy_models.ngram import for_run
@@ -154,8 +153,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-# ``Recordings`` (class), ``analysis.recording`` (one run's files) and ``reproduce.recordings``
-# (a path) were three things under one name.
-__getattr__ = renamed(__name__, {'recordings': 'notebook_runs'}, globals())

@@ -89,10 +89,9 @@ def test_toy_models_never_imports_analysis():
 
 
 def test_recording_and_arguments_import_nothing_of_ours():
-    # but the one atomic-write helper and the one renamed-name helper, leaves that import
-    # nothing of ours either
-    assert {t for t, _, _ in GRAPH["analysis.recording"]} <= {"toy_models.files", "toy_models.deprecation"}
-    assert not GRAPH["toy_models.files"] and not GRAPH["toy_models.deprecation"]
+    # but the one atomic-write helper, a leaf that imports nothing of ours either
+    assert {t for t, _, _ in GRAPH["analysis.recording"]} <= {"toy_models.files"}
+    assert not GRAPH["toy_models.files"]
     assert not GRAPH["analysis.arguments"] and not GRAPH["analysis.provenance"]
 
 

@@ -653,7 +653,8 @@ def test_figures_stay_quiet_beside_a_font_list_without_matplotlib_s_fonts(tmp_pa
 
 
 def test_a_root_record_with_a_non_finite_number_is_never_written(tmp_path):
-    from analysis.recording import RecordingError, write_record
+    from analysis.protocol.headline import write_record
+    from analysis.recording import RecordingError
 
     write_record(tmp_path / "tuning.json", {"arms": {"scale": {"seed_noise": None}}})
     before = (tmp_path / "tuning.json").read_bytes()

@@ -4,8 +4,6 @@ trainer and the recordings, and ``import analysis`` alone imports none of them (
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import tiny_config
 
 
@@ -33,25 +31,6 @@ def test_the_public_names_are_the_library_s_own(tmp_path):
     result = train(tiny_config(steps=2, eval_every=0), out=tmp_path / "r", progress=False)
     assert result.steps == 2 and isinstance(tiny_config(), TrainConfig)
     assert set(load_run(tmp_path / "r")["stat"]) >= {"loss", "lr"}
-
-
-RENAMED = [("analysis.recording", "load_config", "run_config"),
-           ("analysis.optim.state", "times", "per_element"),
-           ("analysis.optim.state", "NONE", "NO_STATE"),
-           ("analysis.optim.transforms", "per_layout", "PerLayout"),
-           ("analysis.results.run_set", "Recordings", "RunSet"),
-           ("analysis.results.figures", "Recordings", "RunSet"),
-           ("analysis.reproduce", "recordings", "notebook_runs")]
-
-
-@pytest.mark.parametrize("module, old, new", RENAMED)
-def test_a_renamed_name_still_works_and_says_its_new_name(module, old, new):
-    import importlib
-    mod = importlib.import_module(module)
-    with pytest.warns(DeprecationWarning, match=f"{module}.{new}"):
-        assert getattr(mod, old) is getattr(mod, new)
-    with pytest.raises(AttributeError, match="no attribute 'never_was'"):
-        _ = mod.never_was
 
 
 def test_analysis_optim_gives_the_transforms_to_compose_with():

@@ -29,8 +29,6 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from toy_models.deprecation import renamed
-
 
 def numel(shape) -> int:
     """Elements of a tensor of ``shape`` (``math.prod``)."""
@@ -88,7 +86,3 @@ def describe_rules(rules: dict[str, StateRule]) -> str:
         if rule.text != NO_STATE.text:
             by_text.setdefault(rule.text, []).append(role)
     return "; ".join(f"{text} {', '.join(roles)}" for text, roles in by_text.items()) or "none"
-
-
-# ``times(k)`` and ``NONE`` said neither what is multiplied nor what is absent.
-__getattr__ = renamed(__name__, {"times": "per_element", "NONE": "NO_STATE"}, globals())

@@ -26,7 +26,6 @@ import torch
 from torch import Tensor
 
 from analysis.optim.maths import Scaled, as_dim, as_tensor, inverse_rms, newton_schulz
-from toy_models.deprecation import renamed
 
 # Who hears ``tap`` right now: set by ``ChainedOptimizer.step`` for the duration of its own step
 # (a context variable, not a global: two optimizers, threads or tasks never share a listener).
@@ -356,7 +355,3 @@ class chain(Transform):
 
     def __repr__(self):
         return " -> ".join(repr(t) for t in self.transforms) or "identity"
-
-
-# ``per_layout`` read as a transform; it is a family of them, one per fan-in layout.
-__getattr__ = renamed(__name__, {"per_layout": "PerLayout"}, globals())

@@ -22,6 +22,7 @@ runs (the held-out seeds at each arm's chosen point) and the rows.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import statistics
@@ -32,12 +33,26 @@ from analysis.protocol.presets import ARM_BY_LABEL, Preset
 from analysis.recording import (
     SELECTION,
     TUNING,
+    RecordingError,
     is_run_dir,
     load_result,
     read_json,
-    write_record,
+    write_atomic,
 )
 from analysis.results.gates import MAX_ADAMW_SPREAD
+
+
+def write_record(path: str | Path, record: dict) -> Path:
+    """A root's JSON record (``tuning.json``, ``selection.json``) written whole: a non-finite
+    number (which JSON cannot hold) is refused as ``RecordingError`` naming the file; the
+    writers state "none" as null themselves."""
+    try:
+        text = json.dumps(record, indent=1, allow_nan=False)
+    except ValueError:
+        raise RecordingError(f"refusing to write {path}: it holds a non-finite number (NaN or "
+                             "infinity), which JSON cannot hold; the earlier file is kept") from None
+    return write_atomic(path, text + "\n")
+
 
 NON_INFERIORITY_NATS = math.log(1.05)
 HEADLINE_PAIRS = (("scale", "adamw"), ("scale", "muon"), ("col_norm", "scale"),

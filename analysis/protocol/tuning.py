@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from analysis.protocol.headline import final_loss, run_held_out
+from analysis.protocol.headline import final_loss, run_held_out, write_record
 from analysis.protocol.presets import Arm, Preset, tuned_points
 from analysis.recording import (
     CONFIG,
@@ -44,7 +44,6 @@ from analysis.recording import (
     load_result,
     read_json,
     write_atomic,
-    write_record,
 )
 from analysis.results.paper import NORMALIZATIONS
 from analysis.train import checkpoint

@@ -46,7 +46,6 @@ from analysis.results.run_set import (
 )
 from analysis.results.stats import log_band, role_variance, summary, t_band
 from toy_models import quadratic
-from toy_models.deprecation import renamed
 
 
 def _variance(rec: RunSet, label: str, title: str):
@@ -389,7 +388,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-# ``Recordings`` collided with ``analysis.recording`` and ``reproduce.recordings``.
-__getattr__ = renamed(__name__, {'Recordings': 'RunSet'}, globals())

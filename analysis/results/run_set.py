@@ -20,7 +20,6 @@ from analysis.recording import (
     scan_runs,
 )
 from analysis.results.stats import final_results
-from toy_models.deprecation import renamed
 from toy_models.llama import load_config as toy_config
 from toy_models.llama import matrix_shapes, model_names
 from toy_models.paths import shipped_data
@@ -126,8 +125,3 @@ def hidden_spectrum(rec: RunSet) -> tuple[str, pd.DataFrame]:
                           "the `full` schedule with instrumentation on")
     name = sorted(spectra["param"].unique())[0]
     return name, spectra[spectra["param"] == name]
-
-
-# ``Recordings`` (class), ``analysis.recording`` (one run's files) and ``reproduce.recordings``
-# (a path) were three things under one name.
-__getattr__ = renamed(__name__, {'Recordings': 'RunSet'}, globals())

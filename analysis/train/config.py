@@ -11,9 +11,7 @@ segments' settings) and the command line name them flat, Adam's betas as ``adam_
 
 from __future__ import annotations
 
-import functools
 import math
-import warnings
 from dataclasses import asdict, dataclass, fields, replace
 
 from analysis.instrument.schedule import InstrumentConfig
@@ -60,35 +58,6 @@ def _hyper_from_flat(hyper: OptimizerConfig, flat: dict) -> OptimizerConfig:
                              for k, v in flat.items()})
 
 
-def _flat_hyper_alias(cls):
-    """Deprecated for one release: ``TrainConfig(lr=...)`` and ``config.lr``, the optimizer's
-    settings as fields of the trainer's config (they are ``hyper``, an ``OptimizerConfig``)."""
-    generated = cls.__init__
-
-    @functools.wraps(generated)
-    def __init__(self, *args, **kwargs):
-        flat = {k: kwargs.pop(k) for k in list(kwargs) if k in RECORDED_HYPER}
-        if flat:
-            warnings.warn(f"TrainConfig({', '.join(flat)}=...) is deprecated: pass "
-                          "hyper=OptimizerConfig(...) (analysis.optim.hyper); Adam's betas are "
-                          "OptimizerConfig.betas", DeprecationWarning, stacklevel=2)
-            kwargs["hyper"] = _hyper_from_flat(kwargs.get("hyper", OptimizerConfig()), flat)
-        generated(self, *args, **kwargs)
-
-    def reader(name):
-        def read(self):
-            warnings.warn(f"TrainConfig.{name} is deprecated: read config.hyper.{RECORDED_HYPER[name]}",
-                          DeprecationWarning, stacklevel=2)
-            return getattr(self.hyper, RECORDED_HYPER[name])
-        return property(read)
-
-    cls.__init__ = __init__
-    for name in RECORDED_HYPER:
-        setattr(cls, name, reader(name))
-    return cls
-
-
-@_flat_hyper_alias
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (the fields below); ``validate`` checks it."""

@@ -42,16 +42,10 @@ def test_the_record_holds_the_optimizer_settings_flat_and_any_other_one_a_run_se
     assert changed == {"ns_steps": [3, 5]}
 
 
-def test_flat_optimizer_settings_still_work_for_one_release_with_a_warning():
-    with pytest.warns(DeprecationWarning, match=r"hyper=OptimizerConfig"):
-        flat = TrainConfig(optimizer="adamw", lr=1e-3, adam_betas=[0.9, 0.95], weight_decay=0.1)
-    assert flat == TrainConfig(optimizer="adamw",
-                               hyper=OptimizerConfig(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1))
-    with pytest.warns(DeprecationWarning, match=r"config.hyper.betas"):
-        assert flat.adam_betas == (0.9, 0.95)
-    with pytest.warns(DeprecationWarning):
-        moved = replace(flat, lr=2e-3)
-    assert moved.hyper == replace(flat.hyper, lr=2e-3)
+def test_the_optimizer_settings_are_hyper_not_fields_of_the_trainer_s_config():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'lr'"):
+        TrainConfig(optimizer="adamw", lr=1e-3)
+    assert not hasattr(TrainConfig(), "lr") and TrainConfig().hyper == OptimizerConfig()
 
 
 def test_the_command_line_builds_the_same_nested_config():
