@@ -1,5 +1,7 @@
-"""scale-lab: optimizers (``optim``), instrumentation (``instrument``), training (``train``)
-and results (``results``) for studying SCALE (arXiv 2506.16659) and its baselines.
+"""scale-lab: optimizers (``optim``; SCALE in one file: ``optim/scale.py``), instrumentation
+(``instrument``), training (``train``), results (``results``), the comparison protocol
+(``protocol``) and teaching (``teaching``) for studying SCALE (arXiv 2506.16659) and its
+baselines; ``recording`` is the run-directory schema.
 
 The short path to each, imported on first use so that ``import analysis`` stays fast::
 

@@ -64,12 +64,12 @@ def _write_failed(path: Path, err: OSError) -> RecordingError:
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
-    """Write the text file ``path`` whole or not at all (``toy_models.files.write_atomic``: a
+    """Write the text file ``path`` whole or not at all (``toy_models.files.replace_atomically``: a
     unique temporary name beside it, then a rename); ``RecordingError`` (one line) on failure,
     with the temporary file removed. Every JSON and table rewrite of a run or root goes here."""
     path = Path(path)
     try:
-        return files.write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        return files.replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     except OSError as err:
         raise _write_failed(path, err) from None
 

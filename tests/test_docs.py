@@ -79,6 +79,23 @@ def test_no_text_about_how_the_project_was_made():
     assert not found, found
 
 
+def test_the_readme_layout_names_every_module_and_no_other():
+    """The README's Layout block against the tree: each sub-package's line, the top-level
+    modules and toy_models list exactly the modules there are."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Layout\n", 1)[1].split("\nDependencies point one way", 1)[0]
+    named = set(re.findall(r"\b([a-z_0-9]+)(?:\.py)?\b", re.sub(r"\([^)]*\)|`[^`]*`", "", block)))
+    modules = {p.stem for p in (ROOT / "analysis").rglob("*.py")} | {p.stem for p in (ROOT / "toy_models").glob("*.py")}
+    modules -= {"__init__", "__main__"}
+    assert not modules - named, f"modules the README's Layout omits: {sorted(modules - named)}"
+    words = {"analysis", "toy_models", "notebooks", "data", "the", "eight", "teaching", "corpus",
+             "manifest", "tokenizers", "reference", "recordings", "run", "directory", "schema", "what",
+             "a", "ran", "on", "readme", "md", "scale", "lab", "optim", "instrument", "train",
+             "results", "protocol", "in", "one", "file", "sharding"}
+    stale = {n for n in named - modules - words if not (ROOT / "analysis" / n).is_dir()}
+    assert not stale, f"names in the README's Layout with no module: {sorted(stale)}"
+
+
 def test_the_readme_quotes_the_shipped_report():
     from analysis.results.report import README_END, README_START, readme_excerpt
     from analysis.results.run_set import REFERENCE

@@ -33,7 +33,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from toy_models.files import NotWritable, make_dir, write_atomic
+from toy_models.files import NotWritable, make_dir, replace_atomically
 from toy_models.paths import HOME_VARIABLE, built_data, shipped_data
 
 # shipped: the manifest; built: the corpus and its downloads (toy_models.paths)
@@ -188,7 +188,7 @@ def build(out_dir: Path = CORPUS_DIR, download_dir: Path = DOWNLOAD_DIR,
                     handle.write(json.dumps({"text": row["text"], "id": row["id"],
                                              "source": row["source"]}, ensure_ascii=False) + "\n")
 
-        write_atomic(path, write)
+        replace_atomically(path, write)
         manifest["splits"][split] = {"documents": len(rows),
                                      "characters": sum(len(r["text"]) for r in rows),
                                      "sha256": sha256_file(path)}

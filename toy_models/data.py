@@ -39,7 +39,7 @@ from toy_models.corpus import (
     require_hub,
     sha256_file,
 )
-from toy_models.files import write_atomic
+from toy_models.files import replace_atomically
 from toy_models.paths import built_data
 
 CACHE_DIR = built_data() / "cache"
@@ -183,7 +183,7 @@ def token_array(source: str, split: str, tokenizer, cache_dir: Path = CACHE_DIR)
         with open(tmp, "wb") as handle:   # a handle: np.save would add ".npy" to a name
             np.save(handle, tokens)
 
-    write_atomic(path, save)   # processes tokenizing the same split at once each rename theirs
+    replace_atomically(path, save)   # processes tokenizing the same split at once each rename theirs
     return tokens
 
 

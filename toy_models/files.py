@@ -35,7 +35,7 @@ def make_dir(directory: Path, fix: str = HOME_FIX) -> Path:
     return Path(directory)
 
 
-def write_atomic(path: Path, write: Callable[[Path], None], fix: str = HOME_FIX) -> Path:
+def replace_atomically(path: Path, write: Callable[[Path], None], fix: str = HOME_FIX) -> Path:
     """Call ``write(tmp)`` on a fresh temporary file in ``path``'s directory, then rename it to
     ``path``; the temporary file is removed if anything fails. Returns ``path``. A directory
     that cannot be made or written raises ``NotWritable`` (naming it and ``fix``)."""

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from toy_models.corpus import CorpusError, corpus_path, require_hub
-from toy_models.files import write_atomic
+from toy_models.files import replace_atomically
 from toy_models.paths import shipped_data
 
 TOKENIZER_DIR = shipped_data() / "tokenizer"
@@ -55,7 +55,7 @@ def train_tokenizer(train_jsonl: Path, vocab_size: int = DEFAULT_VOCAB,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tokenizer.train_from_iterator(_iter_texts(train_jsonl), trainer=trainer)
-    return write_atomic(out_dir / "tokenizer.json", lambda tmp: tokenizer.save(str(tmp)))
+    return replace_atomically(out_dir / "tokenizer.json", lambda tmp: tokenizer.save(str(tmp)))
 
 
 def tokenizer_size(name_or_path: str | Path | None = None) -> int:

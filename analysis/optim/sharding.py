@@ -59,7 +59,7 @@ def sharded_group(param, dim: int):
     return None
 
 
-def _rows(full, like):
+def _local_rows(full, like):
     """This process's row block of ``full``, as ``DTensor`` ``like`` splits its dim 0
     (``torch.chunk`` over the mesh, as ``Shard(0)`` does)."""
     mesh = like.device_mesh
@@ -80,7 +80,7 @@ def whole_matrix_update(transform, param, state: dict):
         direction = direction.materialize()
     for key, value in gathered.items():
         if is_dtensor(state[key]):
-            local(state[key]).copy_(_rows(value, state[key]))
+            local(state[key]).copy_(_local_rows(value, state[key]))
         else:
             state[key] = value   # step counts and other scalars
-    return _rows(direction, param)
+    return _local_rows(direction, param)

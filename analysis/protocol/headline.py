@@ -131,7 +131,7 @@ def adamw_stable(sweeps: dict[str, HeldOutSweep], adamw_losses=None) -> bool | N
     return spread <= MAX_ADAMW_SPREAD * statistics.median(others)
 
 
-def _rows(preset: Preset, sweeps: dict[str, HeldOutSweep], out: Path) -> list[tuple]:
+def _side_rows(preset: Preset, sweeps: dict[str, HeldOutSweep], out: Path) -> list[tuple]:
     """The rows beside the arms: ``(name, config, run_dir)`` for every seed of each."""
     rows = []
 
@@ -172,7 +172,7 @@ def run_held_out(preset: Preset, out: Path, arms, runner) -> list[Path]:
     while _more_seeds(sweeps, preset):
         _advance(sweeps, out, runner)
     retrained = _retrain_cached(sweeps, out, runner)
-    rows = _rows(preset, sweeps, out)
+    rows = _side_rows(preset, sweeps, out)
     runner.run([(config, d) for _, config, d in rows])
     _write(preset, sweeps, out, rows, retrained)
     return [d for sweep in sweeps.values() for d in sweep.reported(out)]

@@ -71,7 +71,7 @@ def save(run_dir: Path, step: int, model_state: dict, optimizer_state: dict, pos
              **extra}
     path = Path(run_dir) / f"ckpt-{step:08d}.pt"
     try:
-        files.write_atomic(path, lambda tmp: torch.save(state, tmp))
+        files.replace_atomically(path, lambda tmp: torch.save(state, tmp))
     except (OSError, RuntimeError) as err:   # disk full, permissions: torch.save raises either
         raise CheckpointError(f"cannot write checkpoint {path} ({_cause(err)}); "
                               f"{advice(run_dir)}") from None
