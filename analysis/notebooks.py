@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -53,6 +54,11 @@ def _environment(**values):
 
 
 MATHJAX = "mathjax"   # the directory beside the pages
+MATHJAX_FONTS = ('"HTML-CSS": {availableFonts: ["STIX-Web"], preferredFont: "STIX-Web", '
+                 'webFont: "STIX-Web", imageFont: null},')
+MERMAID_LOADER = re.compile(r'<script type="module">\s*document\.addEventListener\("DOMContentLoaded", '
+                            r'async \(\) => \{\s*const diagrams = document\.querySelectorAll\("\.jp-Mermaid'
+                            r'.*?</script>', re.S)
 NO_REQUIRE = "scale-lab-no-require.js"   # require.js only serves live widgets: its tag is dropped
 CHECKS = "## What this notebook shows (checked)"
 
@@ -65,9 +71,15 @@ def title(path: Path) -> str:
     return first.source.splitlines()[0].lstrip("# ").strip()
 
 
-def for_reading(notebook, following: Path | None):
+SMOKE_BANNER = ("**Built in SMOKE mode**: every computation on this page is the small, fast version "
+                "the tests run (`SMOKE = True` below), so its numbers and figures are previews, not "
+                "results; build the site without `--smoke` for the full ones.")
+
+
+def for_reading(notebook, following: Path | None, smoke: bool = False):
     """The executed ``notebook`` as a page shows it: stubs replaced by their solutions, the
-    environment cell, the solutions' import and the checks left out, links added."""
+    solutions' import and the checks left out (the environment cell stays: later cells read
+    ``SMOKE``), links added, and a banner on a page built in SMOKE mode."""
     import inspect
 
     import nbformat
@@ -77,9 +89,8 @@ def for_reading(notebook, following: Path | None):
         source = cell.source
         if cell.cell_type == "markdown" and source.startswith(CHECKS):
             dropping = True
-        if dropping or (cell.cell_type == "code" and ("SMOKE = os.environ" in source
-                                                      or "from analysis.teaching.solutions" in source
-                                                      and "grade(" not in source)):
+        if dropping or (cell.cell_type == "code" and "from analysis.teaching.solutions" in source
+                        and "grade(" not in source and "SMOKE = os.environ" not in source):
             continue
         if cell.cell_type == "code" and 'raise NotImplementedError("your code' in source:
             name = source.split("def ", 1)[1].split("(", 1)[0]
@@ -91,7 +102,9 @@ def for_reading(notebook, following: Path | None):
         cells.append(cell)
     links = "[all notebooks](index.html)" + (f" · next: [{title(following)}]({following.stem}.html)"
                                              if following is not None else "")
-    notebook.cells = [nbformat.v4.new_markdown_cell(links), *cells, nbformat.v4.new_markdown_cell(links)]
+    banner = [nbformat.v4.new_markdown_cell(SMOKE_BANNER)] if smoke else []
+    notebook.cells = [nbformat.v4.new_markdown_cell(links), *banner, *cells,
+                      nbformat.v4.new_markdown_cell(links)]
     return notebook
 
 
@@ -146,8 +159,12 @@ def render_html(path: Path, out_dir: Path, smoke: bool = False, timeout_s: int =
         executor(notebook, timeout_s, Path.cwd()).execute()
     exporter = HTMLExporter(mathjax_url=f"{MATHJAX}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe",
                             require_js_url=NO_REQUIRE)
-    body, _ = exporter.from_notebook_node(for_reading(notebook, following))
+    body, _ = exporter.from_notebook_node(for_reading(notebook, following, smoke))
     body = body.replace(f'<script src="{NO_REQUIRE}"></script>', "")
+    # nbconvert's Mermaid loader imports from a CDN; these pages draw no diagram
+    body = MERMAID_LOADER.sub("", body)
+    # the fonts MathJax ships in jupyter-server-mathjax are STIX-Web: ask for them, not for TeX's
+    body = body.replace("messageStyle: 'none',", "messageStyle: 'none', " + MATHJAX_FONTS, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / f"{path.stem}.html"
     page.write_text(body, encoding="utf-8")
@@ -156,14 +173,31 @@ def render_html(path: Path, out_dir: Path, smoke: bool = False, timeout_s: int =
 
 def copy_mathjax(out_dir: Path) -> Path:
     """MathJax 2 from the ``jupyter-server-mathjax`` package into ``out_dir/mathjax`` (once;
-    its translations left out)."""
+    its translations and its accessibility extension, which fetches speech rules from a CDN,
+    left out)."""
     import jupyter_server_mathjax
 
     target = out_dir / MATHJAX
     if not (target / "MathJax.js").exists():
         shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", target,
-                        ignore=shutil.ignore_patterns("localization"), dirs_exist_ok=True)
+                        ignore=shutil.ignore_patterns("localization", "a11y"), dirs_exist_ok=True)
     return target
+
+
+def subtitle(intro: str) -> str:
+    """An intro's first whole sentence as plain text: its first paragraph after the heading,
+    markdown marks and links as their text, the first sentence without a formula (the index
+    is not typeset), else the first with its formulas left out."""
+    lines = [line for line in intro.splitlines() if not line.startswith("#")]
+    paragraphs = [" ".join(p.split()) for p in "\n".join(lines).split("\n\n") if p.strip()]
+    paragraph = paragraphs[0] if paragraphs else ""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", paragraph)   # [text](link) -> text
+    text = re.sub(r"[*`]+", "", text).strip()
+    sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if x.strip()]
+    plain = [x for x in sentences if "$" not in x]
+    first = plain[0] if plain else re.sub(r"\s*\$[^$]*\$\s*", " ", sentences[0] if sentences else "")
+    first = " ".join(first.split())
+    return first[:-1] + "." if first.endswith(":") else first   # a sentence that opens a list
 
 
 def write_index(out_dir: Path, paths: list[Path]) -> Path:
@@ -175,7 +209,7 @@ def write_index(out_dir: Path, paths: list[Path]) -> Path:
     items = []
     for path in paths:
         intro = next(c for c in jupytext.read(path).cells if c.cell_type == "markdown").source
-        first = next((line for line in intro.splitlines()[1:] if line.strip() and not line.startswith("#")), "")
+        first = subtitle(intro)
         items.append(f'<li><a href="{path.stem}.html">{html.escape(title(path))}</a>'
                      f"<br><small>{html.escape(first)}</small></li>")
     page = out_dir / "index.html"

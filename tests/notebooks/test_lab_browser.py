@@ -185,4 +185,9 @@ def test_the_static_site_typesets_its_formulas_offline(tmp_path):
         text = page.inner_text("body")
         browser.close()
     assert typeset > 5 and r"\tfrac12" not in text and r"\beta m" not in text
-    assert fetched and all(url.startswith("file://") for url in fetched), [u for u in fetched if not u.startswith("file:")]
+    assert text.count("Built in SMOKE mode") == 1   # said once, on top
+    page_html = (site / "01_momentum_quadratic.html").read_text()
+    shipped = [page_html, *(p.read_text(errors="replace") for p in (site / "mathjax").rglob("*.js"))]
+    assert not [t for t in shipped if "cdnjs." in t or "cdn.jsdelivr" in t]   # no CDN, even unused
+    remote = [u for u in fetched if not u.startswith(("file://", "about:blank"))]   # blank: no network
+    assert fetched and not remote, remote

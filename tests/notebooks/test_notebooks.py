@@ -116,3 +116,14 @@ def test_a_notebook_renders_to_html_with_its_figures(tmp_path):
     index = (tmp_path / "index.html").read_text()
     assert index.count("<li>") == 8 and 'href="08_design_your_own.html"' in index
     assert main(["--html", str(tmp_path), "--only", "99"]) == 2
+
+
+def test_the_site_index_gives_each_notebook_a_whole_sentence_as_text():
+    import jupytext
+
+    from analysis.notebooks import notebook_paths, subtitle
+
+    for path in notebook_paths():
+        intro = next(c for c in jupytext.read(path).cells if c.cell_type == "markdown").source
+        line = subtitle(intro)
+        assert line and line[-1] in ".!?" and not set(line) & set("$`*\\"), (path.name, line)
