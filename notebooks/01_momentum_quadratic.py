@@ -28,6 +28,7 @@ SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the ex
 # %%
 import numpy as np
 import torch
+from IPython.display import display
 
 from analysis.optim.maths import as_tensor
 from analysis.optim.transforms import chain, momentum, normalize
@@ -106,6 +107,40 @@ for lr in lrs:
 # it matters most where the steps are large relative to the noise: SCALE's normalized updates.
 
 # %% [markdown]
+# ## The (lr, β) map: speed without noise, the floor with it
+#
+# Without noise, EMA momentum is Polyak's heavy ball with step $\alpha = \eta(1-\beta)$: each
+# coordinate's error obeys $\lambda^2 - (1 + \beta - \alpha h)\lambda + \beta = 0$. Its roots
+# are complex, with $|\lambda| = \sqrt\beta$, for $(1-\sqrt\beta)^2 < \alpha h < (1+\sqrt\beta)^2$:
+# the lower edge is **critical damping**. With condition number $\kappa = h_{max}/h_{min}$ the
+# fastest rate, $(\sqrt\kappa - 1)/(\sqrt\kappa + 1)$, needs $\beta^* =
+# \big((\sqrt\kappa-1)/(\sqrt\kappa+1)\big)^2$ and $\alpha^* = 4/(\sqrt{h_{max}}+\sqrt{h_{min}})^2$
+# (Goh, "Why Momentum Really Works", Distill 2017). The cell computes them for this quadratic and
+# compares momentum with SGD at the explorer's default lr.
+
+# %%
+lr_opt, beta_opt, rate_opt = quadratic.optimal_momentum()
+kappa = 1 / quadratic.curvatures()[0]
+sgd_rates = {lr: quadratic.contraction(lr, 0.0) for lr in np.linspace(0.05, 1.99, 40)}
+sgd_best = min(sgd_rates.values())
+at_default = {beta: quadratic.contraction(1.0, beta) for beta in (0.0, 0.9)}
+print(f"condition number {kappa:.0f}: optimal beta {beta_opt:.3f} at lr {lr_opt:.3g} (step "
+      f"lr(1-beta) = {lr_opt * (1 - beta_opt):.3g}), rate {rate_opt:.4f} per step; SGD's best rate "
+      f"{sgd_best:.4f}: momentum needs {np.log(sgd_best) / np.log(rate_opt):.3f} of SGD's steps per e-fold")
+print(f"at the explorer's default lr 1: max |eigenvalue| SGD {at_default[0.0]:.4f}, momentum 0.9 "
+      f"{at_default[0.9]:.4f}")
+display(widgets.momentum_map(sigma=sigma, points=15 if SMOKE else 41))
+
+# %% [markdown]
+# What the default shows, said plainly: at a **fixed** lr this EMA momentum does not speed
+# convergence (its step is $\eta(1-\beta)$, so its slowest eigenvalue is SGD's, to the third
+# decimal above); where it helps is the noise floor (the right panel falls with $\beta$ at a
+# fixed lr). Speed comes only with a larger lr, which momentum keeps stable up to
+# $\alpha h < 2(1+\beta)$: the optimum sits far to the right of SGD's stable region. SCALE uses
+# momentum for the floor: its steps are normalized, so the lr is set by the schedule, not by
+# stability.
+
+# %% [markdown]
 # ### Exercise (implement): SGD's floor in closed form
 # For $\beta = 0$ the Lyapunov equation has a closed form. Each coordinate's error follows
 # $x' = (1 - \eta h) x - \eta \sqrt{h}\,\sigma \xi$; write its stationary variance, then
@@ -177,6 +212,9 @@ passed = exercises.grade("momentum_before_normalization", momentum_before_normal
 # the exact floor is what the simulation reaches (within Monte-Carlo error)
 for beta in floors:
     assert abs(simulated[beta] / floors[beta] - 1) < 0.15, (beta, simulated[beta], floors[beta])
+# at a fixed lr EMA momentum does not converge faster; at its own best lr and beta it does
+assert abs(at_default[0.9] - at_default[0.0]) < 0.005 and rate_opt < sgd_best
+assert abs(quadratic.contraction(lr_opt, beta_opt) - rate_opt) < 1e-9   # the closed form is the optimum
 # more momentum, lower noise floor at the same learning rate
 assert floors[0.0] > floors[0.5] > floors[0.9] > floors[0.95]
 # the EMA keeps (1 - beta) / (1 + beta) of white noise's variance

@@ -15,6 +15,17 @@ floor on the coordinates where ``lr h_i`` is not small (it averages the noise ov
 ``lr h < 2 (1 + beta) / (1 - beta)`` is ``(1 + beta) / (1 - beta)`` times SGD's ``lr h < 2``.
 The EMA of white noise has variance ``(1 - beta) / (1 + beta)`` of the noise's
 (``direction_noise_ratio``): the mechanism SCALE relies on for its noisiest layer.
+
+Without noise the iteration is Polyak's heavy ball with step ``alpha = lr (1 - beta)``: each
+coordinate's characteristic polynomial is ``lambda^2 - (1 + beta - alpha h) lambda + beta``
+(``contraction``: the slowest coordinate's ``max |lambda|``, the convergence rate per step).
+Its roots are complex, with ``|lambda| = sqrt(beta)``, for ``(1 - sqrt(beta))^2 < alpha h <
+(1 + sqrt(beta))^2``: critical damping at the lower edge (``critical_damping``). With condition
+number ``kappa = 1 / h_min`` the best rate, ``(sqrt(kappa) - 1) / (sqrt(kappa) + 1)``, comes at
+``beta* = ((sqrt(kappa) - 1) / (sqrt(kappa) + 1))^2`` and ``alpha* = 4 / (1 + sqrt(h_min))^2``
+(``optimal_momentum``; Polyak 1964; Goh, "Why Momentum Really Works", Distill 2017). At a
+fixed ``lr`` the EMA form takes the step ``lr (1 - beta)``, so there momentum does not speed
+convergence; what it buys at a fixed lr is the lower noise floor.
 """
 
 from __future__ import annotations
@@ -83,3 +94,26 @@ def ema_floor(lr: float, beta: float, sigma: float = 1.0, dim: int = 32, h_min: 
 def direction_noise_ratio(beta: float) -> float:
     """Stationary variance of the EMA of unit white noise: ``(1 - beta)^2 / (1 - beta^2)``."""
     return (1.0 - beta) / (1.0 + beta)
+
+
+def contraction(lr: float, beta: float, dim: int = 32, h_min: float = 1e-2) -> float:
+    """The convergence rate without noise: the largest eigenvalue modulus over every
+    curvature's iteration (>= 1: the error does not shrink)."""
+    return float(np.abs(eigenvalues(lr, beta, dim, h_min)).max())
+
+
+def critical_damping(beta: float) -> float:
+    """The ``alpha h = lr (1 - beta) h`` at which a coordinate is critically damped: below it
+    the error decays without oscillating, above it (up to ``(1 + sqrt(beta))^2``) it rings
+    with modulus ``sqrt(beta)``."""
+    return (1.0 - np.sqrt(beta)) ** 2
+
+
+def optimal_momentum(h_min: float = 1e-2) -> tuple[float, float, float]:
+    """``(lr*, beta*, rate*)`` of the fastest noiseless convergence for curvatures in
+    ``[h_min, 1]`` (heavy ball's optimum, written for the EMA form ``lr = alpha / (1 - beta)``)."""
+    root = np.sqrt(1.0 / h_min)
+    rate = (root - 1.0) / (root + 1.0)
+    beta = rate**2
+    alpha = 4.0 / (1.0 + np.sqrt(h_min)) ** 2
+    return float(alpha / (1.0 - beta)), float(beta), float(rate)

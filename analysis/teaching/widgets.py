@@ -11,6 +11,8 @@ nothing could move them: in ``scale-lab notebooks --html`` (static pages; it set
   at a chosen lr, beta and noise, with their exact noise floors; and the eigenvalues of every
   coordinate's 2x2 system against the unit circle (the picture of Goh, "Why Momentum Really
   Works", Distill 2017): inside the circle the error contracts, outside it grows.
+- ``momentum_map``: the (lr, beta) plane of the same quadratic: the noiseless convergence
+  rate with its optimum (heavy ball's) and the exact noise floor, with critical damping.
 - ``norm_ball_explorer``: the unit balls of the l1, l2 and max norms in 2-D and the
   steepest-descent direction each gives for a gradient at a chosen angle,
   ``d* = argmax <g, d> s.t. ||d|| <= 1``; the value reached is the dual norm of ``g``.
@@ -99,6 +101,43 @@ def momentum_explorer(lr: float = 1.0, beta: float = 0.9, sigma: float = 0.3, st
     right.set(aspect="equal", xlim=(-1.6, 1.6), ylim=(-1.6, 1.6), xlabel="real part",
               ylabel="imaginary part", title="Eigenvalues, one pair per curvature")
     right.legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def momentum_map(sigma: float = 0.3, dim: int = 32, h_min: float = 1e-2, points: int = 41):
+    """Over a grid of (lr, beta): left, the convergence speed without noise (steps to shrink
+    the slowest error by e, ``-1 / log quadratic.contraction``; white where it does not
+    converge) with SGD's best and the
+    heavy-ball optimum marked; right, the exact noise floor (``quadratic.ema_floor``, log
+    scale) with the critical-damping line of the slowest coordinate."""
+    lrs = np.geomspace(0.05, 50.0, points)
+    betas = np.linspace(0.0, 0.98, points)
+    rate = np.array([[quadratic.contraction(lr, b, dim, h_min) for lr in lrs] for b in betas])
+    floor = np.array([[quadratic.ema_floor(lr, b, sigma, dim, h_min) for lr in lrs] for b in betas])
+    fig, (left, right) = style.figure(2, width=4.8, height=3.9)
+    from matplotlib.colors import LogNorm
+
+    with np.errstate(divide="ignore"):   # steps for the slowest error to shrink by e
+        steps = np.where(rate < 1, -1.0 / np.log(np.where(rate < 1, rate, 0.5)), np.nan)
+    mesh = left.pcolormesh(lrs, betas, steps, shading="nearest", cmap="viridis", norm=LogNorm())
+    fig.colorbar(mesh, ax=left, label="steps to shrink the error by e")
+    lr_opt, beta_opt, rate_opt = quadratic.optimal_momentum(h_min)
+    sgd = min(lrs, key=lambda lr: quadratic.contraction(lr, 0.0, dim, h_min))
+    left.scatter([lr_opt], [beta_opt], marker="*", s=120, color="#d62728",
+                 label=f"optimum: lr {lr_opt:.3g}, beta {beta_opt:.2f}, rate {rate_opt:.3f}")
+    left.scatter([sgd], [0.0], marker="o", s=40, color="#7f7f7f",
+                 label=f"SGD's best: rate {quadratic.contraction(sgd, 0.0, dim, h_min):.3f}")
+    left.set(xscale="log", xlabel="lr", ylabel="beta", title=f"Speed, condition number {1 / h_min:.0f}")
+    left.legend(fontsize=7, loc="upper left")
+    mesh = right.pcolormesh(lrs, betas, np.log10(np.where(np.isfinite(floor), floor, np.nan)),
+                            shading="nearest", cmap="magma")
+    fig.colorbar(mesh, ax=right, label="log10 noise floor")
+    critical = [quadratic.critical_damping(b) / (h_min * (1 - b)) for b in betas]
+    right.plot(critical, betas, color="white", lw=1.2, ls="--",
+               label="slowest coordinate critically damped")
+    right.set(xscale="log", xlabel="lr", ylabel="beta", xlim=(lrs[0], lrs[-1]),
+              title=f"Noise floor, noise {sigma:g} (white: unstable)")
+    right.legend(fontsize=7, loc="upper left")
     return fig
 
 
