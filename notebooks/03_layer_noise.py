@@ -34,6 +34,8 @@ SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the ex
 RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train fresh runs instead of reading the shipped reference recordings
 
 # %%
+from functools import partial
+
 import pandas as pd
 from IPython.display import display
 
@@ -41,7 +43,7 @@ from analysis.instrument import estimators
 from analysis.optim.roles import assign_roles
 from analysis.reproduce import notebook_runs
 from analysis.results import claims, figures, report, theory, variance_claims
-from analysis.teaching import exercises
+from analysis.teaching import exercises, widgets
 from toy_models.data import load_blocks
 from toy_models.llama import build_model, load_config, model_tokenizer
 from toy_models.tokenizer import load_tokenizer
@@ -96,8 +98,9 @@ passed = exercises.grade("microbatch_variance", microbatch_variance)
 
 # %% [markdown]
 # ### Predict, then check
-# The table ranks layers by their *total* variance. **Predict:** per entry (divided by the
-# number of entries of the role's matrices), does the output layer stay the noisiest?
+# The table ranks the layers by their *total* variance at initialization. **Predict:** which
+# of the two vocabulary-sized layers comes first there, and does the order of the roles
+# survive when each total is divided by the number of entries (per entry)?
 
 # %%
 sizes = pd.Series({role: sum(p.numel() for name, p in model.named_parameters() if roles[name] == role)
@@ -107,11 +110,14 @@ per_entry = (side_by_side["exact"] * side_by_side.index.map(
 per_entry
 
 # %%
-top = per_entry.index[0]
-print(f"Answer: per entry the order is {' > '.join(per_entry.index)}, so the output layer is "
-      + ("still the noisiest." if top == "output" else f"not the noisiest: {top} is.")
+total_order = list(side_by_side["exact"].sort_values(ascending=False).index)
+print(f"Answer: at initialization the total ranks {' > '.join(total_order)} (exact: "
+      + ", ".join(f"{r} {side_by_side.loc[r, 'exact']:.3g}" for r in total_order) + "); per entry the "
+      f"order is {' > '.join(per_entry.index)}"
+      + (", the same." if list(per_entry.index) == total_order else ", a different one.")
       + " A total per layer ranks the two vocabulary-sized layers first by their size alone; "
-      "divided by its entries, a layer can rank anywhere.")
+      "divided by its entries, a layer can rank anywhere. Whether the output layer is first "
+      "over training is the next question.")
 
 # %% [markdown]
 # At initialization the three agree on the order of magnitude. (a) and (b) are unbiased but
@@ -133,7 +139,7 @@ print(f"Answer: per entry the order is {' > '.join(per_entry.index)}, so the out
 # %%
 runs = notebook_runs(recompute=RECOMPUTE, smoke=SMOKE, arms=["col_norm", "scale"])
 rec = figures.RunSet(runs)
-print("\n".join(report.regime_lines(rec.root, rec.results)[:3]))
+print("\n".join(report.regime_lines(rec.root, rec.results)))   # the gates too: a failed one is read below
 figures.show("grad_variance_by_layer", rec)
 
 # %% [markdown]
@@ -158,6 +164,23 @@ ranking
 
 # %%
 figures.show("grad_variance_with_momentum", rec)
+figure_4b = claims.embedding_variance_claim(rec.metrics, rec.root)
+print(f"Figure 4b as a claim ({figure_4b.rule}): {figure_4b.verdict}. {figure_4b.evidence}.")
+
+# %% [markdown]
+# Read the plot with that verdict beside it: the claim asks whether output momentum lowers
+# the embedding's variance at matched training loss, paired by seed; the plot shows the
+# roles' variance over steps, where a layer can rise above another for reasons the pairing
+# removes.
+#
+# ### Explore: one seed at a time
+# The reference has several seeds of each arm; the slider picks one and the definition
+# (total, or relative to $\|g\|^2$), to see how much of the picture is one seed's.
+
+# %%
+layer_seeds = sorted(int(x) for x in rec.results[rec.results["label"] == "col_norm"]["seed"])
+widgets.explore(partial(widgets.layer_noise_explorer, rec), seed=layer_seeds,
+                relative=[False, True])
 
 # %% [markdown]
 # ## The theory as a prediction

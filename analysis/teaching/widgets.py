@@ -13,6 +13,7 @@ nothing could move them: in ``scale-lab notebooks --html`` (static pages; it set
   Works", Distill 2017): inside the circle the error contracts, outside it grows.
 - ``momentum_map``: the (lr, beta) plane of the same quadratic: the noiseless convergence
   rate with its optimum (heavy ball's) and the exact noise floor, with critical damping.
+- ``layer_noise_explorer``: the probe's gradient variance per role over one seed's steps.
 - ``norm_ball_explorer``: the unit balls of the l1, l2 and max norms in 2-D and the
   steepest-descent direction each gives for a gradient at a chosen angle,
   ``d* = argmax <g, d> s.t. ||d|| <= 1``; the value reached is the dual norm of ``g``.
@@ -138,6 +139,25 @@ def momentum_map(sigma: float = 0.3, dim: int = 32, h_min: float = 1e-2, points:
     right.set(xscale="log", xlabel="lr", ylabel="beta", xlim=(lrs[0], lrs[-1]),
               title=f"Noise floor, noise {sigma:g} (white: unstable)")
     right.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def layer_noise_explorer(rec: RunSet, seed: int = 0, relative: bool = False, label: str = "col_norm"):
+    """The paper's probe of gradient variance (``probe_var``, or ``probe_var_rel``: relative to
+    ``||g||^2``) summed per role over the steps of one seed of ``label``, one line per role."""
+    stat = "probe_var_rel" if relative else "probe_var"
+    rows = rec.metrics[(rec.metrics["label"] == label) & (rec.metrics["seed"] == seed)
+                       & (rec.metrics["stat"] == stat)]
+    if rows.empty:
+        raise MissingData(f"no {stat} rows for {label} seed {seed} under {rec.root}")
+    per_role = rows.groupby(["step", "role"])["value"].sum().unstack()
+    fig, (ax,) = style.figure(width=5.6, height=3.6)
+    for role in [r for r in style.ROLE_ORDER if r in per_role]:
+        ax.plot(per_role.index, per_role[role], marker="o", ms=3, lw=1.2,
+                color=style.role_palette([role])[role], label=role)
+    ax.set(yscale="log", xlabel="step", ylabel="variance / ||g||^2" if relative else "variance (total)",
+           title=f"{label}, seed {seed}: the probe per role")
+    ax.legend(fontsize=7)
     return fig
 
 

@@ -79,3 +79,28 @@ def test_spectrum_explorer_draws_every_recorded_step():
     for step in (steps[0], steps[-1]):
         fig = widgets.spectrum_explorer(rec, step)
         assert f"step {step}" in fig.axes[0].get_title() and len(fig.axes[0].lines) >= 5
+
+
+def test_the_layer_noise_explorer_draws_one_seed_per_definition():
+    from analysis.results.run_set import REFERENCE, MissingData, RunSet
+    from analysis.teaching import widgets
+
+    rec = RunSet(REFERENCE)
+    seed = int(rec.results[rec.results["label"] == "col_norm"]["seed"].iloc[0])
+    total, relative = (widgets.layer_noise_explorer(rec, seed, flag) for flag in (False, True))
+    lines = {line.get_label(): line.get_ydata() for line in total.axes[0].get_lines()}
+    assert {"output", "embedding", "hidden"} <= set(lines)
+    assert relative.axes[0].get_ylabel() != total.axes[0].get_ylabel()
+    with pytest.raises(MissingData, match="seed 999"):
+        widgets.layer_noise_explorer(rec, 999)
+
+
+def test_the_momentum_map_marks_the_optimum_and_sgd_s_best():
+    from analysis.teaching import widgets
+    from toy_models import quadratic
+
+    fig = widgets.momentum_map(points=9)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    lr, beta, rate = quadratic.optimal_momentum()
+    assert any(f"beta {beta:.2f}" in t and f"rate {rate:.3f}" in t for t in labels), labels
+    assert quadratic.contraction(lr, beta) < min(quadratic.contraction(x, 0.0) for x in (0.5, 1.0, 1.9))
