@@ -165,10 +165,12 @@ class HeldOutSweep:
 
     # -- what to run next -------------------------------------------------------------------
     def _missing(self, keys, seeds) -> list[tuple[Key, int]]:
+        """The runs of ``keys`` x ``seeds`` not yet done, each once (a point can be asked for
+        by two rules of a stage: two workers must never train one run directory)."""
         out = []
-        for key in keys:
+        for key in dict.fromkeys(keys):
             self.runs.setdefault(key, {})
-            out += [(key, s) for s in seeds if s not in self.runs[key]]
+            out += [(key, s) for s in dict.fromkeys(seeds) if s not in self.runs[key]]
         return out
 
     def _extend(self, beta2: float, k: int) -> bool:

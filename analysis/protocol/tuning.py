@@ -80,7 +80,9 @@ class Runner:
     progress: bool = False
 
     def run(self, batch: list[tuple[TrainConfig, Path]]) -> list[dict]:
-        todo = [(c, d) for c, d in batch if load_result(d) is None]
+        """Train every unfinished run of ``batch`` (a directory listed twice trains once);
+        the results in ``batch``'s order."""
+        todo = list({d: (c, d) for c, d in batch if load_result(d) is None}.values())
         for config, run_dir in todo:
             print(f"run {config.label} lr {config.hyper.lr:g} seed {config.seed} -> {run_dir}", flush=True)
         if self.jobs > 1 and len(todo) > 1:

@@ -132,3 +132,31 @@ def test_version_3_runs_end_to_end_and_reports_only_held_out_seeds(tmp_path):
     assert "**Seeds**: tuned on 0, 1 (means); reported on held-out seeds 100-10" in report
     assert "no reported seed tuned anything" in report and "| emb/out multiplier |" in report
     assert "- adamw+clip1 - adamw: " in report
+
+
+def test_no_run_is_asked_for_twice_in_one_round(tmp_path):
+    """Two rules of a stage can name the same point (a neighbour that is also within the noise):
+    two workers on one run directory would fight over its lock."""
+    runner = FakeRunner(REFERENCE)
+    seen_twice = []
+    real = runner.run
+
+    def run(batch):
+        dirs = [d for _, d in batch]
+        seen_twice.extend(d for d in set(dirs) if dirs.count(d) > 1)
+        return real(batch)
+
+    runner.run = run
+    run_held_out(REFERENCE, tmp_path, select_arms(None), runner)
+    assert not seen_twice, seen_twice[:3]
+
+
+def test_the_runner_trains_a_directory_listed_twice_once(tmp_path, monkeypatch):
+    from analysis.protocol import tuning
+
+    trained = []
+    monkeypatch.setattr(tuning, "run_one", lambda config, run_dir, progress=False:
+                        trained.append(run_dir) or {"final_eval_loss": 1.0})
+    config = PRESETS["smoke"].config(ARM_BY_LABEL["scale"], 0, 1e-3)
+    tuning.Runner(jobs=1).run([(config, tmp_path / "a"), (config, tmp_path / "a")])
+    assert trained == [tmp_path / "a"]
