@@ -10,7 +10,9 @@ On the ``quick`` setting (the reference's model and length) the baselines are no
 again: their runs are read from the shipped reference recordings, after checking that each
 was made with exactly this configuration (its lr and beta2 included); only the designs train. On any other preset (``smoke`` for tests) everything trains, a plumbing
 check rather than a finding. A design's lr is the reader's choice: an untuned entrant is
-at a disadvantage, never the baselines.
+at a disadvantage, never the baselines. Its Adam part (the vectors) takes SCALE's tuned beta2,
+so a design and SCALE differ only where the designer says; the leaderboard shows each
+entrant's beta2, its per-seed losses and their spread. Each run says when it starts.
 """
 
 from __future__ import annotations
@@ -63,22 +65,23 @@ def race(designs: dict[str, float], seeds=(0, 1), preset: str = "quick",
     if missing:
         raise FileNotFoundError(f"no tuned lr for {missing} in {REFERENCE}/tuning.json: the race "
                                 "needs the shipped reference tuning")
-    # the baselines at their tuned (lr, beta2); a design at the reader's lr and the default beta2
+    # the baselines at their tuned (lr, beta2); a design at the reader's lr and SCALE's beta2
     entrants = {b: (Arm(b, b), *points[b]) for b in BASELINES}
-    entrants |= {name: (Arm(name, name), lr, None) for name, lr in designs.items()}
-    rows = []
+    entrants |= {name: (Arm(name, name), lr, points["scale"][1]) for name, lr in designs.items()}
+    rows, total = [], len(entrants) * len(seeds)
     for label, (arm, lr, beta2) in entrants.items():
         for seed in seeds:
             config = setting.config(arm, seed, lr, beta2=beta2)
             reused = _reference_run(label, seed, config) if label in BASELINES else None
+            row = {"label": label, "seed": seed, "lr": lr, "beta2": config.hyper.betas[1]}
             if reused is not None:
-                rows.append({"label": label, "seed": seed, "lr": lr, "loss": reused[0],
-                             "source": "reference recording", "run": reused[1]})
+                rows.append(row | {"loss": reused[0], "source": "reference recording", "run": reused[1]})
                 continue
+            print(f"race: training {label}, seed {seed} ({len(rows) + 1} of {total} runs; "
+                  f"{config.steps} steps)", flush=True)
             run_dir = Path(out) / preset / label / f"seed{seed}"
             result = train(config, out=run_dir, overwrite=True, progress=False)
-            rows.append({"label": label, "seed": seed, "lr": lr, "loss": result.final_eval_loss,
-                         "source": "trained now", "run": run_dir})
+            rows.append(row | {"loss": result.final_eval_loss, "source": "trained now", "run": run_dir})
     return pd.DataFrame(rows)
 
 
@@ -101,13 +104,18 @@ def curves(runs: pd.DataFrame):
 
 
 def leaderboard(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per entrant, best first: seeds, mean loss with its 95% t half-width, and the difference
-    to SCALE paired by seed with its half-width (negative: better than SCALE)."""
+    """Per entrant, best first: seeds, lr and beta2, mean loss with its 95% t half-width, the
+    per-seed losses and their std, and the difference to SCALE paired by seed with its
+    half-width (negative: better than SCALE)."""
     paired = runs.rename(columns={"loss": "final_eval_loss"})
     rows = []
     for label, part in runs.groupby("label"):
         mean, half = stats.interval(part["loss"].tolist())
         diff, diff_half, _ = stats.paired(paired, label, "scale") if label != "scale" else (0.0, 0.0, 0)
-        rows.append({"entrant": label, "seeds": len(part), "lr": part["lr"].iloc[0], "loss": mean,
-                     "loss_ci": half, "minus_scale": diff, "minus_scale_ci": diff_half})
+        ordered = part.sort_values("seed")
+        rows.append({"entrant": label, "seeds": len(part), "lr": part["lr"].iloc[0],
+                     "beta2": part["beta2"].iloc[0], "loss": mean, "loss_ci": half,
+                     "per_seed": " / ".join(f"{x:.3f}" for x in ordered["loss"]),
+                     "seed_std": ordered["loss"].std(ddof=1) if len(part) > 1 else float("nan"),
+                     "minus_scale": diff, "minus_scale_ci": diff_half})
     return pd.DataFrame(rows).sort_values("loss").set_index("entrant")

@@ -74,6 +74,9 @@ def test_a_smoke_race_gives_a_paired_leaderboard(tmp_path):
     scale, mine = (runs[runs.label == n].set_index("seed")["loss"] for n in ("scale", "test+embedding"))
     assert board.loc["test+embedding", "minus_scale"] == pytest.approx((mine - scale).mean())
     assert board.loc["adamw", "loss_ci"] > 0
+    # a design's Adam part is SCALE's: the same beta2, and every seed shown
+    assert board.loc["test+embedding", "beta2"] == board.loc["scale", "beta2"] == tuned_points()["scale"][1]
+    assert board.loc["adamw", "per_seed"].count(" / ") == 1 and board.loc["adamw", "seed_std"] > 0
 
 
 def test_the_race_reuses_a_run_whose_segments_record_the_effective_settings(tmp_path, monkeypatch):
