@@ -61,15 +61,17 @@ cv_last.rename_axis(index="arm", columns="update row-RMS spread (std / mean), by
 # %% [markdown]
 # SCALE divides the output layer's momentum by $\max(\mathrm{rms}, 10^{-8})$. Rows whose
 # momentum is smaller than that floor (tokens the model has learned not to predict, whose
-# gradient rows are tiny) move less than one unit RMS, so late in a long run the output
-# layer's spread can leave float rounding. When, in these runs:
+# gradient rows are tiny) move less than one unit RMS, so once training has gone on the output
+# layer's spread can leave float rounding. When, in these runs (and how far into each run):
 
 # %%
 out_cv = cv[(cv["label"] == "scale") & (cv["role"] == "output")].groupby("step")["value"].max()
 floored = out_cv[out_cv > 1e-5]
+run_steps = int(rec.results["steps"].max())
 print("scale's output-layer update rows: the same RMS up to float rounding "
-      + (f"until step {floored.index[0]}, then a spread up to {floored.max():.2f} (rows under the floor)"
-         if len(floored) else f"at every recorded step (to step {out_cv.index[-1]})"))
+      + (f"until step {floored.index[0]} of {run_steps} ({floored.index[0] / run_steps:.0%} of the run), "
+         f"then a spread up to {floored.max():.2f} (rows under the floor)"
+         if len(floored) else f"at every recorded step (to step {out_cv.index[-1]} of {run_steps})"))
 
 # %%
 rank = rec.stat("update_stable_rank")
@@ -115,6 +117,9 @@ passed = exercises.grade("stable_rank", stable_rank)
 # reference's model shape, recorded here (the shipped recordings have no heads):
 
 # %%
+import matplotlib.pyplot as plt  # noqa: E402
+from IPython.display import display  # noqa: E402
+
 from analysis.instrument.schedule import InstrumentConfig  # noqa: E402
 from analysis.results.head_figures import per_head_variance  # noqa: E402
 from analysis.train import TrainConfig, train  # noqa: E402
@@ -126,7 +131,8 @@ head_run = train(TrainConfig(model="nano" if SMOKE else "cpu60m-half", optimizer
                              instrument=InstrumentConfig(cheap_every=2, per_head=True)),
                  out="runs/notebook05-heads", overwrite=True, progress=False)
 head_fig = per_head_variance(figures.RunSet(head_run.run_dir))
-head_fig
+display(head_fig)
+plt.close(head_fig)   # shown once (the inline backend would draw an open figure again)
 
 # %% [markdown]
 # ## What this notebook shows (checked)
