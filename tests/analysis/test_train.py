@@ -130,7 +130,8 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path)
 
     args = ["-m", "analysis.train", "--model", "nano", "--steps", "4", "--batch_size", "4",
             "--micro_batch_size", "1", "--seq_len", "32", "--eval_every", "0", "--eval_tokens", "256",
-            "--no-progress", "--device", "cpu", "--instrument"]
+            "--no-progress", "--device", "cpu", "--instrument",
+            "--precision", "fp32"]   # pinned: "auto" measures the machine, and a single process may pick bf16
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env,
                             capture_output=True, text=True)
