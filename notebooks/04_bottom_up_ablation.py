@@ -61,14 +61,14 @@ rungs.loc[["sgd", "sign", "row_norm", "col_norm", "spectral_norm", "scale", "ada
 from analysis.optim.transforms import chain, momentum, normalize  # noqa: E402,F401 (for your answer)
 
 
-def scale_transforms():
+def scale_rules():
     raise NotImplementedError("your code: {role: transform} for hidden, embedding, output")
 
 
 # %%
 if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
-    from analysis.teaching.solutions import scale_transforms
-passed = exercises.grade("scale_transforms", scale_transforms)
+    from analysis.teaching.solutions import scale_rules
+passed = exercises.grade("scale_rules", scale_rules)
 
 # %%
 runs = notebook_runs(recompute=RECOMPUTE, smoke=SMOKE)

@@ -162,7 +162,7 @@ def check_state_elements(fn) -> None:
                    "which have Adam's moments?)")
 
 
-def check_scale_transforms(fn) -> None:
+def check_scale_rules(fn) -> None:
     """``fn()``: ``{role: Transform}`` for ``hidden``, ``embedding`` and ``output`` that give
     SCALE's matrix directions (``recipes``' ``scale``; arXiv 2506.16659, Algorithm 1), checked
     over three steps on gradients of each role's shape in a small LLaMA."""
@@ -251,7 +251,7 @@ def check_rmnp_hidden(fn) -> None:
 CHECKS = {"sgd_floor": check_sgd_floor, "momentum_before_normalization": check_momentum_before_normalization,
           "col_normalize": check_col_normalize, "microbatch_variance": check_microbatch_variance,
           "stable_rank": check_stable_rank, "state_elements": check_state_elements,
-          "scale_transforms": check_scale_transforms, "custom_rules": check_custom_rules,
+          "scale_rules": check_scale_rules, "custom_rules": check_custom_rules,
           "rmnp_hidden": check_rmnp_hidden}
 
 

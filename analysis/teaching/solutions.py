@@ -70,7 +70,7 @@ def state_elements(recipe, model):
     raise ValueError(f"no solution for {recipe!r}")
 
 
-def scale_transforms():
+def scale_rules():
     """Notebook 04: SCALE from transforms: unit RMS per output unit on every matrix (an
     ``nn.Linear``'s rows, an ``nn.Embedding``'s columns), momentum first on the output layer."""
     return {"hidden": normalize(1), "embedding": normalize(0),

@@ -43,7 +43,7 @@ def _biased_variance(micro):
 
 
 def _embedding_by_rows():
-    return solutions.scale_transforms() | {"embedding": normalize(1)}
+    return solutions.scale_rules() | {"embedding": normalize(1)}
 
 
 def _momentum_everywhere():
@@ -77,8 +77,8 @@ WRONG = [("col_normalize", _l2_not_rms, "unit L2 norm; SCALE's rows have unit RM
          ("stable_rank", lambda u: float(torch.linalg.matrix_rank(u)), "that is the matrix's rank"),
          ("sgd_floor", lambda lr, sigma: solutions.sgd_floor(lr, sigma) * 2, "twice the floor"),
          ("state_elements", lambda recipe, model: solutions.state_elements("adamw", model), "count the tensors"),
-         ("scale_transforms", _embedding_by_rows, "embedding"),
-         ("scale_transforms", _momentum_everywhere, "hidden"),
+         ("scale_rules", _embedding_by_rows, "embedding"),
+         ("scale_rules", _momentum_everywhere, "hidden"),
          ("custom_rules", _head_left_hidden, "classifier.weight"),
          ("rmnp_hidden", lambda fan_in: chain(momentum(0.95), normalize(fan_in)), "not the RMS"),
          ("rmnp_hidden", lambda fan_in: chain(unit_rows(fan_in), momentum(0.95)), "normalizes their average"),
