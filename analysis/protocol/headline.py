@@ -28,7 +28,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from analysis.protocol.held_out import HeldOutSweep, grid_lr, point_dir
+from analysis.protocol.held_out import HeldOutSweep, finite_std, grid_lr, point_dir
 from analysis.protocol.presets import ARM_BY_LABEL, Preset
 from analysis.recording import (
     SELECTION,
@@ -113,18 +113,13 @@ def final_loss(result: dict | None) -> float:
     return float(result["final_eval_loss"])
 
 
-def _spread(losses) -> float:
-    finite = [x for x in losses if math.isfinite(x)]
-    return statistics.stdev(finite) if len(finite) >= 2 else math.nan
-
-
-def adamw_stable(sweeps: dict[str, HeldOutSweep], adamw_losses=None) -> bool | None:
+def adamw_stable(sweeps: dict[str, HeldOutSweep]) -> bool | None:
     """The stable-baseline gate on the held-out seeds: AdamW's std at most
     ``MAX_ADAMW_SPREAD`` times the other arms' median (None: not enough runs)."""
     if "adamw" not in sweeps:
         return None
-    spread = _spread((adamw_losses or _held_losses(sweeps["adamw"])).values())
-    others = [_spread(_held_losses(s).values()) for label, s in sweeps.items() if label != "adamw"]
+    spread = finite_std(_held_losses(sweeps["adamw"]).values())
+    others = [finite_std(_held_losses(s).values()) for label, s in sweeps.items() if label != "adamw"]
     others = [x for x in others if math.isfinite(x)]
     if not others or not math.isfinite(spread):
         return None

@@ -63,8 +63,15 @@ def point_dir(out: Path, arm: Arm, lr: float, seed: int, beta2: float | None = N
     return out / arm.label / tail / f"seed{seed}"
 
 
-def _mean(values) -> float:
+def mean(values) -> float:
+    """The plain mean (a diverged seed's inf makes it inf: the worst)."""
     return sum(values) / len(values)
+
+
+def finite_std(losses) -> float:
+    """The sample standard deviation of the finite losses (nan with fewer than two)."""
+    finite = [x for x in losses if math.isfinite(x)]
+    return statistics.stdev(finite) if len(finite) >= 2 else math.nan
 
 
 @dataclass
@@ -98,7 +105,7 @@ class HeldOutSweep:
         losses = self.runs.get(key, {})
         if not all(s in losses for s in self.preset.tune_seeds):
             return None
-        return _mean([losses[s] for s in self.preset.tune_seeds])
+        return mean([losses[s] for s in self.preset.tune_seeds])
 
     def _screen_best(self, beta2: float) -> int | None:
         s0 = self.preset.tune_seeds[0]
@@ -110,7 +117,7 @@ class HeldOutSweep:
         a, b = self.preset.tune_seeds[:2]
         pairs = [(v[a] - v[b]) ** 2 / 2 for v in self.runs.values()
                  if a in v and b in v and math.isfinite(v[a] - v[b])]
-        return math.sqrt(_mean(pairs)) if pairs else math.nan
+        return math.sqrt(mean(pairs)) if pairs else math.nan
 
     def chosen_lr(self) -> tuple[float, int] | None:
         """``(beta2, k)`` at multiplier 1 with the lowest mean over the tuning seeds."""
@@ -140,9 +147,8 @@ class HeldOutSweep:
     def seed_noise(self) -> float:
         """The std of the final loss over the held-out seeds at the chosen point."""
         key = self.chosen()
-        losses = [x for s, x in self.runs.get(key, {}).items()
-                  if s in self.held_out() and math.isfinite(x)] if key else []
-        return statistics.stdev(losses) if len(losses) >= 2 else math.nan
+        return finite_std([x for s, x in self.runs.get(key, {}).items()
+                           if s in self.held_out()] if key else [])
 
     def _side(self, beta2: float, k: int, side: int) -> list[int]:
         """The lr grid points of the column beyond ``k`` on ``side`` (-1, +1), nearest first."""

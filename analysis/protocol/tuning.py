@@ -23,7 +23,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
@@ -32,6 +31,7 @@ from pathlib import Path
 import torch
 
 from analysis.protocol.headline import final_loss, run_held_out, write_record
+from analysis.protocol.held_out import finite_std, grid_lr, lr_key, mean, point_dir
 from analysis.protocol.presets import Arm, Preset, tuned_points
 from analysis.recording import (
     CONFIG,
@@ -95,36 +95,11 @@ class Runner:
         return [load_result(d) for _, d in batch]
 
 
-def _lr_key(lr: float) -> str:
-    return f"{lr:.3g}"
-
-
-def _point_dir(out: Path, arm: Arm, lr: float, seed: int, beta2: float | None = None) -> Path:
-    """A sweep point's run directory; a beta2 other than the protocol's first choice is named."""
-    tail = f"lr{_lr_key(lr)}" + ("" if beta2 is None else f"-b2{beta2:g}")
-    return out / arm.label / tail / f"seed{seed}"
-
-
-def _lr(preset: Preset, arm: Arm, k: int) -> float:
-    """Grid point ``k`` of an arm: its centre times ``grid_factor ** k``, to 3 digits."""
-    return float(_lr_key(preset.centers[arm.label] * preset.grid_factor ** k))
-
-
-def _mean(losses) -> float:
-    return sum(losses) / len(losses)
-
-
 def _best(grid: dict[int, list[float]]) -> int | None:
     """The grid point with the lowest mean loss over seeds (None when every one diverged)."""
-    means = {k: _mean(losses) for k, losses in grid.items() if losses}
+    means = {k: mean(losses) for k, losses in grid.items() if losses}
     finite = {k: m for k, m in means.items() if math.isfinite(m)}
     return min(finite, key=finite.get) if finite else None
-
-
-def _std(losses: list[float]) -> float:
-    """The sample standard deviation of the finite losses (nan with fewer than two)."""
-    finite = [x for x in losses if math.isfinite(x)]
-    return statistics.stdev(finite) if len(finite) >= 2 else math.nan
 
 
 @dataclass
@@ -157,7 +132,7 @@ class ArmSweep:
     def chosen(self) -> tuple[float, int | None]:
         """The (beta2, grid point) with the lowest mean loss over the tuning seeds."""
         bests = {b: _best(self._grid(b)) for b in self.columns}
-        scored = {b: _mean(self._grid(b)[k]) for b, k in bests.items() if k is not None}
+        scored = {b: mean(self._grid(b)[k]) for b, k in bests.items() if k is not None}
         if not scored:
             return self.preset.beta2_choices[0], None
         beta2 = min(scored, key=scored.get)
@@ -166,7 +141,7 @@ class ArmSweep:
     def noise(self) -> float:
         """The seed spread (std) of the final loss at the chosen point over the reported seeds."""
         beta2, k = self.chosen()
-        return math.nan if k is None else _std(list(self.columns[beta2][k].values()))
+        return math.nan if k is None else finite_std(list(self.columns[beta2][k].values()))
 
     def bracketed(self) -> bool:
         """Has the chosen point a neighbour on each side worse by more than the seed noise?"""
@@ -174,8 +149,8 @@ class ArmSweep:
         grid, noise = self._grid(beta2), self.noise()
         if k is None or not math.isfinite(noise):
             return False
-        best = _mean(grid[k])
-        return all(j in grid and grid[j] and _mean(grid[j]) - best > noise for j in (k - 1, k + 1))
+        best = mean(grid[k])
+        return all(j in grid and grid[j] and mean(grid[j]) - best > noise for j in (k - 1, k + 1))
 
     def wanted(self) -> list[tuple[float, int, int]]:
         """The runs this sweep needs next ([]: done)."""
@@ -212,9 +187,9 @@ class ArmSweep:
         grid, noise = self._grid(beta2), self.noise()
         if self.bracketed() or self.extensions >= p.max_extensions or not math.isfinite(noise):
             return []
-        best = _mean(grid[k])
+        best = mean(grid[k])
         for j, beyond in ((k - 1, k - 2), (k + 1, k + 2)):   # a side within the noise: one further
-            near = j not in grid or not grid[j] or _mean(grid[j]) - best <= noise
+            near = j not in grid or not grid[j] or mean(grid[j]) - best <= noise
             if near and (j not in grid or beyond not in grid):
                 self.columns[beta2].setdefault(j, {})
                 self.columns[beta2].setdefault(beyond, {})
@@ -225,11 +200,11 @@ class ArmSweep:
 
     def run_dir(self, out: Path, beta2: float, k: int, seed: int) -> Path:
         default = beta2 == self.preset.beta2_choices[0]
-        return _point_dir(out, self.arm, _lr(self.preset, self.arm, k), seed,
+        return point_dir(out, self.arm, grid_lr(self.preset, self.arm, k), seed,
                           None if default else beta2)
 
     def config(self, beta2: float, k: int, seed: int) -> TrainConfig:
-        return self.preset.config(self.arm, seed, _lr(self.preset, self.arm, k), beta2=beta2)
+        return self.preset.config(self.arm, seed, grid_lr(self.preset, self.arm, k), beta2=beta2)
 
     def summary(self) -> dict:
         """This arm's entry of ``tuning.json``."""
@@ -237,14 +212,14 @@ class ArmSweep:
         beta2, k = self.chosen()
         runs = sum(len(v) for column in self.columns.values() for v in column.values())
         grid = self._grid(first)
-        entry = {"grid": {_lr_key(_lr(p, self.arm, j)): [x if math.isfinite(x) else None for x in losses]
+        entry = {"grid": {lr_key(grid_lr(p, self.arm, j)): [x if math.isfinite(x) else None for x in losses]
                           for j, losses in grid.items()},   # null: diverged
-                 "best": None if k is None else _lr(p, self.arm, k),
+                 "best": None if k is None else grid_lr(p, self.arm, k),
                  "interior": k is not None and min(self.columns[beta2]) < k < max(self.columns[beta2]),
                  "runs": runs, "tokens": runs * p.tokens()}
         if len(p.beta2_choices) > 1:
             entry["beta2"] = beta2
-            entry["beta2_grid"] = {f"{b:g}": {_lr_key(_lr(p, self.arm, j)): [
+            entry["beta2_grid"] = {f"{b:g}": {lr_key(grid_lr(p, self.arm, j)): [
                 x if math.isfinite(x) else None for x in losses] for j, losses in self._grid(b).items()}
                 for b in self.columns if b != first}
         if p.bracket_beyond_noise:
@@ -348,7 +323,7 @@ def _run_main(preset: Preset, out: Path, arms, runner: Runner, seeds) -> list[Pa
     chosen = [(arm, lrs[arm.label], seed) for seed in seeds for arm in arms
               if lrs.get(arm.label) is not None]
     beta2_of = {arm.label: beta2s.get(arm.label, first) for arm in arms}
-    dirs = ([_point_dir(out, arm, lr, seed, None if beta2_of[arm.label] == first else beta2_of[arm.label])
+    dirs = ([point_dir(out, arm, lr, seed, None if beta2_of[arm.label] == first else beta2_of[arm.label])
              for arm, lr, seed in chosen] if preset.tune_seeds
             else [out / arm.label / f"seed{seed}" for arm, _, seed in chosen])
     for d in dirs:   # a reported run known only by its result (a sweep's cache): train it
@@ -371,7 +346,7 @@ def _run_main(preset: Preset, out: Path, arms, runner: Runner, seeds) -> list[Pa
 def _write_selection(out: Path, preset: Preset, arms, rows: dict) -> None:
     """``selection.json`` of a tuned root: each arm's chosen (lr, beta2) on every seed."""
     first = preset.beta2_choices[0]
-    runs = [_point_dir(out, arm, rows[arm.label]["best"], seed,
+    runs = [point_dir(out, arm, rows[arm.label]["best"], seed,
                        None if rows[arm.label].get("beta2", first) == first else rows[arm.label]["beta2"])
             .relative_to(out).as_posix()
             for arm in arms if rows.get(arm.label, {}).get("best") is not None for seed in preset.seeds]

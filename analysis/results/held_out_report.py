@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.recording import SELECTION, TUNING, read_json
-from analysis.results.stats import final_results, fmt, interval
+from analysis.results.stats import final_results, fmt, paired
 
 # same machine and thread count: a run is bitwise reproducible (the determinism tests)
 RETRAIN_TOLERANCE = 0.0
@@ -58,15 +58,6 @@ def tuned_points_table(root: Path) -> list[str]:
     return lines
 
 
-def _paired(frame: pd.DataFrame, a: str, b: str) -> tuple[float, float, int]:
-    left = frame[frame["label"] == a].set_index("seed")["final_eval_loss"]
-    right = frame[frame["label"] == b].set_index("seed")["final_eval_loss"]
-    both = left.index.intersection(right.index)
-    diffs = (left[both] - right[both]).dropna()
-    mean, half = interval(list(diffs))
-    return mean, half, len(diffs)
-
-
 def row_lines(root: Path, results: pd.DataFrame) -> list[str]:
     """The rows beside the arms, each paired by seed with its arm, and Muon's lead explained."""
     rows = (read_json(Path(root) / SELECTION) or {}).get("rows", {})
@@ -84,11 +75,11 @@ def row_lines(root: Path, results: pd.DataFrame) -> list[str]:
              "nats; 95% interval):", ""]
     for name in rows:
         arm = name.split("+")[0].split("@")[0]
-        diff, half, n = _paired(frame, name, arm)
+        diff, half, n = paired(frame, name, arm)
         if n:
             lines.append(f"- {name} - {arm}: {fmt(diff, half)} over {n} seeds")
-    lead, lead_half, n = _paired(frame, "muon", "adamw")
-    same, same_half, m = _paired(frame, "muon@adamw-lrs", "adamw")
+    lead, lead_half, n = paired(frame, "muon", "adamw")
+    same, same_half, m = paired(frame, "muon@adamw-lrs", "adamw")
     if n and m:
         share = 1 - same / lead if lead else math.nan
         lines += ["", f"Muon's lead over AdamW: {fmt(lead, lead_half)} nats; with its AdamW part at "

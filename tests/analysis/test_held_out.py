@@ -13,7 +13,6 @@ from scipy import stats
 from analysis.protocol.headline import run_held_out, seeds_to_decide
 from analysis.protocol.held_out import HeldOutSweep, point_dir
 from analysis.protocol.presets import ARM_BY_LABEL, PRESETS, select_arms
-from analysis.protocol.tuning import _point_dir
 
 
 class FakeRunner:
@@ -43,7 +42,7 @@ REFERENCE = PRESETS["reference"]
 def test_a_version_2_point_keeps_its_path():
     """So version 3 reuses the carried version-2 sweep (multiplier 1, no clipping)."""
     arm = ARM_BY_LABEL["scale"]
-    assert point_dir(Path("r"), arm, 4e-3, 1, 0.95) == _point_dir(Path("r"), arm, 4e-3, 1, 0.95)
+    assert point_dir(Path("r"), arm, 4e-3, 1, 0.95) == Path("r/scale/lr0.004-b20.95/seed1")
     assert point_dir(Path("r"), arm, 4e-3, 100, None, 0.5, 1.0).parts[-2] == "lr0.004-m0.5-clip1"
 
 
