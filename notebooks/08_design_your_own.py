@@ -27,8 +27,8 @@ import pandas as pd
 
 from analysis.optim.designs import design, register_design
 from analysis.optim.hyper import OptimizerConfig
+from analysis.optim.inspection import group_rows
 from analysis.optim.maths import as_tensor
-from analysis.optim.optimizer import group_rows
 from analysis.optim.recipes import build_optimizer, recipe_rows
 from analysis.optim.transforms import chain, momentum, normalize
 from analysis.optim.variants import hidden_rule, neuron_normalize, unit_rows

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -123,3 +124,51 @@ def per_example_grads(model: torch.nn.Module, batch: Tensor) -> dict[str, Tensor
         warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet "
                                 "implemented the batching rule")
         return vmap(grad(loss), in_dims=(None, 0), randomness="same")(params, batch)
+
+
+def norm64(x: Tensor) -> Tensor:
+    """``||x||_2`` as float64 (row sums in float32, their total in float64: ``sqnorm``)."""
+    return sqnorm(x).sqrt()
+
+
+def cosine(a: Tensor, b: Tensor) -> Tensor:
+    """``<a, b> / (||a|| ||b||)`` as a float64 0-d tensor."""
+    # BLAS dot, no product temporary; a cosine does not cancel, so float32 sums suffice
+    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    dot = torch.vdot(a.reshape(-1).to(dtype), b.reshape(-1).to(dtype)).double()
+    return dot / (norm64(a) * norm64(b)).clamp_min(1e-300)
+
+
+def paper_probe(model: torch.nn.Module, named: list[tuple[str, Tensor]], roles: dict[str, str],
+                data, cfg, step: int, autocast=contextlib.nullcontext) -> list[tuple]:
+    """The SCALE paper's probe (arXiv 2506.16659) at ``step``: ``cfg.probe_repeats`` mean
+    gradients of ``cfg.probe_small`` sequences against one of ``cfg.probe_large``, drawn from
+    ``data.train`` (a generator seeded by the step, so a resumed run draws the same), giving per
+    parameter ``probe_var`` (estimator b), ``probe_var_rel`` (over ``||g_large||^2``),
+    ``probe_trace`` (the per-sequence trace, ``var / (1/b + 1/B)``) and the two-batch noise scale
+    (``probe_*``, estimator c). Rows ``(step, param, role, stat, value)``; ``.grad`` and the
+    RNG are untouched (``mean_gradient``; ``fork_rng``)."""
+    rng = np.random.default_rng(1_000_003 * step + 17)
+    n = len(data.train)
+
+    def mean_grad(rows, chunk: int = 32):
+        # rows sorted within each chunk (sequential reads of the token array)
+        order = np.concatenate([np.sort(rows[i:i + chunk]) for i in range(0, len(rows), chunk)])
+        batch = torch.from_numpy(data.train[order].astype(np.int64)).to(named[0][1].device)
+        return mean_gradient(model, batch, [p for _, p in named], chunk, autocast)
+
+    b, big = cfg.probe_small, min(cfg.probe_large, n)
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        large = mean_grad(rng.choice(n, big, replace=False))
+        smalls = [mean_grad(rng.choice(n, b, replace=False)) for _ in range(cfg.probe_repeats)]
+    scalars = []
+    for i, (name, _) in enumerate(named):
+        var = probe_variance([s[i] for s in smalls], large[i])
+        sq_large = sqnorm(large[i])
+        sq_small = torch.stack([sqnorm(s[i]) for s in smalls]).mean()
+        stats = {"probe_var": var, "probe_var_rel": var / sq_large.clamp_min(1e-300),
+                 "probe_trace": var / (1.0 / b + 1.0 / big)}
+        stats.update({f"probe_{k}": v for k, v in noise_scale(sq_small, b, sq_large, big).items()})
+        scalars += [(name, roles[name], stat, v) for stat, v in stats.items()]
+    values = torch.stack([v.double().reshape(()) for *_, v in scalars]).cpu().tolist()
+    return [(step, p, r, s, v) for (p, r, s, _), v in zip(scalars, values)]

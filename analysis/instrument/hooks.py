@@ -48,10 +48,11 @@ import torch
 
 import analysis.instrument.spectra as spectra
 from analysis.instrument.estimators import (
-    mean_gradient,
+    cosine,
     microbatch_variance,
     noise_scale,
-    probe_variance,
+    norm64,
+    paper_probe,
     sqnorm,
 )
 from analysis.instrument.heads import head_layouts, head_rows
@@ -260,7 +261,7 @@ class Instrumentation:
                     vectors.append((name, role, "grad_var_rows", row_var))
             if name in self._prev_grad:
                 prev = self._prev_grad.pop(name)
-                stats["grad_cos_prev"] = _cosine(g, prev)
+                stats["grad_cos_prev"] = cosine(g, prev)
             if keep_next:
                 self._prev_grad[name] = g.clone()
             old = self._snapshot.get(name)
@@ -269,18 +270,18 @@ class Instrumentation:
             lr = lrs.get(id(p), 0.0)
             if update is None:
                 update = -delta / lr if lr > 0 else delta
-            weight_norm = _norm64(old)
+            weight_norm = norm64(old)
             stats["weight_norm"] = weight_norm
             u_rows = sqnorm(update, dim=axis) if axis is not None else None
             u_sq = u_rows.sum() if u_rows is not None else sqnorm(update)
             stats["update_rms"] = (u_sq / update.numel()).sqrt()
-            stats["update_weight_ratio"] = _norm64(delta) / weight_norm.clamp_min(1e-300)
+            stats["update_weight_ratio"] = norm64(delta) / weight_norm.clamp_min(1e-300)
             momentum = self._taps.get(("momentum", name))
             if momentum is None:
                 state = self.optimizer.state.get(p, {})
                 momentum = state.get("exp_avg", state.get("momentum_buffer"))
             if torch.is_tensor(momentum) and momentum.shape == g.shape:
-                stats["momentum_grad_cos"] = _cosine(momentum, g)
+                stats["momentum_grad_cos"] = cosine(momentum, g)
             if axis is not None:
                 fan_in = g.numel() // g_rows.numel()
                 grad_rows = spectra.row_rms(g_rows, fan_in)
@@ -349,46 +350,9 @@ class Instrumentation:
     # ------------------------------------------------------------------ the paper's probe
     def _probe(self):
         """Estimator (b) on a separate data stream; ``.grad``, weights and RNG are untouched."""
-        cfg, data = self.config, self.data
-        rng = np.random.default_rng(1_000_003 * self.step + 17)
-        n = len(data.train)
-        named = [(name, p) for name, p in self.params]
-        self._probing = True
+        self._probing = True   # the probe's own backward passes are not micro-batches
         try:
-            with torch.random.fork_rng(devices=[]), torch.enable_grad():
-                large = self._mean_grad(data, rng.choice(n, min(cfg.probe_large, n), replace=False), named)
-                smalls = [self._mean_grad(data, rng.choice(n, cfg.probe_small, replace=False), named)
-                          for _ in range(cfg.probe_repeats)]
+            return paper_probe(self.model, self.params, self.roles, self.data, self.config,
+                               self.step, self.autocast)
         finally:
             self._probing = False
-        b, big = cfg.probe_small, min(cfg.probe_large, n)
-        scalars = []
-        for i, (name, _) in enumerate(named):
-            role = self.roles[name]
-            var = probe_variance([s[i] for s in smalls], large[i])
-            sq_large = sqnorm(large[i])
-            sq_small = torch.stack([sqnorm(s[i]) for s in smalls]).mean()
-            stats = {"probe_var": var, "probe_var_rel": var / sq_large.clamp_min(1e-300),
-                     "probe_trace": var / (1.0 / b + 1.0 / big)}
-            stats.update({f"probe_{k}": v for k, v in noise_scale(sq_small, b, sq_large, big).items()})
-            scalars += [(name, role, stat, v) for stat, v in stats.items()]
-        values = torch.stack([v.double().reshape(()) for *_, v in scalars]).cpu().tolist()
-        return [(self.step, n, r, s, v) for (n, r, s, _), v in zip(scalars, values)]
-
-    def _mean_grad(self, data, rows, named, chunk: int = 32):
-        # rows sorted within each chunk (sequential reads of the token array)
-        order = np.concatenate([np.sort(rows[i:i + chunk]) for i in range(0, len(rows), chunk)])
-        batch = torch.from_numpy(data.train[order].astype(np.int64)).to(named[0][1].device)
-        return mean_gradient(self.model, batch, [p for _, p in named], chunk, self.autocast)
-
-
-def _norm64(x: torch.Tensor) -> torch.Tensor:
-    """``||x||_2`` as float64 (row sums in float32, their total in float64: ``sqnorm``)."""
-    return sqnorm(x).sqrt()
-
-
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    # BLAS dot, no product temporary; a cosine does not cancel, so float32 sums suffice
-    dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
-    dot = torch.vdot(a.reshape(-1).to(dtype), b.reshape(-1).to(dtype)).double()
-    return dot / (_norm64(a) * _norm64(b)).clamp_min(1e-300)

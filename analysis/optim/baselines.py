@@ -1,5 +1,6 @@
-"""Per-tensor transforms for the two baselines written from their papers' rules: SWAN and
-Stable-SPAM (no maintained package implements them exactly; see ``recipes``).
+"""The two baselines written from their papers' rules, SWAN and Stable-SPAM (no maintained
+package implements them exactly): their per-tensor transforms, and the builders (``swan``,
+``stable_spam``) that ``recipes`` names.
 
 SWAN (Ma et al., arXiv 2412.13148), stateless on hidden matrices:
 
@@ -30,8 +31,11 @@ from __future__ import annotations
 
 import torch
 
-from analysis.optim.maths import at_least_fp32, reduction_dtype
-from analysis.optim.transforms import Transform, scale_by_adam
+from analysis.optim.hyper import role_groups
+from analysis.optim.maths import as_dim, at_least_fp32, reduction_dtype
+from analysis.optim.optimizer import ChainedOptimizer
+from analysis.optim.transforms import PerLayout, Transform, chain, orthogonalize, scale_by_adam, tap
+from analysis.optim.variants import adam_elsewhere
 
 
 class standardize(Transform):
@@ -162,3 +166,21 @@ class adam_with_reset(scale_by_adam):
 
     def __repr__(self):
         return f"adam(betas={self.betas}, eps={self.eps}, reset every {self.every})"
+
+
+def swan(layout, cfg):
+    """SWAN: GradNorm then whitening on hidden matrices (stateless); Adam elsewhere."""
+
+    return adam_elsewhere(layout, cfg, PerLayout(lambda fan_in: chain(
+        standardize(as_dim(fan_in)), orthogonalize(cfg.ns_steps),
+        tap("update"))))
+
+
+def stable_spam(layout, cfg):
+    """Stable-SPAM on every parameter: spike clipping, norm scaling, Adam with resets."""
+
+    g1, g2, g3 = cfg.spam_gammas
+    rule = chain(spike_clip(g3), norm_scale(g1, g2),
+                 adam_with_reset(cfg.betas, cfg.eps, cfg.reset_every), tap("update"))
+    groups = role_groups(layout, cfg)
+    return ChainedOptimizer(groups, {g["label"]: rule for g in groups})

@@ -48,12 +48,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from analysis.optim.baselines import (
-    adam_with_reset,
-    norm_scale,
-    spike_clip,
-    standardize,
-)
+import analysis.optim.library as library
+from analysis.optim.baselines import stable_spam, swan
 from analysis.optim.hyper import (
     MATRIX_ROLES,
     PLACEMENTS,
@@ -63,28 +59,21 @@ from analysis.optim.hyper import (
     role_groups,
 )
 from analysis.optim.ladder import ladder_transforms
-from analysis.optim.maths import as_dim
-from analysis.optim.optimizer import ChainedOptimizer, PartitionedOptimizer
+from analysis.optim.optimizer import ChainedOptimizer
 from analysis.optim.roles import ROLES, assign
 from analysis.optim.state import (
     FACTORED,
     MOMENTUM_AND_ROWS,
     NO_STATE,
-    RANK1,
-    SUBSPACE,
     StateRule,
     describe_rules,
     per_element,
     total_elements,
 )
 from analysis.optim.transforms import (
-    PerLayout,
     Transform,
-    chain,
-    orthogonalize,
-    tap,
 )
-from analysis.optim.variants import adam_elsewhere, hidden_with_adamw
+from analysis.optim.variants import hidden_with_adamw
 
 
 @dataclass(frozen=True)
@@ -168,68 +157,6 @@ def _scale(layout, cfg):
     return ChainedOptimizer(role_groups(layout, cfg), scale_transforms(cfg))
 
 
-# ----------------------------------------------------------------------------- baselines
-
-def _torch_adamw(layout, cfg, roles):
-    return torch.optim.AdamW(role_groups(layout, cfg, roles), lr=cfg.lr,
-                             betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-
-
-def _adamw(layout, cfg):
-    return _torch_adamw(layout, cfg, ROLES)
-
-
-def _rest_adamw(layout, cfg):
-    """AdamW on everything but the hidden matrices (the partner of Muon & co)."""
-    return _torch_adamw(layout, cfg, ("embedding", "output", "vector"))
-
-
-def _muon(layout, cfg):
-    # Moonshot's RMS matching (0.2 sqrt(max(A, B)) lr) lets Muon share AdamW's learning rates.
-    muon = torch.optim.Muon(role_groups(layout, cfg, ("hidden",)), lr=cfg.lr,
-                            weight_decay=cfg.weight_decay, momentum=0.95, nesterov=True,
-                            ns_steps=cfg.ns_steps, adjust_lr_fn="match_rms_adamw")
-    return PartitionedOptimizer([muon, _rest_adamw(layout, cfg)])
-
-
-def _swan(layout, cfg):
-    """SWAN: GradNorm then whitening on hidden matrices (stateless); Adam elsewhere."""
-
-    return adam_elsewhere(layout, cfg, PerLayout(lambda fan_in: chain(
-        standardize(as_dim(fan_in)), orthogonalize(cfg.ns_steps),
-        tap("update"))))
-
-
-def _stable_spam(layout, cfg):
-    """Stable-SPAM on every parameter: spike clipping, norm scaling, Adam with resets."""
-
-    g1, g2, g3 = cfg.spam_gammas
-    rule = chain(spike_clip(g3), norm_scale(g1, g2),
-                 adam_with_reset(cfg.betas, cfg.eps, cfg.reset_every), tap("update"))
-    groups = role_groups(layout, cfg)
-    return ChainedOptimizer(groups, {g["label"]: rule for g in groups})
-
-
-def _adafactor(layout, cfg):
-    return torch.optim.Adafactor(role_groups(layout, cfg), lr=cfg.lr,
-                                 weight_decay=cfg.weight_decay)
-
-
-def _low_rank(class_name: str, **group_keys):
-    def build(layout, cfg):
-        import pytorch_optimizer  # optional extra `baselines`: imported only when used
-
-        rank = cfg.rank or max(1, layout.model.config.hidden_size // 4)
-        keys = {"rank": rank, "update_proj_gap": cfg.update_proj_gap, **group_keys}
-        if class_name == "APOLLO" and group_keys.get("scale_type") == "tensor":
-            keys["rank"] = 1  # APOLLO-Mini: rank-1 random projection, tensor-wise scaling
-        groups = [{**g, **keys} for g in role_groups(layout, cfg, ("hidden",))]
-        opt = getattr(pytorch_optimizer, class_name)(groups, lr=cfg.lr, betas=cfg.betas,
-                                                     weight_decay=cfg.weight_decay)
-        return PartitionedOptimizer([opt, _rest_adamw(layout, cfg)])
-    return build
-
-
 LADDER = {
     "sgd": "plain SGD, u = g",
     "sign": "sign descent, u = sign(g)",
@@ -251,17 +178,6 @@ LADDER_LRS = {"sgd": 0.5, "sign": 1e-3, "row_norm": 1e-3, "col_norm": 1e-3, "spe
 VARIANTS = {"rmnp": ("RMNP: EMA momentum, unit L2 per output unit", per_element(1)),
             "normuon": ("NorMuon: Muon, then a second moment per unit", MOMENTUM_AND_ROWS),
             "muoneq": ("MuonEq-R: unit rows, then Newton-Schulz", per_element(1))}
-LOW_RANK = {   # name: (pytorch-optimizer class, its group keys, state rule, description)
-    "galore": ("GaLore", {"scale": 0.25, "projection_type": "std"}, SUBSPACE,
-               "GaLore Adam in a rank-r gradient subspace (SVD projector)"),
-    "fira": ("Fira", {"scale": 0.25, "projection_type": "std"}, SUBSPACE,
-             "Fira: GaLore plus the scaled full-rank residual"),
-    "apollo": ("APOLLO", {"scale": 1.0, "scale_type": "channel", "projection_type": "random"},
-               SUBSPACE, "APOLLO: channel-wise scaling from a rank-r random projection"),
-    "apollo_mini": ("APOLLO", {"scale": 128.0, "scale_type": "tensor", "projection_type": "random"},
-                    RANK1, "APOLLO-Mini: tensor-wise scaling from a rank-1 random projection"),
-}
-
 # Every built-in recipe: (name, builder, description, default lr) and its other defaults.
 BUILT_IN: dict[str, Recipe] = {recipe.name: recipe for recipe in (
     *(Recipe(kind, _ladder(kind), f"{text}; momentum placement via --momentum", LADDER_LRS[kind],
@@ -270,21 +186,21 @@ BUILT_IN: dict[str, Recipe] = {recipe.name: recipe for recipe in (
            **(LADDER_DEFAULTS | {"default_momentum": "all"})),
     Recipe("scale", _scale, "SCALE: col_norm + EMA momentum on the output layer only", 1e-3,
            **(LADDER_DEFAULTS | {"default_momentum": "output"})),
-    Recipe("adamw", _adamw, "torch.optim.AdamW on every parameter", 1e-3, state=ADAM_EVERYWHERE),
-    Recipe("muon", _muon, "torch.optim.Muon on hidden matrices, AdamW on the rest", 1e-3,
+    Recipe("adamw", library.adamw, "torch.optim.AdamW on every parameter", 1e-3, state=ADAM_EVERYWHERE),
+    Recipe("muon", library.muon, "torch.optim.Muon on hidden matrices, AdamW on the rest", 1e-3,
            state=_with_hidden(per_element(1))),
     *(Recipe(name, hidden_with_adamw(name), f"{text} (hidden); AdamW elsewhere", 1e-3,
              state=_with_hidden(rule)) for name, (text, rule) in VARIANTS.items()),
-    Recipe("swan", _swan, "SWAN: GradNorm + whitening (Newton-Schulz) on hidden matrices, "
+    Recipe("swan", swan, "SWAN: GradNorm + whitening (Newton-Schulz) on hidden matrices, "
            "stateless; Adam elsewhere", 1e-3, state=_with_hidden(NO_STATE)),
     # Stable-SPAM's 3 scalars per tensor are not counted, like step counters.
-    Recipe("stable_spam", _stable_spam, "Stable-SPAM: Adam after spike clipping and norm scaling, "
+    Recipe("stable_spam", stable_spam, "Stable-SPAM: Adam after spike clipping and norm scaling, "
            "moments reset every 1000 steps", 1e-3, state=ADAM_EVERYWHERE),
-    Recipe("adafactor", _adafactor, "torch.optim.Adafactor (factored second moment)", 1e-2,
+    Recipe("adafactor", library.adafactor, "torch.optim.Adafactor (factored second moment)", 1e-2,
            state={role: FACTORED for role in ROLES}),
-    *(Recipe(name, _low_rank(cls, **keys), f"{text}; hidden matrices, AdamW elsewhere", 1e-3,
+    *(Recipe(name, library.low_rank(cls, **keys), f"{text}; hidden matrices, AdamW elsewhere", 1e-3,
              state=_with_hidden(rule), extra="baselines")
-      for name, (cls, keys, rule, text) in LOW_RANK.items()),
+      for name, (cls, keys, rule, text) in library.LOW_RANK.items()),
 )}
 USER: dict[str, Recipe] = {}   # a user's designs (``analysis.optim.designs.register_design``)
 

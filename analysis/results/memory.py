@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from analysis.arguments import Parser, output_file
 from analysis.optim import recipes
-from analysis.optim.optimizer import state_bytes, state_numel
+from analysis.optim.inspection import state_bytes, state_numel
 from analysis.optim.recipes import build_optimizer, recipe_names
 from analysis.optim.roles import ROLES
 from analysis.optim.state import NO_STATE, SUBSPACE_SEEDED, per_element, total_elements

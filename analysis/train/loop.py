@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 import analysis.train.checkpoint as checkpoint
 import analysis.train.parallel as parallel
 from analysis.instrument.hooks import Instrumentation
-from analysis.optim.optimizer import state_bytes
+from analysis.optim.inspection import state_bytes
 from analysis.recording import RESULT_KEYS, RecordingError
 from analysis.train.config import TrainConfig
 from analysis.train.evaluation import (

@@ -8,7 +8,7 @@ import torch
 from analysis.optim import recipes
 from analysis.optim.designs import design, register_design
 from analysis.optim.hyper import RecipeError
-from analysis.optim.optimizer import state_numel
+from analysis.optim.inspection import state_numel
 from analysis.optim.recipes import build_optimizer, get_recipe
 from analysis.optim.transforms import chain, momentum, normalize
 from analysis.protocol.presets import PRESETS, REFERENCE, Arm, tuned_lrs, tuned_points

@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
+from analysis.optim.inspection import state_numel
 from analysis.optim.maths import as_tensor, rms_normalize
-from analysis.optim.optimizer import ChainedOptimizer, state_numel
+from analysis.optim.optimizer import ChainedOptimizer
 from analysis.optim.recipes import (
     RecipeError,
     build_optimizer,
