@@ -22,7 +22,7 @@ PUBLIC = {
     "train": None,   # the package analysis.train, callable as the trainer (a submodule wins the name)
     "TrainConfig": "analysis.train.config",
     "load_run": "analysis.recording",
-    "load_runs": "analysis.recording",
+    "load_runs": "analysis.results.root",
     "Recorder": "analysis.recording",
 }
 

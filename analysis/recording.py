@@ -13,7 +13,7 @@ A run directory holds:
 
 JSONL is append-only: every row batch is written and flushed before training goes on, so a
 ``kill -9`` loses at most the rows of the step in flight, and a torn last line is skipped on
-load. ``load_run``/``load_runs`` return pandas DataFrames.
+load. ``load_run`` returns a pandas DataFrame (``analysis.results.root.load_runs``: a whole root).
 
 Curated copies (the reference recordings shipped under ``data/recordings``, made by
 ``python -m analysis.results.curate``) hold the same tables gzipped: ``metrics.jsonl.gz`` and
@@ -202,7 +202,7 @@ class Recorder:
         self.close()
 
 
-def _table_path(run_dir: Path, name: str) -> Path:
+def table_path(run_dir: Path, name: str) -> Path:
     """``name`` or its gzipped curated form ``name.gz``."""
     plain = run_dir / name
     packed = run_dir / (name + ".gz")
@@ -260,7 +260,7 @@ def bad_rows(frame: pd.DataFrame, torn: int = 0) -> str | None:
 
 def is_run_dir(path: str | Path) -> bool:
     """Does ``path`` hold ``config.json`` and a metrics table (plain or gzipped)?"""
-    return (Path(path) / CONFIG).exists() and _table_path(Path(path), METRICS).exists()
+    return (Path(path) / CONFIG).exists() and table_path(Path(path), METRICS).exists()
 
 
 def run_config(run_dir: str | Path) -> dict:
@@ -310,7 +310,7 @@ def load_run(run_dir: str | Path, table: str = "metrics", name: str | None = Non
     if not is_run_dir(run_dir):
         raise RecordingError(f"{run_dir} is not a run directory (needs {CONFIG} and {METRICS})")
     torn: list[int] = []
-    rows = _read_jsonl(_table_path(run_dir, METRICS if table == "metrics" else SPECTRA), torn)
+    rows = _read_jsonl(table_path(run_dir, METRICS if table == "metrics" else SPECTRA), torn)
     columns = ["step", "param", "role", "stat", "value" if table == "metrics" else "values"]
     frame = pd.DataFrame(rows, columns=columns)
     frame.attrs["bad_rows"] = {name or run_dir.name: bad_rows(frame, len(torn))}
@@ -319,72 +319,6 @@ def load_run(run_dir: str | Path, table: str = "metrics", name: str | None = Non
     for key in ("optimizer", "model", "seed"):
         frame[key] = config.get(key)
     frame["label"] = config.get("label") or config.get("optimizer")
-    return frame
-
-
-def _unreadable(run_dir: Path) -> str | None:
-    """Why ``run_dir`` cannot be read as a run (None when it can)."""
-    if not (run_dir / CONFIG).exists():
-        return f"no {CONFIG}"
-    try:
-        json.loads((run_dir / CONFIG).read_text())["config"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        return f"{CONFIG} unreadable ({type(err).__name__})"
-    if not _table_path(run_dir, METRICS).exists():
-        return f"no {METRICS}"
-    return None
-
-
-def scan_runs(root: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """``(used, skipped)``: the run directories at or below ``root`` that readers use, sorted,
-    and every other directory that looks like a run (holds a config, metrics or result file),
-    each with the reason it is not used. When ``root`` holds ``selection.json`` (a tuned
-    preset), only the runs it lists are used; the sweep's other points are skipped as such."""
-    root = Path(root)
-    names = (CONFIG, METRICS, METRICS + ".gz", RESULT)
-    found = {root} if any((root / n).exists() for n in names) else set()
-    found |= {p.parent for n in names for p in root.glob("**/" + n)}
-    selection = read_json(root / SELECTION)
-    listed = None if selection is None else {root / rel for rel in selection["runs"]}
-    if listed is not None:
-        found |= listed
-    used, skipped = [], []
-    for run_dir in sorted(found):
-        reason = _unreadable(run_dir)
-        if reason is None and listed is not None and run_dir not in listed:
-            inside = run_dir.relative_to(root).parts
-            reason = (f"a run of a ladder-order setting ({ORDER}/<setting>/{TUNING} keeps its loss)"
-                      if inside and inside[0] == ORDER else
-                      f"a sweep point, not reported ({TUNING} keeps its loss)")
-        if reason is None:
-            used.append(run_dir)
-        else:
-            skipped.append((run_dir, reason))
-    return used, skipped
-
-
-def find_runs(root: str | Path) -> list[Path]:
-    """The run directories at or below ``root`` that readers use (``scan_runs``)."""
-    return scan_runs(root)[0]
-
-
-def load_runs(root: str | Path, table: str = "metrics") -> pd.DataFrame:
-    """Every run below ``root`` (a sweep) concatenated into one DataFrame."""
-    import pandas as pd
-
-    runs = find_runs(root)
-    if not runs:
-        raise RecordingError(f"no run directories under {root} (a run has {CONFIG} and {METRICS}); "
-                             "train some with `scale-lab train` or `scale-lab reproduce`")
-    # runs are named by their path below root (``scale/seed0``), unique within a sweep
-    root = Path(root)
-    names = [r.relative_to(root).as_posix() if r != root else r.name for r in runs]
-    frames = [load_run(r, table, n) for r, n in zip(runs, names)]
-    bad = {k: v for f in frames for k, v in f.attrs["bad_rows"].items() if v}
-    for f in frames:
-        f.attrs = {}   # concat keeps attrs only when all agree
-    frame = pd.concat(frames, ignore_index=True)
-    frame.attrs["bad_rows"] = bad   # {run: what was bad}, for the readers to say
     return frame
 
 

@@ -22,17 +22,14 @@ import torch
 
 from analysis.arguments import Parser
 from analysis.optim.hyper import RecipeError
-from analysis.protocol.presets import (
-    ARM_BY_LABEL,
-    PRESETS,
-    REFERENCE,
-    get_preset,
-    select_arms,
-)
-from analysis.protocol.tuning import MAIN, Runner, cache_sweep, jobs_default, run_preset, setting_names
+from analysis.protocol.arms import ARM_BY_LABEL, select_arms
+from analysis.protocol.presets import PRESETS, get_preset
+from analysis.protocol.runner import Runner, cache_sweep, jobs_default
+from analysis.protocol.tuning import MAIN, run_preset, setting_names
 from analysis.recording import REFERENCE_LINES, write_atomic
 from analysis.results.figures import render_all
 from analysis.results.report import preview_line, write_report
+from analysis.results.run_set import REFERENCE
 from analysis.train.config import ConfigError
 from analysis.train.dryrun import plan
 from toy_models.corpus import CorpusError

@@ -32,7 +32,7 @@ from analysis.optim.maths import as_tensor
 from analysis.optim.recipes import build_optimizer, recipe_rows
 from analysis.optim.transforms import chain, momentum, normalize
 from analysis.optim.variants import hidden_rule, neuron_normalize, unit_rows
-from analysis.protocol.presets import tuned_points
+from analysis.protocol.arms import tuned_points
 from analysis.results import stats
 from analysis.teaching import exercises, race
 from toy_models.llama import build_model, load_config

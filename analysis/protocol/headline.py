@@ -28,8 +28,9 @@ import shutil
 import statistics
 from pathlib import Path
 
+from analysis.protocol.arms import ARM_BY_LABEL
 from analysis.protocol.held_out import HeldOutSweep, finite_std, grid_lr, point_dir
-from analysis.protocol.presets import ARM_BY_LABEL, Preset
+from analysis.protocol.presets import Preset
 from analysis.recording import (
     SELECTION,
     TUNING,

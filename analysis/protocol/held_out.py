@@ -37,7 +37,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.protocol.presets import Arm, Preset
+from analysis.protocol.arms import Arm
+from analysis.protocol.presets import Preset
 from analysis.train.config import TrainConfig
 
 Key = tuple[float, float, int]   # (beta2, multiplier, lr grid point)

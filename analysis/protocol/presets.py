@@ -30,34 +30,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.hyper import OptimizerConfig
-from analysis.recording import TUNING, read_json
-from analysis.results.run_set import REFERENCE
+from analysis.protocol.arms import ARM_BY_LABEL, SHARED_HYPER, Arm
 from analysis.train.config import ConfigError, TrainConfig
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One rung of the ladder or a baseline: a display label, a recipe, a momentum placement."""
-
-    label: str
-    optimizer: str
-    momentum: str | None = None
-
-
-ARMS = (Arm("sgd", "sgd"), Arm("sign", "sign"), Arm("row_norm", "row_norm"),
-        Arm("col_norm", "col_norm"), Arm("spectral_norm", "spectral_norm"),
-        Arm("scale", "scale"), Arm("col_norm+embedding", "col_norm", "embedding"),
-        Arm("col_norm+all", "col_norm", "all"), Arm("adamw", "adamw"), Arm("muon", "muon"))
-ARM_BY_LABEL = {a.label: a for a in ARMS}
-
-
-# The hyperparameters every arm shares (only ``lr`` is swept, and beta2 where a preset tunes
-# it): the vectors' Adam lr is the paper's <=350M scripts' 2e-2, every arm.
-SHARED_HYPER = OptimizerConfig(adam_lr=2e-2)
 
 
 @dataclass(frozen=True)
@@ -141,19 +118,6 @@ class Preset:
     def version(self) -> int:
         """The protocol version its tuning follows: 3 with held-out seeds, else 2."""
         return 3 if self.held_out_seeds else 2
-
-
-def tuned_points(path: str | Path = REFERENCE / TUNING) -> dict[str, tuple[float, float | None]]:
-    """The chosen ``(lr, beta2)`` per arm of a tuning (``tuning.json``; beta2 None where the
-    tuning did not choose one), or {} when there is none."""
-    table = read_json(path) or {"arms": {}}
-    return {label: (row["best"], row.get("beta2")) for label, row in table["arms"].items()
-            if row.get("best") is not None}
-
-
-def tuned_lrs(path: str | Path = REFERENCE / TUNING) -> dict[str, float]:
-    """The best lr per arm of a tuning (``tuning.json``), or {} when there is none."""
-    return {label: lr for label, (lr, _) in tuned_points(path).items()}
 
 
 # Where the reference sweep starts on micro2k (then x sqrt(3) steps, extended at an edge).
@@ -269,12 +233,3 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def select_arms(labels: list[str] | None, preset: Preset | None = None) -> tuple[Arm, ...]:
-    """The arms named by ``labels`` (when empty: ``preset``'s own arms, or all);
-    ``ConfigError`` for an unknown one."""
-    if not labels:
-        return ARMS if preset is None or preset.arms is None else select_arms(list(preset.arms))
-    unknown = [label for label in labels if label not in ARM_BY_LABEL]
-    if unknown:
-        raise ConfigError(f"unknown arm(s) {unknown}; choose from {', '.join(ARM_BY_LABEL)}")
-    return tuple(ARM_BY_LABEL[label] for label in labels)

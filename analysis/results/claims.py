@@ -48,24 +48,17 @@ below tuned AdamW's (the usual sign of an under-tuned baseline).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 
-from analysis.recording import (
-    ORDER,
-    SELECTION,
-    TUNING,
-    RecordingError,
-    load_runs,
-    read_json,
-)
+from analysis.recording import RecordingError
 from analysis.results import theory
 from analysis.results.gates import adamw_spread_gate
+from analysis.results.ladder_claims import better, order_claim, ppl_gap, setting_results, sgd_claims
 from analysis.results.memory import state_elements
 from analysis.results.paper import ABLATION_PERPLEXITY, PERPLEXITY
-from analysis.results.paper import NORMALIZATIONS as LADDER
-from analysis.results.stats import final_results, fmt, paired, separated, summary
+from analysis.results.root import load_runs
+from analysis.results.stats import fmt, paired, separated, summary
 from analysis.results.variance_claims import (
     Claim,
     embedding_variance_claim,
@@ -77,71 +70,11 @@ from toy_models.llama import parameter_counts
 
 NON_INFERIOR = 0.05       # claim 6: upper end of the perplexity gap's interval <= +5%
 SUSPECT_PPL = 0.10        # flag: an arm > 10% below tuned AdamW's perplexity
-SGD_STALLS = 0.10         # claim 3: under 10% of col_norm's progress below the unigram loss
 MOST = 0.50               # claim 7: "most" of the way to AdamW
-PAPER_ORDER = sorted(LADDER, key=ABLATION_PERPLEXITY["60m"].get)   # best first
-
-
-def _ppl_gap(a: float, b: float) -> float:
-    return math.exp(a - b) - 1
 
 
 def _paper_gap(model: str, a: str, b: str, table=PERPLEXITY) -> str:
     return f"{model.upper()} {100 * (table[model][a] / table[model][b] - 1):+.1f}%"
-
-
-def _sgd_share(results: pd.DataFrame, unigram: float) -> float | None:
-    s = summary(results)
-    if not {"sgd", "col_norm"} <= set(s.index):
-        return None
-    if not math.isfinite(s.loc["sgd", "loss"]):
-        return 0.0   # diverged at every tuned lr: no progress
-    progress = unigram - s.loc["col_norm", "loss"]
-    if progress <= 0:
-        return math.nan
-    return max(0.0, unigram - s.loc["sgd", "loss"]) / progress
-
-
-def sgd_claims(results: pd.DataFrame, lines: dict | None, settings: dict | None = None) -> list[Claim]:
-    """Claims 3 and 4: SGD against the unigram line at two lengths, and col_norm against SGD.
-    ``settings``: further tuned settings' results (``setting_results``), name -> frame."""
-    title = "Plain SGD does not train"
-    rule = (f"sgd's share of col_norm's progress below the unigram loss under "
-            f"{100 * SGD_STALLS:.0f}% at the main length, and no larger than at a shorter one")
-    paper = "ablation: plain SGD 'does not train' at 60M-350M (no perplexity given)"
-    main = _sgd_share(results, lines["unigram"]) if lines else None
-    if main is None or (isinstance(main, float) and math.isnan(main)):
-        first = Claim(title, rule, None, "needs the reference lines and `sgd`, `col_norm` runs whose "
-                      "col_norm ends below the unigram loss", paper)
-    else:
-        shares = {"main": main}
-        steps = {"main": int(results["steps"].iloc[0])}
-        for name, frame in (settings or {}).items():
-            share = _sgd_share(frame, lines["unigram"])
-            if share is not None and math.isfinite(share) and frame["model"].iloc[0] == results["model"].iloc[0]:
-                shares[name], steps[name] = share, int(frame["steps"].iloc[0])
-        shorter = [n for n in shares if steps[n] < steps["main"]]
-        grows = any(shares["main"] > shares[n] for n in shorter)
-        held = bool(main < SGD_STALLS and not grows) if shorter else None
-        evidence = "; ".join(f"{n} ({steps[n]} steps): sgd makes {100 * v:.0f}% of col_norm's "
-                             "progress below the unigram loss" for n, v in shares.items())
-        if not shorter:
-            evidence += "; no shorter setting of the same model to compare with"
-        first = Claim(title, rule, held, evidence, paper)
-    second = _better(results, "col_norm", "sgd", "Column normalization trains better than plain SGD",
-                     "plain SGD does not train; column normalization does (60M ppl 39.89)")
-    return [first, second]
-
-
-def _better(results, a, b, title, paper) -> Claim:
-    rule = f"{a}'s final validation loss below {b}'s (paired 95% interval below 0)"
-    diff, half, n = paired(results, a, b)
-    if n == 0:
-        return Claim(title, rule, None, f"needs finished runs of `{a}` and `{b}`", paper)
-    decided = math.isfinite(half)   # one seed decides nothing
-    return three_way(title, rule, decided and diff + half < 0, decided and diff - half >= 0,
-                     f"loss({a}) - loss({b}) = {fmt(diff, half)} nats over {n} "
-                     f"seed{'s' if n > 1 else ''} (perplexity {100 * _ppl_gap(diff, 0):+.1f}%)", paper)
 
 
 MOMENTUM_ARMS = ("scale", "col_norm+embedding", "col_norm+all")   # col_norm + momentum placed
@@ -152,7 +85,7 @@ def output_momentum_claim(results: pd.DataFrame, settings: dict | None = None) -
     setting the other way; every placement's gain over col_norm per setting beside it."""
     paper = "60M/130M/350M perplexity col_norm -> scale: " + ", ".join(
         _paper_gap(m, "scale", "col_norm", ABLATION_PERPLEXITY) for m in ("60m", "130m", "350m"))
-    main = _better(results, "scale", "col_norm", "Output-layer momentum improves column-normalized SGD",
+    main = better(results, "scale", "col_norm", "Output-layer momentum improves column-normalized SGD",
                    paper)
     parts, against = [], []
     for name, frame in (settings or {}).items():
@@ -198,7 +131,7 @@ def adamw_claim(results: pd.DataFrame, stable: bool | None = None) -> Claim:
     diff, half, n = paired(results, "scale", "adamw")
     if n < 2 or not math.isfinite(half):
         return Claim(title, rule, None, "needs `scale` and `adamw` on >= 2 seeds", paper)
-    gap, low, high = (_ppl_gap(d, 0) for d in (diff, diff - half, diff + half))
+    gap, low, high = (ppl_gap(d, 0) for d in (diff, diff - half, diff + half))
     superior = " (superior: the whole interval is below 0)" if high < 0 else ""
     holds, fails = high <= NON_INFERIOR, low > NON_INFERIOR
     decides = ("" if holds or fails else f"; these seeds decide a margin of {100 * high:+.1f}% "
@@ -247,79 +180,6 @@ def momentum_share_claim(results: pd.DataFrame, stable: bool | None = None) -> C
                                paper), stable)
 
 
-def setting_results(root: str | Path) -> dict[str, pd.DataFrame]:
-    """The reported runs of every further tuned setting (``order/<name>`` with its own
-    selection), name -> ``final_results``."""
-    out = {}
-    for path in sorted((Path(root) / ORDER).glob(f"*/{SELECTION}")):
-        try:
-            out[path.parent.name] = final_results(path.parent)
-        except RecordingError:
-            continue
-    return out
-
-
-def ladder_order(root: str | Path) -> dict[str, list[str]]:
-    """Per tuned setting (the main one and ``order/*``), the ladder arms best-first by the mean
-    loss of their best point over the tuning seeds (the table beside claim 8)."""
-    root = Path(root)
-    settings = {}
-    for path in [root / TUNING, *sorted((root / ORDER).glob(f"*/{TUNING}"))]:
-        table = read_json(path)
-        if table is None:
-            continue
-        best = {}
-        for label, row in table["arms"].items():
-            if label in LADDER and row.get("best") is not None:
-                grid = row["grid"] if row.get("beta2", table.get("beta2_choices", [0.999])[0]) == \
-                    table.get("beta2_choices", [0.999])[0] else row["beta2_grid"][f"{row['beta2']:g}"]
-                losses = [x for x in grid[f"{row['best']:.3g}"] if x is not None]
-                if losses:
-                    best[label] = sum(losses) / len(losses)
-        name = "main" if path.parent == root else path.parent.name
-        settings[f"{name} ({table['model']}, {table['steps']} steps)"] = sorted(best, key=best.get)
-    return settings
-
-
-def _ladder_margins(results: pd.DataFrame) -> list[tuple[str, str, float, float, int]]:
-    """Paired margins loss(a) - loss(b) between neighbours of the paper's order (a ahead)."""
-    present = [arm for arm in PAPER_ORDER if arm in set(results["label"])]
-    return [(a, b, *paired(results, a, b)) for a, b in zip(present, present[1:])]
-
-
-def order_claim(root, results: pd.DataFrame | None = None,
-                settings: dict[str, pd.DataFrame] | None = None) -> Claim:
-    """Claim 8: the ladder at every tuned setting, pair by pair."""
-    title = "The ladder's order: spectral, column, sign, row (best first), pair by pair"
-    rule = ("at every tuned setting, paired margins between neighbours of the paper's 60M order; "
-            "a pair whose interval holds 0 is tied; held when no separated pair contradicts the "
-            "order and at least one pair is separated")
-    paper = "; ".join(f"{m.upper()}: " + " < ".join(sorted(LADDER, key=ABLATION_PERPLEXITY[m].get))
-                      for m in ("60m", "130m", "350m")) + " (perplexity, best first)"
-    frames = {} if results is None else {"main": results}
-    frames |= settings if settings is not None else setting_results(root)
-    parts, resolved, contradicted = [], 0, 0
-    for name, frame in frames.items():
-        margins = [m for m in _ladder_margins(frame) if m[4] >= 2]
-        if not margins:
-            continue
-        words = []
-        for a, b, diff, half, _ in margins:
-            if separated(diff, half):
-                resolved += 1
-                contradicted += diff > 0
-                words.append(f"{a} {'<' if diff < 0 else '>'} {b} ({fmt(diff, half)})")
-            else:
-                words.append(f"{a} ~ {b} tied ({fmt(diff, half)})")
-        parts.append(f"{name}: " + ", ".join(words))
-    if not parts:
-        return Claim(title, rule, None, "needs the ladder's arms on >= 2 seeds at a tuned setting "
-                     "(`scale-lab reproduce --preset reference`)", paper)
-    held = None if resolved == 0 else contradicted == 0
-    return Claim(title, rule, held, "; ".join(parts) + f" ({resolved} separated, {contradicted} "
-                 "against the paper's order)", paper, inconclusive=held is None)
-
-
 def theory_claim(frame: pd.DataFrame | None, results: pd.DataFrame, root) -> Claim:
     """Claim 9: the momentum placements' predicted order against the measured gains."""
     title = "The theory's prediction: momentum helps most where the gradient variance is largest"
@@ -361,7 +221,7 @@ def suspect_arms(results: pd.DataFrame) -> list[str]:
     if "adamw" not in s.index:
         return []
     return [label for label, row in s.iterrows() if label != "adamw" and
-            _ppl_gap(row["loss"], s.loc["adamw", "loss"]) < -SUSPECT_PPL]
+            ppl_gap(row["loss"], s.loc["adamw", "loss"]) < -SUSPECT_PPL]
 
 
 def all_claims(root, results: pd.DataFrame, lines: dict | None) -> list[Claim]:

@@ -39,11 +39,11 @@ from analysis.recording import (
     TUNING,
     RecordingError,
     _read_jsonl,
-    _table_path,
-    find_runs,
     load_result,
     run_settings,
+    table_path,
 )
+from analysis.results.root import find_runs
 
 KEEP_STATS = ("grad_norm", "grad_var", "grad_var_rel", "grad_var_coord", "update_rms",
               "update_weight_ratio", "update_row_rms_cv", "grad_row_rms_cv", "update_stable_rank",
@@ -77,10 +77,10 @@ def curate_run(src: Path, dst: Path, wide: bool, scalars_only: bool = False) -> 
     for name in (CONFIG, RESULT, SEGMENTS):   # segments: the settings each start ran with
         if (src / name).exists():
             shutil.copy2(src / name, dst / name)
-    metrics = [r for r in map(_kept, _read_jsonl(_table_path(src, METRICS)))
+    metrics = [r for r in map(_kept, _read_jsonl(table_path(src, METRICS)))
                if r is not None and (r["param"] is None or not scalars_only)]
     _write_gz(dst / (METRICS + ".gz"), metrics)
-    vectors = [] if scalars_only else _read_jsonl(_table_path(src, SPECTRA))
+    vectors = [] if scalars_only else _read_jsonl(table_path(src, SPECTRA))
     keep = [r for r in vectors if r["stat"] not in WIDE_VECTORS]
     if wide:
         last = {}

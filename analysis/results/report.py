@@ -19,12 +19,13 @@ from analysis.recording import (
     write_atomic,
 )
 from analysis.results.captions import CAPTIONS
-from analysis.results.claims import SUSPECT_PPL, all_claims, ladder_order, suspect_arms
+from analysis.results.claims import SUSPECT_PPL, all_claims, suspect_arms
 from analysis.results.gates import (
     MIN_TOKENS_PER_PARAMETER,
     all_gates,
     tokens_per_parameter,
 )
+from analysis.results.ladder_claims import ladder_order
 from analysis.results.paper import paper_tokens_per_parameter
 from analysis.results.run_set import REFERENCE
 from analysis.results.stats import final_results, fmt, summary, unused_runs

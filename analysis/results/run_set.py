@@ -11,14 +11,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.instrument.spectra import log_spaced
-from analysis.recording import (
-    RecordingError,
-    load_runs,
-    read_json,
-    run_config,
-    run_settings,
-    scan_runs,
-)
+from analysis.recording import RecordingError, read_json, run_config, run_settings
+from analysis.results.root import load_runs, scan_runs
 from analysis.results.stats import final_results
 from toy_models.llama import load_config as toy_config
 from toy_models.llama import matrix_shapes, model_names

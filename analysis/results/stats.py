@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.recording import RecordingError, load_result, run_settings, scan_runs
+from analysis.recording import RecordingError, load_result, run_settings
+from analysis.results.root import scan_runs
 from analysis.results.style import ordered
 
 

@@ -21,9 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.protocol.presets import PRESETS, REFERENCE, Arm, tuned_points
+from analysis.protocol.arms import Arm, tuned_points
+from analysis.protocol.presets import PRESETS
 from analysis.recording import load_run, run_settings, scalars
 from analysis.results import stats, style
+from analysis.results.run_set import REFERENCE
 from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.loop import train
 from analysis.train.rundir import effective_settings

@@ -202,7 +202,7 @@ def spectrum_steps(rec: RunSet) -> list[int]:
 
 def spectrum_explorer(rec: RunSet, step: int):
     """Normalized singular values ``s_i / s_1`` of one hidden matrix's update at ``step`` (the
-    one ``figures.update_spectra`` draws), one line per arm, mean over seeds, against the rank."""
+    one ``instrument_figures.update_spectra`` draws), one line per arm, mean over seeds, against the rank."""
     name, rows = hidden_spectrum(rec)
     rows = rows[rows["step"] == step]
     if rows.empty:

@@ -25,7 +25,8 @@ from analysis.recording import RecordingError, run_config
 from analysis.train.checkpoint import CheckpointError
 from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.dryrun import plan
-from analysis.train.loop import TrainingDiverged, TrainingInterrupted, train
+from analysis.train.loop import train
+from analysis.train.stopping import TrainingDiverged, TrainingInterrupted
 from toy_models.corpus import CorpusError
 from toy_models.files import NotWritable
 

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,40 +55,7 @@ from analysis.train.evaluation import (
     token_loss,
 )
 from analysis.train.setup import Run, setup
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or gradient norm became non-finite; the run is recorded as diverged."""
-
-
-class TrainingInterrupted(RuntimeError):
-    """SIGINT or SIGTERM during training: a checkpoint was written; ``exit_code`` is 128 +
-    the signal number (130, 143), as a shell reports it."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-@contextlib.contextmanager
-def interrupt_requests():
-    """A list that receives the number of the first SIGINT or SIGTERM while training (the
-    handlers are installed only in the main thread, and put back on exit)."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum, frame):
-        received.append(signum)
-        signal.signal(signum, previous[signum])   # a second signal acts as usual
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+from analysis.train.stopping import TrainingDiverged, TrainingInterrupted, interrupt_requests
 
 
 @dataclass

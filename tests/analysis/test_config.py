@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from analysis.optim.hyper import OptimizerConfig
-from analysis.protocol.presets import PRESETS, SHARED_HYPER, Arm
+from analysis.protocol.arms import SHARED_HYPER, Arm
+from analysis.protocol.presets import PRESETS
 from analysis.train.cli import config_from, parser
 from analysis.train.config import RECORDED_HYPER, TrainConfig
 from analysis.train.rundir import changed_settings

@@ -2,18 +2,13 @@ import json
 
 import pytest
 
-from analysis.protocol.presets import PRESETS, select_arms
-from analysis.protocol.tuning import Runner, run_preset
-from analysis.recording import (
-    SELECTION,
-    TUNING,
-    RecordingError,
-    find_runs,
-    load_run,
-    load_runs,
-    scalars,
-)
+from analysis.protocol.arms import select_arms
+from analysis.protocol.presets import PRESETS
+from analysis.protocol.runner import Runner
+from analysis.protocol.tuning import run_preset
+from analysis.recording import SELECTION, TUNING, RecordingError, load_run, scalars
 from analysis.results.curate import curate
+from analysis.results.root import find_runs, load_runs
 
 
 def test_curated_runs_read_back_like_the_originals_and_are_smaller(tmp_path):
@@ -51,7 +46,7 @@ def test_a_tuned_root_ships_its_reported_runs_and_the_tuning(tmp_path):
 
 
 def test_a_further_setting_ships_its_reported_runs_for_the_claims_to_pair(tmp_path):
-    from analysis.results.claims import setting_results
+    from analysis.results.ladder_claims import setting_results
 
     src = tmp_path / "full"
     setting = src / "order" / "short"

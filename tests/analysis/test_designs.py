@@ -11,7 +11,9 @@ from analysis.optim.hyper import RecipeError
 from analysis.optim.inspection import state_numel
 from analysis.optim.recipes import build_optimizer, get_recipe
 from analysis.optim.transforms import chain, momentum, normalize
-from analysis.protocol.presets import PRESETS, REFERENCE, Arm, tuned_lrs, tuned_points
+from analysis.protocol.arms import Arm, tuned_lrs, tuned_points
+from analysis.protocol.presets import PRESETS
+from analysis.results.run_set import REFERENCE
 from analysis.teaching import race
 from toy_models.llama import build_model, load_config, matrix_shapes
 

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.protocol.presets import REFERENCE
 from analysis.recording import Recorder
 from analysis.results import figures
+from analysis.results.run_set import REFERENCE
 
 
 @pytest.mark.skipif(not REFERENCE.exists(), reason="reference recordings not built")

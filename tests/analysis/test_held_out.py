@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
+from analysis.protocol.arms import ARM_BY_LABEL, select_arms
 from analysis.protocol.headline import run_held_out, seeds_to_decide
 from analysis.protocol.held_out import HeldOutSweep, point_dir
-from analysis.protocol.presets import ARM_BY_LABEL, PRESETS, select_arms
+from analysis.protocol.presets import PRESETS
 
 
 class FakeRunner:
@@ -112,7 +113,8 @@ def test_a_neighbour_within_the_seed_noise_is_extended_on_means():
 
 def test_version_3_runs_end_to_end_and_reports_only_held_out_seeds(tmp_path):
     """Real nano runs: tuned on seeds 0-1, reported on 100+, the report reads them."""
-    from analysis.protocol.tuning import Runner, run_preset
+    from analysis.protocol.runner import Runner
+    from analysis.protocol.tuning import run_preset
     from analysis.results.stats import final_results
 
     preset = replace(PRESETS["smoke"], tune_seeds=(0, 1), held_out_seeds=(100, 101, 102),
@@ -151,11 +153,11 @@ def test_no_run_is_asked_for_twice_in_one_round(tmp_path):
 
 
 def test_the_runner_trains_a_directory_listed_twice_once(tmp_path, monkeypatch):
-    from analysis.protocol import tuning
+    from analysis.protocol import runner
 
     trained = []
-    monkeypatch.setattr(tuning, "run_one", lambda config, run_dir, progress=False:
+    monkeypatch.setattr(runner, "run_one", lambda config, run_dir, progress=False:
                         trained.append(run_dir) or {"final_eval_loss": 1.0})
     config = PRESETS["smoke"].config(ARM_BY_LABEL["scale"], 0, 1e-3)
-    tuning.Runner(jobs=1).run([(config, tmp_path / "a"), (config, tmp_path / "a")])
+    runner.Runner(jobs=1).run([(config, tmp_path / "a"), (config, tmp_path / "a")])
     assert trained == [tmp_path / "a"]

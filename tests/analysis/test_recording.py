@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from analysis.recording import Recorder, RecordingError, load_run, load_runs
+from analysis.recording import Recorder, RecordingError, load_run
+from analysis.results.root import load_runs
 
 
 def test_torn_last_line_is_skipped(tmp_path):

@@ -4,10 +4,12 @@ from dataclasses import replace
 import pytest
 
 from analysis import reproduce
-from analysis.protocol import tuning
-from analysis.protocol.presets import ARMS as ALL_ARMS
-from analysis.protocol.presets import PRESETS, select_arms
-from analysis.protocol.tuning import Runner, run_preset
+from analysis.protocol import runner, tuning
+from analysis.protocol.arms import ARMS as ALL_ARMS
+from analysis.protocol.arms import select_arms
+from analysis.protocol.presets import PRESETS
+from analysis.protocol.runner import Runner
+from analysis.protocol.tuning import run_preset
 from analysis.recording import REFERENCE_LINES, load_result
 from analysis.results.stats import final_results, summary
 
@@ -45,7 +47,7 @@ def test_repeating_the_command_skips_finished_runs(smoke_runs, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(tuning, "train", refuse)
+    monkeypatch.setattr(runner, "train", refuse)
     runs = run_preset(PRESETS["smoke"], smoke_runs, select_arms(ARMS), Runner(1))
     assert len(runs) == len(ARMS)
 
@@ -144,8 +146,8 @@ def test_a_sweep_continues_from_its_cache_and_reported_runs_get_recordings(tmp_p
     assert len(cached) == 1 and not is_run_dir(cached[0])          # kilobytes: no tables
     assert "run_dir" not in load_result(cached[0])                 # no path of this machine
     trained = []
-    real = tuning.run_one
-    monkeypatch.setattr(tuning, "run_one", lambda config, run_dir, progress=False:
+    real = runner.run_one
+    monkeypatch.setattr(runner, "run_one", lambda config, run_dir, progress=False:
                         trained.append(run_dir) or real(config, run_dir, progress))
     dirs = run_preset(preset, tmp_path / "cache", select_arms(["scale"]), Runner(1))
     # tuning reused the cached result; the reported run was trained again for its recordings

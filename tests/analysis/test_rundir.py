@@ -13,7 +13,8 @@ from analysis.recording import CONFIG, load_run, load_segments
 from analysis.train import loop
 from analysis.train.cli import main
 from analysis.train.config import ConfigError
-from analysis.train.loop import TrainingInterrupted, train
+from analysis.train.loop import train
+from analysis.train.stopping import TrainingInterrupted
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.xdist_group("test_rundir")   # its module fixture is built once, on one worker

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from analysis.protocol.presets import PRESETS, select_arms
+from analysis.protocol.arms import select_arms
+from analysis.protocol.presets import PRESETS
 from analysis.protocol.tuning import run_preset, tune
 from analysis.recording import SELECTION, TUNING
 

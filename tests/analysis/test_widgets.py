@@ -8,8 +8,8 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from analysis.protocol.presets import REFERENCE  # noqa: E402
 from analysis.results.figures import RunSet  # noqa: E402
+from analysis.results.run_set import REFERENCE  # noqa: E402
 from analysis.teaching import widgets  # noqa: E402
 from toy_models import quadratic  # noqa: E402
 
