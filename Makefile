@@ -32,11 +32,12 @@ data/corpus/train.jsonl: $(STAMP) toy_models/corpus.py data/corpus_manifest.json
 setup: $(STAMP) data
 data: data/corpus/train.jsonl
 
-# the linter (ruff, configured in pyproject.toml), then one pytest-xdist worker per core, one
-# thread each (`make test TEST_JOBS=0`: one process)
+# the linter and the formatter's check (ruff, configured in pyproject.toml), then one
+# pytest-xdist worker per core, one thread each (`make test TEST_JOBS=0`: one process)
 TEST_JOBS ?= auto
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup
 
 reproduce: setup

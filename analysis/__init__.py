@@ -19,7 +19,7 @@ PUBLIC = {
     "OptimizerConfig": "analysis.optim.hyper",
     "Instrumentation": "analysis.instrument.hooks",
     "InstrumentConfig": "analysis.instrument.schedule",
-    "train": None,   # the package analysis.train, callable as the trainer (a submodule wins the name)
+    "train": None,  # the package analysis.train, callable as the trainer (a submodule wins the name)
     "TrainConfig": "analysis.train.config",
     "load_run": "analysis.recording",
     "load_runs": "analysis.results.root",
@@ -32,9 +32,12 @@ __all__ = sorted(PUBLIC)
 def __getattr__(name: str):
     if name in PUBLIC:
         module = PUBLIC[name]
-        value = (importlib.import_module(f"analysis.{name}") if module is None
-                 else getattr(importlib.import_module(module), name))
-        globals()[name] = value   # later lookups skip this hook
+        value = (
+            importlib.import_module(f"analysis.{name}")
+            if module is None
+            else getattr(importlib.import_module(module), name)
+        )
+        globals()[name] = value  # later lookups skip this hook
         return value
     raise AttributeError(f"module 'analysis' has no attribute {name!r}")
 

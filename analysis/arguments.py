@@ -41,13 +41,22 @@ class Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         args = list(sys.argv[1:] if args is None else args)
-        takes_value = {opt for action in self._actions if action.nargs is None and action.option_strings
-                       and not isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
-                       for opt in action.option_strings}
+        takes_value = {
+            opt
+            for action in self._actions
+            if action.nargs is None
+            and action.option_strings
+            and not isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+            for opt in action.option_strings
+        }
         joined, i = [], 0
         while i < len(args):
-            if args[i] in takes_value and i + 1 < len(args) and args[i + 1].startswith("-") \
-                    and _is_number(args[i + 1]):
+            if (
+                args[i] in takes_value
+                and i + 1 < len(args)
+                and args[i + 1].startswith("-")
+                and _is_number(args[i + 1])
+            ):
                 joined.append(f"{args[i]}={args[i + 1]}")
                 i += 2
             else:

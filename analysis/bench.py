@@ -49,16 +49,23 @@ def ratio_interval(numerator: list[float], denominator: list[float], seed: int =
     from scipy.stats import bootstrap
 
     ratios = np.asarray(numerator) / np.asarray(denominator)
-    ci = bootstrap((ratios,), np.median, confidence_level=0.95, n_resamples=2000,
-                   method="percentile", random_state=seed).confidence_interval
-    return {"median": float(np.median(ratios)), "low": float(ci.low), "high": float(ci.high),
-            "rounds": len(ratios)}
+    ci = bootstrap(
+        (ratios,), np.median, confidence_level=0.95, n_resamples=2000, method="percentile", random_state=seed
+    ).confidence_interval
+    return {
+        "median": float(np.median(ratios)),
+        "low": float(ci.low),
+        "high": float(ci.high),
+        "rounds": len(ratios),
+    }
 
 
 def _fmt(r: dict, minus_one: bool = False) -> str:
     if minus_one:
-        return (f"{100 * (r['median'] - 1):+.1f}% [95% CI {100 * (r['low'] - 1):+.1f}%, "
-                f"{100 * (r['high'] - 1):+.1f}%]")
+        return (
+            f"{100 * (r['median'] - 1):+.1f}% [95% CI {100 * (r['low'] - 1):+.1f}%, "
+            f"{100 * (r['high'] - 1):+.1f}%]"
+        )
     return f"{r['median']:.2f} [95% CI {r['low']:.2f}, {r['high']:.2f}]"
 
 
@@ -106,18 +113,21 @@ def bench_optimizer(model_name: str, repeats: int = 20, warmup: int = 3) -> dict
         snapshot = [p.clone() for p in model.parameters()]
 
     @torch.no_grad()
-    def restore():   # keep weights bounded across repeats
+    def restore():  # keep weights bounded across repeats
         for p, s in zip(model.parameters(), snapshot):
             p.copy_(s)
 
     times = _step_times(optimizers, repeats, warmup, after_round=restore)
     med = {name: statistics.median(t) for name, t in times.items()}
-    return {"model": model_name, "median_ms": {k: v * 1e3 for k, v in med.items()},
-            "scale_over_adamw_foreach": ratio_interval(times["scale"], times["adamw_foreach"]),
-            "scale_over_adamw_fused": ratio_interval(times["scale"], times["adamw_fused"]),
-            "scale_over_sgd": ratio_interval(times["scale"], times["sgd"]),
-            "fused_over_sgd": ratio_interval(times["scale_fused"], times["sgd"]),
-            "fused_over_adamw_fused": ratio_interval(times["scale_fused"], times["adamw_fused"])}
+    return {
+        "model": model_name,
+        "median_ms": {k: v * 1e3 for k, v in med.items()},
+        "scale_over_adamw_foreach": ratio_interval(times["scale"], times["adamw_foreach"]),
+        "scale_over_adamw_fused": ratio_interval(times["scale"], times["adamw_fused"]),
+        "scale_over_sgd": ratio_interval(times["scale"], times["sgd"]),
+        "fused_over_sgd": ratio_interval(times["scale_fused"], times["sgd"]),
+        "fused_over_adamw_fused": ratio_interval(times["scale_fused"], times["adamw_fused"]),
+    }
 
 
 # Memory passes over a matrix's elements per step, SCALE / SGD (reads and writes of g, p, m):
@@ -148,17 +158,21 @@ def bench_roles(model_name: str, repeats: int = 20, warmup: int = 3) -> dict:
         for p in model.parameters():
             p.grad = grads[p] if any(p is q for q in params) else None
         times = _step_times({"scale": scale, "fused": fused, "sgd": sgd}, repeats, warmup)
-        out[role] = {"elements": sum(p.numel() for p in params),
-                     "scale_over_sgd": ratio_interval(times["scale"], times["sgd"]),
-                     "fused_over_sgd": ratio_interval(times["fused"], times["sgd"]),
-                     "floor": PASS_FLOOR[role], "fused_floor": FUSED_PASS_FLOOR[role]}
+        out[role] = {
+            "elements": sum(p.numel() for p in params),
+            "scale_over_sgd": ratio_interval(times["scale"], times["sgd"]),
+            "fused_over_sgd": ratio_interval(times["fused"], times["sgd"]),
+            "floor": PASS_FLOOR[role],
+            "fused_floor": FUSED_PASS_FLOOR[role],
+        }
     for p in model.parameters():
         p.grad = None
     return out
 
 
-def bench_embedding_batch(model_name: str, repeats: int = 20, warmup: int = 3,
-                          batch: tuple[int, int] = (32, 128)) -> dict:
+def bench_embedding_batch(
+    model_name: str, repeats: int = 20, warmup: int = 3, batch: tuple[int, int] = (32, 128)
+) -> dict:
     """The embedding's fused step against torch SGD on a gradient shaped like one batch's:
     nonzero only in the rows of its tokens (``batch`` sequences x tokens of uniformly random
     ids: more distinct rows than a corpus's batch, whose tokens repeat), where the fused
@@ -174,18 +188,31 @@ def bench_embedding_batch(model_name: str, repeats: int = 20, warmup: int = 3,
     fused = build_optimizer("scale", model, fused=True)
     sgd = torch.optim.SGD([weight], lr=1e-3, foreach=True)
     times = _step_times({"fused": fused, "sgd": sgd}, repeats, warmup)
-    return {"rows": len(rows), "vocab": weight.size(0), "batch": list(batch),
-            "fused_over_sgd": ratio_interval(times["fused"], times["sgd"])}
+    return {
+        "rows": len(rows),
+        "vocab": weight.size(0),
+        "batch": list(batch),
+        "fused_over_sgd": ratio_interval(times["fused"], times["sgd"]),
+    }
 
 
-INSTRUMENT_MODES = {"off": None, "default": InstrumentConfig(),
-                    "per_head": InstrumentConfig(per_head=True),
-                    "every_step": InstrumentConfig(every_step=True)}
+INSTRUMENT_MODES = {
+    "off": None,
+    "default": InstrumentConfig(),
+    "per_head": InstrumentConfig(per_head=True),
+    "every_step": InstrumentConfig(every_step=True),
+}
 
 
-def bench_instrument(model_name: str = "micro", rounds: int = 20, steps_per_round: int = 10,
-                     batch_size: int = 8, micro_batch_size: int = 2, seq_len: int = 128,
-                     modes: tuple[str, ...] = tuple(INSTRUMENT_MODES)) -> dict:
+def bench_instrument(
+    model_name: str = "micro",
+    rounds: int = 20,
+    steps_per_round: int = 10,
+    batch_size: int = 8,
+    micro_batch_size: int = 2,
+    seq_len: int = 128,
+    modes: tuple[str, ...] = tuple(INSTRUMENT_MODES),
+) -> dict:
     """Tokens/s of training with instrumentation off and in each of ``modes`` (default /
     default with per-head statistics / every step), interleaved. Fewer modes put more rounds
     into the same time: the interval narrows as one over the square root of the rounds."""
@@ -200,12 +227,15 @@ def bench_instrument(model_name: str = "micro", rounds: int = 20, steps_per_roun
         opt = build_optimizer("scale", model)
         # steady state: past the dense early phase (every step up to dense_until), so the
         # default schedule records one step in cheap_every; the last step is far away
-        monitor = (Instrumentation(model, opt, None, cfg, last_step=10**9, data=data,
-                                   start_step=10 * cfg.full_every) if cfg else None)
+        monitor = (
+            Instrumentation(model, opt, None, cfg, last_step=10**9, data=data, start_step=10 * cfg.full_every)
+            if cfg
+            else None
+        )
         setups[mode] = (model, opt, monitor, [0])
-    elapsed: dict[str, list[float]] = {mode: [] for mode in modes}   # seconds per round
+    elapsed: dict[str, list[float]] = {mode: [] for mode in modes}  # seconds per round
     accum = batch_size // micro_batch_size
-    with contextlib.ExitStack() as hooks:   # each mode's hooks stay on its own model throughout
+    with contextlib.ExitStack() as hooks:  # each mode's hooks stay on its own model throughout
         for _model, _opt, monitor, _step in setups.values():
             if monitor is not None:
                 hooks.enter_context(monitor)
@@ -232,9 +262,15 @@ def bench_instrument(model_name: str = "micro", rounds: int = 20, steps_per_roun
     tps = {mode: tokens / sum(t) for mode, t in elapsed.items()}
     # a round of steps_per_round = cheap_every steps holds one recorded step of the default
     # schedule, so every round's ratio measures the same mix
-    return {"model": model_name, "tokens_per_s": tps,
-            **{f"{mode}_time_ratio": ratio_interval(elapsed[mode], elapsed["off"])
-               for mode in modes if mode != "off"}}
+    return {
+        "model": model_name,
+        "tokens_per_s": tps,
+        **{
+            f"{mode}_time_ratio": ratio_interval(elapsed[mode], elapsed["off"])
+            for mode in modes
+            if mode != "off"
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,51 +280,71 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["gpu"]:
         return gpu_check(argv[1:])
     parser = Parser(prog="scale-lab bench", description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("optimizer", "instrument", "gpu"),
-                        help="gpu: the GPU check (scale-lab bench gpu --help)")
+    parser.add_argument(
+        "what",
+        choices=("optimizer", "instrument", "gpu"),
+        help="gpu: the GPU check (scale-lab bench gpu --help)",
+    )
     parser.add_argument("--models", default=None, help="comma-separated model configs")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--modes", default=",".join(m for m in INSTRUMENT_MODES if m != "off"),
-                        help="instrument: the schedules timed against 'off' (fewer: more rounds "
-                             "in the same time, a narrower interval)")
-    parser.add_argument("--out", default=None, type=output_file, help="write the results as JSON to this file")
+    parser.add_argument(
+        "--modes",
+        default=",".join(m for m in INSTRUMENT_MODES if m != "off"),
+        help="instrument: the schedules timed against 'off' (fewer: more rounds "
+        "in the same time, a narrower interval)",
+    )
+    parser.add_argument(
+        "--out", default=None, type=output_file, help="write the results as JSON to this file"
+    )
     args = parser.parse_args(argv)
     names = (args.models or ("micro,60m" if args.what == "optimizer" else "micro")).split(",")
     unknown = [n for n in names if n not in model_names()]
     if unknown:
-        print(f"error: unknown model {unknown[0]!r}; choose from {', '.join(model_names())}",
-              file=sys.stderr)
+        print(f"error: unknown model {unknown[0]!r}; choose from {', '.join(model_names())}", file=sys.stderr)
         return 2
     modes = tuple(args.modes.split(","))
     wrong = [m for m in modes if m not in INSTRUMENT_MODES or m == "off"]
     if wrong:
-        print(f"error: unknown --modes entry {wrong[0]!r}; choose from "
-              f"{', '.join(m for m in INSTRUMENT_MODES if m != 'off')}", file=sys.stderr)
+        print(
+            f"error: unknown --modes entry {wrong[0]!r}; choose from "
+            f"{', '.join(m for m in INSTRUMENT_MODES if m != 'off')}",
+            file=sys.stderr,
+        )
         return 2
     machine = {"cpu": cpu_model(), "threads": torch.get_num_threads()}
-    print(f"machine: {machine['cpu']}, {machine['threads']} threads (the ratios move between "
-          "machines of one kind: compare within a run)")
+    print(
+        f"machine: {machine['cpu']}, {machine['threads']} threads (the ratios move between "
+        "machines of one kind: compare within a run)"
+    )
     results = []
     if args.what == "optimizer":
         for name in names:
             r = bench_optimizer(name, repeats=args.repeats or 20)
             results.append(r)
             ms = "  ".join(f"{k} {v:.2f} ms" for k, v in r["median_ms"].items())
-            print(f"{name}: {ms}\n  SCALE / AdamW(foreach)       = {_fmt(r['scale_over_adamw_foreach'])} "
-                  f"(target <= 0.6)\n  SCALE / AdamW(fused)         = {_fmt(r['scale_over_adamw_fused'])}"
-                  f"\n  SCALE fused / AdamW(fused)   = {_fmt(r['fused_over_adamw_fused'])}")
+            print(
+                f"{name}: {ms}\n  SCALE / AdamW(foreach)       = {_fmt(r['scale_over_adamw_foreach'])} "
+                f"(target <= 0.6)\n  SCALE / AdamW(fused)         = {_fmt(r['scale_over_adamw_fused'])}"
+                f"\n  SCALE fused / AdamW(fused)   = {_fmt(r['fused_over_adamw_fused'])}"
+            )
             for label, key in (("SCALE / SGD", "scale_over_sgd"), ("SCALE fused / SGD", "fused_over_sgd")):
                 ratio = r[key]
-                print(f"  {label:<28} = {_fmt(ratio)} (target <= 1.3: "
-                      f"{'met' if ratio['high'] <= 1.3 else 'not met'}, judged on the upper bound)")
+                print(
+                    f"  {label:<28} = {_fmt(ratio)} (target <= 1.3: "
+                    f"{'met' if ratio['high'] <= 1.3 else 'not met'}, judged on the upper bound)"
+                )
             r["roles"] = bench_roles(name, repeats=args.repeats or 20)
             for role, row in r["roles"].items():
-                print(f"    {role:<9} ({row['elements'] / 1e6:5.1f}M elements) SCALE / SGD = "
-                      f"{_fmt(row['scale_over_sgd'])}, fused {_fmt(row['fused_over_sgd'])}; "
-                      f"memory-pass floors {row['floor']:.2f}, fused {row['fused_floor']:.2f}")
+                print(
+                    f"    {role:<9} ({row['elements'] / 1e6:5.1f}M elements) SCALE / SGD = "
+                    f"{_fmt(row['scale_over_sgd'])}, fused {_fmt(row['fused_over_sgd'])}; "
+                    f"memory-pass floors {row['floor']:.2f}, fused {row['fused_floor']:.2f}"
+                )
             e = r["embedding_batch"] = bench_embedding_batch(name, repeats=args.repeats or 20)
-            print(f"    embedding, one {e['batch'][0]} x {e['batch'][1]} batch's rows ({e['rows']:,} of "
-                  f"{e['vocab']:,}; the others skipped): fused / SGD = {_fmt(e['fused_over_sgd'])}")
+            print(
+                f"    embedding, one {e['batch'][0]} x {e['batch'][1]} batch's rows ({e['rows']:,} of "
+                f"{e['vocab']:,}; the others skipped): fused / SGD = {_fmt(e['fused_over_sgd'])}"
+            )
     else:
         for name in names:
             r = bench_instrument(name, rounds=args.repeats or 20, modes=modes)
@@ -297,9 +353,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: tokens/s {tps} ({args.repeats or 20} interleaved rounds)")
             for mode in modes:
                 ratio = r[f"{mode}_time_ratio"]
-                target = (f" (target <= +3%: {'met' if ratio['high'] <= 1.03 else 'not met'}, judged "
-                          f"on the upper bound; interval +-{50 * (ratio['high'] - ratio['low']):.1f}%)"
-                          if mode == "default" else "")
+                target = (
+                    f" (target <= +3%: {'met' if ratio['high'] <= 1.03 else 'not met'}, judged "
+                    f"on the upper bound; interval +-{50 * (ratio['high'] - ratio['low']):.1f}%)"
+                    if mode == "default"
+                    else ""
+                )
                 print(f"  {mode:<16} {_fmt(ratio, minus_one=True)}{target}")
     if args.out:
         with open(args.out, "w") as handle:

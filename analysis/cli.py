@@ -1,12 +1,12 @@
 """The ``scale-lab`` command: one subcommand per module, each also runnable as ``python -m``.
 
-    scale-lab train      -> python -m analysis.train
-    scale-lab reproduce  -> python -m analysis.reproduce
-    scale-lab figures    -> python -m analysis.results.figures
-    scale-lab memory     -> python -m analysis.results.memory
-    scale-lab bench      -> python -m analysis.bench
-    scale-lab notebooks  -> python -m analysis.notebooks
-    scale-lab setup      -> python -m toy_models.corpus (builds the offline corpus, says where)
+scale-lab train      -> python -m analysis.train
+scale-lab reproduce  -> python -m analysis.reproduce
+scale-lab figures    -> python -m analysis.results.figures
+scale-lab memory     -> python -m analysis.results.memory
+scale-lab bench      -> python -m analysis.bench
+scale-lab notebooks  -> python -m analysis.notebooks
+scale-lab setup      -> python -m toy_models.corpus (builds the offline corpus, says where)
 """
 
 from __future__ import annotations
@@ -14,9 +14,15 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {"train": "analysis.train", "reproduce": "analysis.reproduce",
-            "figures": "analysis.results.figures", "memory": "analysis.results.memory", "bench": "analysis.bench",
-            "notebooks": "analysis.notebooks", "setup": "toy_models.corpus"}
+COMMANDS = {
+    "train": "analysis.train",
+    "reproduce": "analysis.reproduce",
+    "figures": "analysis.results.figures",
+    "memory": "analysis.results.memory",
+    "bench": "analysis.bench",
+    "notebooks": "analysis.notebooks",
+    "setup": "toy_models.corpus",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}",
-              file=sys.stderr)
+        print(f"error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[command])
     return module.main(rest)

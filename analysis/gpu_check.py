@@ -59,8 +59,7 @@ def fused_matches_readable(model_name: str, device: str) -> dict:
         for a, b in zip(models[0].parameters(), models[1].parameters()):
             scale = a.detach().abs().max().clamp_min(1e-30)
             worst = max(worst, float((a.detach() - b.detach()).abs().max() / scale))
-    return {"model": model_name, "steps": STEPS_EQUAL, "max_rel_diff": worst,
-            "equal": worst <= EQUAL_RTOL}
+    return {"model": model_name, "steps": STEPS_EQUAL, "max_rel_diff": worst, "equal": worst <= EQUAL_RTOL}
 
 
 def short_run(config: TrainConfig, out: Path) -> dict:
@@ -70,18 +69,22 @@ def short_run(config: TrainConfig, out: Path) -> dict:
         torch.cuda.reset_peak_memory_stats()
     result = train(config, out=out, overwrite=True, progress=False)
     frame = load_run(out)
-    steady = scalars(frame, "tokens_per_s")["value"].tolist()[len(result.losses) // 5:]
-    row = {"optimizer": config.optimizer, "model": config.model, "precision": config.precision,
-           "steps": result.steps, "final_train_loss": result.final_train_loss,
-           "tokens_per_s": statistics.median(steady) if steady else result.tokens_per_s}
+    steady = scalars(frame, "tokens_per_s")["value"].tolist()[len(result.losses) // 5 :]
+    row = {
+        "optimizer": config.optimizer,
+        "model": config.model,
+        "precision": config.precision,
+        "steps": result.steps,
+        "final_train_loss": result.final_train_loss,
+        "tokens_per_s": statistics.median(steady) if steady else result.tokens_per_s,
+    }
     for stat in ("mfu", "cpu_peak_fraction"):
         values = scalars(frame, stat)["value"].tolist()
         if values:
-            row[stat] = statistics.median(values[len(values) // 5:] or values)
+            row[stat] = statistics.median(values[len(values) // 5 :] or values)
     if cuda:
         predicted = plan(config).per_gpu("ddp")["total"]
-        row |= {"peak_allocated_gb": torch.cuda.max_memory_allocated() / 1e9,
-                "dry_run_gb": predicted / 1e9}
+        row |= {"peak_allocated_gb": torch.cuda.max_memory_allocated() / 1e9, "dry_run_gb": predicted / 1e9}
     return row
 
 
@@ -91,8 +94,12 @@ def cuda_tests() -> dict:
     root = Path(__file__).resolve().parents[1]
     if not all((root / f).exists() for f in CUDA_TESTS):
         return {"files": list(CUDA_TESTS), "returncode": 0, "summary": "not run: the tests ship with a clone"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *CUDA_TESTS],
-                          capture_output=True, text=True, cwd=root)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *CUDA_TESTS],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     return {"files": list(CUDA_TESTS), "returncode": done.returncode, "summary": lines[-1] if lines else ""}
 
@@ -100,18 +107,32 @@ def cuda_tests() -> dict:
 def check(device: str, smoke: bool) -> dict:
     """Every part of the module docstring on ``device`` (``smoke``: nano, a few steps, no tests)."""
     if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda needs a GPU and torch sees none; on CPU run "
-                          "`scale-lab bench gpu --device cpu --smoke`")
+        raise ConfigError(
+            "--device cuda needs a GPU and torch sees none; on CPU run "
+            "`scale-lab bench gpu --device cpu --smoke`"
+        )
     model, steps, batch, seq = ("nano", 6, 4, 32) if smoke else ("60m", 200, 64, 256)
     precision = "bf16-mixed" if device == "cuda" else "fp32"
-    report = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-              "torch": torch.__version__, "smoke": smoke,
-              "fused_vs_readable": fused_matches_readable(model, device), "runs": []}
+    report = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "smoke": smoke,
+        "fused_vs_readable": fused_matches_readable(model, device),
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory(prefix="scale-lab-gpu-check-") as tmp:
         for arm in ARMS:
-            config = TrainConfig(model=model, optimizer=arm, steps=steps, batch_size=batch,
-                                 seq_len=seq, eval_every=0, eval_tokens=batch * seq,
-                                 device=device, precision=precision)
+            config = TrainConfig(
+                model=model,
+                optimizer=arm,
+                steps=steps,
+                batch_size=batch,
+                seq_len=seq,
+                eval_every=0,
+                eval_tokens=batch * seq,
+                device=device,
+                precision=precision,
+            )
             report["runs"].append(short_run(config, Path(tmp) / arm))
     if not smoke:
         report["cuda_tests"] = cuda_tests()
@@ -133,14 +154,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     write_atomic(args.out, json.dumps(report, indent=2) + "\n")
     equal = report["fused_vs_readable"]
-    print(f"{report['device']}: fused vs readable max relative difference {equal['max_rel_diff']:.2e} "
-          f"({'equal' if equal['equal'] else 'NOT equal'} within {EQUAL_RTOL:g})")
+    print(
+        f"{report['device']}: fused vs readable max relative difference {equal['max_rel_diff']:.2e} "
+        f"({'equal' if equal['equal'] else 'NOT equal'} within {EQUAL_RTOL:g})"
+    )
     for row in report["runs"]:
         extra = "".join(f", {k} {row[k]:.3f}" for k in ("mfu", "cpu_peak_fraction") if k in row)
-        memory = (f", peak {row['peak_allocated_gb']:.2f} GB (dry run {row['dry_run_gb']:.2f} GB)"
-                  if "peak_allocated_gb" in row else "")
-        print(f"  {row['optimizer']:<6} {row['model']} {row['precision']}: "
-              f"{row['tokens_per_s']:,.0f} tokens/s{extra}{memory}")
+        memory = (
+            f", peak {row['peak_allocated_gb']:.2f} GB (dry run {row['dry_run_gb']:.2f} GB)"
+            if "peak_allocated_gb" in row
+            else ""
+        )
+        print(
+            f"  {row['optimizer']:<6} {row['model']} {row['precision']}: "
+            f"{row['tokens_per_s']:,.0f} tokens/s{extra}{memory}"
+        )
     tests = report.get("cuda_tests")
     if tests:
         print(f"  CUDA tests: {tests['summary']}")

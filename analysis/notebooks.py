@@ -53,13 +53,18 @@ def _environment(**values):
                 os.environ[name] = value
 
 
-MATHJAX = "mathjax"   # the directory beside the pages
-MATHJAX_FONTS = ('"HTML-CSS": {availableFonts: ["STIX-Web"], preferredFont: "STIX-Web", '
-                 'webFont: "STIX-Web", imageFont: null},')
-MERMAID_LOADER = re.compile(r'<script type="module">\s*document\.addEventListener\("DOMContentLoaded", '
-                            r'async \(\) => \{\s*const diagrams = document\.querySelectorAll\("\.jp-Mermaid'
-                            r'.*?</script>', re.S)
-NO_REQUIRE = "scale-lab-no-require.js"   # require.js only serves live widgets: its tag is dropped
+MATHJAX = "mathjax"  # the directory beside the pages
+MATHJAX_FONTS = (
+    '"HTML-CSS": {availableFonts: ["STIX-Web"], preferredFont: "STIX-Web", '
+    'webFont: "STIX-Web", imageFont: null},'
+)
+MERMAID_LOADER = re.compile(
+    r'<script type="module">\s*document\.addEventListener\("DOMContentLoaded", '
+    r'async \(\) => \{\s*const diagrams = document\.querySelectorAll\("\.jp-Mermaid'
+    r".*?</script>",
+    re.S,
+)
+NO_REQUIRE = "scale-lab-no-require.js"  # require.js only serves live widgets: its tag is dropped
 CHECKS = "## What this notebook shows (checked)"
 
 
@@ -71,9 +76,11 @@ def title(path: Path) -> str:
     return first.source.splitlines()[0].lstrip("# ").strip()
 
 
-SMOKE_BANNER = ("**Built in SMOKE mode**: every computation on this page is the small, fast version "
-                "the tests run (`SMOKE = True` below), so its numbers and figures are previews, not "
-                "results; build the site without `--smoke` for the full ones.")
+SMOKE_BANNER = (
+    "**Built in SMOKE mode**: every computation on this page is the small, fast version "
+    "the tests run (`SMOKE = True` below), so its numbers and figures are previews, not "
+    "results; build the site without `--smoke` for the full ones."
+)
 
 
 def for_reading(notebook, following: Path | None, smoke: bool = False):
@@ -89,22 +96,34 @@ def for_reading(notebook, following: Path | None, smoke: bool = False):
         source = cell.source
         if cell.cell_type == "markdown" and source.startswith(CHECKS):
             dropping = True
-        if dropping or (cell.cell_type == "code" and "from analysis.teaching.solutions" in source
-                        and "grade(" not in source and "SMOKE = os.environ" not in source):
+        if dropping or (
+            cell.cell_type == "code"
+            and "from analysis.teaching.solutions" in source
+            and "grade(" not in source
+            and "SMOKE = os.environ" not in source
+        ):
             continue
         if cell.cell_type == "code" and 'raise NotImplementedError("your code' in source:
             name = source.split("def ", 1)[1].split("(", 1)[0]
-            cell.source = f"# a solution (analysis.teaching.solutions.{name})\n" + inspect.getsource(
-                getattr(solutions, name)).rstrip()
+            cell.source = (
+                f"# a solution (analysis.teaching.solutions.{name})\n"
+                + inspect.getsource(getattr(solutions, name)).rstrip()
+            )
         if cell.cell_type == "code" and "from analysis.teaching.solutions" in source:
-            cell.source = "\n".join(line for line in source.splitlines()
-                                    if "solutions" not in line and "SOLUTIONS" not in line)
+            cell.source = "\n".join(
+                line for line in source.splitlines() if "solutions" not in line and "SOLUTIONS" not in line
+            )
         cells.append(cell)
-    links = "[all notebooks](index.html)" + (f" · next: [{title(following)}]({following.stem}.html)"
-                                             if following is not None else "")
+    links = "[all notebooks](index.html)" + (
+        f" · next: [{title(following)}]({following.stem}.html)" if following is not None else ""
+    )
     banner = [nbformat.v4.new_markdown_cell(SMOKE_BANNER)] if smoke else []
-    notebook.cells = [nbformat.v4.new_markdown_cell(links), *banner, *cells,
-                      nbformat.v4.new_markdown_cell(links)]
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell(links),
+        *banner,
+        *cells,
+        nbformat.v4.new_markdown_cell(links),
+    ]
     return notebook
 
 
@@ -134,6 +153,7 @@ def executor(notebook, timeout_s: int, path: Path):
                 except Empty:
                     if deadline is not None and time.monotonic() >= deadline:
                         raise
+
         return get
 
     class SlicedPolls(NotebookClient):
@@ -143,12 +163,14 @@ def executor(notebook, timeout_s: int, path: Path):
                 channel.get_msg = sliced(channel.get_msg)
             return client
 
-    return SlicedPolls(notebook, timeout=timeout_s, kernel_name="python3",
-                       resources={"metadata": {"path": str(path)}})
+    return SlicedPolls(
+        notebook, timeout=timeout_s, kernel_name="python3", resources={"metadata": {"path": str(path)}}
+    )
 
 
-def render_html(path: Path, out_dir: Path, smoke: bool = False, timeout_s: int = 1800,
-                following: Path | None = None) -> Path:
+def render_html(
+    path: Path, out_dir: Path, smoke: bool = False, timeout_s: int = 1800, following: Path | None = None
+) -> Path:
     """Execute notebook ``path`` and write it as ``out_dir/<stem>.html`` for reading offline
     (``for_reading``; MathJax from ``out_dir/mathjax``); the page's path."""
     import jupytext
@@ -157,8 +179,9 @@ def render_html(path: Path, out_dir: Path, smoke: bool = False, timeout_s: int =
     notebook = jupytext.read(path)
     with _environment(SCALE_LAB_SMOKE="1" if smoke else "0", SCALE_LAB_STATIC="1", SCALE_LAB_SOLUTIONS="1"):
         executor(notebook, timeout_s, Path.cwd()).execute()
-    exporter = HTMLExporter(mathjax_url=f"{MATHJAX}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe",
-                            require_js_url=NO_REQUIRE)
+    exporter = HTMLExporter(
+        mathjax_url=f"{MATHJAX}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe", require_js_url=NO_REQUIRE
+    )
     body, _ = exporter.from_notebook_node(for_reading(notebook, following, smoke))
     body = body.replace(f'<script src="{NO_REQUIRE}"></script>', "")
     # nbconvert's Mermaid loader imports from a CDN; these pages draw no diagram
@@ -179,8 +202,12 @@ def copy_mathjax(out_dir: Path) -> Path:
 
     target = out_dir / MATHJAX
     if not (target / "MathJax.js").exists():
-        shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", target,
-                        ignore=shutil.ignore_patterns("localization", "a11y"), dirs_exist_ok=True)
+        shutil.copytree(
+            Path(jupyter_server_mathjax.__file__).parent / "static",
+            target,
+            ignore=shutil.ignore_patterns("localization", "a11y"),
+            dirs_exist_ok=True,
+        )
     return target
 
 
@@ -191,13 +218,13 @@ def subtitle(intro: str) -> str:
     lines = [line for line in intro.splitlines() if not line.startswith("#")]
     paragraphs = [" ".join(p.split()) for p in "\n".join(lines).split("\n\n") if p.strip()]
     paragraph = paragraphs[0] if paragraphs else ""
-    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", paragraph)   # [text](link) -> text
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", paragraph)  # [text](link) -> text
     text = re.sub(r"[*`]+", "", text).strip()
     sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if x.strip()]
     plain = [x for x in sentences if "$" not in x]
     first = plain[0] if plain else re.sub(r"\s*\$[^$]*\$\s*", " ", sentences[0] if sentences else "")
     first = " ".join(first.split())
-    return first[:-1] + "." if first.endswith(":") else first   # a sentence that opens a list
+    return first[:-1] + "." if first.endswith(":") else first  # a sentence that opens a list
 
 
 def write_index(out_dir: Path, paths: list[Path]) -> Path:
@@ -210,15 +237,20 @@ def write_index(out_dir: Path, paths: list[Path]) -> Path:
     for path in paths:
         intro = next(c for c in jupytext.read(path).cells if c.cell_type == "markdown").source
         first = subtitle(intro)
-        items.append(f'<li><a href="{path.stem}.html">{html.escape(title(path))}</a>'
-                     f"<br><small>{html.escape(first)}</small></li>")
+        items.append(
+            f'<li><a href="{path.stem}.html">{html.escape(title(path))}</a>'
+            f"<br><small>{html.escape(first)}</small></li>"
+        )
     page = out_dir / "index.html"
-    page.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>scale-lab notebooks"
-                    "</title></head><body style='font-family:sans-serif;max-width:46em;margin:2em auto'>"
-                    "<h1>scale-lab: SCALE from the ground up</h1><p>From momentum on a noisy "
-                    "quadratic to the paper's bottom-up argument on a LLaMA, then your own model "
-                    "and your own optimizer. Read in order; each page was executed when built."
-                    f"</p><ol>{''.join(items)}</ol></body></html>\n", encoding="utf-8")
+    page.write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>scale-lab notebooks"
+        "</title></head><body style='font-family:sans-serif;max-width:46em;margin:2em auto'>"
+        "<h1>scale-lab: SCALE from the ground up</h1><p>From momentum on a noisy "
+        "quadratic to the paper's bottom-up argument on a LLaMA, then your own model "
+        "and your own optimizer. Read in order; each page was executed when built."
+        f"</p><ol>{''.join(items)}</ol></body></html>\n",
+        encoding="utf-8",
+    )
     return page
 
 
@@ -234,8 +266,11 @@ def copy_notebooks(out: Path) -> int:
     for path in sources:
         if path.name not in kept:
             shutil.copy2(path, out / path.name)
-    print(f"copied {len(sources) - len(kept)} files to {out}"
-          + (f" (kept your {', '.join(kept)})" if kept else "") + f"; open them with: jupyter lab {out}")
+    print(
+        f"copied {len(sources) - len(kept)} files to {out}"
+        + (f" (kept your {', '.join(kept)})" if kept else "")
+        + f"; open them with: jupyter lab {out}"
+    )
     return 0
 
 
@@ -243,14 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     """Render the notebooks to HTML; 0 when all rendered, 1 when some failed, 2 on bad input."""
     parser = Parser(prog="scale-lab notebooks", description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--html", default=None, metavar="DIR", help="directory for the pages")
-    parser.add_argument("--copy", default=None, metavar="DIR",
-                        help="copy the notebooks into DIR (then: jupyter lab DIR)")
+    parser.add_argument(
+        "--copy", default=None, metavar="DIR", help="copy the notebooks into DIR (then: jupyter lab DIR)"
+    )
     parser.add_argument("--smoke", action="store_true", help="the small, fast version (as CI)")
     parser.add_argument("--only", default=None, help="comma-separated prefixes, e.g. 01,07")
     args = parser.parse_args(argv)
     if (args.html is None) == (args.copy is None):
-        print("error: give one of --html DIR (render) or --copy DIR (the notebooks themselves)",
-              file=sys.stderr)
+        print(
+            "error: give one of --html DIR (render) or --copy DIR (the notebooks themselves)", file=sys.stderr
+        )
         return 2
     if args.copy is not None:
         return copy_notebooks(Path(args.copy))
@@ -261,8 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     paths = notebook_paths(args.only.split(",") if args.only else None)
     if not paths:
         every = notebook_paths()
-        print(f"error: no notebook matches --only {args.only}; names start "
-              f"{every[0].stem[:2]}..{every[-1].stem[:2]}", file=sys.stderr)
+        print(
+            f"error: no notebook matches --only {args.only}; names start "
+            f"{every[0].stem[:2]}..{every[-1].stem[:2]}",
+            file=sys.stderr,
+        )
         return 2
     failed = 0
     every = notebook_paths()
@@ -273,10 +313,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             page = render_html(path, out, smoke=args.smoke, following=following)
             print(f"wrote {page}")
-        except Exception as err:   # a failing notebook is reported; the others still render
+        except Exception as err:  # a failing notebook is reported; the others still render
             failed += 1
-            print(f"failed {path.name}: {type(err).__name__}: {str(err).strip().splitlines()[-1:]}",
-                  file=sys.stderr)
+            print(
+                f"failed {path.name}: {type(err).__name__}: {str(err).strip().splitlines()[-1:]}",
+                file=sys.stderr,
+            )
     return 1 if failed else 0
 
 

@@ -17,13 +17,22 @@ PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "numpy", "pandas"
 def provenance() -> dict:
     """Git SHA (and whether the tree is dirty), package versions, host, CPU and threads."""
     root = Path(__file__).resolve().parent.parent
-    info: dict = {"python": platform.python_version(), "host": platform.node(),
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    info: dict = {
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         info["git_sha"], info["git_dirty"] = sha or None, bool(dirty)
     except (OSError, subprocess.SubprocessError):
         info["git_sha"], info["git_dirty"] = None, None
@@ -46,10 +55,13 @@ def cpu_model() -> str | None:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or None
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
+    model = next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+        platform.processor() or "unknown",
+    )
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
+    )
     extensions = [f for f in ("avx2", "avx512f", "amx_bf16") if f in flags]
     return f"{model} ({', '.join(extensions) or 'no AVX2'})"
 

@@ -31,22 +31,23 @@ from typing import TYPE_CHECKING
 
 import toy_models.files as files  # the one atomic-write helper (it imports nothing of ours)
 
-if TYPE_CHECKING:   # pandas takes most of a second to import: only the readers need it
+if TYPE_CHECKING:  # pandas takes most of a second to import: only the readers need it
     import pandas as pd
 
 METRICS = "metrics.jsonl"
 SPECTRA = "spectra.jsonl"
 CONFIG = "config.json"
 RESULT = "result.json"
-SELECTION = "selection.json"   # a tuned root: the reported runs among its sweep points
-TUNING = "tuning.json"         # a tuned root: every sweep point's losses, the best lr, the budget
-REFERENCE_LINES = "reference_losses.json"   # a root: the corpus's unigram and bigram losses
-ORDER = "order"                # a tuned root: the ladder re-tuned at other settings, one dir each
-SEGMENTS = "segments.jsonl"    # a run: one line per start or resume (analysis.train.rundir)
+SELECTION = "selection.json"  # a tuned root: the reported runs among its sweep points
+TUNING = "tuning.json"  # a tuned root: every sweep point's losses, the best lr, the budget
+REFERENCE_LINES = "reference_losses.json"  # a root: the corpus's unigram and bigram losses
+ORDER = "order"  # a tuned root: the ladder re-tuned at other settings, one dir each
+SEGMENTS = "segments.jsonl"  # a run: one line per start or resume (analysis.train.rundir)
 
 
 class RecordingError(ValueError):
     """A run directory that is missing, empty or not one; the message names it."""
+
     pass
 
 
@@ -59,8 +60,7 @@ def _clean(value):
 def _write_failed(path: Path, err: OSError) -> RecordingError:
     """The one line a failed write to a run's file gives (nothing before it is lost; the
     trainer adds what can be resumed)."""
-    return RecordingError(f"cannot write {path} ({err.strerror or err}); the rows written before "
-                          "it are kept")
+    return RecordingError(f"cannot write {path} ({err.strerror or err}); the rows written before it are kept")
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
@@ -109,13 +109,16 @@ def check_result(result: dict, run_dir: Path, required=()) -> None:
     ``RecordingError`` naming what is not."""
     missing = [k for k in required if k not in result]
     exempt = ("final_eval_loss", "final_perplexity") if result.get("diverged_at") else ()
-    bad = [k for k, v in result.items() if isinstance(v, float) and not math.isfinite(v)
-           and k not in exempt]
+    bad = [k for k, v in result.items() if isinstance(v, float) and not math.isfinite(v) and k not in exempt]
     if missing or bad:
-        raise RecordingError(f"refusing to write {run_dir / RESULT}: "
-                             + "; ".join(([f"missing {', '.join(missing)}"] if missing else [])
-                                         + ([f"not finite: {', '.join(bad)}"] if bad else []))
-                             + "; the run's rows and checkpoints are kept")
+        raise RecordingError(
+            f"refusing to write {run_dir / RESULT}: "
+            + "; ".join(
+                ([f"missing {', '.join(missing)}"] if missing else [])
+                + ([f"not finite: {', '.join(bad)}"] if bad else [])
+            )
+            + "; the run's rows and checkpoints are kept"
+        )
 
 
 class Recorder:
@@ -126,7 +129,7 @@ class Recorder:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.run_dir / METRICS, "a", encoding="utf-8")
         self._spectra = None
-        self._failed = False   # a write failed and was reported: close() must not raise again
+        self._failed = False  # a write failed and was reported: close() must not raise again
         # also sent each row after it is written (analysis.instrument.trackers)
         self.trackers = list(trackers)
 
@@ -137,16 +140,19 @@ class Recorder:
     def write_config(self, config: dict) -> None:
         write_atomic(self.run_dir / CONFIG, json.dumps(config, indent=2, default=str) + "\n")
 
-    def log(self, step: int, stats: dict[str, float], param: str | None = None,
-            role: str | None = None) -> None:
+    def log(
+        self, step: int, stats: dict[str, float], param: str | None = None, role: str | None = None
+    ) -> None:
         """Rows ``(step, param, role, stat, value)`` for each entry of ``stats``, flushed."""
         self.log_rows([(step, param, role, k, v) for k, v in stats.items()])
 
     def log_rows(self, rows) -> None:
         """Append ``(step, param, role, stat, value)`` rows, flushed; ``RecordingError`` (one
         line) when they cannot be written."""
-        lines = [json.dumps({"step": int(s), "param": p, "role": r, "stat": k, "value": _clean(v)})
-                 for s, p, r, k, v in rows]
+        lines = [
+            json.dumps({"step": int(s), "param": p, "role": r, "stat": k, "value": _clean(v)})
+            for s, p, r, k, v in rows
+        ]
         if lines:
             try:
                 self._metrics.write("\n".join(lines) + "\n")
@@ -159,8 +165,13 @@ class Recorder:
             tracker.log_rows(rows)
 
     def log_vector(self, step: int, param: str | None, role: str | None, stat: str, values) -> None:
-        row = {"step": int(step), "param": param, "role": role, "stat": stat,
-               "values": [_clean(v) for v in values]}
+        row = {
+            "step": int(step),
+            "param": param,
+            "role": role,
+            "stat": stat,
+            "values": [_clean(v) for v in values],
+        }
         try:
             if self._spectra is None:
                 self._spectra = open(self.run_dir / SPECTRA, "a", encoding="utf-8")
@@ -229,7 +240,7 @@ def _read_jsonl(path: Path, torn: list | None = None) -> list[dict]:
 def _parse_line(line: str, scan=json.scanner.make_scanner(json.JSONDecoder())):  # noqa: B008 (once, on purpose)
     """``json.loads(line)``, or None where it raises: the C scanner called directly (the
     shipped recordings are a million lines; this reads them in half the time of ``loads``)."""
-    text = line.strip(" \t\n\r")   # the whitespace JSON allows around a value
+    text = line.strip(" \t\n\r")  # the whitespace JSON allows around a value
     try:
         row, end = scan(text, 0)
     except (StopIteration, json.JSONDecodeError):
@@ -247,14 +258,21 @@ def bad_rows(frame: pd.DataFrame, torn: int = 0) -> str | None:
     parts = [f"{torn} unreadable line(s) skipped"] if torn else []
     if column is not None:
         values = pd.to_numeric(frame[column], errors="coerce")
-        kinds = {"NaN or null": values.isna(), "Infinity": values == math.inf,
-                 "-Infinity": values == -math.inf}
+        kinds = {
+            "NaN or null": values.isna(),
+            "Infinity": values == math.inf,
+            "-Infinity": values == -math.inf,
+        }
         bad = kinds["NaN or null"] | kinds["Infinity"] | kinds["-Infinity"]
         if bad.any():
             counts = frame[bad]["stat"].value_counts()
-            parts.append(f"{int(bad.sum())} non-finite value(s): " + ", ".join(
-                f"{int(mask.sum())} {kind}" for kind, mask in kinds.items() if mask.any())
-                + " (" + ", ".join(f"{stat} x{n}" for stat, n in counts.items()) + ")")
+            parts.append(
+                f"{int(bad.sum())} non-finite value(s): "
+                + ", ".join(f"{int(mask.sum())} {kind}" for kind, mask in kinds.items() if mask.any())
+                + " ("
+                + ", ".join(f"{stat} x{n}" for stat, n in counts.items())
+                + ")"
+            )
     return "; ".join(parts) or None
 
 

@@ -42,20 +42,25 @@ from toy_models.tokenizer import load_tokenizer
 def write_reference_lines(preset, out: Path) -> dict:
     """The corpus's unigram and bigram cross-entropy on the positions the preset's validation
     loss scores (``toy_models.ngram``), written to ``out/reference_losses.json``."""
-    lines = for_run(load_tokenizer(model_tokenizer(preset.model)), preset.seq_len, preset.eval_tokens, preset.data)
+    lines = for_run(
+        load_tokenizer(model_tokenizer(preset.model)), preset.seq_len, preset.eval_tokens, preset.data
+    )
     write_atomic(out / REFERENCE_LINES, json.dumps(lines, indent=1))
     return lines
 
 
-def notebook_runs(recompute: bool = False, smoke: bool = False, arms=None,
-               out: str | Path | None = None) -> Path:
+def notebook_runs(
+    recompute: bool = False, smoke: bool = False, arms=None, out: str | Path | None = None
+) -> Path:
     """The runs a notebook reads: the shipped reference recordings (curated), or with
     ``recompute`` fresh ones at the ``smoke`` or ``quick`` preset's setting, of ``arms`` (every
     arm when None; resumable)."""
     if not recompute:
         if not REFERENCE.exists():
-            raise FileNotFoundError(f"reference recordings not found at {REFERENCE}; they ship with "
-                                    "a clone of the repository (or pass recompute=True)")
+            raise FileNotFoundError(
+                f"reference recordings not found at {REFERENCE}; they ship with "
+                "a clone of the repository (or pass recompute=True)"
+            )
         return REFERENCE
     preset = PRESETS["smoke" if smoke else "quick"]
     out = Path(out or f"runs/reproduce/{preset.name}")
@@ -71,24 +76,42 @@ def parser():
     p.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)} (default quick)")
     p.add_argument("--out", default=None, help="runs root (default runs/reproduce/<preset>)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
-    p.add_argument("--arms", nargs="+", default=None,
-                   help=f"subset of: {' '.join(ARM_BY_LABEL)} (default: the preset's)")
-    p.add_argument("--settings", nargs="+", default=None,
-                   help=f"run only these of the preset's settings ({MAIN} and its further settings' "
-                        "names, `--list` shows them), into the same --out; default all")
-    p.add_argument("--jobs", type=int, default=None,
-                   help=f"runs side by side, one thread each (default {jobs_default()}: one per core, "
-                        "at most 2)")
+    p.add_argument(
+        "--arms", nargs="+", default=None, help=f"subset of: {' '.join(ARM_BY_LABEL)} (default: the preset's)"
+    )
+    p.add_argument(
+        "--settings",
+        nargs="+",
+        default=None,
+        help=f"run only these of the preset's settings ({MAIN} and its further settings' "
+        "names, `--list` shows them), into the same --out; default all",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help=f"runs side by side, one thread each (default {jobs_default()}: one per core, at most 2)",
+    )
     p.add_argument("--figures", default=None, help="figure directory (default <out>/figures)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--report-only", action="store_true",
-                   help="train nothing: rewrite the report and figures from the runs under --out")
-    p.add_argument("--cache-sweep", default=None, metavar="DIR",
-                   help="train nothing: copy the config, result and segments of every finished run "
-                        "under --out to DIR (what tuning reads), to continue the preset elsewhere")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: rewrite the report and figures from the runs under --out",
+    )
+    p.add_argument(
+        "--cache-sweep",
+        default=None,
+        metavar="DIR",
+        help="train nothing: copy the config, result and segments of every finished run "
+        "under --out to DIR (what tuning reads), to continue the preset elsewhere",
+    )
     p.add_argument("--list", action="store_true", help="list presets and arms")
-    p.add_argument("--dry-run", action="store_true",
-                   help="size every arm of the preset on GPUs (memory per GPU, FLOPs); train nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="size every arm of the preset on GPUs (memory per GPU, FLOPs); train nothing",
+    )
     p.add_argument("--gpus", type=int, default=1, help="GPUs the dry run plans for (default 1)")
     return p
 
@@ -109,15 +132,19 @@ def main(argv: list[str] | None = None) -> int:
         arms = select_arms(args.arms, preset)
         unknown = sorted(set(args.settings or ()) - set(setting_names(preset)))
         if unknown:
-            raise ConfigError(f"preset {preset.name!r} has no setting {', '.join(unknown)}; choose "
-                              f"from {', '.join(setting_names(preset))}")
-        if args.dry_run:   # needs no GPU: that is the point of it
+            raise ConfigError(
+                f"preset {preset.name!r} has no setting {', '.join(unknown)}; choose "
+                f"from {', '.join(setting_names(preset))}"
+            )
+        if args.dry_run:  # needs no GPU: that is the point of it
             for arm in arms:
                 print(plan(preset.config(arm, seed=0, lr=None), args.gpus).table() + "\n")
             return 0
         if preset.gpu and not torch.cuda.is_available():
-            raise ConfigError(f"preset {preset.name!r} follows the paper's GPU protocol and "
-                              "needs CUDA; use --preset quick or reference on this machine")
+            raise ConfigError(
+                f"preset {preset.name!r} follows the paper's GPU protocol and "
+                "needs CUDA; use --preset quick or reference on this machine"
+            )
         if args.jobs is not None and args.jobs < 1:
             raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
         jobs = 1 if preset.gpu else (args.jobs or jobs_default())
@@ -125,14 +152,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.cache_sweep is not None:
             if not out.is_dir():
                 raise ConfigError(f"--cache-sweep copies the runs under --out; {out} is not a directory")
-            print(f"copied {cache_sweep(out, Path(args.cache_sweep))} finished runs' small files to "
-                  f"{args.cache_sweep}")
+            print(
+                f"copied {cache_sweep(out, Path(args.cache_sweep))} finished runs' small files to "
+                f"{args.cache_sweep}"
+            )
             return 0
         if args.report_only and not out.is_dir():
-            raise ConfigError(f"--report-only needs the runs of a preset under --out; {out} is not a directory")
+            raise ConfigError(
+                f"--report-only needs the runs of a preset under --out; {out} is not a directory"
+            )
         if not args.report_only:
-            run_preset(preset, out, arms, Runner(jobs, progress=not args.no_progress and jobs == 1),
-                       args.seeds, args.settings)
+            run_preset(
+                preset,
+                out,
+                arms,
+                Runner(jobs, progress=not args.no_progress and jobs == 1),
+                args.seeds,
+                args.settings,
+            )
         if preset.data == "bundled":
             write_reference_lines(preset, out)
     except (ConfigError, CorpusError, RecipeError, NotWritable) as err:

@@ -50,11 +50,15 @@ figures.show("momentum_quadratic", steps=steps)
 # %%
 sigma = 0.3
 floors = {beta: quadratic.ema_floor(1.0, beta, sigma) for beta in (0.0, 0.5, 0.9, 0.95)}
-simulated = {beta: quadratic.run(steps=steps, lr=1.0, beta=beta, sigma=sigma, repeats=repeats)[-steps // 3:].mean()
-             for beta in floors}
+simulated = {
+    beta: quadratic.run(steps=steps, lr=1.0, beta=beta, sigma=sigma, repeats=repeats)[-steps // 3 :].mean()
+    for beta in floors
+}
 for beta in floors:
-    print(f"beta {beta:<5} exact floor {floors[beta]:.4f}   simulated {simulated[beta]:.4f}   "
-          f"{1 - floors[beta] / floors[0.0]:.0%} below SGD's")
+    print(
+        f"beta {beta:<5} exact floor {floors[beta]:.4f}   simulated {simulated[beta]:.4f}   "
+        f"{1 - floors[beta] / floors[0.0]:.0%} below SGD's"
+    )
 
 # %% [markdown]
 # The EMA of white noise keeps a fraction $(1-\beta)/(1+\beta)$ of its variance: about 5% at
@@ -87,8 +91,12 @@ print(f"EMA variance ratio: measured {measured_ratio:.4f}, theory {quadratic.dir
 # HTML pages, the figure is drawn once at the starting values.)
 
 # %%
-widgets.explore(widgets.momentum_explorer, lr=(1.0, 0.05, 3.0, 0.05), beta=(0.9, 0.0, 0.99, 0.01),
-                sigma=(0.3, 0.0, 1.0, 0.05))
+widgets.explore(
+    widgets.momentum_explorer,
+    lr=(1.0, 0.05, 3.0, 0.05),
+    beta=(0.9, 0.0, 0.99, 0.01),
+    sigma=(0.3, 0.0, 1.0, 0.05),
+)
 
 # %% [markdown]
 # ### Predict, then check
@@ -124,11 +132,15 @@ kappa = 1 / quadratic.curvatures()[0]
 sgd_rates = {lr: quadratic.contraction(lr, 0.0) for lr in np.linspace(0.05, 1.99, 40)}
 sgd_best = min(sgd_rates.values())
 at_default = {beta: quadratic.contraction(1.0, beta) for beta in (0.0, 0.9)}
-print(f"condition number {kappa:.0f}: optimal beta {beta_opt:.3f} at lr {lr_opt:.3g} (step "
-      f"lr(1-beta) = {lr_opt * (1 - beta_opt):.3g}), rate {rate_opt:.4f} per step; SGD's best rate "
-      f"{sgd_best:.4f}: momentum needs {np.log(sgd_best) / np.log(rate_opt):.3f} of SGD's steps per e-fold")
-print(f"at the explorer's default lr 1: max |eigenvalue| SGD {at_default[0.0]:.4f}, momentum 0.9 "
-      f"{at_default[0.9]:.4f}")
+print(
+    f"condition number {kappa:.0f}: optimal beta {beta_opt:.3f} at lr {lr_opt:.3g} (step "
+    f"lr(1-beta) = {lr_opt * (1 - beta_opt):.3g}), rate {rate_opt:.4f} per step; SGD's best rate "
+    f"{sgd_best:.4f}: momentum needs {np.log(sgd_best) / np.log(rate_opt):.3f} of SGD's steps per e-fold"
+)
+print(
+    f"at the explorer's default lr 1: max |eigenvalue| SGD {at_default[0.0]:.4f}, momentum 0.9 "
+    f"{at_default[0.9]:.4f}"
+)
 display(widgets.momentum_map(sigma=sigma, points=15 if SMOKE else 41))
 
 # %% [markdown]
@@ -146,13 +158,14 @@ display(widgets.momentum_map(sigma=sigma, points=15 if SMOKE else 41))
 # $x' = (1 - \eta h) x - \eta \sqrt{h}\,\sigma \xi$; write its stationary variance, then
 # the loss $\tfrac12 \sum_i h_i\, \mathbb{E}[x_i^2]$ over `quadratic.curvatures()`.
 
+
 # %%
 def sgd_floor(lr, sigma):
     raise NotImplementedError("your code: the stationary loss of SGD at this lr and noise")
 
 
 # %%
-if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
+if SOLUTIONS:  # the tests fill in the solution, kept apart in analysis.teaching.solutions
     from analysis.teaching.solutions import sgd_floor
 passed = exercises.grade("sgd_floor", sgd_floor)
 
@@ -168,8 +181,9 @@ passed = exercises.grade("sgd_floor", sgd_floor)
 # %%
 gen = torch.Generator().manual_seed(0)
 true = torch.randn(16, 64, generator=gen, dtype=torch.float64)
-stream = [true + 10 * torch.randn(16, 64, generator=gen, dtype=torch.float64)
-          for _ in range(60 if SMOKE else 400)]
+stream = [
+    true + 10 * torch.randn(16, 64, generator=gen, dtype=torch.float64) for _ in range(60 if SMOKE else 400)
+]
 before, after = chain(momentum(0.9), normalize(1)), chain(normalize(1), momentum(0.9))
 state_before, state_after = before.init(true), after.init(true)
 for g in stream:
@@ -181,9 +195,14 @@ def row_cosine(u):
     return float(torch.nn.functional.cosine_similarity(u, true, dim=1).mean())
 
 
-placement = {"no momentum": (1.0, row_cosine(stream[-1])),
-             "momentum, then normalize (SCALE)": (float(u_before.square().mean(1).sqrt().mean()), row_cosine(u_before)),
-             "normalize, then momentum": (float(u_after.square().mean(1).sqrt().mean()), row_cosine(u_after))}
+placement = {
+    "no momentum": (1.0, row_cosine(stream[-1])),
+    "momentum, then normalize (SCALE)": (
+        float(u_before.square().mean(1).sqrt().mean()),
+        row_cosine(u_before),
+    ),
+    "normalize, then momentum": (float(u_after.square().mean(1).sqrt().mean()), row_cosine(u_after)),
+}
 for name, (rms, cos) in placement.items():
     print(f"{name:<34} step RMS per row {rms:.3f}   cosine with the true gradient {cos:.3f}")
 
@@ -194,6 +213,7 @@ for name, (rms, cos) in placement.items():
 # ### Exercise (implement): SCALE's output rule over a stream of gradients
 # Return one direction per gradient: EMA momentum $m \leftarrow \beta m + (1-\beta) g$
 # (zero start), then each row of $m$ divided by its RMS (floored at $10^{-8}$).
+
 
 # %%
 def momentum_before_normalization(grads, beta):
@@ -214,7 +234,7 @@ for beta in floors:
     assert abs(simulated[beta] / floors[beta] - 1) < 0.15, (beta, simulated[beta], floors[beta])
 # at a fixed lr EMA momentum does not converge faster; at its own best lr and beta it does
 assert abs(at_default[0.9] - at_default[0.0]) < 0.005 and rate_opt < sgd_best
-assert abs(quadratic.contraction(lr_opt, beta_opt) - rate_opt) < 1e-9   # the closed form is the optimum
+assert abs(quadratic.contraction(lr_opt, beta_opt) - rate_opt) < 1e-9  # the closed form is the optimum
 # more momentum, lower noise floor at the same learning rate
 assert floors[0.0] > floors[0.5] > floors[0.9] > floors[0.95]
 # the EMA keeps (1 - beta) / (1 + beta) of white noise's variance

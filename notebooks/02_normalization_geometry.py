@@ -70,11 +70,15 @@ widgets.explore(widgets.norm_ball_explorer, angle=(30.0, 0.0, 360.0, 5.0), stret
 # %%
 g2 = np.array([1.0, 0.05])
 directions = widgets.steepest_2d(g2)
-angles = {name: float(np.degrees(np.arccos(np.clip(d @ g2 / (np.linalg.norm(d) * np.linalg.norm(g2)), -1, 1))))
-          for name, d in directions.items()}
+angles = {
+    name: float(np.degrees(np.arccos(np.clip(d @ g2 / (np.linalg.norm(d) * np.linalg.norm(g2)), -1, 1))))
+    for name, d in directions.items()
+}
 for name, d in directions.items():
-    print(f"{name:<4} direction {d.round(3)}  l2 length {np.linalg.norm(d):.3f}  "
-          f"angle to g {angles[name]:.1f} degrees")
+    print(
+        f"{name:<4} direction {d.round(3)}  l2 length {np.linalg.norm(d):.3f}  "
+        f"angle to g {angles[name]:.1f} degrees"
+    )
 
 # %% [markdown]
 # The max-norm's direction $(1, 1)$ is the longest ($\sqrt 2$) and 42 degrees off: sign
@@ -100,9 +104,15 @@ table.round(3)
 g = grads[head]
 sgd_rows = g.norm(dim=1)
 col_rows = geometry.steepest("col_norm", g).norm(dim=1)
-spread = pd.DataFrame({"map": ["sgd", "col_norm"],
-                       "max/median row step": [float(sgd_rows.max() / sgd_rows.median()),
-                                               float(col_rows.max() / col_rows.median())]})
+spread = pd.DataFrame(
+    {
+        "map": ["sgd", "col_norm"],
+        "max/median row step": [
+            float(sgd_rows.max() / sgd_rows.median()),
+            float(col_rows.max() / col_rows.median()),
+        ],
+    }
+)
 spread
 
 # %% [markdown]
@@ -127,16 +137,24 @@ head_grad, head_counts = output_gradient()
 in_batch = torch.as_tensor(head_counts > 0)
 row_rms = {axis: rms_normalize(head_grad.double(), dim=axis).square().mean(dim=1).sqrt() for axis in (1, 0)}
 absent_ratio = {axis: float(r[in_batch].median() / r[~in_batch].median()) for axis, r in row_rms.items()}
-print(f"median row size, tokens in the batch / absent: per output unit {absent_ratio[1]:.2f}, "
-      f"per input feature {absent_ratio[0]:.2f}")
+print(
+    f"median row size, tokens in the batch / absent: per output unit {absent_ratio[1]:.2f}, "
+    f"per input feature {absent_ratio[0]:.2f}"
+)
 reference = stats.final_results(REFERENCE)
 row_vs_col, half, n = stats.paired(reference, "row_norm", "col_norm")
-print(f"the shipped reference (tuned, {n} seeds): loss(row_norm) - loss(col_norm) = "
-      f"{stats.fmt(row_vs_col, half)} nats: "
-      + ("row normalization is ahead there, against the paper's order (the ladder's claim in "
-         "notebook 04 reads it)" if row_vs_col + half < 0 else
-         "column normalization is ahead, as in the paper" if row_vs_col - half > 0 else
-         "the two are tied within the seeds' interval"))
+print(
+    f"the shipped reference (tuned, {n} seeds): loss(row_norm) - loss(col_norm) = "
+    f"{stats.fmt(row_vs_col, half)} nats: "
+    + (
+        "row normalization is ahead there, against the paper's order (the ladder's claim in "
+        "notebook 04 reads it)"
+        if row_vs_col + half < 0
+        else "column normalization is ahead, as in the paper"
+        if row_vs_col - half > 0
+        else "the two are tied within the seeds' interval"
+    )
+)
 
 # %% [markdown]
 # **The four maps side by side**: each map, the norm it is steepest under, its direction and
@@ -160,13 +178,14 @@ pd.DataFrame(geometry.NORM_TABLE).set_index("map")
 # output unit's row by its RMS, $\sqrt{\mathrm{mean}_j G_{ij}^2}$, floored at $10^{-8}$ so a
 # unit without gradient stays still.
 
+
 # %%
 def col_normalize(grad):
     raise NotImplementedError("your code: one unit RMS per torch row")
 
 
 # %%
-if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
+if SOLUTIONS:  # the tests fill in the solution, kept apart in analysis.teaching.solutions
     from analysis.teaching.solutions import col_normalize
 passed = exercises.grade("col_normalize", col_normalize)
 
@@ -180,8 +199,10 @@ passed = exercises.grade("col_normalize", col_normalize)
 ns = geometry.steepest("spectral", grads[hidden], newton_schulz=True)
 ns_efficiency = float((grads[hidden].double() * ns).sum() / geometry.dual_norm("spectral", grads[hidden]))
 ns_singular = torch.linalg.svdvals(ns * geometry.norm("spectral", ns))
-print(f"Newton-Schulz reaches {ns_efficiency:.3f} of the nuclear norm; "
-      f"its singular values span [{ns_singular.min():.2f}, {ns_singular.max():.2f}]")
+print(
+    f"Newton-Schulz reaches {ns_efficiency:.3f} of the nuclear norm; "
+    f"its singular values span [{ns_singular.min():.2f}, {ns_singular.max():.2f}]"
+)
 
 # %% [markdown]
 # ## What this notebook shows (checked)
@@ -197,9 +218,9 @@ axes = assign(build_model(load_config("nano", vocab_size=64))).params
 assert axes["model.embed_tokens.weight"].fan_in == (0,) and axes["lm_head.weight"].fan_in == (1,)
 assert [row["map"] for row in geometry.NORM_TABLE] == ["sign", "col_norm", "row_norm", "spectral_norm"]
 for norm_name in geometry.KINDS:
-    assert abs(table.loc[norm_name, norm_name] - 1) < 1e-6          # steepest under its own norm
+    assert abs(table.loc[norm_name, norm_name] - 1) < 1e-6  # steepest under its own norm
     others = table.loc[norm_name].drop(norm_name)
-    assert (others < 1 + 1e-9).all()                                # nothing beats it there
+    assert (others < 1 + 1e-9).all()  # nothing beats it there
 assert spread.loc[1, "max/median row step"] < 1 + 1e-6 < spread.loc[0, "max/median row step"]
 assert 0.6 < ns_efficiency < 1.0
 # the LM head: per output unit every token's row has the same size; per input feature rows of

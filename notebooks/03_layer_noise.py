@@ -31,7 +31,9 @@ import os
 
 SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
 SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
-RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train fresh runs instead of reading the shipped reference recordings
+RECOMPUTE = (
+    os.environ.get("SCALE_LAB_RECOMPUTE") == "1"
+)  # True: train fresh runs instead of reading the shipped reference recordings
 
 # %%
 from functools import partial
@@ -48,7 +50,7 @@ from toy_models.data import load_blocks
 from toy_models.llama import build_model, load_config, model_tokenizer
 from toy_models.tokenizer import load_tokenizer
 
-MODEL = "nano2k"   # the reference model's smaller sibling: per-example gradients stay cheap
+MODEL = "nano2k"  # the reference model's smaller sibling: per-example gradients stay cheap
 tokenizer = load_tokenizer(model_tokenizer(MODEL))
 model = build_model(load_config(MODEL, vocab_size=len(tokenizer)), seed=0)
 data = load_blocks(tokenizer, seq_len=64)
@@ -56,7 +58,7 @@ n, k = (16, 4) if SMOKE else (64, 8)
 batch = data.train_batch(3, n)
 roles = assign_roles(model)
 
-per_example = estimators.per_example_grads(model, batch)             # {name: (n, *shape)}
+per_example = estimators.per_example_grads(model, batch)  # {name: (n, *shape)}
 micro = {name: g.reshape(k, n // k, *g.shape[1:]).mean(1) for name, g in per_example.items()}
 probe_small = [data.train_batch(100 + i, n // k) for i in range(k)]
 probe_large = data.train_batch(99, n)
@@ -72,12 +74,19 @@ smalls = [mean_grad(x) for x in probe_small]
 rows = []
 for name, g in per_example.items():
     mean = g.mean(0)
-    exact = ((g - mean) ** 2).sum() / (n - 1)                           # tr(Sigma) per sequence
+    exact = ((g - mean) ** 2).sum() / (n - 1)  # tr(Sigma) per sequence
     sum_sq = sum(estimators.sqnorm(m_) for m_ in micro[name])
     a = estimators.microbatch_variance(sum_sq, estimators.sqnorm(micro[name].mean(0)), k) * (n // k)
     b = estimators.probe_variance([s[name] for s in smalls], large[name]) / (1 / (n // k) + 1 / n)
-    rows.append({"param": name, "role": roles[name], "exact": float(exact),
-                 "(a) micro-batch": float(a), "(b) probe": float(b)})
+    rows.append(
+        {
+            "param": name,
+            "role": roles[name],
+            "exact": float(exact),
+            "(a) micro-batch": float(a),
+            "(b) probe": float(b),
+        }
+    )
 side_by_side = pd.DataFrame(rows).groupby("role")[["exact", "(a) micro-batch", "(b) probe"]].mean()
 side_by_side.sort_values("exact", ascending=False)
 
@@ -86,13 +95,14 @@ side_by_side.sort_values("exact", ascending=False)
 # Given the $K$ micro-batch gradients of one step (tensors of one layer's shape), return
 # $\big(\sum_k \|g_k\|^2 - K\|\bar g\|^2\big)/(K-1)$, with $\bar g$ their mean. Why $K - 1$ and not $K$?
 
+
 # %%
 def microbatch_variance(micro_grads):
     raise NotImplementedError("your code: the unbiased variance of one micro-batch gradient")
 
 
 # %%
-if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
+if SOLUTIONS:  # the tests fill in the solution, kept apart in analysis.teaching.solutions
     from analysis.teaching.solutions import microbatch_variance
 passed = exercises.grade("microbatch_variance", microbatch_variance)
 
@@ -103,21 +113,31 @@ passed = exercises.grade("microbatch_variance", microbatch_variance)
 # survive when each total is divided by the number of entries (per entry)?
 
 # %%
-sizes = pd.Series({role: sum(p.numel() for name, p in model.named_parameters() if roles[name] == role)
-                   for role in side_by_side.index})
-per_entry = (side_by_side["exact"] * side_by_side.index.map(
-    lambda role: sum(1 for name in per_example if roles[name] == role)) / sizes).sort_values(ascending=False)
+sizes = pd.Series(
+    {
+        role: sum(p.numel() for name, p in model.named_parameters() if roles[name] == role)
+        for role in side_by_side.index
+    }
+)
+per_entry = (
+    side_by_side["exact"]
+    * side_by_side.index.map(lambda role: sum(1 for name in per_example if roles[name] == role))
+    / sizes
+).sort_values(ascending=False)
 per_entry
 
 # %%
 total_order = list(side_by_side["exact"].sort_values(ascending=False).index)
-print(f"Answer: at initialization the total ranks {' > '.join(total_order)} (exact: "
-      + ", ".join(f"{r} {side_by_side.loc[r, 'exact']:.3g}" for r in total_order) + "); per entry the "
-      f"order is {' > '.join(per_entry.index)}"
-      + (", the same." if list(per_entry.index) == total_order else ", a different one.")
-      + " A total per layer ranks the two vocabulary-sized layers first by their size alone; "
-      "divided by its entries, a layer can rank anywhere. Whether the output layer is first "
-      "over training is the next question.")
+print(
+    f"Answer: at initialization the total ranks {' > '.join(total_order)} (exact: "
+    + ", ".join(f"{r} {side_by_side.loc[r, 'exact']:.3g}" for r in total_order)
+    + "); per entry the "
+    f"order is {' > '.join(per_entry.index)}"
+    + (", the same." if list(per_entry.index) == total_order else ", a different one.")
+    + " A total per layer ranks the two vocabulary-sized layers first by their size alone; "
+    "divided by its entries, a layer can rank anywhere. Whether the output layer is first "
+    "over training is the next question."
+)
 
 # %% [markdown]
 # At initialization the three agree on the order of magnitude. (a) and (b) are unbiased but
@@ -139,7 +159,7 @@ print(f"Answer: at initialization the total ranks {' > '.join(total_order)} (exa
 # %%
 runs = notebook_runs(recompute=RECOMPUTE, smoke=SMOKE, arms=["col_norm", "scale"])
 rec = figures.RunSet(runs)
-print("\n".join(report.regime_lines(rec.root, rec.results)))   # the gates too: a failed one is read below
+print("\n".join(report.regime_lines(rec.root, rec.results)))  # the gates too: a failed one is read below
 figures.show("grad_variance_by_layer", rec)
 
 # %% [markdown]
@@ -179,8 +199,7 @@ print(f"Figure 4b as a claim ({figure_4b.rule}): {figure_4b.verdict}. {figure_4b
 
 # %%
 layer_seeds = sorted(int(x) for x in rec.results[rec.results["label"] == "col_norm"]["seed"])
-widgets.explore(partial(widgets.layer_noise_explorer, rec), seed=layer_seeds,
-                relative=[False, True])
+widgets.explore(partial(widgets.layer_noise_explorer, rec), seed=layer_seeds, relative=[False, True])
 
 # %% [markdown]
 # ## The theory as a prediction
@@ -193,8 +212,11 @@ widgets.explore(partial(widgets.layer_noise_explorer, rec), seed=layer_seeds,
 # gained, paired by seed. A pair whose measured interval holds 0 is "tied": no evidence either way.
 
 # %%
-everything = figures.RunSet(notebook_runs(recompute=RECOMPUTE, smoke=SMOKE,
-                                          arms=["col_norm", "scale", "col_norm+embedding", "col_norm+all"]))
+everything = figures.RunSet(
+    notebook_runs(
+        recompute=RECOMPUTE, smoke=SMOKE, arms=["col_norm", "scale", "col_norm+embedding", "col_norm+all"]
+    )
+)
 checked = theory.check(everything.metrics, everything.results, everything.root)
 if checked is None:
     print("no probe rows on col_norm after warmup: nothing to predict from")
@@ -214,8 +236,9 @@ ratio = side_by_side["(a) micro-batch"] / side_by_side["exact"]
 assert ratio.between(1 / 3, 3).all(), ratio
 # over training, the claim's verdict is the total's row of the per-definition table, and that
 # row is recomputed here from the probe rows: col_norm, after warmup, role means per step
-late = variance_claims.after_warmup(rec.metrics[(rec.metrics["label"] == "col_norm")
-                                                & (rec.metrics["stat"] == "probe_var")], rec.root)
+late = variance_claims.after_warmup(
+    rec.metrics[(rec.metrics["label"] == "col_norm") & (rec.metrics["stat"] == "probe_var")], rec.root
+)
 per_step = late.groupby(["step", "role"])["value"].mean().unstack()
 first_two = per_step.apply(lambda r: list(r.sort_values(ascending=False).index[:2]), axis=1)
 share = float((first_two.map(tuple) == ("output", "embedding")).mean())

@@ -30,7 +30,9 @@ import os
 
 SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what CI runs)
 SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
-RECOMPUTE = os.environ.get("SCALE_LAB_RECOMPUTE") == "1"  # True: train the ladder yourself (seed 0 of every arm at the reference's setting, about 25 minutes on 2 cores)
+RECOMPUTE = (
+    os.environ.get("SCALE_LAB_RECOMPUTE") == "1"
+)  # True: train the ladder yourself (seed 0 of every arm at the reference's setting, about 25 minutes on 2 cores)
 
 # %%
 import numpy as np
@@ -66,7 +68,7 @@ def scale_rules():
 
 
 # %%
-if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
+if SOLUTIONS:  # the tests fill in the solution, kept apart in analysis.teaching.solutions
     from analysis.teaching.solutions import scale_rules
 passed = exercises.grade("scale_rules", scale_rules)
 
@@ -77,9 +79,11 @@ table = stats.summary(rec.results)
 tuning = rec.side_file("tuning.json") or {}
 tune_seeds = tuning.get("tune_seeds", [])
 reported = sorted({int(s) for s in rec.results["seed"]})
-print(f"tuned on seed{'s' if len(tune_seeds) != 1 else ''} {tune_seeds or 'none (not tuned here)'}; "
-      f"reported on seeds {reported}"
-      + ("; the seeds that chose each point also report it" if set(tune_seeds) & set(reported) else ""))
+print(
+    f"tuned on seed{'s' if len(tune_seeds) != 1 else ''} {tune_seeds or 'none (not tuned here)'}; "
+    f"reported on seeds {reported}"
+    + ("; the seeds that chose each point also report it" if set(tune_seeds) & set(reported) else "")
+)
 print("\n".join(report.regime_lines(rec.root, rec.results)))
 table
 
@@ -92,7 +96,9 @@ table
 gap = table.loc["sgd", "loss"] - table.loc["adamw", "loss"]
 closed = (table.loc["sgd", "loss"] - table.loc["col_norm", "loss"]) / gap
 closed_scale = (table.loc["sgd", "loss"] - table.loc["scale", "loss"]) / gap
-print(f"column normalization closes {closed:.0%} of the SGD-AdamW gap ({gap:.3f} nats); SCALE: {closed_scale:.0%}")
+print(
+    f"column normalization closes {closed:.0%} of the SGD-AdamW gap ({gap:.3f} nats); SCALE: {closed_scale:.0%}"
+)
 
 # %%
 matches = claims.adamw_claim(rec.results, claims.adamw_spread_gate(rec.results).passed)
@@ -100,9 +106,11 @@ if gap <= 0:
     print("Answer: here SGD is not behind AdamW, so there is no gap to close: too short a run to ask.")
 else:
     size = "a tenth or less" if closed < 0.2 else "about half" if closed < 0.7 else "nearly all of it"
-    print(f"Answer: {size} ({closed:.0%}, by the means). With output-layer momentum SCALE's mean sits at "
-          f"{closed_scale:.0%} of the way; whether that matches AdamW is a question for the interval, "
-          f"not the means (claim 6): {matches.verdict}, {matches.evidence}.")
+    print(
+        f"Answer: {size} ({closed:.0%}, by the means). With output-layer momentum SCALE's mean sits at "
+        f"{closed_scale:.0%} of the way; whether that matches AdamW is a question for the interval, "
+        f"not the means (claim 6): {matches.verdict}, {matches.evidence}."
+    )
 
 # %% [markdown]
 # **Step 1, plain SGD against normalized updates** (the paper's Figure 2), each at its tuned lr:
@@ -135,8 +143,10 @@ if tuning:
     figures.show("lr_sweep", rec)
     edge = [label for label, row in tuning["arms"].items() if not row.get("interior", True)]
     loose = [label for label, row in tuning["arms"].items() if row.get("bracketed") is False]
-    print(f"optimum at a grid edge: {', '.join(edge) or 'none'}; not bracketed beyond the seed "
-          f"noise: {', '.join(loose) or 'none'}")
+    print(
+        f"optimum at a grid edge: {', '.join(edge) or 'none'}; not bracketed beyond the seed "
+        f"noise: {', '.join(loose) or 'none'}"
+    )
 
 # %% [markdown]
 # ## The claims, with their numbers
@@ -156,8 +166,10 @@ for g in failed:
     print(f"FAILED gate {g.name}: {g.evidence}. What it means: {g.meaning}.")
 adam_loss = table.loc["adamw", "loss"] if "adamw" in table.index else float("nan")
 for label in suspects:
-    print(f"baseline suspect: {label}'s perplexity is {100 * (np.exp(table.loc[label, 'loss'] - adam_loss) - 1):+.1f}% "
-          "against tuned AdamW's (the flag's line: -10%)")
+    print(
+        f"baseline suspect: {label}'s perplexity is {100 * (np.exp(table.loc[label, 'loss'] - adam_loss) - 1):+.1f}% "
+        "against tuned AdamW's (the flag's line: -10%)"
+    )
 
 # %% [markdown]
 # **Reading the claims.** Each verdict above comes with the numbers that decided it; read
@@ -175,15 +187,17 @@ for label in suspects:
 loss = table["loss"]
 seeds = int(table["seeds"].min())
 if RECOMPUTE and SMOKE:
-    print("not at this length: a 12-step SMOKE run cannot rank the arms (step 1 and 2 need the "
-          "quick preset or the shipped reference)")
+    print(
+        "not at this length: a 12-step SMOKE run cannot rank the arms (step 1 and 2 need the "
+        "quick preset or the shipped reference)"
+    )
 else:
     # step 1: column normalization beats plain SGD
     assert loss["col_norm"] < loss["sgd"]
     # step 2: output-layer momentum improves column normalization ...
     assert loss["scale"] < loss["col_norm"]
     diff, half, paired_seeds = stats.paired(rec.results, "scale", "col_norm")
-    if seeds >= 2:                             # ... by more than the seed-to-seed interval
+    if seeds >= 2:  # ... by more than the seed-to-seed interval
         assert paired_seeds == seeds and diff + half < 0
 # SCALE keeps a small fraction of AdamW's optimizer state
 assert table.loc["scale", "state_mb"] < 0.3 * table.loc["adamw", "state_mb"]

@@ -44,14 +44,24 @@ table.round(2)
 # `paper_figure` applies them (and names the one figure, APOLLO at 1B, that follows the
 # stored projection instead).
 
+
 # %%
 def printed_digits(value):
     return max(2, len(f"{value}".split(".")[1]))
 
 
-check = pd.DataFrame([{"model": m, "recipe": r, "paper": v, "ours": memory.paper_figure(r, m, printed_digits(v)),
-                       "unrounded": memory.analytic_gb(r, m)}
-                      for (r, m), v in paper.MEMORY_GB.items()])
+check = pd.DataFrame(
+    [
+        {
+            "model": m,
+            "recipe": r,
+            "paper": v,
+            "ours": memory.paper_figure(r, m, printed_digits(v)),
+            "unrounded": memory.analytic_gb(r, m),
+        }
+        for (r, m), v in paper.MEMORY_GB.items()
+    ]
+)
 check["difference"] = check["ours"] - check["paper"]
 check
 
@@ -62,8 +72,10 @@ check
 # or shrink?
 
 # %%
-state_share = pd.Series({m: memory.analytic_terms("scale", m)[1] / memory.analytic_terms("scale", m)[0]
-                         for m in models}, name="SCALE state / parameters")
+state_share = pd.Series(
+    {m: memory.analytic_terms("scale", m)[1] / memory.analytic_terms("scale", m)[0] for m in models},
+    name="SCALE state / parameters",
+)
 state_share.round(3)
 
 # %% [markdown]
@@ -76,13 +88,14 @@ state_share.round(3)
 # and our SGD those gains' two moments too. `toy_models.llama.matrix_shapes(load_config(model))`
 # lists every parameter with its role and shape.
 
+
 # %%
 def state_elements(recipe, model):
     raise NotImplementedError("your code: the state elements of this recipe on this model")
 
 
 # %%
-if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
+if SOLUTIONS:  # the tests fill in the solution, kept apart in analysis.teaching.solutions
     from analysis.teaching.solutions import state_elements
 passed = exercises.grade("state_elements", state_elements)
 
@@ -105,8 +118,15 @@ rows = []
 for model_name in measured_models:
     for recipe in ["sgd", "scale", "sgd_momentum", "muon", "adamw"]:
         m = memory.measured_state(recipe, model_name)
-        rows.append({"model": model_name, "recipe": recipe, "analytic": m["analytic"],
-                     "measured": m["elements"], "bytes": m["bytes"]})
+        rows.append(
+            {
+                "model": model_name,
+                "recipe": recipe,
+                "analytic": m["analytic"],
+                "measured": m["elements"],
+                "bytes": m["bytes"],
+            }
+        )
 measured = pd.DataFrame(rows)
 measured
 
@@ -122,10 +142,10 @@ counts
 # ## What this notebook shows (checked)
 
 # %%
-assert (check["difference"] == 0).all(), check[check["difference"] != 0]   # all 24, exactly
+assert (check["difference"] == 0).all(), check[check["difference"] != 0]  # all 24, exactly
 percent = (100 * ratio).round()
-assert percent[["60m", "130m", "350m", "1b"]].between(35, 45).all()   # "35-45% of Adam's memory"
-assert percent["7b"] == 34                                             # ... and 34% at 7B
+assert percent[["60m", "130m", "350m", "1b"]].between(35, 45).all()  # "35-45% of Adam's memory"
+assert percent["7b"] == 34  # ... and 34% at 7B
 assert (measured["analytic"] == measured["measured"]).all()
 scale_nano = measured.query("model == 'nano' and recipe == 'scale'")["measured"].item()
 assert scale_nano == counts["output"] + 2 * counts["vector"]

@@ -51,13 +51,23 @@ from toy_models.data import load_blocks
 from toy_models.llama import model_tokenizer
 from toy_models.tokenizer import load_tokenizer
 
-tokenizer = load_tokenizer(model_tokenizer("micro2k"))     # the bundled corpus's 2048-token BPE
+tokenizer = load_tokenizer(model_tokenizer("micro2k"))  # the bundled corpus's 2048-token BPE
 data = load_blocks(tokenizer, seq_len=64)
 torch.manual_seed(0)
 # GPT-2's own bos/eos ids (50256) lie outside this small vocabulary: use the tokenizer's
-model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=64,
-                                   vocab_size=len(tokenizer), tie_word_embeddings=False,
-                                   bos_token_id=0, eos_token_id=0, loss_type="ForCausalLM"))
+model = GPT2LMHeadModel(
+    GPT2Config(
+        n_layer=2,
+        n_embd=64,
+        n_head=4,
+        n_positions=64,
+        vocab_size=len(tokenizer),
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=0,
+        loss_type="ForCausalLM",
+    )
+)
 optimizer = build_optimizer("scale", model, lr=3e-3, adam_lr=2e-2)
 print(optimizer.describe())
 
@@ -89,7 +99,7 @@ def custom_rules():
 
 
 # %%
-if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
+if SOLUTIONS:  # the tests fill in the solution, kept apart in analysis.teaching.solutions
     from analysis.teaching.solutions import custom_rules
 if exercises.grade("custom_rules", custom_rules):
     print(build_optimizer("scale", exercises.custom_model(), rules=custom_rules()).describe())
@@ -103,13 +113,23 @@ if exercises.grade("custom_rules", custom_rules):
 STEPS = 6 if SMOKE else 60
 run_root = tempfile.mkdtemp(prefix="scale-lab-07-")
 dataset = [{"input_ids": seq, "labels": seq} for seq in data.train_batch(0, 32 * STEPS)]
-args = TrainingArguments(f"{run_root}/trainer", max_steps=STEPS, per_device_train_batch_size=8,
-                         gradient_accumulation_steps=4, logging_steps=1, report_to=[], log_level="error",
-                         use_cpu=True, save_strategy="no", disable_tqdm=True)
+args = TrainingArguments(
+    f"{run_root}/trainer",
+    max_steps=STEPS,
+    per_device_train_batch_size=8,
+    gradient_accumulation_steps=4,
+    logging_steps=1,
+    report_to=[],
+    log_level="error",
+    use_cpu=True,
+    save_strategy="no",
+    disable_tqdm=True,
+)
 callback = InstrumentationCallback(f"{run_root}/gpt2-scale", InstrumentConfig(dense_until=STEPS))
-trainer = Trainer(model=model, args=args, train_dataset=dataset, optimizers=(optimizer, None),
-                  callbacks=[callback])
-trainer.remove_callback(PrinterCallback)   # the recording keeps every logged value; no log lines
+trainer = Trainer(
+    model=model, args=args, train_dataset=dataset, optimizers=(optimizer, None), callbacks=[callback]
+)
+trainer.remove_callback(PrinterCallback)  # the recording keeps every logged value; no log lines
 trainer.train()
 frame = load_run(f"{run_root}/gpt2-scale")
 
@@ -133,8 +153,10 @@ frame.query("stat == 'grad_var'").groupby("role").value.mean().sort_values(ascen
 # * the loss went down.
 
 # %%
-per_unit = frame[frame.stat.isin(["update_row_rms_min", "update_row_rms_max"])
-                 & frame.role.isin(["embedding", "hidden", "output"])]
+per_unit = frame[
+    frame.stat.isin(["update_row_rms_min", "update_row_rms_max"])
+    & frame.role.isin(["embedding", "hidden", "output"])
+]
 assert len(per_unit) > 0 and per_unit.value.between(0.999, 1.001).all(), per_unit.value.describe()
 c_attn = optimizer.layout.params["transformer.h.0.attn.c_attn.weight"]
 assert (c_attn.layer, c_attn.fan_in) == ("Conv1D", (0,))

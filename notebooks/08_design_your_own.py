@@ -37,7 +37,7 @@ from analysis.results import stats
 from analysis.teaching import exercises, race
 from toy_models.llama import build_model, load_config
 
-pd.set_option("display.max_colwidth", None)   # every rule in full
+pd.set_option("display.max_colwidth", None)  # every rule in full
 model = build_model(load_config("nano", vocab_size=512), seed=0)
 pd.DataFrame(group_rows(build_optimizer("scale", model))).set_index("group")
 
@@ -53,11 +53,15 @@ pd.DataFrame(group_rows(build_optimizer("scale", model))).set_index("group")
 # (notebook 03). Change it and run the cells below.
 
 # %%
-register_design("scale+embedding", design(
-    hidden=lambda fan_in: normalize(fan_in),
-    embedding=lambda fan_in: chain(momentum(0.9), normalize(fan_in)),
-    output=lambda fan_in: chain(momentum(0.9), normalize(fan_in))),
-    "SCALE with momentum on the embedding too")
+register_design(
+    "scale+embedding",
+    design(
+        hidden=lambda fan_in: normalize(fan_in),
+        embedding=lambda fan_in: chain(momentum(0.9), normalize(fan_in)),
+        output=lambda fan_in: chain(momentum(0.9), normalize(fan_in)),
+    ),
+    "SCALE with momentum on the embedding too",
+)
 pd.DataFrame(recipe_rows()).set_index("name").loc[["scale", "scale+embedding"]]
 
 # %% [markdown]
@@ -80,35 +84,53 @@ seeds = (0,) if SMOKE else (0, 1, 2)
 scale_lr = tuned_points()["scale"][0]
 runs = race.race({"scale+embedding": scale_lr}, seeds=seeds, preset="smoke" if SMOKE else "quick")
 board = race.leaderboard(runs)
-shown = pd.DataFrame({"seeds": board["seeds"], "lr": board["lr"], "beta2": board["beta2"],
-                      "final val loss": [stats.fmt(m, h, 4) + ("" if n > 1 else " (1 seed)")
-                                         for m, h, n in zip(board["loss"], board["loss_ci"], board["seeds"])],
-                      "per seed": board["per_seed"], "seed std": board["seed_std"].round(4),
-                      "minus SCALE": [stats.fmt(m, h, 4) for m, h in zip(board["minus_scale"], board["minus_scale_ci"])]})
+shown = pd.DataFrame(
+    {
+        "seeds": board["seeds"],
+        "lr": board["lr"],
+        "beta2": board["beta2"],
+        "final val loss": [
+            stats.fmt(m, h, 4) + ("" if n > 1 else " (1 seed)")
+            for m, h, n in zip(board["loss"], board["loss_ci"], board["seeds"])
+        ],
+        "per seed": board["per_seed"],
+        "seed std": board["seed_std"].round(4),
+        "minus SCALE": [stats.fmt(m, h, 4) for m, h in zip(board["minus_scale"], board["minus_scale_ci"])],
+    }
+)
 others = board["seed_std"].drop("adamw").median()
 if len(seeds) > 1:
-    print(f"AdamW's seeds: {board.loc['adamw', 'per_seed']} (std {board.loc['adamw', 'seed_std']:.4f}, "
-          f"{board.loc['adamw', 'seed_std'] / others:.1f}x the others' median): "
-          + ("as stable as the others." if board.loc["adamw", "seed_std"] <= 2 * others else
-             "its seeds disagree more than twice as much as the others' (the report's stable-baseline "
-             "gate): read every comparison with AdamW through its interval."))
+    print(
+        f"AdamW's seeds: {board.loc['adamw', 'per_seed']} (std {board.loc['adamw', 'seed_std']:.4f}, "
+        f"{board.loc['adamw', 'seed_std'] / others:.1f}x the others' median): "
+        + (
+            "as stable as the others."
+            if board.loc["adamw", "seed_std"] <= 2 * others
+            else "its seeds disagree more than twice as much as the others' (the report's stable-baseline "
+            "gate): read every comparison with AdamW through its interval."
+        )
+    )
 shown
 
 # %%
-curves = race.curves(runs)   # drawn by the inline backend
+curves = race.curves(runs)  # drawn by the inline backend
 
 # %%
 diff, half = board.loc["scale+embedding", ["minus_scale", "minus_scale_ci"]]
 if len(seeds) < 2:
     print("Answer: not at one seed: there is no interval, so the race cannot separate the two here.")
 elif stats.separated(diff, half):
-    margin = abs(diff) - half   # how far the interval's nearer end is from 0
-    print(f"Answer: the embedding momentum {'helps' if diff < 0 else 'hurts'}: {stats.fmt(diff, half, 4)} "
-          f"nats against SCALE, an interval that excludes 0 by {margin:.4f} nats over {len(seeds)} seeds"
-          + (" (barely: a seed more could move it)." if margin < 0.1 * abs(diff) else "."))
+    margin = abs(diff) - half  # how far the interval's nearer end is from 0
+    print(
+        f"Answer: the embedding momentum {'helps' if diff < 0 else 'hurts'}: {stats.fmt(diff, half, 4)} "
+        f"nats against SCALE, an interval that excludes 0 by {margin:.4f} nats over {len(seeds)} seeds"
+        + (" (barely: a seed more could move it)." if margin < 0.1 * abs(diff) else ".")
+    )
 else:
-    print(f"Answer: indistinguishable from seed noise: {stats.fmt(diff, half, 4)} nats against SCALE, an "
-          "interval that holds 0.")
+    print(
+        f"Answer: indistinguishable from seed noise: {stats.fmt(diff, half, 4)} nats against SCALE, an "
+        "interval that holds 0."
+    )
 
 # %% [markdown]
 # Read the `minus_scale` column with its interval: an interval that contains 0 means the
@@ -127,8 +149,13 @@ else:
 # * **MuonEq** (arXiv 2603.28254): rows equilibrated to unit norm *before* Newton-Schulz.
 
 # %%
-pd.Series({name: next(r["rule"] for r in group_rows(build_optimizer(name, model)) if r["group"] == "hidden")
-           for name in ("rmnp", "normuon", "muoneq")}, name="hidden-matrix rule").to_frame()
+pd.Series(
+    {
+        name: next(r["rule"] for r in group_rows(build_optimizer(name, model)) if r["group"] == "hidden")
+        for name in ("rmnp", "normuon", "muoneq")
+    },
+    name="hidden-matrix rule",
+).to_frame()
 
 # %% [markdown]
 # One step of each on the same gradient, to see what each chain promises:
@@ -145,9 +172,11 @@ muoneq_step = as_tensor(muoneq.update(g, muoneq.init(g), g))
 singular, before = torch.linalg.svdvals(muoneq_step), torch.linalg.svdvals(g)
 print(f"RMNP rows' L2 norms: {rmnp_step.norm(dim=1).min():.4f}..{rmnp_step.norm(dim=1).max():.4f}")
 print(f"NorMuon step RMS: {normuon_step.square().mean().sqrt():.4f}")
-print(f"MuonEq step's singular values: {singular.min():.3f}..{singular.max():.3f}, a spread of "
-      f"{singular.max() / singular.min():.1f}x where the gradient's is {before.max() / before.min():.0f}x "
-      "(Newton-Schulz flattens the spectrum)")
+print(
+    f"MuonEq step's singular values: {singular.min():.3f}..{singular.max():.3f}, a spread of "
+    f"{singular.max() / singular.min():.1f}x where the gradient's is {before.max() / before.min():.0f}x "
+    "(Newton-Schulz flattens the spectrum)"
+)
 
 # %% [markdown]
 # ### Exercise (implement): RMNP's hidden-matrix rule
@@ -155,13 +184,14 @@ print(f"MuonEq step's singular values: {singular.min():.3f}..{singular.max():.3f
 # 0.95, then each output unit's row scaled to unit **L2** norm (`unit_rows(axis)`, not
 # `normalize`, which gives unit RMS). The grader steps it beside the recipe's.
 
+
 # %%
 def rmnp_hidden(fan_in):
     raise NotImplementedError("your code: a transform chain")
 
 
 # %%
-if SOLUTIONS:   # the tests fill in the solution, kept apart in analysis.teaching.solutions
+if SOLUTIONS:  # the tests fill in the solution, kept apart in analysis.teaching.solutions
     from analysis.teaching.solutions import rmnp_hidden
 passed = exercises.grade("rmnp_hidden", rmnp_hidden)
 
@@ -174,10 +204,10 @@ assert set(board.index) == {"scale", "adamw", "scale+embedding"}
 assert (board["seeds"] == len(seeds)).all() and board.loc["scale", "minus_scale"] == 0
 # the curves show every entrant and end at the leaderboard's losses
 assert len(curves.axes[0].get_legend().get_texts()) == 3
-if not SMOKE:   # the baselines are the shipped reference runs, and the intervals are real
+if not SMOKE:  # the baselines are the shipped reference runs, and the intervals are real
     assert set(runs.query("label in ['scale', 'adamw']")["source"]) == {"reference recording"}
     assert board["loss_ci"].gt(0).all()
 # each worked example keeps its promise: unit L2 rows, an update of RMS 0.2
 assert torch.allclose(rmnp_step.norm(dim=1), torch.ones(64), atol=1e-5)
 assert abs(float(normuon_step.square().mean().sqrt()) - 0.2) < 1e-5
-assert singular.max() / singular.min() < 0.1 * before.max() / before.min()   # a flattened spectrum
+assert singular.max() / singular.min() < 0.1 * before.max() / before.min()  # a flattened spectrum

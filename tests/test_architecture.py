@@ -20,11 +20,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("analysis", "toy_models")
-FLOORS = {"analysis.recording": 0, "analysis.arguments": 0, "analysis.provenance": 0,
-          "analysis.optim": 1, "analysis.instrument": 2,
-          "analysis.train": 3, "analysis.results": 3, "analysis.protocol": 4,
-          "analysis.gpu_check": 4, "analysis.reproduce": 5, "analysis.bench": 5, "analysis.cli": 5,
-          "analysis.teaching": 5, "analysis.notebooks": 6}
+FLOORS = {
+    "analysis.recording": 0,
+    "analysis.arguments": 0,
+    "analysis.provenance": 0,
+    "analysis.optim": 1,
+    "analysis.instrument": 2,
+    "analysis.train": 3,
+    "analysis.results": 3,
+    "analysis.protocol": 4,
+    "analysis.gpu_check": 4,
+    "analysis.reproduce": 5,
+    "analysis.bench": 5,
+    "analysis.cli": 5,
+    "analysis.teaching": 5,
+    "analysis.notebooks": 6,
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -83,8 +94,13 @@ def test_the_layout_has_the_four_rooms():
 
 
 def test_toy_models_never_imports_analysis():
-    bad = [(m, t, line) for m, edges in GRAPH.items() if m.startswith("toy_models")
-           for t, line, _ in edges if t.startswith("analysis")]
+    bad = [
+        (m, t, line)
+        for m, edges in GRAPH.items()
+        if m.startswith("toy_models")
+        for t, line, _ in edges
+        if t.startswith("analysis")
+    ]
     assert not bad, f"toy_models imports analysis: {bad}"
 
 
@@ -111,7 +127,7 @@ def test_dependencies_point_down_between_rooms():
 
 
 def test_no_import_cycle():
-    state: dict[str, int] = {}   # 1: on the current path, 2: done
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
 
     def visit(module):
@@ -120,7 +136,7 @@ def test_no_import_cycle():
             if target == module:
                 continue
             if state.get(target) == 1:
-                cycle = path[path.index(target):] + [target]
+                cycle = path[path.index(target) :] + [target]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if target not in state:
                 visit(target)
@@ -133,8 +149,12 @@ def test_no_import_cycle():
 
 
 def test_our_modules_are_imported_at_module_top():
-    bad = [f"{m}:{line} imports {t} inside a function" for m, edges in GRAPH.items()
-           for t, line, inside in edges if inside]
+    bad = [
+        f"{m}:{line} imports {t} inside a function"
+        for m, edges in GRAPH.items()
+        for t, line, inside in edges
+        if inside
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -149,8 +169,9 @@ def _reexporting_packages() -> set[str]:
     for name, path in MODULES.items():
         if path.name == "__init__.py":
             tree = ast.parse(path.read_text())
-            if any(isinstance(n, ast.ImportFrom) and (n.module or "").startswith(name + ".")
-                   for n in tree.body):
+            if any(
+                isinstance(n, ast.ImportFrom) and (n.module or "").startswith(name + ".") for n in tree.body
+            ):
                 found.add(name)
     return found
 

@@ -38,18 +38,23 @@ CASES = [
     (bench.main, ["optimizer", "--models", "nope"], "unknown model 'nope'"),
     (bench.main, ["optimizer", "--repeats", "many"], "invalid int value: 'many'"),
     (bench.main, ["everything"], "invalid choice: 'everything'"),
-    (gpu_check.main, ["--device", "cpu", "--smoke", "--out", "{tmp_path}/no/such/check.json"],
-     "does not exist"),   # refused before the check runs, not after
+    (
+        gpu_check.main,
+        ["--device", "cpu", "--smoke", "--out", "{tmp_path}/no/such/check.json"],
+        "does not exist",
+    ),  # refused before the check runs, not after
     (curate.main, ["{a_file}", "{tmp_path}/out"], "no finished runs under"),
     (curate.main, [], "the following arguments are required: src, dst"),
     (cli.main, ["nope"], "unknown command 'nope'"),
 ]
 
 
-@pytest.mark.parametrize("main, args, message", CASES,
-                         ids=[f"{m.__module__.split('.')[-1]}:{' '.join(a)}" for m, a, _ in CASES])
-def test_malformed_arguments_give_one_line_and_a_nonzero_exit(main, args, message, a_file,
-                                                              tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "main, args, message", CASES, ids=[f"{m.__module__.split('.')[-1]}:{' '.join(a)}" for m, a, _ in CASES]
+)
+def test_malformed_arguments_give_one_line_and_a_nonzero_exit(
+    main, args, message, a_file, tmp_path, capsys, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     args = [a.format(a_file=a_file, tmp_path=tmp_path) for a in args]
     try:

@@ -24,10 +24,23 @@ from analysis.train.cli import main
 from analysis.train.loop import train
 from tests.conftest import tiny_config
 
-pytestmark = pytest.mark.xdist_group("test_hostile_inputs")   # its module fixture is built once, on one worker
+pytestmark = pytest.mark.xdist_group("test_hostile_inputs")  # its module fixture is built once, on one worker
 
-TINY = ["--model", "nano", "--steps", "4", "--batch_size", "4", "--seq_len", "32",
-        "--eval_every", "0", "--eval_tokens", "256", "--no-progress"]
+TINY = [
+    "--model",
+    "nano",
+    "--steps",
+    "4",
+    "--batch_size",
+    "4",
+    "--seq_len",
+    "32",
+    "--eval_every",
+    "0",
+    "--eval_tokens",
+    "256",
+    "--no-progress",
+]
 
 
 def run_cli(args, capsys):
@@ -43,24 +56,31 @@ def one_line(code, err):
 
 def snapshot(run_dir):
     """Every file of a run directory and its bytes' hash (the lock excluded)."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run_dir.iterdir()) if p.is_file() and p.name != ".lock"}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run_dir.iterdir())
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 # ---------------------------------------------------------------- values checked first
-@pytest.mark.parametrize("args, message", [
-    (["--log_every", "0"], "log_every must be >= 1"),
-    (["--seed", "-1"], "seed must be in [0, 2^32)"),
-    (["--micro_batch_size", "-2"], "micro_batch_size must be > 0"),
-    (["--lr", "inf"], "must be finite numbers, got lr inf"),
-    (["--lr", "nan"], "must be finite numbers, got lr nan"),
-    (["--adam_lr", "inf"], "adam_lr inf"),
-    (["--weight_decay", "-0.1"], "weight_decay must be >= 0"),
-    (["--beta", "1.0"], "beta must be in [0, 1)"),
-    (["--adam_betas", "0.9", "1.5"], "betas must be in [0, 1)"),
-    (["--save_every", "-1"], "save_every must be >= 0"),
-    (["--eval_tokens", "0"], "eval_tokens must be > 0"),
-], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--log_every", "0"], "log_every must be >= 1"),
+        (["--seed", "-1"], "seed must be in [0, 2^32)"),
+        (["--micro_batch_size", "-2"], "micro_batch_size must be > 0"),
+        (["--lr", "inf"], "must be finite numbers, got lr inf"),
+        (["--lr", "nan"], "must be finite numbers, got lr nan"),
+        (["--adam_lr", "inf"], "adam_lr inf"),
+        (["--weight_decay", "-0.1"], "weight_decay must be >= 0"),
+        (["--beta", "1.0"], "beta must be in [0, 1)"),
+        (["--adam_betas", "0.9", "1.5"], "betas must be in [0, 1)"),
+        (["--save_every", "-1"], "save_every must be >= 0"),
+        (["--eval_tokens", "0"], "eval_tokens must be > 0"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
 def test_a_bad_value_is_refused_before_the_run_directory_is_made(args, message, tmp_path, capsys):
     code, err = run_cli(TINY + args + ["--out", str(tmp_path / "r")], capsys)
     one_line(code, err)
@@ -82,10 +102,10 @@ def test_resume_of_a_directory_with_no_run_refuses(make, tmp_path, capsys):
 def test_the_loser_of_two_writers_is_told_who_holds_the_lock(tmp_path, capsys):
     run = tmp_path / "r"
     run.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                              stdin=subprocess.PIPE)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         import socket
+
         (run / ".lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
         code, err = run_cli(TINY + ["--out", str(run)], capsys)
     finally:
@@ -97,8 +117,9 @@ def test_the_loser_of_two_writers_is_told_who_holds_the_lock(tmp_path, capsys):
 def test_an_empty_data_file_is_named(tmp_path, capsys):
     (tmp_path / "train.jsonl").write_text("")
     (tmp_path / "validation.jsonl").write_text('{"text": "a b c"}\n')
-    code, err = run_cli(TINY + ["--data", str(tmp_path / "train.jsonl"), "--out",
-                                str(tmp_path / "r")], capsys)
+    code, err = run_cli(
+        TINY + ["--data", str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "r")], capsys
+    )
     one_line(code, err)
     assert f"data file {tmp_path / 'train.jsonl'} is empty" in err
     assert not (tmp_path / "r").exists()
@@ -135,8 +156,9 @@ class FailingFile:
 
 @pytest.mark.parametrize("table", [METRICS, SPECTRA])
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EIO])
-def test_a_failed_table_write_is_one_line_and_keeps_every_earlier_row(table, code, tmp_path,
-                                                                       monkeypatch, capsys):
+def test_a_failed_table_write_is_one_line_and_keeps_every_earlier_row(
+    table, code, tmp_path, monkeypatch, capsys
+):
     import analysis.recording as recording
 
     files = {}
@@ -157,7 +179,7 @@ def test_a_failed_table_write_is_one_line_and_keeps_every_earlier_row(table, cod
     monkeypatch.setattr(loop, "log_step", fail_from_step_3)
     run = tmp_path / "r"
     args = TINY + ["--out", str(run), "--save_every", "2"]
-    if table == SPECTRA:   # spectra are written on the instrumentation's full steps (3 is one)
+    if table == SPECTRA:  # spectra are written on the instrumentation's full steps (3 is one)
         args += ["--instrument"]
     code_, err = run_cli(args, capsys)
     err = "\n".join(line for line in err.splitlines() if not line.startswith("note:"))
@@ -168,13 +190,13 @@ def test_a_failed_table_write_is_one_line_and_keeps_every_earlier_row(table, cod
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
     monkeypatch.undo()
     steps = set(load_run(run)["step"])
-    assert {0, 1, 2} <= steps          # every row written before the fault reads back
+    assert {0, 1, 2} <= steps  # every row written before the fault reads back
 
 
 def test_a_full_disk_during_the_first_checkpoint_says_there_is_none(tmp_path, monkeypatch, capsys):
     def full_disk(obj, path, *args, **kwargs):
         with open(path, "wb") as handle:
-            handle.write(b"\0" * 4096)   # a partial file, as a full disk leaves it
+            handle.write(b"\0" * 4096)  # a partial file, as a full disk leaves it
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4096 vs 8192")
 
     monkeypatch.setattr(torch, "save", full_disk)
@@ -191,8 +213,7 @@ def test_a_full_disk_during_the_first_checkpoint_says_there_is_none(tmp_path, mo
 def interrupted(tmp_path_factory):
     """A 6-step run stopped after its step-4 checkpoint (result removed)."""
     run = tmp_path_factory.mktemp("ckpt") / "run"
-    train(tiny_config(steps=4, save_every=2, keep_checkpoints=1, eval_every=0), out=run,
-          progress=False)
+    train(tiny_config(steps=4, save_every=2, keep_checkpoints=1, eval_every=0), out=run, progress=False)
     (run / "result.json").unlink()
     return run
 
@@ -214,14 +235,26 @@ def _edit(state, what):
     return state
 
 
-EDITS = ["no optimizer", "no identity", "no rng", "no scheduler", "no step", "no model",
-         "no identity.shapes", "no rng.torch", "no optimizer.state", "missing state keys",
-         "extra param group", "fewer param groups", "torn", "not a dict"]
+EDITS = [
+    "no optimizer",
+    "no identity",
+    "no rng",
+    "no scheduler",
+    "no step",
+    "no model",
+    "no identity.shapes",
+    "no rng.torch",
+    "no optimizer.state",
+    "missing state keys",
+    "extra param group",
+    "fewer param groups",
+    "torn",
+    "not a dict",
+]
 
 
 @pytest.mark.parametrize("what", EDITS)
-def test_a_bad_checkpoint_is_refused_in_one_line_and_nothing_changes(what, interrupted, tmp_path,
-                                                                      capsys):
+def test_a_bad_checkpoint_is_refused_in_one_line_and_nothing_changes(what, interrupted, tmp_path, capsys):
     import shutil
 
     run = tmp_path / "run"
@@ -234,10 +267,34 @@ def test_a_bad_checkpoint_is_refused_in_one_line_and_nothing_changes(what, inter
     else:
         torch.save(_edit(torch.load(path, weights_only=False), what), path)
     before = snapshot(run)
-    code, err = run_cli(["--model", "nano", "--steps", "6", "--batch_size", "4", "--seq_len", "32",
-                         "--eval_every", "0", "--eval_tokens", "512", "--warmup_steps", "2",
-                         "--save_every", "2", "--keep_checkpoints", "1", "--no-progress",
-                         "--out", str(run), "--resume", "--allow-change"], capsys)
+    code, err = run_cli(
+        [
+            "--model",
+            "nano",
+            "--steps",
+            "6",
+            "--batch_size",
+            "4",
+            "--seq_len",
+            "32",
+            "--eval_every",
+            "0",
+            "--eval_tokens",
+            "512",
+            "--warmup_steps",
+            "2",
+            "--save_every",
+            "2",
+            "--keep_checkpoints",
+            "1",
+            "--no-progress",
+            "--out",
+            str(run),
+            "--resume",
+            "--allow-change",
+        ],
+        capsys,
+    )
     one_line(code, err)
     assert f"cannot resume from checkpoint {path}" in err
     assert "no older checkpoint exists" in err
@@ -249,18 +306,26 @@ def test_an_allowed_lr_change_takes_effect_and_every_reader_sees_the_true_run(tm
     import shutil
 
     base = tmp_path / "base"
-    train(tiny_config(steps=6, save_every=3, keep_checkpoints=5, eval_every=0), out=base,
-          progress=False)
+    train(tiny_config(steps=6, save_every=3, keep_checkpoints=5, eval_every=0), out=base, progress=False)
     plain, changed = tmp_path / "plain", tmp_path / "changed"
     for run in (plain, changed):
         shutil.copytree(base, run)
         (run / "result.json").unlink()
         for ckpt in checkpoint.checkpoints(run)[1:]:
-            ckpt.unlink()   # resume from step 3
-    train(tiny_config(steps=6, save_every=3, keep_checkpoints=5, eval_every=0), out=plain,
-          resume=True, progress=False)
-    train(tiny_config(steps=9, save_every=3, keep_checkpoints=5, eval_every=0, lr=3e-3,
-                      weight_decay=0.1), out=changed, resume=True, allow_change=True, progress=False)
+            ckpt.unlink()  # resume from step 3
+    train(
+        tiny_config(steps=6, save_every=3, keep_checkpoints=5, eval_every=0),
+        out=plain,
+        resume=True,
+        progress=False,
+    )
+    train(
+        tiny_config(steps=9, save_every=3, keep_checkpoints=5, eval_every=0, lr=3e-3, weight_decay=0.1),
+        out=changed,
+        resume=True,
+        allow_change=True,
+        progress=False,
+    )
 
     def rows(run, stat):
         frame = load_run(run)
@@ -269,15 +334,17 @@ def test_an_allowed_lr_change_takes_effect_and_every_reader_sees_the_true_run(tm
     # the plain resume equals the uninterrupted run; the changed one leaves it from step 4 on
     assert rows(plain, "loss").tolist() == rows(base, "loss").tolist()
     assert rows(changed, "loss").loc[:3].tolist() == rows(base, "loss").loc[:3].tolist()
-    assert rows(changed, "loss").loc[4] == rows(base, "loss").loc[4]   # step 4's gradient: same weights
+    assert rows(changed, "loss").loc[4] == rows(base, "loss").loc[4]  # step 4's gradient: same weights
     assert rows(changed, "loss").loc[5] != rows(base, "loss").loc[5]
     # the recorded lr is the lr each step used: the new schedule (9 steps, peak 3e-3) from step 4
     from analysis.train.lr_schedule import lr_lambda
+
     new = lr_lambda(tiny_config(steps=9, lr=3e-3))
     old = lr_lambda(tiny_config(steps=6))
     assert rows(base, "lr").tolist() == pytest.approx([1e-3 * old(s) for s in range(6)], rel=1e-12)
-    assert rows(changed, "lr").loc[4:].tolist() == pytest.approx([3e-3 * new(s) for s in range(3, 9)],
-                                                                  rel=1e-12)
+    assert rows(changed, "lr").loc[4:].tolist() == pytest.approx(
+        [3e-3 * new(s) for s in range(3, 9)], rel=1e-12
+    )
     segment = load_segments(changed)[-1]
     assert segment["changed"]["lr"] == [1e-3, 3e-3] and segment["settings"]["steps"] == 9
     assert segment["settings"]["weight_decay"] == 0.1
@@ -297,12 +364,12 @@ def test_an_allowed_change_resumes_with_the_groups_a_fresh_optimizer_would_have(
     from analysis.train.setup import setup
 
     run = tmp_path / "run"
-    train(tiny_config(steps=6, save_every=3, keep_checkpoints=5, eval_every=0), out=run,
-          progress=False)
+    train(tiny_config(steps=6, save_every=3, keep_checkpoints=5, eval_every=0), out=run, progress=False)
     (run / "result.json").unlink()
     checkpoint.checkpoints(run)[-1].unlink()
-    new = tiny_config(steps=9, save_every=3, keep_checkpoints=5, eval_every=0, lr=3e-3,
-                      weight_decay=0.1, adam_lr=2e-2)
+    new = tiny_config(
+        steps=9, save_every=3, keep_checkpoints=5, eval_every=0, lr=3e-3, weight_decay=0.1, adam_lr=2e-2
+    )
     resumed = setup(new, run, overwrite=False, resume=True, allow_change=True)
     try:
         fresh = build_optimizer(new.optimizer, resumed.model, new.optimizer_config())
@@ -327,8 +394,12 @@ def test_processes_tokenizing_on_an_empty_cache_all_succeed_with_one_file(tmp_pa
         tokens = token_array("bundled", "validation", load_tokenizer(), cache_dir=Path({str(cache)!r}))
         print(len(tokens))
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [e for _, e in outs]
     assert len({o.strip() for o, _ in outs}) == 1
@@ -342,7 +413,7 @@ def test_instrument_at_the_default_batch_records_gradient_variance(tmp_path):
 
     run = tmp_path / "r"
     config = tiny_config(steps=3, eval_every=0, instrument=InstrumentConfig())
-    assert config.accumulation() == 1   # one micro-batch per step, as the default
+    assert config.accumulation() == 1  # one micro-batch per step, as the default
     train(config, out=run, progress=False)
     frame = load_run(run)
     var = frame[frame["stat"] == "grad_var"]
@@ -351,9 +422,26 @@ def test_instrument_at_the_default_batch_records_gradient_variance(tmp_path):
 
 
 def test_a_batch_of_one_sequence_says_why_it_has_no_variance(tmp_path, capsys):
-    code = main(["--model", "nano", "--steps", "2", "--batch_size", "1", "--seq_len", "32",
-                 "--eval_every", "0", "--eval_tokens", "256", "--no-progress", "--instrument",
-                 "--out", str(tmp_path / "r")])
+    code = main(
+        [
+            "--model",
+            "nano",
+            "--steps",
+            "2",
+            "--batch_size",
+            "1",
+            "--seq_len",
+            "32",
+            "--eval_every",
+            "0",
+            "--eval_tokens",
+            "256",
+            "--no-progress",
+            "--instrument",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0
     assert "records no gradient variance" in err and "raise --batch_size" in err
@@ -364,6 +452,7 @@ def test_figures_name_bad_rows_and_draw_a_nan_final_eval_as_a_divergence(tmp_pat
     import shutil
 
     import matplotlib
+
     matplotlib.use("Agg")
     from analysis.results import figures
     from analysis.results.run_set import RunSet
@@ -374,15 +463,19 @@ def test_figures_name_bad_rows_and_draw_a_nan_final_eval_as_a_divergence(tmp_pat
     shutil.copytree(good, bad)
     with open(bad / METRICS, "a") as handle:
         handle.write('{"step": 4, "param": null, "role": null, "stat": "eval_loss", "value": null}\n')
-        handle.write('{"step": 4, "param": null, "role": null, "stat": "loss", "val')   # torn
+        handle.write('{"step": 4, "param": null, "role": null, "stat": "loss", "val')  # torn
     lines = [f.read_text().splitlines() for f in (bad / METRICS,)][0]
     # the finished run's last validation row became non-finite: drop the finite one
-    kept = [line for line in lines if not ('"eval_loss"' in line and '"step": 4' in line
-                                           and '"value": null' not in line)]
+    kept = [
+        line
+        for line in lines
+        if not ('"eval_loss"' in line and '"step": 4' in line and '"value": null' not in line)
+    ]
     (bad / METRICS).write_text("\n".join(kept))
     notes = RunSet(tmp_path / "runs").bad_row_notes()
-    assert notes == ["note: run bad: 1 unreadable line(s) skipped; 1 non-finite value(s): 1 NaN or "
-                     "null (eval_loss x1)"]
+    assert notes == [
+        "note: run bad: 1 unreadable line(s) skipped; 1 non-finite value(s): 1 NaN or null (eval_loss x1)"
+    ]
     fig = figures.loss_curves(RunSet(tmp_path / "runs"))
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert any("diverged" in t for t in texts), texts
@@ -403,10 +496,11 @@ def _eperm():
     return PermissionError(errno.EPERM, os.strerror(errno.EPERM))
 
 
-@pytest.mark.parametrize("target", ["config.json", "segments.jsonl", "ckpt-00000004.pt",
-                                    "older checkpoint", "result.json", ".lock"])
-def test_a_file_of_the_run_turning_unwritable_is_one_line_naming_it(target, tmp_path, monkeypatch,
-                                                                     capsys):
+@pytest.mark.parametrize(
+    "target",
+    ["config.json", "segments.jsonl", "ckpt-00000004.pt", "older checkpoint", "result.json", ".lock"],
+)
+def test_a_file_of_the_run_turning_unwritable_is_one_line_naming_it(target, tmp_path, monkeypatch, capsys):
     """As ``chattr +i`` does: a rename onto the file, an append to it or its removal fails with
     EPERM; the run says which file in one line, keeps what it wrote and gives the lock back
     (or names it when the lock itself is the file)."""
@@ -435,13 +529,12 @@ def test_a_file_of_the_run_turning_unwritable_is_one_line_naming_it(target, tmp_
     monkeypatch.setattr(Path, "unlink", unlink)
     monkeypatch.setattr(rundir, "open", opening, raising=False)
     run = tmp_path / "r"
-    code, err = run_cli(TINY + ["--out", str(run), "--save_every", "2", "--keep_checkpoints", "1"],
-                        capsys)
+    code, err = run_cli(TINY + ["--out", str(run), "--save_every", "2", "--keep_checkpoints", "1"], capsys)
     monkeypatch.undo()
     lines = err.splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     assert "Operation not permitted" in err
-    if target == ".lock":   # the run itself finished: its result stands, the lock is named
+    if target == ".lock":  # the run itself finished: its result stands, the lock is named
         assert code == 0 and lines[0].startswith("note: the lock") and (run / "result.json").exists()
         return
     assert code == 2, err
@@ -449,19 +542,18 @@ def test_a_file_of_the_run_turning_unwritable_is_one_line_naming_it(target, tmp_
     assert named in err
     assert not (run / ".lock").exists()
     assert not (run / "result.json").exists()
-    if target not in ("config.json", "segments.jsonl"):   # trained: its rows read back
+    if target not in ("config.json", "segments.jsonl"):  # trained: its rows read back
         assert {1, 2} <= set(load_run(run)["step"]) and "--resume" in err
 
 
 # ---------------------------------------------------------------- a finished run stays finished
-def test_a_resume_of_a_finished_run_changes_nothing_and_an_extension_covers_every_segment(
-        tmp_path, capsys):
+def test_a_resume_of_a_finished_run_changes_nothing_and_an_extension_covers_every_segment(tmp_path, capsys):
     run = tmp_path / "r"
     args = TINY + ["--out", str(run), "--save_every", "2"]
     assert main(args) == 0
     capsys.readouterr()
     before = snapshot(run)
-    for extra in ([], ["--allow-change"]):   # the same steps: nothing to resume, with or without
+    for extra in ([], ["--allow-change"]):  # the same steps: nothing to resume, with or without
         code, err = run_cli(args + ["--resume", *extra], capsys)
         one_line(code, err)
         assert "is finished at step 4 (result.json)" in err and "--allow-change" in err
@@ -472,17 +564,26 @@ def test_a_resume_of_a_finished_run_changes_nothing_and_an_extension_covers_ever
     result = json.loads((run / "result.json").read_text())
     assert result["steps"] == 6 and result["tokens"] == 6 * 4 * 32
     assert result["tokens_per_s"] > 0 and result["final_train_loss"] == result["final_train_loss"]
-    assert "run_dir" not in result   # no absolute path of this machine in the record
+    assert "run_dir" not in result  # no absolute path of this machine in the record
 
 
 def test_a_result_that_is_not_finite_or_complete_is_never_written(tmp_path):
     from analysis.recording import RESULT_KEYS, Recorder, RecordingError
 
     with Recorder(tmp_path) as rec:
-        for bad, what in (({"steps": 4, "first_eval_loss": 9.0, "final_eval_loss": 7.0,
-                            "final_perplexity": 1e3, "final_train_loss": float("nan")},
-                           "not finite: final_train_loss"),
-                          ({"steps": 4, "first_eval_loss": 9.0}, "missing final_eval_loss")):
+        for bad, what in (
+            (
+                {
+                    "steps": 4,
+                    "first_eval_loss": 9.0,
+                    "final_eval_loss": 7.0,
+                    "final_perplexity": 1e3,
+                    "final_train_loss": float("nan"),
+                },
+                "not finite: final_train_loss",
+            ),
+            ({"steps": 4, "first_eval_loss": 9.0}, "missing final_eval_loss"),
+        ):
             with pytest.raises(RecordingError, match=what):
                 rec.finish(bad, required=RESULT_KEYS)
     assert not (tmp_path / "result.json").exists()
@@ -495,7 +596,7 @@ def test_a_resume_under_other_package_versions_says_so_and_records_both(tmp_path
     run = tmp_path / "r"
     args = TINY + ["--out", str(run), "--save_every", "2"]
     assert main(args) == 0
-    (run / "ckpt-00000004.pt").unlink()   # as if killed after step 2
+    (run / "ckpt-00000004.pt").unlink()  # as if killed after step 2
     (run / "result.json").unlink()
     segments = [json.loads(line) for line in (run / "segments.jsonl").read_text().splitlines()]
     now = provenance()["versions"]
@@ -504,28 +605,44 @@ def test_a_resume_under_other_package_versions_says_so_and_records_both(tmp_path
     capsys.readouterr()
     assert main(args + ["--resume"]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
-    assert err == [f"note: resuming with other package versions than the run ran with (torch 2.12.0 "
-                   f"-> {now['torch']}, datasets 5.1.0 -> {now['datasets']}); the new segment "
-                   "records both, and results may differ from an uninterrupted run"]
+    assert err == [
+        f"note: resuming with other package versions than the run ran with (torch 2.12.0 "
+        f"-> {now['torch']}, datasets 5.1.0 -> {now['datasets']}); the new segment "
+        "records both, and results may differ from an uninterrupted run"
+    ]
     last = load_segments(run)[-1]
     assert last["versions"] == now and last["versions_changed"] == {
-        "torch": ["2.12.0", now["torch"]], "datasets": ["5.1.0", now["datasets"]]}
+        "torch": ["2.12.0", now["torch"]],
+        "datasets": ["5.1.0", now["datasets"]],
+    }
 
 
 # ---------------------------------------------------------------- a model config of your own
-SMALL_LLAMA = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64}
+SMALL_LLAMA = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+}
 
 
-@pytest.mark.parametrize("edit, message", [
-    ({"hidden_size": 66}, "hidden_size 66 is not divisible by num_attention_heads 4; choose a "
-                          "multiple of 4 (e.g. 64 or 68)"),
-    ({"num_key_value_heads": 3}, "num_attention_heads 4 is not divisible by num_key_value_heads 3"),
-    ({"vocab_size": 1}, "vocab_size 1 cannot hold a tokenizer"),
-    ({"vocab_size": 100}, "vocab_size 100 is smaller than the tokenizer's 8192 tokens"),
-    ({"num_hidden_layers": 0}, "num_hidden_layers must be a positive integer, got 0"),
-    ({"hidden_act": "no-such-act"}, "transformers refuses the model config (KeyError: 'no-such-act')"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            {"hidden_size": 66},
+            "hidden_size 66 is not divisible by num_attention_heads 4; choose a "
+            "multiple of 4 (e.g. 64 or 68)",
+        ),
+        ({"num_key_value_heads": 3}, "num_attention_heads 4 is not divisible by num_key_value_heads 3"),
+        ({"vocab_size": 1}, "vocab_size 1 cannot hold a tokenizer"),
+        ({"vocab_size": 100}, "vocab_size 100 is smaller than the tokenizer's 8192 tokens"),
+        ({"num_hidden_layers": 0}, "num_hidden_layers must be a positive integer, got 0"),
+        ({"hidden_act": "no-such-act"}, "transformers refuses the model config (KeyError: 'no-such-act')"),
+    ],
+)
 def test_a_bad_model_config_of_your_own_is_one_line(edit, message, tmp_path, capsys):
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(SMALL_LLAMA | edit))
@@ -540,7 +657,7 @@ def test_a_model_config_of_your_own_trains_with_the_vocabulary_it_states(tmp_pat
     path.write_text(json.dumps(SMALL_LLAMA))
     assert main([*TINY, "--model", str(path), "--out", str(tmp_path / "a")]) == 0
     record = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert record["config"]["model"] == str(path) and record["vocab_size"] == 8192   # the tokenizer's
+    assert record["config"]["model"] == str(path) and record["vocab_size"] == 8192  # the tokenizer's
     path.write_text(json.dumps(SMALL_LLAMA | {"vocab_size": 9000}))
     assert main([*TINY, "--model", str(path), "--out", str(tmp_path / "b")]) == 0
     assert json.loads((tmp_path / "b" / "config.json").read_text())["vocab_size"] == 9000
@@ -587,8 +704,10 @@ def test_a_read_only_token_cache_is_one_line_with_the_fix(tmp_path, monkeypatch,
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
-    code, err = run_cli(TINY + ["--data", str(tmp_path / "*.jsonl"), "--precision", "fp32",
-                                "--out", str(tmp_path / "r")], capsys)
+    code, err = run_cli(
+        TINY + ["--data", str(tmp_path / "*.jsonl"), "--precision", "fp32", "--out", str(tmp_path / "r")],
+        capsys,
+    )
     one_line(code, err)
     assert "cannot write in" in err and "cache" in err and "SCALE_LAB_HOME" in err
     assert not (tmp_path / "r").exists()
@@ -611,8 +730,7 @@ def test_figures_count_non_finite_values_by_kind_and_name_an_empty_metrics_file(
         text = text.replace(json.dumps(row), json.dumps({**row, "value": 0.0}).replace("0.0", literal))
     (odd / METRICS).write_text(text)
     notes = RunSet(tmp_path / "runs").bad_row_notes()
-    assert notes == ["note: run odd: 4 non-finite value(s): 1 NaN or null, 2 Infinity, 1 -Infinity "
-                     "(loss x4)"]
+    assert notes == ["note: run odd: 4 non-finite value(s): 1 NaN or null, 2 Infinity, 1 -Infinity (loss x4)"]
     empty = tmp_path / "empty" / "run"
     shutil.copytree(good, empty)
     (empty / METRICS).write_text("")
@@ -643,11 +761,13 @@ def test_figures_stay_quiet_beside_a_font_list_without_matplotlib_s_fonts(tmp_pa
     """)
     env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}
     (tmp_path / "mpl").mkdir()
-    made = subprocess.run([sys.executable, "-c", make_list, str(tmp_path / "mpl")], env=env,
-                          capture_output=True, text=True)
+    made = subprocess.run(
+        [sys.executable, "-c", make_list, str(tmp_path / "mpl")], env=env, capture_output=True, text=True
+    )
     assert made.returncode == 0, made.stderr
-    done = subprocess.run([sys.executable, "-c", draw, str(tmp_path / "f.png")], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", draw, str(tmp_path / "f.png")], env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert (tmp_path / "f.png").stat().st_size > 0
 

@@ -15,14 +15,7 @@ def test_import_analysis_is_light():
 
 def test_the_public_names_are_the_library_s_own(tmp_path):
     import analysis
-    from analysis import (
-        Instrumentation,
-        InstrumentConfig,
-        TrainConfig,
-        build_optimizer,
-        load_run,
-        train,
-    )
+    from analysis import Instrumentation, InstrumentConfig, TrainConfig, build_optimizer, load_run, train
     from analysis.instrument.hooks import Instrumentation as hooks_instrumentation
     from analysis.optim.recipes import build_optimizer as recipes_build
 

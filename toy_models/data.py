@@ -33,12 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toy_models.corpus import (
-    CorpusError,
-    corpus_path,
-    require_hub,
-    sha256_file,
-)
+from toy_models.corpus import CorpusError, corpus_path, require_hub, sha256_file
 from toy_models.files import replace_atomically
 from toy_models.paths import built_data
 
@@ -62,13 +57,17 @@ def data_files(source: str, split: str) -> tuple[str, list[str]]:
     elif "train" in name:
         pattern = str(Path(source).with_name(name.replace("train", split)))
     else:
-        raise CorpusError(f"cannot tell which files hold the {split} split of {source!r}: name the "
-                          f"training files with 'train' (their {split} files with '{split}' "
-                          "instead), or give a directory of such shards")
+        raise CorpusError(
+            f"cannot tell which files hold the {split} split of {source!r}: name the "
+            f"training files with 'train' (their {split} files with '{split}' "
+            "instead), or give a directory of such shards"
+        )
     files = sorted(glob.glob(pattern))
     if not files:
-        raise CorpusError(f"missing dataset path: nothing matches {pattern!r}; give a file, a glob, "
-                          "a directory of shards named like '*train*', 'bundled', or 'c4'")
+        raise CorpusError(
+            f"missing dataset path: nothing matches {pattern!r}; give a file, a glob, "
+            "a directory of shards named like '*train*', 'bundled', or 'c4'"
+        )
     suffix = files[0].removesuffix(".gz").rsplit(".", 1)[-1]
     builder = {"parquet": "parquet", "arrow": "arrow", "txt": "text"}.get(suffix, "json")
     return builder, files
@@ -85,9 +84,11 @@ def load_documents(source: str, split: str, streaming: bool = False):
         require_hub(f"the dataset {name} ({config})")
         try:
             return datasets.load_dataset(name, config, split=split, streaming=True)
-        except Exception as err:   # the hub's errors are many; each becomes one line
-            raise CorpusError(f"cannot load {name} ({config}) from the hub ({_first_line(err)}); "
-                              "offline: --data bundled or a local copy of its files") from None
+        except Exception as err:  # the hub's errors are many; each becomes one line
+            raise CorpusError(
+                f"cannot load {name} ({config}) from the hub ({_first_line(err)}); "
+                "offline: --data bundled or a local copy of its files"
+            ) from None
     builder, files = data_files(source, split)
     for name in files:
         readable(Path(name))
@@ -98,12 +99,15 @@ def load_documents(source: str, split: str, streaming: bool = False):
             raise ValueError("no documents")
     except (CorpusError, KeyboardInterrupt):
         raise
-    except Exception as err:   # pyarrow, json and datasets raise many kinds for a bad file
-        raise CorpusError(f"cannot read {_named(files)} as {builder} ({_first_line(err)}); check the "
-                          f"file is complete, UTF-8 {builder} with a 'text' field per document") from None
+    except Exception as err:  # pyarrow, json and datasets raise many kinds for a bad file
+        raise CorpusError(
+            f"cannot read {_named(files)} as {builder} ({_first_line(err)}); check the "
+            f"file is complete, UTF-8 {builder} with a 'text' field per document"
+        ) from None
     if ds.column_names is not None and "text" not in ds.column_names:
-        raise CorpusError(f"{files[0]} has no 'text' field (columns: {ds.column_names}); "
-                          "documents need the C4 schema")
+        raise CorpusError(
+            f"{files[0]} has no 'text' field (columns: {ds.column_names}); documents need the C4 schema"
+        )
     return ds
 
 
@@ -128,12 +132,15 @@ def readable(path: Path) -> None:
         with open(path, "rb") as handle:
             empty = not handle.read(1)
     except OSError as err:
-        raise CorpusError(f"cannot read data file {path} ({err.strerror}); check that it exists "
-                          "and that you may read it") from None
+        raise CorpusError(
+            f"cannot read data file {path} ({err.strerror}); check that it exists and that you may read it"
+        ) from None
     if empty:
-        raise CorpusError(f"data file {path} is empty: it holds no documents; give a file with "
-                          "documents (a 'text' field each), or rebuild the bundled corpus with "
-                          "`make data`")
+        raise CorpusError(
+            f"data file {path} is empty: it holds no documents; give a file with "
+            "documents (a 'text' field each), or rebuild the bundled corpus with "
+            "`make data`"
+        )
 
 
 def _named(files: list[str]) -> str:
@@ -142,7 +149,7 @@ def _named(files: list[str]) -> str:
 
 def _first_line(err: Exception) -> str:
     cause = err
-    while cause.__cause__ is not None or cause.__context__ is not None:   # the root cause speaks
+    while cause.__cause__ is not None or cause.__context__ is not None:  # the root cause speaks
         cause = cause.__cause__ or cause.__context__
     text = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {text[0][:160]}" if text else type(cause).__name__
@@ -171,19 +178,21 @@ def token_array(source: str, split: str, tokenizer, cache_dir: Path = CACHE_DIR)
         return np.load(path)
     ds = load_documents(source, split)
     pieces = []
-    try:   # arrow decodes text lazily: a bad byte shows here
+    try:  # arrow decodes text lazily: a bad byte shows here
         for start in range(0, len(ds), 512):
-            pieces += tokenize_texts(ds[start:start + 512]["text"], tokenizer)
+            pieces += tokenize_texts(ds[start : start + 512]["text"], tokenizer)
     except (UnicodeDecodeError, ValueError, TypeError) as err:
-        raise CorpusError(f"cannot read the text of {_named(files)} ({_first_line(err)}); check "
-                          "the file is UTF-8 with a string 'text' field per document") from None
+        raise CorpusError(
+            f"cannot read the text of {_named(files)} ({_first_line(err)}); check "
+            "the file is UTF-8 with a string 'text' field per document"
+        ) from None
     tokens = np.concatenate(pieces)
 
     def save(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:   # a handle: np.save would add ".npy" to a name
+        with open(tmp, "wb") as handle:  # a handle: np.save would add ".npy" to a name
             np.save(handle, tokens)
 
-    replace_atomically(path, save)   # processes tokenizing the same split at once each rename theirs
+    replace_atomically(path, save)  # processes tokenizing the same split at once each rename theirs
     return tokens
 
 
@@ -213,7 +222,7 @@ class BlockData:
         per_epoch = n // batch_size
         epoch, index = divmod(step, per_epoch)
         order = np.random.default_rng(self.seed + epoch).permutation(n)
-        rows = order[index * batch_size:(index + 1) * batch_size]
+        rows = order[index * batch_size : (index + 1) * batch_size]
         return torch.from_numpy(self.train[rows].astype(np.int64))
 
     def local_batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1):
@@ -223,8 +232,9 @@ class BlockData:
     def validation_batches(self, batch_size: int, max_tokens: int):
         """The fixed validation set: the first blocks up to ``max_tokens``, in order."""
         seq_len = self.validation.shape[1]
-        return batches_of(self.validation, batch_size, min(len(self.validation),
-                                                           max(1, max_tokens // seq_len)))
+        return batches_of(
+            self.validation, batch_size, min(len(self.validation), max(1, max_tokens // seq_len))
+        )
 
     def state_dict(self) -> dict:
         return {}  # the position is a pure function of (seed, step)
@@ -238,11 +248,13 @@ def batches_of(blocks: np.ndarray, batch_size: int, n: int):
     import torch
 
     for start in range(0, n, batch_size):
-        yield torch.from_numpy(blocks[start:min(start + batch_size, n)].astype(np.int64))
+        yield torch.from_numpy(blocks[start : min(start + batch_size, n)].astype(np.int64))
 
 
 def load_blocks(tokenizer, seq_len: int, source: str = "bundled", seed: int = 0) -> BlockData:
     """Tokenized, cached, packed train/validation blocks of a finite source."""
-    return BlockData(train=pack(token_array(source, "train", tokenizer), seq_len),
-                     validation=pack(token_array(source, "validation", tokenizer), seq_len),
-                     seed=seed)
+    return BlockData(
+        train=pack(token_array(source, "train", tokenizer), seq_len),
+        validation=pack(token_array(source, "validation", tokenizer), seq_len),
+        seed=seed,
+    )

@@ -10,8 +10,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-HOME_FIX = ("set SCALE_LAB_HOME to a writable directory (or run `scale-lab setup --home DIR` "
-            "and export what it says)")
+HOME_FIX = (
+    "set SCALE_LAB_HOME to a writable directory (or run `scale-lab setup --home DIR` and export what it says)"
+)
 
 
 class NotWritable(PermissionError):

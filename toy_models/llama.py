@@ -23,6 +23,7 @@ CPU_MODELS = ("nano", "nano2k", "micro", "micro2k", "mini", "cpu60m", "cpu60m-ha
 class UnknownModelError(ValueError):
     """A model that cannot be built: a name with no config file (the message lists the
     choices) or a config file with a bad shape (the message names the field and the fix)."""
+
     pass
 
 
@@ -45,11 +46,15 @@ def config_path(name: str) -> Path:
     path = Path(name).expanduser() if is_config_path(name) else CONFIG_DIR / f"{name}.json"
     if not path.is_file():
         if is_config_path(name):
-            raise UnknownModelError(f"model config {name} does not exist; pass a LLaMA config JSON "
-                                    f"(hidden_size, intermediate_size, num_hidden_layers, "
-                                    f"num_attention_heads, ...) or one of {', '.join(model_names())}")
-        raise UnknownModelError(f"unknown model {name!r}; choose one of {', '.join(model_names())}, "
-                                "or pass a path to a config JSON")
+            raise UnknownModelError(
+                f"model config {name} does not exist; pass a LLaMA config JSON "
+                f"(hidden_size, intermediate_size, num_hidden_layers, "
+                f"num_attention_heads, ...) or one of {', '.join(model_names())}"
+            )
+        raise UnknownModelError(
+            f"unknown model {name!r}; choose one of {', '.join(model_names())}, "
+            "or pass a path to a config JSON"
+        )
     return path
 
 
@@ -70,26 +75,35 @@ def check_shape(fields: dict, where: str) -> None:
     the heads, a vocabulary under 2."""
     missing = [k for k in REQUIRED_FIELDS if k not in fields]
     if missing:
-        raise UnknownModelError(f"model config {where} lacks {', '.join(missing)}; add them (a LLaMA "
-                                "config as transformers writes it)")
+        raise UnknownModelError(
+            f"model config {where} lacks {', '.join(missing)}; add them (a LLaMA "
+            "config as transformers writes it)"
+        )
     sizes = {k: fields[k] for k in (*REQUIRED_FIELDS, "num_key_value_heads", "vocab_size") if k in fields}
     bad = [k for k, v in sizes.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
     if bad:
-        raise UnknownModelError(f"model config {where}: {bad[0]} must be a positive integer, got "
-                                f"{sizes[bad[0]]!r}")
+        raise UnknownModelError(
+            f"model config {where}: {bad[0]} must be a positive integer, got {sizes[bad[0]]!r}"
+        )
     h, heads = fields["hidden_size"], fields["num_attention_heads"]
     kv = fields.get("num_key_value_heads", heads)
     if h % heads:
         near = sorted({heads * (h // heads), heads * (h // heads + 1)} - {0})
-        raise UnknownModelError(f"model config {where}: hidden_size {h} is not divisible by "
-                                f"num_attention_heads {heads}; choose a multiple of {heads} (e.g. "
-                                f"{' or '.join(map(str, near))}) or another head count")
+        raise UnknownModelError(
+            f"model config {where}: hidden_size {h} is not divisible by "
+            f"num_attention_heads {heads}; choose a multiple of {heads} (e.g. "
+            f"{' or '.join(map(str, near))}) or another head count"
+        )
     if heads % kv:
-        raise UnknownModelError(f"model config {where}: num_attention_heads {heads} is not divisible by "
-                                f"num_key_value_heads {kv}; choose KV heads that divide the heads")
+        raise UnknownModelError(
+            f"model config {where}: num_attention_heads {heads} is not divisible by "
+            f"num_key_value_heads {kv}; choose KV heads that divide the heads"
+        )
     if "vocab_size" in fields and fields["vocab_size"] < 2:
-        raise UnknownModelError(f"model config {where}: vocab_size {fields['vocab_size']} cannot hold a "
-                                "tokenizer; leave it out to take the tokenizer's size, or set one >= it")
+        raise UnknownModelError(
+            f"model config {where}: vocab_size {fields['vocab_size']} cannot hold a "
+            "tokenizer; leave it out to take the tokenizer's size, or set one >= it"
+        )
 
 
 def read_config(name: str, vocab_size: int | None = None, **overrides) -> SimpleNamespace:
@@ -119,7 +133,7 @@ def load_config(name: str, vocab_size: int | None = None, **overrides):
     defaults = {"initializer_range": 0.02, "tie_word_embeddings": False}
     try:
         return LlamaConfig(**(defaults | fields), attn_implementation="sdpa")
-    except Exception as err:   # transformers' strict validation: its first line names the field
+    except Exception as err:  # transformers' strict validation: its first line names the field
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UnknownModelError(f"transformers refuses the model config {name} ({first})") from None
 
@@ -139,9 +153,10 @@ def build_model(config, seed: int = 0, dtype=None):
         torch.manual_seed(seed)
         try:
             model = LlamaForCausalLM(config)
-        except (KeyError, ValueError, TypeError) as err:   # a field only the modules read
-            raise UnknownModelError(f"transformers refuses the model config ({type(err).__name__}: "
-                                    f"{err})") from None
+        except (KeyError, ValueError, TypeError) as err:  # a field only the modules read
+            raise UnknownModelError(
+                f"transformers refuses the model config ({type(err).__name__}: {err})"
+            ) from None
         std = config.initializer_range
         with torch.no_grad():
             for module in model.modules():
@@ -159,15 +174,17 @@ def matrix_shapes(config) -> list[tuple[str, str, tuple[int, ...]]]:
     rows = [("model.embed_tokens.weight", "embedding", (v, h))]
     for i in range(config.num_hidden_layers):
         block = f"model.layers.{i}"
-        rows += [(f"{block}.self_attn.q_proj.weight", "hidden", (h, h)),
-                 (f"{block}.self_attn.k_proj.weight", "hidden", (kv, h)),
-                 (f"{block}.self_attn.v_proj.weight", "hidden", (kv, h)),
-                 (f"{block}.self_attn.o_proj.weight", "hidden", (h, h)),
-                 (f"{block}.mlp.gate_proj.weight", "hidden", (f, h)),
-                 (f"{block}.mlp.up_proj.weight", "hidden", (f, h)),
-                 (f"{block}.mlp.down_proj.weight", "hidden", (h, f)),
-                 (f"{block}.input_layernorm.weight", "vector", (h,)),
-                 (f"{block}.post_attention_layernorm.weight", "vector", (h,))]
+        rows += [
+            (f"{block}.self_attn.q_proj.weight", "hidden", (h, h)),
+            (f"{block}.self_attn.k_proj.weight", "hidden", (kv, h)),
+            (f"{block}.self_attn.v_proj.weight", "hidden", (kv, h)),
+            (f"{block}.self_attn.o_proj.weight", "hidden", (h, h)),
+            (f"{block}.mlp.gate_proj.weight", "hidden", (f, h)),
+            (f"{block}.mlp.up_proj.weight", "hidden", (f, h)),
+            (f"{block}.mlp.down_proj.weight", "hidden", (h, f)),
+            (f"{block}.input_layernorm.weight", "vector", (h,)),
+            (f"{block}.post_attention_layernorm.weight", "vector", (h,)),
+        ]
     rows += [("model.norm.weight", "vector", (h,)), ("lm_head.weight", "output", (v, h))]
     return rows
 

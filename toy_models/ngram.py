@@ -45,8 +45,9 @@ class _Bigram:
 
     def __init__(self, tokens: np.ndarray, vocab_size: int):
         self.vocab_size = vocab_size
-        self.codes, self.counts = np.unique(_pair_codes(tokens[:-1], tokens[1:], vocab_size),
-                                            return_counts=True)
+        self.codes, self.counts = np.unique(
+            _pair_codes(tokens[:-1], tokens[1:], vocab_size), return_counts=True
+        )
         self.context = np.bincount(tokens[:-1], minlength=vocab_size).astype(np.float64)
         self.unigram = _unigram(tokens, vocab_size)
 
@@ -57,20 +58,24 @@ class _Bigram:
         return np.log((pair + k * self.unigram[nxt]) / (self.context[prev] + k))
 
 
-def reference_losses(train_tokens: np.ndarray, validation_blocks: np.ndarray,
-                     vocab_size: int) -> dict[str, float]:
+def reference_losses(
+    train_tokens: np.ndarray, validation_blocks: np.ndarray, vocab_size: int
+) -> dict[str, float]:
     """``{"unigram", "bigram", "bigram_k"}``: mean cross-entropy (nats per token) on the
     predicted positions of ``validation_blocks`` (``(n, seq_len)``), fitted on ``train_tokens``."""
     train_tokens = np.asarray(train_tokens)
     prev = validation_blocks[:, :-1].reshape(-1)
     nxt = validation_blocks[:, 1:].reshape(-1)
     split = int(0.9 * len(train_tokens))
-    held_prev, held_next = train_tokens[split:-1], train_tokens[split + 1:]
+    held_prev, held_next = train_tokens[split:-1], train_tokens[split + 1 :]
     fit = _Bigram(train_tokens[:split], vocab_size)
     k = max(DIRICHLET_GRID, key=lambda k: fit.log_prob(held_prev, held_next, k).mean())
     full = _Bigram(train_tokens, vocab_size)
-    return {"unigram": float(-np.log(full.unigram[nxt]).mean()),
-            "bigram": float(-full.log_prob(prev, nxt, k).mean()), "bigram_k": k}
+    return {
+        "unigram": float(-np.log(full.unigram[nxt]).mean()),
+        "bigram": float(-full.log_prob(prev, nxt, k).mean()),
+        "bigram_k": k,
+    }
 
 
 def for_run(tokenizer, seq_len: int, eval_tokens: int, source: str = "bundled") -> dict[str, float]:
@@ -89,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tokenizer = load_tokenizer(model_tokenizer(args.model))
     lines = for_run(tokenizer, args.seq_len, args.eval_tokens)
-    print(f"unigram {lines['unigram']:.3f} nats, bigram {lines['bigram']:.3f} nats "
-          f"(Dirichlet k = {lines['bigram_k']:g}; vocab {len(tokenizer)})")
+    print(
+        f"unigram {lines['unigram']:.3f} nats, bigram {lines['bigram']:.3f} nats "
+        f"(Dirichlet k = {lines['bigram_k']:g}; vocab {len(tokenizer)})"
+    )
     return 0
 
 

@@ -26,7 +26,7 @@ def _package_dir(package: str, clone_dir: Path, marker: str) -> Path:
         return clone_dir
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        return clone_dir   # neither: the error of whoever reads it names the missing file
+        return clone_dir  # neither: the error of whoever reads it names the missing file
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -38,8 +38,16 @@ def curvatures(dim: int = 32, h_min: float = 1e-2) -> np.ndarray:
     return np.logspace(np.log10(h_min), 0.0, dim)
 
 
-def run(steps: int = 500, lr: float = 0.5, beta: float = 0.0, sigma: float = 1.0,
-        dim: int = 32, h_min: float = 1e-2, repeats: int = 64, seed: int = 0) -> np.ndarray:
+def run(
+    steps: int = 500,
+    lr: float = 0.5,
+    beta: float = 0.0,
+    sigma: float = 1.0,
+    dim: int = 32,
+    h_min: float = 1e-2,
+    repeats: int = 64,
+    seed: int = 0,
+) -> np.ndarray:
     """Mean loss over ``repeats`` independent noise draws at steps ``0..steps`` (shape ``steps+1``)."""
     rng = np.random.default_rng(seed)
     h = curvatures(dim, h_min)
@@ -59,8 +67,7 @@ def transition(lr: float, beta: float, h: float, sigma: float = 1.0) -> tuple[np
     """One coordinate's linear system ``z' = A z + b xi`` with ``z = (m, x)``:
     ``m' = beta m + (1-beta)(h x + sqrt(h) sigma xi)``, ``x' = x - lr m'``. The iteration is
     stable when both eigenvalues of ``A`` lie inside the unit circle."""
-    a = np.array([[beta, (1 - beta) * h],
-                  [-lr * beta, 1 - lr * (1 - beta) * h]])
+    a = np.array([[beta, (1 - beta) * h], [-lr * beta, 1 - lr * (1 - beta) * h]])
     b = np.array([[(1 - beta) * np.sqrt(h) * sigma], [-lr * (1 - beta) * np.sqrt(h) * sigma]])
     return a, b
 

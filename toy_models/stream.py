@@ -25,14 +25,7 @@ import copy
 import numpy as np
 
 from toy_models.corpus import CorpusError
-from toy_models.data import (
-    HUB_DATASETS,
-    batches_of,
-    data_files,
-    load_documents,
-    pack,
-    tokenize_texts,
-)
+from toy_models.data import HUB_DATASETS, batches_of, data_files, load_documents, pack, tokenize_texts
 
 TOKENIZE_DOCUMENTS = 64  # validation documents tokenized per call
 
@@ -40,18 +33,26 @@ TOKENIZE_DOCUMENTS = 64  # validation documents tokenized per call
 class StreamData:
     """This rank's stream of training blocks and the fixed validation blocks of a source."""
 
-    def __init__(self, source: str, tokenizer, seq_len: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, shuffle_buffer: int = 10_000):
+    def __init__(
+        self,
+        source: str,
+        tokenizer,
+        seq_len: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle_buffer: int = 10_000,
+    ):
         self.source, self.tokenizer, self.seq_len = source, tokenizer, seq_len
         self.rank, self.world_size, self.shuffle_buffer = rank, world_size, shuffle_buffer
         self.rng = np.random.default_rng([seed, rank])
-        self.pool: list[str] = []                  # the shuffle buffer
+        self.pool: list[str] = []  # the shuffle buffer
         self.tokens = np.zeros(0, dtype=np.int32)  # read but not yet in a block
         self.epoch, self.next_step = 0, 0
         self._dataset = self._iterator = None
-        self._position = None                      # a loaded stream position, applied on open
+        self._position = None  # a loaded stream position, applied on open
         self._validation = np.zeros((0, seq_len), dtype=np.int32)
-        self._validation_read = 0                  # blocks asked of the split so far
+        self._validation_read = 0  # blocks asked of the split so far
         if source not in HUB_DATASETS:  # a missing or ambiguous path fails now, not mid-run
             data_files(source, "train"), data_files(source, "validation")
 
@@ -77,8 +78,10 @@ class StreamData:
             self._open()
             for document in self._iterator:
                 return document["text"]
-        raise CorpusError(f"rank {self.rank} of {self.world_size} has no documents in "
-                          f"{self.source!r}; give a source with at least one document per rank")
+        raise CorpusError(
+            f"rank {self.rank} of {self.world_size} has no documents in "
+            f"{self.source!r}; give a source with at least one document per rank"
+        )
 
     def _next_document(self) -> str:
         while len(self.pool) <= self.shuffle_buffer:
@@ -91,7 +94,7 @@ class StreamData:
         while len(self.tokens) < self.seq_len:  # one document at a time: nothing read ahead
             document = tokenize_texts([self._next_document()], self.tokenizer)[0]
             self.tokens = np.concatenate([self.tokens, document])
-        block, self.tokens = self.tokens[:self.seq_len], self.tokens[self.seq_len:]
+        block, self.tokens = self.tokens[: self.seq_len], self.tokens[self.seq_len :]
         return block
 
     def local_batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1):
@@ -99,11 +102,13 @@ class StreamData:
         import torch
 
         if (rank, world_size) != (self.rank, self.world_size):
-            raise ValueError(f"this stream is rank {self.rank} of {self.world_size}, "
-                             f"asked for rank {rank} of {world_size}")
+            raise ValueError(
+                f"this stream is rank {self.rank} of {self.world_size}, asked for rank {rank} of {world_size}"
+            )
         if step != self.next_step:
-            raise ValueError(f"a stream is read in order: the next batch is step {self.next_step}, "
-                             f"asked for step {step}")
+            raise ValueError(
+                f"a stream is read in order: the next batch is step {self.next_step}, asked for step {step}"
+            )
         blocks = [self._next_block() for _ in range(batch_size // world_size)]
         self.next_step += 1
         return torch.from_numpy(np.stack(blocks).astype(np.int64))
@@ -134,16 +139,24 @@ class StreamData:
 
     def state_dict(self) -> dict:
         position = self._dataset.state_dict() if self._dataset is not None else self._position
-        return {"position": copy.deepcopy(position), "pool": list(self.pool),
-                "tokens": self.tokens.copy(), "rng": self.rng.bit_generator.state,
-                "epoch": self.epoch, "next_step": self.next_step,
-                "rank": self.rank, "world_size": self.world_size}
+        return {
+            "position": copy.deepcopy(position),
+            "pool": list(self.pool),
+            "tokens": self.tokens.copy(),
+            "rng": self.rng.bit_generator.state,
+            "epoch": self.epoch,
+            "next_step": self.next_step,
+            "rank": self.rank,
+            "world_size": self.world_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("world_size") != self.world_size:
-            raise CorpusError(f"the stream position was saved by {state.get('world_size')} processes "
-                              f"and this run has {self.world_size}; a streamed run resumes with the "
-                              "same number of processes")
+            raise CorpusError(
+                f"the stream position was saved by {state.get('world_size')} processes "
+                f"and this run has {self.world_size}; a streamed run resumes with the "
+                "same number of processes"
+            )
         self.pool, self.tokens = list(state["pool"]), np.asarray(state["tokens"], dtype=np.int32)
         self.rng.bit_generator.state = state["rng"]
         self.epoch, self.next_step = state["epoch"], state["next_step"]

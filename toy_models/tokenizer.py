@@ -43,17 +43,22 @@ def _iter_texts(jsonl: Path, batch: int = 256):
         yield rows
 
 
-def train_tokenizer(train_jsonl: Path, vocab_size: int = DEFAULT_VOCAB,
-                    out_dir: Path = TOKENIZER_DIR) -> Path:
+def train_tokenizer(
+    train_jsonl: Path, vocab_size: int = DEFAULT_VOCAB, out_dir: Path = TOKENIZER_DIR
+) -> Path:
     """Train a byte-level BPE with ``vocab_size`` entries (EOS included); return tokenizer.json."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(_iter_texts(train_jsonl), trainer=trainer)
     return replace_atomically(out_dir / "tokenizer.json", lambda tmp: tokenizer.save(str(tmp)))
 
@@ -86,8 +91,10 @@ def load_tokenizer(name_or_path: str | Path | None = None):
     try:
         return AutoTokenizer.from_pretrained(str(name_or_path))
     except (OSError, ValueError) as err:
-        raise CorpusError(f"cannot load the tokenizer {name_or_path!r} ({str(err).splitlines()[0][:160]}); "
-                          "give a local tokenizer directory or tokenizer.json with --tokenizer") from None
+        raise CorpusError(
+            f"cannot load the tokenizer {name_or_path!r} ({str(err).splitlines()[0][:160]}); "
+            "give a local tokenizer directory or tokenizer.json with --tokenizer"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:

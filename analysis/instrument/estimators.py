@@ -85,8 +85,13 @@ def probe_variance(small_grads: list[Tensor], large_grad: Tensor) -> Tensor:
     return torch.stack([sqnorm(g.double() - large) for g in small_grads]).mean()
 
 
-def mean_gradient(model: torch.nn.Module, batch: Tensor, params: list[Tensor] | None = None,
-                  chunk: int = 32, autocast=contextlib.nullcontext) -> list[Tensor]:
+def mean_gradient(
+    model: torch.nn.Module,
+    batch: Tensor,
+    params: list[Tensor] | None = None,
+    chunk: int = 32,
+    autocast=contextlib.nullcontext,
+) -> list[Tensor]:
     """The gradient of the mean token loss over ``batch`` (sequences ``(n, T)``) for ``params``
     (default: every parameter), in chunks of ``chunk`` sequences weighted by their share.
 
@@ -121,8 +126,10 @@ def per_example_grads(model: torch.nn.Module, batch: Tensor) -> dict[str, Tensor
     with warnings.catch_warnings():
         # vmap over CPU attention falls back to a loop with a "please file an issue" warning:
         # slower, the same numbers, and known (torch's batching rules for SDPA)
-        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet "
-                                "implemented the batching rule")
+        warnings.filterwarnings(
+            "ignore",
+            message="There is a performance drop because we have not yet implemented the batching rule",
+        )
         return vmap(grad(loss), in_dims=(None, 0), randomness="same")(params, batch)
 
 
@@ -139,8 +146,15 @@ def cosine(a: Tensor, b: Tensor) -> Tensor:
     return dot / (norm64(a) * norm64(b)).clamp_min(1e-300)
 
 
-def paper_probe(model: torch.nn.Module, named: list[tuple[str, Tensor]], roles: dict[str, str],
-                data, cfg, step: int, autocast=contextlib.nullcontext) -> list[tuple]:
+def paper_probe(
+    model: torch.nn.Module,
+    named: list[tuple[str, Tensor]],
+    roles: dict[str, str],
+    data,
+    cfg,
+    step: int,
+    autocast=contextlib.nullcontext,
+) -> list[tuple]:
     """The SCALE paper's probe (arXiv 2506.16659) at ``step``: ``cfg.probe_repeats`` mean
     gradients of ``cfg.probe_small`` sequences against one of ``cfg.probe_large``, drawn from
     ``data.train`` (a generator seeded by the step, so a resumed run draws the same), giving per
@@ -153,7 +167,7 @@ def paper_probe(model: torch.nn.Module, named: list[tuple[str, Tensor]], roles: 
 
     def mean_grad(rows, chunk: int = 32):
         # rows sorted within each chunk (sequential reads of the token array)
-        order = np.concatenate([np.sort(rows[i:i + chunk]) for i in range(0, len(rows), chunk)])
+        order = np.concatenate([np.sort(rows[i : i + chunk]) for i in range(0, len(rows), chunk)])
         batch = torch.from_numpy(data.train[order].astype(np.int64)).to(named[0][1].device)
         return mean_gradient(model, batch, [p for _, p in named], chunk, autocast)
 
@@ -166,8 +180,11 @@ def paper_probe(model: torch.nn.Module, named: list[tuple[str, Tensor]], roles: 
         var = probe_variance([s[i] for s in smalls], large[i])
         sq_large = sqnorm(large[i])
         sq_small = torch.stack([sqnorm(s[i]) for s in smalls]).mean()
-        stats = {"probe_var": var, "probe_var_rel": var / sq_large.clamp_min(1e-300),
-                 "probe_trace": var / (1.0 / b + 1.0 / big)}
+        stats = {
+            "probe_var": var,
+            "probe_var_rel": var / sq_large.clamp_min(1e-300),
+            "probe_trace": var / (1.0 / b + 1.0 / big),
+        }
         stats.update({f"probe_{k}": v for k, v in noise_scale(sq_small, b, sq_large, big).items()})
         scalars += [(name, roles[name], stat, v) for stat, v in stats.items()]
     values = torch.stack([v.double().reshape(()) for *_, v in scalars]).cpu().tolist()

@@ -23,14 +23,19 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange, reduce
 
-SUFFIXES = {"q_proj.weight": ("heads", "rows"), "k_proj.weight": ("kv_heads", "rows"),
-            "v_proj.weight": ("kv_heads", "rows"), "o_proj.weight": ("heads", "columns")}
+SUFFIXES = {
+    "q_proj.weight": ("heads", "rows"),
+    "k_proj.weight": ("kv_heads", "rows"),
+    "v_proj.weight": ("kv_heads", "rows"),
+    "o_proj.weight": ("heads", "columns"),
+}
 
 
 @dataclass(frozen=True)
 class HeadLayout:
     """How one attention matrix splits into heads: ``heads`` blocks of ``head_dim`` rows
     (``axis="rows"``) or columns (``"columns"``)."""
+
     heads: int
     head_dim: int
     axis: str

@@ -39,8 +39,7 @@ class InstrumentationCallback(TrainerCallback):
     with a user's role ``rules`` (default: the optimizer's, see ``Instrumentation``) and
     ``trackers`` that also receive every row (``analysis.instrument.trackers``)."""
 
-    def __init__(self, run_dir: str | Path, config: InstrumentConfig | None = None, rules=None,
-                 trackers=()):
+    def __init__(self, run_dir: str | Path, config: InstrumentConfig | None = None, rules=None, trackers=()):
         self.run_dir, self.config, self.rules, self.trackers = Path(run_dir), config, rules, trackers
         self.recorder: Recorder | None = None
         self.monitor: Instrumentation | None = None
@@ -49,15 +48,24 @@ class InstrumentationCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         if model is None or optimizer is None:
-            raise ValueError("InstrumentationCallback needs the Trainer's model and optimizer; "
-                             "add it with Trainer(callbacks=[...]), not after training starts")
+            raise ValueError(
+                "InstrumentationCallback needs the Trainer's model and optimizer; "
+                "add it with Trainer(callbacks=[...]), not after training starts"
+            )
         main = state.is_world_process_zero
         self.recorder = Recorder(self.run_dir, trackers=self.trackers) if main else None
         self._accumulation = args.gradient_accumulation_steps
-        self.monitor = Instrumentation(model, _unwrapped(optimizer), self.recorder, self.config,
-                                       last_step=state.max_steps, rank=args.process_index,
-                                       world_size=args.world_size, start_step=state.global_step,
-                                       rules=self.rules)
+        self.monitor = Instrumentation(
+            model,
+            _unwrapped(optimizer),
+            self.recorder,
+            self.config,
+            last_step=state.max_steps,
+            rank=args.process_index,
+            world_size=args.world_size,
+            start_step=state.global_step,
+            rules=self.rules,
+        )
         self.monitor.__enter__()
         self._hook = model.register_forward_pre_hook(self._announce, with_kwargs=True)
 
@@ -79,8 +87,11 @@ class InstrumentationCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         """The Trainer's logged training and evaluation losses, as the trainer records them."""
-        found = {ours: logs[theirs] for theirs, ours in (("loss", "loss"), ("eval_loss", "eval_loss"))
-                 if logs and theirs in logs}
+        found = {
+            ours: logs[theirs]
+            for theirs, ours in (("loss", "loss"), ("eval_loss", "eval_loss"))
+            if logs and theirs in logs
+        }
         if found and self.recorder is not None:
             self.recorder.log(state.global_step, found)
 

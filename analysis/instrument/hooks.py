@@ -61,7 +61,7 @@ from analysis.optim.roles import assign
 from analysis.provenance import provenance
 
 ROW_VECTOR_ROLES = ("output", "embedding")
-MIN_MICRO_BATCHES = 4   # a recorded step's batch is cut into at least this many, where it can be
+MIN_MICRO_BATCHES = 4  # a recorded step's batch is cut into at least this many, where it can be
 
 
 class Instrumentation:
@@ -73,16 +73,28 @@ class Instrumentation:
     run's autocast, ``rank``/``world_size`` of this process, ``start_step`` a resume's step,
     ``rules`` a user's role rules (``analysis.optim.roles``; default: those the optimizer was
     built with by ``build_optimizer``, else the default rules)."""
-    def __init__(self, model, optimizer, recorder, config: InstrumentConfig | None = None,
-                 last_step: int = 10**9, data=None, autocast=contextlib.nullcontext,
-                 rank: int = 0, world_size: int = 1, start_step: int = 0, rules=None):
+
+    def __init__(
+        self,
+        model,
+        optimizer,
+        recorder,
+        config: InstrumentConfig | None = None,
+        last_step: int = 10**9,
+        data=None,
+        autocast=contextlib.nullcontext,
+        rank: int = 0,
+        world_size: int = 1,
+        start_step: int = 0,
+        rules=None,
+    ):
         self.model, self.optimizer, self.recorder = model, optimizer, recorder
         self.config = config or InstrumentConfig()
         self.last_step, self.data, self.autocast = last_step, data, autocast
         self.rank, self.world_size = rank, world_size
         self.params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         layout = getattr(optimizer, "layout", None) if rules is None else None
-        layout = layout or assign(model, rules)   # the optimizer's roles, or the same rules
+        layout = layout or assign(model, rules)  # the optimizer's roles, or the same rules
         self.layout = layout
         self.roles = layout.roles()
         self.axis = {n: layout.params[n].fan_in for n, _ in self.params}
@@ -96,7 +108,7 @@ class Instrumentation:
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self):
         if self.recorder is not None and self.rank == 0 and not self.recorder.has_config():
-            self.recorder.write_config(self._own_loop_config())   # a user's loop, not the trainer
+            self.recorder.write_config(self._own_loop_config())  # a user's loop, not the trainer
         for name, p in self.params:
             self.handles.append(p.register_hook(self._micro_hook(name)))
         self.handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
@@ -112,13 +124,20 @@ class Instrumentation:
     def _own_loop_config(self) -> dict:
         """``config.json`` of a run recorded from a user's loop: the model, the optimizer,
         every parameter's role and fan-in axes, the schedule, and where the code came from."""
-        return {"config": {"model": type(self.model).__name__, "optimizer": getattr(self.optimizer, "recipe", type(self.optimizer).__name__),
-                           "instrument": dataclasses.asdict(self.config)},
-                "parameters": sum(p.numel() for _, p in self.params),
-                "roles": {n: {"role": p.role, "fan_in": p.fan_in, "layer": p.layer,
-                              "shape": list(p.param.shape)}
-                          for n, p in self.layout.params.items()},
-                "source": "own loop", **provenance()}
+        return {
+            "config": {
+                "model": type(self.model).__name__,
+                "optimizer": getattr(self.optimizer, "recipe", type(self.optimizer).__name__),
+                "instrument": dataclasses.asdict(self.config),
+            },
+            "parameters": sum(p.numel() for _, p in self.params),
+            "roles": {
+                n: {"role": p.role, "fan_in": p.fan_in, "layer": p.layer, "shape": list(p.param.shape)}
+                for n, p in self.layout.params.items()
+            },
+            "source": "own loop",
+            **provenance(),
+        }
 
     def __exit__(self, *exc):
         for handle in self.handles:
@@ -131,7 +150,7 @@ class Instrumentation:
         self._k, self._sequences, self._weight = 0, 0, 1.0
         self._sum_sq: dict[str, torch.Tensor] = {}
         self._row_sq: dict[str, torch.Tensor] = {}
-        self._head_sq: dict[str, torch.Tensor] = {}   # o_proj-like matrices: per-head sums
+        self._head_sq: dict[str, torch.Tensor] = {}  # o_proj-like matrices: per-head sums
         self._taps: dict[tuple[str, str], torch.Tensor] = {}
         self._snapshot: dict[str, torch.Tensor] = {}
         self._probe_rows: list = []
@@ -150,8 +169,10 @@ class Instrumentation:
         """Why a run with this batch records no gradient variance (None when it does)."""
         if accum * micro * world_size >= 2:
             return None
-        return ("--instrument records no gradient variance in this run: a step has one sequence "
-                "in all, and the variance across micro-batches needs at least 2 (raise --batch_size)")
+        return (
+            "--instrument records no gradient variance in this run: a step has one sequence "
+            "in all, and the variance across micro-batches needs at least 2 (raise --batch_size)"
+        )
 
     def micro_batch(self, weight: float, sequences: int) -> None:
         """Announce the next backward: its loss weight and its number of sequences."""
@@ -164,9 +185,9 @@ class Instrumentation:
             if not self.due or self._probing:
                 return None
             # ||grad / w||^2 = ||grad||^2 / w^2: no copy of the gradient per micro-batch
-            inv_w2 = 1.0 / self._weight ** 2
+            inv_w2 = 1.0 / self._weight**2
             g = grad.detach()
-            if self.axis[name] is not None:   # row sums only: the total is their sum, taken once per step
+            if self.axis[name] is not None:  # row sums only: the total is their sum, taken once per step
                 rows = sqnorm(g, dim=self.axis[name])
                 if name in self._row_sq:
                     self._row_sq[name].add_(rows, alpha=inv_w2)
@@ -176,10 +197,11 @@ class Instrumentation:
                 total = sqnorm(g) * inv_w2
                 self._sum_sq[name] = self._sum_sq[name] + total if name in self._sum_sq else total
             heads = self.heads.get(name)
-            if heads is not None and heads.axis == "columns":   # q/k/v heads come from the row sums
+            if heads is not None and heads.axis == "columns":  # q/k/v heads come from the row sums
                 per_head = heads.square_sums(g) * inv_w2
                 self._head_sq[name] = self._head_sq[name] + per_head if name in self._head_sq else per_head
             return None
+
         return hook
 
     def _tap(self, label, tensor, param):
@@ -211,20 +233,23 @@ class Instrumentation:
 
     def _reduced_micro_sums(self):
         """Micro-batch sums and K over all ranks (one all-reduce of a stacked vector)."""
-        for name, rows in self._row_sq.items():   # a matrix's total: the sum of its row sums
+        for name, rows in self._row_sq.items():  # a matrix's total: the sum of its row sums
             self._sum_sq[name] = rows.sum()
         names = [n for n, _ in self.params if n in self._sum_sq]
         k = self._k * self.world_size
         # totals, row sums and per-head sums, in this order, as one vector on every rank
-        parts = ([(self._sum_sq, n) for n in names] + [(self._row_sq, n) for n in names if n in self._row_sq]
-                 + [(self._head_sq, n) for n in sorted(self._head_sq)])
+        parts = (
+            [(self._sum_sq, n) for n in names]
+            + [(self._row_sq, n) for n in names if n in self._row_sq]
+            + [(self._head_sq, n) for n in sorted(self._head_sq)]
+        )
         if self.world_size > 1 and parts:
             flat = torch.cat([table[n].reshape(-1) for table, n in parts])
             torch.distributed.all_reduce(flat)
             offset = 0
             for table, n in parts:
                 size = table[n].numel()
-                table[n] = flat[offset:offset + size].reshape(table[n].shape)
+                table[n] = flat[offset : offset + size].reshape(table[n].shape)
                 offset += size
         return k
 
@@ -236,9 +261,9 @@ class Instrumentation:
         rows_due = cfg.due("rows", step, self.last_step)
         full_due = cfg.due("full", step, self.last_step)
         lrs = self._lr_of()
-        out: list[tuple[str, str, str, torch.Tensor]] = []   # (param, role, stat, 0-d tensor)
+        out: list[tuple[str, str, str, torch.Tensor]] = []  # (param, role, stat, 0-d tensor)
         vectors: list[tuple[str, str, str, torch.Tensor]] = []
-        summaries: list[tuple[str, str, str, torch.Tensor]] = []   # (param, role, prefix, rows)
+        summaries: list[tuple[str, str, str, torch.Tensor]] = []  # (param, role, prefix, rows)
         keep_next = cfg.due("cheap", step + 1, self.last_step)
         for name, p in self.params:
             if p.grad is None:
@@ -251,8 +276,11 @@ class Instrumentation:
             stats = {"grad_norm": sqnorm_of_mean.sqrt()}
             if name in self._sum_sq and k >= 2:
                 var = microbatch_variance(self._sum_sq[name], sqnorm_of_mean, k)
-                stats.update(grad_var=var, grad_var_rel=var / sqnorm_of_mean.clamp_min(1e-300),
-                             grad_var_coord=var / g.numel())
+                stats.update(
+                    grad_var=var,
+                    grad_var_rel=var / sqnorm_of_mean.clamp_min(1e-300),
+                    grad_var_coord=var / g.numel(),
+                )
                 b = self._sequences
                 gns = noise_scale(self._sum_sq[name] / k, b, sqnorm_of_mean, b * k)
                 stats.update(gns)
@@ -285,8 +313,10 @@ class Instrumentation:
             if axis is not None:
                 fan_in = g.numel() // g_rows.numel()
                 grad_rows = spectra.row_rms(g_rows, fan_in)
-                summaries += [(name, role, "grad_row_rms", grad_rows),
-                              (name, role, "update_row_rms", spectra.row_rms(u_rows, fan_in))]
+                summaries += [
+                    (name, role, "grad_row_rms", grad_rows),
+                    (name, role, "update_row_rms", spectra.row_rms(u_rows, fan_in)),
+                ]
                 if rows_due and role in ROW_VECTOR_ROLES:
                     vectors.append((name, role, "grad_row_rms", grad_rows))
                 if full_due or rows_due:
@@ -299,19 +329,22 @@ class Instrumentation:
     def _per_head(self, name, role, g, g_rows, update, k, rows_due):
         """Per-head rows of an attention matrix (``analysis.instrument.heads``)."""
         layout, per = self.heads[name], {}
-        if layout.axis == "rows":   # q/k/v: a head is a block of rows, so the row sums group
+        if layout.axis == "rows":  # q/k/v: a head is a block of rows, so the row sums group
             g_head = layout.from_rows(g_rows).double().sum(1)
             micro = layout.from_rows(self._row_sq[name]).double().sum(1) if name in self._row_sq else None
             row_rms = layout.from_rows(spectra.row_rms(g_rows, g.numel() // g_rows.numel()))
             per["grad_row_rms_cv_head"] = row_rms.std(dim=1) / row_rms.mean(dim=1).clamp_min(1e-30)
-        else:                       # o: a head is a block of columns, summed per micro-batch
+        else:  # o: a head is a block of columns, summed per micro-batch
             g_head, micro = layout.square_sums(g), self._head_sq.get(name)
         if micro is not None and k >= 2:
             per["grad_var_head"] = microbatch_variance(micro, g_head, k)
         if rows_due:
             per["update_sigma_max_head"] = torch.linalg.matrix_norm(layout.blocks(update).float(), ord=2)
-        return [(param, role, stat, value) for stat, values in per.items()
-                for param, value in head_rows(name, values)]
+        return [
+            (param, role, stat, value)
+            for stat, values in per.items()
+            for param, value in head_rows(name, values)
+        ]
 
     def _spectral(self, name, role, update, full, vectors):
         u = update.reshape(update.size(0), -1)
@@ -330,8 +363,16 @@ class Instrumentation:
         that are summarized (``spectra.summarize``, on the host)."""
         rows = []
         if scalars:
-            values = torch.stack([v if v.dtype == torch.float64 and v.ndim == 0 else v.double().reshape(())
-                                  for *_, v in scalars]).cpu().tolist()
+            values = (
+                torch.stack(
+                    [
+                        v if v.dtype == torch.float64 and v.ndim == 0 else v.double().reshape(())
+                        for *_, v in scalars
+                    ]
+                )
+                .cpu()
+                .tolist()
+            )
             rows = [(self.step, n, r, s, v) for (n, r, s, _), v in zip(scalars, values)]
         if summaries:
             flat = torch.cat([v.reshape(-1).float() for *_, v in summaries]).cpu().numpy()
@@ -350,9 +391,10 @@ class Instrumentation:
     # ------------------------------------------------------------------ the paper's probe
     def _probe(self):
         """Estimator (b) on a separate data stream; ``.grad``, weights and RNG are untouched."""
-        self._probing = True   # the probe's own backward passes are not micro-batches
+        self._probing = True  # the probe's own backward passes are not micro-batches
         try:
-            return paper_probe(self.model, self.params, self.roles, self.data, self.config,
-                               self.step, self.autocast)
+            return paper_probe(
+                self.model, self.params, self.roles, self.data, self.config, self.step, self.autocast
+            )
         finally:
             self._probing = False

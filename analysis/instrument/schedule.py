@@ -22,6 +22,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class InstrumentConfig:
     """The recording schedule (tiers in the module docstring) and the probe's batch sizes."""
+
     cheap_every: int = 10
     dense_until: int = 20
     rows_every: int = 100
@@ -30,11 +31,11 @@ class InstrumentConfig:
     topk: int = 16
     probe_every: int = 0
     probe_at: tuple[int, ...] = ()
-    probe_small: int = 32       # sequences per small batch (paper: 32)
-    probe_large: int = 512      # sequences in the large reference batch (paper: 512)
-    probe_repeats: int = 8      # K small batches per probe
-    every_step: bool = False    # record every tier at every step (for the overhead benchmark)
-    per_head: bool = False      # attention matrices also per head (analysis.instrument.heads)
+    probe_small: int = 32  # sequences per small batch (paper: 32)
+    probe_large: int = 512  # sequences in the large reference batch (paper: 512)
+    probe_repeats: int = 8  # K small batches per probe
+    every_step: bool = False  # record every tier at every step (for the overhead benchmark)
+    per_head: bool = False  # attention matrices also per head (analysis.instrument.heads)
 
     def __post_init__(self):
         for name in ("cheap_every", "rows_every", "full_every"):

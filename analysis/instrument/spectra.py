@@ -48,8 +48,13 @@ def summarize(values, prefix: str) -> dict[str, float]:
     n = v.size
     mean = float(v.mean())
     std = float(v.std())
-    stats = {f"{prefix}_min": float(v[0]), f"{prefix}_max": float(v[-1]), f"{prefix}_mean": mean,
-             f"{prefix}_std": std, f"{prefix}_cv": std / max(mean, 1e-30)}
+    stats = {
+        f"{prefix}_min": float(v[0]),
+        f"{prefix}_max": float(v[-1]),
+        f"{prefix}_mean": mean,
+        f"{prefix}_std": std,
+        f"{prefix}_cv": std / max(mean, 1e-30),
+    }
     for q in QUANTILES:
         pos = q * (n - 1)
         low = int(math.floor(pos))
@@ -58,8 +63,7 @@ def summarize(values, prefix: str) -> dict[str, float]:
     return stats
 
 
-def singular_values(x: Tensor, method: str = "svdvals", k: int | None = None,
-                    dtype=torch.float32) -> Tensor:
+def singular_values(x: Tensor, method: str = "svdvals", k: int | None = None, dtype=torch.float32) -> Tensor:
     """Singular values in descending order by ``svdvals``, ``gram`` (eigvalsh) or ``topk``."""
     m = x.reshape(x.size(0), -1).to(dtype)
     if method == "svdvals":
@@ -112,5 +116,4 @@ def log_spaced(n: int, count: int = 64) -> list[int]:
     """Up to ``count`` distinct log-spaced indices in ``[0, n)`` (to store long spectra small)."""
     if n <= count:
         return list(range(n))
-    return sorted({min(n - 1, int(round(math.exp(i * math.log(n) / (count - 1))) - 1))
-                   for i in range(count)})
+    return sorted({min(n - 1, int(round(math.exp(i * math.log(n) / (count - 1))) - 1)) for i in range(count)})

@@ -53,8 +53,10 @@ def _needs(package: str):
     try:
         return importlib.import_module(package)
     except ImportError:
-        raise ImportError(f"the {package} tracker needs the {package} package: pip install "
-                          f"'scale-lab[trackers]' (or pip install {package})") from None
+        raise ImportError(
+            f"the {package} tracker needs the {package} package: pip install "
+            f"'scale-lab[trackers]' (or pip install {package})"
+        ) from None
 
 
 class TensorBoard:
@@ -114,8 +116,14 @@ class WandB(_HistogramLogger):
     """A W&B run receiving every recorded statistic (``mode``: W&B's, e.g. ``"offline"``;
     default from ``WANDB_MODE``)."""
 
-    def __init__(self, project: str, dir: str | None = None, name: str | None = None,
-                 mode: str | None = None, config: dict | None = None):
+    def __init__(
+        self,
+        project: str,
+        dir: str | None = None,
+        name: str | None = None,
+        mode: str | None = None,
+        config: dict | None = None,
+    ):
         wandb = _needs("wandb")
         self.run = wandb.init(project=project, dir=dir, name=name, mode=mode, config=config)
         self.histogram = wandb.Histogram

@@ -21,6 +21,21 @@ from analysis.optim.transforms import (
     tap,
 )
 
-__all__ = ["ChainedOptimizer", "OptimizerConfig", "PartitionedOptimizer", "PerLayout", "RecipeError",
-           "Transform", "build_optimizer", "chain", "momentum", "normalize", "orthogonalize",
-           "recipe_names", "scale_by_adam", "scale_transforms", "sign", "tap"]
+__all__ = [
+    "ChainedOptimizer",
+    "OptimizerConfig",
+    "PartitionedOptimizer",
+    "PerLayout",
+    "RecipeError",
+    "Transform",
+    "build_optimizer",
+    "chain",
+    "momentum",
+    "normalize",
+    "orthogonalize",
+    "recipe_names",
+    "scale_by_adam",
+    "scale_transforms",
+    "sign",
+    "tap",
+]

@@ -84,14 +84,16 @@ class spike_clip(Transform):
         self.theta = theta
 
     def init(self, param):
-        return {"step": 0, "max_ema": torch.zeros((), dtype=reduction_dtype(param.dtype),
-                                                  device=param.device)}
+        return {
+            "step": 0,
+            "max_ema": torch.zeros((), dtype=reduction_dtype(param.dtype), device=param.device),
+        }
 
     def update(self, grad, state, param):
         t = state["step"] = state["step"] + 1
         peak = at_least_fp32(grad.abs().max())
         state["max_ema"].mul_(self.theta).add_(peak, alpha=1 - self.theta)
-        bound = state["max_ema"] / (1 - self.theta ** t)
+        bound = state["max_ema"] / (1 - self.theta**t)
         spikes = grad.abs() > bound
         return torch.where(spikes, grad / peak.clamp_min(1e-30) * bound, grad)
 
@@ -126,8 +128,8 @@ class norm_scale(Transform):
         norm = at_least_fp32(grad).norm()
         state["norm_m"].mul_(self.gamma1).add_(norm, alpha=1 - self.gamma1)
         state["norm_v"].mul_(self.gamma2).add_(norm * norm, alpha=1 - self.gamma2)
-        m_hat = state["norm_m"] / (1 - self.gamma1 ** t)
-        v_hat = state["norm_v"] / (1 - self.gamma2 ** t)
+        m_hat = state["norm_m"] / (1 - self.gamma1**t)
+        v_hat = state["norm_v"] / (1 - self.gamma2**t)
         return grad / norm.clamp_min(1e-30) * (m_hat / v_hat.sqrt().clamp_min(1e-30))
 
     def __repr__(self):
@@ -171,16 +173,24 @@ class adam_with_reset(scale_by_adam):
 def swan(layout, cfg):
     """SWAN: GradNorm then whitening on hidden matrices (stateless); Adam elsewhere."""
 
-    return adam_elsewhere(layout, cfg, PerLayout(lambda fan_in: chain(
-        standardize(as_dim(fan_in)), orthogonalize(cfg.ns_steps),
-        tap("update"))))
+    return adam_elsewhere(
+        layout,
+        cfg,
+        PerLayout(
+            lambda fan_in: chain(standardize(as_dim(fan_in)), orthogonalize(cfg.ns_steps), tap("update"))
+        ),
+    )
 
 
 def stable_spam(layout, cfg):
     """Stable-SPAM on every parameter: spike clipping, norm scaling, Adam with resets."""
 
     g1, g2, g3 = cfg.spam_gammas
-    rule = chain(spike_clip(g3), norm_scale(g1, g2),
-                 adam_with_reset(cfg.betas, cfg.eps, cfg.reset_every), tap("update"))
+    rule = chain(
+        spike_clip(g3),
+        norm_scale(g1, g2),
+        adam_with_reset(cfg.betas, cfg.eps, cfg.reset_every),
+        tap("update"),
+    )
     groups = role_groups(layout, cfg)
     return ChainedOptimizer(groups, {g["label"]: rule for g in groups})

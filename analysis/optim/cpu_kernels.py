@@ -61,6 +61,7 @@ def _ninja_on_path():
         yield
         return
     import ninja  # the pip package: its binary's folder
+
     saved = os.environ.get("PATH", "")
     os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + saved
     try:
@@ -86,17 +87,28 @@ def kernels():
     and loaded once per process; ``KernelBuildError`` names the cause when the build fails."""
     if "ops" not in _LOADED:
         from torch.utils.cpp_extension import load
+
         try:
             with _ninja_on_path():
-                load(build_name(), [str(SOURCE)], extra_cflags=list(FLAGS),
-                     extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
-        except OSError as error:   # the build directory: read-only, full, missing
+                load(
+                    build_name(),
+                    [str(SOURCE)],
+                    extra_cflags=list(FLAGS),
+                    extra_ldflags=["-fopenmp"],
+                    is_python_module=False,
+                    verbose=False,
+                )
+        except OSError as error:  # the build directory: read-only, full, missing
             where = os.environ.get("TORCH_EXTENSIONS_DIR") or "~/.cache/torch_extensions"
-            raise KernelBuildError(f"cannot build in {where} ({error.strerror or error}); set "
-                                   "TORCH_EXTENSIONS_DIR to a writable directory") from error
+            raise KernelBuildError(
+                f"cannot build in {where} ({error.strerror or error}); set "
+                "TORCH_EXTENSIONS_DIR to a writable directory"
+            ) from error
         except (RuntimeError, ImportError, ValueError) as error:
             text = str(error).strip()
-            lines = [line for line in text.splitlines() if "error" in line.lower()] or text.splitlines() or [""]
+            lines = (
+                [line for line in text.splitlines() if "error" in line.lower()] or text.splitlines() or [""]
+            )
             raise KernelBuildError(f"{type(error).__name__}: {lines[0][:300]}") from error
         _LOADED["ops"] = torch.ops.scale_lab_cpu
     return _LOADED["ops"]

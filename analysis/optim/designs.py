@@ -42,8 +42,12 @@ def _design_rule(part: Part | None) -> PerLayout:
     return PerLayout(lambda fan_in: chain(*(t for t in [build(fan_in)] if t is not None), tap("update")))
 
 
-def design(hidden: Part | None = None, embedding: Part | None = None, output: Part | None = None,
-           vector: Transform | None = None) -> Callable[[OptimizerConfig], dict]:
+def design(
+    hidden: Part | None = None,
+    embedding: Part | None = None,
+    output: Part | None = None,
+    vector: Transform | None = None,
+) -> Callable[[OptimizerConfig], dict]:
     """Transforms per role for ``register_design`` (None: plain SGD's direction; vectors: the
     ladder's Adam, by the config's ``vector_rule``)."""
     parts = {"hidden": hidden, "embedding": embedding, "output": output}
@@ -53,32 +57,49 @@ def design(hidden: Part | None = None, embedding: Part | None = None, output: Pa
         eps_on = "corrected" if cfg.vector_rule == "torch" else "raw"
         made["vector"] = chain(vector or scale_by_adam(cfg.betas, cfg.eps, eps_on), tap("update"))
         return made
+
     return transforms
 
 
 def _measured(transforms: dict, role: str) -> StateRule:
     """State elements of ``role``'s transform for a tensor of a shape: its ``init`` on the meta
     device, counting tensors of at least one dimension (step counters excluded)."""
+
     def elements(shape, rank):
         rule = transforms[role]
         if isinstance(rule, PerLayout):
             rule = rule.at((1,) if len(shape) >= 2 else ())
         state = rule.init(torch.empty(shape, device="meta"))
         return sum(v.numel() for v in state.values() if torch.is_tensor(v) and v.ndim >= 1)
+
     # said as "k x" when it is k per element (what every transform here keeps), else measured
     probe = (6, 10) if role != "vector" else (10,)
     k, rest = divmod(elements(probe, 1), math.prod(probe))
     return StateRule(f"{k} x" if not rest else "as its transforms keep", elements)
 
 
-def register_design(name: str, transforms: Callable[[OptimizerConfig], dict], description: str,
-                    default_lr: float = 1e-3, default_adam_lr: float = 2e-2) -> None:
+def register_design(
+    name: str,
+    transforms: Callable[[OptimizerConfig], dict],
+    description: str,
+    default_lr: float = 1e-3,
+    default_adam_lr: float = 2e-2,
+) -> None:
     """Register ``transforms`` (from ``design``) as recipe ``name``; a name already used by a
     built-in recipe is refused (``RecipeError``), a design's own name may be registered again."""
+
     def build(layout, cfg):
         return ChainedOptimizer(role_groups(layout, cfg), transforms(cfg))
 
-    probe = transforms(OptimizerConfig())   # its transforms, for the state they keep
-    recipes.register(recipes.Recipe(name, build, description, default_lr, default_adam_lr=default_adam_lr,
-                                    vector_rules=("published", "torch"),   # the ladder's default
-                                    state={role: _measured(probe, role) for role in probe}))
+    probe = transforms(OptimizerConfig())  # its transforms, for the state they keep
+    recipes.register(
+        recipes.Recipe(
+            name,
+            build,
+            description,
+            default_lr,
+            default_adam_lr=default_adam_lr,
+            vector_rules=("published", "torch"),  # the ladder's default
+            state={role: _measured(probe, role) for role in probe},
+        )
+    )

@@ -29,14 +29,7 @@ from torch.autograd.graph import increment_version
 import analysis.optim.cpu_kernels as cpu_kernels
 from analysis.optim.maths import RMS_FLOOR
 from analysis.optim.sharding import any_dtensor
-from analysis.optim.transforms import (
-    Transform,
-    chain,
-    momentum,
-    normalize,
-    scale_by_adam,
-    tap,
-)
+from analysis.optim.transforms import Transform, chain, momentum, normalize, scale_by_adam, tap
 
 
 @dataclass(frozen=True)
@@ -44,10 +37,10 @@ class FusedRule:
     """What ``fusable`` found: ``kind`` is "rows", "cols", "momentum_rows" or "adam"."""
 
     kind: str
-    beta: float = 0.0                 # momentum's beta
-    buffer: str | None = None         # the state key of the momentum buffer
+    beta: float = 0.0  # momentum's beta
+    buffer: str | None = None  # the state key of the momentum buffer
     adam: scale_by_adam | None = None
-    adam_prefix: str = ""             # where the chain keeps Adam's state keys
+    adam_prefix: str = ""  # where the chain keeps Adam's state keys
 
 
 def fusable(transform: Transform) -> FusedRule | None:
@@ -92,7 +85,7 @@ def _rows(params: list[Tensor], grads: list[Tensor], lr: Tensor, decay: Tensor) 
         p.mul_(decay).sub_(g * scale * lr)
 
 
-COL_BLOCK = 32   # rows per block of the column reduction (measured: 32 beats 64..256)
+COL_BLOCK = 32  # rows per block of the column reduction (measured: 32 beats 64..256)
 
 
 def _col_sum_of_squares(g: Tensor) -> Tensor:
@@ -116,8 +109,9 @@ def _cols(params: list[Tensor], grads: list[Tensor], lr: float, decay: float) ->
         p.addcmul_(g, scale, value=-lr)
 
 
-def _momentum_rows(params: list[Tensor], grads: list[Tensor], buffers: list[Tensor],
-                   beta: float, lr: Tensor, decay: Tensor) -> None:
+def _momentum_rows(
+    params: list[Tensor], grads: list[Tensor], buffers: list[Tensor], beta: float, lr: Tensor, decay: Tensor
+) -> None:
     """``m <- beta m + (1 - beta) g``; ``p <- p decay - lr m / max(rms_row(m), floor)``."""
     for p, g, m in zip(params, grads, buffers):
         m.lerp_(g, 1.0 - beta)
@@ -125,8 +119,16 @@ def _momentum_rows(params: list[Tensor], grads: list[Tensor], buffers: list[Tens
         p.mul_(decay).sub_(m * scale * lr)
 
 
-def _adam(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
-          exp_avg_sqs: list[Tensor], adam: scale_by_adam, t: int, lr: float, decay: float) -> None:
+def _adam(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    adam: scale_by_adam,
+    t: int,
+    lr: float,
+    decay: float,
+) -> None:
     """``scale_by_adam``'s step ``t`` on every vector at once (``torch._foreach_*``: the same
     operations in the same order, one call per operation for the whole group)."""
     b1, b2 = adam.betas
@@ -137,12 +139,12 @@ def _adam(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
         denom = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_add_(denom, adam.eps)
         updates = torch._foreach_div(exp_avgs, denom)
-        torch._foreach_mul_(updates, math.sqrt(1 - b2 ** t) / (1 - b1 ** t))
+        torch._foreach_mul_(updates, math.sqrt(1 - b2**t) / (1 - b1**t))
     else:
-        denom = torch._foreach_div(exp_avg_sqs, 1 - b2 ** t)
+        denom = torch._foreach_div(exp_avg_sqs, 1 - b2**t)
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, adam.eps)
-        updates = torch._foreach_div(exp_avgs, 1 - b1 ** t)
+        updates = torch._foreach_div(exp_avgs, 1 - b1**t)
         torch._foreach_div_(updates, denom)
     if decay != 1.0:
         torch._foreach_mul_(params, decay)
@@ -154,8 +156,7 @@ _COMPILED: dict[str, object] = {}
 
 def _compiled(name: str):
     if name not in _COMPILED:
-        function = {"rows": _rows, "col_sums": _col_sum_of_squares,
-                    "momentum_rows": _momentum_rows}[name]
+        function = {"rows": _rows, "col_sums": _col_sum_of_squares, "momentum_rows": _momentum_rows}[name]
         _COMPILED[name] = torch.compile(function, dynamic=False)
     return _COMPILED[name]
 
@@ -172,7 +173,7 @@ def _outer_loop_fusion_guard():
     method is that check."""
     try:
         from torch._inductor.loop_body import LoopBody
-    except ImportError:   # a torch without Inductor's loop bodies has nothing to work around
+    except ImportError:  # a torch without Inductor's loop bodies has nothing to work around
         yield
         return
     original = LoopBody.get_read_expr
@@ -180,7 +181,7 @@ def _outer_loop_fusion_guard():
     def read_or_none(self, buffer_name):
         try:
             return original(self, buffer_name)
-        except KeyError:    # read under the mutated buffer's name: not eligible
+        except KeyError:  # read under the mutated buffer's name: not eligible
             return None
 
     LoopBody.get_read_expr = read_or_none
@@ -193,7 +194,7 @@ def _outer_loop_fusion_guard():
 def can_fuse(params: list[Tensor]) -> bool:
     """Plain (not FSDP2-sharded) float32 tensors on one device, every one with a gradient.
     (Asked every step of every group: one loop, the device and the dtype looked up once.)"""
-    if not params or any_dtensor(params):   # a user may shard some modules and not others
+    if not params or any_dtensor(params):  # a user may shard some modules and not others
         return False
     device, f32 = params[0].device, torch.float32
     for p in params:
@@ -203,8 +204,7 @@ def can_fuse(params: list[Tensor]) -> bool:
     return True
 
 
-def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
-         weight_decay: float) -> None:
+def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float, weight_decay: float) -> None:
     """One fused step of ``rule`` over ``params`` (``can_fuse``) with their (initialised)
     ``states``; the same update as the readable path (module docstring)."""
     grads = [p.grad for p in params]
@@ -216,12 +216,20 @@ def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
         moments = ([s[key + "exp_avg"] for s in states], [s[key + "exp_avg_sq"] for s in states])
         if params[0].device.type == "cpu" and all(_contiguous(p) for p in params):
             ops = _cpu_kernels()
-            ops.adam_step(params, grads, *moments, *rule.adam.betas, rule.adam.eps,
-                          rule.adam.eps_on == "raw", t, lr, 1.0 - lr * weight_decay)
-            increment_version([*params, *moments[0], *moments[1]])   # see _cpu_step
+            ops.adam_step(
+                params,
+                grads,
+                *moments,
+                *rule.adam.betas,
+                rule.adam.eps,
+                rule.adam.eps_on == "raw",
+                t,
+                lr,
+                1.0 - lr * weight_decay,
+            )
+            increment_version([*params, *moments[0], *moments[1]])  # see _cpu_step
         else:
-            _adam([p.detach() for p in params], grads, *moments, rule.adam, t, lr,
-                  1.0 - lr * weight_decay)
+            _adam([p.detach() for p in params], grads, *moments, rule.adam, t, lr, 1.0 - lr * weight_decay)
         return
     if params[0].device.type == "cpu" and all(_plain_matrix(p, g) for p, g in zip(params, grads)):
         # the weights as they are: a C++ op under no_grad writes a leaf without detach()
@@ -241,7 +249,7 @@ def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
             else:
                 buffers = [state[rule.buffer] for state in states]
                 _compiled("momentum_rows")(weights, grads, buffers, rule.beta, lr_t, decay)
-    except torch._dynamo.exc.BackendCompilerFailed as error:   # e.g. no C++ compiler
+    except torch._dynamo.exc.BackendCompilerFailed as error:  # e.g. no C++ compiler
         inner = getattr(error, "inner_exception", error)
         cause = f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
         raise _cannot_compile(cause) from error
@@ -249,8 +257,10 @@ def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float,
 
 def _cannot_compile(cause: str) -> RuntimeError:
     """The one line a fused step that cannot be built or compiled stops with."""
-    return RuntimeError(f"the fused optimizer step could not be compiled ({cause}); build the "
-                        "optimizer with fused=False, or train without --compile")
+    return RuntimeError(
+        f"the fused optimizer step could not be compiled ({cause}); build the "
+        "optimizer with fused=False, or train without --compile"
+    )
 
 
 def _contiguous(p: Tensor) -> bool:
@@ -270,8 +280,9 @@ def _cpu_kernels():
         raise _cannot_compile(str(error)) from error
 
 
-def _cpu_step(rule: FusedRule, weights: list[Tensor], grads: list[Tensor], states: list[dict],
-              lr: float, decay: float) -> None:
+def _cpu_step(
+    rule: FusedRule, weights: list[Tensor], grads: list[Tensor], states: list[dict], lr: float, decay: float
+) -> None:
     """The rule on the CPU with ``analysis.optim.cpu_kernels`` (the same math as ``_rows``,
     ``_cols`` and ``_momentum_rows``, each matrix read as few times as that math allows)."""
     ops = _cpu_kernels()
@@ -279,7 +290,7 @@ def _cpu_step(rule: FusedRule, weights: list[Tensor], grads: list[Tensor], state
     if rule.kind == "momentum_rows":
         for p, g, m in zip(weights, grads, buffers):
             ops.momentum_rows_step(p, g, m, rule.beta, lr, decay, RMS_FLOOR)
-    elif rule.kind == "rows":    # one call for the group: one parallel loop over all its rows
+    elif rule.kind == "rows":  # one call for the group: one parallel loop over all its rows
         ops.rows_step(weights, grads, lr, decay, RMS_FLOOR)
     else:
         for p, g in zip(weights, grads):
@@ -299,10 +310,11 @@ def adam_steps_agree(rule: FusedRule, states: list[dict]) -> bool:
 
 
 def step_path(optimizer) -> str:
-    """"fused" when some group of ``optimizer`` (or of its inner optimizers) takes a fused rule,
+    """ "fused" when some group of ``optimizer`` (or of its inner optimizers) takes a fused rule,
     else "readable" (a recipe with no fused rule, or ``fused=False``)."""
     for inner in getattr(optimizer, "optimizers", [optimizer]):
         if getattr(inner, "fused", False) and any(
-                fusable(inner.transform_of(group)) is not None for group in inner.param_groups):
+            fusable(inner.transform_of(group)) is not None for group in inner.param_groups
+        ):
             return "fused"
     return "readable"

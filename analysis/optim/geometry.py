@@ -20,17 +20,34 @@ from analysis.optim.maths import newton_schulz as ns
 from analysis.optim.maths import rms_normalize
 
 NORM_TABLE = [
-    {"map": "sign", "norm ||U||": "max entry |U_ij|", "direction U*": "sign(G)",
-     "dual norm ||G||_*": "sum_ij |G_ij|", "layers (ladder)": "every matrix"},
-    {"map": "col_norm", "norm ||U||": "max over output units i of ||U_i||_2",
-     "direction U*": "G_i / ||G_i||, per output unit", "dual norm ||G||_*": "sum_i ||G_i||_2",
-     "layers (ladder)": "every matrix, over its fan-in: a Linear's rows, the embedding's dim 0"},
-    {"map": "row_norm", "norm ||U||": "max over input features j of ||U_:j||_2",
-     "direction U*": "G_:j / ||G_:j||, per input feature", "dual norm ||G||_*": "sum_j ||G_:j||_2",
-     "layers (ladder)": "every matrix, over its fan-out"},
-    {"map": "spectral_norm", "norm ||U||": "largest singular value",
-     "direction U*": "U V^T (the polar factor)", "dual norm ||G||_*": "sum_k sigma_k (nuclear)",
-     "layers (ladder)": "every matrix (Newton-Schulz)"},
+    {
+        "map": "sign",
+        "norm ||U||": "max entry |U_ij|",
+        "direction U*": "sign(G)",
+        "dual norm ||G||_*": "sum_ij |G_ij|",
+        "layers (ladder)": "every matrix",
+    },
+    {
+        "map": "col_norm",
+        "norm ||U||": "max over output units i of ||U_i||_2",
+        "direction U*": "G_i / ||G_i||, per output unit",
+        "dual norm ||G||_*": "sum_i ||G_i||_2",
+        "layers (ladder)": "every matrix, over its fan-in: a Linear's rows, the embedding's dim 0",
+    },
+    {
+        "map": "row_norm",
+        "norm ||U||": "max over input features j of ||U_:j||_2",
+        "direction U*": "G_:j / ||G_:j||, per input feature",
+        "dual norm ||G||_*": "sum_j ||G_:j||_2",
+        "layers (ladder)": "every matrix, over its fan-out",
+    },
+    {
+        "map": "spectral_norm",
+        "norm ||U||": "largest singular value",
+        "direction U*": "U V^T (the polar factor)",
+        "dual norm ||G||_*": "sum_k sigma_k (nuclear)",
+        "layers (ladder)": "every matrix (Newton-Schulz)",
+    },
 ]
 
 KINDS = ("sign", "col_norm", "row_norm", "spectral")

@@ -17,9 +17,14 @@ from dataclasses import dataclass
 
 from analysis.optim.roles import ROLES, Layout
 
-PLACEMENTS = {"none": (), "output": ("output",), "last": ("output",),
-              "embedding": ("embedding",), "first": ("embedding",),
-              "all": ("embedding", "hidden", "output")}
+PLACEMENTS = {
+    "none": (),
+    "output": ("output",),
+    "last": ("output",),
+    "embedding": ("embedding",),
+    "first": ("embedding",),
+    "all": ("embedding", "hidden", "output"),
+}
 MATRIX_ROLES = ("embedding", "hidden", "output")
 VECTOR_RULES = ("published", "torch")
 
@@ -37,57 +42,78 @@ class OptimizerConfig:
     checked and filled in (the trainer's config delegates here).
     """
 
-    lr: float | None = None            # peak lr of the matrices; None -> the recipe's default
-    adam_lr: float | None = None       # vectors' peak lr; None -> the recipe's default
-    embedding_lr_mult: float = 1.0     # the embedding's lr is lr x this
-    output_lr_mult: float = 1.0        # the output layer's lr is lr x this
-    vector_rule: str | None = None     # published | torch; None -> the recipe's default
-    beta: float = 0.9                  # momentum
+    lr: float | None = None  # peak lr of the matrices; None -> the recipe's default
+    adam_lr: float | None = None  # vectors' peak lr; None -> the recipe's default
+    embedding_lr_mult: float = 1.0  # the embedding's lr is lr x this
+    output_lr_mult: float = 1.0  # the output layer's lr is lr x this
+    vector_rule: str | None = None  # published | torch; None -> the recipe's default
+    beta: float = 0.9  # momentum
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     weight_decay: float = 0.0
-    momentum: str | None = None        # placement for ladder recipes; None -> recipe default
-    rank: int | None = None            # low-rank baselines; None -> hidden_size // 4
+    momentum: str | None = None  # placement for ladder recipes; None -> recipe default
+    rank: int | None = None  # low-rank baselines; None -> hidden_size // 4
     update_proj_gap: int = 200
     ns_steps: int = 5
-    spam_gammas: tuple[float, float, float] = (0.7, 0.9, 0.999)   # Stable-SPAM gamma1..3
-    reset_every: int = 1000                                      # Stable-SPAM momentum reset
+    spam_gammas: tuple[float, float, float] = (0.7, 0.9, 0.999)  # Stable-SPAM gamma1..3
+    reset_every: int = 1000  # Stable-SPAM momentum reset
 
     def validate(self) -> OptimizerConfig:
         """Raise ``RecipeError`` naming the first bad value and the fix; else return self."""
-        finite = (self.lr, self.adam_lr, self.embedding_lr_mult, self.output_lr_mult,
-                  self.weight_decay, self.eps)
-        checks = [(all(v is None or math.isfinite(v) for v in finite),
-                   f"learning rates, multipliers, weight_decay and eps must be finite numbers, got "
-                   f"lr {self.lr}, adam_lr {self.adam_lr}, multipliers {self.embedding_lr_mult} / "
-                   f"{self.output_lr_mult}, weight_decay {self.weight_decay}, eps {self.eps}"),
-                  (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}; pass e.g. --lr 1e-3"),
-                  (self.adam_lr is None or self.adam_lr > 0,
-                   f"adam_lr must be > 0, got {self.adam_lr}; pass e.g. --adam_lr 2e-2"),
-                  (self.embedding_lr_mult > 0 and self.output_lr_mult > 0,
-                   "embedding_lr_mult and output_lr_mult must be > 0 (1: the matrices' lr)"),
-                  (self.vector_rule is None or self.vector_rule in VECTOR_RULES,
-                   f"unknown vector_rule {self.vector_rule!r}; choose one of {', '.join(VECTOR_RULES)}"),
-                  (0.0 <= self.beta < 1.0, f"momentum beta must be in [0, 1), got {self.beta}"),
-                  (all(0.0 <= b < 1.0 for b in self.betas), f"betas must be in [0, 1), got {self.betas}"),
-                  (self.eps >= 0, f"eps must be >= 0, got {self.eps}"),
-                  (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-                  (self.momentum is None or self.momentum in PLACEMENTS,
-                   f"unknown momentum placement {self.momentum!r}; choose one of {', '.join(PLACEMENTS)}"),
-                  (self.rank is None or self.rank >= 1, f"rank must be >= 1, got {self.rank}"),
-                  (self.ns_steps >= 1, f"ns_steps must be >= 1, got {self.ns_steps}")]
+        finite = (
+            self.lr,
+            self.adam_lr,
+            self.embedding_lr_mult,
+            self.output_lr_mult,
+            self.weight_decay,
+            self.eps,
+        )
+        checks = [
+            (
+                all(v is None or math.isfinite(v) for v in finite),
+                f"learning rates, multipliers, weight_decay and eps must be finite numbers, got "
+                f"lr {self.lr}, adam_lr {self.adam_lr}, multipliers {self.embedding_lr_mult} / "
+                f"{self.output_lr_mult}, weight_decay {self.weight_decay}, eps {self.eps}",
+            ),
+            (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}; pass e.g. --lr 1e-3"),
+            (
+                self.adam_lr is None or self.adam_lr > 0,
+                f"adam_lr must be > 0, got {self.adam_lr}; pass e.g. --adam_lr 2e-2",
+            ),
+            (
+                self.embedding_lr_mult > 0 and self.output_lr_mult > 0,
+                "embedding_lr_mult and output_lr_mult must be > 0 (1: the matrices' lr)",
+            ),
+            (
+                self.vector_rule is None or self.vector_rule in VECTOR_RULES,
+                f"unknown vector_rule {self.vector_rule!r}; choose one of {', '.join(VECTOR_RULES)}",
+            ),
+            (0.0 <= self.beta < 1.0, f"momentum beta must be in [0, 1), got {self.beta}"),
+            (all(0.0 <= b < 1.0 for b in self.betas), f"betas must be in [0, 1), got {self.betas}"),
+            (self.eps >= 0, f"eps must be >= 0, got {self.eps}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (
+                self.momentum is None or self.momentum in PLACEMENTS,
+                f"unknown momentum placement {self.momentum!r}; choose one of {', '.join(PLACEMENTS)}",
+            ),
+            (self.rank is None or self.rank >= 1, f"rank must be >= 1, got {self.rank}"),
+            (self.ns_steps >= 1, f"ns_steps must be >= 1, got {self.ns_steps}"),
+        ]
         for ok, message in checks:
             if not ok:
                 raise RecipeError(message)
         return self
 
 
-
 def role_lrs(cfg: OptimizerConfig) -> dict[str, float]:
     """Peak lr per role, the same structure for every recipe: ``lr`` on the matrices (times
     the embedding and output multipliers) and ``adam_lr`` on the vectors."""
-    return {"embedding": cfg.lr * cfg.embedding_lr_mult, "hidden": cfg.lr,
-            "output": cfg.lr * cfg.output_lr_mult, "vector": cfg.adam_lr}
+    return {
+        "embedding": cfg.lr * cfg.embedding_lr_mult,
+        "hidden": cfg.lr,
+        "output": cfg.lr * cfg.output_lr_mult,
+        "vector": cfg.adam_lr,
+    }
 
 
 def role_groups(layout: Layout, cfg: OptimizerConfig, roles=ROLES) -> list[dict]:
@@ -105,9 +131,13 @@ def role_groups(layout: Layout, cfg: OptimizerConfig, roles=ROLES) -> list[dict]
         for p in by_role.get(role, []):
             layouts.setdefault(p.fan_in, []).append(p)
         for fan_in, params in layouts.items():
-            group = {"params": [p.param for p in params], "names": [p.name for p in params],
-                     "label": role, "lr": lrs[role],
-                     "weight_decay": vector_decay if role == "vector" else cfg.weight_decay}
+            group = {
+                "params": [p.param for p in params],
+                "names": [p.name for p in params],
+                "label": role,
+                "lr": lrs[role],
+                "weight_decay": vector_decay if role == "vector" else cfg.weight_decay,
+            }
             if fan_in is not None:
                 group["fan_in"] = fan_in
             groups.append(group)

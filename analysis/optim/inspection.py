@@ -39,12 +39,19 @@ def group_rows(optimizer: torch.optim.Optimizer) -> list[dict]:
     rows = []
     for opt in getattr(optimizer, "optimizers", [optimizer]):
         for i, group in enumerate(opt.param_groups):
-            rows.append({"group": group.get("label", str(i)), "fan_in": group.get("fan_in"),
-                         "tensors": len(group["params"]),
-                         "elements": sum(p.numel() for p in group["params"]), "lr": group["lr"],
-                         "weight_decay": group.get("weight_decay", 0.0),
-                         "rule": (repr(opt.transform_of(group)) if hasattr(opt, "transform_of")
-                                  else type(opt).__name__)})
+            rows.append(
+                {
+                    "group": group.get("label", str(i)),
+                    "fan_in": group.get("fan_in"),
+                    "tensors": len(group["params"]),
+                    "elements": sum(p.numel() for p in group["params"]),
+                    "lr": group["lr"],
+                    "weight_decay": group.get("weight_decay", 0.0),
+                    "rule": (
+                        repr(opt.transform_of(group)) if hasattr(opt, "transform_of") else type(opt).__name__
+                    ),
+                }
+            )
     return rows
 
 
@@ -55,9 +62,11 @@ def describe(optimizer: torch.optim.Optimizer) -> str:
     lines = [f"{'group':<10} {'fan-in':<7} {'tensors':>7} {'elements':>11} {'lr':>9} {'wd':>6}  rule"]
     for r in group_rows(optimizer):
         fan_in = ",".join(map(str, r["fan_in"])) if r["fan_in"] else "-"
-        lines.append(f"{r['group']:<10} {fan_in:<7} {r['tensors']:>7} {r['elements']:>11,} "
-                     f"{r['lr']:>9.3g} {r['weight_decay']:>6.3g}  {r['rule']}")
-    layout = getattr(optimizer, "layout", None)   # set by build_optimizer
+        lines.append(
+            f"{r['group']:<10} {fan_in:<7} {r['tensors']:>7} {r['elements']:>11,} "
+            f"{r['lr']:>9.3g} {r['weight_decay']:>6.3g}  {r['rule']}"
+        )
+    layout = getattr(optimizer, "layout", None)  # set by build_optimizer
     if layout is not None:
         lines += ["", layout.table()]
     return "\n".join(lines)

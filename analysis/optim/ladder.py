@@ -53,8 +53,7 @@ def ladder_transforms(kind: str, placement: str, cfg: OptimizerConfig) -> dict[s
     return transforms
 
 
-def _ladder_step(kind: str, with_momentum: bool, cfg: OptimizerConfig,
-                 fan_in: tuple[int, ...]) -> Transform:
+def _ladder_step(kind: str, with_momentum: bool, cfg: OptimizerConfig, fan_in: tuple[int, ...]) -> Transform:
     """One matrix layout's chain: momentum (if placed here), the direction, the taps."""
     parts = [momentum(cfg.beta), tap("momentum")] if with_momentum else []
     return chain(*parts, direction_map(kind, fan_in, cfg), tap("update"))

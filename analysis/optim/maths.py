@@ -41,8 +41,7 @@ def as_dim(dim) -> int | tuple[int, ...]:
     return found[0] if len(found) == 1 else found
 
 
-def sum_of_squares(x: Tensor, dim, dtype: torch.dtype | None = None,
-                   rows_per_chunk: int = 1024) -> Tensor:
+def sum_of_squares(x: Tensor, dim, dtype: torch.dtype | None = None, rows_per_chunk: int = 1024) -> Tensor:
     """``sum(x**2, dim, keepdim=True)`` of a matrix, without a full-size temporary, accumulated
     in ``dtype`` (default: ``x``'s, at least float32). ``dim``: an axis or a tuple of axes
     (a convolution's fan-in is ``(1, 2, ...)``).
@@ -61,7 +60,7 @@ def sum_of_squares(x: Tensor, dim, dtype: torch.dtype | None = None,
     acc = torch.zeros((min(rows_per_chunk, x.size(0)), *x.shape[1:]), dtype=dtype, device=x.device)
     for chunk in x.split(rows_per_chunk, dim=0):
         chunk = chunk.to(dtype)
-        acc[:chunk.size(0)].addcmul_(chunk, chunk)
+        acc[: chunk.size(0)].addcmul_(chunk, chunk)
     return acc.sum(dim=0, keepdim=True)
 
 

@@ -87,13 +87,13 @@ class LocalState(collections.abc.MutableMapping):
 class ChainedOptimizer(torch.optim.Optimizer):
     """Apply ``transforms[group["label"]]`` to each group's gradients, then the decoupled step."""
 
-    def __init__(self, param_groups: list[dict], transforms: dict[str, Transform],
-                 fused: bool = False):
+    def __init__(self, param_groups: list[dict], transforms: dict[str, Transform], fused: bool = False):
         for group in param_groups:
             label = group.get("label")
             if label not in transforms:
-                raise ValueError(f"param group {label!r} has no transform; "
-                                 f"known labels: {sorted(transforms)}")
+                raise ValueError(
+                    f"param group {label!r} has no transform; known labels: {sorted(transforms)}"
+                )
             lr, wd = group.get("lr"), group.get("weight_decay", 0.0)
             if lr is None or not lr >= 0.0:
                 raise ValueError(f"learning rate must be >= 0, got {lr} for group {label!r}")
@@ -105,8 +105,7 @@ class ChainedOptimizer(torch.optim.Optimizer):
         self.fused = fused
         super().__init__(param_groups, {"weight_decay": 0.0})
 
-    def register_tap_hook(self, hook: TapHook,
-                          wanted: Callable[[], bool] | None = None) -> RemovableHandle:
+    def register_tap_hook(self, hook: TapHook, wanted: Callable[[], bool] | None = None) -> RemovableHandle:
         """Call ``hook(label, direction, param)`` for every ``tap`` this optimizer's transforms
         pass during ``step``; ``handle.remove()`` stops it. Without hooks taps cost nothing.
         ``wanted()``, asked before each step, says whether the hook needs this step's
@@ -139,9 +138,11 @@ class ChainedOptimizer(torch.optim.Optimizer):
         transform = self.transforms[group["label"]]
         if isinstance(transform, PerLayout):
             if "fan_in" not in group:
-                raise ValueError(f"param group {group['label']!r} has a per-layout transform "
-                                 "but no 'fan_in' axes; build the groups with "
-                                 "analysis.optim.hyper.role_groups")
+                raise ValueError(
+                    f"param group {group['label']!r} has a per-layout transform "
+                    "but no 'fan_in' axes; build the groups with "
+                    "analysis.optim.hyper.role_groups"
+                )
             return transform.at(group["fan_in"])
         return transform
 
@@ -158,7 +159,7 @@ class ChainedOptimizer(torch.optim.Optimizer):
             for hook in hooks:
                 hook(label, direction, param)
 
-        with tap_listener(dispatch):   # taps wanted: every group on its readable path
+        with tap_listener(dispatch):  # taps wanted: every group on its readable path
             self._apply(fusing=False)
         return loss
 
@@ -172,7 +173,8 @@ class ChainedOptimizer(torch.optim.Optimizer):
                         f"group {group['label']!r}: a parameter of shape {tuple(p.shape)} has a "
                         f"{str(p.grad.layout).removeprefix('torch.')} gradient, and this optimizer "
                         "needs dense ones; build the layer with sparse=False (nn.Embedding's "
-                        "default)")
+                        "default)"
+                    )
 
     def _apply(self, fusing: bool = False):
         for group in self.param_groups:
@@ -194,8 +196,7 @@ class ChainedOptimizer(torch.optim.Optimizer):
                 if wd != 0.0:
                     target.mul_(1.0 - lr * wd)
                 if isinstance(direction, Scaled):  # normalize: one fused in-place update
-                    target.addcmul_(direction.base.to(p.dtype), direction.scale.to(p.dtype),
-                                    value=-lr)
+                    target.addcmul_(direction.base.to(p.dtype), direction.scale.to(p.dtype), value=-lr)
                 else:
                     target.add_(direction.to(p.dtype), alpha=-lr)
 
@@ -213,7 +214,7 @@ class ChainedOptimizer(torch.optim.Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         if rule is None or not fused_step.can_fuse(params):
             return False
-        if rule.kind in ("rows", "cols"):   # stateless: the entry the readable path makes, no init
+        if rule.kind in ("rows", "cols"):  # stateless: the entry the readable path makes, no init
             states = [self.state[p] for p in params]
         else:
             states = [self._state_of(p, transform) for p in params]
@@ -258,17 +259,21 @@ class PartitionedOptimizer(torch.optim.Optimizer):
         self.optimizers = list(optimizers)
         groups = [g for opt in self.optimizers for g in opt.param_groups]
         super().__init__(groups, {})
-        self.share_inner_groups()   # Optimizer.__init__ re-adds the dicts: share the inner ones
+        self.share_inner_groups()  # Optimizer.__init__ re-adds the dicts: share the inner ones
 
     def describe(self) -> str:
         """The group table of every inner optimizer (see the module-level ``describe``)."""
         return describe(self)
 
-    def register_tap_hook(self, hook: TapHook,
-                          wanted: Callable[[], bool] | None = None) -> _Handles:
+    def register_tap_hook(self, hook: TapHook, wanted: Callable[[], bool] | None = None) -> _Handles:
         """``register_tap_hook`` on every inner optimizer that has taps; one handle for all."""
-        return _Handles([opt.register_tap_hook(hook, wanted) for opt in self.optimizers
-                         if hasattr(opt, "register_tap_hook")])
+        return _Handles(
+            [
+                opt.register_tap_hook(hook, wanted)
+                for opt in self.optimizers
+                if hasattr(opt, "register_tap_hook")
+            ]
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -287,8 +292,10 @@ class PartitionedOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict):
         inner = state_dict.get("partitioned")
         if inner is None or len(inner) != len(self.optimizers):
-            raise ValueError("optimizer state was saved by a different recipe "
-                             f"(expected {len(self.optimizers)} partitions)")
+            raise ValueError(
+                "optimizer state was saved by a different recipe "
+                f"(expected {len(self.optimizers)} partitions)"
+            )
         for opt, sd in zip(self.optimizers, inner):
             opt.load_state_dict(sd)
         self.share_inner_groups()
@@ -315,8 +322,7 @@ class _Handles:
 
 # what steps FSDP2 row shards correctly: the chains (whole-matrix rules gathered), elementwise
 # torch optimizers, and Muon (its DTensor matmuls gather)
-STEPS_ROW_SHARDS = (ChainedOptimizer, torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD,
-                    torch.optim.Muon)
+STEPS_ROW_SHARDS = (ChainedOptimizer, torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD, torch.optim.Muon)
 
 
 def check_shardable(optimizer: torch.optim.Optimizer, name: str) -> None:
@@ -328,12 +334,17 @@ def check_shardable(optimizer: torch.optim.Optimizer, name: str) -> None:
     matmuls on ``DTensor`` gather what they need (a test holds it equal to DDP); the others
     (Adafactor's factored moments, pytorch-optimizer's projections) would apply a whole-matrix
     rule to a block of rows. ``name`` is the recipe's name."""
-    problems = [type(opt).__name__ for opt in getattr(optimizer, "optimizers", [optimizer])
-                if not isinstance(opt, STEPS_ROW_SHARDS)]
+    problems = [
+        type(opt).__name__
+        for opt in getattr(optimizer, "optimizers", [optimizer])
+        if not isinstance(opt, STEPS_ROW_SHARDS)
+    ]
     if problems:
-        raise NotShardable(f"optimizer {name!r} needs whole matrices ({'; '.join(problems)} steps "
-                           "them itself), which FSDP2 splits across processes by rows; run it with "
-                           "--parallel ddp")
+        raise NotShardable(
+            f"optimizer {name!r} needs whole matrices ({'; '.join(problems)} steps "
+            "them itself), which FSDP2 splits across processes by rows; run it with "
+            "--parallel ddp"
+        )
 
 
 def whole_matrix_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -342,8 +353,9 @@ def whole_matrix_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     found = []
     for opt in getattr(optimizer, "optimizers", [optimizer]):
         if isinstance(opt, ChainedOptimizer):
-            found += [p for g in opt.param_groups if not opt.transform_of(g).row_shard_safe
-                      for p in g["params"]]
+            found += [
+                p for g in opt.param_groups if not opt.transform_of(g).row_shard_safe for p in g["params"]
+            ]
         elif isinstance(opt, torch.optim.Muon):
             found += [p for g in opt.param_groups for p in g["params"]]
     return found

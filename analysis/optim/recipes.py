@@ -70,9 +70,7 @@ from analysis.optim.state import (
     per_element,
     total_elements,
 )
-from analysis.optim.transforms import (
-    Transform,
-)
+from analysis.optim.transforms import Transform
 from analysis.optim.variants import hidden_with_adamw
 
 
@@ -90,13 +88,13 @@ class Recipe:
     build: Callable[[nn.Module, OptimizerConfig], torch.optim.Optimizer]
     description: str
     default_lr: float
-    default_adam_lr: float | None = None   # None: the vectors share ``lr``
+    default_adam_lr: float | None = None  # None: the vectors share ``lr``
     default_momentum: str = "none"
-    vector_rules: tuple[str, ...] = ("torch",)   # accepted vector rules, the default first
+    vector_rules: tuple[str, ...] = ("torch",)  # accepted vector rules, the default first
     state: dict[str, StateRule] = field(default_factory=dict)
     placeable: bool = False
-    extra: str | None = None            # pip extra needed
-    user: bool = False                  # a user's design (``analysis.optim.designs``)
+    extra: str | None = None  # pip extra needed
+    user: bool = False  # a user's design (``analysis.optim.designs``)
 
     def resolve(self, cfg: OptimizerConfig) -> OptimizerConfig:
         """``cfg`` with every None default filled from this recipe, validated."""
@@ -104,10 +102,13 @@ class Recipe:
         adam_lr = cfg.adam_lr if cfg.adam_lr is not None else (self.default_adam_lr or lr)
         rule = cfg.vector_rule or self.vector_rules[0]
         if rule not in self.vector_rules:
-            raise RecipeError(f"{self.name} updates vectors with torch's AdamW rule; "
-                              f"vector_rule {rule!r} applies to the ladder recipes (sgd .. scale)")
-        return replace(cfg, lr=lr, adam_lr=adam_lr, vector_rule=rule,
-                       momentum=cfg.momentum or self.default_momentum).validate()
+            raise RecipeError(
+                f"{self.name} updates vectors with torch's AdamW rule; "
+                f"vector_rule {rule!r} applies to the ladder recipes (sgd .. scale)"
+            )
+        return replace(
+            cfg, lr=lr, adam_lr=adam_lr, vector_rule=rule, momentum=cfg.momentum or self.default_momentum
+        ).validate()
 
     def state_rules(self, momentum: str | None = None) -> dict[str, StateRule]:
         """The state rule per role; for a ladder recipe, with momentum placed at ``momentum``."""
@@ -119,6 +120,7 @@ class Recipe:
 
 
 # ----------------------------------------------------------------------------- SCALE
+
 
 def scale_transforms(cfg: OptimizerConfig) -> dict[str, Transform]:
     """SCALE, per role (arXiv 2506.16659, Algorithm 1, and its code release). For a matrix with
@@ -134,26 +136,32 @@ def scale_transforms(cfg: OptimizerConfig) -> dict[str, Transform]:
     momentum on the output layer (``analysis.optim.ladder``), built there, so the recipe and the
     ablation cannot drift apart; ``analysis/optim/scale.py`` writes it out in one file."""
 
-    return ladder_transforms("col_norm", "output", cfg)   # the one definition: the ladder's rung
+    return ladder_transforms("col_norm", "output", cfg)  # the one definition: the ladder's rung
 
 
 # ----------------------------------------------------------------------------- the ladder
 
+
 def _ladder(kind: str):
     def build(layout, cfg):
         return ChainedOptimizer(role_groups(layout, cfg), ladder_transforms(kind, cfg.momentum, cfg))
+
     return build
 
 
 def _scale(layout, cfg):
     if cfg.momentum not in ("output", "last"):
-        raise RecipeError("scale is col_norm with momentum on the output layer; for another "
-                          f"placement use --optimizer col_norm --momentum {cfg.momentum}")
+        raise RecipeError(
+            "scale is col_norm with momentum on the output layer; for another "
+            f"placement use --optimizer col_norm --momentum {cfg.momentum}"
+        )
     if not layout.by_role()["output"]:
-        raise RecipeError(f"scale puts momentum on the output layer, and no parameter of "
-                          f"{type(layout.model).__name__} has the role 'output' (the default "
-                          "rule finds it by get_output_embeddings()); name it with a rule, e.g. "
-                          "rules=[by_name('output', 'head.weight')]")
+        raise RecipeError(
+            f"scale puts momentum on the output layer, and no parameter of "
+            f"{type(layout.model).__name__} has the role 'output' (the default "
+            "rule finds it by get_output_embeddings()); name it with a rule, e.g. "
+            "rules=[by_name('output', 'head.weight')]"
+        )
     return ChainedOptimizer(role_groups(layout, cfg), scale_transforms(cfg))
 
 
@@ -175,34 +183,93 @@ def _with_hidden(rule: StateRule) -> dict[str, StateRule]:
 
 LADDER_DEFAULTS = {"placeable": True, "default_adam_lr": 2e-2, "vector_rules": VECTOR_RULES}
 LADDER_LRS = {"sgd": 0.5, "sign": 1e-3, "row_norm": 1e-3, "col_norm": 1e-3, "spectral_norm": 1e-3}
-VARIANTS = {"rmnp": ("RMNP: EMA momentum, unit L2 per output unit", per_element(1)),
-            "normuon": ("NorMuon: Muon, then a second moment per unit", MOMENTUM_AND_ROWS),
-            "muoneq": ("MuonEq-R: unit rows, then Newton-Schulz", per_element(1))}
+VARIANTS = {
+    "rmnp": ("RMNP: EMA momentum, unit L2 per output unit", per_element(1)),
+    "normuon": ("NorMuon: Muon, then a second moment per unit", MOMENTUM_AND_ROWS),
+    "muoneq": ("MuonEq-R: unit rows, then Newton-Schulz", per_element(1)),
+}
 # Every built-in recipe: (name, builder, description, default lr) and its other defaults.
-BUILT_IN: dict[str, Recipe] = {recipe.name: recipe for recipe in (
-    *(Recipe(kind, _ladder(kind), f"{text}; momentum placement via --momentum", LADDER_LRS[kind],
-             **LADDER_DEFAULTS) for kind, text in LADDER.items()),
-    Recipe("sgd_momentum", _ladder("sgd"), "SGD with EMA momentum on every matrix", 0.5,
-           **(LADDER_DEFAULTS | {"default_momentum": "all"})),
-    Recipe("scale", _scale, "SCALE: col_norm + EMA momentum on the output layer only", 1e-3,
-           **(LADDER_DEFAULTS | {"default_momentum": "output"})),
-    Recipe("adamw", library.adamw, "torch.optim.AdamW on every parameter", 1e-3, state=ADAM_EVERYWHERE),
-    Recipe("muon", library.muon, "torch.optim.Muon on hidden matrices, AdamW on the rest", 1e-3,
-           state=_with_hidden(per_element(1))),
-    *(Recipe(name, hidden_with_adamw(name), f"{text} (hidden); AdamW elsewhere", 1e-3,
-             state=_with_hidden(rule)) for name, (text, rule) in VARIANTS.items()),
-    Recipe("swan", swan, "SWAN: GradNorm + whitening (Newton-Schulz) on hidden matrices, "
-           "stateless; Adam elsewhere", 1e-3, state=_with_hidden(NO_STATE)),
-    # Stable-SPAM's 3 scalars per tensor are not counted, like step counters.
-    Recipe("stable_spam", stable_spam, "Stable-SPAM: Adam after spike clipping and norm scaling, "
-           "moments reset every 1000 steps", 1e-3, state=ADAM_EVERYWHERE),
-    Recipe("adafactor", library.adafactor, "torch.optim.Adafactor (factored second moment)", 1e-2,
-           state={role: FACTORED for role in ROLES}),
-    *(Recipe(name, library.low_rank(cls, **keys), f"{text}; hidden matrices, AdamW elsewhere", 1e-3,
-             state=_with_hidden(rule), extra="baselines")
-      for name, (cls, keys, rule, text) in library.LOW_RANK.items()),
-)}
-USER: dict[str, Recipe] = {}   # a user's designs (``analysis.optim.designs.register_design``)
+BUILT_IN: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        *(
+            Recipe(
+                kind,
+                _ladder(kind),
+                f"{text}; momentum placement via --momentum",
+                LADDER_LRS[kind],
+                **LADDER_DEFAULTS,
+            )
+            for kind, text in LADDER.items()
+        ),
+        Recipe(
+            "sgd_momentum",
+            _ladder("sgd"),
+            "SGD with EMA momentum on every matrix",
+            0.5,
+            **(LADDER_DEFAULTS | {"default_momentum": "all"}),
+        ),
+        Recipe(
+            "scale",
+            _scale,
+            "SCALE: col_norm + EMA momentum on the output layer only",
+            1e-3,
+            **(LADDER_DEFAULTS | {"default_momentum": "output"}),
+        ),
+        Recipe("adamw", library.adamw, "torch.optim.AdamW on every parameter", 1e-3, state=ADAM_EVERYWHERE),
+        Recipe(
+            "muon",
+            library.muon,
+            "torch.optim.Muon on hidden matrices, AdamW on the rest",
+            1e-3,
+            state=_with_hidden(per_element(1)),
+        ),
+        *(
+            Recipe(
+                name,
+                hidden_with_adamw(name),
+                f"{text} (hidden); AdamW elsewhere",
+                1e-3,
+                state=_with_hidden(rule),
+            )
+            for name, (text, rule) in VARIANTS.items()
+        ),
+        Recipe(
+            "swan",
+            swan,
+            "SWAN: GradNorm + whitening (Newton-Schulz) on hidden matrices, stateless; Adam elsewhere",
+            1e-3,
+            state=_with_hidden(NO_STATE),
+        ),
+        # Stable-SPAM's 3 scalars per tensor are not counted, like step counters.
+        Recipe(
+            "stable_spam",
+            stable_spam,
+            "Stable-SPAM: Adam after spike clipping and norm scaling, moments reset every 1000 steps",
+            1e-3,
+            state=ADAM_EVERYWHERE,
+        ),
+        Recipe(
+            "adafactor",
+            library.adafactor,
+            "torch.optim.Adafactor (factored second moment)",
+            1e-2,
+            state={role: FACTORED for role in ROLES},
+        ),
+        *(
+            Recipe(
+                name,
+                library.low_rank(cls, **keys),
+                f"{text}; hidden matrices, AdamW elsewhere",
+                1e-3,
+                state=_with_hidden(rule),
+                extra="baselines",
+            )
+            for name, (cls, keys, rule, text) in library.LOW_RANK.items()
+        ),
+    )
+}
+USER: dict[str, Recipe] = {}  # a user's designs (``analysis.optim.designs.register_design``)
 
 
 def _recipes() -> dict[str, Recipe]:
@@ -227,17 +294,26 @@ def get_recipe(name: str) -> Recipe:
     install) when it is unknown or its package is missing."""
     recipes = _recipes()
     if name not in recipes:
-        raise RecipeError(f"unknown optimizer {name!r}; choose one of {', '.join(recipes)} "
-                          "(or `scale-lab train --optimizer list`)")
+        raise RecipeError(
+            f"unknown optimizer {name!r}; choose one of {', '.join(recipes)} "
+            "(or `scale-lab train --optimizer list`)"
+        )
     recipe = recipes[name]
     if recipe.extra == "baselines" and importlib.util.find_spec("pytorch_optimizer") is None:
-        raise RecipeError(f"optimizer {name!r} needs the pytorch-optimizer package: "
-                          "pip install 'scale-lab[baselines]'")
+        raise RecipeError(
+            f"optimizer {name!r} needs the pytorch-optimizer package: pip install 'scale-lab[baselines]'"
+        )
     return recipe
 
 
-def build_optimizer(name: str, model: nn.Module, cfg: OptimizerConfig | None = None,
-                    rules=None, fused: bool = False, **overrides) -> torch.optim.Optimizer:
+def build_optimizer(
+    name: str,
+    model: nn.Module,
+    cfg: OptimizerConfig | None = None,
+    rules=None,
+    fused: bool = False,
+    **overrides,
+) -> torch.optim.Optimizer:
     """Build recipe ``name`` for ``model``.
 
     Args: ``cfg`` (default ``OptimizerConfig()``) and keyword ``overrides`` of its fields;
@@ -252,7 +328,7 @@ def build_optimizer(name: str, model: nn.Module, cfg: OptimizerConfig | None = N
     cfg = recipe.resolve(replace(cfg or OptimizerConfig(), **overrides))
     layout = assign(model, rules)
     optimizer = recipe.build(layout, cfg)
-    optimizer.layout, optimizer.recipe = layout, name   # describe() and recordings read them
+    optimizer.layout, optimizer.recipe = layout, name  # describe() and recordings read them
     for inner in getattr(optimizer, "optimizers", [optimizer]):
         if isinstance(inner, ChainedOptimizer):
             inner.fused = fused
@@ -268,8 +344,16 @@ def declared_state_elements(name: str, shapes, rank: int, momentum: str | None =
 def recipe_rows() -> list[dict]:
     """One row per recipe: name, default lr, description, the state it keeps (in words, from
     its declaration) and the extra package it needs (or None)."""
-    return [{"name": r.name, "lr": r.default_lr, "description": r.description,
-             "state": describe_rules(r.state_rules()), "extra": r.extra} for r in _recipes().values()]
+    return [
+        {
+            "name": r.name,
+            "lr": r.default_lr,
+            "description": r.description,
+            "state": describe_rules(r.state_rules()),
+            "extra": r.extra,
+        }
+        for r in _recipes().values()
+    ]
 
 
 def recipe_table() -> str:

@@ -69,16 +69,23 @@ class Rule:
 def by_type(role: str, *types: type, fan_in: int | FanIn | None = None) -> Rule:
     """Matrices of modules of ``types`` (vectors are left to the vector rule)."""
     names = ", ".join(t.__name__ for t in types)
-    return Rule(role, lambda model, module, name, p: isinstance(module, types) and p.ndim >= 2,
-                None if fan_in is None else axes(fan_in), f"type {names}")
+    return Rule(
+        role,
+        lambda model, module, name, p: isinstance(module, types) and p.ndim >= 2,
+        None if fan_in is None else axes(fan_in),
+        f"type {names}",
+    )
 
 
 def by_name(role: str, *patterns: str, fan_in: int | FanIn | None = None) -> Rule:
     """Parameters whose full name matches one of the glob ``patterns`` (``"head.weight"``,
     ``"*.attn.c_proj.weight"``)."""
-    return Rule(role, lambda model, module, name, p: any(fnmatch.fnmatchcase(name, pat)
-                                                         for pat in patterns),
-                None if fan_in is None else axes(fan_in), f"name {' | '.join(patterns)}")
+    return Rule(
+        role,
+        lambda model, module, name, p: any(fnmatch.fnmatchcase(name, pat) for pat in patterns),
+        None if fan_in is None else axes(fan_in),
+        f"name {' | '.join(patterns)}",
+    )
 
 
 def tied(role: str) -> Rule:
@@ -87,8 +94,7 @@ def tied(role: str) -> Rule:
     dimension like an input table)."""
     if role not in ("output", "embedding"):
         raise RoleError(f"tied({role!r}): a tied tensor is the 'output' or the 'embedding'")
-    return Rule(role, lambda *a: False, None, f"tied weights as {role}", user=False,
-                resolves_tie=True)
+    return Rule(role, lambda *a: False, None, f"tied weights as {role}", user=False, resolves_tie=True)
 
 
 def _output_head(model: nn.Module) -> nn.Module | None:
@@ -123,13 +129,25 @@ def default_rules() -> list[Rule]:
     """The rules for LLaMA-like models, in order: output head, ``nn.Embedding``, vectors
     (ndim < 2), hidden (any matrix of a known layer type)."""
     return [
-        Rule("output", lambda model, module, name, p: module is _output_head(model) and p.ndim >= 2,
-             text="get_output_embeddings()", user=False),
-        Rule("embedding", lambda model, module, name, p: isinstance(module, nn.Embedding),
-             text="type Embedding", user=False),
+        Rule(
+            "output",
+            lambda model, module, name, p: module is _output_head(model) and p.ndim >= 2,
+            text="get_output_embeddings()",
+            user=False,
+        ),
+        Rule(
+            "embedding",
+            lambda model, module, name, p: isinstance(module, nn.Embedding),
+            text="type Embedding",
+            user=False,
+        ),
         Rule("vector", lambda model, module, name, p: p.ndim < 2, text="ndim < 2", user=False),
-        Rule("hidden", lambda model, module, name, p: p.ndim >= 2
-             and layer_fan_in(module, p) is not None, text="Linear, Conv1D, Conv*d", user=False),
+        Rule(
+            "hidden",
+            lambda model, module, name, p: p.ndim >= 2 and layer_fan_in(module, p) is not None,
+            text="Linear, Conv1D, Conv*d",
+            user=False,
+        ),
     ]
 
 
@@ -164,16 +182,27 @@ class Layout:
 
     def rows(self) -> list[dict]:
         """One row per parameter: name, shape, layer, role, fan-in axes, deciding rule."""
-        return [{"parameter": p.name, "shape": tuple(p.param.shape), "layer": p.layer,
-                 "role": p.role, "fan_in": p.fan_in, "rule": p.rule} for p in self.params.values()]
+        return [
+            {
+                "parameter": p.name,
+                "shape": tuple(p.param.shape),
+                "layer": p.layer,
+                "role": p.role,
+                "fan_in": p.fan_in,
+                "rule": p.rule,
+            }
+            for p in self.params.values()
+        ]
 
     def table(self) -> str:
         """``rows`` as text."""
         lines = [f"{'parameter':<40} {'shape':<16} {'layer':<12} {'role':<9} {'fan-in':<9} rule"]
         for r in self.rows():
             fan_in = "-" if r["fan_in"] is None else ",".join(map(str, r["fan_in"]))
-            lines.append(f"{r['parameter']:<40} {str(r['shape']):<16} {r['layer']:<12} "
-                         f"{r['role']:<9} {fan_in:<9} {r['rule']}")
+            lines.append(
+                f"{r['parameter']:<40} {str(r['shape']):<16} {r['layer']:<12} "
+                f"{r['role']:<9} {fan_in:<9} {r['rule']}"
+            )
         return "\n".join(lines)
 
 
@@ -196,29 +225,34 @@ def assign(model: nn.Module, rules=None) -> Layout:
             name = f"{module_name}.{pname}" if module_name else pname
             index = next((i for i, r in enumerate(ordered) if r.match(model, module, name, p)), None)
             if index is None:
-                raise RoleError(f"parameter {name} {tuple(p.shape)} of a {type(module).__name__} "
-                                "matches no role rule: the rules know nn.Linear, nn.Embedding, "
-                                "transformers' Conv1D, nn.Conv*d and vectors, and do not guess "
-                                "another layer's fan-in axis; add a rule, e.g. by_type('hidden', "
-                                f"{type(module).__name__}, fan_in=1)")
+                raise RoleError(
+                    f"parameter {name} {tuple(p.shape)} of a {type(module).__name__} "
+                    "matches no role rule: the rules know nn.Linear, nn.Embedding, "
+                    "transformers' Conv1D, nn.Conv*d and vectors, and do not guess "
+                    "another layer's fan-in axis; add a rule, e.g. by_type('hidden', "
+                    f"{type(module).__name__}, fan_in=1)"
+                )
             rule = ordered[index]
             used.add(index)
             fan_in = None if p.ndim < 2 else rule.fan_in or layer_fan_in(module, p)
             if p.ndim >= 2 and fan_in is None:
-                raise RoleError(f"parameter {name} {tuple(p.shape)} of a {type(module).__name__} "
-                                f"gets role {rule.role!r} from rule '{rule.text}' but its fan-in "
-                                "axis is unknown; give it: fan_in=1 (torch rows) or fan_in=0")
+                raise RoleError(
+                    f"parameter {name} {tuple(p.shape)} of a {type(module).__name__} "
+                    f"gets role {rule.role!r} from rule '{rule.text}' but its fan-in "
+                    "axis is unknown; give it: fan_in=1 (torch rows) or fan_in=0"
+                )
             entry = ParamLayout(name, rule.role, fan_in, type(module).__name__, rule.text, p)
             previous = found.get(id(p))
             if previous is not None and previous.role != entry.role:
                 if tie is None:
-                    raise RoleError(f"{name} and {previous.name} are the same tensor (tied "
-                                    f"weights) but get roles {entry.role!r} and "
-                                    f"{previous.role!r}; untie them (tie_word_embeddings=False) "
-                                    "or choose one role with rules=[tied('output')]")
+                    raise RoleError(
+                        f"{name} and {previous.name} are the same tensor (tied "
+                        f"weights) but get roles {entry.role!r} and "
+                        f"{previous.role!r}; untie them (tie_word_embeddings=False) "
+                        "or choose one role with rules=[tied('output')]"
+                    )
                 keep = entry if entry.role == tie.role else previous
-                found[id(p)] = ParamLayout(previous.name, tie.role, keep.fan_in, keep.layer,
-                                           tie.text, p)
+                found[id(p)] = ParamLayout(previous.name, tie.role, keep.fan_in, keep.layer, tie.text, p)
             elif previous is None:
                 found[id(p)] = entry
     unused = [r.text or r.role for i, r in enumerate(ordered) if r.user and i not in used]

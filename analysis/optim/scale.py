@@ -52,9 +52,16 @@ ROLES = ("embedding", "hidden", "output", "vector")
 
 
 @torch.no_grad()
-def scale_step(params: list[torch.Tensor], grads: list[torch.Tensor],
-               momentum_buffers: list[torch.Tensor | None], fan_in: tuple[int, ...], *, lr: float,
-               beta: float = 0.9, weight_decay: float = 0.0) -> None:
+def scale_step(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    momentum_buffers: list[torch.Tensor | None],
+    fan_in: tuple[int, ...],
+    *,
+    lr: float,
+    beta: float = 0.9,
+    weight_decay: float = 0.0,
+) -> None:
     """One SCALE step on matrices that share ``fan_in`` axes, in place: a buffer (the output
     layer's) takes the EMA of its gradient and stands in for it; a None buffer means none."""
     for p, g, buffer in zip(params, grads, momentum_buffers):
@@ -67,13 +74,21 @@ def scale_step(params: list[torch.Tensor], grads: list[torch.Tensor],
 
 
 @torch.no_grad()
-def adam_step(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
-              exp_avg_sqs: list[torch.Tensor], step: int, *, lr: float,
-              betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-              weight_decay: float = 0.0) -> None:
+def adam_step(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    step: int,
+    *,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+) -> None:
     """The release's Adam on vectors at step ``step`` (1-based), in place."""
     beta1, beta2 = betas
-    step_size = lr * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
+    step_size = lr * math.sqrt(1 - beta2**step) / (1 - beta1**step)
     for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
         m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
@@ -86,18 +101,33 @@ class SCALE(torch.optim.Optimizer):
     ``fan_in`` axes; ``scale_param_groups`` builds them for a model. A vector group without its
     own ``lr`` takes ``adam_lr``. LR schedulers scale every group's ``lr`` alike."""
 
-    def __init__(self, params, lr: float = 1e-3, adam_lr: float = 2e-2, beta: float = 0.9,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
-        for name, value, ok in (("lr", lr, lr > 0), ("adam_lr", adam_lr, adam_lr > 0),
-                                ("beta", beta, 0 <= beta < 1), ("eps", eps, eps >= 0),
-                                ("betas", betas, all(0 <= b < 1 for b in betas)),
-                                ("weight_decay", weight_decay, weight_decay >= 0)):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        adam_lr: float = 2e-2,
+        beta: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ):
+        for name, value, ok in (
+            ("lr", lr, lr > 0),
+            ("adam_lr", adam_lr, adam_lr > 0),
+            ("beta", beta, 0 <= beta < 1),
+            ("eps", eps, eps >= 0),
+            ("betas", betas, all(0 <= b < 1 for b in betas)),
+            ("weight_decay", weight_decay, weight_decay >= 0),
+        ):
             if not ok:
                 raise ValueError(f"SCALE: invalid {name} {value!r}")
         self._adam_lr = adam_lr
-        super().__init__(params, dict(lr=lr, beta=beta, betas=betas, eps=eps,
-                                      weight_decay=weight_decay, role="hidden", fan_in=(1,)))
+        super().__init__(
+            params,
+            dict(
+                lr=lr, beta=beta, betas=betas, eps=eps, weight_decay=weight_decay, role="hidden", fan_in=(1,)
+            ),
+        )
 
     def add_param_group(self, group: dict) -> None:
         if group.get("role", "hidden") not in ROLES:
@@ -122,18 +152,33 @@ class SCALE(torch.optim.Optimizer):
                     if not state:
                         state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
                     state["step"] += 1
-                for p, g, state in zip(params, grads, states):   # each vector its own step count
-                    adam_step([p], [g], [state["exp_avg"]], [state["exp_avg_sq"]], state["step"],
-                              lr=group["lr"], betas=group["betas"], eps=group["eps"],
-                              weight_decay=group["weight_decay"])
+                for p, g, state in zip(params, grads, states):  # each vector its own step count
+                    adam_step(
+                        [p],
+                        [g],
+                        [state["exp_avg"]],
+                        [state["exp_avg_sq"]],
+                        state["step"],
+                        lr=group["lr"],
+                        betas=group["betas"],
+                        eps=group["eps"],
+                        weight_decay=group["weight_decay"],
+                    )
                 continue
             buffers = []
             for p in params:
                 if group["role"] == "output" and "momentum_buffer" not in self.state[p]:
                     self.state[p]["momentum_buffer"] = torch.zeros_like(p)
                 buffers.append(self.state[p].get("momentum_buffer"))
-            scale_step(params, grads, buffers, group["fan_in"], lr=group["lr"], beta=group["beta"],
-                       weight_decay=group["weight_decay"])
+            scale_step(
+                params,
+                grads,
+                buffers,
+                group["fan_in"],
+                lr=group["lr"],
+                beta=group["beta"],
+                weight_decay=group["weight_decay"],
+            )
         return loss
 
 
@@ -141,12 +186,13 @@ def _fan_in(module: nn.Module, name: str, p: torch.Tensor) -> tuple[str, tuple[i
     """(role, fan-in axes) of a matrix by its layer's type; None for a layer SCALE has no rule for."""
     if isinstance(module, nn.Embedding):
         return "embedding", (0,)
-    if isinstance(module, nn.Linear) or (isinstance(module, nn.MultiheadAttention)
-                                         and name.endswith("proj_weight")):   # (out, in) too
+    if isinstance(module, nn.Linear) or (
+        isinstance(module, nn.MultiheadAttention) and name.endswith("proj_weight")
+    ):  # (out, in) too
         return "hidden", (1,)
     if isinstance(module, nn.modules.conv._ConvNd):
         return "hidden", tuple(range(1, p.ndim))
-    if type(module).__name__ == "Conv1D":   # transformers' GPT-2 layer, weight (in, out)
+    if type(module).__name__ == "Conv1D":  # transformers' GPT-2 layer, weight (in, out)
         return "hidden", (0,)
     return None
 
@@ -171,9 +217,11 @@ def scale_param_groups(model: nn.Module, output: nn.Module | None = None) -> lis
                 continue
             if id(p) in seen:
                 if module is output or seen[id(p)] == "output":
-                    raise ValueError(f"SCALE: {full} is tied to {seen[id(p)]}'s weight; the output layer "
-                                     "takes momentum and the embedding does not: untie them "
-                                     "(tie_word_embeddings=False) or pass the groups by hand")
+                    raise ValueError(
+                        f"SCALE: {full} is tied to {seen[id(p)]}'s weight; the output layer "
+                        "takes momentum and the embedding does not: untie them "
+                        "(tie_word_embeddings=False) or pass the groups by hand"
+                    )
                 continue
             if p.ndim < 2:
                 key = ("vector", ())
@@ -182,10 +230,14 @@ def scale_param_groups(model: nn.Module, output: nn.Module | None = None) -> lis
             else:
                 found = _fan_in(module, name, p)
                 if found is None:
-                    raise ValueError(f"SCALE: no rule for {full} ({type(module).__name__}, shape "
-                                     f"{tuple(p.shape)}); give it a group with its role and fan_in axes")
+                    raise ValueError(
+                        f"SCALE: no rule for {full} ({type(module).__name__}, shape "
+                        f"{tuple(p.shape)}); give it a group with its role and fan_in axes"
+                    )
                 key = found
             seen[id(p)] = key[0] if key[0] == "output" else full
             groups.setdefault(key, []).append(p)
-    return [{"params": params, "role": role, **({"fan_in": axes} if role != "vector" else {})}
-            for (role, axes), params in groups.items()]
+    return [
+        {"params": params, "role": role, **({"fan_in": axes} if role != "vector" else {})}
+        for (role, axes), params in groups.items()
+    ]

@@ -76,11 +76,11 @@ def whole_matrix_update(transform, param, state: dict):
     grad, whole = param.grad.full_tensor(), param.full_tensor()
     gathered = {k: v.full_tensor() if is_dtensor(v) else v for k, v in state.items()}
     direction = transform.update(grad, gathered, whole)
-    if hasattr(direction, "materialize"):   # a normalize's Scaled: base x scale, whole
+    if hasattr(direction, "materialize"):  # a normalize's Scaled: base x scale, whole
         direction = direction.materialize()
     for key, value in gathered.items():
         if is_dtensor(state[key]):
             local(state[key]).copy_(_local_rows(value, state[key]))
         else:
-            state[key] = value   # step counts and other scalars
+            state[key] = value  # step counts and other scalars
     return _local_rows(direction, param)

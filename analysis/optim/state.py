@@ -56,16 +56,18 @@ def per_element(k: int) -> StateRule:
 
 
 NO_STATE = per_element(0)
-FACTORED = StateRule("rows + columns (n for a vector)",
-                     lambda s, r: s[0] + numel(s[1:]) if len(s) >= 2 else numel(s))
+FACTORED = StateRule(
+    "rows + columns (n for a vector)", lambda s, r: s[0] + numel(s[1:]) if len(s) >= 2 else numel(s)
+)
 SUBSPACE = StateRule("2 r max(m, n) + r min(m, n)", lambda s, r: 2 * r * max(s) + r * min(s))
 SUBSPACE_SEEDED = StateRule("2 r max(m, n)", lambda s, r: 2 * r * max(s))
 RANK1 = StateRule("2 max(m, n) + min(m, n)", lambda s, r: 2 * max(s) + min(s))
-MOMENTUM_AND_ROWS = StateRule("m n + m", lambda s, r: numel(s) + s[0])   # NorMuon
+MOMENTUM_AND_ROWS = StateRule("m n + m", lambda s, r: numel(s) + s[0])  # NorMuon
 
 
-def total_elements(rules: dict[str, StateRule], shapes: Iterable[tuple[str, tuple[int, ...]]],
-                   rank: int) -> int:
+def total_elements(
+    rules: dict[str, StateRule], shapes: Iterable[tuple[str, tuple[int, ...]]], rank: int
+) -> int:
     """Sum of ``rules[role](shape, rank)`` over ``(role, shape)`` pairs (a model's tensors).
 
     >>> total_elements({"hidden": per_element(1), "vector": per_element(2)},

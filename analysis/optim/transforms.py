@@ -29,8 +29,9 @@ from analysis.optim.maths import Scaled, as_dim, as_tensor, inverse_rms, newton_
 
 # Who hears ``tap`` right now: set by ``ChainedOptimizer.step`` for the duration of its own step
 # (a context variable, not a global: two optimizers, threads or tasks never share a listener).
-_listener: contextvars.ContextVar[Callable[[str, Tensor, Tensor], None] | None] = \
-    contextvars.ContextVar("scale_lab_tap_listener", default=None)
+_listener: contextvars.ContextVar[Callable[[str, Tensor, Tensor], None] | None] = contextvars.ContextVar(
+    "scale_lab_tap_listener", default=None
+)
 
 
 @contextlib.contextmanager
@@ -48,6 +49,7 @@ def tap_listener(listener: Callable[[str, Tensor, Tensor], None]):
 
 
 # ----------------------------------------------------------------------------- transforms
+
 
 class Transform:
     """Base class: a stateless-by-default direction map.
@@ -163,7 +165,7 @@ class PerLayout:
         return self._made[key]
 
     def __repr__(self):
-        return repr(self.at((1,)))   # as an nn.Linear's
+        return repr(self.at((1,)))  # as an nn.Linear's
 
 
 class sign(Transform):
@@ -231,8 +233,9 @@ class scale_by_adam(Transform):
 
     EPS_PLACEMENTS = ("corrected", "raw")
 
-    def __init__(self, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 eps_on: str = "corrected"):
+    def __init__(
+        self, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, eps_on: str = "corrected"
+    ):
         for b in betas:
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"adam betas must be in [0, 1), got {betas}")
@@ -245,8 +248,7 @@ class scale_by_adam(Transform):
     def init(self, param):
         # The step count is a Python int: load_state_dict casts floating tensors to the
         # parameter's dtype, and a bf16 counter would stop counting at 256.
-        return {"step": 0,
-                "exp_avg": torch.zeros_like(param), "exp_avg_sq": torch.zeros_like(param)}
+        return {"step": 0, "exp_avg": torch.zeros_like(param), "exp_avg_sq": torch.zeros_like(param)}
 
     def update(self, grad, state, param):
         state["step"] = state["step"] + 1
@@ -259,9 +261,9 @@ class scale_by_adam(Transform):
         state["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
         if self.eps_on == "raw":
             denom = state["exp_avg_sq"].sqrt().add_(self.eps)
-            return state["exp_avg"] / denom * (math.sqrt(1 - b2 ** t) / (1 - b1 ** t))
-        denom = (state["exp_avg_sq"] / (1 - b2 ** t)).sqrt_().add_(self.eps)
-        return state["exp_avg"] / (1 - b1 ** t) / denom
+            return state["exp_avg"] / denom * (math.sqrt(1 - b2**t) / (1 - b1**t))
+        denom = (state["exp_avg_sq"] / (1 - b2**t)).sqrt_().add_(self.eps)
+        return state["exp_avg"] / (1 - b1**t) / denom
 
     def __repr__(self):
         return f"adam(betas={self.betas}, eps={self.eps}, eps_on={self.eps_on!r})"

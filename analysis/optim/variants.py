@@ -30,15 +30,7 @@ import torch
 from analysis.optim.hyper import OptimizerConfig, role_groups
 from analysis.optim.maths import Scaled, as_dim, at_least_fp32, reduction_dtype, sum_of_squares
 from analysis.optim.optimizer import ChainedOptimizer
-from analysis.optim.transforms import (
-    PerLayout,
-    Transform,
-    chain,
-    momentum,
-    orthogonalize,
-    scale_by_adam,
-    tap,
-)
+from analysis.optim.transforms import PerLayout, Transform, chain, momentum, orthogonalize, scale_by_adam, tap
 
 BETA = 0.95
 
@@ -55,7 +47,7 @@ class unit_rows(Transform):
     """
 
     name = "unit_rows"
-    row_shard_safe = False   # a column (fan-in axis 0) spans every FSDP2 row block; no all-reduce here
+    row_shard_safe = False  # a column (fan-in axis 0) spans every FSDP2 row block; no all-reduce here
 
     def __init__(self, axis, eps: float = 0.0):
         self.axis, self.eps = axis, eps
@@ -74,14 +66,13 @@ class neuron_normalize(Transform):
     (sqrt(v) + eps)``, rescaled to RMS ``rms``: ``rms sqrt(m n) O_hat / ||O_hat||_F``."""
 
     name = "neuron_normalize"
-    row_shard_safe = False   # the Frobenius norm spans every row
+    row_shard_safe = False  # the Frobenius norm spans every row
 
     def __init__(self, beta2: float = BETA, eps: float = 1e-8, rms: float = 0.2):
         self.beta2, self.eps, self.rms = beta2, eps, rms
 
     def init(self, param):
-        return {"v": torch.zeros(param.size(0), 1, dtype=reduction_dtype(param.dtype),
-                                 device=param.device)}
+        return {"v": torch.zeros(param.size(0), 1, dtype=reduction_dtype(param.dtype), device=param.device)}
 
     def update(self, grad, state, param):
         o = at_least_fp32(grad.reshape(grad.size(0), -1))
@@ -141,8 +132,12 @@ def hidden_rule(name: str, cfg: OptimizerConfig, fan_in: tuple[int, ...]) -> Tra
         parts = [momentum(BETA), tap("momentum"), orthogonalize(cfg.ns_steps), neuron_normalize()]
     elif name == "muoneq":
         # Muon's sum momentum with Nesterov; its scale cancels in the row equilibration
-        parts = [momentum(BETA, kind="sum", nesterov=True), unit_rows(axis, eps=1e-8),
-                 orthogonalize(cfg.ns_steps), multiply(0.2)]
+        parts = [
+            momentum(BETA, kind="sum", nesterov=True),
+            unit_rows(axis, eps=1e-8),
+            orthogonalize(cfg.ns_steps),
+            multiply(0.2),
+        ]
     else:
         raise ValueError(f"unknown variant {name!r}")
     return chain(*parts, tap("update"))
@@ -159,6 +154,8 @@ def adam_elsewhere(layout, cfg: OptimizerConfig, hidden: PerLayout) -> ChainedOp
 
 def hidden_with_adamw(name: str):
     """A recipe builder: ``name``'s rule on hidden matrices, AdamW (torch's rule) elsewhere."""
+
     def build(layout, cfg: OptimizerConfig):
         return adam_elsewhere(layout, cfg, PerLayout(lambda fan_in: hidden_rule(name, cfg, fan_in)))
+
     return build

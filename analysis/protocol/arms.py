@@ -26,10 +26,18 @@ class Arm:
     momentum: str | None = None
 
 
-ARMS = (Arm("sgd", "sgd"), Arm("sign", "sign"), Arm("row_norm", "row_norm"),
-        Arm("col_norm", "col_norm"), Arm("spectral_norm", "spectral_norm"),
-        Arm("scale", "scale"), Arm("col_norm+embedding", "col_norm", "embedding"),
-        Arm("col_norm+all", "col_norm", "all"), Arm("adamw", "adamw"), Arm("muon", "muon"))
+ARMS = (
+    Arm("sgd", "sgd"),
+    Arm("sign", "sign"),
+    Arm("row_norm", "row_norm"),
+    Arm("col_norm", "col_norm"),
+    Arm("spectral_norm", "spectral_norm"),
+    Arm("scale", "scale"),
+    Arm("col_norm+embedding", "col_norm", "embedding"),
+    Arm("col_norm+all", "col_norm", "all"),
+    Arm("adamw", "adamw"),
+    Arm("muon", "muon"),
+)
 
 
 ARM_BY_LABEL = {a.label: a for a in ARMS}
@@ -44,8 +52,11 @@ def tuned_points(path: str | Path = REFERENCE / TUNING) -> dict[str, tuple[float
     """The chosen ``(lr, beta2)`` per arm of a tuning (``tuning.json``; beta2 None where the
     tuning did not choose one), or {} when there is none."""
     table = read_json(path) or {"arms": {}}
-    return {label: (row["best"], row.get("beta2")) for label, row in table["arms"].items()
-            if row.get("best") is not None}
+    return {
+        label: (row["best"], row.get("beta2"))
+        for label, row in table["arms"].items()
+        if row.get("best") is not None
+    }
 
 
 def tuned_lrs(path: str | Path = REFERENCE / TUNING) -> dict[str, float]:

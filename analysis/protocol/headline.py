@@ -50,18 +50,24 @@ def write_record(path: str | Path, record: dict) -> Path:
     try:
         text = json.dumps(record, indent=1, allow_nan=False)
     except ValueError:
-        raise RecordingError(f"refusing to write {path}: it holds a non-finite number (NaN or "
-                             "infinity), which JSON cannot hold; the earlier file is kept") from None
+        raise RecordingError(
+            f"refusing to write {path}: it holds a non-finite number (NaN or "
+            "infinity), which JSON cannot hold; the earlier file is kept"
+        ) from None
     return write_atomic(path, text + "\n")
 
 
 NON_INFERIORITY_NATS = math.log(1.05)
-HEADLINE_PAIRS = (("scale", "adamw"), ("scale", "muon"), ("col_norm", "scale"),
-                  ("col_norm", "adamw"), ("scale", "col_norm+all"))
+HEADLINE_PAIRS = (
+    ("scale", "adamw"),
+    ("scale", "muon"),
+    ("col_norm", "scale"),
+    ("col_norm", "adamw"),
+    ("scale", "col_norm+all"),
+)
 
 
-def seeds_to_decide(diffs: list[float], least: int, most: int,
-                    margin: float = NON_INFERIORITY_NATS) -> int:
+def seeds_to_decide(diffs: list[float], least: int, most: int, margin: float = NON_INFERIORITY_NATS) -> int:
     """The fewest seeds (``least`` .. ``most``) whose paired interval's half-width at the
     measured std of ``diffs`` is within ``margin`` (``most`` when none is)."""
     from scipy import stats
@@ -77,8 +83,7 @@ def seeds_to_decide(diffs: list[float], least: int, most: int,
 
 def _held_losses(sweep: HeldOutSweep) -> dict[int, float]:
     key = sweep.chosen()
-    return {} if key is None else {s: x for s, x in sweep.runs.get(key, {}).items()
-                                   if s in sweep.held_out()}
+    return {} if key is None else {s: x for s, x in sweep.runs.get(key, {}).items() if s in sweep.held_out()}
 
 
 def _more_seeds(sweeps: dict[str, HeldOutSweep], preset: Preset) -> bool:
@@ -101,8 +106,7 @@ def _advance(sweeps: dict[str, HeldOutSweep], out: Path, runner) -> None:
         batch = [(sweep, point) for sweep in sweeps.values() for point in sweep.wanted()]
         if not batch:
             return
-        results = runner.run([(sweep.config(*point), sweep.run_dir(out, *point))
-                              for sweep, point in batch])
+        results = runner.run([(sweep.config(*point), sweep.run_dir(out, *point)) for sweep, point in batch])
         for (sweep, (key, seed)), result in zip(batch, results):
             sweep.runs[key][seed] = final_loss(result)
 
@@ -134,8 +138,13 @@ def _side_rows(preset: Preset, sweeps: dict[str, HeldOutSweep], out: Path) -> li
     def row(name, label, seeds, lr, beta2, mult, clip=None):
         arm, first = ARM_BY_LABEL[label], preset.beta2_choices[0]
         for seed in seeds:
-            rows.append((name, preset.config(arm, seed, lr, beta2, mult, clip, label=name),
-                         point_dir(out, arm, lr, seed, None if beta2 == first else beta2, mult, clip)))
+            rows.append(
+                (
+                    name,
+                    preset.config(arm, seed, lr, beta2, mult, clip, label=name),
+                    point_dir(out, arm, lr, seed, None if beta2 == first else beta2, mult, clip),
+                )
+            )
 
     def point(label):
         sweep = sweeps.get(label)
@@ -151,7 +160,7 @@ def _side_rows(preset: Preset, sweeps: dict[str, HeldOutSweep], out: Path) -> li
     muon, adamw = point("muon"), point("adamw")
     if muon is not None and adamw is not None:
         sweep, lr, beta2, _ = muon
-        mult = float(f"{adamw[1] * adamw[3] / lr:.3g}")   # AdamW's embedding/output lr
+        mult = float(f"{adamw[1] * adamw[3] / lr:.3g}")  # AdamW's embedding/output lr
         row("muon@adamw-lrs", "muon", sweep.held_out(), lr, beta2, mult)
     if adamw is not None and adamw_stable(sweeps) is False:
         sweep, lr, beta2, mult = adamw
@@ -187,31 +196,48 @@ def _retrain_cached(sweeps: dict[str, HeldOutSweep], out: Path, runner) -> dict:
                 again.append((sweep.config(key, seed), run_dir, final_loss(load_result(run_dir))))
                 shutil.rmtree(run_dir)
     results = runner.run([(config, d) for config, d, _ in again])
-    return {d.relative_to(out).as_posix(): {"cached": cached, "trained": final_loss(result)}
-            for (_, d, cached), result in zip(again, results)}
+    return {
+        d.relative_to(out).as_posix(): {"cached": cached, "trained": final_loss(result)}
+        for (_, d, cached), result in zip(again, results)
+    }
 
 
-def _write(preset: Preset, sweeps: dict[str, HeldOutSweep], out: Path, rows,
-           retrained: dict) -> None:
+def _write(preset: Preset, sweeps: dict[str, HeldOutSweep], out: Path, rows, retrained: dict) -> None:
     """``tuning.json`` and ``selection.json`` (arms tuned by another call kept)."""
-    table = {"preset": preset.name, "protocol": preset.version, "model": preset.model,
-             "steps": preset.steps, "tokens_per_run": preset.tokens(),
-             "tune_seeds": list(preset.tune_seeds), "held_out_seeds": list(preset.held_out_seeds),
-             "grid_factor": preset.grid_factor, "mult_factor": preset.mult_factor,
-             "beta2_choices": list(preset.beta2_choices), "grad_clip": preset.grad_clip,
-             "adamw_stable": adamw_stable(sweeps),
-             "arms": {label: sweep.summary() for label, sweep in sweeps.items()}}
+    table = {
+        "preset": preset.name,
+        "protocol": preset.version,
+        "model": preset.model,
+        "steps": preset.steps,
+        "tokens_per_run": preset.tokens(),
+        "tune_seeds": list(preset.tune_seeds),
+        "held_out_seeds": list(preset.held_out_seeds),
+        "grid_factor": preset.grid_factor,
+        "mult_factor": preset.mult_factor,
+        "beta2_choices": list(preset.beta2_choices),
+        "grad_clip": preset.grad_clip,
+        "adamw_stable": adamw_stable(sweeps),
+        "arms": {label: sweep.summary() for label, sweep in sweeps.items()},
+    }
     earlier = read_json(out / TUNING) or {"arms": {}}
     if earlier.get("protocol") == preset.version:
         table["arms"] = {k: v for k, v in earlier["arms"].items() if k not in table["arms"]} | table["arms"]
     write_record(out / TUNING, table)
-    listed = (read_json(out / SELECTION) or {"runs": []}) if earlier.get("protocol") == preset.version \
+    listed = (
+        (read_json(out / SELECTION) or {"runs": []})
+        if earlier.get("protocol") == preset.version
         else {"runs": []}
+    )
     runs = [r for r in listed["runs"] if r.split("/")[0] not in sweeps]
     runs += [d.relative_to(out).as_posix() for s in sweeps.values() for d in s.reported(out)]
     named = {}
     for name, _, d in rows:
         named.setdefault(name, []).append(d.relative_to(out).as_posix())
-    write_record(out / SELECTION,
-        {"runs": sorted(runs), "rows": {**listed.get("rows", {}), **named},
-         "retrained": {**listed.get("retrained", {}), **retrained}})
+    write_record(
+        out / SELECTION,
+        {
+            "runs": sorted(runs),
+            "rows": {**listed.get("rows", {}), **named},
+            "retrained": {**listed.get("retrained", {}), **retrained},
+        },
+    )

@@ -41,7 +41,7 @@ from analysis.protocol.arms import Arm
 from analysis.protocol.presets import Preset
 from analysis.train.config import TrainConfig
 
-Key = tuple[float, float, int]   # (beta2, multiplier, lr grid point)
+Key = tuple[float, float, int]  # (beta2, multiplier, lr grid point)
 
 
 def lr_key(lr: float) -> str:
@@ -51,16 +51,27 @@ def lr_key(lr: float) -> str:
 
 def grid_lr(preset: Preset, arm: Arm, k: int) -> float:
     """Grid point ``k`` of an arm: its centre times ``grid_factor ** k``, to 3 digits."""
-    return float(lr_key(preset.centers[arm.label] * preset.grid_factor ** k))
+    return float(lr_key(preset.centers[arm.label] * preset.grid_factor**k))
 
 
-def point_dir(out: Path, arm: Arm, lr: float, seed: int, beta2: float | None = None,
-              mult: float = 1.0, clip: float | None = None) -> Path:
+def point_dir(
+    out: Path,
+    arm: Arm,
+    lr: float,
+    seed: int,
+    beta2: float | None = None,
+    mult: float = 1.0,
+    clip: float | None = None,
+) -> Path:
     """A point's run directory: ``<arm>/lr<lr>[-b2<beta2>][-m<mult>][-clip<norm>]/seed<k>``; a
     beta2 other than the protocol's first choice, a multiplier other than 1 and a clipping
     norm are named (so a version-2 point keeps its path)."""
-    tail = (f"lr{lr_key(lr)}" + ("" if beta2 is None else f"-b2{beta2:g}")
-            + ("" if mult == 1.0 else f"-m{mult:g}") + ("" if clip is None else f"-clip{clip:g}"))
+    tail = (
+        f"lr{lr_key(lr)}"
+        + ("" if beta2 is None else f"-b2{beta2:g}")
+        + ("" if mult == 1.0 else f"-m{mult:g}")
+        + ("" if clip is None else f"-clip{clip:g}")
+    )
     return out / arm.label / tail / f"seed{seed}"
 
 
@@ -82,7 +93,7 @@ class HeldOutSweep:
     preset: Preset
     arm: Arm
     runs: dict[Key, dict[int, float]] = field(default_factory=dict)
-    report_seeds: int = 0          # how many held-out seeds this arm reports
+    report_seeds: int = 0  # how many held-out seeds this arm reports
     extensions: int = 0
     mult_extensions: int = 0
 
@@ -93,8 +104,7 @@ class HeldOutSweep:
             first = p.beta2_choices[0]
             self.runs = {(first, 1.0, k): {} for k in range(-half, p.grid_points - half)}
         if not self.report_seeds:
-            self.report_seeds = (p.headline_seeds if self.arm.label in p.headline_arms
-                                 else p.other_seeds)
+            self.report_seeds = p.headline_seeds if self.arm.label in p.headline_arms else p.other_seeds
 
     # -- reading what is there --------------------------------------------------------------
     def column(self, beta2: float, mult: float = 1.0) -> dict[int, dict[int, float]]:
@@ -116,14 +126,22 @@ class HeldOutSweep:
     def tuning_noise(self) -> float:
         """Pooled std of the tuning-seed pairs over the arm's points (nan without one)."""
         a, b = self.preset.tune_seeds[:2]
-        pairs = [(v[a] - v[b]) ** 2 / 2 for v in self.runs.values()
-                 if a in v and b in v and math.isfinite(v[a] - v[b])]
+        pairs = [
+            (v[a] - v[b]) ** 2 / 2
+            for v in self.runs.values()
+            if a in v and b in v and math.isfinite(v[a] - v[b])
+        ]
         return math.sqrt(mean(pairs)) if pairs else math.nan
 
     def chosen_lr(self) -> tuple[float, int] | None:
         """``(beta2, k)`` at multiplier 1 with the lowest mean over the tuning seeds."""
-        scored = {(b, k): m for (b, mult, k) in self.runs if mult == 1.0
-                  for m in [self.tuning_mean((b, mult, k))] if m is not None and math.isfinite(m)}
+        scored = {
+            (b, k): m
+            for (b, mult, k) in self.runs
+            if mult == 1.0
+            for m in [self.tuning_mean((b, mult, k))]
+            if m is not None and math.isfinite(m)
+        }
         return min(scored, key=scored.get) if scored else None
 
     def chosen_mult(self) -> float:
@@ -143,18 +161,21 @@ class HeldOutSweep:
 
     def held_out(self) -> list[int]:
         """The seeds this arm reports on (never a tuning seed)."""
-        return list(self.preset.held_out_seeds[:self.report_seeds])
+        return list(self.preset.held_out_seeds[: self.report_seeds])
 
     def seed_noise(self) -> float:
         """The std of the final loss over the held-out seeds at the chosen point."""
         key = self.chosen()
-        return finite_std([x for s, x in self.runs.get(key, {}).items()
-                           if s in self.held_out()] if key else [])
+        return finite_std(
+            [x for s, x in self.runs.get(key, {}).items() if s in self.held_out()] if key else []
+        )
 
     def _side(self, beta2: float, k: int, side: int) -> list[int]:
         """The lr grid points of the column beyond ``k`` on ``side`` (-1, +1), nearest first."""
-        return sorted((j for (b, m, j) in self.runs if b == beta2 and m == 1.0 and (j - k) * side > 0),
-                      key=lambda j: abs(j - k))
+        return sorted(
+            (j for (b, m, j) in self.runs if b == beta2 and m == 1.0 and (j - k) * side > 0),
+            key=lambda j: abs(j - k),
+        )
 
     def _side_bracketed(self, beta2: float, k: int, side: int, noise: float) -> bool:
         best = self.tuning_mean((beta2, 1.0, k))
@@ -212,15 +233,18 @@ class HeldOutSweep:
             return self._missing([(first, 1.0, beyond)], [s0])
         k0 = self._screen_best(first)
         if k0 is None:
-            return []   # every point diverged
+            return []  # every point diverged
         # 2. the other beta2 choices at that lr, extended when better
         for b in p.beta2_choices[1:]:
             todo = self._missing([(b, 1.0, k) for k in self.column(b)] or [(b, 1.0, k0)], [s0])
             if todo:
                 return todo
             best_b, best_first = self._screen_best(b), self._screen_best(first)
-            s0_of = {bb: self.runs[(bb, 1.0, kk)][s0] for bb, kk in ((b, best_b), (first, best_first))
-                     if kk is not None}
+            s0_of = {
+                bb: self.runs[(bb, 1.0, kk)][s0]
+                for bb, kk in ((b, best_b), (first, best_first))
+                if kk is not None
+            }
             if best_b is not None and s0_of[b] < s0_of.get(first, math.inf):
                 grow = [j for j in (best_b - 1, best_b + 1) if len(self.column(b)) == 1]
                 grow = grow or [j for j in [self._edge(b, best_b)] if j is not None]
@@ -240,13 +264,12 @@ class HeldOutSweep:
         near += [(bb, 1.0, k) for bb in p.beta2_choices if (bb, 1.0, k) in self.runs]
         best, noise = self.tuning_mean((b, 1.0, k)), self.tuning_noise()
         if math.isfinite(noise):
-            near += [(b, 1.0, j) for j, v in self.column(b).items()
-                     if s0 in v and v[s0] - best <= noise]
+            near += [(b, 1.0, j) for j, v in self.column(b).items() if s0 in v and v[s0] - best <= noise]
         todo = self._missing(near, p.tune_seeds)
         if todo:
             return todo
         if self.chosen_lr() != (b, k):
-            return self.wanted()   # the means moved the choice: its neighbours next
+            return self.wanted()  # the means moved the choice: its neighbours next
         # 4. the embedding/output multiplier at the chosen lr
         f = p.mult_factor
         tried = sorted(m for (bb, m, kk) in self.runs if bb == b and kk == k)
@@ -284,15 +307,15 @@ class HeldOutSweep:
     def config(self, key: Key, seed: int) -> TrainConfig:
         """The run of point ``key`` on ``seed``."""
         beta2, mult, k = key
-        return self.preset.config(self.arm, seed, grid_lr(self.preset, self.arm, k), beta2=beta2,
-                                  mult=mult)
+        return self.preset.config(self.arm, seed, grid_lr(self.preset, self.arm, k), beta2=beta2, mult=mult)
 
     def run_dir(self, out: Path, key: Key, seed: int) -> Path:
         """Where that run is recorded under ``out`` (``point_dir``)."""
         beta2, mult, k = key
         first = self.preset.beta2_choices[0]
-        return point_dir(out, self.arm, grid_lr(self.preset, self.arm, k), seed,
-                         None if beta2 == first else beta2, mult)
+        return point_dir(
+            out, self.arm, grid_lr(self.preset, self.arm, k), seed, None if beta2 == first else beta2, mult
+        )
 
     def reported(self, out: Path) -> list[Path]:
         """The run directories this arm reports: the chosen point on its held-out seeds."""
@@ -305,28 +328,50 @@ class HeldOutSweep:
         tuning = list(p.tune_seeds)
 
         def clean(x):
-            return x if math.isfinite(x) else None   # null: diverged
+            return x if math.isfinite(x) else None  # null: diverged
 
-        points = [{"lr": grid_lr(p, self.arm, k), "beta2": b, "mult": m,
-                   "losses": {str(s): clean(x) for s, x in sorted(v.items())},
-                   "tuning_mean": (lambda t: None if t is None else clean(t))(self.tuning_mean((b, m, k)))}
-                  for (b, m, k), v in sorted(self.runs.items()) if v]
-        held = ({} if key is None else
-                {str(s): clean(self.runs[key][s]) for s in self.held_out() if s in self.runs[key]})
+        points = [
+            {
+                "lr": grid_lr(p, self.arm, k),
+                "beta2": b,
+                "mult": m,
+                "losses": {str(s): clean(x) for s, x in sorted(v.items())},
+                "tuning_mean": (lambda t: None if t is None else clean(t))(self.tuning_mean((b, m, k))),
+            }
+            for (b, m, k), v in sorted(self.runs.items())
+            if v
+        ]
+        held = (
+            {}
+            if key is None
+            else {str(s): clean(self.runs[key][s]) for s in self.held_out() if s in self.runs[key]}
+        )
         runs = sum(len(v) for v in self.runs.values())
         first = p.beta2_choices[0]
 
-        def grid(beta2):   # version 2's form, which the report and figures read: tuning seeds
-            return {lr_key(grid_lr(p, self.arm, k)): [clean(v[s]) for s in tuning if s in v]
-                    for k, v in self.column(beta2).items() if v}
+        def grid(beta2):  # version 2's form, which the report and figures read: tuning seeds
+            return {
+                lr_key(grid_lr(p, self.arm, k)): [clean(v[s]) for s in tuning if s in v]
+                for k, v in self.column(beta2).items()
+                if v
+            }
 
         column = [] if key is None else list(self.column(key[0]))
-        return {"grid": grid(first),
-                "beta2_grid": {f"{b:g}": grid(b) for b in p.beta2_choices[1:] if self.column(b)},
-                "interior": bool(column) and min(column) < key[2] < max(column),
-                "points": points, "tune_seeds": tuning,
-                "best": None if key is None else grid_lr(p, self.arm, key[2]),
-                "beta2": None if key is None else key[0], "mult": None if key is None else key[1],
-                "held_out": held, "seed_noise": clean(self.seed_noise()), "tuning_noise": clean(self.tuning_noise()),
-                "bracketed": self.bracketed(), "lr_extensions": self.extensions,
-                "mult_extensions": self.mult_extensions, "runs": runs, "tokens": runs * p.tokens()}
+        return {
+            "grid": grid(first),
+            "beta2_grid": {f"{b:g}": grid(b) for b in p.beta2_choices[1:] if self.column(b)},
+            "interior": bool(column) and min(column) < key[2] < max(column),
+            "points": points,
+            "tune_seeds": tuning,
+            "best": None if key is None else grid_lr(p, self.arm, key[2]),
+            "beta2": None if key is None else key[0],
+            "mult": None if key is None else key[1],
+            "held_out": held,
+            "seed_noise": clean(self.seed_noise()),
+            "tuning_noise": clean(self.tuning_noise()),
+            "bracketed": self.bracketed(),
+            "lr_extensions": self.extensions,
+            "mult_extensions": self.mult_extensions,
+            "runs": runs,
+            "tokens": runs * p.tokens(),
+        }

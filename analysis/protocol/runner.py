@@ -62,8 +62,9 @@ class Runner:
         for config, run_dir in todo:
             print(f"run {config.label} lr {config.hyper.lr:g} seed {config.seed} -> {run_dir}", flush=True)
         if self.jobs > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(min(self.jobs, len(todo)), mp_context=get_context("spawn"),
-                                     initializer=_worker_init) as pool:
+            with ProcessPoolExecutor(
+                min(self.jobs, len(todo)), mp_context=get_context("spawn"), initializer=_worker_init
+            ) as pool:
                 list(pool.map(_job, [c.to_dict() for c, _ in todo], [str(d) for _, d in todo]))
         else:
             for config, run_dir in todo:

@@ -25,14 +25,7 @@ from analysis.protocol.headline import final_loss, run_held_out, write_record
 from analysis.protocol.held_out import finite_std, grid_lr, lr_key, mean, point_dir
 from analysis.protocol.presets import Preset
 from analysis.protocol.runner import Runner
-from analysis.recording import (
-    ORDER,
-    SELECTION,
-    TUNING,
-    is_run_dir,
-    load_result,
-    read_json,
-)
+from analysis.recording import ORDER, SELECTION, TUNING, is_run_dir, load_result, read_json
 from analysis.results.paper import NORMALIZATIONS
 from analysis.train.config import ConfigError, TrainConfig
 
@@ -101,14 +94,14 @@ class ArmSweep:
         if todo or self._extend_if_at_edge(first):
             return todo or self._missing(first, p.tune_seeds)
         k0 = _best(self._grid(first))
-        for beta2 in p.beta2_choices[1:]:   # the other beta2 at the best lr, then its own edge
+        for beta2 in p.beta2_choices[1:]:  # the other beta2 at the best lr, then its own edge
             column = self.columns.setdefault(beta2, {})
             if k0 is not None and not column:
                 column[k0] = {}
             todo = self._missing(beta2, p.tune_seeds)
             if todo:
                 return todo
-            if self.chosen()[0] == beta2:   # the better choice: its own neighbours, then edges
+            if self.chosen()[0] == beta2:  # the better choice: its own neighbours, then edges
                 if len(column) == 1 and self.extensions < p.max_extensions:
                     (k,) = column
                     column.update({k - 1: {}, k + 1: {}})
@@ -130,7 +123,7 @@ class ArmSweep:
         if self.bracketed() or self.extensions >= p.max_extensions or not math.isfinite(noise):
             return []
         best = mean(grid[k])
-        for j, beyond in ((k - 1, k - 2), (k + 1, k + 2)):   # a side within the noise: one further
+        for j, beyond in ((k - 1, k - 2), (k + 1, k + 2)):  # a side within the noise: one further
             near = j not in grid or not grid[j] or mean(grid[j]) - best <= noise
             if near and (j not in grid or beyond not in grid):
                 self.columns[beta2].setdefault(j, {})
@@ -142,8 +135,7 @@ class ArmSweep:
 
     def run_dir(self, out: Path, beta2: float, k: int, seed: int) -> Path:
         default = beta2 == self.preset.beta2_choices[0]
-        return point_dir(out, self.arm, grid_lr(self.preset, self.arm, k), seed,
-                          None if default else beta2)
+        return point_dir(out, self.arm, grid_lr(self.preset, self.arm, k), seed, None if default else beta2)
 
     def config(self, beta2: float, k: int, seed: int) -> TrainConfig:
         return self.preset.config(self.arm, seed, grid_lr(self.preset, self.arm, k), beta2=beta2)
@@ -154,16 +146,26 @@ class ArmSweep:
         beta2, k = self.chosen()
         runs = sum(len(v) for column in self.columns.values() for v in column.values())
         grid = self._grid(first)
-        entry = {"grid": {lr_key(grid_lr(p, self.arm, j)): [x if math.isfinite(x) else None for x in losses]
-                          for j, losses in grid.items()},   # null: diverged
-                 "best": None if k is None else grid_lr(p, self.arm, k),
-                 "interior": k is not None and min(self.columns[beta2]) < k < max(self.columns[beta2]),
-                 "runs": runs, "tokens": runs * p.tokens()}
+        entry = {
+            "grid": {
+                lr_key(grid_lr(p, self.arm, j)): [x if math.isfinite(x) else None for x in losses]
+                for j, losses in grid.items()
+            },  # null: diverged
+            "best": None if k is None else grid_lr(p, self.arm, k),
+            "interior": k is not None and min(self.columns[beta2]) < k < max(self.columns[beta2]),
+            "runs": runs,
+            "tokens": runs * p.tokens(),
+        }
         if len(p.beta2_choices) > 1:
             entry["beta2"] = beta2
-            entry["beta2_grid"] = {f"{b:g}": {lr_key(grid_lr(p, self.arm, j)): [
-                x if math.isfinite(x) else None for x in losses] for j, losses in self._grid(b).items()}
-                for b in self.columns if b != first}
+            entry["beta2_grid"] = {
+                f"{b:g}": {
+                    lr_key(grid_lr(p, self.arm, j)): [x if math.isfinite(x) else None for x in losses]
+                    for j, losses in self._grid(b).items()
+                }
+                for b in self.columns
+                if b != first
+            }
         if p.bracket_beyond_noise:
             noise = self.noise()
             entry["seed_noise"] = noise if math.isfinite(noise) else None
@@ -183,8 +185,10 @@ def tune(preset: Preset, out: Path, arms, runner: Runner) -> dict:
     extended one point further. Every stage shares ``max_extensions``."""
     first = preset.beta2_choices[0]
     half = (preset.grid_points - 1) // 2
-    sweeps = [ArmSweep(preset, arm, {first: {k: {} for k in range(-half, preset.grid_points - half)}})
-              for arm in arms]
+    sweeps = [
+        ArmSweep(preset, arm, {first: {k: {} for k in range(-half, preset.grid_points - half)}})
+        for arm in arms
+    ]
     while True:
         batch = [(sweep, point) for sweep in sweeps for point in sweep.wanted()]
         if not batch:
@@ -192,17 +196,23 @@ def tune(preset: Preset, out: Path, arms, runner: Runner) -> dict:
         results = runner.run([(sweep.config(*point), sweep.run_dir(out, *point)) for sweep, point in batch])
         for (sweep, (beta2, k, seed)), result in zip(batch, results):
             sweep.columns[beta2][k][seed] = final_loss(result)
-    table = {"preset": preset.name, "model": preset.model, "steps": preset.steps,
-             "tokens_per_run": preset.tokens(), "tune_seeds": list(preset.tune_seeds),
-             "grid_factor": preset.grid_factor, "beta2_choices": list(preset.beta2_choices),
-             "arms": {sweep.arm.label: sweep.summary() for sweep in sweeps}}
+    table = {
+        "preset": preset.name,
+        "model": preset.model,
+        "steps": preset.steps,
+        "tokens_per_run": preset.tokens(),
+        "tune_seeds": list(preset.tune_seeds),
+        "grid_factor": preset.grid_factor,
+        "beta2_choices": list(preset.beta2_choices),
+        "arms": {sweep.arm.label: sweep.summary() for sweep in sweeps},
+    }
     earlier = (read_json(out / TUNING) or {"arms": {}})["arms"]
     table["arms"] = {k: v for k, v in earlier.items() if k not in table["arms"]} | table["arms"]
-    write_record(out / TUNING, table)   # arms tuned by another call kept
+    write_record(out / TUNING, table)  # arms tuned by another call kept
     return table
 
 
-MAIN = "main"   # the preset's own setting, beside its order_settings' names
+MAIN = "main"  # the preset's own setting, beside its order_settings' names
 
 
 def setting_names(preset: Preset) -> list[str]:
@@ -210,8 +220,7 @@ def setting_names(preset: Preset) -> list[str]:
     return [MAIN, *(name for name, *_ in preset.order_settings)]
 
 
-def run_preset(preset: Preset, out: Path, arms, runner: Runner, seeds=None,
-               settings=None) -> list[Path]:
+def run_preset(preset: Preset, out: Path, arms, runner: Runner, seeds=None, settings=None) -> list[Path]:
     """Every arm of ``preset`` under ``out`` (tuned first when the preset tunes, and then
     ``selection.json`` lists the reported runs among the sweep's), then its further settings
     under ``out/order/<name>``; ``settings`` (names from ``setting_names``) runs only those,
@@ -223,13 +232,14 @@ def run_preset(preset: Preset, out: Path, arms, runner: Runner, seeds=None,
     for name, model, steps, labels in preset.order_settings:
         chosen = [arm for arm in arms if arm.label in (labels or NORMALIZATIONS)]
         if name in wanted and chosen:
-            print(f"setting {name} ({model}, {steps} steps): {', '.join(a.label for a in chosen)}",
-                  flush=True)
+            print(
+                f"setting {name} ({model}, {steps} steps): {', '.join(a.label for a in chosen)}", flush=True
+            )
             setting = preset.setting(model, steps)
             if preset.centre_settings_on_main:
                 setting = replace(setting, centers=main_centres(preset, out, name, chosen))
             rows = tune(setting, out / ORDER / name, chosen, runner)["arms"]
-            if setting.bracket_beyond_noise:   # every seed ran: the setting reports them
+            if setting.bracket_beyond_noise:  # every seed ran: the setting reports them
                 _write_selection(out / ORDER / name, setting, chosen, rows)
     return dirs
 
@@ -240,15 +250,17 @@ def main_centres(preset: Preset, out: Path, name: str, arms) -> dict[str, float]
     tuned = {label: lr for label, (lr, _) in tuned_points(out / TUNING).items()}
     missing = [arm.label for arm in arms if arm.label not in tuned]
     if missing:
-        raise ConfigError(f"setting {name!r} starts each arm's lr grid at the main setting's tuned lr, "
-                          f"and {out / TUNING} has none for {', '.join(missing)}; run "
-                          f"--settings {MAIN} first")
+        raise ConfigError(
+            f"setting {name!r} starts each arm's lr grid at the main setting's tuned lr, "
+            f"and {out / TUNING} has none for {', '.join(missing)}; run "
+            f"--settings {MAIN} first"
+        )
     return dict(preset.centers) | {arm.label: tuned[arm.label] for arm in arms}
 
 
 def _run_main(preset: Preset, out: Path, arms, runner: Runner, seeds) -> list[Path]:
     """The main setting of ``run_preset``."""
-    if preset.version == 3:   # tuned on tuning seeds, reported on held-out ones
+    if preset.version == 3:  # tuned on tuning seeds, reported on held-out ones
         return run_held_out(preset, out, arms, runner)
     seeds = tuple(seeds) if seeds is not None else preset.seeds
     first = preset.beta2_choices[0]
@@ -260,38 +272,56 @@ def _run_main(preset: Preset, out: Path, arms, runner: Runner, seeds) -> list[Pa
     else:
         points = tuned_points()
         lrs = preset.fixed_lrs or (dict(preset.centers) | {k: lr for k, (lr, _) in points.items()})
-        if not preset.fixed_lrs:   # the tuning's beta2 with its lr
+        if not preset.fixed_lrs:  # the tuning's beta2 with its lr
             beta2s = {k: b2 for k, (_, b2) in points.items() if b2 is not None}
-    chosen = [(arm, lrs[arm.label], seed) for seed in seeds for arm in arms
-              if lrs.get(arm.label) is not None]
+    chosen = [(arm, lrs[arm.label], seed) for seed in seeds for arm in arms if lrs.get(arm.label) is not None]
     beta2_of = {arm.label: beta2s.get(arm.label, first) for arm in arms}
-    dirs = ([point_dir(out, arm, lr, seed, None if beta2_of[arm.label] == first else beta2_of[arm.label])
-             for arm, lr, seed in chosen] if preset.tune_seeds
-            else [out / arm.label / f"seed{seed}" for arm, _, seed in chosen])
-    for d in dirs:   # a reported run known only by its result (a sweep's cache): train it
-        if load_result(d) is not None and not is_run_dir(d):   # again for its recordings
+    dirs = (
+        [
+            point_dir(out, arm, lr, seed, None if beta2_of[arm.label] == first else beta2_of[arm.label])
+            for arm, lr, seed in chosen
+        ]
+        if preset.tune_seeds
+        else [out / arm.label / f"seed{seed}" for arm, _, seed in chosen]
+    )
+    for d in dirs:  # a reported run known only by its result (a sweep's cache): train it
+        if load_result(d) is not None and not is_run_dir(d):  # again for its recordings
             shutil.rmtree(d)
-    results = runner.run([(preset.config(arm, seed, lr, beta2=beta2_of[arm.label]), d)
-                          for (arm, lr, seed), d in zip(chosen, dirs)])
+    results = runner.run(
+        [
+            (preset.config(arm, seed, lr, beta2=beta2_of[arm.label]), d)
+            for (arm, lr, seed), d in zip(chosen, dirs)
+        ]
+    )
     for (arm, lr, seed), result in zip(chosen, results):
         loss = final_loss(result)
         status = f"validation loss {loss:.3f}" if math.isfinite(loss) else "diverged"
         print(f"{arm.label} seed {seed} lr {lr:g}: {status}", flush=True)
-    if preset.tune_seeds:   # arms reported by another call stay listed
+    if preset.tune_seeds:  # arms reported by another call stay listed
         listed = (read_json(out / SELECTION) or {"runs": []})["runs"]
         labels_here = {arm.label for arm in arms}
         listed = [r for r in listed if r.split("/")[0] not in labels_here]
-        write_record(out / SELECTION, {"runs": sorted(listed + [d.relative_to(out).as_posix() for d in dirs])})
+        write_record(
+            out / SELECTION, {"runs": sorted(listed + [d.relative_to(out).as_posix() for d in dirs])}
+        )
     return dirs
 
 
 def _write_selection(out: Path, preset: Preset, arms, rows: dict) -> None:
     """``selection.json`` of a tuned root: each arm's chosen (lr, beta2) on every seed."""
     first = preset.beta2_choices[0]
-    runs = [point_dir(out, arm, rows[arm.label]["best"], seed,
-                       None if rows[arm.label].get("beta2", first) == first else rows[arm.label]["beta2"])
-            .relative_to(out).as_posix()
-            for arm in arms if rows.get(arm.label, {}).get("best") is not None for seed in preset.seeds]
+    runs = [
+        point_dir(
+            out,
+            arm,
+            rows[arm.label]["best"],
+            seed,
+            None if rows[arm.label].get("beta2", first) == first else rows[arm.label]["beta2"],
+        )
+        .relative_to(out)
+        .as_posix()
+        for arm in arms
+        if rows.get(arm.label, {}).get("best") is not None
+        for seed in preset.seeds
+    ]
     write_record(out / SELECTION, {"runs": sorted(runs)})
-
-

@@ -28,8 +28,12 @@ from toy_models.data import load_blocks
 from toy_models.llama import build_model, load_config, model_tokenizer
 from toy_models.tokenizer import load_tokenizer
 
-PLACEMENT_LABELS = {"col_norm": "none", "scale": "output layer (SCALE)",
-              "col_norm+embedding": "embedding", "col_norm+all": "every layer"}
+PLACEMENT_LABELS = {
+    "col_norm": "none",
+    "scale": "output layer (SCALE)",
+    "col_norm+embedding": "embedding",
+    "col_norm+all": "every layer",
+}
 SGD_FIGURE_ARMS = ("sgd", "sign", "col_norm", "scale", "adamw")
 
 
@@ -45,11 +49,22 @@ def sgd_vs_normalized(rec: RunSet):
     train = train[train["label"].isin(arms)]
     train["smoothed"] = train.groupby("run")["value"].transform(lambda v: v.rolling(10, 1).mean())
     fig, (ax,) = style.figure(width=6.5, height=4.0)
-    sns.lineplot(train, x="step", y="smoothed", hue="label", hue_order=arms, palette=style.palette(arms),
-                 errorbar=t_band, ax=ax)
+    sns.lineplot(
+        train,
+        x="step",
+        y="smoothed",
+        hue="label",
+        hue_order=arms,
+        palette=style.palette(arms),
+        errorbar=t_band,
+        ax=ax,
+    )
     style.reference_lines(ax, rec.side_file(REFERENCE_LINES))
-    ax.set(xlabel="optimizer step", ylabel="train loss (10-step mean)",
-           title="Tuned SGD against normalized updates")
+    ax.set(
+        xlabel="optimizer step",
+        ylabel="train loss (10-step mean)",
+        title="Tuned SGD against normalized updates",
+    )
     ax.legend(fontsize=7, ncols=2)
     return fig
 
@@ -68,11 +83,16 @@ def momentum_placement(rec: RunSet):
     colours = style.palette(list(PLACEMENT_LABELS))
     for i, (arm, row) in enumerate(rows.iterrows()):
         ax.errorbar(row["loss"], i, xerr=err[i], fmt="o", color=colours[arm], capsize=4, ms=7)
-    ax.set_yticks(range(len(rows)), [f"{PLACEMENT_LABELS[arm]}\n{row['state_mb']:.1f} MB state"
-                                      for arm, row in rows.iterrows()])
+    ax.set_yticks(
+        range(len(rows)),
+        [f"{PLACEMENT_LABELS[arm]}\n{row['state_mb']:.1f} MB state" for arm, row in rows.iterrows()],
+    )
     ax.invert_yaxis()
-    ax.set(xlabel="final validation loss (nats; mean, 95% t-interval)", ylabel="momentum on",
-           title=f"Where momentum goes ({int(rows['seeds'].min())} seeds per arm)")
+    ax.set(
+        xlabel="final validation loss (nats; mean, 95% t-interval)",
+        ylabel="momentum on",
+        title=f"Where momentum goes ({int(rows['seeds'].min())} seeds per arm)",
+    )
     return fig
 
 
@@ -94,15 +114,25 @@ def output_entry_histogram(rec: RunSet | None = None, model_name: str = "micro2k
     grad, counts = output_gradient(model_name)
     seen = counts > 0
     fig, axes = style.figure(2, width=4.6, height=3.6)
-    for ax, (title, axis) in zip(axes, (("column normalization (per output unit)", 1),
-                                        ("row normalization (per input feature)", 0))):
+    for ax, (title, axis) in zip(
+        axes, (("column normalization (per output unit)", 1), ("row normalization (per input feature)", 0))
+    ):
         entries = np.log10(rms_normalize(grad.double(), dim=axis).abs().clamp_min(1e-30).numpy())
         bins = np.linspace(-8, 2, 60)
-        ax.hist(entries[seen].ravel(), bins=bins, color="#d62728", alpha=0.7,
-                label=f"tokens in the batch ({seen.sum()})")
-        ax.hist(entries[~seen].ravel(), bins=bins, color="#7f7f7f", alpha=0.6,
-                label=f"tokens not in it ({(~seen).sum()})")
-        ax.set(yscale="log", xlabel="log10 |entry| of the normalized update", ylabel="entries",
-               title=title)
+        ax.hist(
+            entries[seen].ravel(),
+            bins=bins,
+            color="#d62728",
+            alpha=0.7,
+            label=f"tokens in the batch ({seen.sum()})",
+        )
+        ax.hist(
+            entries[~seen].ravel(),
+            bins=bins,
+            color="#7f7f7f",
+            alpha=0.6,
+            label=f"tokens not in it ({(~seen).sum()})",
+        )
+        ax.set(yscale="log", xlabel="log10 |entry| of the normalized update", ylabel="entries", title=title)
         ax.legend(fontsize=7, loc="upper left")
     return fig

@@ -45,10 +45,22 @@ from analysis.recording import (
 )
 from analysis.results.root import find_runs
 
-KEEP_STATS = ("grad_norm", "grad_var", "grad_var_rel", "grad_var_coord", "update_rms",
-              "update_weight_ratio", "update_row_rms_cv", "grad_row_rms_cv", "update_stable_rank",
-              "update_topk_energy", "momentum_grad_cos", "probe_var", "probe_var_rel")
-DROP_RUN_LEVEL = ("step_time", "data_time", "tokens", "flops_per_s")   # and every "lr/<group>"
+KEEP_STATS = (
+    "grad_norm",
+    "grad_var",
+    "grad_var_rel",
+    "grad_var_coord",
+    "update_rms",
+    "update_weight_ratio",
+    "update_row_rms_cv",
+    "grad_row_rms_cv",
+    "update_stable_rank",
+    "update_topk_energy",
+    "momentum_grad_cos",
+    "probe_var",
+    "probe_var_rel",
+)
+DROP_RUN_LEVEL = ("step_time", "data_time", "tokens", "flops_per_s")  # and every "lr/<group>"
 WIDE_VECTORS = ("token_frequency", "grad_row_rms", "grad_var_rows")
 KEEP_WIDE = {("token_frequency", "output"), ("grad_row_rms", "output")}
 
@@ -74,11 +86,14 @@ def curate_run(src: Path, dst: Path, wide: bool, scalars_only: bool = False) -> 
     ``wide`` keeps the vocabulary-sized vectors, ``scalars_only`` the run-level rows alone.
     Returns the bytes written."""
     dst.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG, RESULT, SEGMENTS):   # segments: the settings each start ran with
+    for name in (CONFIG, RESULT, SEGMENTS):  # segments: the settings each start ran with
         if (src / name).exists():
             shutil.copy2(src / name, dst / name)
-    metrics = [r for r in map(_kept, _read_jsonl(table_path(src, METRICS)))
-               if r is not None and (r["param"] is None or not scalars_only)]
+    metrics = [
+        r
+        for r in map(_kept, _read_jsonl(table_path(src, METRICS)))
+        if r is not None and (r["param"] is None or not scalars_only)
+    ]
     _write_gz(dst / (METRICS + ".gz"), metrics)
     vectors = [] if scalars_only else _read_jsonl(table_path(src, SPECTRA))
     keep = [r for r in vectors if r["stat"] not in WIDE_VECTORS]
@@ -102,17 +117,22 @@ def curate(src: str | Path, dst: str | Path, scalars_only: bool = False) -> int:
     ``selection.json``, its reported runs (their final losses on every seed: the claims at
     that setting pair them by seed); a setting not run yet leaves what ``dst`` holds of it."""
     src, dst = Path(src), Path(dst)
-    runs = [r for r in find_runs(src) if load_result(r) is not None
-            and r.relative_to(src).parts[:1] != (ORDER,)]   # a setting's runs: below
+    runs = [
+        r for r in find_runs(src) if load_result(r) is not None and r.relative_to(src).parts[:1] != (ORDER,)
+    ]  # a setting's runs: below
     if not runs and not list((src / ORDER).glob(f"*/{TUNING}")):
         raise RecordingError(f"no finished runs under {src}; run `scale-lab reproduce` first")
     total = _curate_root(src, dst, runs, ("report.md", SELECTION, TUNING, REFERENCE_LINES), scalars_only)
     for tuning in sorted((src / ORDER).glob(f"*/{TUNING}")):
         setting = tuning.parent
-        reported = ([r for r in find_runs(setting) if load_result(r) is not None]
-                    if (setting / SELECTION).exists() else [])
-        total += _curate_root(setting, dst / setting.relative_to(src), reported, (SELECTION, TUNING),
-                              scalars_only)
+        reported = (
+            [r for r in find_runs(setting) if load_result(r) is not None]
+            if (setting / SELECTION).exists()
+            else []
+        )
+        total += _curate_root(
+            setting, dst / setting.relative_to(src), reported, (SELECTION, TUNING), scalars_only
+        )
     return total
 
 
@@ -121,8 +141,12 @@ def _curate_root(src: Path, dst: Path, runs: list[Path], side_files, scalars_onl
     sized vectors for the first seed only."""
     seed_of = {run: run_settings(run)["seed"] for run in runs}
     first_seed = min(seed_of.values(), default=None)
-    total = sum(curate_run(run, dst / run.relative_to(src), wide=seed_of[run] == first_seed,
-                           scalars_only=scalars_only) for run in runs)
+    total = sum(
+        curate_run(
+            run, dst / run.relative_to(src), wide=seed_of[run] == first_seed, scalars_only=scalars_only
+        )
+        for run in runs
+    )
     for extra in side_files:
         if (src / extra).exists():
             (dst / extra).parent.mkdir(parents=True, exist_ok=True)
@@ -135,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m analysis.results.curate", description=__doc__.split("\n\n")[0])
     p.add_argument("src")
     p.add_argument("dst")
-    p.add_argument("--scalars-only", action="store_true",
-                   help="the run-level rows alone, no per-parameter statistics or vectors")
+    p.add_argument(
+        "--scalars-only",
+        action="store_true",
+        help="the run-level rows alone, no per-parameter statistics or vectors",
+    )
     args = p.parse_args(argv)
     try:
         total = curate(args.src, args.dst, args.scalars_only)

@@ -45,11 +45,7 @@ from analysis.results.instrument_figures import (
 )
 from analysis.results.memory import analytic_terms
 from analysis.results.root import scan_runs
-from analysis.results.run_set import (
-    REFERENCE,
-    MissingData,
-    RunSet,
-)
+from analysis.results.run_set import REFERENCE, MissingData, RunSet
 from analysis.results.stats import summary, t_band
 from toy_models import quadratic
 
@@ -60,11 +56,26 @@ def _mark_divergence(ax, evals, colours) -> None:
     bad = evals[evals["value"].isna()]
     for (_run, label), rows in bad.groupby(["run", "label"]):
         step = rows["step"].min()
-        ax.plot([step], [1.0], marker="X", markersize=9, color=colours.get(label, "0.2"),
-                transform=ax.get_xaxis_transform(), clip_on=False, linestyle="none")
-        ax.annotate(f"{label} diverged", (step, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(0, -12), textcoords="offset points", ha="right", fontsize=7,
-                    color=colours.get(label, "0.2"))
+        ax.plot(
+            [step],
+            [1.0],
+            marker="X",
+            markersize=9,
+            color=colours.get(label, "0.2"),
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            linestyle="none",
+        )
+        ax.annotate(
+            f"{label} diverged",
+            (step, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, -12),
+            textcoords="offset points",
+            ha="right",
+            fontsize=7,
+            color=colours.get(label, "0.2"),
+        )
 
 
 def loss_curves(rec: RunSet):
@@ -74,21 +85,46 @@ def loss_curves(rec: RunSet):
     train = rec.stat("loss", per_param=False).copy()
     try:
         evals = rec.stat("eval_loss", per_param=False)
-    except MissingData:   # a user's loop may record no validation loss
+    except MissingData:  # a user's loop may record no validation loss
         evals = train.iloc[0:0]
     labels = style.ordered(train["label"])
     colours = style.palette(labels)
     fig, (left, right) = style.figure(2)
     # a 10-step running mean per run makes the ladder readable without hiding divergence
     train["smoothed"] = train.groupby("run")["value"].transform(lambda v: v.rolling(10, 1).mean())
-    sns.lineplot(train, x="step", y="smoothed", hue="label", hue_order=labels, palette=colours,
-                 errorbar=None, ax=left, legend=False)
+    sns.lineplot(
+        train,
+        x="step",
+        y="smoothed",
+        hue="label",
+        hue_order=labels,
+        palette=colours,
+        errorbar=None,
+        ax=left,
+        legend=False,
+    )
     if evals.empty:
-        right.text(0.5, 0.5, "no validation loss recorded", ha="center", va="center",
-                   transform=right.transAxes, color="0.4")
+        right.text(
+            0.5,
+            0.5,
+            "no validation loss recorded",
+            ha="center",
+            va="center",
+            transform=right.transAxes,
+            color="0.4",
+        )
     else:
-        sns.lineplot(evals, x="step", y="value", hue="label", hue_order=labels, palette=colours,
-                     errorbar=t_band, marker="o", ax=right)
+        sns.lineplot(
+            evals,
+            x="step",
+            y="value",
+            hue="label",
+            hue_order=labels,
+            palette=colours,
+            errorbar=t_band,
+            marker="o",
+            ax=right,
+        )
         _mark_divergence(right, evals, colours)
     left.set(xlabel="optimizer step", ylabel="train loss (10-step mean)", title="Training loss")
     right.set(xlabel="optimizer step", ylabel="validation loss", title="Validation loss")
@@ -97,10 +133,17 @@ def loss_curves(rec: RunSet):
     style.reference_lines(right, lines, label=False)
     for name, value in (lines or {}).items():
         if name in style.REFERENCE_LINE_STYLES:
-            right.annotate(f"{name} {value:.2f}", (0.99, value), xycoords=("axes fraction", "data"),
-                           ha="right", va="bottom", fontsize=7, color="0.3")
+            right.annotate(
+                f"{name} {value:.2f}",
+                (0.99, value),
+                xycoords=("axes fraction", "data"),
+                ha="right",
+                va="bottom",
+                fontsize=7,
+                color="0.3",
+            )
     _highlight(colours, "scale", left, right)
-    if not evals.empty:   # beside the panels, not over the curves
+    if not evals.empty:  # beside the panels, not over the curves
         handles, names = right.get_legend_handles_labels()
         right.get_legend().remove()
         fig.legend(handles, names, loc="outside right upper", fontsize=8, title="arm")
@@ -126,26 +169,36 @@ def lr_sweep(rec: RunSet):
     end would be an optimum at the grid's edge)."""
     tuning = rec.side_file(TUNING)
     if tuning is None:
-        raise MissingData(f"no {TUNING} under {rec.root}: the tuned preset writes it "
-                          "(`scale-lab reproduce --preset reference`)")
+        raise MissingData(
+            f"no {TUNING} under {rec.root}: the tuned preset writes it "
+            "(`scale-lab reproduce --preset reference`)"
+        )
     labels = style.ordered(tuning["arms"])
     colours = style.palette(labels)
     fig, (ax,) = style.figure(width=7.5, height=4.2)
     for label in labels:
         row = tuning["arms"][label]
         lrs = [float(lr) for lr in row["grid"]]
-        losses = np.array([[np.nan if v is None or not np.isfinite(v) else v for v in seeds]
-                           for seeds in row["grid"].values()], dtype=float)
+        losses = np.array(
+            [
+                [np.nan if v is None or not np.isfinite(v) else v for v in seeds]
+                for seeds in row["grid"].values()
+            ],
+            dtype=float,
+        )
         ax.plot(lrs, np.nanmean(losses, axis=1), color=colours[label], label=label, marker=".")
         for k in range(losses.shape[1]):
             ax.scatter(lrs, losses[:, k], color=colours[label], s=8, alpha=0.5)
         if row["best"] is not None:
             best = np.nanmean(losses[lrs.index(row["best"])])
             ax.scatter([row["best"]], [best], s=90, facecolors="none", edgecolors=colours[label])
-    ax.set(xscale="log", xlabel="peak learning rate of the matrices",
-           ylabel="final validation loss",
-           title=f"lr tuning at the reported length ({tuning['steps']} steps, seeds "
-                 f"{', '.join(map(str, tuning['tune_seeds']))})")
+    ax.set(
+        xscale="log",
+        xlabel="peak learning rate of the matrices",
+        ylabel="final validation loss",
+        title=f"lr tuning at the reported length ({tuning['steps']} steps, seeds "
+        f"{', '.join(map(str, tuning['tune_seeds']))})",
+    )
     ax.legend(fontsize=7, ncols=2)
     return fig
 
@@ -168,8 +221,10 @@ def normalization_ablation(rec: RunSet):
     if lines:
         ax.legend(fontsize=7, loc="lower right")
     seeds = int(table["seeds"].max())
-    ax.set(xlabel="final validation loss (nats)",
-           title=f"The ladder (mean, 95% t-interval, {seeds} seed{'s' if seeds > 1 else ''})")
+    ax.set(
+        xlabel="final validation loss (nats)",
+        title=f"The ladder (mean, 95% t-interval, {seeds} seed{'s' if seeds > 1 else ''})",
+    )
     return fig
 
 
@@ -182,19 +237,25 @@ def memory_vs_perplexity(rec: RunSet):
     # a legend per panel, not labels at the points: nearby points' labels collided
     for label, row in table.iterrows():
         left.scatter(row["state_mb"], row["perplexity"], color=colours[label], s=40, label=label)
-    left.set(yscale="log", xlabel="optimizer state (MB, measured)", ylabel="validation perplexity",
-             title="These runs")
+    left.set(
+        yscale="log",
+        xlabel="optimizer state (MB, measured)",
+        ylabel="validation perplexity",
+        title="These runs",
+    )
     left.legend(fontsize=7, ncols=2)
     for label, ppl in paper.PERPLEXITY["1b"].items():
         right.scatter(analytic_terms(label, "1b")[1], ppl, color=colours[label], s=40, label=label)
-    right.set(xlabel="optimizer state (GB, bf16, paper's accounting)", ylabel="C4 perplexity",
-              title="The paper at 1B")
+    right.set(
+        xlabel="optimizer state (GB, bf16, paper's accounting)",
+        ylabel="C4 perplexity",
+        title="The paper at 1B",
+    )
     right.legend(fontsize=7, ncols=2)
     return fig
 
 
-def momentum_quadratic(rec: RunSet | None = None, steps: int = 600, sigma: float = 0.3,
-                       lrs=(0.3, 1.0)):
+def momentum_quadratic(rec: RunSet | None = None, steps: int = 600, sigma: float = 0.3, lrs=(0.3, 1.0)):
     """SGD vs EMA momentum (beta 0.9) on the noisy quadratic; dotted lines: exact noise floors."""
 
     fig, (ax,) = style.figure(width=6)
@@ -203,18 +264,40 @@ def momentum_quadratic(rec: RunSet | None = None, steps: int = 600, sigma: float
             curve = quadratic.run(steps=steps, lr=lr, beta=beta, sigma=sigma)
             name = "SGD" if beta == 0 else f"EMA momentum {beta}"
             ax.plot(curve, dash, color=colour, label=f"{name}, lr {lr:g}", lw=1.2)
-            ax.axhline(quadratic.ema_floor(lr, beta, sigma), color=colour, ls=":", lw=1,
-                       label=f"exact floor of {name}, lr {lr:g}")
-    ax.set(yscale="log", xlabel="step", ylabel="expected loss (64 noise draws)",
-           title="Noisy quadratic: momentum lowers the noise floor")
+            ax.axhline(
+                quadratic.ema_floor(lr, beta, sigma),
+                color=colour,
+                ls=":",
+                lw=1,
+                label=f"exact floor of {name}, lr {lr:g}",
+            )
+    ax.set(
+        yscale="log",
+        xlabel="step",
+        ylabel="expected loss (64 noise draws)",
+        title="Noisy quadratic: momentum lowers the noise floor",
+    )
     ax.legend(fontsize=7, ncols=2)
     return fig
 
 
-REGISTRY = {f.__name__: f for f in (grad_variance_by_layer, grad_variance_with_momentum,
-                                    loss_curves, lr_sweep, normalization_ablation, column_norm_stats,
-                                    update_spectra, memory_vs_perplexity, momentum_quadratic,
-                                    sgd_vs_normalized, momentum_placement, output_entry_histogram)}
+REGISTRY = {
+    f.__name__: f
+    for f in (
+        grad_variance_by_layer,
+        grad_variance_with_momentum,
+        loss_curves,
+        lr_sweep,
+        normalization_ablation,
+        column_norm_stats,
+        update_spectra,
+        memory_vs_perplexity,
+        momentum_quadratic,
+        sgd_vs_normalized,
+        momentum_placement,
+        output_entry_histogram,
+    )
+}
 # drawn without recordings (from the model or the quadratic alone)
 SELF_CONTAINED = ("momentum_quadratic", "output_entry_histogram")
 
@@ -227,7 +310,7 @@ def show(name: str, rec: RunSet | None = None, **kwargs) -> None:
 
     fig = REGISTRY[name](rec, **kwargs)
     display(fig)
-    plt.close(fig)   # shown once: the cell's own display of open figures would repeat it
+    plt.close(fig)  # shown once: the cell's own display of open figures would repeat it
     display(Markdown(f"*{CAPTIONS[name]}*"))
 
 
@@ -258,8 +341,9 @@ def render_all(root, out_dir, names=None) -> tuple[list[Path], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     """``scale-lab figures``: render the registry; 0 if all drawn, 1 if some, 2 if none."""
     p = Parser(prog="scale-lab figures", description="Render the figure registry.")
-    p.add_argument("--runs", default=str(REFERENCE),
-                   help="directory of run directories (default: the shipped reference)")
+    p.add_argument(
+        "--runs", default=str(REFERENCE), help="directory of run directories (default: the shipped reference)"
+    )
     p.add_argument("--out", default="figures", help="where PNG and PDF files go")
     p.add_argument("--only", nargs="+", default=None, help=f"subset of: {' '.join(REGISTRY)}")
     args = p.parse_args(argv)
@@ -268,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise MissingData(f"unknown figure(s) {unknown}; choose from {', '.join(REGISTRY)}")
         if set(args.only or REGISTRY) - set(SELF_CONTAINED):
-            RunSet(args.runs)   # one line when there is nothing to draw from
+            RunSet(args.runs)  # one line when there is nothing to draw from
         made, problems = render_all(args.runs, args.out, args.only)
     except (MissingData, RecordingError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -31,7 +31,7 @@ from toy_models.llama import parameter_counts, read_config
 
 MIN_TOKENS_PER_PARAMETER = 10.0
 LAST_FRACTION = 0.2
-LATE_GAIN_MARGIN = math.log(1.05)   # claim 6's +5% perplexity, in nats
+LATE_GAIN_MARGIN = math.log(1.05)  # claim 6's +5% perplexity, in nats
 BEST_ARMS = 3
 MAX_ADAMW_SPREAD = 2.0
 
@@ -40,6 +40,7 @@ MAX_ADAMW_SPREAD = 2.0
 class Gate:
     """One gate as checked: its rule, whether it passed (None: could not be checked), numbers,
     and what a failure means for the claims."""
+
     name: str
     rule: str
     passed: bool | None
@@ -60,10 +61,14 @@ def tokens_per_parameter(results: pd.DataFrame) -> float:
 def length_gate(results: pd.DataFrame) -> Gate:
     """Gate 1: tokens per parameter."""
     tpp = tokens_per_parameter(results)
-    return Gate("length", f">= {MIN_TOKENS_PER_PARAMETER:g} training tokens per parameter",
-                tpp >= MIN_TOKENS_PER_PARAMETER, f"{tpp:.2f} tokens per parameter",
-                "the runs are early training; a ranking may still flip, so the claims describe "
-                "a speed test, not the end of training")
+    return Gate(
+        "length",
+        f">= {MIN_TOKENS_PER_PARAMETER:g} training tokens per parameter",
+        tpp >= MIN_TOKENS_PER_PARAMETER,
+        f"{tpp:.2f} tokens per parameter",
+        "the runs are early training; a ranking may still flip, so the claims describe "
+        "a speed test, not the end of training",
+    )
 
 
 def late_gain(run_dir) -> float:
@@ -93,18 +98,27 @@ def convergence_gate(results: pd.DataFrame) -> Gate:
             values = [v for v in (late_gain(run) for run in part["run"]) if math.isfinite(v)]
             if values:
                 gains[label] = float(np.mean(values))
-    rule = (f"the arms' validation gains over the last {100 * LAST_FRACTION:.0f}% of steps (nats, mean "
-            f"over seeds) differ by less than {LATE_GAIN_MARGIN:.3f}, the margin the claims decide: "
-            "another such stretch could not flip a ranking by more than that")
+    rule = (
+        f"the arms' validation gains over the last {100 * LAST_FRACTION:.0f}% of steps (nats, mean "
+        f"over seeds) differ by less than {LATE_GAIN_MARGIN:.3f}, the margin the claims decide: "
+        "another such stretch could not flip a ranking by more than that"
+    )
     if len(gains) < 2:
         return Gate("converged", rule, None, "needs two arms with evaluations at 80% of their steps", "")
     most, least = max(gains, key=gains.get), min(gains, key=gains.get)
     spread = gains[most] - gains[least]
-    evidence = (", ".join(f"{k} {v:.3f}" for k, v in sorted(gains.items(), key=lambda kv: -kv[1]))
-                + f"; largest difference {spread:.3f} ({most} - {least})")
-    return Gate("converged", rule, bool(spread < LATE_GAIN_MARGIN), evidence,
-                f"{most} was still gaining {spread:.3f} nats more than {least} at the end: a longer "
-                "run could move their gap by more than the claims' margin")
+    evidence = (
+        ", ".join(f"{k} {v:.3f}" for k, v in sorted(gains.items(), key=lambda kv: -kv[1]))
+        + f"; largest difference {spread:.3f} ({most} - {least})"
+    )
+    return Gate(
+        "converged",
+        rule,
+        bool(spread < LATE_GAIN_MARGIN),
+        evidence,
+        f"{most} was still gaining {spread:.3f} nats more than {least} at the end: a longer "
+        "run could move their gap by more than the claims' margin",
+    )
 
 
 def bigram_gate(results: pd.DataFrame, lines: dict | None) -> Gate:
@@ -115,10 +129,14 @@ def bigram_gate(results: pd.DataFrame, lines: dict | None) -> Gate:
     if not lines:
         return Gate("past bigrams", rule, None, "no reference lines", "")
     bigram = lines["bigram"]
-    return Gate("past bigrams", rule, bool((best < bigram).all()),
-                f"bigram {bigram:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in best.items()),
-                "even the best arms have not learned past bigram statistics, where the embedding "
-                "and output layers dominate; the claims describe that phase only")
+    return Gate(
+        "past bigrams",
+        rule,
+        bool((best < bigram).all()),
+        f"bigram {bigram:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in best.items()),
+        "even the best arms have not learned past bigram statistics, where the embedding "
+        "and output layers dominate; the claims describe that phase only",
+    )
 
 
 def adamw_spread_gate(results: pd.DataFrame) -> Gate:
@@ -129,13 +147,21 @@ def adamw_spread_gate(results: pd.DataFrame) -> Gate:
         return Gate("stable baseline", rule, None, "needs AdamW and another arm on >= 2 seeds", "")
     others = float(spread.drop("adamw").median())
     ratio = spread["adamw"] / others if others > 0 else math.inf
-    return Gate("stable baseline", rule, bool(ratio <= MAX_ADAMW_SPREAD),
-                f"AdamW std {spread['adamw']:.4f}, others' median {others:.4f} ({ratio:.1f}x)",
-                "AdamW's seeds disagree: comparisons with it have wide intervals, and a tuning "
-                "that lands on an unstable lr understates it")
+    return Gate(
+        "stable baseline",
+        rule,
+        bool(ratio <= MAX_ADAMW_SPREAD),
+        f"AdamW std {spread['adamw']:.4f}, others' median {others:.4f} ({ratio:.1f}x)",
+        "AdamW's seeds disagree: comparisons with it have wide intervals, and a tuning "
+        "that lands on an unstable lr understates it",
+    )
 
 
 def all_gates(results: pd.DataFrame, lines: dict | None) -> list[Gate]:
     """The four gates of the module docstring, in order."""
-    return [length_gate(results), convergence_gate(results), bigram_gate(results, lines),
-            adamw_spread_gate(results)]
+    return [
+        length_gate(results),
+        convergence_gate(results),
+        bigram_gate(results, lines),
+        adamw_spread_gate(results),
+    ]

@@ -20,8 +20,9 @@ def per_head_variance(rec: RunSet, label: str | None = None):
     if label is not None:
         rows = rows[rows["label"] == label]
     if rows.empty:
-        raise MissingData(f"no {STAT!r} rows under {rec.root}: record attention heads with "
-                          "InstrumentConfig(per_head=True)")
+        raise MissingData(
+            f"no {STAT!r} rows under {rec.root}: record attention heads with InstrumentConfig(per_head=True)"
+        )
     parts = rows["param"].str.extract(r"^(?P<matrix>.+)/head(?P<head>\d+)$")
     rows = rows.assign(matrix=parts["matrix"], head=parts["head"].astype(int))
     mean = rows.groupby(["matrix", "head"])["value"].mean().unstack("head")
@@ -31,10 +32,15 @@ def per_head_variance(rec: RunSet, label: str | None = None):
     image = ax.imshow(ratio.to_numpy(dtype=float), aspect="auto", cmap="viridis")
     ax.grid(False)
     ax.set_xticks(range(ratio.shape[1]), [str(h) for h in ratio.columns])
-    names = [m.replace("model.layers.", "L").replace(".self_attn.", " ").replace(".weight", "")
-             for m in ratio.index]
+    names = [
+        m.replace("model.layers.", "L").replace(".self_attn.", " ").replace(".weight", "")
+        for m in ratio.index
+    ]
     ax.set_yticks(range(len(ratio)), names)
-    ax.set(xlabel="head", title=f"Gradient variance per head / its matrix's mean head\n"
-                                f"(noisiest over quietest head: {spread:.1f}x)")
+    ax.set(
+        xlabel="head",
+        title=f"Gradient variance per head / its matrix's mean head\n"
+        f"(noisiest over quietest head: {spread:.1f}x)",
+    )
     fig.colorbar(image, ax=ax, label="ratio (time-averaged)")
     return fig

@@ -33,28 +33,42 @@ def seed_lines(root: Path, results: pd.DataFrame) -> list[str]:
     reported = sorted({int(s) for s in results["seed"]})
     overlap = sorted(tune & set(reported))
     counts = results.groupby("label")["seed"].nunique()
-    lines = [f"**Seeds**: tuned on {', '.join(map(str, sorted(tune)))} (means); reported on "
-             f"held-out seeds {reported[0]}-{reported[-1]} ("
-             + ", ".join(f"{label} {n}" for label, n in counts.items()) + ")"
-             + ("; no reported seed tuned anything." if not overlap else
-                f"; WARNING: seeds {overlap} both tuned and report."), ""]
+    lines = [
+        f"**Seeds**: tuned on {', '.join(map(str, sorted(tune)))} (means); reported on "
+        f"held-out seeds {reported[0]}-{reported[-1]} ("
+        + ", ".join(f"{label} {n}" for label, n in counts.items())
+        + ")"
+        + (
+            "; no reported seed tuned anything."
+            if not overlap
+            else f"; WARNING: seeds {overlap} both tuned and report."
+        ),
+        "",
+    ]
     loose = [label for label, row in tuning["arms"].items() if not row.get("bracketed")]
     if loose:
-        lines += [f"**Not bracketed on means** (an optimum that may lie beyond the grid; every claim "
-                  f"that reads these arms inherits it): {', '.join(loose)}.", ""]
+        lines += [
+            f"**Not bracketed on means** (an optimum that may lie beyond the grid; every claim "
+            f"that reads these arms inherits it): {', '.join(loose)}.",
+            "",
+        ]
     return lines
 
 
 def tuned_points_table(root: Path) -> list[str]:
     """Each arm's chosen lr, beta2 and embedding/output multiplier, its budget and noise."""
     tuning = read_json(Path(root) / TUNING)
-    lines = ["| arm | lr | beta2 | emb/out multiplier | tuning runs | seed noise (held-out) | bracketed |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| arm | lr | beta2 | emb/out multiplier | tuning runs | seed noise (held-out) | bracketed |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, row in tuning["arms"].items():
         noise = row.get("seed_noise")
-        lines.append(f"| {label} | {row['best']:g} | {row['beta2']:g} | x{row['mult']:g} | {row['runs']} | "
-                     f"{'n/a' if noise is None or not math.isfinite(noise) else f'{noise:.4f}'} | "
-                     f"{'yes' if row.get('bracketed') else 'NO'} |")
+        lines.append(
+            f"| {label} | {row['best']:g} | {row['beta2']:g} | x{row['mult']:g} | {row['runs']} | "
+            f"{'n/a' if noise is None or not math.isfinite(noise) else f'{noise:.4f}'} | "
+            f"{'yes' if row.get('bracketed') else 'NO'} |"
+        )
     return lines
 
 
@@ -71,8 +85,12 @@ def row_lines(root: Path, results: pd.DataFrame) -> list[str]:
             part["label"] = name
             frames.append(part)
     frame = pd.concat(frames, ignore_index=True)
-    lines = ["## Beside the arms", "", "Each row paired by seed with its own arm (loss difference, "
-             "nats; 95% interval):", ""]
+    lines = [
+        "## Beside the arms",
+        "",
+        "Each row paired by seed with its own arm (loss difference, nats; 95% interval):",
+        "",
+    ]
     for name in rows:
         arm = name.split("+")[0].split("@")[0]
         diff, half, n = paired(frame, name, arm)
@@ -82,9 +100,14 @@ def row_lines(root: Path, results: pd.DataFrame) -> list[str]:
     same, same_half, m = paired(frame, "muon@adamw-lrs", "adamw")
     if n and m:
         share = 1 - same / lead if lead else math.nan
-        lines += ["", f"Muon's lead over AdamW: {fmt(lead, lead_half)} nats; with its AdamW part at "
-                  f"AdamW's tuned embedding/output lr: {fmt(same, same_half)}; the multiplier explains "
-                  f"{100 * share:.0f}% of the lead." if math.isfinite(share) else ""]
+        lines += [
+            "",
+            f"Muon's lead over AdamW: {fmt(lead, lead_half)} nats; with its AdamW part at "
+            f"AdamW's tuned embedding/output lr: {fmt(same, same_half)}; the multiplier explains "
+            f"{100 * share:.0f}% of the lead."
+            if math.isfinite(share)
+            else "",
+        ]
     return lines + [""]
 
 
@@ -97,12 +120,17 @@ def retrained_lines(root: Path) -> list[str]:
     """Every reported run trained a second time (its first record carried as a cache), with
     both values; a difference beyond ``RETRAIN_TOLERANCE`` is named, not hidden."""
     retrained = (read_json(Path(root) / SELECTION) or {}).get("retrained", {})
-    apart = {run: v for run, v in retrained.items()
-             if abs(v["cached"] - v["trained"]) > RETRAIN_TOLERANCE}
+    apart = {run: v for run, v in retrained.items() if abs(v["cached"] - v["trained"]) > RETRAIN_TOLERANCE}
     if not retrained:
         return []
-    return [f"Trained twice (a cached result, then again for the recordings): {len(retrained)} "
-            f"runs; {len(apart)} differ: " + ("; ".join(
-                f"{run} {v['cached']:.4f} then {v['trained']:.4f}" for run, v in apart.items())
-                or "none") + ". On one machine and thread count a run is bitwise reproducible; "
-            "across CPUs the kernels' rounding differs (the records name the CPU).", ""]
+    return [
+        f"Trained twice (a cached result, then again for the recordings): {len(retrained)} "
+        f"runs; {len(apart)} differ: "
+        + (
+            "; ".join(f"{run} {v['cached']:.4f} then {v['trained']:.4f}" for run, v in apart.items())
+            or "none"
+        )
+        + ". On one machine and thread count a run is bitwise reproducible; "
+        "across CPUs the kernels' rounding differs (the records name the CPU).",
+        "",
+    ]

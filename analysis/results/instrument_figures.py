@@ -17,14 +17,23 @@ def _variance(rec: RunSet, label: str, title: str):
     import seaborn as sns
 
     fig, axes = style.figure(2)
-    for ax, stat, ylabel in zip(axes, ("grad_var", "grad_var_rel"),
-                                ("E||g_b - g||^2 per layer", "relative: E||g_b - g||^2 / ||g||^2")):
+    for ax, stat, ylabel in zip(
+        axes, ("grad_var", "grad_var_rel"), ("E||g_b - g||^2 per layer", "relative: E||g_b - g||^2 / ||g||^2")
+    ):
         frame = role_variance(rec.stat(stat, labels=[label]), stat)
         frame = frame[frame["step"] > 0]
         roles = [r for r in style.ROLE_ORDER if r in set(frame["role"])]
-        sns.lineplot(frame, x="step", y="value", hue="role", hue_order=roles,
-                     palette=style.role_palette(roles), errorbar=log_band, ax=ax,
-                     legend=ax is axes[0])
+        sns.lineplot(
+            frame,
+            x="step",
+            y="value",
+            hue="role",
+            hue_order=roles,
+            palette=style.role_palette(roles),
+            errorbar=log_band,
+            ax=ax,
+            legend=ax is axes[0],
+        )
         ax.set(yscale="log", xlabel="optimizer step", ylabel=ylabel)
     axes[0].legend(title="layer role")
     fig.suptitle(title, fontweight="bold")
@@ -57,8 +66,18 @@ def column_norm_stats(rec: RunSet):
     fig, (left, right) = style.figure(2)
     labels = style.ordered(last["label"])
     roles = [r for r in style.ROLE_ORDER if r in set(last["role"])]
-    sns.barplot(last, y="label", x="value", hue="role", order=labels, hue_order=roles,
-                palette=style.role_palette(roles), errorbar=None, ax=left, orient="h")
+    sns.barplot(
+        last,
+        y="label",
+        x="value",
+        hue="role",
+        order=labels,
+        hue_order=roles,
+        palette=style.role_palette(roles),
+        errorbar=None,
+        ax=left,
+        orient="h",
+    )
     # a spread of 0 (every unit normalized) draws no bar: mark it, so no arm looks unrecorded
     colours = style.role_palette(roles)
     for role, bars in zip(roles, left.containers):
@@ -72,8 +91,10 @@ def column_norm_stats(rec: RunSet):
     freq = vectors[vectors["stat"] == "token_frequency"]
     rows = vectors[(vectors["stat"] == "grad_row_rms") & (vectors["role"] == "output")]
     if freq.empty or rows.empty:
-        raise MissingData("no output-layer `grad_row_rms` / `token_frequency` vectors; they are "
-                          "recorded on the `rows` schedule with instrumentation on")
+        raise MissingData(
+            "no output-layer `grad_row_rms` / `token_frequency` vectors; they are "
+            "recorded on the `rows` schedule with instrumentation on"
+        )
     # the SCALE run when there is one (the optimizer the panel is about), else the last run
     scale = rows[rows["label"] == "scale"]
     run = (scale if len(scale) else rows)["run"].iloc[-1]
@@ -83,9 +104,13 @@ def column_norm_stats(rec: RunSet):
     seen = counts > 0
     left_label = rows[rows["run"] == run]["label"].iloc[0]
     right.scatter(counts[seen], rms[seen], s=3, alpha=0.4, color=style.palette([left_label])[left_label])
-    right.set(xscale="log", yscale="log", xlabel="token count in the training split",
-              ylabel="output-layer gradient row RMS",
-              title=f"Output rows vs frequency ({left_label}, step {int(first['step'])})")
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="token count in the training split",
+        ylabel="output-layer gradient row RMS",
+        title=f"Output rows vs frequency ({left_label}, step {int(first['step'])})",
+    )
     return fig
 
 
@@ -105,16 +130,37 @@ def update_spectra(rec: RunSet):
         values = np.asarray(row["values"], dtype=float)
         ranks = spectrum_ranks(rec, row["run"], name, len(values))
         known &= ranks is not None
-        left.plot(ranks if ranks is not None else np.arange(1, len(values) + 1), values,
-                  label=label, color=colours[label])
-    left.set(xscale="log", yscale="log", ylabel="sigma_i / sigma_1",
-             xlabel="rank i" if known else "kept value (ranks unknown: log-spaced subset)",
-             title=f"Update spectrum: {name.replace('model.', '')}")
+        left.plot(
+            ranks if ranks is not None else np.arange(1, len(values) + 1),
+            values,
+            label=label,
+            color=colours[label],
+        )
+    left.set(
+        xscale="log",
+        yscale="log",
+        ylabel="sigma_i / sigma_1",
+        xlabel="rank i" if known else "kept value (ranks unknown: log-spaced subset)",
+        title=f"Update spectrum: {name.replace('model.', '')}",
+    )
     left.legend(fontsize=7, ncols=2)
     rank = rec.stat("update_stable_rank")
     rank = rank[rank["role"] == "hidden"].groupby(["run", "label", "step"], as_index=False)["value"].mean()
-    sns.lineplot(rank, x="step", y="value", hue="label", hue_order=style.ordered(rank["label"]),
-                 palette=style.palette(style.ordered(rank["label"])), errorbar=None, ax=right, legend=False)
-    right.set(yscale="log", xlabel="optimizer step", ylabel="stable rank ||U||_F^2 / ||U||_2^2",
-              title="Stable rank of hidden updates")
+    sns.lineplot(
+        rank,
+        x="step",
+        y="value",
+        hue="label",
+        hue_order=style.ordered(rank["label"]),
+        palette=style.palette(style.ordered(rank["label"])),
+        errorbar=None,
+        ax=right,
+        legend=False,
+    )
+    right.set(
+        yscale="log",
+        xlabel="optimizer step",
+        ylabel="stable rank ||U||_F^2 / ||U||_2^2",
+        title="Stable rank of hidden updates",
+    )
     return fig

@@ -58,10 +58,12 @@ from toy_models.llama import (
 PAPER_RANK = {"60m": 128, "130m": 256, "350m": 256, "1b": 512, "7b": 256}
 TABLE_RECIPES = ("sgd", "scale", "apollo_mini", "apollo", "galore", "muon", "adamw")
 # How the paper counts where it differs from what runs here (see the module docstring).
-PAPER_CONVENTION = {"sgd": {role: NO_STATE for role in ROLES},
-                    "muon": {role: per_element(1) for role in ROLES},
-                    "apollo": {role: per_element(2) for role in ROLES} | {"hidden": SUBSPACE_SEEDED},
-                    "apollo_mini": {role: per_element(2) for role in ROLES} | {"hidden": NO_STATE}}
+PAPER_CONVENTION = {
+    "sgd": {role: NO_STATE for role in ROLES},
+    "muon": {role: per_element(1) for role in ROLES},
+    "apollo": {role: per_element(2) for role in ROLES} | {"hidden": SUBSPACE_SEEDED},
+    "apollo_mini": {role: per_element(2) for role in ROLES} | {"hidden": NO_STATE},
+}
 
 
 def default_rank(model: str, config) -> int:
@@ -69,8 +71,9 @@ def default_rank(model: str, config) -> int:
     return PAPER_RANK.get(model, max(1, config.hidden_size // 4))
 
 
-def state_elements(recipe: str, config, rank: int, momentum: str | None = None,
-                   convention: str = "implemented") -> int:
+def state_elements(
+    recipe: str, config, rank: int, momentum: str | None = None, convention: str = "implemented"
+) -> int:
     """Optimizer-state elements of ``recipe`` for a LLaMA ``config`` at ``rank``, from the
     recipe's declaration (``convention="paper"``: as the paper counts it)."""
     shapes = [(role, shape) for _, role, shape in matrix_shapes(config)]
@@ -82,7 +85,7 @@ def state_elements(recipe: str, config, rank: int, momentum: str | None = None,
 def analytic_terms(recipe: str, model: str, convention: str = "paper") -> tuple[float, float]:
     """``(weights GB, state GB)`` at 2 bytes per element for a named model (``paper``: the
     paper's quoted parameter count where it has one)."""
-    config = read_config(model)    # shapes only: no transformers import before the table prints
+    config = read_config(model)  # shapes only: no transformers import before the table prints
     params = parameter_counts(config)["total"]
     if convention == "paper" and model in MODEL_PARAMETERS:
         params = MODEL_PARAMETERS[model][0]
@@ -121,8 +124,11 @@ def measured_state(recipe: str, model_name: str, steps: int = 1) -> dict:
         model(input_ids=x, labels=x).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    return {"elements": state_numel(optimizer), "bytes": state_bytes(optimizer),
-            "analytic": state_elements(recipe, config, default_rank(model_name, config))}
+    return {
+        "elements": state_numel(optimizer),
+        "bytes": state_bytes(optimizer),
+        "analytic": state_elements(recipe, config, default_rank(model_name, config)),
+    }
 
 
 def paper_table(models=PAPER_MODELS, names=TABLE_RECIPES) -> str:
@@ -133,8 +139,10 @@ def paper_table(models=PAPER_MODELS, names=TABLE_RECIPES) -> str:
     for recipe in names:
         rows.append(f"{recipe:<34}" + "".join(f"{paper_figure(recipe, m):>9.2f}" for m in models))
         if recipe in PAPER_CONVENTION:
-            rows.append(f"{recipe + ' (as implemented here)':<34}"
-                        + "".join(f"{analytic_gb(recipe, m, 'implemented'):>9.2f}" for m in models))
+            rows.append(
+                f"{recipe + ' (as implemented here)':<34}"
+                + "".join(f"{analytic_gb(recipe, m, 'implemented'):>9.2f}" for m in models)
+            )
     return "\n".join(rows)
 
 
@@ -152,12 +160,13 @@ def measured_rows(models=CPU_MODELS, names=None):
 def measured_line(row: dict) -> str:
     """One ``measured_rows`` row as a line under ``MEASURED_HEAD``."""
     ok = "yes" if row["elements"] == row["analytic"] else "no (library keeps non-tensor state)"
-    return (f"{row['recipe']:<14}{row['model']:<8}{row['analytic']:>16,}{row['elements']:>16,}"
-            f"{row['bytes']:>12,}  {ok}")
+    return (
+        f"{row['recipe']:<14}{row['model']:<8}{row['analytic']:>16,}{row['elements']:>16,}"
+        f"{row['bytes']:>12,}  {ok}"
+    )
 
 
-def cuda_peak_table(model: str = "60m", names=TABLE_RECIPES, batch: int = 8,
-                    seq_len: int = 256) -> str:
+def cuda_peak_table(model: str = "60m", names=TABLE_RECIPES, batch: int = 8, seq_len: int = 256) -> str:
     """Peak allocated memory of one bf16 training step per recipe (needs a GPU)."""
     rows = [f"{'recipe':<14}{'peak allocated (GB)':>22}"]
     for recipe in names:
@@ -196,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         total = len(CPU_MODELS) * len(recipe_names())
         with tqdm(total=total, desc="measuring", unit="recipe", file=sys.stderr, leave=False) as bar:
             for row in map(measured_line, measured_rows()):
-                bar.write(row, file=sys.stdout)   # above the bar, not through it
+                bar.write(row, file=sys.stdout)  # above the bar, not through it
                 sys.stdout.flush()
                 text += "\n" + row
                 bar.update(1)

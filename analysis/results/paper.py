@@ -14,18 +14,39 @@ Newton-Schulz normalization, ``col_norm`` / ``row_norm`` for column- / row-wise)
 
 from __future__ import annotations
 
-MODEL_PARAMETERS = {"60m": (58.07e6, 16.38e6), "130m": (134.1e6, 24.58e6),
-                    "350m": (368.0e6, 32.77e6), "1b": (1.339e9, 65.5e6), "7b": (6.738e9, 131.1e6)}
+MODEL_PARAMETERS = {
+    "60m": (58.07e6, 16.38e6),
+    "130m": (134.1e6, 24.58e6),
+    "350m": (368.0e6, 32.77e6),
+    "1b": (1.339e9, 65.5e6),
+    "7b": (6.738e9, 131.1e6),
+}
 
 MEMORY_GB = {
-    ("sgd", "7b"): 13.476, ("scale", "7b"): 13.74, ("apollo_mini", "7b"): 14.53,
-    ("apollo", "7b"): 16.14, ("muon", "7b"): 26.95, ("adamw", "7b"): 40.43,
-    ("sgd", "1b"): 2.68, ("scale", "1b"): 2.81, ("apollo_mini", "1b"): 3.20, ("swan", "1b"): 3.20,
-    ("galore", "1b"): 4.76, ("fira", "1b"): 4.76, ("apollo", "1b"): 4.76,
-    ("muon", "1b"): 5.36, ("adamw", "1b"): 8.04,
-    ("scale", "60m"): 0.15, ("scale", "130m"): 0.32, ("scale", "350m"): 0.80,
-    ("adamw", "60m"): 0.35, ("adamw", "130m"): 0.81, ("adamw", "350m"): 2.21,
-    ("muon", "60m"): 0.23, ("muon", "130m"): 0.54, ("muon", "350m"): 1.47,
+    ("sgd", "7b"): 13.476,
+    ("scale", "7b"): 13.74,
+    ("apollo_mini", "7b"): 14.53,
+    ("apollo", "7b"): 16.14,
+    ("muon", "7b"): 26.95,
+    ("adamw", "7b"): 40.43,
+    ("sgd", "1b"): 2.68,
+    ("scale", "1b"): 2.81,
+    ("apollo_mini", "1b"): 3.20,
+    ("swan", "1b"): 3.20,
+    ("galore", "1b"): 4.76,
+    ("fira", "1b"): 4.76,
+    ("apollo", "1b"): 4.76,
+    ("muon", "1b"): 5.36,
+    ("adamw", "1b"): 8.04,
+    ("scale", "60m"): 0.15,
+    ("scale", "130m"): 0.32,
+    ("scale", "350m"): 0.80,
+    ("adamw", "60m"): 0.35,
+    ("adamw", "130m"): 0.81,
+    ("adamw", "350m"): 2.21,
+    ("muon", "60m"): 0.23,
+    ("muon", "130m"): 0.54,
+    ("muon", "350m"): 1.47,
 }
 
 PERPLEXITY = {

@@ -11,20 +11,10 @@ from pathlib import Path
 
 import analysis.results.held_out_report as held_out_report
 from analysis.arguments import Parser
-from analysis.recording import (
-    REFERENCE_LINES,
-    TUNING,
-    read_json,
-    run_settings,
-    write_atomic,
-)
+from analysis.recording import REFERENCE_LINES, TUNING, read_json, run_settings, write_atomic
 from analysis.results.captions import CAPTIONS
 from analysis.results.claims import SUSPECT_PPL, all_claims, suspect_arms
-from analysis.results.gates import (
-    MIN_TOKENS_PER_PARAMETER,
-    all_gates,
-    tokens_per_parameter,
-)
+from analysis.results.gates import MIN_TOKENS_PER_PARAMETER, all_gates, tokens_per_parameter
 from analysis.results.ladder_claims import ladder_order
 from analysis.results.paper import paper_tokens_per_parameter
 from analysis.results.run_set import REFERENCE
@@ -40,23 +30,30 @@ def setup_lines(root: Path, results) -> list[str]:
     counts = parameter_counts(model_config(first["model"]))
     hidden = counts["hidden"] / counts["total"]
     config = run_settings(first["run"])
-    lines = [f"Model `{first['model']}`: {counts['total'] / 1e6:.2f}M parameters, hidden matrices "
-             f"{100 * hidden:.0f}% of them (the paper's 60M: 44%, 1B: 90%). Each run: {first['steps']} "
-             f"steps x {config.get('batch_size')} x {config.get('seq_len')} tokens = "
-             f"{first['tokens'] / 1e6:.2f}M tokens. Learning rates: one peak lr for the matrices "
-             "per arm (tuned, below), the same "
-             f"vectors' Adam lr ({config.get('adam_lr')}) for every arm, and "
-             + ("one embedding/output multiplier per arm (tuned, below)."
-                if held_out_report.is_version_3(root) else
-                f"the same role multipliers (embedding x{config.get('embedding_lr_mult')}, output "
-                f"x{config.get('output_lr_mult')}) for every arm.")]
+    lines = [
+        f"Model `{first['model']}`: {counts['total'] / 1e6:.2f}M parameters, hidden matrices "
+        f"{100 * hidden:.0f}% of them (the paper's 60M: 44%, 1B: 90%). Each run: {first['steps']} "
+        f"steps x {config.get('batch_size')} x {config.get('seq_len')} tokens = "
+        f"{first['tokens'] / 1e6:.2f}M tokens. Learning rates: one peak lr for the matrices "
+        "per arm (tuned, below), the same "
+        f"vectors' Adam lr ({config.get('adam_lr')}) for every arm, and "
+        + (
+            "one embedding/output multiplier per arm (tuned, below)."
+            if held_out_report.is_version_3(root)
+            else f"the same role multipliers (embedding x{config.get('embedding_lr_mult')}, output "
+            f"x{config.get('output_lr_mult')}) for every arm."
+        )
+    ]
     ref = read_json(root / REFERENCE_LINES)
     if ref:
-        lines += ["", f"Reference lines on the same validation positions: unigram cross-entropy "
-                  f"{ref['unigram']:.3f} nats, bigram {ref['bigram']:.3f} nats (fitted on the training "
-                  "split; `toy_models.ngram`). A final loss above the bigram line means the runs are "
-                  "still learning token statistics, where the embedding and output layers' "
-                  "treatment weighs most."]
+        lines += [
+            "",
+            f"Reference lines on the same validation positions: unigram cross-entropy "
+            f"{ref['unigram']:.3f} nats, bigram {ref['bigram']:.3f} nats (fitted on the training "
+            "split; `toy_models.ngram`). A final loss above the bigram line means the runs are "
+            "still learning token statistics, where the embedding and output layers' "
+            "treatment weighs most.",
+        ]
     return lines
 
 
@@ -65,29 +62,45 @@ def results_table(root: Path, results) -> list[str]:
     s = summary(results)
     tuning = (read_json(root / TUNING) or {}).get("arms", {})
     adam = s.loc["adamw", "loss"] if "adamw" in s.index else math.nan
-    lines = ["| arm | lr | seeds | final val loss | perplexity | vs AdamW ppl | state (MB) | tuning |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| arm | lr | seeds | final val loss | perplexity | vs AdamW ppl | state (MB) | tuning |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for label, row in s.iterrows():
         status = f" ({row['diverged']} diverged)" if row["diverged"] else ""
         gap = math.exp(row["loss"] - adam) - 1 if math.isfinite(adam) else math.nan
         tune = tuning.get(label)
-        budget = (f"{tune['runs']} runs, {tune['tokens'] / 1e6:.1f}M tokens"
-                  + ("" if tune["interior"] else ", optimum at grid edge")
-                  + (f", beta2 {tune['beta2']:g}" if "beta2" in tune else "")
-                  + ("" if "bracketed" not in tune else ", bracketed beyond seed noise"
-                     if tune["bracketed"] else ", NOT bracketed beyond seed noise")
-                  if tune else "not tuned here")
-        lines.append(f"| {label} | {row['lr']:g} | {int(row['seeds'])}{status} | "
-                     f"{fmt(row['loss'], row['loss_ci'])} | {row['perplexity']:.1f} | "
-                     f"{100 * gap:+.1f}% | {row['state_mb']:.3f} | {budget} |")
+        budget = (
+            f"{tune['runs']} runs, {tune['tokens'] / 1e6:.1f}M tokens"
+            + ("" if tune["interior"] else ", optimum at grid edge")
+            + (f", beta2 {tune['beta2']:g}" if "beta2" in tune else "")
+            + (
+                ""
+                if "bracketed" not in tune
+                else ", bracketed beyond seed noise"
+                if tune["bracketed"]
+                else ", NOT bracketed beyond seed noise"
+            )
+            if tune
+            else "not tuned here"
+        )
+        lines.append(
+            f"| {label} | {row['lr']:g} | {int(row['seeds'])}{status} | "
+            f"{fmt(row['loss'], row['loss_ci'])} | {row['perplexity']:.1f} | "
+            f"{100 * gap:+.1f}% | {row['state_mb']:.3f} | {budget} |"
+        )
     return lines
 
 
 def runs_used(root: Path, results) -> list[str]:
     """How many runs the report used, and every run directory it found and left out, why."""
     unused = unused_runs(root)
-    lines = ["## Runs", "", f"{len(results)} runs used; {len(unused)} found and not used"
-             + (":" if unused else "."), ""]
+    lines = [
+        "## Runs",
+        "",
+        f"{len(results)} runs used; {len(unused)} found and not used" + (":" if unused else "."),
+        "",
+    ]
     by_reason: dict[str, list[str]] = {}
     for path, reason in unused:
         by_reason.setdefault(reason, []).append(path.relative_to(root).as_posix() or ".")
@@ -102,23 +115,43 @@ def regime_lines(root: Path, results) -> list[str]:
     tpp = tokens_per_parameter(results)
     paper = ", ".join(f"{m.upper()} {v:.0f}" for m, v in paper_tokens_per_parameter().items())
     s = summary(results)
-    first = (f"**Regime: {tpp:.2f} tokens per parameter** (the paper: {paper})"
-             + ("" if tpp >= MIN_TOKENS_PER_PARAMETER else
-                " - EARLY TRAINING: a speed test, not the paper's regime; rankings may flip before "
-                "the decay ends") + ".")
+    first = (
+        f"**Regime: {tpp:.2f} tokens per parameter** (the paper: {paper})"
+        + (
+            ""
+            if tpp >= MIN_TOKENS_PER_PARAMETER
+            else " - EARLY TRAINING: a speed test, not the paper's regime; rankings may flip before "
+            "the decay ends"
+        )
+        + "."
+    )
     out = [first, ""]
     if lines_ref:
         below = [label for label, row in s.iterrows() if row["loss"] < lines_ref["bigram"]]
-        out += [f"Final losses from {s['loss'].min():.3f} to {s['loss'].max():.3f} nats against the "
-                f"unigram line {lines_ref['unigram']:.3f} and the bigram line {lines_ref['bigram']:.3f}; "
-                f"below the bigram line: {', '.join(below) if below else 'none'}.", ""]
+        out += [
+            f"Final losses from {s['loss'].min():.3f} to {s['loss'].max():.3f} nats against the "
+            f"unigram line {lines_ref['unigram']:.3f} and the bigram line {lines_ref['bigram']:.3f}; "
+            f"below the bigram line: {', '.join(below) if below else 'none'}.",
+            "",
+        ]
     gates = all_gates(results, lines_ref)
     failed = [g for g in gates if g.passed is False]
-    out += ["Gates (fixed before the runs, `analysis/results/gates.py`): "
-            + ("all passed." if not failed and all(g.passed for g in gates) else
-               f"{len(failed)} FAILED." if failed else "some not checked."), ""]
-    out += [f"- {g.name}: **{g.verdict}**. {g.rule}; {g.evidence}."
-            + (f" What it means: {g.meaning}." if g.passed is False else "") for g in gates]
+    out += [
+        "Gates (fixed before the runs, `analysis/results/gates.py`): "
+        + (
+            "all passed."
+            if not failed and all(g.passed for g in gates)
+            else f"{len(failed)} FAILED."
+            if failed
+            else "some not checked."
+        ),
+        "",
+    ]
+    out += [
+        f"- {g.name}: **{g.verdict}**. {g.rule}; {g.evidence}."
+        + (f" What it means: {g.meaning}." if g.passed is False else "")
+        for g in gates
+    ]
     return out + [""]
 
 
@@ -126,36 +159,68 @@ def markdown(root, results, figures_dir: Path | None = None, preview: str | None
     """The report (module docstring); ``preview``, the first line of a preview's report."""
     root = Path(root)
     v3 = held_out_report.is_version_3(root)
-    lines = [f"# scale-lab reproduction: {root.name}", "", *([preview, ""] if preview else []),
-             *regime_lines(root, results),
-             *(held_out_report.seed_lines(root, results) if v3 else []),
-             *setup_lines(root, results), "",
-             "Final validation loss: token-weighted mean cross-entropy on the fixed validation "
-             "budget, Student-t 95% intervals over seeds (none with one seed).", "",
-             *results_table(root, results), ""]
+    lines = [
+        f"# scale-lab reproduction: {root.name}",
+        "",
+        *([preview, ""] if preview else []),
+        *regime_lines(root, results),
+        *(held_out_report.seed_lines(root, results) if v3 else []),
+        *setup_lines(root, results),
+        "",
+        "Final validation loss: token-weighted mean cross-entropy on the fixed validation "
+        "budget, Student-t 95% intervals over seeds (none with one seed).",
+        "",
+        *results_table(root, results),
+        "",
+    ]
     if v3:
-        lines += ["Each arm's tuned point (tuning seeds' means; the multiplier scales the "
-                  "embedding's and the output layer's lr):", "", *held_out_report.tuned_points_table(root),
-                  "", *held_out_report.row_lines(root, results), *held_out_report.retrained_lines(root)]
+        lines += [
+            "Each arm's tuned point (tuning seeds' means; the multiplier scales the "
+            "embedding's and the output layer's lr):",
+            "",
+            *held_out_report.tuned_points_table(root),
+            "",
+            *held_out_report.row_lines(root, results),
+            *held_out_report.retrained_lines(root),
+        ]
     suspects = suspect_arms(results)
     if suspects:
-        lines += [f"**Baseline suspect**: {', '.join(suspects)} beat tuned AdamW's perplexity by more "
-                  f"than {100 * SUSPECT_PPL:.0f}%; check AdamW's tuning before reading a ranking.", ""]
-    lines += ["## The paper's claims at this scale", "",
-              "Rules fixed in `analysis/results/claims.py` before the runs that judge them.", ""]
+        lines += [
+            f"**Baseline suspect**: {', '.join(suspects)} beat tuned AdamW's perplexity by more "
+            f"than {100 * SUSPECT_PPL:.0f}%; check AdamW's tuning before reading a ranking.",
+            "",
+        ]
+    lines += [
+        "## The paper's claims at this scale",
+        "",
+        "Rules fixed in `analysis/results/claims.py` before the runs that judge them.",
+        "",
+    ]
     for i, claim in enumerate(all_claims(root, results, read_json(root / REFERENCE_LINES)), 1):
-        lines += [f"{i}. **{claim.title}**: {claim.verdict}.", f"   Rule: {claim.rule}.",
-                  f"   Ours: {claim.evidence}."]
+        lines += [
+            f"{i}. **{claim.title}**: {claim.verdict}.",
+            f"   Rule: {claim.rule}.",
+            f"   Ours: {claim.evidence}.",
+        ]
         lines += [f"   Paper: {claim.paper}.", ""] if claim.paper else [""]
     lines += runs_used(root, results)
     order = ladder_order(root)
     if order:
-        lines += ["## The ladder's order per tuned setting (best first)", "",
-                  "| setting | order |", "|---|---|"]
+        lines += [
+            "## The ladder's order per tuned setting (best first)",
+            "",
+            "| setting | order |",
+            "|---|---|",
+        ]
         lines += [f"| {name} | {' < '.join(arms)} |" for name, arms in order.items()] + [""]
     if figures_dir is not None:
-        lines += ["## Figures", "", f"PNG and PDF in `{figures_dir}` (`scale-lab figures --runs "
-                  f"{root} --out {figures_dir}` regenerates them).", ""]
+        lines += [
+            "## Figures",
+            "",
+            f"PNG and PDF in `{figures_dir}` (`scale-lab figures --runs "
+            f"{root} --out {figures_dir}` regenerates them).",
+            "",
+        ]
         for name, caption in CAPTIONS.items():
             link = os.path.relpath(Path(figures_dir) / f"{name}.png", root)
             lines += [f"- [{name}]({link}): {caption}"]
@@ -173,9 +238,11 @@ def preview_line(preset) -> str | None:
     """A preview preset's first report line: what it is a preview of, and what it cannot say."""
     if preset.preview_of is None:
         return None
-    return (f"**PREVIEW** of the shipped reference recordings (`data/recordings/reference`, made by "
-            f"`scale-lab reproduce --preset {preset.preview_of}`): {preset.description}. One seed: "
-            "no intervals, and a claim that needs seeds or arms not run here says so.")
+    return (
+        f"**PREVIEW** of the shipped reference recordings (`data/recordings/reference`, made by "
+        f"`scale-lab reproduce --preset {preset.preview_of}`): {preset.description}. One seed: "
+        "no intervals, and a claim that needs seeds or arms not run here says so."
+    )
 
 
 README_START, README_END = "<!-- reference report: start -->", "<!-- reference report: end -->"
@@ -190,8 +257,19 @@ def readme_excerpt(report: str) -> str:
     end = next(i for i, line in enumerate(lines) if line.startswith("Model `"))
     opening = [line for line in lines[start:end] if not line.startswith("- ")]
     verdicts = [line for line in lines if line[:1].isdigit() and ". **" in line[:5]]
-    return "\n".join([*opening, "Claims (the report has each gate and rule, our numbers and the "
-                      "paper's):", "", *verdicts]).strip().replace("\n\n\n", "\n\n") + "\n"
+    return (
+        "\n".join(
+            [
+                *opening,
+                "Claims (the report has each gate and rule, our numbers and the paper's):",
+                "",
+                *verdicts,
+            ]
+        )
+        .strip()
+        .replace("\n\n\n", "\n\n")
+        + "\n"
+    )
 
 
 def sync_readme(readme: Path, report: Path) -> bool:

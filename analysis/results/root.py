@@ -23,7 +23,7 @@ from analysis.recording import (
     table_path,
 )
 
-if TYPE_CHECKING:   # pandas takes most of a second to import: only the readers need it
+if TYPE_CHECKING:  # pandas takes most of a second to import: only the readers need it
     import pandas as pd
 
 
@@ -58,9 +58,11 @@ def scan_runs(root: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
         reason = _unreadable(run_dir)
         if reason is None and listed is not None and run_dir not in listed:
             inside = run_dir.relative_to(root).parts
-            reason = (f"a run of a ladder-order setting ({ORDER}/<setting>/{TUNING} keeps its loss)"
-                      if inside and inside[0] == ORDER else
-                      f"a sweep point, not reported ({TUNING} keeps its loss)")
+            reason = (
+                f"a run of a ladder-order setting ({ORDER}/<setting>/{TUNING} keeps its loss)"
+                if inside and inside[0] == ORDER
+                else f"a sweep point, not reported ({TUNING} keeps its loss)"
+            )
         if reason is None:
             used.append(run_dir)
         else:
@@ -79,15 +81,17 @@ def load_runs(root: str | Path, table: str = "metrics") -> pd.DataFrame:
 
     runs = find_runs(root)
     if not runs:
-        raise RecordingError(f"no run directories under {root} (a run has {CONFIG} and {METRICS}); "
-                             "train some with `scale-lab train` or `scale-lab reproduce`")
+        raise RecordingError(
+            f"no run directories under {root} (a run has {CONFIG} and {METRICS}); "
+            "train some with `scale-lab train` or `scale-lab reproduce`"
+        )
     # runs are named by their path below root (``scale/seed0``), unique within a sweep
     root = Path(root)
     names = [r.relative_to(root).as_posix() if r != root else r.name for r in runs]
     frames = [load_run(r, table, n) for r, n in zip(runs, names)]
     bad = {k: v for f in frames for k, v in f.attrs["bad_rows"].items() if v}
     for f in frames:
-        f.attrs = {}   # concat keeps attrs only when all agree
+        f.attrs = {}  # concat keeps attrs only when all agree
     frame = pd.concat(frames, ignore_index=True)
-    frame.attrs["bad_rows"] = bad   # {run: what was bad}, for the readers to say
+    frame.attrs["bad_rows"] = bad  # {run: what was bad}, for the readers to say
     return frame

@@ -18,7 +18,7 @@ from toy_models.llama import load_config as toy_config
 from toy_models.llama import matrix_shapes, model_names
 from toy_models.paths import shipped_data
 
-REFERENCE = shipped_data() / "recordings" / "reference"   # the shipped reference recordings
+REFERENCE = shipped_data() / "recordings" / "reference"  # the shipped reference recordings
 
 
 class MissingData(LookupError):
@@ -32,11 +32,13 @@ class RunSet:
         self.root = Path(root)
         if not self.root.exists():
             raise RecordingError(f"runs directory {self.root} does not exist")
-        used, self.skipped = scan_runs(self.root)   # skipped: (directory, reason), reported
+        used, self.skipped = scan_runs(self.root)  # skipped: (directory, reason), reported
         if not used:
             found = "".join(f"; {path}: {reason}" for path, reason in self.skipped)
-            raise RecordingError(f"no usable run directories under {self.root}{found} (a run has "
-                                 "config.json and metrics.jsonl); train some with `scale-lab reproduce`")
+            raise RecordingError(
+                f"no usable run directories under {self.root}{found} (a run has "
+                "config.json and metrics.jsonl); train some with `scale-lab reproduce`"
+            )
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
@@ -74,21 +76,28 @@ class RunSet:
         """Why a per-layer statistic is missing: no instrumentation, or instrumented runs whose
         batches could not give it."""
         runs = self.metrics["run"].unique()
-        names = [r.relative_to(self.root).as_posix() if r != self.root else r.name
-                 for r in scan_runs(self.root)[0]]   # as load_runs names them
+        names = [
+            r.relative_to(self.root).as_posix() if r != self.root else r.name for r in scan_runs(self.root)[0]
+        ]  # as load_runs names them
         empty = [name for name in names if name not in set(runs)]
         if empty:
-            return (f"the metrics file of {', '.join(empty)} is empty or unreadable: nothing was "
-                    "recorded there (train it again, or remove it from the root)")
-        instrumented = [r for r in runs if (self.root / r).is_dir()
-                        and run_settings(self.root / r).get("instrument")]
+            return (
+                f"the metrics file of {', '.join(empty)} is empty or unreadable: nothing was "
+                "recorded there (train it again, or remove it from the root)"
+            )
+        instrumented = [
+            r for r in runs if (self.root / r).is_dir() and run_settings(self.root / r).get("instrument")
+        ]
         if not instrumented:
-            return ("these runs were recorded without instrumentation: record them with it on "
-                    "(`scale-lab reproduce`, or `train --instrument`)")
-        return (f"{len(instrumented)} of {len(runs)} runs were instrumented, but their schedule or "
-                "batch gave no such rows (gradient variance needs a step of >= 2 sequences; "
-                "spectra and row vectors come on their own schedule tiers)")
-
+            return (
+                "these runs were recorded without instrumentation: record them with it on "
+                "(`scale-lab reproduce`, or `train --instrument`)"
+            )
+        return (
+            f"{len(instrumented)} of {len(runs)} runs were instrumented, but their schedule or "
+            "batch gave no such rows (gradient variance needs a step of >= 2 sequences; "
+            "spectra and row vectors come on their own schedule tiers)"
+        )
 
 
 def spectrum_ranks(rec: RunSet, run: str, param: str, kept: int) -> np.ndarray | None:
@@ -101,7 +110,9 @@ def spectrum_ranks(rec: RunSet, run: str, param: str, kept: int) -> np.ndarray |
     shape = meta.get("roles", {}).get(param, {}).get("shape")
     model = meta.get("config", {}).get("model")
     if shape is None and model in model_names():
-        shapes = {name: s for name, _, s in matrix_shapes(toy_config(model, vocab_size=meta.get("vocab_size")))}
+        shapes = {
+            name: s for name, _, s in matrix_shapes(toy_config(model, vocab_size=meta.get("vocab_size")))
+        }
         shape = shapes.get(param)
     if shape is None or len(shape) < 2:
         return None
@@ -115,7 +126,9 @@ def hidden_spectrum(rec: RunSet) -> tuple[str, pd.DataFrame]:
     vectors = rec.vectors
     spectra = vectors[(vectors["stat"] == "update_spectrum") & (vectors["role"] == "hidden")]
     if spectra.empty:
-        raise MissingData("no `update_spectrum` vectors for hidden matrices; they are recorded on "
-                          "the `full` schedule with instrumentation on")
+        raise MissingData(
+            "no `update_spectrum` vectors for hidden matrices; they are recorded on "
+            "the `full` schedule with instrumentation on"
+        )
     name = sorted(spectra["param"].unique())[0]
     return name, spectra[spectra["param"] == name]

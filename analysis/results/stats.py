@@ -67,27 +67,39 @@ def final_results(root: str | Path) -> pd.DataFrame:
         result = load_result(run)
         if result is None:
             continue  # unfinished: not a result yet (named by unused_runs)
-        config = run_settings(run)   # a resume may have changed steps or lr (segments.jsonl)
+        config = run_settings(run)  # a resume may have changed steps or lr (segments.jsonl)
         loss = result.get("final_eval_loss", math.nan)
-        rows.append({"run": str(run), "label": config.get("label") or config.get("optimizer"),
-                     "optimizer": config.get("optimizer"), "momentum": config.get("momentum"),
-                     "model": config.get("model"), "seed": config.get("seed"), "lr": config.get("lr"),
-                     "steps": config.get("steps"),
-                     "tokens": result.get("tokens") or (config.get("steps", 0) * config.get("batch_size", 0)
-                                                        * config.get("seq_len", 0)),
-                     "first_eval_loss": result.get("first_eval_loss", math.nan),
-                     "final_eval_loss": math.nan if loss is None else float(loss),
-                     "diverged_at": result.get("diverged_at"),
-                     "state_bytes": result.get("optimizer_state_bytes", math.nan)})
+        rows.append(
+            {
+                "run": str(run),
+                "label": config.get("label") or config.get("optimizer"),
+                "optimizer": config.get("optimizer"),
+                "momentum": config.get("momentum"),
+                "model": config.get("model"),
+                "seed": config.get("seed"),
+                "lr": config.get("lr"),
+                "steps": config.get("steps"),
+                "tokens": result.get("tokens")
+                or (config.get("steps", 0) * config.get("batch_size", 0) * config.get("seq_len", 0)),
+                "first_eval_loss": result.get("first_eval_loss", math.nan),
+                "final_eval_loss": math.nan if loss is None else float(loss),
+                "diverged_at": result.get("diverged_at"),
+                "state_bytes": result.get("optimizer_state_bytes", math.nan),
+            }
+        )
     if not rows:
-        raise RecordingError(f"no finished runs under {root}{_listing(unused_runs(root))}; run "
-                             "`scale-lab reproduce` first")
+        raise RecordingError(
+            f"no finished runs under {root}{_listing(unused_runs(root))}; run `scale-lab reproduce` first"
+        )
     return pd.DataFrame(rows)
 
 
 def _listing(unused) -> str:
-    return "" if not unused else " (found and not used: " + "; ".join(
-        f"{path}: {reason}" for path, reason in unused) + ")"
+    return (
+        ""
+        if not unused
+        else " (found and not used: " + "; ".join(f"{path}: {reason}" for path, reason in unused) + ")"
+    )
 
 
 def summary(results: pd.DataFrame) -> pd.DataFrame:
@@ -96,10 +108,18 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
     for label in ordered(results["label"]):
         part = results[results["label"] == label]
         mean, half = interval(part["final_eval_loss"])
-        rows.append({"label": label, "seeds": len(part), "diverged": int(part["diverged_at"].notna().sum()),
-                     "lr": part["lr"].iloc[0], "loss": mean, "loss_ci": half,
-                     "perplexity": math.exp(mean) if math.isfinite(mean) else math.nan,
-                     "state_mb": part["state_bytes"].mean() / 1e6})
+        rows.append(
+            {
+                "label": label,
+                "seeds": len(part),
+                "diverged": int(part["diverged_at"].notna().sum()),
+                "lr": part["lr"].iloc[0],
+                "loss": mean,
+                "loss_ci": half,
+                "perplexity": math.exp(mean) if math.isfinite(mean) else math.nan,
+                "state_mb": part["state_bytes"].mean() / 1e6,
+            }
+        )
     return pd.DataFrame(rows).set_index("label")
 
 
@@ -121,7 +141,11 @@ def role_variance(frame: pd.DataFrame, stat: str = "grad_var_rel") -> pd.DataFra
     """Role-mean of a per-parameter statistic at each recorded step, per run: tidy rows."""
     rows = frame[(frame["stat"] == stat) & frame["param"].notna()]
     if rows.empty:
-        raise RecordingError(f"no {stat!r} rows: record with instrumentation on "
-                             "(`scale-lab train --instrument` or `scale-lab reproduce`)")
+        raise RecordingError(
+            f"no {stat!r} rows: record with instrumentation on "
+            "(`scale-lab train --instrument` or `scale-lab reproduce`)"
+        )
     # dropna=False: a run recorded from a user's own loop has no seed
-    return rows.groupby(["run", "label", "seed", "step", "role"], as_index=False, dropna=False)["value"].mean()
+    return rows.groupby(["run", "label", "seed", "step", "role"], as_index=False, dropna=False)[
+        "value"
+    ].mean()

@@ -7,8 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-LABEL_ORDER = ("sgd", "sign", "row_norm", "col_norm", "spectral_norm", "scale",
-               "col_norm+embedding", "col_norm+all", "adamw", "muon")
+LABEL_ORDER = (
+    "sgd",
+    "sign",
+    "row_norm",
+    "col_norm",
+    "spectral_norm",
+    "scale",
+    "col_norm+embedding",
+    "col_norm+all",
+    "adamw",
+    "muon",
+)
 ROLE_ORDER = ("output", "embedding", "hidden", "vector")
 _ROLE_COLOURS = {"output": "#d62728", "embedding": "#1f77b4", "hidden": "#7f7f7f", "vector": "#bcbd22"}
 
@@ -38,8 +48,12 @@ def apply() -> None:
 
     if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline",):
         matplotlib.use("Agg", force=False)
-    sns.set_theme(context="paper", style="whitegrid", font_scale=1.1,
-                  rc={"figure.dpi": 110, "savefig.bbox": "tight", "axes.titleweight": "bold"})
+    sns.set_theme(
+        context="paper",
+        style="whitegrid",
+        font_scale=1.1,
+        rc={"figure.dpi": 110, "savefig.bbox": "tight", "axes.titleweight": "bold"},
+    )
 
 
 def figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
@@ -48,8 +62,7 @@ def figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
 
     apply()
     # constrained layout keeps every label, title and legend inside the canvas, apart
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False, layout="constrained")
     return fig, list(axes[0])
 
 
@@ -62,8 +75,13 @@ def reference_lines(ax, lines: dict | None, vertical: bool = False, label: bool 
     the legend with their values unless ``label`` is False."""
     for name, linestyle in REFERENCE_LINE_STYLES.items() if lines else ():
         draw = ax.axvline if vertical else ax.axhline
-        draw(lines[name], color="0.4", linestyle=linestyle, linewidth=1,
-             label=f"{name} {lines[name]:.2f}" if label else None)
+        draw(
+            lines[name],
+            color="0.4",
+            linestyle=linestyle,
+            linewidth=1,
+            label=f"{name} {lines[name]:.2f}" if label else None,
+        )
 
 
 def palette(labels) -> dict[str, tuple]:

@@ -30,8 +30,7 @@ from analysis.results.stats import fmt, paired, separated
 from analysis.results.variance_claims import after_warmup
 
 MOMENTUM_ARMS = {"output": "scale", "embedding": "col_norm+embedding", "all": "col_norm+all"}
-ROLES_OF = {"output": ("output",), "embedding": ("embedding",),
-            "all": ("output", "embedding", "hidden")}
+ROLES_OF = {"output": ("output",), "embedding": ("embedding",), "all": ("output", "embedding", "hidden")}
 
 
 def kept_fraction(beta: float) -> float:
@@ -42,9 +41,10 @@ def kept_fraction(beta: float) -> float:
 @dataclass
 class TheoryCheck:
     """Predicted and measured gains per placement and the pairwise verdicts."""
+
     predicted: dict[str, float]
     measured: dict[str, tuple[float, float, int]]
-    pairs: list[tuple[str, str, str]]   # (a, b, "agree" | "disagree" | "tied" | "n/a")
+    pairs: list[tuple[str, str, str]]  # (a, b, "agree" | "disagree" | "tied" | "n/a")
     sigma2: dict[str, float]
 
     @property
@@ -55,18 +55,33 @@ class TheoryCheck:
     def table(self) -> pd.DataFrame:
         """Per placement: its arm, the predicted gain, the measured gain with its half-width and
         the seeds paired (rows, for a notebook or a caller to format)."""
-        return pd.DataFrame([{"placement": p, "arm": MOMENTUM_ARMS[p], "predicted": self.predicted[p],
-                              "measured": m, "measured_ci": h, "seeds": n}
-                             for p, (m, h, n) in self.measured.items()]).set_index("placement")
+        return pd.DataFrame(
+            [
+                {
+                    "placement": p,
+                    "arm": MOMENTUM_ARMS[p],
+                    "predicted": self.predicted[p],
+                    "measured": m,
+                    "measured_ci": h,
+                    "seeds": n,
+                }
+                for p, (m, h, n) in self.measured.items()
+            ]
+        ).set_index("placement")
 
     def lines(self) -> list[str]:
         order = sorted(self.predicted, key=self.predicted.get, reverse=True)
-        out = ["gradient variance per role on col_norm (probe total, summed over its matrices, "
-               "after warmup): " + ", ".join(f"{r} {v:.3g}" for r, v in self.sigma2.items()),
-               "predicted gain order: " + " > ".join(order) + " (" + ", ".join(
-                   f"{p} {self.predicted[p]:.3g}" for p in order) + ")",
-               "measured gain (loss(col_norm) - loss(placement), nats): " + ", ".join(
-                   f"{p} {fmt(m, h)}" for p, (m, h, _) in self.measured.items())]
+        out = [
+            "gradient variance per role on col_norm (probe total, summed over its matrices, "
+            "after warmup): " + ", ".join(f"{r} {v:.3g}" for r, v in self.sigma2.items()),
+            "predicted gain order: "
+            + " > ".join(order)
+            + " ("
+            + ", ".join(f"{p} {self.predicted[p]:.3g}" for p in order)
+            + ")",
+            "measured gain (loss(col_norm) - loss(placement), nats): "
+            + ", ".join(f"{p} {fmt(m, h)}" for p, (m, h, _) in self.measured.items()),
+        ]
         out += ["pairs: " + "; ".join(f"{a} vs {b}: {v}" for a, b, v in self.pairs)]
         return out
 
@@ -76,8 +91,10 @@ def role_sigma2(frame: pd.DataFrame, root, label: str = "col_norm") -> dict[str,
     ``root``), after each run's warmup, averaged over probe steps and seeds."""
     part = frame[(frame["label"] == label) & (frame["stat"] == "probe_var") & frame["param"].notna()]
     late = after_warmup(part, root)
-    per_run = [rows.groupby(["step", "role"])["value"].sum().groupby("role").mean()
-               for _, rows in late.groupby("run")]
+    per_run = [
+        rows.groupby(["step", "role"])["value"].sum().groupby("role").mean()
+        for _, rows in late.groupby("run")
+    ]
     if not per_run:
         return {}
     return pd.concat(per_run, axis=1).mean(axis=1).to_dict()
@@ -95,8 +112,8 @@ def check(frame: pd.DataFrame, results: pd.DataFrame, root, beta: float = 0.9) -
     pairs = []
     names = list(MOMENTUM_ARMS)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            diff, half, n = paired(results, MOMENTUM_ARMS[b], MOMENTUM_ARMS[a])   # > 0: a gains more
+        for b in names[i + 1 :]:
+            diff, half, n = paired(results, MOMENTUM_ARMS[b], MOMENTUM_ARMS[a])  # > 0: a gains more
             if n == 0 or not math.isfinite(diff):
                 verdict = "n/a"
             elif not separated(diff, half):

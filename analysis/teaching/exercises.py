@@ -65,8 +65,9 @@ def _close(got, want, what: str, rtol: float = 1e-6, mistakes: dict | None = Non
         raise Mistake(f"{what}: shape {tuple(got.shape)}, expected {tuple(want.shape)}")
     if not torch.allclose(got, want, rtol=rtol, atol=1e-12):
         known = _matches(got, mistakes or {})
-        raise Mistake(f"{what}: {known}" if known else
-                      f"{what}: off by up to {float((got - want).abs().max()):.3g}")
+        raise Mistake(
+            f"{what}: {known}" if known else f"{what}: off by up to {float((got - want).abs().max()):.3g}"
+        )
 
 
 def check_sgd_floor(fn) -> None:
@@ -74,10 +75,15 @@ def check_sgd_floor(fn) -> None:
     for lr in (0.1, 0.5, 1.0, 1.5):
         for sigma in (0.3, 1.0):
             want = quadratic.ema_floor(lr, 0.0, sigma)
-            _close(float(fn(lr, sigma)), want, f"floor at lr {lr}, sigma {sigma}",
-                   mistakes={"twice the floor: the noise enters one step with lr^2, and the "
-                             "floor is where the loss it adds equals what the pull back removes":
-                             2 * want})
+            _close(
+                float(fn(lr, sigma)),
+                want,
+                f"floor at lr {lr}, sigma {sigma}",
+                mistakes={
+                    "twice the floor: the noise enters one step with lr^2, and the "
+                    "floor is where the loss it adds equals what the pull back removes": 2 * want
+                },
+            )
 
 
 def check_momentum_before_normalization(fn) -> None:
@@ -96,27 +102,42 @@ def check_momentum_before_normalization(fn) -> None:
     for step, (u, w) in enumerate(zip(got, want)):
         rms = _value(u).square().mean(dim=1).sqrt()
         if not torch.allclose(rms, torch.ones_like(rms), atol=1e-6):
-            raise Mistake(f"step {step}: row RMS {rms.min():.3g}..{rms.max():.3g}, expected 1: the "
-                          "step SCALE takes is normalized, so normalization has to come last")
-        _close(u, w, f"step {step}: the rows have unit RMS but not SCALE's direction; which "
-               "quantity does the momentum average, the gradient or the normalized one?")
+            raise Mistake(
+                f"step {step}: row RMS {rms.min():.3g}..{rms.max():.3g}, expected 1: the "
+                "step SCALE takes is normalized, so normalization has to come last"
+            )
+        _close(
+            u,
+            w,
+            f"step {step}: the rows have unit RMS but not SCALE's direction; which "
+            "quantity does the momentum average, the gradient or the normalized one?",
+        )
 
 
 def check_col_normalize(fn) -> None:
     """``fn(grad)``: one unit RMS per output unit (torch row) with the 1e-8 floor
     (``maths.rms_normalize``, the paper's column-wise normalization)."""
     g = _gradients()[0]
-    g[2] = 0.0   # a unit without gradient stays at zero (the floor, no division by zero)
+    g[2] = 0.0  # a unit without gradient stays at zero (the floor, no division by zero)
     got = fn(g.clone())
     want = as_tensor(normalize(1).update(g, {}, g))
     if got is not None and torch.isnan(_value(got)).any():
-        raise Mistake("a unit with zero gradient became NaN: a row of zeros has norm 0, so the "
-                      "division needs a floor (SCALE's is 1e-8)")
-    _close(got, want, "direction", mistakes={
-        "each row has unit L2 norm; SCALE's rows have unit RMS (size per entry), so a step's "
-        "size does not grow with the layer's fan-in": g / g.norm(dim=1, keepdim=True).clamp_min(1e-8),
-        "that is one scale per input feature (per column): SCALE gives one per output unit, which "
-        "is a row of an nn.Linear weight": g / g.square().mean(dim=0, keepdim=True).sqrt().clamp_min(1e-8)})
+        raise Mistake(
+            "a unit with zero gradient became NaN: a row of zeros has norm 0, so the "
+            "division needs a floor (SCALE's is 1e-8)"
+        )
+    _close(
+        got,
+        want,
+        "direction",
+        mistakes={
+            "each row has unit L2 norm; SCALE's rows have unit RMS (size per entry), so a step's "
+            "size does not grow with the layer's fan-in": g / g.norm(dim=1, keepdim=True).clamp_min(1e-8),
+            "that is one scale per input feature (per column): SCALE gives one per output unit, which "
+            "is a row of an nn.Linear weight": g
+            / g.square().mean(dim=0, keepdim=True).sqrt().clamp_min(1e-8),
+        },
+    )
 
 
 def check_microbatch_variance(fn) -> None:
@@ -125,13 +146,20 @@ def check_microbatch_variance(fn) -> None:
     for k in (2, 4, 8):
         micro = _gradients(count=k, seed=k)
         mean = torch.stack(micro).mean(0)
-        want = estimators.microbatch_variance(sum(estimators.sqnorm(m) for m in micro),
-                                              estimators.sqnorm(mean), k)
+        want = estimators.microbatch_variance(
+            sum(estimators.sqnorm(m) for m in micro), estimators.sqnorm(mean), k
+        )
         got = fn(micro)
-        _close(None if got is None else float(got), want, f"variance from K={k} micro-batches",
-               mistakes={"(K-1)/K of the answer: the mean of the micro-batches is estimated from "
-                         "the same micro-batches, so the spread around it is smaller than the true "
-                         "spread (Bessel's correction)": want * (k - 1) / k})
+        _close(
+            None if got is None else float(got),
+            want,
+            f"variance from K={k} micro-batches",
+            mistakes={
+                "(K-1)/K of the answer: the mean of the micro-batches is estimated from "
+                "the same micro-batches, so the spread around it is smaller than the true "
+                "spread (Bessel's correction)": want * (k - 1) / k
+            },
+        )
 
 
 def check_stable_rank(fn) -> None:
@@ -140,10 +168,16 @@ def check_stable_rank(fn) -> None:
         u = _gradients(shape, seed=seed)[0]
         want = spectra.stable_rank(torch.linalg.svdvals(u))
         got = fn(u)
-        _close(None if got is None else float(got), want, f"stable rank of a {shape} matrix: it "
-               "counts directions weighted by their energy, so it is not an integer rank",
-               mistakes={"that is the matrix's rank; the stable rank weighs each direction by its "
-                         "share of the largest one's energy": float(torch.linalg.matrix_rank(u))})
+        _close(
+            None if got is None else float(got),
+            want,
+            f"stable rank of a {shape} matrix: it "
+            "counts directions weighted by their energy, so it is not an integer rank",
+            mistakes={
+                "that is the matrix's rank; the stable rank weighs each direction by its "
+                "share of the largest one's energy": float(torch.linalg.matrix_rank(u))
+            },
+        )
     rank_one = torch.outer(torch.arange(1.0, 5.0), torch.ones(3)).double()
     got = fn(rank_one)
     _close(None if got is None else float(got), 1.0, "a rank-one matrix")
@@ -157,9 +191,13 @@ def check_state_elements(fn) -> None:
         for recipe in ("sgd", "scale", "adamw"):
             want = memory.state_elements(recipe, config, memory.default_rank(model, config))
             got = fn(recipe, model)
-            _close(None if got is None else float(got), float(want), f"{recipe} at {model}: "
-                   "count the tensors each rule keeps, per role (which layers have momentum, "
-                   "which have Adam's moments?)")
+            _close(
+                None if got is None else float(got),
+                float(want),
+                f"{recipe} at {model}: "
+                "count the tensors each rule keeps, per role (which layers have momentum, "
+                "which have Adam's moments?)",
+            )
 
 
 def check_scale_rules(fn) -> None:
@@ -177,9 +215,13 @@ def check_scale_rules(fn) -> None:
         want_state, got_state = want_rule.init(p), got_rule.init(p)
         for step, g in enumerate(_gradients(tuple(p.shape), count=3, seed=1)):
             g = g.float()
-            _close(as_tensor(got_rule.update(g, got_state, p)), as_tensor(want_rule.update(g, want_state, p)),
-                   f"{role}, step {step}: which axis holds one output unit's weights in this "
-                   "layer, and does this layer keep momentum?", rtol=1e-5)
+            _close(
+                as_tensor(got_rule.update(g, got_state, p)),
+                as_tensor(want_rule.update(g, want_state, p)),
+                f"{role}, step {step}: which axis holds one output unit's weights in this "
+                "layer, and does this layer keep momentum?",
+                rtol=1e-5,
+            )
 
 
 def custom_model() -> torch.nn.Module:
@@ -189,7 +231,7 @@ def custom_model() -> torch.nn.Module:
     class Mixer(torch.nn.Module):
         def __init__(self, width):
             super().__init__()
-            self.weight = torch.nn.Parameter(torch.randn(width, width) / width ** 0.5)
+            self.weight = torch.nn.Parameter(torch.randn(width, width) / width**0.5)
 
         def forward(self, x):
             return x @ self.weight.T
@@ -212,8 +254,11 @@ def check_custom_rules(fn) -> None:
     embedding's role and axis, the custom layer as a hidden matrix normalized per row, and the
     classifier as the output layer (the one SCALE gives momentum)."""
     layout = assign(custom_model(), fn()).params
-    want = {"embed.weight": ("embedding", (0,)), "mixer.weight": ("hidden", (1,)),
-            "classifier.weight": ("output", (1,))}
+    want = {
+        "embed.weight": ("embedding", (0,)),
+        "mixer.weight": ("hidden", (1,)),
+        "classifier.weight": ("output", (1,)),
+    }
     for name, (role, fan_in) in want.items():
         got = (layout[name].role, layout[name].fan_in)
         if got != (role, fan_in):
@@ -239,20 +284,34 @@ def check_rmnp_hidden(fn) -> None:
         ema, ema_09 = 0.95 * ema + 0.05 * g, 0.9 * ema_09 + 0.1 * g
         ema_of_units = 0.95 * ema_of_units + 0.05 * unit(g)
         got = as_tensor(got_rule.update(g, got_state, g))
-        _close(got, as_tensor(want_rule.update(g, want_state, g)), f"step {step}", mistakes={
-            "rows of unit RMS: RMNP normalizes by the L2 norm, not the RMS that SCALE uses":
-                unit(ema, rms=True),
-            "the momentum averages normalized gradients: RMNP averages the gradients and "
-            "normalizes their average, last": ema_of_units,
-            "unit rows, but the momentum forgets at SCALE's pace: RMNP's coefficient is 0.95":
-                unit(ema_09)})
+        _close(
+            got,
+            as_tensor(want_rule.update(g, want_state, g)),
+            f"step {step}",
+            mistakes={
+                "rows of unit RMS: RMNP normalizes by the L2 norm, not the RMS that SCALE uses": unit(
+                    ema, rms=True
+                ),
+                "the momentum averages normalized gradients: RMNP averages the gradients and "
+                "normalizes their average, last": ema_of_units,
+                "unit rows, but the momentum forgets at SCALE's pace: RMNP's coefficient is 0.95": unit(
+                    ema_09
+                ),
+            },
+        )
 
 
-CHECKS = {"sgd_floor": check_sgd_floor, "momentum_before_normalization": check_momentum_before_normalization,
-          "col_normalize": check_col_normalize, "microbatch_variance": check_microbatch_variance,
-          "stable_rank": check_stable_rank, "state_elements": check_state_elements,
-          "scale_rules": check_scale_rules, "custom_rules": check_custom_rules,
-          "rmnp_hidden": check_rmnp_hidden}
+CHECKS = {
+    "sgd_floor": check_sgd_floor,
+    "momentum_before_normalization": check_momentum_before_normalization,
+    "col_normalize": check_col_normalize,
+    "microbatch_variance": check_microbatch_variance,
+    "stable_rank": check_stable_rank,
+    "state_elements": check_state_elements,
+    "scale_rules": check_scale_rules,
+    "custom_rules": check_custom_rules,
+    "rmnp_hidden": check_rmnp_hidden,
+}
 
 
 def grade(name: str, fn) -> bool:
@@ -261,13 +320,15 @@ def grade(name: str, fn) -> bool:
     try:
         CHECKS[name](fn)
     except NotImplementedError:
-        print(f"exercise {name!r}: not done yet (the stub raises NotImplementedError); "
-              "write it, then run this cell again")
+        print(
+            f"exercise {name!r}: not done yet (the stub raises NotImplementedError); "
+            "write it, then run this cell again"
+        )
         return False
     except AssertionError as err:
         print(f"exercise {name!r}: not yet. {err}")
         return False
-    except Exception as err:   # the reader's code failed: say where, not a traceback
+    except Exception as err:  # the reader's code failed: say where, not a traceback
         first = (str(err).strip().splitlines() or [""])[0][:200]
         print(f"exercise {name!r}: your function raised {type(err).__name__}: {first}")
         return False

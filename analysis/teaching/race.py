@@ -32,8 +32,23 @@ from analysis.train.rundir import effective_settings
 
 BASELINES = ("scale", "adamw")
 # the settings a reference run must share with the race's to be reused
-SAME = ("model", "optimizer", "momentum", "lr", "adam_lr", "adam_betas", "steps", "batch_size",
-        "micro_batch_size", "seq_len", "seed", "data", "embedding_lr_mult", "output_lr_mult", "eval_tokens")
+SAME = (
+    "model",
+    "optimizer",
+    "momentum",
+    "lr",
+    "adam_lr",
+    "adam_betas",
+    "steps",
+    "batch_size",
+    "micro_batch_size",
+    "seq_len",
+    "seed",
+    "data",
+    "embedding_lr_mult",
+    "output_lr_mult",
+    "eval_tokens",
+)
 
 
 def _reference_run(label: str, seed: int, config: TrainConfig) -> tuple[float, Path] | None:
@@ -47,26 +62,30 @@ def _reference_run(label: str, seed: int, config: TrainConfig) -> tuple[float, P
         return None
     try:
         recorded = effective_settings(TrainConfig.from_dict(run_settings(match["run"].iloc[0])))
-    except ConfigError:   # a recording of another version's fields: not this configuration
+    except ConfigError:  # a recording of another version's fields: not this configuration
         return None
     wanted = effective_settings(config)
 
-    def plain(value):   # JSON gives a tuple back as a list
+    def plain(value):  # JSON gives a tuple back as a list
         return tuple(value) if isinstance(value, list) else value
+
     same = all(plain(recorded.get(k)) == plain(wanted.get(k)) for k in SAME)
     return (float(match["final_eval_loss"].iloc[0]), Path(match["run"].iloc[0])) if same else None
 
 
-def race(designs: dict[str, float], seeds=(0, 1), preset: str = "quick",
-         out: str | Path = "runs/race") -> pd.DataFrame:
+def race(
+    designs: dict[str, float], seeds=(0, 1), preset: str = "quick", out: str | Path = "runs/race"
+) -> pd.DataFrame:
     """Train every design ``{recipe name: lr}`` on ``seeds`` at ``preset``'s setting; one row per
     (entrant, seed): label, seed, lr, final validation loss, where the run came from."""
     setting = PRESETS[preset]
     points = tuned_points()
     missing = [b for b in BASELINES if b not in points]
     if missing:
-        raise FileNotFoundError(f"no tuned lr for {missing} in {REFERENCE}/tuning.json: the race "
-                                "needs the shipped reference tuning")
+        raise FileNotFoundError(
+            f"no tuned lr for {missing} in {REFERENCE}/tuning.json: the race "
+            "needs the shipped reference tuning"
+        )
     # the baselines at their tuned (lr, beta2); a design at the reader's lr and SCALE's beta2
     entrants = {b: (Arm(b, b), *points[b]) for b in BASELINES}
     entrants |= {name: (Arm(name, name), lr, points["scale"][1]) for name, lr in designs.items()}
@@ -79,8 +98,11 @@ def race(designs: dict[str, float], seeds=(0, 1), preset: str = "quick",
             if reused is not None:
                 rows.append(row | {"loss": reused[0], "source": "reference recording", "run": reused[1]})
                 continue
-            print(f"race: training {label}, seed {seed} ({len(rows) + 1} of {total} runs; "
-                  f"{config.steps} steps)", flush=True)
+            print(
+                f"race: training {label}, seed {seed} ({len(rows) + 1} of {total} runs; "
+                f"{config.steps} steps)",
+                flush=True,
+            )
             run_dir = Path(out) / preset / label / f"seed{seed}"
             result = train(config, out=run_dir, overwrite=True, progress=False)
             rows.append(row | {"loss": result.final_eval_loss, "source": "trained now", "run": run_dir})
@@ -92,15 +114,20 @@ def curves(runs: pd.DataFrame):
     95% band (``stats.t_band``, the leaderboard's interval; none with one seed)."""
     import seaborn as sns
 
-    frames = [scalars(load_run(row.run), "eval_loss").assign(label=row.label, seed=row.seed)
-              for row in runs.itertuples()]
+    frames = [
+        scalars(load_run(row.run), "eval_loss").assign(label=row.label, seed=row.seed)
+        for row in runs.itertuples()
+    ]
     frame = pd.concat(frames, ignore_index=True)
     fig, (ax,) = style.figure(1)
     sns.lineplot(frame, x="step", y="value", hue="label", errorbar=stats.t_band, ax=ax)
     seeds = runs.groupby("label")["seed"].nunique().min()
-    ax.set(xlabel="optimizer step", ylabel="validation loss (nats)",
-           title=f"the race: mean over {seeds} seed{'s' if seeds > 1 else ''}"
-           + (", 95% t band" if seeds > 1 else " (no interval with one seed)"))
+    ax.set(
+        xlabel="optimizer step",
+        ylabel="validation loss (nats)",
+        title=f"the race: mean over {seeds} seed{'s' if seeds > 1 else ''}"
+        + (", 95% t band" if seeds > 1 else " (no interval with one seed)"),
+    )
     ax.legend(title="entrant")
     return fig
 
@@ -115,9 +142,18 @@ def leaderboard(runs: pd.DataFrame) -> pd.DataFrame:
         mean, half = stats.interval(part["loss"].tolist())
         diff, diff_half, _ = stats.paired(paired, label, "scale") if label != "scale" else (0.0, 0.0, 0)
         ordered = part.sort_values("seed")
-        rows.append({"entrant": label, "seeds": len(part), "lr": part["lr"].iloc[0],
-                     "beta2": part["beta2"].iloc[0], "loss": mean, "loss_ci": half,
-                     "per_seed": " / ".join(f"{x:.3f}" for x in ordered["loss"]),
-                     "seed_std": ordered["loss"].std(ddof=1) if len(part) > 1 else float("nan"),
-                     "minus_scale": diff, "minus_scale_ci": diff_half})
+        rows.append(
+            {
+                "entrant": label,
+                "seeds": len(part),
+                "lr": part["lr"].iloc[0],
+                "beta2": part["beta2"].iloc[0],
+                "loss": mean,
+                "loss_ci": half,
+                "per_seed": " / ".join(f"{x:.3f}" for x in ordered["loss"]),
+                "seed_std": ordered["loss"].std(ddof=1) if len(part) > 1 else float("nan"),
+                "minus_scale": diff,
+                "minus_scale_ci": diff_half,
+            }
+        )
     return pd.DataFrame(rows).sort_values("loss").set_index("entrant")

@@ -59,8 +59,10 @@ def state_elements(recipe, model):
     """Notebook 06: state elements. AdamW: two per parameter; SCALE: one buffer on the output
     layer and Adam's two on the vectors; SGD: Adam's two on the vectors (the norm gains)."""
     shapes = matrix_shapes(load_config(model))
-    count = {role: sum(math.prod(shape) for _, r, shape in shapes if r == role)
-             for role in ("embedding", "hidden", "output", "vector")}
+    count = {
+        role: sum(math.prod(shape) for _, r, shape in shapes if r == role)
+        for role in ("embedding", "hidden", "output", "vector")
+    }
     if recipe == "adamw":
         return 2 * sum(count.values())
     if recipe == "scale":
@@ -73,8 +75,7 @@ def state_elements(recipe, model):
 def scale_rules():
     """Notebook 04: SCALE from transforms: unit RMS per output unit on every matrix (an
     ``nn.Linear``'s rows, an ``nn.Embedding``'s columns), momentum first on the output layer."""
-    return {"hidden": normalize(1), "embedding": normalize(0),
-            "output": chain(momentum(0.9), normalize(1))}
+    return {"hidden": normalize(1), "embedding": normalize(0), "output": chain(momentum(0.9), normalize(1))}
 
 
 def custom_rules():

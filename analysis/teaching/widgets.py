@@ -29,12 +29,7 @@ import os
 import numpy as np
 
 from analysis.results import style
-from analysis.results.run_set import (
-    MissingData,
-    RunSet,
-    hidden_spectrum,
-    spectrum_ranks,
-)
+from analysis.results.run_set import MissingData, RunSet, hidden_spectrum, spectrum_ranks
 from toy_models import quadratic
 
 
@@ -55,7 +50,7 @@ def explore(draw, static: bool | None = None, **sliders):
     def show(**values):
         fig = draw(**values)
         display(fig)
-        plt.close(fig)   # shown once; the figure object stays readable for tests
+        plt.close(fig)  # shown once; the figure object stays readable for tests
         return fig
 
     start = {name: (spec[0] if isinstance(spec, tuple) else spec[-1]) for name, spec in sliders.items()}
@@ -67,12 +62,14 @@ def explore(draw, static: bool | None = None, **sliders):
     controls = {}
     for name, spec in sliders.items():
         if isinstance(spec, list):
-            controls[name] = ipywidgets.SelectionSlider(options=spec, value=start[name], description=name,
-                                                        continuous_update=False)
+            controls[name] = ipywidgets.SelectionSlider(
+                options=spec, value=start[name], description=name, continuous_update=False
+            )
         else:
             value, low, high, step = spec
-            controls[name] = ipywidgets.FloatSlider(value=value, min=low, max=high, step=step,
-                                                    description=name, continuous_update=False)
+            controls[name] = ipywidgets.FloatSlider(
+                value=value, min=low, max=high, step=step, description=name, continuous_update=False
+            )
     return ipywidgets.interactive(show, **controls)
 
 
@@ -92,15 +89,32 @@ def momentum_explorer(lr: float = 1.0, beta: float = 0.9, sigma: float = 0.3, st
         else:
             left.plot([], [], color=colour, ls=":", label=f"{name}: unstable (no floor)")
         eig = quadratic.eigenvalues(lr, b).ravel()
-        right.scatter(eig.real, eig.imag, s=14, color=colour, alpha=0.7,
-                      label=f"{name}: max |eigenvalue| {np.abs(eig).max():.3f}")
-    left.set(yscale="log", xlabel="step", ylabel="expected loss", ylim=(None, 1e2),
-             title=f"lr {lr:g}, noise {sigma:g}")
+        right.scatter(
+            eig.real,
+            eig.imag,
+            s=14,
+            color=colour,
+            alpha=0.7,
+            label=f"{name}: max |eigenvalue| {np.abs(eig).max():.3f}",
+        )
+    left.set(
+        yscale="log",
+        xlabel="step",
+        ylabel="expected loss",
+        ylim=(None, 1e2),
+        title=f"lr {lr:g}, noise {sigma:g}",
+    )
     left.legend(fontsize=7)
     circle = np.linspace(0, 2 * np.pi, 200)
     right.plot(np.cos(circle), np.sin(circle), color="0.4", lw=1, label="unit circle")
-    right.set(aspect="equal", xlim=(-1.6, 1.6), ylim=(-1.6, 1.6), xlabel="real part",
-              ylabel="imaginary part", title="Eigenvalues, one pair per curvature")
+    right.set(
+        aspect="equal",
+        xlim=(-1.6, 1.6),
+        ylim=(-1.6, 1.6),
+        xlabel="real part",
+        ylabel="imaginary part",
+        title="Eigenvalues, one pair per curvature",
+    )
     right.legend(fontsize=7, loc="lower left")
     return fig
 
@@ -118,26 +132,43 @@ def momentum_map(sigma: float = 0.3, dim: int = 32, h_min: float = 1e-2, points:
     fig, (left, right) = style.figure(2, width=4.8, height=3.9)
     from matplotlib.colors import LogNorm
 
-    with np.errstate(divide="ignore"):   # steps for the slowest error to shrink by e
+    with np.errstate(divide="ignore"):  # steps for the slowest error to shrink by e
         steps = np.where(rate < 1, -1.0 / np.log(np.where(rate < 1, rate, 0.5)), np.nan)
     mesh = left.pcolormesh(lrs, betas, steps, shading="nearest", cmap="viridis", norm=LogNorm())
     fig.colorbar(mesh, ax=left, label="steps to shrink the error by e")
     lr_opt, beta_opt, rate_opt = quadratic.optimal_momentum(h_min)
     sgd = min(lrs, key=lambda lr: quadratic.contraction(lr, 0.0, dim, h_min))
-    left.scatter([lr_opt], [beta_opt], marker="*", s=120, color="#d62728",
-                 label=f"optimum: lr {lr_opt:.3g}, beta {beta_opt:.2f}, rate {rate_opt:.3f}")
-    left.scatter([sgd], [0.0], marker="o", s=40, color="#7f7f7f",
-                 label=f"SGD's best: rate {quadratic.contraction(sgd, 0.0, dim, h_min):.3f}")
+    left.scatter(
+        [lr_opt],
+        [beta_opt],
+        marker="*",
+        s=120,
+        color="#d62728",
+        label=f"optimum: lr {lr_opt:.3g}, beta {beta_opt:.2f}, rate {rate_opt:.3f}",
+    )
+    left.scatter(
+        [sgd],
+        [0.0],
+        marker="o",
+        s=40,
+        color="#7f7f7f",
+        label=f"SGD's best: rate {quadratic.contraction(sgd, 0.0, dim, h_min):.3f}",
+    )
     left.set(xscale="log", xlabel="lr", ylabel="beta", title=f"Speed, condition number {1 / h_min:.0f}")
     left.legend(fontsize=7, loc="upper left")
-    mesh = right.pcolormesh(lrs, betas, np.log10(np.where(np.isfinite(floor), floor, np.nan)),
-                            shading="nearest", cmap="magma")
+    mesh = right.pcolormesh(
+        lrs, betas, np.log10(np.where(np.isfinite(floor), floor, np.nan)), shading="nearest", cmap="magma"
+    )
     fig.colorbar(mesh, ax=right, label="log10 noise floor")
     critical = [quadratic.critical_damping(b) / (h_min * (1 - b)) for b in betas]
-    right.plot(critical, betas, color="white", lw=1.2, ls="--",
-               label="slowest coordinate critically damped")
-    right.set(xscale="log", xlabel="lr", ylabel="beta", xlim=(lrs[0], lrs[-1]),
-              title=f"Noise floor, noise {sigma:g} (white: unstable)")
+    right.plot(critical, betas, color="white", lw=1.2, ls="--", label="slowest coordinate critically damped")
+    right.set(
+        xscale="log",
+        xlabel="lr",
+        ylabel="beta",
+        xlim=(lrs[0], lrs[-1]),
+        title=f"Noise floor, noise {sigma:g} (white: unstable)",
+    )
     right.legend(fontsize=7, loc="upper left")
     return fig
 
@@ -146,17 +177,29 @@ def layer_noise_explorer(rec: RunSet, seed: int = 0, relative: bool = False, lab
     """The paper's probe of gradient variance (``probe_var``, or ``probe_var_rel``: relative to
     ``||g||^2``) summed per role over the steps of one seed of ``label``, one line per role."""
     stat = "probe_var_rel" if relative else "probe_var"
-    rows = rec.metrics[(rec.metrics["label"] == label) & (rec.metrics["seed"] == seed)
-                       & (rec.metrics["stat"] == stat)]
+    rows = rec.metrics[
+        (rec.metrics["label"] == label) & (rec.metrics["seed"] == seed) & (rec.metrics["stat"] == stat)
+    ]
     if rows.empty:
         raise MissingData(f"no {stat} rows for {label} seed {seed} under {rec.root}")
     per_role = rows.groupby(["step", "role"])["value"].sum().unstack()
     fig, (ax,) = style.figure(width=5.6, height=3.6)
     for role in [r for r in style.ROLE_ORDER if r in per_role]:
-        ax.plot(per_role.index, per_role[role], marker="o", ms=3, lw=1.2,
-                color=style.role_palette([role])[role], label=role)
-    ax.set(yscale="log", xlabel="step", ylabel="variance / ||g||^2" if relative else "variance (total)",
-           title=f"{label}, seed {seed}: the probe per role")
+        ax.plot(
+            per_role.index,
+            per_role[role],
+            marker="o",
+            ms=3,
+            lw=1.2,
+            color=style.role_palette([role])[role],
+            label=role,
+        )
+    ax.set(
+        yscale="log",
+        xlabel="step",
+        ylabel="variance / ||g||^2" if relative else "variance (total)",
+        title=f"{label}, seed {seed}: the probe per role",
+    )
     ax.legend(fontsize=7)
     return fig
 
@@ -178,19 +221,31 @@ def norm_ball_explorer(angle: float = 30.0, stretch: float = 1.0):
     g = np.array([np.cos(theta), stretch * np.sin(theta)])
     fig, (ax,) = style.figure(1, width=5.2, height=4.6)
     t = np.linspace(0, 2 * np.pi, 400)
-    balls = {"l2": np.stack([np.cos(t), np.sin(t)]),
-             "max": np.array([[1, -1, -1, 1, 1], [1, 1, -1, -1, 1]]),
-             "l1": np.array([[1, 0, -1, 0, 1], [0, 1, 0, -1, 0]])}
+    balls = {
+        "l2": np.stack([np.cos(t), np.sin(t)]),
+        "max": np.array([[1, -1, -1, 1, 1], [1, 1, -1, -1, 1]]),
+        "l1": np.array([[1, 0, -1, 0, 1], [0, 1, 0, -1, 0]]),
+    }
     colours = {"l2": "#1f77b4", "max": "#d62728", "l1": "#2ca02c"}
     for name, d in steepest_2d(g).items():
         ax.plot(*balls[name], color=colours[name], lw=1)
         ax.annotate("", xy=d, xytext=(0, 0), arrowprops={"arrowstyle": "->", "color": colours[name], "lw": 2})
         ax.plot([], [], color=colours[name], lw=2, label=f"{name} ball; <g, d*> = {float(g @ d):.2f}")
-    ax.annotate("", xy=g, xytext=(0, 0), arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.2,
-                                                     "linestyle": "--"})
+    ax.annotate(
+        "",
+        xy=g,
+        xytext=(0, 0),
+        arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.2, "linestyle": "--"},
+    )
     ax.plot([], [], color="black", ls="--", label="gradient g")
-    ax.set(aspect="equal", xlim=(-1.7, 1.7), ylim=(-1.7, 1.7), xlabel="coordinate 1",
-           ylabel="coordinate 2", title=f"Steepest directions for g at {angle:g} degrees")
+    ax.set(
+        aspect="equal",
+        xlim=(-1.7, 1.7),
+        ylim=(-1.7, 1.7),
+        xlabel="coordinate 1",
+        ylabel="coordinate 2",
+        title=f"Steepest directions for g at {angle:g} degrees",
+    )
     ax.legend(fontsize=7, loc="lower left")
     return fig
 
@@ -214,9 +269,19 @@ def spectrum_explorer(rec: RunSet, step: int):
         of_label = rows[rows["label"] == label]
         mean = np.mean([np.asarray(v, dtype=float) for v in of_label["values"]], axis=0)
         ranks = spectrum_ranks(rec, of_label["run"].iloc[0], name, len(mean))
-        ax.plot(ranks if ranks is not None else np.arange(1, len(mean) + 1), mean,
-                color=colours[label], lw=2 if label == "scale" else 1.2, label=label)
-    ax.set(xscale="log", yscale="log", xlabel="rank i", ylabel="s_i / s_1",
-           title=f"{name.replace('model.', '')}: update spectrum at step {step}")
+        ax.plot(
+            ranks if ranks is not None else np.arange(1, len(mean) + 1),
+            mean,
+            color=colours[label],
+            lw=2 if label == "scale" else 1.2,
+            label=label,
+        )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="rank i",
+        ylabel="s_i / s_1",
+        title=f"{name.replace('model.', '')}: update spectrum at step {step}",
+    )
     ax.legend(fontsize=7, ncols=2)
     return fig

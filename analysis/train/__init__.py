@@ -11,12 +11,7 @@ import types
 
 from analysis.train.cli import main
 from analysis.train.config import ConfigError, TrainConfig
-from analysis.train.loop import (
-    TrainingDiverged,
-    TrainingInterrupted,
-    TrainResult,
-    train,
-)
+from analysis.train.loop import TrainingDiverged, TrainingInterrupted, TrainResult, train
 
 
 class _CallableTrainer(types.ModuleType):
@@ -28,5 +23,12 @@ class _CallableTrainer(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableTrainer
 
-__all__ = ["ConfigError", "TrainConfig", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "main",
-           "train"]
+__all__ = [
+    "ConfigError",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "main",
+    "train",
+]

@@ -29,15 +29,20 @@ PATTERN = re.compile(r"^ckpt-(\d{8})\.pt$")
 
 class CheckpointError(ValueError):
     """A checkpoint that belongs to another run (model, optimizer, layout or shapes)."""
+
     pass
 
 
 def identity(config: dict, model: torch.nn.Module, layout: str = "plain") -> dict:
     """What a checkpoint must match to be resumed: model, optimizer, momentum placement,
     parameter shapes, and the state ``layout`` ("plain" or "fsdp", see ``analysis.train.parallel``)."""
-    return {"model": config["model"], "optimizer": config["optimizer"],
-            "momentum": config.get("momentum"), "layout": layout,
-            "shapes": {n: list(p.shape) for n, p in model.named_parameters()}}
+    return {
+        "model": config["model"],
+        "optimizer": config["optimizer"],
+        "momentum": config.get("momentum"),
+        "layout": layout,
+        "shapes": {n: list(p.shape) for n, p in model.named_parameters()},
+    }
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -60,43 +65,70 @@ def gather(model, optimizer, data, sharded: bool, world: int) -> tuple[dict, dic
     return model_state, optimizer_state, positions
 
 
-def save(run_dir: Path, step: int, model_state: dict, optimizer_state: dict, positions: list,
-         scheduler, ident: dict, extra: dict, keep: int = 2) -> Path:
+def save(
+    run_dir: Path,
+    step: int,
+    model_state: dict,
+    optimizer_state: dict,
+    positions: list,
+    scheduler,
+    ident: dict,
+    extra: dict,
+    keep: int = 2,
+) -> Path:
     """Write checkpoint ``ckpt-<step>.pt`` atomically (temporary file, then rename) and keep
     only the newest ``keep``. Returns its path."""
-    state = {"step": step, "identity": ident, "model": model_state, "data": positions,
-             "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
-             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-             **extra}
+    state = {
+        "step": step,
+        "identity": ident,
+        "model": model_state,
+        "data": positions,
+        "optimizer": optimizer_state,
+        "scheduler": scheduler.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+        **extra,
+    }
     path = Path(run_dir) / f"ckpt-{step:08d}.pt"
     try:
         files.replace_atomically(path, lambda tmp: torch.save(state, tmp))
-    except (OSError, RuntimeError) as err:   # disk full, permissions: torch.save raises either
-        raise CheckpointError(f"cannot write checkpoint {path} ({_cause(err)}); "
-                              f"{advice(run_dir)}") from None
+    except (OSError, RuntimeError) as err:  # disk full, permissions: torch.save raises either
+        raise CheckpointError(f"cannot write checkpoint {path} ({_cause(err)}); {advice(run_dir)}") from None
     for old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
         try:
             old.unlink()
         except OSError as err:
-            raise CheckpointError(f"cannot remove the older checkpoint {old} ({_cause(err)}); the "
-                                  f"last good checkpoint, {path.name}, is kept: fix permissions, "
-                                  "then --resume") from None
+            raise CheckpointError(
+                f"cannot remove the older checkpoint {old} ({_cause(err)}); the "
+                f"last good checkpoint, {path.name}, is kept: fix permissions, "
+                "then --resume"
+            ) from None
     return path
 
 
 # what ``resume`` reads from a checkpoint, key by key (a missing one is refused, not half-loaded)
-REQUIRED = {"step": (), "identity": ("model", "optimizer", "shapes"), "model": (),
-            "optimizer": (), "scheduler": ("last_epoch",),
-            "rng": ("torch", "python")}
+REQUIRED = {
+    "step": (),
+    "identity": ("model", "optimizer", "shapes"),
+    "model": (),
+    "optimizer": (),
+    "scheduler": ("last_epoch",),
+    "rng": ("torch", "python"),
+}
 
 
 def _refuse(path: Path, problem: str, run_dir: Path) -> CheckpointError:
     """The one line for a checkpoint that cannot be resumed: which file, what is wrong, and
     what to do (move it aside to fall back on the one before, if there is one)."""
     older = [c.name for c in checkpoints(run_dir) if c != path]
-    fallback = (f"move it aside to resume from {older[-1]}" if older
-                else "no older checkpoint exists: start a new run directory or pass --overwrite")
+    fallback = (
+        f"move it aside to resume from {older[-1]}"
+        if older
+        else "no older checkpoint exists: start a new run directory or pass --overwrite"
+    )
     return CheckpointError(f"cannot resume from checkpoint {path}: {problem}; {fallback}")
 
 
@@ -105,9 +137,8 @@ def read(path: Path, run_dir: Path) -> dict:
     ``CheckpointError`` (one line) for a torn file or a missing key."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:   # torch raises RuntimeError, EOFError, UnpicklingError... for a torn file
-        raise _refuse(path, f"the file is torn or not a checkpoint ({type(err).__name__})",
-                      run_dir) from None
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError... for a torn file
+        raise _refuse(path, f"the file is torn or not a checkpoint ({type(err).__name__})", run_dir) from None
     if not isinstance(state, dict):
         raise _refuse(path, "the file is not a checkpoint (no dict inside)", run_dir)
     for key, inner in REQUIRED.items():
@@ -127,8 +158,9 @@ def _optimizer_missing(entry) -> list[str]:
     part of a ``PartitionedOptimizer``'s ``{"partitioned": [...]}`` (Muon + AdamW, ...)."""
     parts = entry.get("partitioned") if isinstance(entry, dict) else None
     dicts = parts if isinstance(parts, list) and parts else [entry]
-    return sorted({k for d in dicts for k in ("state", "param_groups")
-                   if not isinstance(d, dict) or k not in d})
+    return sorted(
+        {k for d in dicts for k in ("state", "param_groups") if not isinstance(d, dict) or k not in d}
+    )
 
 
 def _first_line(err: BaseException, limit: int = 200) -> str:
@@ -152,8 +184,10 @@ def advice(run_dir: Path) -> str:
     kept = checkpoints(run_dir)
     if kept:
         return f"the last good checkpoint, {kept[-1].name}, is kept: free space or fix permissions, then --resume"
-    return ("no checkpoint was saved yet, so the run cannot be resumed: free space or fix "
-            "permissions, then start it again with --overwrite")
+    return (
+        "no checkpoint was saved yet, so the run cannot be resumed: free space or fix "
+        "permissions, then start it again with --overwrite"
+    )
 
 
 def load_latest(run_dir: Path, ident: dict) -> dict | None:
@@ -167,13 +201,17 @@ def load_latest(run_dir: Path, ident: dict) -> dict | None:
     hints = {"layout": "(fsdp: --parallel fsdp under torchrun; plain: single process or DDP) "}
     for key in ("model", "optimizer", "momentum", "layout"):
         if saved.get(key, "plain" if key == "layout" else None) != ident.get(key):
-            raise CheckpointError(f"checkpoint {found[-1]} was written for {key} "
-                                  f"{saved.get(key)!r}, this run uses {ident.get(key)!r}; resume with "
-                                  f"the same settings {hints.get(key, '')}or start a new run "
-                                  "directory")
+            raise CheckpointError(
+                f"checkpoint {found[-1]} was written for {key} "
+                f"{saved.get(key)!r}, this run uses {ident.get(key)!r}; resume with "
+                f"the same settings {hints.get(key, '')}or start a new run "
+                "directory"
+            )
     if saved["shapes"] != ident["shapes"]:
-        raise CheckpointError(f"checkpoint {found[-1]} has different parameter shapes; "
-                              "it belongs to another model configuration")
+        raise CheckpointError(
+            f"checkpoint {found[-1]} has different parameter shapes; "
+            "it belongs to another model configuration"
+        )
     return state
 
 
@@ -191,15 +229,16 @@ def apply_settings(optimizer, scheduler, settings: list[dict]) -> None:
     ``base * factor(last_epoch)``, which on an unchanged resume is bitwise the value the
     checkpoint held."""
     for group, values in zip(optimizer.param_groups, settings):
-        group.update(values)   # keys added while stepping (a library's "step" count) stay
+        group.update(values)  # keys added while stepping (a library's "step" count) stay
     scheduler.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
     for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
         group["lr"] = base * factor(scheduler.last_epoch)
     scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
 
 
-def resume(run_dir: Path, model, optimizer, scheduler, data, ident: dict, sharded: bool,
-           rank: int) -> tuple[int, int | None]:
+def resume(
+    run_dir: Path, model, optimizer, scheduler, data, ident: dict, sharded: bool, rank: int
+) -> tuple[int, int | None]:
     """Restore the newest checkpoint of ``run_dir`` into the model, optimizer, scheduler, this
     rank's data position and the RNGs, with the run's own settings over the saved ones
     (``apply_settings``); the step to continue from and the tokens seen by then ((0, 0) if there
@@ -216,16 +255,21 @@ def resume(run_dir: Path, model, optimizer, scheduler, data, ident: dict, sharde
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
-        raise _refuse(path, f"its model or optimizer state does not fit this run ({_first_line(err)})",
-                      run_dir) from None
+        raise _refuse(
+            path, f"its model or optimizer state does not fit this run ({_first_line(err)})", run_dir
+        ) from None
     try:
         scheduler.load_state_dict(state["scheduler"])
         positions = state.get("data") or [{}]  # a stream checks the number of processes itself
         data.load_state_dict(positions[rank % len(positions)])
         _restore_rng(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
-        raise _refuse(path, f"its scheduler, data position or RNG state is unreadable "
-                      f"({type(err).__name__}: {_first_line(err)})", run_dir) from None
+        raise _refuse(
+            path,
+            f"its scheduler, data position or RNG state is unreadable "
+            f"({type(err).__name__}: {_first_line(err)})",
+            run_dir,
+        ) from None
     apply_settings(optimizer, scheduler, settings)
     return state["step"], state.get("tokens_seen")
 

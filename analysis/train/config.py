@@ -31,12 +31,20 @@ PRECISIONS = ("auto", "fp32", "bf16", "bf16-mixed", "fp64")
 # The optimizer's settings as the run record and the flags name them -> OptimizerConfig's
 # field. A record always holds these; OptimizerConfig's other fields only where a run sets
 # them away from their defaults (so a record states every setting its run used).
-RECORDED_HYPER = {"momentum": "momentum", "lr": "lr", "adam_lr": "adam_lr", "beta": "beta",
-                  "adam_betas": "betas", "embedding_lr_mult": "embedding_lr_mult",
-                  "output_lr_mult": "output_lr_mult", "vector_rule": "vector_rule",
-                  "weight_decay": "weight_decay"}
-HYPER_KEYS = RECORDED_HYPER | {f.name: f.name for f in fields(OptimizerConfig)
-                                if f.name not in RECORDED_HYPER.values()}
+RECORDED_HYPER = {
+    "momentum": "momentum",
+    "lr": "lr",
+    "adam_lr": "adam_lr",
+    "beta": "beta",
+    "adam_betas": "betas",
+    "embedding_lr_mult": "embedding_lr_mult",
+    "output_lr_mult": "output_lr_mult",
+    "vector_rule": "vector_rule",
+    "weight_decay": "weight_decay",
+}
+HYPER_KEYS = RECORDED_HYPER | {
+    f.name: f.name for f in fields(OptimizerConfig) if f.name not in RECORDED_HYPER.values()
+}
 
 
 class ConfigError(ValueError):
@@ -47,45 +55,48 @@ def hyper_record(hyper: OptimizerConfig, every: bool = False) -> dict:
     """``hyper`` by its record names: the ``RECORDED_HYPER`` ones, then the other fields set
     away from their defaults (``every``: all of them)."""
     values, default = asdict(hyper), asdict(OptimizerConfig())
-    return {key: values[name] for key, name in HYPER_KEYS.items()
-            if every or key in RECORDED_HYPER or values[name] != default[name]}
+    return {
+        key: values[name]
+        for key, name in HYPER_KEYS.items()
+        if every or key in RECORDED_HYPER or values[name] != default[name]
+    }
 
 
 def _hyper_from_flat(hyper: OptimizerConfig, flat: dict) -> OptimizerConfig:
     """``hyper`` with the flat record's optimizer settings applied (``adam_betas`` -> ``betas``)."""
     # JSON and argparse give a tuple field (betas, spam_gammas) back as a list
-    return replace(hyper, **{HYPER_KEYS[k]: tuple(v) if isinstance(v, list) else v
-                             for k, v in flat.items()})
+    return replace(hyper, **{HYPER_KEYS[k]: tuple(v) if isinstance(v, list) else v for k, v in flat.items()})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (the fields below); ``validate`` checks it."""
+
     model: str = "micro"
-    optimizer: str = "scale"                            # a recipe name
-    hyper: OptimizerConfig = OptimizerConfig()          # its hyperparameters (None: the recipe's)
+    optimizer: str = "scale"  # a recipe name
+    hyper: OptimizerConfig = OptimizerConfig()  # its hyperparameters (None: the recipe's)
     steps: int = 300
-    warmup_steps: int | None = None      # None -> 10% of steps
+    warmup_steps: int | None = None  # None -> 10% of steps
     min_lr_ratio: float = 0.1
     batch_size: int = 16
     micro_batch_size: int | None = None  # None -> batch_size / world_size
     seq_len: int = 256
     eval_every: int = 100
-    eval_tokens: int | None = None       # None -> 32_768 on the CPU models, 10M (paper) otherwise
+    eval_tokens: int | None = None  # None -> 32_768 on the CPU models, 10M (paper) otherwise
     seed: int = 0
     device: str = "auto"
-    precision: str = "auto"              # fp32 | bf16 (pure, as the paper) | bf16-mixed | fp64
-    data: str = "bundled"                # bundled | path/glob of shards | c4
-    stream: bool | None = None           # read the data as a stream; None -> only for c4
-    tokenizer: str | None = None         # None -> the model's bundled BPE (t5-base for c4)
+    precision: str = "auto"  # fp32 | bf16 (pure, as the paper) | bf16-mixed | fp64
+    data: str = "bundled"  # bundled | path/glob of shards | c4
+    stream: bool | None = None  # read the data as a stream; None -> only for c4
+    tokenizer: str | None = None  # None -> the model's bundled BPE (t5-base for c4)
     log_every: int = 1
-    save_every: int = 0                  # checkpoint interval in steps; 0 -> only at the end
+    save_every: int = 0  # checkpoint interval in steps; 0 -> only at the end
     keep_checkpoints: int = 2
-    label: str | None = None             # a display name for figures (default: optimizer)
-    compile: bool = False                # torch.compile the model and the fused optimizer step
-    fused: bool | None = None            # the optimizer's fused step; None -> wherever it applies
-    grad_clip: float | None = None       # global L2 norm to clip gradients to; None -> no clipping
-    parallel: str = "ddp"                # ddp | fsdp (FSDP2 fully_shard), under torchrun
+    label: str | None = None  # a display name for figures (default: optimizer)
+    compile: bool = False  # torch.compile the model and the fused optimizer step
+    fused: bool | None = None  # the optimizer's fused step; None -> wherever it applies
+    grad_clip: float | None = None  # global L2 norm to clip gradients to; None -> no clipping
+    parallel: str = "ddp"  # ddp | fsdp (FSDP2 fully_shard), under torchrun
     instrument: InstrumentConfig | None = None
 
     def validate(self, world_size: int = 1) -> TrainConfig:
@@ -95,31 +106,47 @@ class TrainConfig:
             self.optimizer_config()
         except (UnknownModelError, RecipeError) as err:
             raise ConfigError(str(err)) from None
-        checks = [(self.steps > 0, f"steps must be > 0, got {self.steps}"),
-                  (self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}"),
-                  (self.micro_batch_size is None or self.micro_batch_size > 0,
-                   f"micro_batch_size must be > 0, got {self.micro_batch_size}"),
-                  (self.log_every >= 1, f"log_every must be >= 1 (1: every step), got {self.log_every}"),
-                  (self.save_every >= 0, f"save_every must be >= 0 (0: only at the end), got {self.save_every}"),
-                  (self.keep_checkpoints >= 0,
-                   f"keep_checkpoints must be >= 0 (0: keep every one), got {self.keep_checkpoints}"),
-                  (0 <= self.seed < 2**32, f"seed must be in [0, 2^32), got {self.seed}"),
-                  (self.seq_len > 1, f"seq_len must be > 1, got {self.seq_len}"),
-                  (self.eval_every >= 0, "eval_every must be >= 0 (0: only at the end)"),
-                  (self.eval_tokens is None or self.eval_tokens > 0, "eval_tokens must be > 0"),
-                  (0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]"),
-                  (self.precision in PRECISIONS,
-                   f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}"),
-                  (self.parallel in ("ddp", "fsdp"),
-                   f"unknown parallel mode {self.parallel!r}; choose ddp or fsdp"),
-                  (self.parallel == "ddp" or self.instrument is None,
-                   "--instrument reads whole gradients, which FSDP2 shards across processes; "
-                   "instrument with --parallel ddp"),
-                  (self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0),
-                   f"grad_clip must be a norm > 0 (e.g. --grad_clip 1.0; leave it out for no "
-                   f"clipping), got {self.grad_clip}"),
-                  (self.warmup_steps is None or 0 <= self.warmup_steps <= self.steps,
-                   f"warmup_steps must be in [0, steps], got {self.warmup_steps}")]
+        checks = [
+            (self.steps > 0, f"steps must be > 0, got {self.steps}"),
+            (self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}"),
+            (
+                self.micro_batch_size is None or self.micro_batch_size > 0,
+                f"micro_batch_size must be > 0, got {self.micro_batch_size}",
+            ),
+            (self.log_every >= 1, f"log_every must be >= 1 (1: every step), got {self.log_every}"),
+            (self.save_every >= 0, f"save_every must be >= 0 (0: only at the end), got {self.save_every}"),
+            (
+                self.keep_checkpoints >= 0,
+                f"keep_checkpoints must be >= 0 (0: keep every one), got {self.keep_checkpoints}",
+            ),
+            (0 <= self.seed < 2**32, f"seed must be in [0, 2^32), got {self.seed}"),
+            (self.seq_len > 1, f"seq_len must be > 1, got {self.seq_len}"),
+            (self.eval_every >= 0, "eval_every must be >= 0 (0: only at the end)"),
+            (self.eval_tokens is None or self.eval_tokens > 0, "eval_tokens must be > 0"),
+            (0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]"),
+            (
+                self.precision in PRECISIONS,
+                f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}",
+            ),
+            (
+                self.parallel in ("ddp", "fsdp"),
+                f"unknown parallel mode {self.parallel!r}; choose ddp or fsdp",
+            ),
+            (
+                self.parallel == "ddp" or self.instrument is None,
+                "--instrument reads whole gradients, which FSDP2 shards across processes; "
+                "instrument with --parallel ddp",
+            ),
+            (
+                self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0),
+                f"grad_clip must be a norm > 0 (e.g. --grad_clip 1.0; leave it out for no "
+                f"clipping), got {self.grad_clip}",
+            ),
+            (
+                self.warmup_steps is None or 0 <= self.warmup_steps <= self.steps,
+                f"warmup_steps must be in [0, steps], got {self.warmup_steps}",
+            ),
+        ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -143,9 +170,11 @@ class TrainConfig:
         micro = self.micro(world_size)
         per_step = micro * world_size
         if self.batch_size % per_step:
-            raise ConfigError(f"batch_size {self.batch_size} is not divisible by micro_batch_size "
-                              f"{micro} x world size {world_size}; choose a batch that is a "
-                              f"multiple of {per_step}")
+            raise ConfigError(
+                f"batch_size {self.batch_size} is not divisible by micro_batch_size "
+                f"{micro} x world size {world_size}; choose a batch that is a "
+                f"multiple of {per_step}"
+            )
         return self.batch_size // per_step
 
     def eval_budget(self) -> int:
@@ -172,13 +201,15 @@ class TrainConfig:
         if self.model in CPU_MODELS:
             return tokenizer_size
         configured = read_config(self.model).vocab_size
-        if is_config_path(self.model):   # a user's shape: stated or refused, never replaced
+        if is_config_path(self.model):  # a user's shape: stated or refused, never replaced
             if configured is None:
                 return tokenizer_size
             if configured < tokenizer_size:
-                raise ConfigError(f"model config {self.model}: vocab_size {configured} is smaller than "
-                                  f"the tokenizer's {tokenizer_size} tokens; set vocab_size >= "
-                                  f"{tokenizer_size}, or leave it out to take the tokenizer's")
+                raise ConfigError(
+                    f"model config {self.model}: vocab_size {configured} is smaller than "
+                    f"the tokenizer's {tokenizer_size} tokens; set vocab_size >= "
+                    f"{tokenizer_size}, or leave it out to take the tokenizer's"
+                )
             return configured
         return max(configured, tokenizer_size)
 
@@ -191,7 +222,7 @@ class TrainConfig:
         values = asdict(self)
         del values["hyper"]
         flat = hyper_record(self.hyper)
-        at = list(values).index("optimizer") + 1   # the record's order: the optimizer, then its settings
+        at = list(values).index("optimizer") + 1  # the record's order: the optimizer, then its settings
         items = list(values.items())
         return dict(items[:at] + list(flat.items()) + items[at:])
 

@@ -30,12 +30,7 @@ import torch
 from analysis.optim.optimizer import NotShardable, check_shardable, whole_matrix_params
 from analysis.optim.recipes import build_optimizer, declared_state_elements
 from analysis.train.config import TrainConfig
-from toy_models.llama import (
-    build_model,
-    flops_per_token,
-    load_config,
-    matrix_shapes,
-)
+from toy_models.llama import build_model, flops_per_token, load_config, matrix_shapes
 from toy_models.tokenizer import tokenizer_size
 
 WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "bf16-mixed": 4}
@@ -55,14 +50,18 @@ class Plan:
     activation_bytes: int
     block_parameters: int
     flops_per_step: float
-    shardable: bool = True      # False: the recipe needs whole matrices, FSDP2 refuses it
+    shardable: bool = True  # False: the recipe needs whole matrices, FSDP2 refuses it
     gathered_elements: int = 0  # the largest matrix a whole-matrix rule gathers under FSDP2
 
     def per_gpu(self, parallel: str) -> dict[str, float]:
         """Bytes per GPU by part: weights, gradients, state, activations, extra, total."""
         wb, cb = WEIGHT_BYTES[self.precision], COMPUTE_BYTES[self.precision]
-        parts = {"weights": self.parameters * wb, "gradients": self.parameters * wb,
-                 "state": self.state_elements * wb, "activations": self.activation_bytes}
+        parts = {
+            "weights": self.parameters * wb,
+            "gradients": self.parameters * wb,
+            "state": self.state_elements * wb,
+            "activations": self.activation_bytes,
+        }
         if parallel == "fsdp":
             for part in ("weights", "gradients", "state"):
                 parts[part] /= self.gpus
@@ -70,19 +69,20 @@ class Plan:
             # and direction (fp32) for its largest matrix
             parts["extra"] = 2 * self.block_parameters * cb + 4 * self.gathered_elements * 4
         else:
-            parts["extra"] = self.parameters * wb                  # DDP's gradient buckets
+            parts["extra"] = self.parameters * wb  # DDP's gradient buckets
         parts["total"] = sum(parts.values())
         return parts
 
     def table(self) -> str:
         """The plan as lines of text (GB per GPU)."""
-        lines = [f"dry run: {self.model}, {self.optimizer}, {self.precision}, {self.gpus} GPU(s); "
-                 f"{self.parameters / 1e6:,.1f}M parameters, optimizer state "
-                 f"{self.state_elements / 1e6:,.1f}M elements, "
-                 f"{self.flops_per_step / 1e12:,.2f} TFLOPs per optimizer step",
-                 f"{'GB per GPU':<10}" + "".join(f"{p:>13}" for p in
-                                                 ("weights", "gradients", "state", "activations",
-                                                  "extra", "total"))]
+        lines = [
+            f"dry run: {self.model}, {self.optimizer}, {self.precision}, {self.gpus} GPU(s); "
+            f"{self.parameters / 1e6:,.1f}M parameters, optimizer state "
+            f"{self.state_elements / 1e6:,.1f}M elements, "
+            f"{self.flops_per_step / 1e12:,.2f} TFLOPs per optimizer step",
+            f"{'GB per GPU':<10}"
+            + "".join(f"{p:>13}" for p in ("weights", "gradients", "state", "activations", "extra", "total")),
+        ]
         for parallel in ("ddp", "fsdp"):
             parts = self.per_gpu(parallel)
             lines.append(f"{parallel:<10}" + "".join(f"{v / 1e9:>13.2f}" for v in parts.values()))
@@ -102,12 +102,13 @@ def plan(config: TrainConfig, gpus: int = 1) -> Plan:
     """Build ``config``'s model and optimizer on the meta device and size the run."""
     config.validate(gpus)
     # the trainer's vocabulary rule (T5's 32100 rows on C4, the paper's path)
-    model_config = load_config(config.model,
-                               vocab_size=config.vocab_size(tokenizer_size(config.tokenizer_name())))
+    model_config = load_config(
+        config.model, vocab_size=config.vocab_size(tokenizer_size(config.tokenizer_name()))
+    )
     with torch.device("meta"):
         model = build_model(model_config)
     optimizer_config = config.optimizer_config()
-    optimizer = build_optimizer(config.optimizer, model, optimizer_config)   # fails as a run would
+    optimizer = build_optimizer(config.optimizer, model, optimizer_config)  # fails as a run would
     try:
         check_shardable(optimizer, config.optimizer)
         shardable = True
@@ -115,12 +116,19 @@ def plan(config: TrainConfig, gpus: int = 1) -> Plan:
         shardable = False
     rank = optimizer_config.rank or max(1, model_config.hidden_size // 4)
     shapes = [(role, shape) for _, role, shape in matrix_shapes(model_config)]
-    precision = "bf16-mixed" if config.precision == "auto" else config.precision   # as on CUDA
+    precision = "bf16-mixed" if config.precision == "auto" else config.precision  # as on CUDA
     micro = config.micro(gpus)
     block = sum(p.numel() for p in model.model.layers[0].parameters())
-    return Plan(config.model, config.optimizer, precision, gpus,
-                sum(p.numel() for p in model.parameters()),
-                declared_state_elements(config.optimizer, shapes, rank, optimizer_config.momentum),
-                activation_bytes(model_config, micro * config.seq_len, COMPUTE_BYTES[precision]),
-                block, flops_per_token(model_config, config.seq_len) * config.batch_size * config.seq_len,
-                shardable, max((p.numel() for p in whole_matrix_params(optimizer)), default=0))
+    return Plan(
+        config.model,
+        config.optimizer,
+        precision,
+        gpus,
+        sum(p.numel() for p in model.parameters()),
+        declared_state_elements(config.optimizer, shapes, rank, optimizer_config.momentum),
+        activation_bytes(model_config, micro * config.seq_len, COMPUTE_BYTES[precision]),
+        block,
+        flops_per_token(model_config, config.seq_len) * config.batch_size * config.seq_len,
+        shardable,
+        max((p.numel() for p in whole_matrix_params(optimizer)), default=0),
+    )

@@ -33,8 +33,9 @@ def recorded_first_eval(run_dir) -> float:
     return recorded_value(run_dir, "eval_loss", 0)
 
 
-def hardware_stats(device: torch.device, flops_per_s: float, world: int,
-                   limit: tuple[str, float] | None) -> dict:
+def hardware_stats(
+    device: torch.device, flops_per_s: float, world: int, limit: tuple[str, float] | None
+) -> dict:
     """Achieved FLOP/s per process (``6 N + 12 L h T`` per token) and its share of ``limit``
     (``analysis.train.throughput``: MFU on CUDA over ``world`` GPUs, the measured matmul peak's
     fraction on CPU); on CUDA also the peak memory since the last call."""
@@ -43,8 +44,10 @@ def hardware_stats(device: torch.device, flops_per_s: float, world: int,
         name, peak = limit
         stats[name] = flops_per_s / (world * peak)
     if device.type == "cuda":
-        stats |= {"memory_allocated_peak_gb": torch.cuda.max_memory_allocated(device) / 1e9,
-                  "memory_reserved_peak_gb": torch.cuda.max_memory_reserved(device) / 1e9}
+        stats |= {
+            "memory_allocated_peak_gb": torch.cuda.max_memory_allocated(device) / 1e9,
+            "memory_reserved_peak_gb": torch.cuda.max_memory_reserved(device) / 1e9,
+        }
     return stats
 
 

@@ -68,7 +68,7 @@ class TrainResult:
     final_eval_loss: float
     final_perplexity: float
     final_train_loss: float
-    tokens: int                  # read over the whole run (every segment's steps)
+    tokens: int  # read over the whole run (every segment's steps)
     tokens_per_s: float
     optimizer_state_bytes: int
     vocab_size: int
@@ -82,11 +82,19 @@ def instrumentation(run: Run):
     note = Instrumentation.variance_note(run.accum, run.micro, run.world)
     if note and run.rank == 0:
         print(f"note: {note}", file=sys.stderr)
-    return Instrumentation(run.model, run.optimizer, run.recorder or None, run.config.instrument,
-                           last_step=run.config.steps, autocast=run.autocast,
-                           # the probe and token counts sample finite data; not a stream
-                           data=run.data if hasattr(run.data, "train") else None,
-                           rank=run.rank, world_size=run.world, start_step=run.start)
+    return Instrumentation(
+        run.model,
+        run.optimizer,
+        run.recorder or None,
+        run.config.instrument,
+        last_step=run.config.steps,
+        autocast=run.autocast,
+        # the probe and token counts sample finite data; not a stream
+        data=run.data if hasattr(run.data, "train") else None,
+        rank=run.rank,
+        world_size=run.world,
+        start_step=run.start,
+    )
 
 
 def run_evaluation(run: Run) -> float:
@@ -145,14 +153,25 @@ def grad_norm_of(run: Run, mean_loss: float) -> float:
 def stop_diverged(run: Run, step: int, mean_loss: float, grad_norm: float, first_eval: float) -> None:
     """Record the run as diverged at ``step`` (a finished result, not a crash: the sweep
     moves on) and raise ``TrainingDiverged`` with the one line the CLI prints."""
-    what = (f"loss {mean_loss}" if not math.isfinite(mean_loss)
-            else f"gradient norm {grad_norm} (loss {mean_loss:.4g})")
+    what = (
+        f"loss {mean_loss}"
+        if not math.isfinite(mean_loss)
+        else f"gradient norm {grad_norm} (loss {mean_loss:.4g})"
+    )
     run.recorder.log(step, {"loss": mean_loss, "grad_norm": grad_norm})
-    run.recorder.finish({"diverged_at": step, "steps": run.config.steps,
-                         "first_eval_loss": first_eval, "final_eval_loss": math.nan,
-                         "final_perplexity": math.nan}, required=RESULT_KEYS)
-    raise TrainingDiverged(f"non-finite {what} at step {step}; lower the learning "
-                           "rate (the last good checkpoint is kept)")
+    run.recorder.finish(
+        {
+            "diverged_at": step,
+            "steps": run.config.steps,
+            "first_eval_loss": first_eval,
+            "final_eval_loss": math.nan,
+            "final_perplexity": math.nan,
+        },
+        required=RESULT_KEYS,
+    )
+    raise TrainingDiverged(
+        f"non-finite {what} at step {step}; lower the learning rate (the last good checkpoint is kept)"
+    )
 
 
 def clip_if_asked(run: Run, grad_norm: float) -> dict:
@@ -189,15 +208,23 @@ def save_checkpoint(run: Run, done: int) -> Path | None:
     states = checkpoint.gather(run.model, run.optimizer, run.data, run.sharded, run.world)
     if run.rank != 0:
         return None
-    return checkpoint.save(run.run_dir, done, *states, run.scheduler, run.identity,
-                           {"tokens_seen": run.tokens_seen(done)}, keep=run.config.keep_checkpoints)
+    return checkpoint.save(
+        run.run_dir,
+        done,
+        *states,
+        run.scheduler,
+        run.identity,
+        {"tokens_seen": run.tokens_seen(done)},
+        keep=run.config.keep_checkpoints,
+    )
 
 
 def checkpoint_if_due(run: Run, done: int) -> None:
     """Every ``save_every`` steps and at the last: ``save_checkpoint``."""
     config = run.config
-    if run.run_dir is not None and ((config.save_every and done % config.save_every == 0)
-                                    or done == config.steps):
+    if run.run_dir is not None and (
+        (config.save_every and done % config.save_every == 0) or done == config.steps
+    ):
         save_checkpoint(run, done)
 
 
@@ -205,7 +232,7 @@ def stop_if_interrupted(run: Run, done: int, received: list[int]) -> None:
     """After step ``done``: when a signal arrived (on any process), checkpoint and raise
     ``TrainingInterrupted`` with the one line the CLI prints."""
     signum = received[0] if received else 0
-    if run.world > 1:   # every process stops at the same step, or the collectives hang
+    if run.world > 1:  # every process stops at the same step, or the collectives hang
         flag = torch.tensor([signum], device=run.device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         signum = int(flag.item())
@@ -218,8 +245,9 @@ def stop_if_interrupted(run: Run, done: int, received: list[int]) -> None:
     raise TrainingInterrupted(f"interrupted at step {done}; {where}", 128 + signum)
 
 
-def finish(run: Run, first_eval: float, eval_loss: float, losses: list[float],
-           tokens_per_s: float) -> TrainResult:
+def finish(
+    run: Run, first_eval: float, eval_loss: float, losses: list[float], tokens_per_s: float
+) -> TrainResult:
     """The result; written as ``result.json`` (which marks the run finished). A run resumed
     from its final checkpoint (killed before it wrote its result) trains no step: its last
     training loss and throughput are the ones it recorded."""
@@ -227,21 +255,35 @@ def finish(run: Run, first_eval: float, eval_loss: float, losses: list[float],
     if not losses:
         losses = [recorded_value(run.run_dir, "loss", last)]
         tokens_per_s = recorded_value(run.run_dir, "tokens_per_s", last)
-    result = TrainResult(run_dir=run.run_dir, steps=run.config.steps, first_eval_loss=first_eval,
-                         final_eval_loss=eval_loss, final_perplexity=math.exp(eval_loss),
-                         final_train_loss=losses[-1],
-                         tokens=run.tokens_seen(run.config.steps), tokens_per_s=tokens_per_s,
-                         optimizer_state_bytes=state_bytes(run.optimizer),
-                         vocab_size=run.model.config.vocab_size, losses=losses)
+    result = TrainResult(
+        run_dir=run.run_dir,
+        steps=run.config.steps,
+        first_eval_loss=first_eval,
+        final_eval_loss=eval_loss,
+        final_perplexity=math.exp(eval_loss),
+        final_train_loss=losses[-1],
+        tokens=run.tokens_seen(run.config.steps),
+        tokens_per_s=tokens_per_s,
+        optimizer_state_bytes=state_bytes(run.optimizer),
+        vocab_size=run.model.config.vocab_size,
+        losses=losses,
+    )
     # the run directory is where the file is: never an absolute path of the machine in the record
-    run.recorder.finish({k: v for k, v in asdict(result).items() if k not in ("losses", "run_dir")},
-                        required=RESULT_KEYS)
+    run.recorder.finish(
+        {k: v for k, v in asdict(result).items() if k not in ("losses", "run_dir")}, required=RESULT_KEYS
+    )
     return result
 
 
-def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = False,
-          resume: bool = False, progress: bool = True, allow_change: bool = False,
-          trackers: dict | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    allow_change: bool = False,
+    trackers: dict | None = None,
+) -> TrainResult:
     """Train ``config``; with ``out``, record into that run directory (``analysis.recording``).
 
     ``overwrite`` replaces an existing run directory, ``resume`` continues it from its newest
@@ -255,13 +297,13 @@ def train(config: TrainConfig, out: str | Path | None = None, overwrite: bool = 
     failure = None
     try:
         return _loop(run, progress)
-    except RecordingError as err:   # a failed write: say what can be resumed
+    except RecordingError as err:  # a failed write: say what can be resumed
         failure = f"{err}; {checkpoint.advice(run.run_dir)}"
         raise
-    finally:   # the lock and files are given back however the loop ends, in one line
+    finally:  # the lock and files are given back however the loop ends, in one line
         try:
             note = run.close()
-        except RecordingError as err:   # closing a table failed after the loop ended
+        except RecordingError as err:  # closing a table failed after the loop ended
             failure, note = failure or f"{err}; {checkpoint.advice(run.run_dir)}", ""
         if failure is not None:
             raise RecordingError(failure + (f"; {note}" if note else "")) from None
@@ -274,8 +316,17 @@ def _loop(run: Run, progress: bool) -> TrainResult:
     config = run.config
     first_eval = eval_loss = initial_evaluation(run)
     losses, tokens_per_s = [], 0.0
-    bar = (tqdm(total=config.steps, initial=run.start, desc=f"{config.optimizer} {config.model}",
-                unit="step", dynamic_ncols=True) if progress and run.rank == 0 else None)
+    bar = (
+        tqdm(
+            total=config.steps,
+            initial=run.start,
+            desc=f"{config.optimizer} {config.model}",
+            unit="step",
+            dynamic_ncols=True,
+        )
+        if progress and run.rank == 0
+        else None
+    )
     with instrumentation(run) as monitor, interrupt_requests() as received:
         for step in range(run.start, config.steps):
             t0 = time.perf_counter()
@@ -297,13 +348,22 @@ def _loop(run: Run, progress: bool) -> TrainResult:
             tokens_per_s = config.batch_size * config.seq_len / step_time
             losses.append(mean_loss)
             done = step + 1
-            log_step(run, done, {"loss": mean_loss, "lr": lr, **lrs, "grad_norm": grad_norm,
-                                 **clipped,
-                                 "tokens_per_s": tokens_per_s,
-                                 "step_time": step_time, "data_time": data_time,
-                                 "tokens": run.tokens_seen(done),
-                                 **hardware_stats(run.device, tokens_per_s * run.flops_per_token,
-                                                  run.world, run.limit)})
+            log_step(
+                run,
+                done,
+                {
+                    "loss": mean_loss,
+                    "lr": lr,
+                    **lrs,
+                    "grad_norm": grad_norm,
+                    **clipped,
+                    "tokens_per_s": tokens_per_s,
+                    "step_time": step_time,
+                    "data_time": data_time,
+                    "tokens": run.tokens_seen(done),
+                    **hardware_stats(run.device, tokens_per_s * run.flops_per_token, run.world, run.limit),
+                },
+            )
             evaluated = evaluate_if_due(run, done)
             eval_loss = eval_loss if evaluated is None else evaluated
             checkpoint_if_due(run, done)

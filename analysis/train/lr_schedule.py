@@ -33,4 +33,5 @@ def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
             return (step + 1) / warmup
         progress = (step - warmup) / max(1, total - warmup)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
     return factor

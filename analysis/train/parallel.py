@@ -62,8 +62,9 @@ def gradient_sync(train_model, mode: str, world: int, last: bool):
 def global_grad_norm(model: torch.nn.Module) -> float:
     """``||g||_2`` over every parameter, summing the squares of local blocks across ranks
     when the gradients are sharded (one host sync)."""
-    squares = [local(p.grad).detach().float().square().sum()
-               for p in model.parameters() if p.grad is not None]
+    squares = [
+        local(p.grad).detach().float().square().sum() for p in model.parameters() if p.grad is not None
+    ]
     if not squares:
         return 0.0
     total = torch.stack(squares).sum()
@@ -92,16 +93,23 @@ def full_state_dicts(model, optimizer) -> tuple[dict, dict]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     # a PartitionedOptimizer (Muon + AdamW, ...) is its inner optimizers, which DCP knows
-    return get_state_dict(model, getattr(optimizer, "optimizers", optimizer),
-                          options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return get_state_dict(
+        model,
+        getattr(optimizer, "optimizers", optimizer),
+        options=StateDictOptions(full_state_dict=True, cpu_offload=True),
+    )
 
 
 def load_full_state_dicts(model, optimizer, model_state: dict, optimizer_state: dict) -> None:
     """Shard full state (from ``full_state_dicts``) back onto this process's blocks."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-    set_state_dict(model, getattr(optimizer, "optimizers", optimizer), model_state_dict=model_state,
-                   optim_state_dict=optimizer_state,
-                   options=StateDictOptions(full_state_dict=True))
+    set_state_dict(
+        model,
+        getattr(optimizer, "optimizers", optimizer),
+        model_state_dict=model_state,
+        optim_state_dict=optimizer_state,
+        options=StateDictOptions(full_state_dict=True),
+    )
     if hasattr(optimizer, "share_inner_groups"):
         optimizer.share_inner_groups()

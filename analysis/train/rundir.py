@@ -51,8 +51,22 @@ from analysis.recording import (
 from analysis.train.config import HYPER_KEYS, ConfigError, TrainConfig, hyper_record
 
 # Settings whose change turns a resumed run into another experiment (every optimizer setting).
-EXPERIMENT_FIELDS = ("model", "optimizer", *HYPER_KEYS, "steps", "warmup_steps", "min_lr_ratio",
-                     "batch_size", "seq_len", "seed", "precision", "data", "tokenizer", "eval_tokens", "grad_clip")
+EXPERIMENT_FIELDS = (
+    "model",
+    "optimizer",
+    *HYPER_KEYS,
+    "steps",
+    "warmup_steps",
+    "min_lr_ratio",
+    "batch_size",
+    "seq_len",
+    "seed",
+    "precision",
+    "data",
+    "tokenizer",
+    "eval_tokens",
+    "grad_clip",
+)
 
 
 LOCK = ".lock"
@@ -77,10 +91,12 @@ def _holder(run_dir: Path) -> dict | None:
     try:
         holder = json.loads(path.read_text())
     except (OSError, ValueError):
-        holder = {"pid": -1, "host": socket.gethostname()}   # torn by a crash while being written
+        holder = {"pid": -1, "host": socket.gethostname()}  # torn by a crash while being written
     if holder.get("host") == socket.gethostname() and not _running(int(holder.get("pid", -1))):
-        print(f"note: {run_dir} had a stale lock (pid {holder.get('pid')} is not running); "
-              "replacing it", file=sys.stderr)
+        print(
+            f"note: {run_dir} had a stale lock (pid {holder.get('pid')} is not running); replacing it",
+            file=sys.stderr,
+        )
         path.unlink(missing_ok=True)
         return None
     return holder
@@ -90,15 +106,17 @@ def check_unlocked(run_dir: Path) -> None:
     """``ConfigError`` naming the live process that holds ``run_dir``'s lock, if one does."""
     holder = _holder(run_dir)
     if holder is not None:
-        raise ConfigError(f"{run_dir} is being written by pid {holder.get('pid')} on "
-                          f"{holder.get('host')} (lock {run_dir / LOCK}); wait for it to finish, or "
-                          "remove the lock if that process is gone")
+        raise ConfigError(
+            f"{run_dir} is being written by pid {holder.get('pid')} on "
+            f"{holder.get('host')} (lock {run_dir / LOCK}); wait for it to finish, or "
+            "remove the lock if that process is gone"
+        )
 
 
 def acquire_lock(run_dir: Path) -> Path:
     """Take ``run_dir``'s writer lock; ``ConfigError`` when another live process holds it."""
     path = run_dir / LOCK
-    for _ in range(3):   # a stale lock is removed by _holder, then taken here
+    for _ in range(3):  # a stale lock is removed by _holder, then taken here
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
@@ -123,8 +141,10 @@ def release_lock(run_dir: Path) -> str:
         try:
             path.unlink(missing_ok=True)
         except OSError as err:
-            return (f"the lock {path} could not be removed ({err.strerror or err}): remove it by "
-                    "hand once the file is writable, before the next start")
+            return (
+                f"the lock {path} could not be removed ({err.strerror or err}): remove it by "
+                "hand once the file is writable, before the next start"
+            )
     return ""
 
 
@@ -151,10 +171,16 @@ def effective_settings(config: TrainConfig) -> dict:
     (what a segment records: the settings its steps ran with)."""
     values = config.to_dict()
     resolved = config.optimizer_config()
-    values.update(lr=resolved.lr, adam_lr=resolved.adam_lr, momentum=resolved.momentum,
-                  vector_rule=resolved.vector_rule, warmup_steps=config.warmup(),
-                  eval_tokens=config.eval_budget(), adam_betas=list(config.hyper.betas),
-                  fused=config.fused_step())
+    values.update(
+        lr=resolved.lr,
+        adam_lr=resolved.adam_lr,
+        momentum=resolved.momentum,
+        vector_rule=resolved.vector_rule,
+        warmup_steps=config.warmup(),
+        eval_tokens=config.eval_budget(),
+        adam_betas=list(config.hyper.betas),
+        fused=config.fused_step(),
+    )
     return values
 
 
@@ -173,34 +199,46 @@ def refuse_finished(run_dir: Path, config: TrainConfig, allow_change: bool) -> N
         return
     ran = result.get("steps") or run_settings(run_dir).get("steps") or 0
     if result.get("diverged_at"):
-        raise ConfigError(f"{run_dir} diverged at step {result['diverged_at']} ({RESULT}); its record "
-                          "stays as it is: start a new directory with a lower learning rate")
+        raise ConfigError(
+            f"{run_dir} diverged at step {result['diverged_at']} ({RESULT}); its record "
+            "stays as it is: start a new directory with a lower learning rate"
+        )
     if config.steps > ran and allow_change:
         return
-    extend = (f"to train it further, resume with more --steps (now {config.steps}) and "
-              "--allow-change" if config.steps <= ran else
-              f"to extend it to {config.steps} steps, pass --allow-change")
-    raise ConfigError(f"{run_dir} is finished at step {ran} ({RESULT}); nothing to resume and "
-                      f"nothing was changed; {extend}")
+    extend = (
+        f"to train it further, resume with more --steps (now {config.steps}) and --allow-change"
+        if config.steps <= ran
+        else f"to extend it to {config.steps} steps, pass --allow-change"
+    )
+    raise ConfigError(
+        f"{run_dir} is finished at step {ran} ({RESULT}); nothing to resume and nothing was changed; {extend}"
+    )
 
 
 def check_resume(run_dir: Path, config: TrainConfig, allow_change: bool) -> dict[str, list]:
     """Refuse a resume that would make the records lie (module docstring); returns the
     changed settings (empty unless ``allow_change``)."""
-    if not run_dir.is_dir() or not ((run_dir / CONFIG).exists() or _has_rows(run_dir)
-                                    or checkpoint.checkpoints(run_dir)):
-        raise ConfigError(f"cannot resume {run_dir}: it holds no run (no {CONFIG}, rows or "
-                          "checkpoint); check the path, or drop --resume to start a fresh run there")
+    if not run_dir.is_dir() or not (
+        (run_dir / CONFIG).exists() or _has_rows(run_dir) or checkpoint.checkpoints(run_dir)
+    ):
+        raise ConfigError(
+            f"cannot resume {run_dir}: it holds no run (no {CONFIG}, rows or "
+            "checkpoint); check the path, or drop --resume to start a fresh run there"
+        )
     recorded = recorded_config(run_dir)
     if _has_rows(run_dir) and not checkpoint.checkpoints(run_dir):
-        raise ConfigError(f"nothing to resume from: {run_dir} has recorded rows but no checkpoint "
-                          "(save them with --save_every N); start a new directory or pass --overwrite")
+        raise ConfigError(
+            f"nothing to resume from: {run_dir} has recorded rows but no checkpoint "
+            "(save them with --save_every N); start a new directory or pass --overwrite"
+        )
     changed = changed_settings(recorded, config)
     if changed and not allow_change:
         listed = ", ".join(f"{f} {old!r} -> {new!r}" for f, (old, new) in changed.items())
-        raise ConfigError(f"resuming {run_dir} would change the experiment ({listed}); resume with "
-                          "the recorded settings, pass --allow-change to record the change, or start "
-                          "a new directory")
+        raise ConfigError(
+            f"resuming {run_dir} would change the experiment ({listed}); resume with "
+            "the recorded settings, pass --allow-change to record the change, or start "
+            "a new directory"
+        )
     refuse_finished(run_dir, config, allow_change)
     return changed
 
@@ -215,7 +253,7 @@ def _drop_after(path: Path, step: int) -> int:
             try:
                 late = json.loads(line)["step"] > step
             except (ValueError, KeyError):
-                late = True   # a line torn by the crash
+                late = True  # a line torn by the crash
             if late:
                 dropped += 1
             else:
@@ -241,36 +279,56 @@ def versions_changed(run_dir: Path, now: dict) -> dict[str, list]:
     before = next((s["versions"] for s in reversed(segments) if s.get("versions")), None)
     if before is None:
         before = (read_json(run_dir / CONFIG) or {}).get("versions") or {}
-    return {name: [before.get(name), now.get(name)] for name in WATCHED_VERSIONS
-            if name in before and before.get(name) != now.get(name)}
+    return {
+        name: [before.get(name), now.get(name)]
+        for name in WATCHED_VERSIONS
+        if name in before and before.get(name) != now.get(name)
+    }
 
 
 def versions_note(moved: dict[str, list]) -> str:
     """The one line a resume with other package versions prints (the segment records both)."""
     listed = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in moved.items())
-    return (f"resuming with other package versions than the run ran with ({listed}); the new "
-            "segment records both, and results may differ from an uninterrupted run")
+    return (
+        f"resuming with other package versions than the run ran with ({listed}); the new "
+        "segment records both, and results may differ from an uninterrupted run"
+    )
 
 
-def append_segment(run_dir: Path, config: TrainConfig, start: int, resumed_from: str | None,
-                   changed: dict | None = None, superseded: int = 0) -> dict:
+def append_segment(
+    run_dir: Path,
+    config: TrainConfig,
+    start: int,
+    resumed_from: str | None,
+    changed: dict | None = None,
+    superseded: int = 0,
+) -> dict:
     """Append this start's record to ``segments.jsonl``: where it starts, what it resumed, the
     settings its steps run with (``effective_settings``) and what changed; returns it."""
     info = provenance()
     moved = versions_changed(run_dir, info["versions"]) if resumed_from is not None else {}
     if moved:
         print(f"note: {versions_note(moved)}", file=sys.stderr)
-    segment = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "start_step": start,
-               "resumed_from": resumed_from, "git_sha": info.get("git_sha"),
-               "git_dirty": info.get("git_dirty"), "host": info.get("host"),
-               "cpu": info.get("cpu"), "threads": info.get("threads"), "versions": info["versions"],
-               "versions_changed": moved,
-               "settings": effective_settings(config), "changed": changed or {},
-               "superseded_rows": superseded}
+    segment = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "start_step": start,
+        "resumed_from": resumed_from,
+        "git_sha": info.get("git_sha"),
+        "git_dirty": info.get("git_dirty"),
+        "host": info.get("host"),
+        "cpu": info.get("cpu"),
+        "threads": info.get("threads"),
+        "versions": info["versions"],
+        "versions_changed": moved,
+        "settings": effective_settings(config),
+        "changed": changed or {},
+        "superseded_rows": superseded,
+    }
     try:
         with open(run_dir / SEGMENTS, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(segment) + "\n")
     except OSError as err:
-        raise RecordingError(f"cannot write {run_dir / SEGMENTS} ({err.strerror or err}); "
-                             "nothing was trained in this start") from None
+        raise RecordingError(
+            f"cannot write {run_dir / SEGMENTS} ({err.strerror or err}); nothing was trained in this start"
+        ) from None
     return segment

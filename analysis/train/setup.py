@@ -41,12 +41,7 @@ from analysis.recording import (
 from analysis.train.config import ConfigError, TrainConfig
 from analysis.train.lr_schedule import lr_lambda
 from toy_models.data import load_blocks
-from toy_models.llama import (
-    UnknownModelError,
-    build_model,
-    flops_per_token,
-    load_config,
-)
+from toy_models.llama import UnknownModelError, build_model, flops_per_token, load_config
 from toy_models.stream import StreamData
 from toy_models.tokenizer import load_tokenizer
 
@@ -79,7 +74,7 @@ class Run:
     start: int
     flops_per_token: float
     start_tokens: int = 0
-    limit: tuple[str, float] | None = None   # the FLOP/s a step is measured against (throughput)
+    limit: tuple[str, float] | None = None  # the FLOP/s a step is measured against (throughput)
 
     @property
     def sharded(self) -> bool:
@@ -94,8 +89,7 @@ class Run:
             self.recorder.close()
         except RecordingError as err:
             failure = err
-        note = (rundir.release_lock(self.run_dir)
-                if self.run_dir is not None and self.rank == 0 else "")
+        note = rundir.release_lock(self.run_dir) if self.run_dir is not None and self.rank == 0 else ""
         if failure is not None:
             raise RecordingError(f"{failure}" + (f"; {note}" if note else "")) from None
         return note
@@ -113,12 +107,14 @@ class Run:
 def make_trackers(wanted: dict, run_dir: Path, config: TrainConfig) -> list:
     """The trackers ``{"tensorboard": DIR, "wandb": PROJECT, "trackio": PROJECT}`` asks for,
     each run named after the run directory and given its config."""
-    made = {"tensorboard": TensorBoard,
-            "wandb": lambda p: WandB(p, dir=str(run_dir), name=run_dir.name, config=config.to_dict()),
-            "trackio": lambda p: Trackio(p, name=run_dir.name, config=config.to_dict())}
+    made = {
+        "tensorboard": TensorBoard,
+        "wandb": lambda p: WandB(p, dir=str(run_dir), name=run_dir.name, config=config.to_dict()),
+        "trackio": lambda p: Trackio(p, name=run_dir.name, config=config.to_dict()),
+    }
     try:
         return [made[name](value) for name, value in wanted.items() if value]
-    except ImportError as err:   # an extra not installed: one line with the install command
+    except ImportError as err:  # an extra not installed: one line with the install command
         raise ConfigError(str(err)) from None
 
 
@@ -135,8 +131,9 @@ def resolve_device(config: TrainConfig) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(config: TrainConfig, device: torch.device, world: int,
-                      recorded: str | None = None) -> str:
+def resolve_precision(
+    config: TrainConfig, device: torch.device, world: int, recorded: str | None = None
+) -> str:
     """As configured, or for ``auto``: the precision a resumed run recorded (its steps must not
     change precision); bf16 autocast over fp32 weights on CUDA; on CPU "auto" is left for
     ``throughput.fastest_cpu_precision`` to measure in one process, fp32 under torchrun (each
@@ -157,10 +154,12 @@ def check_run_dir(out: str | Path, overwrite: bool, resume: bool) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file, not a directory; choose another --out")
     if run_dir.is_dir():
-        rundir.check_unlocked(run_dir)   # another writer at work: name it, whatever the flags
+        rundir.check_unlocked(run_dir)  # another writer at work: name it, whatever the flags
     if run_dir.exists() and any(run_dir.iterdir()) and not (overwrite or resume):
-        raise ConfigError(f"run directory {run_dir} already exists; pass --overwrite to replace "
-                          "it or --resume to continue it")
+        raise ConfigError(
+            f"run directory {run_dir} already exists; pass --overwrite to replace "
+            "it or --resume to continue it"
+        )
     return run_dir
 
 
@@ -173,8 +172,9 @@ def prepare_run_dir(out: str | Path, overwrite: bool, resume: bool) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise ConfigError(f"cannot write to output directory {run_dir} ({err.strerror}); "
-                          "choose another --out") from None
+        raise ConfigError(
+            f"cannot write to output directory {run_dir} ({err.strerror}); choose another --out"
+        ) from None
     rundir.acquire_lock(run_dir)
     if overwrite and not resume:
         for path in [run_dir / name for name in RUN_FILES] + checkpoint.checkpoints(run_dir):
@@ -199,28 +199,30 @@ def sharded(config: TrainConfig, world: int) -> bool:
     return config.parallel == "fsdp" and world > 1
 
 
-def build(config: TrainConfig, device: torch.device, precision: str, world: int = 1,
-          rank: int = 0):
+def build(config: TrainConfig, device: torch.device, precision: str, world: int = 1, rank: int = 0):
     """``(tokenizer, data, model, optimizer)`` for ``config`` (shared by train and the
     benchmarks). Data is streamed per rank or loaded as finite blocks (``toy_models``)."""
     tokenizer = load_tokenizer(config.tokenizer_name())
     if config.streaming():  # each rank reads its own share of the stream
-        data = StreamData(config.data, tokenizer, config.seq_len, seed=config.seed,
-                          rank=rank, world_size=world)
+        data = StreamData(
+            config.data, tokenizer, config.seq_len, seed=config.seed, rank=rank, world_size=world
+        )
     else:
         data = load_blocks(tokenizer, config.seq_len, source=config.data, seed=config.seed)
     try:
-        model = build_model(load_config(config.model, vocab_size=config.vocab_size(len(tokenizer))),
-                            seed=config.seed)
-    except UnknownModelError as err:   # a user's config that transformers refuses
+        model = build_model(
+            load_config(config.model, vocab_size=config.vocab_size(len(tokenizer))), seed=config.seed
+        )
+    except UnknownModelError as err:  # a user's config that transformers refuses
         raise ConfigError(f"{err} ({config.model})") from None
     if precision in WEIGHT_DTYPES:
         model = model.to(WEIGHT_DTYPES[precision])
     model = model.to(device)
     if sharded(config, world):
         parallel.shard_model(model)
-    optimizer = build_optimizer(config.optimizer, model, config.optimizer_config(),
-                                fused=fused_step_for(config, model, device))
+    optimizer = build_optimizer(
+        config.optimizer, model, config.optimizer_config(), fused=fused_step_for(config, model, device)
+    )
     if sharded(config, world):
         try:
             check_shardable(optimizer, config.optimizer)
@@ -237,7 +239,7 @@ def fused_step_for(config: TrainConfig, model: torch.nn.Module, device: torch.de
     took); a machine that cannot build them trains on the readable step, said in one line."""
     if config.fused is not None or config.compile:
         return config.fused_step()
-    if config.instrument is not None:   # its taps need the readable step: take it throughout
+    if config.instrument is not None:  # its taps need the readable step: take it throughout
         return False
     if device.type != "cpu" or not any(p.dtype == torch.float32 for p in model.parameters()):
         return device.type != "cpu"
@@ -246,17 +248,29 @@ def fused_step_for(config: TrainConfig, model: torch.nn.Module, device: torch.de
     try:
         cpu_kernels.kernels()
     except cpu_kernels.KernelBuildError as err:
-        print(f"note: the fused step's CPU kernels cannot be built ({err}); training on the "
-              "readable step (the same update; pass --no-fused to choose it quietly)", file=sys.stderr)
+        print(
+            f"note: the fused step's CPU kernels cannot be built ({err}); training on the "
+            "readable step (the same update; pass --no-fused to choose it quietly)",
+            file=sys.stderr,
+        )
         return False
     if building:
-        print(f"note: built the fused step's CPU kernels in {time.perf_counter() - started:.0f} s "
-              "(once per machine and torch version)", file=sys.stderr)
+        print(
+            f"note: built the fused step's CPU kernels in {time.perf_counter() - started:.0f} s "
+            "(once per machine and torch version)",
+            file=sys.stderr,
+        )
     return True
 
 
-def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
-          allow_change: bool = False, trackers: dict | None = None) -> Run:
+def setup(
+    config: TrainConfig,
+    out,
+    overwrite: bool,
+    resume: bool,
+    allow_change: bool = False,
+    trackers: dict | None = None,
+) -> Run:
     """Validate, join the processes, build everything, resume if asked, open the recorder.
     A resume is checked first (``analysis.train.rundir``): it never rewrites the records."""
     config.validate(int(os.environ.get("WORLD_SIZE", "1")))  # refuse bad input before any setup
@@ -274,55 +288,93 @@ def setup(config: TrainConfig, out, overwrite: bool, resume: bool,
     torch.manual_seed(config.seed)
     # data, tokenizer and model first: a bad file or an unreachable hub leaves no run directory;
     # both precisions "auto" measures keep fp32 weights
-    _, data, model, optimizer = build(config, device, "fp32" if precision == "auto" else precision,
-                                      world, rank)
+    _, data, model, optimizer = build(
+        config, device, "fp32" if precision == "auto" else precision, world, rank
+    )
     measured = None
-    if precision == "auto":   # config.json records the measurement; the CLI's summary says it
-        measured = throughput.fastest_cpu_precision(model, config.model, config.micro(world),
-                                                    config.seq_len)
+    if precision == "auto":  # config.json records the measurement; the CLI's summary says it
+        measured = throughput.fastest_cpu_precision(model, config.model, config.micro(world), config.seq_len)
         precision = measured["precision"]
     run_dir = None
     if out is not None:
         run_dir = prepare_run_dir(out, overwrite, resume) if rank == 0 else Path(out)
     try:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
-        identity = checkpoint.identity(config.to_dict(), model,
-                                       layout="fsdp" if sharded(config, world) else "plain")
+        identity = checkpoint.identity(
+            config.to_dict(), model, layout="fsdp" if sharded(config, world) else "plain"
+        )
         start, start_tokens = 0, 0
         if resume and run_dir is not None:
-            start, start_tokens = checkpoint.resume(run_dir, model, optimizer, scheduler, data,
-                                                    identity, sharded(config, world), rank)
-            if start_tokens is None:   # a checkpoint of before tokens were saved
+            start, start_tokens = checkpoint.resume(
+                run_dir, model, optimizer, scheduler, data, identity, sharded(config, world), rank
+            )
+            if start_tokens is None:  # a checkpoint of before tokens were saved
                 start_tokens = start * config.batch_size * config.seq_len
         train_model = parallel.wrap(model, config.parallel, world)
         if config.compile:
             train_model = torch.compile(train_model)
-        autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16))
-                    if precision == "bf16-mixed" else contextlib.nullcontext)
+        autocast = (
+            (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+            if precision == "bf16-mixed"
+            else contextlib.nullcontext
+        )
         continuing = resume and run_dir is not None and (run_dir / CONFIG).exists()
-        if continuing and rank == 0:   # before the recorder opens the tables for appending
+        if continuing and rank == 0:  # before the recorder opens the tables for appending
             found = checkpoint.checkpoints(run_dir)
-            rundir.append_segment(run_dir, config, start, found[-1].name if found else None, changed,
-                                  rundir.supersede_after(run_dir, start))
-        recorder = (Recorder(run_dir, trackers=make_trackers(trackers or {}, run_dir, config))
-                    if run_dir is not None and rank == 0 else NullRecorder())
-        run = Run(config=config, rank=rank, world=world, accum=config.accumulation(world),
-                  micro=config.micro(world), device=device, precision=precision, autocast=autocast,
-                  run_dir=run_dir, data=data, model=model, train_model=train_model,
-                  optimizer=optimizer, scheduler=scheduler, identity=identity, recorder=recorder,
-                  start=start, flops_per_token=flops_per_token(model.config, config.seq_len),
-                  start_tokens=start_tokens, limit=throughput.limit(device, precision))
-        if recorder and not continuing:   # config.json is written once
+            rundir.append_segment(
+                run_dir,
+                config,
+                start,
+                found[-1].name if found else None,
+                changed,
+                rundir.supersede_after(run_dir, start),
+            )
+        recorder = (
+            Recorder(run_dir, trackers=make_trackers(trackers or {}, run_dir, config))
+            if run_dir is not None and rank == 0
+            else NullRecorder()
+        )
+        run = Run(
+            config=config,
+            rank=rank,
+            world=world,
+            accum=config.accumulation(world),
+            micro=config.micro(world),
+            device=device,
+            precision=precision,
+            autocast=autocast,
+            run_dir=run_dir,
+            data=data,
+            model=model,
+            train_model=train_model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            identity=identity,
+            recorder=recorder,
+            start=start,
+            flops_per_token=flops_per_token(model.config, config.seq_len),
+            start_tokens=start_tokens,
+            limit=throughput.limit(device, precision),
+        )
+        if recorder and not continuing:  # config.json is written once
             rundir.append_segment(run_dir, config, 0, None)
-            recorder.write_config({"config": config.to_dict(), "device": str(device),
-                                   "precision": precision, "optimizer_step": step_path(optimizer),
-                                   **({"precision_measured": measured} if measured else {}),
-                                   "world_size": world,
-                                   "accumulation": run.accum, "micro_batch_size": run.micro,
-                                   "vocab_size": model.config.vocab_size,
-                                   "parameters": sum(p.numel() for p in model.parameters()),
-                                   "train_blocks": len(getattr(data, "train", ())) or None,
-                                   "eval_tokens": config.eval_budget(), **provenance()})
+            recorder.write_config(
+                {
+                    "config": config.to_dict(),
+                    "device": str(device),
+                    "precision": precision,
+                    "optimizer_step": step_path(optimizer),
+                    **({"precision_measured": measured} if measured else {}),
+                    "world_size": world,
+                    "accumulation": run.accum,
+                    "micro_batch_size": run.micro,
+                    "vocab_size": model.config.vocab_size,
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                    "train_blocks": len(getattr(data, "train", ())) or None,
+                    "eval_tokens": config.eval_budget(),
+                    **provenance(),
+                }
+            )
         return run
     except BaseException:
         if run_dir is not None and rank == 0:

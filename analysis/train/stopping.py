@@ -35,7 +35,7 @@ def interrupt_requests():
 
     def handler(signum, frame):
         received.append(signum)
-        signal.signal(signum, previous[signum])   # a second signal acts as usual
+        signal.signal(signum, previous[signum])  # a second signal acts as usual
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -38,7 +38,7 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e1
 CALIBRATION_SIZE = 1024
 
 
-AUTO_MARGIN = 1.10    # bf16-mixed must be this much faster: noise must not flip the choice
+AUTO_MARGIN = 1.10  # bf16-mixed must be this much faster: noise must not flip the choice
 AUTO_ROUNDS = 3
 
 
@@ -54,22 +54,25 @@ def _cached(name: str, key: str, measure):
         table[key] = measure()
         try:
             write_atomic(cache, json.dumps(table, indent=1))
-        except RecordingError as err:   # an unwritable cache costs a measurement per run, never the run
-            print(f"note: {err}; measured again on every run: set SCALE_LAB_HOME to a writable "
-                  "directory to keep it", file=sys.stderr)
+        except RecordingError as err:  # an unwritable cache costs a measurement per run, never the run
+            print(
+                f"note: {err}; measured again on every run: set SCALE_LAB_HOME to a writable "
+                "directory to keep it",
+                file=sys.stderr,
+            )
     return table[key]
 
 
 def measure_matmul_peak(dtype: torch.dtype, n: int = CALIBRATION_SIZE, repeats: int = 5) -> float:
     """The best FLOP/s of ``repeats`` ``n x n`` matmuls (``2 n^3`` FLOPs each) in ``dtype``."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b   # warm the kernels and the caches
+    a @ b  # warm the kernels and the caches
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
 def cpu_peak(dtype: torch.dtype) -> float:
@@ -96,13 +99,14 @@ def fastest_cpu_precision(model: torch.nn.Module, name: str, micro: int, seq_len
 
     def measure() -> dict:
         probe = copy.deepcopy(model)
-        tokens = torch.randint(probe.config.vocab_size, (micro, seq_len),
-                               generator=torch.Generator().manual_seed(0))
+        tokens = torch.randint(
+            probe.config.vocab_size, (micro, seq_len), generator=torch.Generator().manual_seed(0)
+        )
         candidates = ("fp32", "bf16-mixed")
-        for precision in candidates:   # warm each precision's kernels, not counted
+        for precision in candidates:  # warm each precision's kernels, not counted
             step_seconds(probe, tokens, precision)
         seconds = {precision: [] for precision in candidates}
-        for _ in range(AUTO_ROUNDS):   # interleaved: a slow moment of the machine hits both
+        for _ in range(AUTO_ROUNDS):  # interleaved: a slow moment of the machine hits both
             for precision in candidates:
                 seconds[precision].append(step_seconds(probe, tokens, precision))
         rates = {precision: micro * seq_len / min(s) for precision, s in seconds.items()}

@@ -4,12 +4,7 @@ import copy
 
 import torch
 
-from analysis.optim.baselines import (
-    adam_with_reset,
-    norm_scale,
-    spike_clip,
-    standardize,
-)
+from analysis.optim.baselines import adam_with_reset, norm_scale, spike_clip, standardize
 from analysis.optim.recipes import build_optimizer
 from analysis.optim.roles import assign_roles
 
@@ -27,7 +22,7 @@ def test_swan_whitening_keeps_the_singular_vectors_of_the_normalized_gradient(ti
     gen = torch.Generator().manual_seed(0)
     for p in tiny_model.parameters():
         p.grad = torch.randn(p.shape, generator=gen)
-    hidden = tiny_model.model.layers[0].mlp.up_proj.weight           # 32 x 16
+    hidden = tiny_model.model.layers[0].mlp.up_proj.weight  # 32 x 16
     before = hidden.detach().clone()
     build_optimizer("swan", tiny_model, lr=1.0).step()
     update = (before - hidden.detach()).double()
@@ -56,18 +51,18 @@ def _naive_stable_spam(grads, lr, g1, g2, g3, b1, b2, eps, every):
         g = g.double()
         peak = g.abs().max().item()
         m_max = g3 * m_max + (1 - g3) * peak
-        bound = m_max / (1 - g3 ** t)
+        bound = m_max / (1 - g3**t)
         g = torch.where(g.abs() > bound, g / peak * bound, g)
         norm = g.norm().item()
         m_n = g1 * m_n + (1 - g1) * norm
-        v_n = g2 * v_n + (1 - g2) * norm ** 2
-        g = g / norm * (m_n / (1 - g1 ** t)) / (v_n / (1 - g2 ** t)) ** 0.5
+        v_n = g2 * v_n + (1 - g2) * norm**2
+        g = g / norm * (m_n / (1 - g1**t)) / (v_n / (1 - g2**t)) ** 0.5
         if t > 1 and (t - 1) % every == 0:
             m, v, k = torch.zeros_like(p), torch.zeros_like(p), 0
         k += 1
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        p = p - lr * (m / (1 - b1 ** k)) / ((v / (1 - b2 ** k)).sqrt() + eps)
+        p = p - lr * (m / (1 - b1**k)) / ((v / (1 - b2**k)).sqrt() + eps)
     return p
 
 
@@ -78,6 +73,7 @@ def test_stable_spam_matches_its_rules_through_a_spike_and_a_reset():
     param = torch.nn.Parameter(torch.zeros(5, 7, dtype=torch.float64))
     from analysis.optim.optimizer import ChainedOptimizer
     from analysis.optim.transforms import chain
+
     rule = chain(spike_clip(0.999), norm_scale(0.7, 0.9), adam_with_reset((0.9, 0.999), 1e-8, every=4))
     opt = ChainedOptimizer([{"params": [param], "label": "all", "lr": 1e-2}], {"all": rule})
     for g in grads:

@@ -8,20 +8,25 @@ from analysis.bench import bench_optimizer, ratio_interval
 
 def test_ratio_interval_is_the_median_of_per_round_ratios_with_a_bracketing_interval():
     rng = np.random.default_rng(0)
-    base = rng.uniform(1.0, 2.0, 40)                      # machine drift shared by a round
+    base = rng.uniform(1.0, 2.0, 40)  # machine drift shared by a round
     slowed = base * rng.normal(1.05, 0.01, 40)
     r = ratio_interval(slowed.tolist(), base.tolist())
     assert r["median"] == pytest.approx(np.median(slowed / base))
     assert r["low"] < r["median"] < r["high"] and r["rounds"] == 40
-    assert 1.03 < r["low"] and r["high"] < 1.07           # drift cancels within a round
+    assert 1.03 < r["low"] and r["high"] < 1.07  # drift cancels within a round
     same = ratio_interval([2.0] * 20, [1.0] * 20)
     assert same["median"] == same["low"] == same["high"] == 2.0
 
 
 def test_optimizer_bench_reports_intervals():
     r = bench_optimizer("nano", repeats=5, warmup=1)
-    for key in ("scale_over_sgd", "scale_over_adamw_foreach", "scale_over_adamw_fused",
-                "fused_over_sgd", "fused_over_adamw_fused"):
+    for key in (
+        "scale_over_sgd",
+        "scale_over_adamw_foreach",
+        "scale_over_adamw_fused",
+        "fused_over_sgd",
+        "fused_over_adamw_fused",
+    ):
         assert r[key]["low"] <= r[key]["median"] <= r[key]["high"] and r[key]["rounds"] == 5
 
 
@@ -59,6 +64,7 @@ def test_the_gpu_check_runs_in_cpu_smoke_mode(tmp_path, capsys):
     assert all(r["tokens_per_s"] > 0 and 0 < r["cpu_peak_fraction"] for r in report["runs"])
     assert "fused vs readable max relative difference" in capsys.readouterr().out
     import torch
+
     if not torch.cuda.is_available():
         assert bench.main(["gpu", "--out", str(out)]) == 2
         assert "needs a GPU" in capsys.readouterr().err

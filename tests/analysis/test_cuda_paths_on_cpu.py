@@ -11,9 +11,10 @@ from tests.conftest import tiny_config
 
 def test_bf16_autocast_keeps_fp32_master_weights_and_tracks_fp32(tmp_path):
     full = train(tiny_config(steps=4, device="cpu", precision="fp32"), progress=False)
-    mixed = train(tiny_config(steps=4, device="cpu", precision="bf16-mixed"),
-                  out=tmp_path / "mixed", progress=False)
-    assert mixed.losses != full.losses                      # autocast did run in bf16
+    mixed = train(
+        tiny_config(steps=4, device="cpu", precision="bf16-mixed"), out=tmp_path / "mixed", progress=False
+    )
+    assert mixed.losses != full.losses  # autocast did run in bf16
     assert mixed.losses == pytest.approx(full.losses, rel=2e-2)
     saved = torch.load(tmp_path / "mixed" / "ckpt-00000004.pt", weights_only=False)
     assert {t.dtype for t in saved["model"].values()} == {torch.float32}

@@ -34,15 +34,18 @@ def test_curating_nothing_is_a_clear_error(tmp_path):
 def test_a_tuned_root_ships_its_reported_runs_and_the_tuning(tmp_path):
     src = tmp_path / "full"
     run_preset(PRESETS["smoke"], src, select_arms(["scale", "adamw"]), Runner(1))
-    (src / SELECTION).write_text(json.dumps({"runs": ["scale/seed0"]}))   # adamw: a sweep point
+    (src / SELECTION).write_text(json.dumps({"runs": ["scale/seed0"]}))  # adamw: a sweep point
     (src / TUNING).write_text(json.dumps({"arms": {}}))
     (src / "order" / "short").mkdir(parents=True)
     (src / "order" / "short" / TUNING).write_text("{}")
     curate(src, tmp_path / "small")
-    assert [r.relative_to(tmp_path / "small").as_posix() for r in find_runs(tmp_path / "small")] \
-        == ["scale/seed0"]
+    assert [r.relative_to(tmp_path / "small").as_posix() for r in find_runs(tmp_path / "small")] == [
+        "scale/seed0"
+    ]
     assert not (tmp_path / "small" / "adamw").exists()
-    assert (tmp_path / "small" / TUNING).exists() and (tmp_path / "small" / "order" / "short" / TUNING).exists()
+    assert (tmp_path / "small" / TUNING).exists() and (
+        tmp_path / "small" / "order" / "short" / TUNING
+    ).exists()
 
 
 def test_a_further_setting_ships_its_reported_runs_for_the_claims_to_pair(tmp_path):
@@ -51,7 +54,7 @@ def test_a_further_setting_ships_its_reported_runs_for_the_claims_to_pair(tmp_pa
     src = tmp_path / "full"
     setting = src / "order" / "short"
     run_preset(PRESETS["smoke"], setting, select_arms(["scale", "col_norm"]), Runner(1))
-    (setting / SELECTION).write_text(json.dumps({"runs": ["scale/seed0"]}))   # col_norm: a sweep point
+    (setting / SELECTION).write_text(json.dumps({"runs": ["scale/seed0"]}))  # col_norm: a sweep point
     (setting / TUNING).write_text("{}")
     curate(src, tmp_path / "small")
     shipped = tmp_path / "small" / "order" / "short"
@@ -69,9 +72,11 @@ def test_curation_rounds_statistics_drops_timings_and_can_keep_scalars_only(tmp_
     assert "step_time" in set(original["stat"]) and "step_time" not in set(curated["stat"])
     assert not any(s.startswith("lr/") for s in curated["stat"]) and "lr" in set(curated["stat"])
     per_param = curated[curated["param"].notna()]
-    assert per_param["value"].map(lambda v: v == float(f"{v:.6g}")).all()   # 6 significant digits
-    again = curate(tmp_path / "small", tmp_path / "scalars", scalars_only=True)   # a curated set again
+    assert per_param["value"].map(lambda v: v == float(f"{v:.6g}")).all()  # 6 significant digits
+    again = curate(tmp_path / "small", tmp_path / "scalars", scalars_only=True)  # a curated set again
     light = load_run(tmp_path / "scalars" / "scale" / "seed0")
-    assert light["param"].isna().all() and scalars(light, "loss")["value"].tolist() == \
-        scalars(original, "loss")["value"].tolist()
+    assert (
+        light["param"].isna().all()
+        and scalars(light, "loss")["value"].tolist() == scalars(original, "loss")["value"].tolist()
+    )
     assert not (tmp_path / "scalars" / "scale" / "seed0" / "spectra.jsonl.gz").exists() and again > 0

@@ -25,10 +25,15 @@ def _own_registry(monkeypatch):
 
 
 def _register():
-    register_design("test+embedding", design(
-        hidden=lambda fan_in: normalize(fan_in),
-        embedding=lambda fan_in: chain(momentum(0.9), normalize(fan_in)),
-        output=lambda fan_in: chain(momentum(0.9), normalize(fan_in))), "test design")
+    register_design(
+        "test+embedding",
+        design(
+            hidden=lambda fan_in: normalize(fan_in),
+            embedding=lambda fan_in: chain(momentum(0.9), normalize(fan_in)),
+            output=lambda fan_in: chain(momentum(0.9), normalize(fan_in)),
+        ),
+        "test design",
+    )
 
 
 def test_a_design_steps_as_its_chains_say_and_declares_its_state():
@@ -56,13 +61,18 @@ def test_a_builtin_name_is_refused():
 
 @pytest.mark.skipif(not (REFERENCE / "tuning.json").exists(), reason="reference recordings not built")
 def test_the_race_reuses_only_reference_runs_of_the_same_configuration():
-    lr, beta2 = tuned_points()["scale"]   # quick is the reference's setting: its runs are reused
+    lr, beta2 = tuned_points()["scale"]  # quick is the reference's setting: its runs are reused
     config = PRESETS["quick"].config(Arm("scale", "scale"), 0, lr, beta2=beta2)
     assert race._reference_run("scale", 0, config) is not None
     assert race._reference_run("scale", 0, replace(config, hyper=replace(config.hyper, lr=lr * 2))) is None
     assert race._reference_run("scale", 0, replace(config, steps=60)) is None
-    assert race._reference_run("scale", 0, replace(config, hyper=replace(config.hyper, betas=(0.9, 0.5)))) is None
-    assert race._reference_run("scale", 0, replace(config, hyper=replace(config.hyper, momentum="all"))) is None
+    assert (
+        race._reference_run("scale", 0, replace(config, hyper=replace(config.hyper, betas=(0.9, 0.5))))
+        is None
+    )
+    assert (
+        race._reference_run("scale", 0, replace(config, hyper=replace(config.hyper, momentum="all"))) is None
+    )
 
 
 @pytest.mark.skipif(not (REFERENCE / "tuning.json").exists(), reason="reference recordings not built")
@@ -72,7 +82,7 @@ def test_a_smoke_race_gives_a_paired_leaderboard(tmp_path):
     assert set(runs["source"]) == {"trained now"} and len(runs) == 6
     board = race.leaderboard(runs)
     assert set(board.index) == {"scale", "adamw", "test+embedding"}
-    assert list(board["loss"]) == sorted(board["loss"])                     # best first
+    assert list(board["loss"]) == sorted(board["loss"])  # best first
     scale, mine = (runs[runs.label == n].set_index("seed")["loss"] for n in ("scale", "test+embedding"))
     assert board.loc["test+embedding", "minus_scale"] == pytest.approx((mine - scale).mean())
     assert board.loc["adamw", "loss_ci"] > 0
@@ -91,4 +101,6 @@ def test_the_race_reuses_a_run_whose_segments_record_the_effective_settings(tmp_
     train(config, out=tmp_path / "scale" / "seed0", overwrite=True, progress=False)
     monkeypatch.setattr(race, "REFERENCE", tmp_path)
     assert race._reference_run("scale", 0, config) is not None
-    assert race._reference_run("scale", 0, replace(config, hyper=replace(config.hyper, momentum="none"))) is None
+    assert (
+        race._reference_run("scale", 0, replace(config, hyper=replace(config.hyper, momentum="none"))) is None
+    )

@@ -14,27 +14,52 @@ from toy_models.llama import PAPER_MODELS
 def test_weights_and_state_in_bf16_are_the_analytic_memory_table(model, recipe):
     """Pure bf16 on one GPU counts as the memory table does: 2 bytes x (parameters + state),
     here from the model built on the meta device and the recipe built on it."""
-    sized = plan(TrainConfig(model=model, optimizer=recipe, precision="bf16", batch_size=8,
-                             seq_len=256))
+    sized = plan(TrainConfig(model=model, optimizer=recipe, precision="bf16", batch_size=8, seq_len=256))
     parts = sized.per_gpu("ddp")
     assert (parts["weights"] + parts["state"]) / 1e9 == pytest.approx(
-        analytic_gb(recipe, model, "implemented"), rel=1e-12)
+        analytic_gb(recipe, model, "implemented"), rel=1e-12
+    )
 
 
 def test_fsdp_divides_what_it_shards_and_ddp_keeps_it_whole():
-    sized = plan(TrainConfig(model="1b", optimizer="scale", precision="bf16-mixed",
-                             batch_size=64, micro_batch_size=4, seq_len=256), gpus=8)
+    sized = plan(
+        TrainConfig(
+            model="1b",
+            optimizer="scale",
+            precision="bf16-mixed",
+            batch_size=64,
+            micro_batch_size=4,
+            seq_len=256,
+        ),
+        gpus=8,
+    )
     ddp, fsdp = sized.per_gpu("ddp"), sized.per_gpu("fsdp")
     for part in ("weights", "gradients", "state"):
         assert fsdp[part] * 8 == pytest.approx(ddp[part])
-    assert ddp["weights"] == 4 * sized.parameters          # fp32 master weights
-    assert fsdp["activations"] == ddp["activations"] > 0   # one micro-batch of 4 x 256 either way
+    assert ddp["weights"] == 4 * sized.parameters  # fp32 master weights
+    assert fsdp["activations"] == ddp["activations"] > 0  # one micro-batch of 4 x 256 either way
     assert sized.flops_per_step > 6 * sized.parameters * 64 * 256 * 0.9
 
 
 def test_the_command_prints_the_plan_and_refuses_a_bad_split(capsys):
-    assert main(["--dry-run", "--model", "7b", "--optimizer", "scale", "--gpus", "8",
-                 "--batch_size", "512", "--micro_batch_size", "8"]) == 0
+    assert (
+        main(
+            [
+                "--dry-run",
+                "--model",
+                "7b",
+                "--optimizer",
+                "scale",
+                "--gpus",
+                "8",
+                "--batch_size",
+                "512",
+                "--micro_batch_size",
+                "8",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "7b, scale, bf16-mixed, 8 GPU(s)" in out and "fsdp" in out and "TFLOPs" in out
     assert main(["--dry-run", "--model", "60m", "--gpus", "3", "--batch_size", "8"]) == 2
@@ -45,6 +70,7 @@ def test_the_command_prints_the_plan_and_refuses_a_bad_split(capsys):
 
 def test_a_gpu_preset_is_sized_on_this_cpu_machine(capsys):
     from analysis.reproduce import main as reproduce
+
     assert reproduce(["--preset", "paper-60m", "--dry-run", "--gpus", "4", "--arms", "scale", "adamw"]) == 0
     out = capsys.readouterr().out
     assert out.count("dry run: 60m") == 2 and "60m, adamw" in out
@@ -72,9 +98,11 @@ def test_a_whole_matrix_rule_counts_its_gathered_matrix_under_fsdp():
     from toy_models.llama import load_config, matrix_shapes
 
     common = dict(model="60m", batch_size=64, micro_batch_size=8, seq_len=256, precision="bf16-mixed")
-    scale, spectral = (plan(TrainConfig(optimizer=name, **common), gpus=8) for name in ("scale", "spectral_norm"))
-    assert scale.gathered_elements == 0                      # SCALE's rules stay on the row blocks
+    scale, spectral = (
+        plan(TrainConfig(optimizer=name, **common), gpus=8) for name in ("scale", "spectral_norm")
+    )
+    assert scale.gathered_elements == 0  # SCALE's rules stay on the row blocks
     largest = max(s[0] * s[1] for _, _, s in matrix_shapes(load_config("60m")) if len(s) == 2)
-    assert spectral.gathered_elements == largest == 32000 * 512   # Newton-Schulz on every matrix
+    assert spectral.gathered_elements == largest == 32000 * 512  # Newton-Schulz on every matrix
     extra = spectral.per_gpu("fsdp")["extra"] - scale.per_gpu("fsdp")["extra"]
     assert extra == 16 * largest and spectral.shardable

@@ -10,15 +10,22 @@ from analysis.instrument.estimators import (
     sqnorm,
 )
 
-pytestmark = pytest.mark.xdist_group("test_estimators")   # its module fixture is built once, on one worker
+pytestmark = pytest.mark.xdist_group("test_estimators")  # its module fixture is built once, on one worker
 
 
 @pytest.fixture(scope="module")
 def population():
     """Exact per-sequence gradients of the output layer of a tiny LLaMA: a finite population."""
     from toy_models.llama import build_model, load_config
-    config = load_config("nano", vocab_size=64, hidden_size=16, intermediate_size=32,
-                         num_attention_heads=2, num_key_value_heads=2)
+
+    config = load_config(
+        "nano",
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
     model = build_model(config, seed=0)
     x = torch.randint(0, 64, (48, 12), generator=torch.Generator().manual_seed(0))
     grads = per_example_grads(model, x)["lm_head.weight"].double().flatten(1)
@@ -37,7 +44,7 @@ def test_per_example_grads_match_backward(tiny_model):
 
 def test_microbatch_variance_is_the_sample_variance(population):
     grads, _, _ = population
-    micro = grads[:24].view(4, 6, -1).mean(1)                # K=4 micro-batches of b=6
+    micro = grads[:24].view(4, 6, -1).mean(1)  # K=4 micro-batches of b=6
     g_bar = micro.mean(0)
     by_hand = (micro - g_bar).square().sum(1).sum() / 3
     est = microbatch_variance(micro.square().sum(), g_bar.square().sum(), 4)
@@ -65,6 +72,7 @@ def test_probe_estimator_is_unbiased(population):
         large = g[rng.integers(0, len(g), big)].mean(0)
         smalls = [g[rng.integers(0, len(g), b)].mean(0) for _ in range(4)]
         return (probe_variance(smalls, large) / (1 / b + 1 / big)).item()
+
     _assert_unbiased(_trials(population, 600, probe), trace.item())
 
 
@@ -77,13 +85,16 @@ def test_two_batch_noise_scale_is_unbiased(population):
         large = g[rng.integers(0, len(g), big)].mean(0)
         est = noise_scale(sqnorm(small), b, sqnorm(large), big)
         return est["gns_trace"].item(), est["gns_sqnorm"].item()
+
     samples = _trials(population, 800, both)
     _assert_unbiased(samples[:, 0], trace.item())
     _assert_unbiased(samples[:, 1], mean.square().sum().item())
 
 
-@pytest.mark.parametrize("shape, dim", [((300, 1376), None), ((300, 1376), 1),
-                                        ((3000, 64), 0), ((4, 3, 5, 5), (1, 2, 3)), ((513,), None)])
+@pytest.mark.parametrize(
+    "shape, dim",
+    [((300, 1376), None), ((300, 1376), 1), ((3000, 64), 0), ((4, 3, 5, 5), (1, 2, 3)), ((513,), None)],
+)
 def test_sqnorm_matches_float64_sums(shape, dim):
     # float32 partial sums per row, float64 totals: within 1e-6 of summing every square in float64
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 1e-3 + 1e-3

@@ -25,12 +25,12 @@ def drawn_texts(fig):
 
     for t in [*fig.texts, fig._suptitle]:
         add(t)
-    for legend in fig.legends:   # figure-level legends (beside the panels)
+    for legend in fig.legends:  # figure-level legends (beside the panels)
         for t in [*legend.get_texts(), legend.get_title()]:
             add(t)
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
-            for tick in axis._update_ticks():   # only ticks inside the view are drawn
+            for tick in axis._update_ticks():  # only ticks inside the view are drawn
                 add(tick.label1)
                 add(tick.label2)
             add(axis.label)
@@ -55,11 +55,13 @@ def _explorer(name):
     from analysis.teaching import widgets
 
     rec = _reference()
-    return {"momentum": lambda: widgets.momentum_explorer(),
-            "momentum_unstable": lambda: widgets.momentum_explorer(lr=2.8, beta=0.99, sigma=1.0),
-            "norm_balls": lambda: widgets.norm_ball_explorer(),
-            "norm_balls_stretched": lambda: widgets.norm_ball_explorer(angle=200.0, stretch=0.1),
-            "spectrum": lambda: widgets.spectrum_explorer(rec, widgets.spectrum_steps(rec)[-1])}[name]()
+    return {
+        "momentum": lambda: widgets.momentum_explorer(),
+        "momentum_unstable": lambda: widgets.momentum_explorer(lr=2.8, beta=0.99, sigma=1.0),
+        "norm_balls": lambda: widgets.norm_ball_explorer(),
+        "norm_balls_stretched": lambda: widgets.norm_ball_explorer(angle=200.0, stretch=0.1),
+        "spectrum": lambda: widgets.spectrum_explorer(rec, widgets.spectrum_steps(rec)[-1]),
+    }[name]()
 
 
 EXPLORERS = ["momentum", "momentum_unstable", "norm_balls", "norm_balls_stretched", "spectrum"]
@@ -77,14 +79,22 @@ def test_no_text_overlaps_or_leaves_the_canvas(name):
     assert len(texts) >= 5
     slanted = [t for t, rotation, _ in texts if rotation % 90]
     assert not slanted, f"slanted labels read badly and their boxes overlap: {slanted}"
-    outside = [t for t, _, box in texts if box.x0 < -0.5 or box.y0 < -0.5
-               or box.x1 > canvas.x1 + 0.5 or box.y1 > canvas.y1 + 0.5]
+    outside = [
+        t
+        for t, _, box in texts
+        if box.x0 < -0.5 or box.y0 < -0.5 or box.x1 > canvas.x1 + 0.5 or box.y1 > canvas.y1 + 0.5
+    ]
     assert not outside, f"outside the canvas: {outside}"
-    overlapping = [(a[0], b[0]) for i, a in enumerate(texts) for b in texts[i + 1:]
-                   if min(a[2].x1, b[2].x1) - max(a[2].x0, b[2].x0) > 0.5
-                   and min(a[2].y1, b[2].y1) - max(a[2].y0, b[2].y0) > 0.5]
+    overlapping = [
+        (a[0], b[0])
+        for i, a in enumerate(texts)
+        for b in texts[i + 1 :]
+        if min(a[2].x1, b[2].x1) - max(a[2].x0, b[2].x0) > 0.5
+        and min(a[2].y1, b[2].y1) - max(a[2].y0, b[2].y0) > 0.5
+    ]
     assert not overlapping, f"texts on top of each other: {overlapping}"
     import matplotlib.pyplot as plt
+
     plt.close(fig)
 
 

@@ -20,8 +20,9 @@ def test_empty_or_foreign_directory_names_the_problem_and_still_draws_the_rest(t
     (tmp_path / "runs" / "notes" / "readme.txt").write_text("not a run")
     made, problems = figures.render_all(tmp_path / "runs", tmp_path / "out")
     # the figures that need no recordings are still drawn
-    assert sorted(p.name for p in made) == sorted(f"{n}.{ext}" for n in figures.SELF_CONTAINED
-                                                  for ext in ("png", "pdf"))
+    assert sorted(p.name for p in made) == sorted(
+        f"{n}.{ext}" for n in figures.SELF_CONTAINED for ext in ("png", "pdf")
+    )
     assert any("no usable run directories under" in p for p in problems)
     assert figures.main(["--runs", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
 
@@ -29,8 +30,9 @@ def test_empty_or_foreign_directory_names_the_problem_and_still_draws_the_rest(t
 def test_a_missing_statistic_is_named_and_other_figures_are_made(tmp_path):
     # an uninstrumented finished run: loss curves and bars work, variance figures cannot
     with Recorder(tmp_path / "adamw" / "seed0") as rec:
-        rec.write_config({"config": {"optimizer": "adamw", "label": "adamw", "model": "nano",
-                                     "seed": 0, "lr": 1e-3}})
+        rec.write_config(
+            {"config": {"optimizer": "adamw", "label": "adamw", "model": "nano", "seed": 0, "lr": 1e-3}}
+        )
         for step in range(1, 5):
             rec.log(step, {"loss": 9 - step})
         rec.log(4, {"eval_loss": 5.0})
@@ -64,9 +66,11 @@ def test_loss_band_is_the_reports_t_interval():
     checked = 0
     for label in ("scale", "adamw", "sgd"):
         rgb = np.array(mcolors.to_rgb(colours[label]))
-        bands = [c for c in right.collections
-                 if len(c.get_facecolor()) and np.allclose(c.get_facecolor()[0][:3], rgb)
-                 and c.get_paths()]
+        bands = [
+            c
+            for c in right.collections
+            if len(c.get_facecolor()) and np.allclose(c.get_facecolor()[0][:3], rgb) and c.get_paths()
+        ]
         assert bands, f"no band drawn for {label}"
         xy = np.concatenate([p.vertices for p in bands[0].get_paths()])
         last = xy[np.isclose(xy[:, 0], xy[:, 0].max())][:, 1]
@@ -90,8 +94,10 @@ def test_update_spectra_draws_each_kept_value_at_its_rank():
     rec = figures.RunSet(REFERENCE)
     fig = figures.update_spectra(rec)
     name = fig.axes[0].get_title().split(": ")[1]
-    model = rec.results["model"].iloc[0]   # the recordings' own model
-    shape = dict((n.replace("model.", ""), s) for n, _, s in matrix_shapes(load_config(model, vocab_size=2048)))[name]
+    model = rec.results["model"].iloc[0]  # the recordings' own model
+    shape = dict(
+        (n.replace("model.", ""), s) for n, _, s in matrix_shapes(load_config(model, vocab_size=2048))
+    )[name]
     want = [i + 1 for i in log_spaced(min(shape))]
     for line in fig.axes[0].lines:
         assert list(line.get_xdata()) == want
@@ -106,7 +112,7 @@ def test_the_ladder_is_dots_on_an_axis_near_the_losses():
     rec = figures.RunSet(REFERENCE)
     table = stats.summary(stats.final_results(REFERENCE))
     ax = figures.normalization_ablation(rec).axes[0]
-    assert not ax.patches                             # no bars from 0
+    assert not ax.patches  # no bars from 0
     low, high = ax.get_xlim()
     assert low > 0.5 * table["loss"].min() and high >= table["loss"].max()
     drawn = sorted(line.get_xdata()[0] for line in ax.lines if line.get_marker() == "o")
@@ -116,11 +122,11 @@ def test_the_ladder_is_dots_on_an_axis_near_the_losses():
 def test_a_log_axis_band_stays_on_the_axis():
     from analysis.results import stats
 
-    wide = [1.0, 100.0]                     # a t-interval of two seeds reaches far below 0
+    wide = [1.0, 100.0]  # a t-interval of two seeds reaches far below 0
     assert stats.t_band(wide)[0] < 0
     low, high = stats.log_band(wide)
     assert low == pytest.approx(0.1 * 50.5) and high == stats.t_band(wide)[1]
-    assert stats.log_band([1.0, 1.1, 0.9]) == stats.t_band([1.0, 1.1, 0.9])   # a tight one is as is
+    assert stats.log_band([1.0, 1.1, 0.9]) == stats.t_band([1.0, 1.1, 0.9])  # a tight one is as is
 
 
 def test_a_long_spectrum_s_kept_values_get_their_ranks(tmp_path):
@@ -135,4 +141,4 @@ def test_a_long_spectrum_s_kept_values_get_their_ranks(tmp_path):
     kept = len(log_spaced(200))
     ranks = spectrum_ranks(SimpleNamespace(root=tmp_path), "run", "w", kept)
     assert list(ranks) == [i + 1 for i in log_spaced(200)] and ranks[-1] == 200 and kept < 200
-    assert spectrum_ranks(SimpleNamespace(root=tmp_path), "run", "w", 200) is None   # not what was kept
+    assert spectrum_ranks(SimpleNamespace(root=tmp_path), "run", "w", 200) is None  # not what was kept

@@ -17,8 +17,12 @@ from toy_models.llama import build_model, load_config
 def _pair(recipe="scale", dtype=torch.float32, **overrides):
     model = build_model(load_config("nano", vocab_size=512), seed=0).to(dtype)
     twin = copy.deepcopy(model)
-    return (model, build_optimizer(recipe, model, **overrides),
-            twin, build_optimizer(recipe, twin, fused=True, **overrides))
+    return (
+        model,
+        build_optimizer(recipe, model, **overrides),
+        twin,
+        build_optimizer(recipe, twin, fused=True, **overrides),
+    )
 
 
 def _steps(models_and_optimizers, steps, seed=1):
@@ -26,8 +30,9 @@ def _steps(models_and_optimizers, steps, seed=1):
     scheduler's moves)."""
     gen = torch.Generator().manual_seed(seed)
     for step in range(steps):
-        grads = [torch.randn(p.shape, generator=gen).to(p.dtype)
-                 for p in models_and_optimizers[0][0].parameters()]
+        grads = [
+            torch.randn(p.shape, generator=gen).to(p.dtype) for p in models_and_optimizers[0][0].parameters()
+        ]
         for model, optimizer in models_and_optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = group.setdefault("initial_lr", group["lr"]) * (1 + step)
@@ -41,8 +46,13 @@ def _relative_gap(a, b):
 
 
 def _state_tensors(optimizer):
-    return [value for group in optimizer.param_groups for p in group["params"]
-            for _, value in sorted(optimizer.state[p].items()) if torch.is_tensor(value)]
+    return [
+        value
+        for group in optimizer.param_groups
+        for p in group["params"]
+        for _, value in sorted(optimizer.state[p].items())
+        if torch.is_tensor(value)
+    ]
 
 
 def test_scale_groups_get_their_fused_rule_and_the_rest_none():
@@ -71,12 +81,12 @@ def test_fused_steps_equal_the_readable_ones_with_decay_and_a_moving_lr(vector_r
     steps = {k: v for s in fast.state.values() for k, v in s.items() if k.endswith("step")}
     assert set(steps.values()) == {4}
     moved = _relative_gap(params, list(build_model(load_config("nano", vocab_size=512), seed=0).parameters()))
-    assert moved > 1e-3                                      # the steps did move the weights
+    assert moved > 1e-3  # the steps did move the weights
 
 
 def test_a_new_lr_every_step_compiles_nothing_new():
     readable_model, readable, fused_model, fast = _pair()
-    _steps([(fused_model, fast)], steps=1)                  # compiles (or finds) the graphs
+    _steps([(fused_model, fast)], steps=1)  # compiles (or finds) the graphs
     before = counters["stats"]["unique_graphs"]
     _steps([(fused_model, fast)], steps=3, seed=2)
     assert counters["stats"]["unique_graphs"] == before
@@ -87,10 +97,10 @@ def test_taps_are_delivered_on_the_steps_that_want_them_and_only_there():
     seen, want = [], {"now": False}
     fast.register_tap_hook(lambda label, u, p: seen.append(label), wanted=lambda: want["now"])
     _steps([(readable_model, readable), (fused_model, fast)], steps=2)
-    assert seen == []                                       # fused: nothing to tap
+    assert seen == []  # fused: nothing to tap
     want["now"] = True
     _steps([(readable_model, readable), (fused_model, fast)], steps=1, seed=3)
-    assert {"update", "momentum"} <= set(seen)              # readable path, taps shown
+    assert {"update", "momentum"} <= set(seen)  # readable path, taps shown
     assert _relative_gap(list(fused_model.parameters()), list(readable_model.parameters())) < 1e-6
 
 
@@ -116,8 +126,7 @@ def test_a_group_with_missing_gradients_steps_only_those_that_have_one():
 
 
 @pytest.mark.parametrize("path", ["cpu_kernels", "compiled"])
-def test_a_backward_through_weights_the_fused_step_changed_stops_as_the_readable_one_does(
-        path, monkeypatch):
+def test_a_backward_through_weights_the_fused_step_changed_stops_as_the_readable_one_does(path, monkeypatch):
     """torch's in-place ops bump a tensor's version, so a backward through a graph that saved
     a weight before the optimizer changed it stops; the fused step writes the same weights."""
     if path == "compiled":
@@ -126,7 +135,7 @@ def test_a_backward_through_weights_the_fused_step_changed_stops_as_the_readable
     tokens = torch.randint(0, 512, (2, 16), generator=torch.Generator().manual_seed(0))
     for model, optimizer in zip(*[iter(_pair())] * 2):
         model(input_ids=tokens, labels=tokens).loss.backward()
-        loss = model(input_ids=tokens, labels=tokens).loss    # saves this step's weights
+        loss = model(input_ids=tokens, labels=tokens).loss  # saves this step's weights
         versions = [p._version for p in model.parameters()]
         optimizer.step()
         assert all(p._version > v for p, v in zip(model.parameters(), versions))
@@ -137,14 +146,19 @@ def test_a_backward_through_weights_the_fused_step_changed_stops_as_the_readable
 def test_a_step_that_cannot_compile_says_so_and_names_the_fix(monkeypatch):
     def no_compiler(*args):
         raise torch._dynamo.exc.BackendCompilerFailed(
-            torch.compile, RuntimeError("Failed to find C++ compiler. Please specify via CXX"), None)
+            torch.compile, RuntimeError("Failed to find C++ compiler. Please specify via CXX"), None
+        )
+
     monkeypatch.setitem(fused._COMPILED, "rows", no_compiler)
-    monkeypatch.setattr(fused, "_plain_matrix", lambda p, g: False)     # the compiled path
+    monkeypatch.setattr(fused, "_plain_matrix", lambda p, g: False)  # the compiled path
     _, _, model, fast = _pair()
     for p in model.parameters():
         p.grad = torch.ones_like(p)
-    with pytest.raises(RuntimeError, match=r"could not be compiled \(RuntimeError: Failed to find "
-                                           r"C\+\+ compiler.*fused=False"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"could not be compiled \(RuntimeError: Failed to find "
+        r"C\+\+ compiler.*fused=False",
+    ):
         fast.step()
 
 
@@ -152,18 +166,24 @@ def test_cpu_kernels_that_cannot_be_built_say_so_and_name_the_fix(monkeypatch):
     import torch.utils.cpp_extension as extension
 
     def no_compiler(*args, **kwargs):
-        raise RuntimeError("Error building extension 'scale_lab_cpu':\n"
-                           "/bin/sh: 1: c++: not found\nninja: build stopped: subcommand failed.")
+        raise RuntimeError(
+            "Error building extension 'scale_lab_cpu':\n"
+            "/bin/sh: 1: c++: not found\nninja: build stopped: subcommand failed."
+        )
+
     monkeypatch.setattr(cpu_kernels, "_LOADED", {})
     monkeypatch.setattr(extension, "load", no_compiler)
     _, _, model, fast = _pair()
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     before = [p.detach().clone() for p in model.parameters()]
-    with pytest.raises(RuntimeError, match=r"could not be compiled \(RuntimeError: Error building "
-                                           r"extension 'scale_lab_cpu'.*fused=False"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"could not be compiled \(RuntimeError: Error building "
+        r"extension 'scale_lab_cpu'.*fused=False",
+    ):
         fast.step()
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before))   # nothing half-done
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before))  # nothing half-done
 
 
 def test_the_compiled_rules_for_cuda_equal_the_readable_ones_on_the_cpu(monkeypatch):
@@ -190,8 +210,9 @@ def test_cpu_kernels_follow_the_rule_with_the_same_bits_on_any_thread_count(kern
         for n in (1, 3, 4):
             torch.set_num_threads(n)
             q, buf = p.clone(), m.clone()
-            args = {"rows_step": ([q], [g]), "cols_step": (q, g),
-                    "momentum_rows_step": (q, g, buf, 0.9)}[kernel]
+            args = {"rows_step": ([q], [g]), "cols_step": (q, g), "momentum_rows_step": (q, g, buf, 0.9)}[
+                kernel
+            ]
             getattr(ops, kernel)(*args, 0.01, 0.999, 1e-8)
             results.append((q, buf))
     finally:
@@ -212,7 +233,7 @@ def test_instrumented_training_records_the_same_and_fuses_the_unrecorded_steps(t
     from analysis.instrument import Instrumentation, InstrumentConfig
     from analysis.recording import Recorder, load_run
 
-    schedule = InstrumentConfig(cheap_every=2, dense_until=0, full_at=())   # steps 2, 4 recorded
+    schedule = InstrumentConfig(cheap_every=2, dense_until=0, full_at=())  # steps 2, 4 recorded
     fused_calls = []
     real_step = fused.step
     monkeypatch.setattr(fused, "step", lambda rule, *a: (fused_calls.append(rule.kind), real_step(rule, *a)))
@@ -220,8 +241,10 @@ def test_instrumented_training_records_the_same_and_fuses_the_unrecorded_steps(t
     readable_model, readable, fused_model, fast = _pair()
     batches = torch.randint(0, 512, (4, 2, 16), generator=torch.Generator().manual_seed(5))
     for name, model, optimizer in (("readable", readable_model, readable), ("fused", fused_model, fast)):
-        with Recorder(tmp_path / name) as recorder, Instrumentation(model, optimizer, recorder, schedule,
-                                                                    last_step=4) as monitor:
+        with (
+            Recorder(tmp_path / name) as recorder,
+            Instrumentation(model, optimizer, recorder, schedule, last_step=4) as monitor,
+        ):
             for batch in batches:
                 monitor.micro_batch(1.0, batch.size(0))
                 model(input_ids=batch, labels=batch).loss.backward()
@@ -230,7 +253,7 @@ def test_instrumented_training_records_the_same_and_fuses_the_unrecorded_steps(t
         runs[name] = load_run(tmp_path / name).set_index(["step", "param", "stat"]).value.sort_index()
     ours, theirs = runs["fused"], runs["readable"]
     assert ours.index.equals(theirs.index) and set(ours.index.get_level_values("step")) == {2, 4}
-    assert "update_rms" in set(ours.index.get_level_values("stat"))      # taps were seen
+    assert "update_rms" in set(ours.index.get_level_values("stat"))  # taps were seen
     # (rows of a normalized update have unit RMS: their spread is float noise, ~1e-8)
     assert ((ours - theirs).abs() <= 1e-5 * theirs.abs() + 1e-6).all()
     # steps 1 and 3 fused (hidden, embedding, output, vectors), 2 and 4 readable
@@ -248,7 +271,7 @@ def test_embedding_rows_the_batch_did_not_touch_are_skipped_bit_for_bit(weight_d
     model(input_ids=batch, labels=batch).loss.backward()
     embedding = model.get_input_embeddings().weight
     touched = embedding.grad.abs().sum(1) > 0
-    assert 0 < touched.sum() < 60 and not touched[100:].any()          # rows of tokens 0..39 only
+    assert 0 < touched.sum() < 60 and not touched[100:].any()  # rows of tokens 0..39 only
     with torch.no_grad():
         embedding[200].fill_(-0.0)
     embedding.grad[200].fill_(-0.0)
@@ -268,7 +291,7 @@ def test_embedding_rows_the_batch_did_not_touch_are_skipped_bit_for_bit(weight_d
     if weight_decay:
         return
     assert torch.equal(after[200], torch.zeros_like(after[200])) and not after[200].signbit().any()
-    assert torch.equal(embedding.detach()[200], after[200])             # the readable path's bits
+    assert torch.equal(embedding.detach()[200], after[200])  # the readable path's bits
     assert _relative_gap([after[touched]], [embedding.detach()[touched]]) < 1e-6
     assert not torch.equal(after[touched], before[touched])
 
@@ -282,8 +305,11 @@ def test_a_sparse_gradient_is_refused_in_one_line_before_any_weight_moves():
         embedding = model.get_input_embeddings().weight
         embedding.grad = embedding.grad.to_sparse()
         before = [p.detach().clone() for p in model.parameters()]
-        with pytest.raises(RuntimeError, match=r"'embedding': a parameter of shape \(512, \d+\) has "
-                                               r"a sparse_coo gradient.*sparse=False"):
+        with pytest.raises(
+            RuntimeError,
+            match=r"'embedding': a parameter of shape \(512, \d+\) has "
+            r"a sparse_coo gradient.*sparse=False",
+        ):
             optimizer.step()
         assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before))
 
@@ -310,15 +336,28 @@ def test_a_default_run_takes_the_fused_step_and_says_so(tmp_path, capsys):
     from analysis.recording import run_config
     from analysis.train.cli import main
 
-    args = ["--model", "nano", "--steps", "2", "--batch_size", "4", "--seq_len", "32",
-            "--eval_tokens", "256", "--precision", "fp32", "--no-progress"]
+    args = [
+        "--model",
+        "nano",
+        "--steps",
+        "2",
+        "--batch_size",
+        "4",
+        "--seq_len",
+        "32",
+        "--eval_tokens",
+        "256",
+        "--precision",
+        "fp32",
+        "--no-progress",
+    ]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert ", fused step;" in capsys.readouterr().out
     assert run_config(tmp_path / "a")["optimizer_step"] == "fused"
     assert main([*args, "--no-fused", "--out", str(tmp_path / "b")]) == 0
     assert ", readable step;" in capsys.readouterr().out
     assert main([*args, "--optimizer", "adamw", "--out", str(tmp_path / "c")]) == 0
-    assert ", readable step;" in capsys.readouterr().out   # torch's AdamW: no fused rule of ours
+    assert ", readable step;" in capsys.readouterr().out  # torch's AdamW: no fused rule of ours
 
 
 def test_kernels_that_cannot_be_built_fall_back_in_one_line(tmp_path, monkeypatch, capsys):
@@ -331,16 +370,30 @@ def test_kernels_that_cannot_be_built_fall_back_in_one_line(tmp_path, monkeypatc
 
     real = cpu_kernels.kernels
     monkeypatch.setattr(cpu_kernels, "kernels", no_compiler)
-    args = ["--model", "nano", "--steps", "2", "--batch_size", "4", "--seq_len", "32",
-            "--eval_tokens", "256", "--precision", "fp32", "--no-progress"]
+    args = [
+        "--model",
+        "nano",
+        "--steps",
+        "2",
+        "--batch_size",
+        "4",
+        "--seq_len",
+        "32",
+        "--eval_tokens",
+        "256",
+        "--precision",
+        "fp32",
+        "--no-progress",
+    ]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [
         "note: the fused step's CPU kernels cannot be built (FileNotFoundError: c++); training on "
-        "the readable step (the same update; pass --no-fused to choose it quietly)"]
+        "the readable step (the same update; pass --no-fused to choose it quietly)"
+    ]
     assert run_config(tmp_path / "a")["optimizer_step"] == "readable"
     monkeypatch.setattr(cpu_kernels, "kernels", real)
-    monkeypatch.setattr(cpu_kernels, "is_built", lambda: False)   # a first build says its time
+    monkeypatch.setattr(cpu_kernels, "is_built", lambda: False)  # a first build says its time
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("note: built the fused step's CPU kernels in ")

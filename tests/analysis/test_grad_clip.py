@@ -21,7 +21,7 @@ def _with_grads(model):
 
 @pytest.mark.parametrize("max_norm", [0.5, 1e6])
 def test_clipping_is_torchs_rule(tiny_model, max_norm):
-    theirs = _with_grads(copy.deepcopy(tiny_model))   # the same gradients (seeded)
+    theirs = _with_grads(copy.deepcopy(tiny_model))  # the same gradients (seeded)
     ours = _with_grads(tiny_model)
     norm = global_grad_norm(ours)
     clipped = clip_gradients(ours, max_norm, norm)
@@ -37,14 +37,16 @@ def _series(run, stat):
 
 def test_a_clipped_run_records_the_norm_before_clipping_and_whether_it_clipped(tmp_path):
     free = train(tiny_config(optimizer="adamw", lr=3e-3), out=tmp_path / "free", progress=False)
-    tight = train(tiny_config(optimizer="adamw", lr=3e-3, grad_clip=0.1), out=tmp_path / "tight",
-                  progress=False)
-    loose = train(tiny_config(optimizer="adamw", lr=3e-3, grad_clip=1e6), out=tmp_path / "loose",
-                  progress=False)
-    assert loose.losses == free.losses            # a norm never reached changes nothing
+    tight = train(
+        tiny_config(optimizer="adamw", lr=3e-3, grad_clip=0.1), out=tmp_path / "tight", progress=False
+    )
+    loose = train(
+        tiny_config(optimizer="adamw", lr=3e-3, grad_clip=1e6), out=tmp_path / "loose", progress=False
+    )
+    assert loose.losses == free.losses  # a norm never reached changes nothing
     assert tight.losses[0] == free.losses[0] and tight.losses[1:] != free.losses[1:]
     norms = _series(tmp_path / "tight", "grad_norm")
-    assert norms[0] == _series(tmp_path / "free", "grad_norm")[0] > 0.1   # before clipping
+    assert norms[0] == _series(tmp_path / "free", "grad_norm")[0] > 0.1  # before clipping
     assert _series(tmp_path / "tight", "grad_clipped") == [float(n > 0.1) for n in norms]
     assert "grad_clipped" not in set(load_run(tmp_path / "free")["stat"])
     assert read_json(tmp_path / "tight" / "config.json")["config"]["grad_clip"] == 0.1
@@ -52,15 +54,30 @@ def test_a_clipped_run_records_the_norm_before_clipping_and_whether_it_clipped(t
 
 def test_clipping_acts_on_the_accumulated_gradient(tmp_path):
     one = train(tiny_config(optimizer="adamw", grad_clip=0.1, steps=3), progress=False)
-    four = train(tiny_config(optimizer="adamw", grad_clip=0.1, steps=3, micro_batch_size=1),
-                 progress=False)
+    four = train(tiny_config(optimizer="adamw", grad_clip=0.1, steps=3, micro_batch_size=1), progress=False)
     assert four.losses == pytest.approx(one.losses, abs=2e-5)
 
 
 def test_a_resume_that_changes_clipping_is_refused(tmp_path, capsys):
-    argv = ["--model", "nano", "--steps", "4", "--batch_size", "4", "--seq_len", "32",
-            "--eval_tokens", "256", "--save_every", "2", "--precision", "fp32",
-            "--out", str(tmp_path / "r"), "--no-progress"]
+    argv = [
+        "--model",
+        "nano",
+        "--steps",
+        "4",
+        "--batch_size",
+        "4",
+        "--seq_len",
+        "32",
+        "--eval_tokens",
+        "256",
+        "--save_every",
+        "2",
+        "--precision",
+        "fp32",
+        "--out",
+        str(tmp_path / "r"),
+        "--no-progress",
+    ]
     assert main([*argv, "--grad_clip", "1.0"]) == 0
     (tmp_path / "r" / "ckpt-00000004.pt").unlink()
     (tmp_path / "r" / "result.json").unlink()
@@ -70,8 +87,22 @@ def test_a_resume_that_changes_clipping_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan"])
 def test_a_bad_clipping_norm_is_one_line(tmp_path, capsys, value):
-    assert main(["--model", "nano", "--steps", "1", "--grad_clip", value,
-                 "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "--model",
+                "nano",
+                "--steps",
+                "1",
+                "--grad_clip",
+                value,
+                "--out",
+                str(tmp_path / "r"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "grad_clip must be a norm > 0" in err
     assert not (tmp_path / "r").exists()

@@ -14,8 +14,9 @@ PER_HEAD = InstrumentConfig(cheap_every=1, rows_every=2, per_head=True)
 
 
 def _run(tmp_path, **overrides):
-    config = tiny_config(steps=2, eval_every=0, batch_size=8, micro_batch_size=2,
-                         instrument=PER_HEAD, **overrides)
+    config = tiny_config(
+        steps=2, eval_every=0, batch_size=8, micro_batch_size=2, instrument=PER_HEAD, **overrides
+    )
     train(config, out=tmp_path / "r", progress=False)
     return load_run(tmp_path / "r")
 
@@ -30,11 +31,11 @@ def test_per_head_variance_sums_to_the_matrix(tmp_path):
     frame = _run(tmp_path)
     heads = _by_matrix(frame, "grad_var_head")
     matrix = frame[frame["stat"] == "grad_var"].set_index(["step", "param"])["value"]
-    assert len(heads) == 2 * 2 * 4   # 2 steps x 2 layers x q, k, v, o
+    assert len(heads) == 2 * 2 * 4  # 2 steps x 2 layers x q, k, v, o
     for (step, name), total in heads.items():
         assert total == pytest.approx(matrix.loc[(step, name)], rel=1e-4), name
     per_head = frame[frame["stat"] == "grad_var_head"]
-    assert per_head["param"].str.endswith("/head1").any()   # nano: 2 heads
+    assert per_head["param"].str.endswith("/head1").any()  # nano: 2 heads
     assert set(frame[frame["stat"] == "update_sigma_max_head"]["step"]) == {2}
 
 
@@ -47,6 +48,7 @@ def test_one_head_equals_the_matrix_statistic(tmp_path):
         return real(name, **kw | {"num_attention_heads": 1, "num_key_value_heads": 1})
 
     import analysis.train.setup as setup
+
     setup.load_config, saved = one_head, setup.load_config
     try:
         frame = _run(tmp_path)
@@ -56,7 +58,7 @@ def test_one_head_equals_the_matrix_statistic(tmp_path):
     assert heads["param"].str.endswith("/head0").all()
     matrix = frame[frame["stat"] == "grad_var"].set_index(["step", "param"])["value"]
     for row in heads.itertuples():
-        assert row.value == pytest.approx(matrix.loc[(row.step, row.param[:-len("/head0")])], rel=1e-4)
+        assert row.value == pytest.approx(matrix.loc[(row.step, row.param[: -len("/head0")])], rel=1e-4)
 
 
 def test_gqa_key_value_heads_have_their_own_count():
@@ -73,6 +75,7 @@ def test_gqa_key_value_heads_have_their_own_count():
 
 def test_the_per_head_figure_draws_from_a_recording(tmp_path):
     import matplotlib
+
     matplotlib.use("Agg")
     from analysis.results.head_figures import per_head_variance
     from analysis.results.run_set import REFERENCE, MissingData, RunSet

@@ -31,8 +31,12 @@ class FakeRunner:
             best = self.preset.centers[label] * 1.4
             rng = random.Random(zlib.crc32(str(run_dir).encode()))
             noise = self.adamw_noise if label == "adamw" else 0.01
-            loss = (4 + 0.05 * math.log2(config.hyper.lr / best) ** 2
-                    + 0.1 * (math.log2(config.hyper.output_lr_mult) + 1) ** 2 + rng.gauss(0, noise))
+            loss = (
+                4
+                + 0.05 * math.log2(config.hyper.lr / best) ** 2
+                + 0.1 * (math.log2(config.hyper.output_lr_mult) + 1) ** 2
+                + rng.gauss(0, noise)
+            )
             out.append({"final_eval_loss": loss})
         return out
 
@@ -51,8 +55,10 @@ def test_a_version_2_point_keeps_its_path():
 def test_seeds_to_decide_the_non_inferiority_margin(n, largest_std):
     """At a true difference of 0, n seeds decide the 0.049-nat margin up to a paired std of
     0.039 (5 seeds) or 0.058 (8)."""
-    def diffs(std):   # two values with this sample std
+
+    def diffs(std):  # two values with this sample std
         return [std / math.sqrt(2), -std / math.sqrt(2)]
+
     assert seeds_to_decide(diffs(largest_std), 5, 8) <= n
     assert seeds_to_decide(diffs(largest_std + 0.002), 5, 8) > n or n == 8
     threshold = math.log(1.05) * math.sqrt(n) / stats.t.ppf(0.975, n - 1)
@@ -117,14 +123,23 @@ def test_version_3_runs_end_to_end_and_reports_only_held_out_seeds(tmp_path):
     from analysis.protocol.tuning import run_preset
     from analysis.results.stats import final_results
 
-    preset = replace(PRESETS["smoke"], tune_seeds=(0, 1), held_out_seeds=(100, 101, 102),
-                     headline_arms=("scale", "adamw"), headline_seeds=2, other_seeds=2,
-                     max_extensions=1, max_mult_extensions=0, clip_sensitivity=(("adamw",), 1.0),
-                     fused=False, instrument=None)
+    preset = replace(
+        PRESETS["smoke"],
+        tune_seeds=(0, 1),
+        held_out_seeds=(100, 101, 102),
+        headline_arms=("scale", "adamw"),
+        headline_seeds=2,
+        other_seeds=2,
+        max_extensions=1,
+        max_mult_extensions=0,
+        clip_sensitivity=(("adamw",), 1.0),
+        fused=False,
+        instrument=None,
+    )
     run_preset(preset, tmp_path, select_arms(["scale", "adamw", "col_norm"]), Runner(jobs=1))
     results = final_results(tmp_path)
     assert set(results["seed"]) <= {100, 101, 102} and len(results) >= 6
-    assert set(results["label"]) == {"scale", "adamw", "col_norm"}   # rows stay beside the arms
+    assert set(results["label"]) == {"scale", "adamw", "col_norm"}  # rows stay beside the arms
     rows = json.loads((tmp_path / "selection.json").read_text())["rows"]
     assert len(rows["adamw+clip1"]) == len(results[results["label"] == "adamw"])
     from analysis.results.report import write_report
@@ -156,8 +171,11 @@ def test_the_runner_trains_a_directory_listed_twice_once(tmp_path, monkeypatch):
     from analysis.protocol import runner
 
     trained = []
-    monkeypatch.setattr(runner, "run_one", lambda config, run_dir, progress=False:
-                        trained.append(run_dir) or {"final_eval_loss": 1.0})
+    monkeypatch.setattr(
+        runner,
+        "run_one",
+        lambda config, run_dir, progress=False: trained.append(run_dir) or {"final_eval_loss": 1.0},
+    )
     config = PRESETS["smoke"].config(ARM_BY_LABEL["scale"], 0, 1e-3)
     runner.Runner(jobs=1).run([(config, tmp_path / "a"), (config, tmp_path / "a")])
     assert trained == [tmp_path / "a"]

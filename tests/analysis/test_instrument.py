@@ -30,7 +30,7 @@ def test_microbatch_estimator_equals_exact_per_example_variance(tiny_model, tmp_
             _one_step(tiny_model, optimizer, batch, 2, monitor)
     frame = load_run(tmp_path / "r")
     for name in ("lm_head.weight", "model.embed_tokens.weight", "model.layers.1.mlp.down_proj.weight"):
-        micro = exact[name].double().view(4, 2, -1).mean(1)       # K=4 micro-batches of b=2
+        micro = exact[name].double().view(4, 2, -1).mean(1)  # K=4 micro-batches of b=2
         by_hand = (micro - micro.mean(0)).square().sum() / 3
         rows = frame[(frame.param == name) & (frame.stat == "grad_var")]
         assert rows.value.iloc[0] == pytest.approx(by_hand.item(), rel=1e-6)
@@ -51,16 +51,24 @@ def test_two_instrumented_optimizers_each_record_only_their_own(tmp_path):
     second monitor took the first optimizer's taps, and the first run lost its momentum row)."""
     from toy_models.llama import build_model, load_config
 
-    config = load_config("nano", vocab_size=64, hidden_size=16, intermediate_size=32,
-                         num_attention_heads=2, num_key_value_heads=2)
+    config = load_config(
+        "nano",
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
     models = [build_model(config, seed=s) for s in (0, 1)]
     optimizers = [build_optimizer("scale", m, lr=1e-2) for m in models]
     batch = torch.randint(0, 64, (4, 12), generator=torch.Generator().manual_seed(0))
     recorders = [Recorder(tmp_path / f"r{i}") for i in (0, 1)]
     for i, rec in enumerate(recorders):
         rec.write_config({"config": {"optimizer": "scale", "seed": i}})
-    with Instrumentation(models[0], optimizers[0], recorders[0]) as first, \
-            Instrumentation(models[1], optimizers[1], recorders[1]) as second:
+    with (
+        Instrumentation(models[0], optimizers[0], recorders[0]) as first,
+        Instrumentation(models[1], optimizers[1], recorders[1]) as second,
+    ):
         for model, opt, monitor in zip(models, optimizers, (first, second)):
             _one_step(model, opt, batch, 2, monitor)
     for rec in recorders:
@@ -68,8 +76,8 @@ def test_two_instrumented_optimizers_each_record_only_their_own(tmp_path):
     for i in (0, 1):
         frame = load_run(tmp_path / f"r{i}")
         head = frame[frame.param == "lm_head.weight"].set_index("stat")["value"]
-        assert "momentum_grad_cos" in head.index          # heard from its own momentum tap
-        assert head["update_rms"] == pytest.approx(1.0, rel=1e-4)   # SCALE: unit-RMS rows
+        assert "momentum_grad_cos" in head.index  # heard from its own momentum tap
+        assert head["update_rms"] == pytest.approx(1.0, rel=1e-4)  # SCALE: unit-RMS rows
     for opt in optimizers:
         assert not opt._tap_hooks
 
@@ -92,26 +100,29 @@ def _final_params(run_dir):
 
 @pytest.mark.parametrize("optimizer", ["scale", "adamw"])
 def test_instrumentation_does_not_change_training(tmp_path, optimizer):
-    probe = InstrumentConfig(every_step=True, probe_at=(2, 4), probe_small=2, probe_large=6,
-                             probe_repeats=2)
+    probe = InstrumentConfig(every_step=True, probe_at=(2, 4), probe_small=2, probe_large=6, probe_repeats=2)
     # an instrumented run takes the readable step: the same path as --no-fused
     base = tiny_config(optimizer=optimizer, micro_batch_size=1, fused=False)
     off = train(base, out=tmp_path / "off", progress=False)
-    on = train(tiny_config(optimizer=optimizer, micro_batch_size=1, instrument=probe),
-               out=tmp_path / "on", progress=False)
+    on = train(
+        tiny_config(optimizer=optimizer, micro_batch_size=1, instrument=probe),
+        out=tmp_path / "on",
+        progress=False,
+    )
     assert on.losses == off.losses
     a, b = _final_params(tmp_path / "off"), _final_params(tmp_path / "on")
     assert all(torch.equal(a[k], b[k]) for k in a)
     frame = load_run(tmp_path / "on")
     assert {"grad_var", "probe_var", "update_stable_rank", "update_row_rms_cv"} <= set(frame.stat)
     off_frame = load_run(tmp_path / "off")
-    assert off_frame.param.isna().all()                    # off: nothing per-parameter
+    assert off_frame.param.isna().all()  # off: nothing per-parameter
     assert not (tmp_path / "off" / "spectra.jsonl").exists()
 
 
 def test_schedule_tiers():
-    cfg = InstrumentConfig(cheap_every=10, dense_until=5, rows_every=50, full_every=200,
-                           full_at=(1, 30), probe_every=0)
+    cfg = InstrumentConfig(
+        cheap_every=10, dense_until=5, rows_every=50, full_every=200, full_at=(1, 30), probe_every=0
+    )
     cheap = [s for s in range(1, 61) if cfg.due("cheap", s, 60)]
     assert cheap == [1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 60]
     assert [s for s in range(1, 400) if cfg.due("full", s, 400)] == [1, 30, 200]

@@ -45,8 +45,8 @@ def test_memory_shows_the_analytic_table_before_it_starts_measuring(monkeypatch,
     seen = []
 
     def first_measurement(recipe, model, steps=1):
-        seen.append(capsys.readouterr().out)     # what the user has on screen at this moment
-        raise KeyboardInterrupt                  # no need to train anything here
+        seen.append(capsys.readouterr().out)  # what the user has on screen at this moment
+        raise KeyboardInterrupt  # no need to train anything here
 
     monkeypatch.setattr(memory, "measured_state", first_measurement)
     with pytest.raises(KeyboardInterrupt):
@@ -63,9 +63,16 @@ def test_the_paper_table_prints_before_transformers_or_dtensor_are_imported():
     import sys
     from pathlib import Path
 
-    code = ("import sys; from analysis.results.memory import paper_table; table = paper_table(); "
-            "print(len(table.splitlines()), sorted(m for m in ('transformers', "
-            "'torch.distributed.tensor') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[2]).stdout.split(maxsplit=1)
+    code = (
+        "import sys; from analysis.results.memory import paper_table; table = paper_table(); "
+        "print(len(table.splitlines()), sorted(m for m in ('transformers', "
+        "'torch.distributed.tensor') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout.split(maxsplit=1)
     assert int(out[0]) > 5 and out[1].strip() == "[]"

@@ -22,8 +22,13 @@ def test_a_bf16_run_on_cuda_trains_and_records_its_mfu(tmp_path):
     from analysis.train.loop import train
     from tests.conftest import tiny_config
 
-    result = train(tiny_config(model="micro", steps=8, device="cuda", precision="bf16-mixed",
-                               eval_every=0, eval_tokens=512), out=tmp_path / "r", progress=False)
+    result = train(
+        tiny_config(
+            model="micro", steps=8, device="cuda", precision="bf16-mixed", eval_every=0, eval_tokens=512
+        ),
+        out=tmp_path / "r",
+        progress=False,
+    )
     assert math.isfinite(result.final_eval_loss) and result.final_eval_loss < result.first_eval_loss
     frame = load_run(tmp_path / "r")
     assert scalars(frame, "tokens_per_s")["value"].gt(0).all()

@@ -17,7 +17,7 @@ from analysis.recording import Recorder, load_run
 from analysis.train.loop import accumulate
 from tests.conftest import tiny_config
 
-STEPS, BATCH, MICRO, SEQ = 3, 4, 1, 16   # 4 micro-batches: the trainer cuts none further
+STEPS, BATCH, MICRO, SEQ = 3, 4, 1, 16  # 4 micro-batches: the trainer cuts none further
 EVERY_STEP = InstrumentConfig(every_step=True)
 
 
@@ -30,11 +30,19 @@ def _project_trainer_rows(model, tmp_path):
     announced to the monitor), then the optimizer step."""
     opt = build_optimizer("scale", model, lr=1e-2)
     config = tiny_config(instrument=EVERY_STEP, batch_size=BATCH, seq_len=SEQ)
-    run = SimpleNamespace(config=config, accum=BATCH // MICRO, world=1, train_model=model,
-                          device=torch.device("cpu"), autocast=contextlib.nullcontext,
-                          step_tokens=lambda: BATCH * (SEQ - 1))
-    with Recorder(tmp_path / "ours") as rec, Instrumentation(model, opt, rec, EVERY_STEP,
-                                                             last_step=STEPS) as monitor:
+    run = SimpleNamespace(
+        config=config,
+        accum=BATCH // MICRO,
+        world=1,
+        train_model=model,
+        device=torch.device("cpu"),
+        autocast=contextlib.nullcontext,
+        step_tokens=lambda: BATCH * (SEQ - 1),
+    )
+    with (
+        Recorder(tmp_path / "ours") as rec,
+        Instrumentation(model, opt, rec, EVERY_STEP, last_step=STEPS) as monitor,
+    ):
         for batch in _batches():
             accumulate(run, batch.view(BATCH // MICRO, MICRO, SEQ), monitor)
             opt.step()
@@ -55,13 +63,21 @@ def _trainer_rows(model, tmp_path):
 
     opt = build_optimizer("scale", model, lr=1e-2)
     constant = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    args = TrainingArguments(output_dir=str(tmp_path / "hf"), max_steps=STEPS, use_cpu=True,
-                             per_device_train_batch_size=MICRO,
-                             gradient_accumulation_steps=BATCH // MICRO, max_grad_norm=0.0,
-                             report_to=[], save_strategy="no", logging_strategy="no")
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        max_steps=STEPS,
+        use_cpu=True,
+        per_device_train_batch_size=MICRO,
+        gradient_accumulation_steps=BATCH // MICRO,
+        max_grad_norm=0.0,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+    )
     callback = InstrumentationCallback(tmp_path / "trainer", EVERY_STEP)
-    Trainer(model=model, args=args, train_dataset=InOrder(), optimizers=(opt, constant),
-            callbacks=[callback]).train()
+    Trainer(
+        model=model, args=args, train_dataset=InOrder(), optimizers=(opt, constant), callbacks=[callback]
+    ).train()
     return load_run(tmp_path / "trainer")
 
 
@@ -82,8 +98,10 @@ def test_trackers_receive_every_per_layer_statistic(tiny_model, tmp_path):
     calls = []
     trackers = [TensorBoard(tmp_path / "tb"), DictLogger(lambda d, step: calls.append((step, d)))]
     opt = build_optimizer("scale", tiny_model, lr=1e-2)
-    with Recorder(tmp_path / "run", trackers=trackers) as rec, \
-            Instrumentation(tiny_model, opt, rec, EVERY_STEP, last_step=STEPS) as monitor:
+    with (
+        Recorder(tmp_path / "run", trackers=trackers) as rec,
+        Instrumentation(tiny_model, opt, rec, EVERY_STEP, last_step=STEPS) as monitor,
+    ):
         for batch in _batches():
             for micro in batch.chunk(BATCH // MICRO):
                 monitor.micro_batch(0.5, len(micro))
@@ -97,7 +115,7 @@ def test_trackers_receive_every_per_layer_statistic(tiny_model, tmp_path):
         tag = f"grad_var/{row.param}"
         assert tag in tags
         value = next(e.value for e in events.Scalars(tag) if e.step == row.step)
-        assert math.isclose(value, row.value, rel_tol=1e-6)          # float32 in the event file
+        assert math.isclose(value, row.value, rel_tol=1e-6)  # float32 in the event file
         logged = next(d for step, d in calls if step == row.step and tag in d)
         assert logged[tag] == row.value
     by_role = recorded.groupby(["step", "role"]).value.mean()
@@ -114,9 +132,12 @@ def test_the_callback_weights_a_micro_batch_by_its_predicted_tokens():
 
     callback, seen = InstrumentationCallback("unused"), []
     callback.monitor = SimpleNamespace(micro_batch=lambda w, n: seen.append((w, n)))
-    labels = torch.tensor([[1, 2, -100, -100], [3, 4, 5, 6]])   # shifted: 1 + 3 predicted
-    callback._announce(torch.nn.Linear(1, 1), (), {"input_ids": labels, "labels": labels,
-                                                   "num_items_in_batch": torch.tensor(10)})
+    labels = torch.tensor([[1, 2, -100, -100], [3, 4, 5, 6]])  # shifted: 1 + 3 predicted
+    callback._announce(
+        torch.nn.Linear(1, 1),
+        (),
+        {"input_ids": labels, "labels": labels, "num_items_in_batch": torch.tensor(10)},
+    )
     callback._accumulation = 4
     callback._announce(torch.nn.Linear(1, 1), (), {"input_ids": labels})
     assert seen == [(0.4, 2), (0.25, 2)]
@@ -126,11 +147,36 @@ def test_the_trainer_sends_its_recording_to_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from analysis.train.cli import main
-    assert main(["--model", "nano", "--steps", "3", "--batch_size", "4", "--micro_batch_size", "2",
-                 "--seq_len", "32",
-                 "--eval_every", "3", "--eval_tokens", "256", "--instrument", "--no-progress",
-                 "--device", "cpu", "--out", str(tmp_path / "run"),
-                 "--tensorboard", str(tmp_path / "tb")]) == 0
+
+    assert (
+        main(
+            [
+                "--model",
+                "nano",
+                "--steps",
+                "3",
+                "--batch_size",
+                "4",
+                "--micro_batch_size",
+                "2",
+                "--seq_len",
+                "32",
+                "--eval_every",
+                "3",
+                "--eval_tokens",
+                "256",
+                "--instrument",
+                "--no-progress",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "run"),
+                "--tensorboard",
+                str(tmp_path / "tb"),
+            ]
+        )
+        == 0
+    )
     recorded = load_run(tmp_path / "run")
     events = EventAccumulator(str(tmp_path / "tb")).Reload()
     losses = [e.value for e in events.Scalars("loss")]

@@ -19,8 +19,9 @@ def test_row_local_recipes_may_run_sharded(tiny_model, name):
     check_shardable(build_optimizer(name, tiny_model), name)
 
 
-@pytest.mark.parametrize("name", ["spectral_norm", "swan", "stable_spam", "normuon", "muoneq", "rmnp",
-                                  "muon"])
+@pytest.mark.parametrize(
+    "name", ["spectral_norm", "swan", "stable_spam", "normuon", "muoneq", "rmnp", "muon"]
+)
 def test_whole_matrix_rules_may_run_sharded(tiny_model, name):
     # chains: gathered per matrix; torch's Muon: DTensor's own matmuls gather what they need
     check_shardable(build_optimizer(name, tiny_model), name)
@@ -28,8 +29,11 @@ def test_whole_matrix_rules_may_run_sharded(tiny_model, name):
 
 @pytest.mark.parametrize("name, culprit", [("adafactor", "Adafactor")])
 def test_whole_matrix_recipes_are_refused_under_fsdp(tiny_model, name, culprit):
-    with pytest.raises(NotShardable, match=rf"optimizer '{name}' needs whole matrices \(.*{culprit}"
-                                          r".*run it with --parallel ddp"):
+    with pytest.raises(
+        NotShardable,
+        match=rf"optimizer '{name}' needs whole matrices \(.*{culprit}"
+        r".*run it with --parallel ddp",
+    ):
         check_shardable(build_optimizer(name, tiny_model), name)
 
 
@@ -39,11 +43,16 @@ def test_grad_norm_of_whole_gradients_is_the_global_two_norm(tiny_model):
     assert global_grad_norm(tiny_model) == pytest.approx(expected.item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"parallel": "zero3"}, "unknown parallel mode 'zero3'; choose ddp or fsdp"),
-    ({"parallel": "fsdp", "instrument": "default"}, "instrument with --parallel ddp")])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"parallel": "zero3"}, "unknown parallel mode 'zero3'; choose ddp or fsdp"),
+        ({"parallel": "fsdp", "instrument": "default"}, "instrument with --parallel ddp"),
+    ],
+)
 def test_bad_parallel_settings_are_refused(fields, message):
     from analysis.instrument.schedule import InstrumentConfig
+
     if fields.get("instrument") == "default":
         fields = {**fields, "instrument": InstrumentConfig()}
     with pytest.raises(ConfigError, match=message):
@@ -54,8 +63,9 @@ def test_a_checkpoint_of_the_other_state_layout_is_refused(tmp_path, tiny_model)
     opt = build_optimizer("scale", tiny_model)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     config = tiny_config().to_dict()
-    save(tmp_path, 2, tiny_model.state_dict(), opt.state_dict(), [{}], sched,
-         identity(config, tiny_model), {})
+    save(
+        tmp_path, 2, tiny_model.state_dict(), opt.state_dict(), [{}], sched, identity(config, tiny_model), {}
+    )
     assert load_latest(tmp_path, identity(config, tiny_model))["step"] == 2
     with pytest.raises(CheckpointError, match="layout 'plain', this run uses 'fsdp'.*--parallel fsdp"):
         load_latest(tmp_path, identity(config, tiny_model, layout="fsdp"))
@@ -63,9 +73,24 @@ def test_a_checkpoint_of_the_other_state_layout_is_refused(tmp_path, tiny_model)
 
 def _torchrun(port, args, out):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", str(port), *args, "--out", str(out)],
-                         env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(port),
+            *args,
+            "--out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return run
 
@@ -79,10 +104,33 @@ def test_fsdp2_with_scale_equals_ddp_with_scale_and_resumes(tmp_path):
     """2 processes on CPU (gloo), 2 micro-batches each: FSDP2 row shards (the embedding's dim-0
     norm all-reduced) give DDP's losses, gradient norms and evaluations; killing after step 2
     and resuming from the gathered checkpoint changes nothing."""
-    args = ["-m", "analysis.train", "--model", "nano", "--optimizer", "scale", "--steps", "4",
-            "--batch_size", "4", "--micro_batch_size", "1", "--seq_len", "32", "--eval_every", "2",
-            "--eval_tokens", "300", "--save_every", "2", "--no-progress", "--device", "cpu",
-            "--grad_clip", "0.5"]   # clipped by the global norm over both processes' shards
+    args = [
+        "-m",
+        "analysis.train",
+        "--model",
+        "nano",
+        "--optimizer",
+        "scale",
+        "--steps",
+        "4",
+        "--batch_size",
+        "4",
+        "--micro_batch_size",
+        "1",
+        "--seq_len",
+        "32",
+        "--eval_every",
+        "2",
+        "--eval_tokens",
+        "300",
+        "--save_every",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--grad_clip",
+        "0.5",
+    ]  # clipped by the global norm over both processes' shards
     _torchrun(29541, args, tmp_path / "ddp")
     _torchrun(29542, [*args, "--parallel", "fsdp"], tmp_path / "fsdp")
     assert sum(_series(tmp_path / "ddp", "grad_clipped")) >= 1
@@ -109,9 +157,31 @@ def test_fsdp2_with_a_whole_matrix_rule_equals_ddp_and_resumes(tmp_path, name, p
     spectral_norm's chain gathers each matrix, runs once and keeps its rows; torch's Muon runs
     on DTensors whose matmuls gather what they need (in bf16, so its tolerance is wider). The
     losses are DDP's; the sharded state checkpoints and resumes as SCALE's does."""
-    args = ["-m", "analysis.train", "--model", "nano", "--optimizer", name, "--steps", "4",
-            "--batch_size", "4", "--micro_batch_size", "1", "--seq_len", "32", "--eval_every", "2",
-            "--eval_tokens", "300", "--save_every", "2", "--no-progress", "--device", "cpu"]
+    args = [
+        "-m",
+        "analysis.train",
+        "--model",
+        "nano",
+        "--optimizer",
+        name,
+        "--steps",
+        "4",
+        "--batch_size",
+        "4",
+        "--micro_batch_size",
+        "1",
+        "--seq_len",
+        "32",
+        "--eval_every",
+        "2",
+        "--eval_tokens",
+        "300",
+        "--save_every",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     _torchrun(port, args, tmp_path / "ddp")
     _torchrun(port + 1, [*args, "--parallel", "fsdp"], tmp_path / "fsdp")
     for stat in ("loss", "grad_norm", "eval_loss"):
@@ -127,12 +197,40 @@ def test_fsdp2_with_a_whole_matrix_rule_equals_ddp_and_resumes(tmp_path, name, p
 
 def test_fsdp2_refuses_adafactor_before_training(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29544", "-m", "analysis.train", "--model", "nano",
-                          "--optimizer", "adafactor", "--parallel", "fsdp", "--steps", "2",
-                          "--batch_size", "2", "--seq_len", "32", "--device", "cpu",
-                          "--no-progress", "--out", str(tmp_path / "run")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29544",
+            "-m",
+            "analysis.train",
+            "--model",
+            "nano",
+            "--optimizer",
+            "adafactor",
+            "--parallel",
+            "fsdp",
+            "--steps",
+            "2",
+            "--batch_size",
+            "2",
+            "--seq_len",
+            "32",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode != 0
     assert "optimizer 'adafactor' needs whole matrices" in run.stderr
     assert not list((tmp_path / "run").glob("*.jsonl*"))

@@ -7,12 +7,7 @@ import torch
 from analysis.optim.inspection import state_numel
 from analysis.optim.maths import as_tensor, rms_normalize
 from analysis.optim.optimizer import ChainedOptimizer
-from analysis.optim.recipes import (
-    RecipeError,
-    build_optimizer,
-    get_recipe,
-    recipe_names,
-)
+from analysis.optim.recipes import RecipeError, build_optimizer, get_recipe, recipe_names
 from analysis.optim.roles import RoleError, assign_roles, default_rules
 from analysis.optim.transforms import chain, momentum, normalize
 
@@ -48,10 +43,10 @@ def _naive_scale(model, lr, adam_lr, beta, vector_rule, steps, loss_scale):
                     m.mul_(0.9).add_(0.1 * g)
                     v.mul_(0.999).add_(0.001 * g * g)
                     if vector_rule == "published":
-                        step_size = adam_lr * math.sqrt(1 - 0.999 ** step) / (1 - 0.9 ** step)
+                        step_size = adam_lr * math.sqrt(1 - 0.999**step) / (1 - 0.9**step)
                         p -= step_size * m / (v.sqrt() + 1e-8)
                     else:
-                        p -= adam_lr * (m / (1 - 0.9 ** step)) / ((v / (1 - 0.999 ** step)).sqrt() + 1e-8)
+                        p -= adam_lr * (m / (1 - 0.9**step)) / ((v / (1 - 0.999**step)).sqrt() + 1e-8)
                     continue
                 if name == "lm_head.weight":
                     m_head = beta * m_head + (1 - beta) * g
@@ -87,7 +82,8 @@ def test_scale_matches_a_naive_loop_written_from_the_paper(tiny_model, vector_ru
     for (name, a), b in zip(tiny_model.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
     assert state_numel(opt) == tiny_model.lm_head.weight.numel() + 2 * sum(
-        p.numel() for p in tiny_model.parameters() if p.ndim == 1)
+        p.numel() for p in tiny_model.parameters() if p.ndim == 1
+    )
 
 
 def test_the_two_vector_rules_differ_on_small_gradient_vectors(tiny_model):
@@ -96,8 +92,10 @@ def test_the_two_vector_rules_differ_on_small_gradient_vectors(tiny_model):
     tiny_model.double()
     published = _naive_scale(copy.deepcopy(tiny_model), 3e-3, 2e-2, 0.9, "published", 10, LOSS_SCALE)
     torch_rule = _naive_scale(copy.deepcopy(tiny_model), 3e-3, 2e-2, 0.9, "torch", 10, LOSS_SCALE)
-    gaps = {n: (a - b).abs().max().item() for (n, a), b in
-            zip(published.named_parameters(), torch_rule.parameters())}
+    gaps = {
+        n: (a - b).abs().max().item()
+        for (n, a), b in zip(published.named_parameters(), torch_rule.parameters())
+    }
     assert max(gap for n, gap in gaps.items() if n.endswith("norm.weight")) > 1e-3
 
 
@@ -109,8 +107,9 @@ def test_vector_rule_published_is_refused_where_torch_adamw_updates_vectors(tiny
 def test_every_recipe_has_the_same_lr_structure(tiny_model):
     """lr on matrices (times the role multipliers), adam_lr on vectors, for every recipe."""
     for name in ("scale", "sgd", "adamw", "muon", "swan", "adafactor", "stable_spam"):
-        opt = build_optimizer(name, tiny_model, lr=1e-3, adam_lr=5e-3, embedding_lr_mult=3.0,
-                              output_lr_mult=10.0)
+        opt = build_optimizer(
+            name, tiny_model, lr=1e-3, adam_lr=5e-3, embedding_lr_mult=3.0, output_lr_mult=10.0
+        )
         lrs = {g["label"]: g["lr"] for g in opt.param_groups}
         expected = {"embedding": 3e-3, "hidden": 1e-3, "output": 1e-2, "vector": 5e-3}
         assert lrs == pytest.approx(expected), name
@@ -119,8 +118,10 @@ def test_every_recipe_has_the_same_lr_structure(tiny_model):
 def test_adamw_recipe_is_torch_adamw(tiny_model):
     ref = copy.deepcopy(tiny_model)
     opt = build_optimizer("adamw", tiny_model, lr=1e-3, weight_decay=0.1)
-    groups = [{"params": [p for p in ref.parameters() if p.ndim >= 2], "weight_decay": 0.1},
-              {"params": [p for p in ref.parameters() if p.ndim < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in ref.parameters() if p.ndim >= 2], "weight_decay": 0.1},
+        {"params": [p for p in ref.parameters() if p.ndim < 2], "weight_decay": 0.0},
+    ]
     torch_opt = torch.optim.AdamW(groups, lr=1e-3)
     assert isinstance(opt, torch.optim.AdamW)
     _train(tiny_model, opt, 5)
@@ -134,8 +135,9 @@ def test_muon_hidden_group_is_torch_muon(tiny_model):
     opt = build_optimizer("muon", tiny_model, lr=1e-3, adam_lr=1e-3)
     hidden = [p for n, p in ref.named_parameters() if assign_roles(ref)[n] == "hidden"]
     rest = [p for n, p in ref.named_parameters() if assign_roles(ref)[n] != "hidden"]
-    muon = torch.optim.Muon(hidden, lr=1e-3, weight_decay=0.0, momentum=0.95, nesterov=True,
-                            adjust_lr_fn="match_rms_adamw")
+    muon = torch.optim.Muon(
+        hidden, lr=1e-3, weight_decay=0.0, momentum=0.95, nesterov=True, adjust_lr_fn="match_rms_adamw"
+    )
     adam = torch.optim.AdamW(rest, lr=1e-3, weight_decay=0.0)
     _train(tiny_model, opt, 4)
     for s in range(4):
@@ -164,8 +166,9 @@ def test_ema_and_accumulating_momentum_give_the_same_scale_update():
     s_ema, s_acc = ema.init(p), acc.init(p)
     for seed in range(6):
         g = torch.randn(5, 7, generator=torch.Generator().manual_seed(seed))
-        torch.testing.assert_close(as_tensor(ema.update(g, s_ema, p)), as_tensor(acc.update(g, s_acc, p)),
-                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            as_tensor(ema.update(g, s_ema, p)), as_tensor(acc.update(g, s_acc, p)), rtol=1e-5, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("name", ["scale", "muon", "sign"])
@@ -200,10 +203,15 @@ def test_roles_by_module_type(tiny_model):
     assert roles["model.norm.weight"] == "vector"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"lr": -1.0}, "lr must be > 0"), ({"beta": 1.0}, r"beta must be in \[0, 1\)"),
-    ({"betas": (0.9, 1.5)}, "betas must be in"), ({"momentum": "middle"}, "unknown momentum placement"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lr": -1.0}, "lr must be > 0"),
+        ({"beta": 1.0}, r"beta must be in \[0, 1\)"),
+        ({"betas": (0.9, 1.5)}, "betas must be in"),
+        ({"momentum": "middle"}, "unknown momentum placement"),
+    ],
+)
 def test_bad_hyperparameters(tiny_model, kwargs, message):
     with pytest.raises(RecipeError, match=message):
         build_optimizer("scale" if "momentum" not in kwargs else "col_norm", tiny_model, **kwargs)
@@ -213,9 +221,11 @@ def test_unknown_recipe_and_missing_extra(monkeypatch):
     with pytest.raises(RecipeError, match="unknown optimizer 'adamz'; choose one of"):
         get_recipe("adamz")
     import importlib.util
+
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "pytorch_optimizer" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pytorch_optimizer" else real(name, *a)
+    )
     with pytest.raises(RecipeError, match=r"pip install 'scale-lab\[baselines\]'"):
         get_recipe("galore")
 
@@ -243,9 +253,14 @@ def test_every_recipe_trains_for_100_steps(name):
     # bf16 matrix units); the others on micro.
     from analysis.train import train
     from tests.conftest import tiny_config
+
     model = "nano" if name in WHOLE_MATRIX else "micro"
-    result = train(tiny_config(model=model, optimizer=name, steps=100, batch_size=2, seq_len=32,
-                               eval_every=0, eval_tokens=256), progress=False)
+    result = train(
+        tiny_config(
+            model=model, optimizer=name, steps=100, batch_size=2, seq_len=32, eval_every=0, eval_tokens=256
+        ),
+        progress=False,
+    )
     assert all(torch.isfinite(torch.tensor(result.losses)))
     assert result.final_eval_loss < result.first_eval_loss
 
@@ -256,7 +271,7 @@ def test_describe_lists_every_group_with_its_rule(tiny_model):
     assert set(rows) == {"embedding", "hidden", "output", "vector"}
     assert "momentum(0.9)" in rows["output"] and "momentum" not in rows["hidden"]
     assert "normalize(dim=0)" in rows["embedding"] and "adam" in rows["vector"]
-    assert len(roles.splitlines()) == 1 + len(list(tiny_model.parameters()))   # one per parameter
+    assert len(roles.splitlines()) == 1 + len(list(tiny_model.parameters()))  # one per parameter
 
 
 def test_hf_trainer_runs_with_a_recipe_and_its_own_scheduler(tiny_model, tmp_path):
@@ -266,14 +281,21 @@ def test_hf_trainer_runs_with_a_recipe_and_its_own_scheduler(tiny_model, tmp_pat
     gen = torch.Generator().manual_seed(0)
     data = [{"input_ids": x, "labels": x} for x in torch.randint(0, 64, (8, 16), generator=gen)]
     opt = build_optimizer("scale", tiny_model, lr=1e-2)
-    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4,
-                             report_to=[], use_cpu=True, save_strategy="no", warmup_steps=1,
-                             lr_scheduler_type="linear")
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        warmup_steps=1,
+        lr_scheduler_type="linear",
+    )
     head = tiny_model.lm_head.weight
     before = head.detach().clone()
     Trainer(model=tiny_model, args=args, train_dataset=data, optimizers=(opt, None)).train()
     assert not torch.equal(before, head.detach())
-    assert any(k.endswith("momentum.buf") for k in opt.state[head])   # SCALE's one buffer
+    assert any(k.endswith("momentum.buf") for k in opt.state[head])  # SCALE's one buffer
 
 
 def test_pure_bf16_step_tracks_the_fp32_step(tiny_model):
@@ -293,6 +315,7 @@ def test_fused_normalized_step_equals_the_plain_formula(shape, dim):
     """The in-place ``addcmul_`` path (no temporaries) is the readable ``p - lr * g / rms``."""
     from analysis.optim.maths import Scaled, sum_of_squares
     from analysis.optim.transforms import normalize
+
     g = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert torch.allclose(sum_of_squares(g, dim), g.square().sum(dim, keepdim=True), rtol=1e-12)
     direction = normalize(dim).update(g, {}, g)
@@ -301,5 +324,3 @@ def test_fused_normalized_step_equals_the_plain_formula(shape, dim):
     p.addcmul_(direction.base, direction.scale, value=-0.1)
     plain = -0.1 * g / g.square().mean(dim, keepdim=True).sqrt()
     torch.testing.assert_close(p, plain, rtol=1e-12, atol=0)
-
-

@@ -29,9 +29,27 @@ def test_load_runs_errors_name_the_fix(tmp_path):
 
 def test_kill_9_leaves_flushed_rows_readable(tmp_path):
     run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "analysis.train", "--model", "nano", "--steps", "2000",
-           "--batch_size", "4", "--seq_len", "32", "--eval_every", "0", "--eval_tokens", "256",
-           "--instrument", "--out", str(run), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "analysis.train",
+        "--model",
+        "nano",
+        "--steps",
+        "2000",
+        "--batch_size",
+        "4",
+        "--seq_len",
+        "32",
+        "--eval_every",
+        "0",
+        "--eval_tokens",
+        "256",
+        "--instrument",
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -55,6 +73,7 @@ def test_a_failed_vector_write_is_one_recording_error(tmp_path, monkeypatch):
     """A full disk while writing spectra.jsonl: the same one-line RecordingError as metrics (the
     trainer adds what can be resumed: tests/test_hostile_inputs.py)."""
     import builtins
+
     rec = Recorder(tmp_path / "run")
     real_open = builtins.open
 
@@ -64,8 +83,11 @@ def test_a_failed_vector_write_is_one_recording_error(tmp_path, monkeypatch):
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "open", no_space)
-    with pytest.raises(RecordingError, match=r"cannot write .*spectra.jsonl \(No space left on "
-                                             r"device\); the rows written before it are kept"):
+    with pytest.raises(
+        RecordingError,
+        match=r"cannot write .*spectra.jsonl \(No space left on "
+        r"device\); the rows written before it are kept",
+    ):
         rec.log_vector(1, "w", "hidden", "update_spectrum", [1.0, 0.5])
     rec.close()
 
@@ -77,10 +99,21 @@ def test_a_table_reads_each_line_as_json_loads_does(tmp_path):
 
     from analysis.recording import _read_jsonl
 
-    lines = ['{"step": 1, "value": 0.5}', ' {"step": 2, "value": NaN} \r', '{"step": 3',
-             '{"a": 1}{"b": 2}', '{"a": 1},{"b": 2}', '[1, 2]', '"text"', '\ufeff{"a": 1}',
-             '{"a": 1} x', '', '   ', '\t{"x": [1, {"y": null}], "s": "\\u00e9"}\t',
-             '{"a": 1}\x0c']
+    lines = [
+        '{"step": 1, "value": 0.5}',
+        ' {"step": 2, "value": NaN} \r',
+        '{"step": 3',
+        '{"a": 1}{"b": 2}',
+        '{"a": 1},{"b": 2}',
+        "[1, 2]",
+        '"text"',
+        '\ufeff{"a": 1}',
+        '{"a": 1} x',
+        "",
+        "   ",
+        '\t{"x": [1, {"y": null}], "s": "\\u00e9"}\t',
+        '{"a": 1}\x0c',
+    ]
     path = tmp_path / "metrics.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     expected, expected_torn = [], []

@@ -11,32 +11,48 @@ from analysis.results.report import markdown
 from analysis.results.stats import final_results, interval, paired, summary
 
 VARIANCE_STATS = ("grad_var", "grad_var_rel", "grad_var_coord", "probe_var", "probe_var_rel")
-SCALE_STATE_NANO = 2_099_712   # 4 bytes x (output layer + 2 x vectors) on nano
+SCALE_STATE_NANO = 2_099_712  # 4 bytes x (output layer + 2 x vectors) on nano
 
 
-def _fake_run(root, label, seed, loss, optimizer=None, momentum=None, state=0, variance=None,
-              steps=10):
+def _fake_run(root, label, seed, loss, optimizer=None, momentum=None, state=0, variance=None, steps=10):
     """A finished run directory with the fields the report reads (training loss falling from
     loss + 3 at step 1 to loss + 1 at step 3)."""
     with Recorder(root / label / f"seed{seed}") as rec:
-        rec.write_config({"config": {"optimizer": optimizer or label, "momentum": momentum,
-                                     "label": label, "model": "nano", "seed": seed, "lr": 1e-3,
-                                     "steps": steps, "batch_size": 4, "seq_len": 8, "adam_lr": 0.02,
-                                     "embedding_lr_mult": 1.0, "output_lr_mult": 1.0}})
+        rec.write_config(
+            {
+                "config": {
+                    "optimizer": optimizer or label,
+                    "momentum": momentum,
+                    "label": label,
+                    "model": "nano",
+                    "seed": seed,
+                    "lr": 1e-3,
+                    "steps": steps,
+                    "batch_size": 4,
+                    "seq_len": 8,
+                    "adam_lr": 0.02,
+                    "embedding_lr_mult": 1.0,
+                    "output_lr_mult": 1.0,
+                }
+            }
+        )
         for step in (1, 2, 3):
             rec.log(step, {"loss": loss + 4 - step})
         for step, by_role in (variance or {}).items():
             for role, value in by_role.items():
                 rec.log(step, {s: value for s in VARIANCE_STATS}, param=f"{role}.w", role=role)
-        diverged = {} if loss == loss else {"diverged_at": 2}   # a NaN loss: recorded as diverged
-        rec.finish({"first_eval_loss": 9.0, "final_eval_loss": loss, "optimizer_state_bytes": state,
-                    **diverged})
+        diverged = {} if loss == loss else {"diverged_at": 2}  # a NaN loss: recorded as diverged
+        rec.finish(
+            {"first_eval_loss": 9.0, "final_eval_loss": loss, "optimizer_state_bytes": state, **diverged}
+        )
 
 
 def _tuning(path, model, steps, losses):
     path.mkdir(parents=True, exist_ok=True)
-    arms = {label: {"grid": {"0.001": [loss, loss]}, "best": 0.001, "interior": True, "runs": 2,
-                    "tokens": 100} for label, loss in losses.items()}
+    arms = {
+        label: {"grid": {"0.001": [loss, loss]}, "best": 0.001, "interior": True, "runs": 2, "tokens": 100}
+        for label, loss in losses.items()
+    }
     (path / TUNING).write_text(json.dumps({"model": model, "steps": steps, "arms": arms}))
 
 
@@ -52,20 +68,35 @@ def _ladder(root, losses, variance, scale_embedding=1.0, order=None, short=None)
                 var = variance
             elif label == "scale":
                 var = {s: r | {"embedding": r["embedding"] * scale_embedding} for s, r in variance.items()}
-            _fake_run(root, label, seed, loss + 0.01 * seed, optimizer=optimizer,
-                      state=SCALE_STATE_NANO if label == "scale" else 1, variance=var)
+            _fake_run(
+                root,
+                label,
+                seed,
+                loss + 0.01 * seed,
+                optimizer=optimizer,
+                state=SCALE_STATE_NANO if label == "scale" else 1,
+                variance=var,
+            )
             if short and label in short:
-                _fake_run(root / "order" / "short", label, seed, short[label] + 0.01 * seed,
-                          optimizer=optimizer, steps=5)
+                _fake_run(
+                    root / "order" / "short",
+                    label,
+                    seed,
+                    short[label] + 0.01 * seed,
+                    optimizer=optimizer,
+                    steps=5,
+                )
     (root / REFERENCE_LINES).write_text(json.dumps({"unigram": 6.5, "bigram": 4.5}))
     order = order or {"spectral_norm": 5.0, "col_norm": 5.1, "row_norm": 5.5, "sign": 5.6}
     _tuning(root, "nano", 10, order)
     _tuning(root / "order" / "short", "nano", 5, order)
-    if short:   # a tuned root lists its reported runs, and so does each further setting
-        (root / "selection.json").write_text(json.dumps(
-            {"runs": [f"{label}/seed{seed}" for label in losses for seed in range(3)]}))
-        (root / "order" / "short" / "selection.json").write_text(json.dumps(
-            {"runs": [f"{label}/seed{seed}" for label in short for seed in range(3)]}))
+    if short:  # a tuned root lists its reported runs, and so does each further setting
+        (root / "selection.json").write_text(
+            json.dumps({"runs": [f"{label}/seed{seed}" for label in losses for seed in range(3)]})
+        )
+        (root / "order" / "short" / "selection.json").write_text(
+            json.dumps({"runs": [f"{label}/seed{seed}" for label in short for seed in range(3)]})
+        )
 
 
 GOOD_VARIANCE = {s: {"output": 3.0, "embedding": 2.0, "hidden": 0.1} for s in (1, 2, 3)}
@@ -89,8 +120,17 @@ def test_paired_difference_pairs_by_seed(tmp_path):
     assert half == pytest.approx(stats.t.ppf(0.975, 2) * stats.tstd([-0.5, -0.4, -0.6]) / math.sqrt(3))
 
 
-GOOD = {"sgd": 6.45, "sign": 5.6, "row_norm": 5.7, "col_norm": 5.5, "spectral_norm": 5.0,
-        "scale": 5.2, "col_norm+embedding": 5.4, "col_norm+all": 5.1, "adamw": 5.21}
+GOOD = {
+    "sgd": 6.45,
+    "sign": 5.6,
+    "row_norm": 5.7,
+    "col_norm": 5.5,
+    "spectral_norm": 5.0,
+    "scale": 5.2,
+    "col_norm+embedding": 5.4,
+    "col_norm+all": 5.1,
+    "adamw": 5.21,
+}
 
 
 def test_claims_hold_when_the_numbers_say_so(tmp_path):
@@ -100,22 +140,37 @@ def test_claims_hold_when_the_numbers_say_so(tmp_path):
     assert "main (10 steps): sgd makes 4% of col_norm's progress" in checked[2].evidence
     assert "short (5 steps): sgd makes 15%" in checked[2].evidence
     assert "share 103%" in checked[6].evidence
-    assert "pairs: output vs embedding: agree; output vs all: agree; embedding vs all: agree" in checked[8].evidence
-    assert all(c.paper for c in checked)   # the paper's number beside every claim
+    assert (
+        "pairs: output vs embedding: agree; output vs all: agree; embedding vs all: agree"
+        in checked[8].evidence
+    )
+    assert all(c.paper for c in checked)  # the paper's number beside every claim
 
 
 def test_claims_fail_honestly_with_their_numbers(tmp_path):
-    bad = GOOD | {"sgd": 5.9, "col_norm": 6.0, "scale": 6.2, "col_norm+all": 5.6, "adamw": 5.8,
-                  "spectral_norm": 6.3, "col_norm+embedding": 6.1}
-    _ladder(tmp_path, bad, {s: {"output": 1.0, "embedding": 2.0, "hidden": 0.1} for s in (1, 2, 3)},
-            scale_embedding=2.0, short={"sgd": 6.45, "col_norm": 6.1})
+    bad = GOOD | {
+        "sgd": 5.9,
+        "col_norm": 6.0,
+        "scale": 6.2,
+        "col_norm+all": 5.6,
+        "adamw": 5.8,
+        "spectral_norm": 6.3,
+        "col_norm+embedding": 6.1,
+    }
+    _ladder(
+        tmp_path,
+        bad,
+        {s: {"output": 1.0, "embedding": 2.0, "hidden": 0.1} for s in (1, 2, 3)},
+        scale_embedding=2.0,
+        short={"sgd": 6.45, "col_norm": 6.1},
+    )
     checked = all_claims(tmp_path, final_results(tmp_path), {"unigram": 6.5})
     held = {c.title.split(":")[0]: c.held for c in checked}
     assert [c.held for c in checked[:6]] == [False] * 6, [(c.title, c.evidence) for c in checked[:6]]
     assert "total (probe): embedding > output" in checked[0].evidence
-    assert "120% of col_norm's progress" in checked[2].evidence     # sgd trains here
-    assert "gap +49.2%" in checked[5].evidence      # scale 0.4 nats worse than adamw: inferior
-    assert checked[6].held is False and "share -100%" in checked[6].evidence   # momentum hurts here
+    assert "120% of col_norm's progress" in checked[2].evidence  # sgd trains here
+    assert "gap +49.2%" in checked[5].evidence  # scale 0.4 nats worse than adamw: inferior
+    assert checked[6].held is False and "share -100%" in checked[6].evidence  # momentum hurts here
     assert checked[7].held is False and "against the paper's order" in checked[7].evidence
     assert held
 
@@ -126,7 +181,7 @@ def test_output_momentum_is_judged_at_every_tuned_setting(tmp_path):
     claim = all_claims(tmp_path / "agree", final_results(tmp_path / "agree"), {"unigram": 6.5})[4]
     assert claim.held and claim.evidence.startswith("main: loss(scale) - loss(col_norm) = -0.300")
     assert "short (nano, 5 steps): scale - col_norm = -0.200" in claim.evidence
-    assert "col_norm+all - col_norm = -0.300" in claim.evidence    # every placement beside it
+    assert "col_norm+all - col_norm = -0.300" in claim.evidence  # every placement beside it
     _ladder(tmp_path / "against", GOOD, GOOD_VARIANCE, short=agree | {"scale": 6.0})
     claim = all_claims(tmp_path / "against", final_results(tmp_path / "against"), {"unigram": 6.5})[4]
     assert claim.held is False and "separated against it at short" in claim.evidence
@@ -135,12 +190,15 @@ def test_output_momentum_is_judged_at_every_tuned_setting(tmp_path):
 def test_non_inferiority_is_one_sided_and_superiority_a_fact(tmp_path):
     _ladder(tmp_path, GOOD | {"scale": 5.0}, GOOD_VARIANCE)
     claim = all_claims(tmp_path, final_results(tmp_path), {"unigram": 6.5})[5]
-    assert claim.held and "superior" in claim.evidence     # 19% below AdamW: still "matches"
+    assert claim.held and "superior" in claim.evidence  # 19% below AdamW: still "matches"
 
 
 def test_an_arm_far_below_adamw_raises_the_baseline_flag(tmp_path):
-    _ladder(tmp_path, {"sgd": 6.45, "col_norm": 5.5, "scale": 5.2, "col_norm+all": 5.1, "adamw": 5.5},
-            GOOD_VARIANCE)
+    _ladder(
+        tmp_path,
+        {"sgd": 6.45, "col_norm": 5.5, "scale": 5.2, "col_norm+all": 5.1, "adamw": 5.5},
+        GOOD_VARIANCE,
+    )
     results = final_results(tmp_path)
     assert suspect_arms(results) == ["scale", "col_norm+all"]
     report = markdown(tmp_path, results)
@@ -189,8 +247,9 @@ def test_a_folder_with_nothing_usable_exits_nonzero_naming_what_it_found(tmp_pat
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "config.json").write_text("[]")
-    assert figures_main(["--runs", str(tmp_path), "--out", str(tmp_path / "fig"),
-                         "--only", "loss_curves"]) == 2
+    assert (
+        figures_main(["--runs", str(tmp_path), "--out", str(tmp_path / "fig"), "--only", "loss_curves"]) == 2
+    )
     assert f"{tmp_path / 'a'}: config.json unreadable" in capsys.readouterr().err
 
 
@@ -201,7 +260,7 @@ def test_the_gates_judge_the_regime_before_any_claim(tmp_path):
         for label, late in (("scale", 0.01), ("adamw", 0.1)):
             run = tmp_path / label / f"seed{seed}"
             _fake_run(tmp_path, label, seed, 4.0 + 0.01 * seed * (10 if label == "adamw" else 1))
-            with Recorder(run) as rec:   # eval at 0, 8 (80%) and 10: total gain 5, late gain 5 x late
+            with Recorder(run) as rec:  # eval at 0, 8 (80%) and 10: total gain 5, late gain 5 x late
                 for step, value in ((0, 9.0), (8, 4.0 + 5 * late), (10, 4.0)):
                     rec.log(step, {"eval_loss": value})
     results = final_results(tmp_path)
@@ -262,7 +321,7 @@ def test_sync_readme_quotes_the_regime_gates_and_verdicts(tmp_path):
     report = write_report(tmp_path, tmp_path / "report.md")
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\n{README_START}\nold\n{README_END}\n\nafter\n")
-    assert sync_readme(readme, report) and not sync_readme(readme, report)   # idempotent
+    assert sync_readme(readme, report) and not sync_readme(readme, report)  # idempotent
     text = readme.read_text()
     quoted = text.split(README_START)[1].split(README_END)[0]
     assert quoted.lstrip().startswith("**Regime:") and "Gates (fixed before the runs" in quoted

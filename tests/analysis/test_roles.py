@@ -20,20 +20,39 @@ PER_OUTPUT_UNIT = {"Linear": (1,), "Embedding": (0,), "Conv1D": (0,), "Conv2d": 
 
 def _hf(family: str, tie: bool = False):
     import transformers as tf
-    small = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                 tie_word_embeddings=tie)
+
+    small = dict(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=tie,
+    )
     if family == "gpt2":
-        return tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=96,
-                                                n_positions=64, tie_word_embeddings=tie))
+        return tf.GPT2LMHeadModel(
+            tf.GPT2Config(
+                n_layer=2, n_embd=32, n_head=4, vocab_size=96, n_positions=64, tie_word_embeddings=tie
+            )
+        )
     if family == "gpt_neox":
         small.pop("num_key_value_heads")
         return tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(**small))
-    config = {"qwen2": tf.Qwen2Config, "qwen3": tf.Qwen3Config, "mistral": tf.MistralConfig,
-              "gemma": tf.GemmaConfig}[family]
+    config = {
+        "qwen2": tf.Qwen2Config,
+        "qwen3": tf.Qwen3Config,
+        "mistral": tf.MistralConfig,
+        "gemma": tf.GemmaConfig,
+    }[family]
     extra = {"head_dim": 8} if family in ("qwen3", "gemma") else {}
-    model_class = {"qwen2": tf.Qwen2ForCausalLM, "qwen3": tf.Qwen3ForCausalLM,
-                   "mistral": tf.MistralForCausalLM, "gemma": tf.GemmaForCausalLM}[family]
+    model_class = {
+        "qwen2": tf.Qwen2ForCausalLM,
+        "qwen3": tf.Qwen3ForCausalLM,
+        "mistral": tf.MistralForCausalLM,
+        "gemma": tf.GemmaForCausalLM,
+    }[family]
     return model_class(config(**small, **extra))
 
 
@@ -106,14 +125,14 @@ def test_one_scale_step_gives_unit_rms_per_output_unit(case):
             continue
         layer = type(owner[id(p)]).__name__
         if layout.params[name].role == "output":
-            layer = "Linear"   # a tied head is used as a Linear (vocab, d)
+            layer = "Linear"  # a tied head is used as a Linear (vocab, d)
         update = (before[name] - p.detach()) / 1e-2
         rms = update.square().mean(dim=PER_OUTPUT_UNIT[layer]).sqrt()
         assert torch.allclose(rms, torch.ones_like(rms), atol=1e-6), (name, layer, rms.min(), rms.max())
         checked.add(layer)
     assert "Linear" in checked or "Conv1D" in checked
     table = opt.describe()
-    assert all(n in table for n in layout.params)   # the roles table, one line per parameter
+    assert all(n in table for n in layout.params)  # the roles table, one line per parameter
 
 
 def test_gpt2_conv1d_is_normalized_per_output_unit_not_per_input_feature():
@@ -144,14 +163,17 @@ def test_a_model_without_an_output_head_needs_it_named_for_scale():
 
 
 def test_an_unknown_layer_is_refused_until_a_rule_gives_its_fan_in():
-    model = nn.Sequential(nn.MultiheadAttention(8, 2), )
-    with pytest.raises(RoleError, match=r"0.in_proj_weight \(24, 8\) of a MultiheadAttention "
-                                        r"matches no role rule.*by_type\('hidden', "
-                                        r"MultiheadAttention, fan_in=1\)"):
+    model = nn.Sequential(nn.MultiheadAttention(8, 2))
+    with pytest.raises(
+        RoleError,
+        match=r"0.in_proj_weight \(24, 8\) of a MultiheadAttention "
+        r"matches no role rule.*by_type\('hidden', "
+        r"MultiheadAttention, fan_in=1\)",
+    ):
         assign(model)
     layout = assign(model, [by_type("hidden", nn.MultiheadAttention, fan_in=1)])
     assert layout.params["0.in_proj_weight"].fan_in == (1,)
-    assert layout.params["0.out_proj.weight"].fan_in == (1,)   # an nn.Linear inside
+    assert layout.params["0.out_proj.weight"].fan_in == (1,)  # an nn.Linear inside
 
 
 def test_a_user_rule_that_matches_nothing_is_a_typo():

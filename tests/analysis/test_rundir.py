@@ -17,7 +17,7 @@ from analysis.train.loop import train
 from analysis.train.stopping import TrainingInterrupted
 from tests.conftest import tiny_config
 
-pytestmark = pytest.mark.xdist_group("test_rundir")   # its module fixture is built once, on one worker
+pytestmark = pytest.mark.xdist_group("test_rundir")  # its module fixture is built once, on one worker
 
 TIMING = {"tokens_per_s", "step_time", "data_time", "flops_per_s", "cpu_peak_fraction"}
 
@@ -25,8 +25,9 @@ TIMING = {"tokens_per_s", "step_time", "data_time", "flops_per_s", "cpu_peak_fra
 def _rows(run_dir):
     frame = load_run(run_dir)
     frame = frame[~frame["stat"].isin(TIMING)]
-    return frame[["step", "param", "stat", "value"]].sort_values(["step", "stat", "param"],
-                                                                  na_position="first")
+    return frame[["step", "param", "stat", "value"]].sort_values(
+        ["step", "stat", "param"], na_position="first"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,7 @@ def test_a_changed_experiment_setting_is_refused_and_the_records_kept(full, tmp_
     (run / "result.json").unlink()
     config = (run / CONFIG).read_bytes()
     with pytest.raises(ConfigError, match=r"would change the experiment \(lr 0.001 -> 0.006\)"):
-        train(tiny_config(save_every=2, keep_checkpoints=10, lr=6e-3), out=run, resume=True,
-              progress=False)
+        train(tiny_config(save_every=2, keep_checkpoints=10, lr=6e-3), out=run, resume=True, progress=False)
     assert (run / CONFIG).read_bytes() == config and len(load_segments(run)) == 1
 
 
@@ -53,8 +53,13 @@ def test_an_allowed_change_is_recorded_and_config_json_is_never_rewritten(full, 
     shutil.copytree(full, run)
     (run / "result.json").unlink()
     config = (run / CONFIG).read_bytes()
-    train(tiny_config(save_every=2, keep_checkpoints=10, steps=8), out=run, resume=True,
-          allow_change=True, progress=False)
+    train(
+        tiny_config(save_every=2, keep_checkpoints=10, steps=8),
+        out=run,
+        resume=True,
+        allow_change=True,
+        progress=False,
+    )
     segments = load_segments(run)
     assert (run / CONFIG).read_bytes() == config
     assert [s["start_step"] for s in segments] == [0, 6]
@@ -117,8 +122,9 @@ def _signal_after(monkeypatch, step, signum):
 def test_sigint_checkpoints_and_resume_finishes_the_same_run(full, tmp_path, monkeypatch):
     real = _signal_after(monkeypatch, 3, signal.SIGINT)
     run = tmp_path / "run"
-    with pytest.raises(TrainingInterrupted, match="interrupted at step 3; checkpoint .*continue "
-                                                  "with --resume") as caught:
+    with pytest.raises(
+        TrainingInterrupted, match="interrupted at step 3; checkpoint .*continue with --resume"
+    ) as caught:
         train(tiny_config(save_every=2, keep_checkpoints=10), out=run, progress=False)
     assert caught.value.exit_code == 130 and (run / "ckpt-00000003.pt").exists()
     monkeypatch.setattr(loop, "log_step", real)
@@ -128,25 +134,42 @@ def test_sigint_checkpoints_and_resume_finishes_the_same_run(full, tmp_path, mon
 
 def test_sigterm_from_the_cli_is_one_line_and_exit_143(tmp_path, monkeypatch, capsys):
     _signal_after(monkeypatch, 2, signal.SIGTERM)
-    code = main(["--model", "nano", "--steps", "4", "--batch_size", "4", "--seq_len", "32",
-                 "--eval_every", "0", "--eval_tokens", "256", "--out", str(tmp_path / "r"),
-                 "--no-progress"])
+    code = main(
+        [
+            "--model",
+            "nano",
+            "--steps",
+            "4",
+            "--batch_size",
+            "4",
+            "--seq_len",
+            "32",
+            "--eval_every",
+            "0",
+            "--eval_tokens",
+            "256",
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 143 and "Traceback" not in err
     assert err.splitlines()[-1].startswith("interrupted at step 2; checkpoint")
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL   # handlers put back
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers put back
     assert json.loads((tmp_path / "r" / CONFIG).read_text())["config"]["steps"] == 4
 
 
 def _lock(run, pid):
     import socket
+
     run.mkdir(parents=True, exist_ok=True)
     (run / ".lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
 
 
 def test_a_second_writer_is_refused_and_the_directory_untouched(tmp_path):
     run = tmp_path / "run"
-    _lock(run, os.getpid())          # a live process holds it
+    _lock(run, os.getpid())  # a live process holds it
     with pytest.raises(ConfigError, match=f"is being written by pid {os.getpid()}"):
         train(tiny_config(), out=run, overwrite=True, progress=False)
     assert sorted(p.name for p in run.iterdir()) == [".lock"]
@@ -155,33 +178,38 @@ def test_a_second_writer_is_refused_and_the_directory_untouched(tmp_path):
 def test_a_stale_lock_is_reported_and_replaced(tmp_path, capsys):
     import subprocess
     import sys
+
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     run = tmp_path / "run"
     _lock(run, gone.pid)
     train(tiny_config(steps=2), out=run, overwrite=True, progress=False)
     assert f"stale lock (pid {gone.pid} is not running)" in capsys.readouterr().err
-    assert not (run / ".lock").exists()       # given back when the run ended
+    assert not (run / ".lock").exists()  # given back when the run ended
 
 
 def test_a_failed_checkpoint_write_keeps_the_last_good_one(tmp_path, monkeypatch):
     import torch
 
     from analysis.train import checkpoint
+
     real, calls = torch.save, []
 
     def disk_full_on_second(obj, path, *args, **kwargs):
         calls.append(path)
         if len(calls) == 2:
-            with open(path, "wb") as handle:   # a partial file, as a full disk leaves
+            with open(path, "wb") as handle:  # a partial file, as a full disk leaves
                 handle.write(b"partial")
             raise OSError(28, "No space left on device")
         return real(obj, path, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", disk_full_on_second)
     run = tmp_path / "run"
-    with pytest.raises(checkpoint.CheckpointError, match=r"No space left on device\); the last good "
-                                                         r"checkpoint, ckpt-00000002.pt, is kept"):
+    with pytest.raises(
+        checkpoint.CheckpointError,
+        match=r"No space left on device\); the last good "
+        r"checkpoint, ckpt-00000002.pt, is kept",
+    ):
         train(tiny_config(save_every=2, keep_checkpoints=10), out=run, progress=False)
     assert [p.name for p in checkpoint.checkpoints(run)] == ["ckpt-00000002.pt"]
     assert not list(run.glob("*.tmp"))
@@ -207,9 +235,25 @@ def test_a_failed_row_write_is_one_line_from_the_cli(tmp_path, monkeypatch, caps
         real(run, done, row)
 
     monkeypatch.setattr(loop, "log_step", fill_disk_at_2)
-    code = main(["--model", "nano", "--steps", "4", "--batch_size", "4", "--seq_len", "32",
-                 "--eval_every", "0", "--eval_tokens", "256", "--out", str(tmp_path / "r"),
-                 "--no-progress"])
+    code = main(
+        [
+            "--model",
+            "nano",
+            "--steps",
+            "4",
+            "--batch_size",
+            "4",
+            "--seq_len",
+            "32",
+            "--eval_every",
+            "0",
+            "--eval_tokens",
+            "256",
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "No space left on device" in err
     assert not (tmp_path / "r" / ".lock").exists()

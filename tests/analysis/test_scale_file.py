@@ -18,10 +18,17 @@ SOURCE = Path(__file__).resolve().parents[2] / "analysis" / "optim" / "scale.py"
 
 def test_the_file_imports_torch_alone():
     tree = ast.parse(SOURCE.read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert imported <= {"__future__", "math", "torch"}, imported
 
 
@@ -48,11 +55,12 @@ def test_equal_to_the_recipe_and_to_the_paper_s_rule_in_float64(tiny_model):
 def test_groups_follow_layer_types_and_refuse_what_they_cannot_know():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16,
-                                      tie_word_embeddings=False))
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16, tie_word_embeddings=False)
+    )
     roles = {(g["role"], g.get("fan_in")): len(g["params"]) for g in scale_param_groups(gpt2)}
-    assert roles[("output", (1,))] == 1 and roles[("hidden", (0,))] == 4   # Conv1D: (in, out)
-    assert roles[("embedding", (0,))] == 2                                  # tokens and positions
+    assert roles[("output", (1,))] == 1 and roles[("hidden", (0,))] == 4  # Conv1D: (in, out)
+    assert roles[("embedding", (0,))] == 2  # tokens and positions
     tied = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16))
     with pytest.raises(ValueError, match="tied"):
         scale_param_groups(tied)
@@ -67,8 +75,9 @@ class TinyGPT(nn.Module):
         super().__init__()
         self.tokens, self.positions = nn.Embedding(vocab, width), nn.Embedding(context, width)
         self.attention = nn.MultiheadAttention(width, 4, batch_first=True)
-        self.mlp = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 4 * width), nn.GELU(),
-                                 nn.Linear(4 * width, width))
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(width), nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
+        )
         self.norm, self.head = nn.LayerNorm(width), nn.Linear(width, vocab, bias=False)
 
     def forward(self, x):
@@ -84,10 +93,10 @@ def test_a_tiny_gpt_written_here_trains_with_it():
     torch.manual_seed(0)
     model = TinyGPT()
     opt = SCALE(scale_param_groups(model, output=model.head), lr=3e-2, adam_lr=2e-2)
-    data = torch.arange(16 * 33).remainder(64).view(33, 16)   # a pattern to learn: count mod 64
+    data = torch.arange(16 * 33).remainder(64).view(33, 16)  # a pattern to learn: count mod 64
     losses = []
     for step in range(60):
-        x = data[step % 32: step % 32 + 1]
+        x = data[step % 32 : step % 32 + 1]
         logits = model(x[:, :-1])
         loss = nn.functional.cross_entropy(logits.reshape(-1, 64), x[:, 1:].reshape(-1))
         loss.backward()
@@ -95,5 +104,5 @@ def test_a_tiny_gpt_written_here_trains_with_it():
         opt.zero_grad()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses[::10]
-    assert list(opt.state[model.head.weight]) == ["momentum_buffer"]   # the output layer's only
+    assert list(opt.state[model.head.weight]) == ["momentum_buffer"]  # the output layer's only
     assert not opt.state[model.mlp[1].weight]

@@ -11,8 +11,7 @@ from analysis.instrument.estimators import sqnorm
 def test_singular_values_match_numpy_float64(shape, method):
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     s = spectra.singular_values(x, method, dtype=torch.float64)
-    np.testing.assert_allclose(s.numpy(), np.linalg.svd(x.numpy(), compute_uv=False),
-                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(s.numpy(), np.linalg.svd(x.numpy(), compute_uv=False), rtol=1e-9, atol=1e-9)
 
 
 def test_topk_matches_leading_values():
@@ -37,9 +36,9 @@ def test_ranks_of_known_matrices_are_exact():
 def test_row_summaries():
     x = torch.tensor([[3.0, 4.0], [0.0, 0.0], [1.0, 1.0]])
     rms = spectra.row_rms(sqnorm(x, dim=1), x.size(1))
-    torch.testing.assert_close(rms, torch.tensor([12.5 ** 0.5, 0.0, 1.0]))
+    torch.testing.assert_close(rms, torch.tensor([12.5**0.5, 0.0, 1.0]))
     stats = spectra.summarize(rms, "r")
-    assert stats["r_min"] == 0 and stats["r_max"] == pytest.approx(12.5 ** 0.5)
+    assert stats["r_min"] == 0 and stats["r_max"] == pytest.approx(12.5**0.5)
     assert stats["r_cv"] == pytest.approx((rms.std(unbiased=False) / rms.mean()).item())
 
 

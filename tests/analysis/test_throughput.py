@@ -21,7 +21,7 @@ def test_a_cpu_run_records_flops_and_its_share_of_the_measured_peak(tmp_path, mo
     assert len(flops) == len(share) == 3 and (flops > 0).all()
     # achieved = tokens/s x 6N + 12LhT per token; the share is that over the calibrated peak
     cached = json.loads((tmp_path / "home" / "cache" / "matmul_peak.json").read_text())
-    (key, peak), = cached.items()
+    ((key, peak),) = cached.items()
     assert f"{torch.get_num_threads()} threads" in key and cpu_model() in key
     assert abs(share - flops / peak).max() < 1e-9 * share.max()
     assert (share > 0).all()
@@ -57,7 +57,7 @@ def _fake_rates(monkeypatch, fp32: float, bf16: float) -> list:
 
 def test_auto_precision_takes_bf16_mixed_only_when_it_is_clearly_faster(tmp_path, monkeypatch, tiny_model):
     monkeypatch.setenv("SCALE_LAB_HOME", str(tmp_path))
-    calls = _fake_rates(monkeypatch, fp32=1000.0, bf16=1050.0)   # 5%: within the margin
+    calls = _fake_rates(monkeypatch, fp32=1000.0, bf16=1050.0)  # 5%: within the margin
     assert throughput.fastest_cpu_precision(tiny_model, "a", 2, 16)["precision"] == "fp32"
     assert calls.count("fp32") == calls.count("bf16-mixed") == 1 + throughput.AUTO_ROUNDS
     _fake_rates(monkeypatch, fp32=1000.0, bf16=1000.0 * throughput.AUTO_MARGIN)
@@ -65,21 +65,23 @@ def test_auto_precision_takes_bf16_mixed_only_when_it_is_clearly_faster(tmp_path
     assert found["precision"] == "bf16-mixed"
     assert found["tokens_per_s"]["fp32"] == 1000.0
     calls = _fake_rates(monkeypatch, fp32=1.0, bf16=1e9)
-    assert throughput.fastest_cpu_precision(tiny_model, "a", 2, 16)["precision"] == "fp32"   # cached
+    assert throughput.fastest_cpu_precision(tiny_model, "a", 2, 16)["precision"] == "fp32"  # cached
     assert calls == []
 
 
 def test_an_auto_run_records_its_pick_trains_as_that_precision_and_resumes_with_it(tmp_path, monkeypatch):
     monkeypatch.setenv("SCALE_LAB_HOME", str(tmp_path / "home"))
-    auto = train(tiny_config(steps=4, save_every=2, precision="auto", device="cpu"),
-                 out=tmp_path / "auto", progress=False)
+    auto = train(
+        tiny_config(steps=4, save_every=2, precision="auto", device="cpu"),
+        out=tmp_path / "auto",
+        progress=False,
+    )
     recorded = json.loads((tmp_path / "auto" / "config.json").read_text())
     pick = recorded["precision"]
     assert pick in ("fp32", "bf16-mixed") and recorded["precision_measured"]["precision"] == pick
     assert set(recorded["precision_measured"]["tokens_per_s"]) == {"fp32", "bf16-mixed"}
     # the measurement does not touch the run: the same losses as the pick asked for by name
-    named = train(tiny_config(steps=4, precision=pick, device="cpu"), out=tmp_path / "named",
-                  progress=False)
+    named = train(tiny_config(steps=4, precision=pick, device="cpu"), out=tmp_path / "named", progress=False)
     assert auto.losses == named.losses
     # a resume keeps the recorded precision: nothing is measured, the model is built at the pick
     from analysis.train import setup
@@ -88,10 +90,21 @@ def test_an_auto_run_records_its_pick_trains_as_that_precision_and_resumes_with_
     monkeypatch.setattr(throughput, "fastest_cpu_precision", _must_not_measure)
     built = []
     real_build = setup.build
-    monkeypatch.setattr(setup, "build", lambda config, device, precision, *a: (
-        built.append(precision), real_build(config, device, precision, *a))[1])
-    train(tiny_config(steps=6, save_every=2, precision="auto", device="cpu"), out=tmp_path / "auto",
-          resume=True, allow_change=True, progress=False)
+    monkeypatch.setattr(
+        setup,
+        "build",
+        lambda config, device, precision, *a: (
+            built.append(precision),
+            real_build(config, device, precision, *a),
+        )[1],
+    )
+    train(
+        tiny_config(steps=6, save_every=2, precision="auto", device="cpu"),
+        out=tmp_path / "auto",
+        resume=True,
+        allow_change=True,
+        progress=False,
+    )
     assert built == [pick]
     frame = load_run(tmp_path / "auto")
     assert frame[frame["stat"] == "loss"]["step"].max() == 6
@@ -106,7 +119,28 @@ def test_the_trainer_says_what_auto_picked(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("SCALE_LAB_HOME", str(tmp_path / "home"))
     _fake_rates(monkeypatch, fp32=2000.0, bf16=1000.0)
-    assert main(["--model", "nano", "--steps", "2", "--batch_size", "2", "--seq_len", "16",
-                 "--eval_every", "0", "--eval_tokens", "64", "--device", "cpu", "--no-progress",
-                 "--out", str(tmp_path / "r")]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                "nano",
+                "--steps",
+                "2",
+                "--batch_size",
+                "2",
+                "--seq_len",
+                "16",
+                "--eval_every",
+                "0",
+                "--eval_tokens",
+                "64",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
     assert "precision auto: fp32 (tokens/s fp32 2.0k, bf16-mixed 1.0k)" in capsys.readouterr().out

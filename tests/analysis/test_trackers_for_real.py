@@ -17,20 +17,59 @@ pytest.importorskip("trackio", reason="the trackers extra: pip install 'scale-la
 from analysis.recording import load_run  # noqa: E402
 from tests.analysis.wandb_log import history  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("test_trackers_for_real")   # its module fixture is built once, on one worker
+pytestmark = pytest.mark.xdist_group(
+    "test_trackers_for_real"
+)  # its module fixture is built once, on one worker
 
-ARGS = ["--model", "nano", "--steps", "4", "--batch_size", "8", "--micro_batch_size", "2",
-        "--seq_len", "32", "--eval_every", "2", "--eval_tokens", "512", "--instrument", "--no-progress"]
+ARGS = [
+    "--model",
+    "nano",
+    "--steps",
+    "4",
+    "--batch_size",
+    "8",
+    "--micro_batch_size",
+    "2",
+    "--seq_len",
+    "32",
+    "--eval_every",
+    "2",
+    "--eval_tokens",
+    "512",
+    "--instrument",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("trackers")
-    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(base),
-               TRACKIO_DIR=str(base / "trackio"), TRACKIO_DISABLE_TELEMETRY="1")
-    out = subprocess.run([sys.executable, "-m", "analysis.train", *ARGS, "--out", str(base / "run"),
-                          "--wandb", "scale-lab-test", "--trackio", "scale-lab-test"],
-                         env=env, capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ,
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_DIR=str(base),
+        TRACKIO_DIR=str(base / "trackio"),
+        TRACKIO_DISABLE_TELEMETRY="1",
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "analysis.train",
+            *ARGS,
+            "--out",
+            str(base / "run"),
+            "--wandb",
+            "scale-lab-test",
+            "--trackio",
+            "scale-lab-test",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return base, env
 
@@ -38,8 +77,10 @@ def trained(tmp_path_factory):
 def _expected(run_dir) -> dict[tuple[int, str], float]:
     """(step, tag) -> value as a tracker should have it: per-layer and run-level rows."""
     frame = load_run(run_dir).dropna(subset=["value"])
-    return {(int(r.step), f"{r.stat}/{r.param}" if isinstance(r.param, str) else r.stat): r.value
-            for r in frame.itertuples()}
+    return {
+        (int(r.step), f"{r.stat}/{r.param}" if isinstance(r.param, str) else r.stat): r.value
+        for r in frame.itertuples()
+    }
 
 
 def _check(got: dict[int, dict], expected) -> None:
@@ -64,10 +105,13 @@ def test_wandb_offline_run_holds_the_recording(trained):
 
 def test_trackio_run_holds_the_recording(trained):
     base, env = trained
-    code = ("import json; from trackio.sqlite_storage import SQLiteStorage as S; "
-            "print(json.dumps(S.get_logs('scale-lab-test', 'run'), default=str))")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True, timeout=300)
+    code = (
+        "import json; from trackio.sqlite_storage import SQLiteStorage as S; "
+        "print(json.dumps(S.get_logs('scale-lab-test', 'run'), default=str))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=300
+    )
     got: dict[int, dict] = {}
     for row in json.loads(out.stdout.strip().splitlines()[-1]):
         got.setdefault(int(row["step"]), {}).update(row)

@@ -48,6 +48,7 @@ def test_schedule_warms_up_then_decays_to_floor():
 
 def test_vector_group_follows_schedule_with_its_own_peak(tmp_path):
     from analysis.train.setup import build
+
     config = tiny_config(lr=1e-3, adam_lr=2e-2, steps=20, warmup_steps=5)
     _, _, model, opt = build(config, torch.device("cpu"), "fp32")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(config))
@@ -60,38 +61,72 @@ def test_vector_group_follows_schedule_with_its_own_peak(tmp_path):
         sched.step()
 
 
-@pytest.mark.parametrize("optimizer", ["scale", "muon"])   # muon: a PartitionedOptimizer's state
+@pytest.mark.parametrize("optimizer", ["scale", "muon"])  # muon: a PartitionedOptimizer's state
 def test_resume_continues_exactly(tmp_path, optimizer):
     full = train(tiny_config(steps=6, optimizer=optimizer), out=tmp_path / "full", progress=False)
     train(tiny_config(steps=6, save_every=3, optimizer=optimizer), out=tmp_path / "part", progress=False)
     # simulate a crash after step 3: drop the final checkpoint and result
     (tmp_path / "part" / "ckpt-00000006.pt").unlink()
     (tmp_path / "part" / "result.json").unlink()
-    resumed = train(tiny_config(steps=6, save_every=3, optimizer=optimizer), out=tmp_path / "part",
-                    resume=True, progress=False)
+    resumed = train(
+        tiny_config(steps=6, save_every=3, optimizer=optimizer),
+        out=tmp_path / "part",
+        resume=True,
+        progress=False,
+    )
     assert resumed.losses == full.losses[3:]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "gpt5"], "unknown model 'gpt5'; choose one of"),
-    (["--optimizer", "adamz"], "unknown optimizer 'adamz'; choose one of"),
-    (["--steps", "0"], "steps must be > 0"),
-    (["--batch_size", "6", "--micro_batch_size", "4"], "not divisible"),
-    (["--data", "/no/such/shards*.json"], "missing dataset path"),
-    (["--lr", "-1"], "lr must be > 0"),
-    (["--momentum", "middle"], "unknown momentum placement"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "gpt5"], "unknown model 'gpt5'; choose one of"),
+        (["--optimizer", "adamz"], "unknown optimizer 'adamz'; choose one of"),
+        (["--steps", "0"], "steps must be > 0"),
+        (["--batch_size", "6", "--micro_batch_size", "4"], "not divisible"),
+        (["--data", "/no/such/shards*.json"], "missing dataset path"),
+        (["--lr", "-1"], "lr must be > 0"),
+        (["--momentum", "middle"], "unknown momentum placement"),
+    ],
+)
 def test_bad_input_is_one_clear_line(args, message, tmp_path, capsys):
-    code = main(["--model", "nano", "--steps", "2", "--batch_size", "4", "--seq_len", "32",
-                 "--out", str(tmp_path / "r"), "--no-progress", *args])
+    code = main(
+        [
+            "--model",
+            "nano",
+            "--steps",
+            "2",
+            "--batch_size",
+            "4",
+            "--seq_len",
+            "32",
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+            *args,
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
 def test_existing_run_directory_is_refused_unless_overwrite(tmp_path, capsys):
-    argv = ["--model", "nano", "--steps", "2", "--batch_size", "4", "--seq_len", "32",
-            "--eval_tokens", "256", "--out", str(tmp_path / "r"), "--no-progress"]
+    argv = [
+        "--model",
+        "nano",
+        "--steps",
+        "2",
+        "--batch_size",
+        "4",
+        "--seq_len",
+        "32",
+        "--eval_tokens",
+        "256",
+        "--out",
+        str(tmp_path / "r"),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     before = (tmp_path / "r" / "metrics.jsonl").read_text()
     assert main(argv) == 2
@@ -119,6 +154,7 @@ def test_output_path_that_is_a_file_is_refused(tmp_path, capsys):
 
 def _losses(run):
     from analysis.recording import load_run, scalars
+
     return scalars(load_run(run), "loss").sort_values("step")["value"].tolist()
 
 
@@ -128,17 +164,53 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path)
     import subprocess
     import sys
 
-    args = ["-m", "analysis.train", "--model", "nano", "--steps", "4", "--batch_size", "4",
-            "--micro_batch_size", "1", "--seq_len", "32", "--eval_every", "0", "--eval_tokens", "256",
-            "--no-progress", "--device", "cpu", "--instrument",
-            "--precision", "fp32"]   # pinned: "auto" measures the machine, and a single process may pick bf16
+    args = [
+        "-m",
+        "analysis.train",
+        "--model",
+        "nano",
+        "--steps",
+        "4",
+        "--batch_size",
+        "4",
+        "--micro_batch_size",
+        "1",
+        "--seq_len",
+        "32",
+        "--eval_every",
+        "0",
+        "--eval_tokens",
+        "256",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--instrument",
+        "--precision",
+        "fp32",
+    ]  # pinned: "auto" measures the machine, and a single process may pick bf16
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env,
-                            capture_output=True, text=True)
+    single = subprocess.run(
+        [sys.executable, *args, "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True
+    )
     assert single.returncode == 0, single.stderr
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29531", *args, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29531",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 4
@@ -159,6 +231,7 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path)
 
 def test_batch_not_divisible_by_world_size_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     from analysis.train import train
+
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(ConfigError, match="not divisible by micro_batch_size 1 x world size 3"):
@@ -173,9 +246,27 @@ def test_kill_then_resume_equals_uninterrupted_bitwise(tmp_path):
     import sys
     import time
 
-    args = ["-m", "analysis.train", "--model", "nano", "--steps", "20", "--batch_size", "8",
-            "--seq_len", "64", "--eval_every", "0", "--eval_tokens", "256", "--save_every", "10",
-            "--no-progress", "--device", "cpu"]
+    args = [
+        "-m",
+        "analysis.train",
+        "--model",
+        "nano",
+        "--steps",
+        "20",
+        "--batch_size",
+        "8",
+        "--seq_len",
+        "64",
+        "--eval_every",
+        "0",
+        "--eval_tokens",
+        "256",
+        "--save_every",
+        "10",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     assert subprocess.run([sys.executable, *args, "--out", str(tmp_path / "full")]).returncode == 0
     run = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, *args, "--out", str(run)])
@@ -197,13 +288,53 @@ def test_kill_then_resume_equals_uninterrupted_bitwise(tmp_path):
 
 
 def test_resuming_with_another_optimizer_is_refused_and_keeps_the_run(tmp_path, capsys):
-    assert main(["--model", "nano", "--steps", "4", "--batch_size", "4", "--seq_len", "32",
-                 "--eval_every", "0", "--eval_tokens", "256", "--save_every", "2",
-                 "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                "nano",
+                "--steps",
+                "4",
+                "--batch_size",
+                "4",
+                "--seq_len",
+                "32",
+                "--eval_every",
+                "0",
+                "--eval_tokens",
+                "256",
+                "--save_every",
+                "2",
+                "--out",
+                str(tmp_path / "r"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "r").iterdir()}
-    code = main(["--model", "nano", "--optimizer", "adamw", "--steps", "4", "--batch_size", "4",
-                 "--seq_len", "32", "--eval_every", "0", "--eval_tokens", "256",
-                 "--out", str(tmp_path / "r"), "--no-progress", "--resume"])
+    code = main(
+        [
+            "--model",
+            "nano",
+            "--optimizer",
+            "adamw",
+            "--steps",
+            "4",
+            "--batch_size",
+            "4",
+            "--seq_len",
+            "32",
+            "--eval_every",
+            "0",
+            "--eval_tokens",
+            "256",
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+            "--resume",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "would change the experiment (optimizer 'scale' -> 'adamw'" in err
     assert "Traceback" not in err
@@ -213,17 +344,30 @@ def test_resuming_with_another_optimizer_is_refused_and_keeps_the_run(tmp_path, 
 
 def test_the_seed_release_flags_are_accepted_with_their_meaning():
     from analysis.train.cli import parser, translate_paper_flags
-    args = translate_paper_flags(parser().parse_args(
-        "--model_config configs/llama_350m.json --total_batch_size 512 --micro_batch_size 128 "
-        "--num_training_steps 60000 --max_length 256 --dtype bfloat16 --scheduler cosine".split()))
-    assert (args.model, args.batch_size, args.micro_batch_size, args.steps, args.seq_len,
-            args.precision) == ("350m", 512, 128, 60000, 256, "bf16")
+
+    args = translate_paper_flags(
+        parser().parse_args(
+            "--model_config configs/llama_350m.json --total_batch_size 512 --micro_batch_size 128 "
+            "--num_training_steps 60000 --max_length 256 --dtype bfloat16 --scheduler cosine".split()
+        )
+    )
+    assert (args.model, args.batch_size, args.micro_batch_size, args.steps, args.seq_len, args.precision) == (
+        "350m",
+        512,
+        128,
+        60000,
+        256,
+        "bf16",
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--scheduler", "linear"], "--scheduler 'linear' is not implemented"),
-    (["--model_config", "my_model.yaml"], "is not a configs/llama_<size>.json path"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--scheduler", "linear"], "--scheduler 'linear' is not implemented"),
+        (["--model_config", "my_model.yaml"], "is not a configs/llama_<size>.json path"),
+    ],
+)
 def test_unsupported_seed_flags_are_refused_clearly(args, message, tmp_path, capsys):
     assert main(["--out", str(tmp_path / "r"), *args]) == 2
     assert message in capsys.readouterr().err
@@ -234,10 +378,10 @@ def test_streamed_local_shards_train_and_resume_exactly(tmp_path):
     """The C4 code path on local files of C4's format: train, checkpoint the stream position,
     resume, and continue exactly as the uninterrupted run."""
     from tests.toy_models.test_stream import _c4_shards
+
     pattern = _c4_shards(tmp_path, 2, 300)
     _c4_shards(tmp_path, 1, 40, split="validation")
-    config = tiny_config(data=pattern, stream=True, steps=6, eval_every=3, eval_tokens=256,
-                         save_every=3)
+    config = tiny_config(data=pattern, stream=True, steps=6, eval_every=3, eval_tokens=256, save_every=3)
     full = train(config, out=tmp_path / "full", progress=False)
     assert full.final_eval_loss < full.first_eval_loss
     train(config, out=tmp_path / "part", progress=False)
@@ -251,8 +395,11 @@ def test_streamed_local_shards_train_and_resume_exactly(tmp_path):
 
 def test_a_glob_without_validation_files_is_refused_before_training(tmp_path, capsys):
     from tests.toy_models.test_stream import _c4_shards
+
     pattern = _c4_shards(tmp_path, 1, 10, validation=False)
-    assert main(["--data", pattern, "--stream", "--steps", "2", "--out", str(tmp_path / "r"),
-                 "--no-progress"]) == 2
+    assert (
+        main(["--data", pattern, "--stream", "--steps", "2", "--out", str(tmp_path / "r"), "--no-progress"])
+        == 2
+    )
     assert "missing dataset path: nothing matches" in capsys.readouterr().err
     assert not list((tmp_path / "r").glob("*.jsonl*"))

@@ -32,16 +32,21 @@ class FakeRunner:
 
 
 def _preset(**overrides):
-    return replace(PRESETS["smoke"], tune_seeds=(0, 1), seeds=(0, 1, 2),
-                   centers={"scale": 1e-3, "adamw": 1e-3}, **overrides)
+    return replace(
+        PRESETS["smoke"],
+        tune_seeds=(0, 1),
+        seeds=(0, 1, 2),
+        centers={"scale": 1e-3, "adamw": 1e-3},
+        **overrides,
+    )
 
 
 def test_an_optimum_outside_the_grid_is_reached_by_extension(tmp_path):
-    runner = FakeRunner(optimum=1e-2)     # two x sqrt(3) steps beyond the first grid's top
+    runner = FakeRunner(optimum=1e-2)  # two x sqrt(3) steps beyond the first grid's top
     table = tune(_preset(), tmp_path, select_arms(["scale"]), runner)
     row = table["arms"]["scale"]
     assert row["interior"]
-    assert row["best"] == pytest.approx(1e-3 * 3 ** 2, rel=1e-2)   # centre x sqrt(3)^4 = 9e-3
+    assert row["best"] == pytest.approx(1e-3 * 3**2, rel=1e-2)  # centre x sqrt(3)^4 = 9e-3
     assert min(float(lr) for lr in row["grid"]) < row["best"] < max(float(lr) for lr in row["grid"])
     assert row["runs"] == 2 * len(row["grid"]) == len(runner.calls)
     assert json.loads((tmp_path / TUNING).read_text())["arms"]["scale"]["best"] == row["best"]
@@ -57,7 +62,7 @@ def test_a_diverged_point_counts_as_worst_and_is_written_as_null(tmp_path):
     runner = FakeRunner(optimum=1e-1, diverge_above=1.5e-3)
     table = tune(_preset(max_extensions=0), tmp_path, select_arms(["scale"]), runner)
     row = table["arms"]["scale"]
-    assert row["best"] == pytest.approx(1e-3)   # the optimum is beyond, but larger lrs diverged
+    assert row["best"] == pytest.approx(1e-3)  # the optimum is beyond, but larger lrs diverged
     assert row["grid"][f"{1e-3 * math.sqrt(3):.3g}"] == [None, None]
 
 
@@ -65,8 +70,7 @@ def test_the_reported_runs_are_the_best_lr_on_every_seed(tmp_path):
     runner = FakeRunner(optimum=1e-3)
     run_preset(_preset(), tmp_path, select_arms(["scale", "adamw"]), runner)
     listed = json.loads((tmp_path / SELECTION).read_text())["runs"]
-    assert sorted(listed) == sorted(f"{arm}/lr0.001/seed{s}" for arm in ("scale", "adamw")
-                                    for s in (0, 1, 2))
+    assert sorted(listed) == sorted(f"{arm}/lr0.001/seed{s}" for arm in ("scale", "adamw") for s in (0, 1, 2))
     # seeds 0 and 1 at the best lr were run once, by the sweep (the runner reuses finished runs)
     assert ("scale", 1e-3, 2) in runner.calls
 
@@ -91,16 +95,26 @@ class Beta2Runner(FakeRunner):
         out = []
         for config, _ in batch:
             self.calls.append((config.label, config.hyper.lr, config.seed, config.hyper.betas[1]))
-            loss = (self.flat * (math.log10(config.hyper.lr) - math.log10(self.optimum)) ** 2
-                    + self.seed_step * config.seed + (self.penalty if config.hyper.betas[1] == 0.999 else 0))
+            loss = (
+                self.flat * (math.log10(config.hyper.lr) - math.log10(self.optimum)) ** 2
+                + self.seed_step * config.seed
+                + (self.penalty if config.hyper.betas[1] == 0.999 else 0)
+            )
             out.append({"final_eval_loss": loss})
         return out
 
 
 def _v2(**overrides):
-    return replace(PRESETS["smoke"], tune_seeds=(0,), seeds=(0, 1, 2), grid_factor=2.0,
-                   centers={"scale": 1e-3}, beta2_choices=(0.999, 0.95), bracket_beyond_noise=True,
-                   **overrides)
+    return replace(
+        PRESETS["smoke"],
+        tune_seeds=(0,),
+        seeds=(0, 1, 2),
+        grid_factor=2.0,
+        centers={"scale": 1e-3},
+        beta2_choices=(0.999, 0.95),
+        bracket_beyond_noise=True,
+        **overrides,
+    )
 
 
 def test_every_arm_gets_the_same_beta2_choice_and_the_better_one_is_reported(tmp_path):
@@ -109,7 +123,11 @@ def test_every_arm_gets_the_same_beta2_choice_and_the_better_one_is_reported(tmp
     assert row["beta2"] == 0.95 and row["best"] == pytest.approx(2e-3)
     assert row["bracketed"] and row["seed_noise"] == pytest.approx(0.01)
     # the reported point ran on every seed, at the chosen beta2
-    assert {(s, b) for label, lr, s, b in runner.calls if lr == row["best"]} >= {(0, 0.95), (1, 0.95), (2, 0.95)}
+    assert {(s, b) for label, lr, s, b in runner.calls if lr == row["best"]} >= {
+        (0, 0.95),
+        (1, 0.95),
+        (2, 0.95),
+    }
     assert row["runs"] == len(runner.calls)
 
 
@@ -117,5 +135,5 @@ def test_an_optimum_within_the_seed_noise_is_extended_until_the_limit_and_report
     runner = Beta2Runner(optimum=1e-3, penalty=0.0, flat=0.01, seed_step=0.2)
     row = tune(_v2(max_extensions=2), tmp_path, select_arms(["scale"]), runner)["arms"]["scale"]
     assert not row["bracketed"]
-    assert len(row["grid"]) > 3                     # the noise check added points beyond
+    assert len(row["grid"]) > 3  # the noise check added points beyond
     assert row["runs"] == len(runner.calls)

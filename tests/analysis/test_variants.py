@@ -10,7 +10,7 @@ from analysis.optim.recipes import build_optimizer
 from toy_models.llama import build_model, load_config
 
 LR, BETA = 1e-2, 0.95
-HIDDEN = "model.layers.0.mlp.up_proj.weight"   # (intermediate, hidden): taller than wide
+HIDDEN = "model.layers.0.mlp.up_proj.weight"  # (intermediate, hidden): taller than wide
 
 
 def ns5(x, steps=5):
@@ -70,7 +70,15 @@ def test_recipe_follows_its_papers_rule(name, transcription):
         params[HIDDEN].grad = g.clone()
         opt.step()
         want = next(expected)
-        torch.testing.assert_close(params[HIDDEN].detach(), want, rtol=0, atol=2e-6,
-                                   msg=lambda m, step=step: f"{name} step {step}: {m}")
+        torch.testing.assert_close(
+            params[HIDDEN].detach(),
+            want,
+            rtol=0,
+            atol=2e-6,
+            msg=lambda m, step=step: f"{name} step {step}: {m}",
+        )
     # the hidden matrices moved by the rule, the rest by AdamW
-    assert opt.transform_of(next(g for g in opt.param_groups if g["label"] == "output")).transforms[0].name == "adam"
+    assert (
+        opt.transform_of(next(g for g in opt.param_groups if g["label"] == "output")).transforms[0].name
+        == "adam"
+    )

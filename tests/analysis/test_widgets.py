@@ -36,9 +36,9 @@ def test_eigenvalues_decide_stability_as_the_floor_does():
 def test_steepest_directions_reach_the_dual_norms():
     g = np.array([0.8, -0.3])
     d = widgets.steepest_2d(g)
-    assert g @ d["l2"] == pytest.approx(np.linalg.norm(g))      # dual of l2: l2
-    assert g @ d["max"] == pytest.approx(np.abs(g).sum())       # dual of max: l1
-    assert g @ d["l1"] == pytest.approx(np.abs(g).max())        # dual of l1: max
+    assert g @ d["l2"] == pytest.approx(np.linalg.norm(g))  # dual of l2: l2
+    assert g @ d["max"] == pytest.approx(np.abs(g).sum())  # dual of max: l1
+    assert g @ d["l1"] == pytest.approx(np.abs(g).max())  # dual of l1: max
 
 
 def test_sliders_redraw_with_the_values_set():
@@ -66,8 +66,13 @@ def test_smoke_mode_keeps_its_sliders(monkeypatch):
 def test_static_mode_draws_once_and_returns_no_widget(monkeypatch):
     monkeypatch.setenv("SCALE_LAB_STATIC", "1")
     calls = []
-    assert widgets.explore(lambda angle: calls.append(angle) or widgets.norm_ball_explorer(angle),
-                           angle=(45.0, 0.0, 360.0, 5.0)) is None
+    assert (
+        widgets.explore(
+            lambda angle: calls.append(angle) or widgets.norm_ball_explorer(angle),
+            angle=(45.0, 0.0, 360.0, 5.0),
+        )
+        is None
+    )
     assert calls == [45.0]
 
 

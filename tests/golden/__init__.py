@@ -44,19 +44,29 @@ import torch
 
 GOLDEN = Path(__file__).resolve().parent / "nano_losses.json"
 STEPS = 20
-PERTURBATIONS = 4   # one-ulp patterns of the initial weights measured by --write
-SAFETY = 100.0      # allowed difference / measured sensitivity
-FLOOR = 16 * 2.0 ** -24   # the smallest relative tolerance: 16 float32 ulps of the loss, which
-                          # transformers computes in float32 (Adafactor's 20 losses never moved)
-CHAOTIC = 1e-5      # sensitivity above which a recipe is checked against its band
+PERTURBATIONS = 4  # one-ulp patterns of the initial weights measured by --write
+SAFETY = 100.0  # allowed difference / measured sensitivity
+FLOOR = 16 * 2.0**-24  # the smallest relative tolerance: 16 float32 ulps of the loss, which
+# transformers computes in float32 (Adafactor's 20 losses never moved)
+CHAOTIC = 1e-5  # sensitivity above which a recipe is checked against its band
 
 
 def config(recipe: str):
     """The fixed training setting of the golden losses for ``recipe``."""
     from analysis.train import TrainConfig
 
-    return TrainConfig(model="nano", optimizer=recipe, steps=STEPS, batch_size=8, seq_len=64,
-                       eval_every=0, eval_tokens=504, device="cpu", precision="fp64", seed=0)
+    return TrainConfig(
+        model="nano",
+        optimizer=recipe,
+        steps=STEPS,
+        batch_size=8,
+        seq_len=64,
+        eval_every=0,
+        eval_tokens=504,
+        device="cpu",
+        precision="fp64",
+        seed=0,
+    )
 
 
 @contextlib.contextmanager
@@ -85,7 +95,7 @@ def ulp_perturbed(pattern: int):
         with torch.no_grad():
             for p in model.parameters():
                 sign = torch.randint(0, 2, p.shape, generator=generator).to(p.dtype) * 2 - 1
-                p.mul_(1 + sign * 2.0 ** -24)
+                p.mul_(1 + sign * 2.0**-24)
         return model
 
     setup.build_model = perturbed
@@ -118,8 +128,12 @@ def measure(recipe: str) -> dict:
     variants.append(losses(recipe, n_threads=2))
     sensitivity = max(relative_gap(v, base) for v in variants)
     runs = [base, *variants]
-    entry = {"losses": base, "sensitivity": sensitivity,
-             "rtol": max(FLOOR, SAFETY * sensitivity), "chaotic": sensitivity > CHAOTIC}
+    entry = {
+        "losses": base,
+        "sensitivity": sensitivity,
+        "rtol": max(FLOOR, SAFETY * sensitivity),
+        "chaotic": sensitivity > CHAOTIC,
+    }
     if entry["chaotic"]:
         entry["band"] = [[min(r[i] for r in runs), max(r[i] for r in runs)] for i in range(STEPS)]
     return entry
@@ -165,13 +179,23 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         table[name] = measure(name)
         e = table[name]
-        print(f"{name:14s} sensitivity {e['sensitivity']:.2e}  rtol {e['rtol']:.2e}"
-              f"{'  chaotic: band check' if e['chaotic'] else ''}", flush=True)
+        print(
+            f"{name:14s} sensitivity {e['sensitivity']:.2e}  rtol {e['rtol']:.2e}"
+            f"{'  chaotic: band check' if e['chaotic'] else ''}",
+            flush=True,
+        )
     if args.write:
         old = json.loads(GOLDEN.read_text()).get("recipes", {}) if GOLDEN.exists() else {}
-        setting = {"model": "nano", "precision": "fp64", "threads": 1, "steps": STEPS,
-                   "perturbations": PERTURBATIONS, "safety": SAFETY, "floor": FLOOR,
-                   "chaotic_above": CHAOTIC}
+        setting = {
+            "model": "nano",
+            "precision": "fp64",
+            "threads": 1,
+            "steps": STEPS,
+            "perturbations": PERTURBATIONS,
+            "safety": SAFETY,
+            "floor": FLOOR,
+            "chaotic_above": CHAOTIC,
+        }
         GOLDEN.write_text(json.dumps({"setting": setting, "recipes": {**old, **table}}, indent=1) + "\n")
         print(f"wrote {len(table)} recipes x {STEPS} losses to {GOLDEN}")
     return 0

@@ -13,8 +13,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _git(cwd, *args):
-    return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd,
-                          capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def test_saving_every_notebook_through_jupytext_changes_no_file(tmp_path):
@@ -35,9 +40,16 @@ def test_saving_every_notebook_through_jupytext_changes_no_file(tmp_path):
         model = manager.get(f"notebooks/{name}", content=True, type="notebook")
         metadata = model["content"]["metadata"]
         # what JupyterLab's running kernel writes into the notebook before it saves
-        metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
-                                  "name": "python3"}
-        metadata["language_info"] = {"name": "python", "mimetype": "text/x-python",
-                                     "file_extension": ".py", "version": "3.11"}
+        metadata["kernelspec"] = {
+            "display_name": "Python 3 (ipykernel)",
+            "language": "python",
+            "name": "python3",
+        }
+        metadata["language_info"] = {
+            "name": "python",
+            "mimetype": "text/x-python",
+            "file_extension": ".py",
+            "version": "3.11",
+        }
         manager.save(model, f"notebooks/{name}")
     assert _git(checkout, "status", "--porcelain") == ""

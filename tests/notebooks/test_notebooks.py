@@ -21,9 +21,9 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     jupytext = pytest.importorskip("jupytext")
     from analysis.notebooks import executor
 
-    monkeypatch.setenv("SCALE_LAB_SMOKE", "1")        # small and fast; the sliders stay live
-    monkeypatch.setenv("SCALE_LAB_SOLUTIONS", "1")    # the exercises with their solutions filled in
-    monkeypatch.delenv("MPLBACKEND", raising=False)   # the kernel's inline backend, as in JupyterLab
+    monkeypatch.setenv("SCALE_LAB_SMOKE", "1")  # small and fast; the sliders stay live
+    monkeypatch.setenv("SCALE_LAB_SOLUTIONS", "1")  # the exercises with their solutions filled in
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend, as in JupyterLab
     notebook = jupytext.read(path)
     source = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
     # the title first, the environment cell under it, the checks last
@@ -32,34 +32,49 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     assert "import os" in source
     executor(notebook, 600, ROOT).execute()
     # quiet: no warning or log line reaches a cell's output (known ones are filtered at their source)
-    noise = [o["text"][:200] for c in notebook.cells if c.cell_type == "code"
-             for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    noise = [
+        o["text"][:200]
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("name") == "stderr"
+    ]
     assert not noise, noise
     # every figure is drawn through figures.show, and its caption is under it in the output
     direct = re.findall(rf"figures\.({'|'.join(REGISTRY)})\(", source)
     assert not direct, f"draw {direct} with figures.show(name, ...) so the caption is shown"
     shown = re.findall(r'figures\.show\("(\w+)"', source)
-    markdown = [o.get("data", {}).get("text/markdown", "") for c in notebook.cells
-                if c.cell_type == "code" for o in c.get("outputs", [])]
+    markdown = [
+        o.get("data", {}).get("text/markdown", "")
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    ]
     for name in shown:
         assert any(CAPTIONS[name] in text for text in markdown), f"{name}: no caption in the output"
     # every graded exercise ran and passed with the solution; every explorer drew its figure
-    printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code"
-                      for o in c.get("outputs", []))
+    printed = "".join(
+        o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
     for name in re.findall(r'exercises\.grade\("(\w+)"', source):
         assert f"exercise {name!r}: correct" in printed, name
     # every figure cell drew; an explorer is live (sliders in SMOKE too) and its figure is in
     # the widget state nbclient stores
     state = notebook.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
-    drawn_in_widgets = sum(any("image/png" in o.get("data", {}) for o in model["state"].get("outputs", []))
-                           for model in state.get("state", {}).values())
+    drawn_in_widgets = sum(
+        any("image/png" in o.get("data", {}) for o in model["state"].get("outputs", []))
+        for model in state.get("state", {}).values()
+    )
     explorers = [c for c in notebook.cells if c.cell_type == "code" and "widgets.explore(" in c.source]
     for cell in explorers:
-        assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in cell.outputs), \
+        assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in cell.outputs), (
             f"no sliders under {cell.source!r}"
+        )
     assert drawn_in_widgets >= len(explorers), (drawn_in_widgets, len(explorers))
     for cell in (c for c in notebook.cells if c.cell_type == "code" and "figures.show(" in c.source):
-        assert any("image/png" in o.get("data", {}) for o in cell.outputs), f"no figure drawn by {cell.source!r}"
+        assert any("image/png" in o.get("data", {}) for o in cell.outputs), (
+            f"no figure drawn by {cell.source!r}"
+        )
 
 
 def test_each_notebook_teaches_with_exercises():
@@ -86,12 +101,13 @@ def test_every_prediction_is_checked_by_a_cell_then_answered():
         for i, cell in enumerate(cells):
             if cell.cell_type != "markdown" or "**Predict" not in cell.source:
                 continue
-            asked = cell.source[cell.source.index("**Predict"):]
+            asked = cell.source[cell.source.index("**Predict") :]
             assert "Answer" not in asked and "\n\n" not in asked.strip(), (path.name, "answer given away")
             assert cells[i + 1].cell_type == "code", (path.name, "no check cell after the prediction")
-            after = cells[i + 1:i + 4]
-            assert any("Answer:" in c.source for c in after if c.cell_type == "code") or \
-                any(c.cell_type == "markdown" for c in after[1:]), (path.name, "no answer")
+            after = cells[i + 1 : i + 4]
+            assert any("Answer:" in c.source for c in after if c.cell_type == "code") or any(
+                c.cell_type == "markdown" for c in after[1:]
+            ), (path.name, "no answer")
 
 
 def test_a_notebook_renders_to_html_with_its_figures(tmp_path):
@@ -107,7 +123,7 @@ def test_a_notebook_renders_to_html_with_its_figures(tmp_path):
     page = (tmp_path / "01_momentum_quadratic.html").read_text()
     assert "Momentum" in page and page.count("data:image/png;base64") >= 1
     scripts = re.findall(r'<script[^>]*src="([^"]+)"', page)
-    assert scripts and all(not s.startswith(("http", "//")) for s in scripts), scripts   # offline
+    assert scripts and all(not s.startswith(("http", "//")) for s in scripts), scripts  # offline
     assert any(s.startswith("mathjax/MathJax.js") for s in scripts)
     assert (tmp_path / "mathjax" / "MathJax.js").exists()
     assert "NotImplementedError" not in page and "a solution (analysis.teaching.solutions.sgd_floor)" in page

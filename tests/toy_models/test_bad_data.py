@@ -60,7 +60,7 @@ def test_an_unreachable_hub_fails_fast_with_the_offline_alternatives(tmp_path, m
     start = time.monotonic()
     with pytest.raises(CorpusError, match="cannot reach the Hugging Face hub .* --data bundled"):
         train(tiny_config(data="c4", steps=2), out=tmp_path / "run", progress=False)
-    assert time.monotonic() - start < 30   # not a half-minute of retries
+    assert time.monotonic() - start < 30  # not a half-minute of retries
     assert not (tmp_path / "run").exists()
 
 

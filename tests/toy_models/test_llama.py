@@ -1,9 +1,7 @@
 import pytest
 import torch
 
-from analysis.results.paper import (
-    MODEL_PARAMETERS as PAPER,  # total and lm_head parameters
-)
+from analysis.results.paper import MODEL_PARAMETERS as PAPER  # total and lm_head parameters
 from toy_models.llama import (
     CPU_MODELS,
     PAPER_MODELS,

@@ -19,5 +19,5 @@ def test_simulation_reaches_the_exact_floor(beta):
 
 def test_momentum_lowers_the_floor_and_extends_stability():
     assert quadratic.ema_floor(1.0, 0.9, 0.3) < quadratic.ema_floor(1.0, 0.0, 0.3)
-    assert quadratic.ema_floor(2.5, 0.0) == float("inf")    # SGD unstable past lr h = 2
-    assert np.isfinite(quadratic.ema_floor(2.5, 0.9))        # EMA momentum still stable
+    assert quadratic.ema_floor(2.5, 0.0) == float("inf")  # SGD unstable past lr h = 2
+    assert np.isfinite(quadratic.ema_floor(2.5, 0.9))  # EMA momentum still stable

@@ -20,14 +20,17 @@ def _c4_shards(folder, n_shards, per_shard, split="train", validation=True):
             for i in range(per_shard):
                 k = s * per_shard + i
                 words = " ".join(f"w{k}x{j}" for j in range(k % 7 + 3))  # no two blocks alike
-                handle.write(json.dumps({"text": f"document {k} {words}",
-                                         "timestamp": "2019", "url": f"u{k}"}) + "\n")
+                handle.write(
+                    json.dumps({"text": f"document {k} {words}", "timestamp": "2019", "url": f"u{k}"}) + "\n"
+                )
     return str(folder / f"c4-{split}.*.json.gz")
 
 
 def _read(data, steps, per_rank_batch, start=0):
-    return [data.local_batch(step, per_rank_batch * data.world_size, data.rank, data.world_size)
-            for step in range(start, start + steps)]
+    return [
+        data.local_batch(step, per_rank_batch * data.world_size, data.rank, data.world_size)
+        for step in range(start, start + steps)
+    ]
 
 
 @pytest.mark.parametrize("n_shards", [2, 3])  # whole shards per rank / every other document
@@ -38,8 +41,7 @@ def test_two_ranks_read_disjoint_shares_without_gaps(tmp_path, tokenizer, n_shar
     pattern = _c4_shards(tmp_path, n_shards, 60 // n_shards)
     hashes, docs = [], []
     for rank in range(2):
-        data = StreamData(pattern, tokenizer, seq_len=8, seed=0, rank=rank, world_size=2,
-                          shuffle_buffer=5)
+        data = StreamData(pattern, tokenizer, seq_len=8, seed=0, rank=rank, world_size=2, shuffle_buffer=5)
         batches = []
         while data.epoch == 0 and len(batches) < 1000:
             batches.append(data.local_batch(len(batches), 4, rank, 2))
@@ -48,7 +50,7 @@ def test_two_ranks_read_disjoint_shares_without_gaps(tmp_path, tokenizer, n_shar
         docs.append(set(re.findall(r"document (\d+) ", text)))
     assert len(set(hashes[0])) == len(hashes[0]) and len(set(hashes[1])) == len(hashes[1])
     assert not set(hashes[0]) & set(hashes[1])
-    assert not docs[0] & docs[1]                       # no document on both ranks
+    assert not docs[0] & docs[1]  # no document on both ranks
     # when a rank's epoch ends, its 5 buffered documents and the one being cut are in flight
     assert len(docs[0] | docs[1]) >= 60 - 2 * (5 + 1)
 
@@ -60,8 +62,7 @@ def test_resume_continues_exactly_without_rereading(tmp_path, tokenizer, monkeyp
     monkeypatch.setattr(StreamData, "_read", lambda self: reads.append(1) or original(self))
 
     def fresh():
-        return StreamData(pattern, tokenizer, seq_len=8, seed=3, rank=1, world_size=2,
-                          shuffle_buffer=6)
+        return StreamData(pattern, tokenizer, seq_len=8, seed=3, rank=1, world_size=2, shuffle_buffer=6)
 
     first = fresh()
     _read(first, 4, 3)
@@ -74,7 +75,7 @@ def test_resume_continues_exactly_without_rereading(tmp_path, tokenizer, monkeyp
     reads.clear()
     again = _read(resumed, 4, 3, start=4)
     assert all((a == b).all() for a, b in zip(uninterrupted, again))
-    assert len(reads) == needed                        # nothing re-read to skip ahead
+    assert len(reads) == needed  # nothing re-read to skip ahead
 
 
 def test_stream_position_errors_are_clear(tmp_path, tokenizer):
@@ -100,11 +101,11 @@ def test_validation_is_a_fixed_prefix_of_the_validation_split(tmp_path, tokenize
 
 def test_a_validation_split_shorter_than_the_budget_is_read_once(tmp_path, tokenizer, monkeypatch):
     import toy_models.stream as stream
+
     data = StreamData(_c4_shards(tmp_path, 1, 20), tokenizer, seq_len=8)  # 10 validation docs
     opened = []
     original = stream.load_documents
-    monkeypatch.setattr(stream, "load_documents",
-                        lambda *a, **k: opened.append(a[1]) or original(*a, **k))
+    monkeypatch.setattr(stream, "load_documents", lambda *a, **k: opened.append(a[1]) or original(*a, **k))
     for _ in range(2):
         batches = list(data.validation_batches(batch_size=4, max_tokens=100_000))
         assert batches and all(len(b) > 0 for b in batches)
