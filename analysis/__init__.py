@@ -1,5 +1,5 @@
 """scale-lab: optimizers (``optim``; SCALE in one file: ``optim/scale.py``), instrumentation
-(``instrument``), training (``train``), results (``results``), the comparison protocol
+(``instrument``), training (``training``), results (``results``), the comparison protocol
 (``protocol``) and teaching (``teaching``) for studying SCALE (arXiv 2506.16659) and its
 baselines; ``recording`` is the run-directory schema.
 
@@ -19,8 +19,8 @@ PUBLIC = {
     "OptimizerConfig": "analysis.optim.hyper",
     "Instrumentation": "analysis.instrument.hooks",
     "InstrumentConfig": "analysis.instrument.schedule",
-    "train": None,  # the package analysis.train, callable as the trainer (a submodule wins the name)
-    "TrainConfig": "analysis.train.config",
+    "train": "analysis.training.loop",
+    "TrainConfig": "analysis.training.config",
     "load_run": "analysis.recording",
     "load_runs": "analysis.results.root",
     "Recorder": "analysis.recording",
@@ -32,11 +32,7 @@ __all__ = sorted(PUBLIC)
 def __getattr__(name: str):
     if name in PUBLIC:
         module = PUBLIC[name]
-        value = (
-            importlib.import_module(f"analysis.{name}")
-            if module is None
-            else getattr(importlib.import_module(module), name)
-        )
+        value = getattr(importlib.import_module(module), name)
         globals()[name] = value  # later lookups skip this hook
         return value
     raise AttributeError(f"module 'analysis' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """The ``scale-lab`` command: one subcommand per module, each also runnable as ``python -m``.
 
-scale-lab train      -> python -m analysis.train
+scale-lab train      -> python -m analysis.training
 scale-lab reproduce  -> python -m analysis.reproduce
 scale-lab figures    -> python -m analysis.results.figures
 scale-lab memory     -> python -m analysis.results.memory
@@ -15,7 +15,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "train": "analysis.train",
+    "train": "analysis.training",
     "reproduce": "analysis.reproduce",
     "figures": "analysis.results.figures",
     "memory": "analysis.results.memory",

@@ -6,8 +6,8 @@
    ``EQUAL_RTOL``).
 2. **A short run per arm** (SCALE and AdamW) through the trainer at the device's precision:
    tokens/s over the steady steps, MFU on CUDA (achieved FLOP/s over the data-sheet bf16 peak;
-   on CPU the fraction of the measured matmul peak, ``analysis.train.throughput``), and on CUDA
-   the peak allocated memory beside the dry run's prediction (``analysis.train.dryrun``).
+   on CPU the fraction of the measured matmul peak, ``analysis.training.throughput``), and on CUDA
+   the peak allocated memory beside the dry run's prediction (``analysis.training.dryrun``).
 3. **The CUDA-only tests** (``CUDA_TESTS``, skipped without a GPU), run by pytest: their summary
    line and exit code.
 
@@ -30,9 +30,9 @@ import torch
 from analysis.arguments import Parser, output_file
 from analysis.optim.recipes import build_optimizer
 from analysis.recording import load_run, scalars, write_atomic
-from analysis.train.config import ConfigError, TrainConfig
-from analysis.train.dryrun import plan
-from analysis.train.loop import train
+from analysis.training.config import ConfigError, TrainConfig
+from analysis.training.dryrun import plan
+from analysis.training.loop import train
 from toy_models.llama import build_model, load_config
 
 STEPS_EQUAL = 5

@@ -42,7 +42,7 @@ SELECTION = "selection.json"  # a tuned root: the reported runs among its sweep 
 TUNING = "tuning.json"  # a tuned root: every sweep point's losses, the best lr, the budget
 REFERENCE_LINES = "reference_losses.json"  # a root: the corpus's unigram and bigram losses
 ORDER = "order"  # a tuned root: the ladder re-tuned at other settings, one dir each
-SEGMENTS = "segments.jsonl"  # a run: one line per start or resume (analysis.train.rundir)
+SEGMENTS = "segments.jsonl"  # a run: one line per start or resume (analysis.training.rundir)
 
 
 class RecordingError(ValueError):

@@ -30,8 +30,8 @@ from analysis.recording import REFERENCE_LINES, write_atomic
 from analysis.results.figures import render_all
 from analysis.results.report import preview_line, write_report
 from analysis.results.run_set import REFERENCE
-from analysis.train.config import ConfigError
-from analysis.train.dryrun import plan
+from analysis.training.config import ConfigError
+from analysis.training.dryrun import plan
 from toy_models.corpus import CorpusError
 from toy_models.files import NotWritable
 from toy_models.llama import model_tokenizer

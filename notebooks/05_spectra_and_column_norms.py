@@ -141,7 +141,7 @@ from IPython.display import display  # noqa: E402
 
 from analysis.instrument.schedule import InstrumentConfig  # noqa: E402
 from analysis.results.head_figures import per_head_variance  # noqa: E402
-from analysis.train import TrainConfig, train  # noqa: E402
+from analysis.training import TrainConfig, train  # noqa: E402
 
 head_run = train(
     TrainConfig(

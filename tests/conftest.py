@@ -56,7 +56,7 @@ def tiny_model():
 
 def tiny_config(**overrides):
     """A few-second run's config; ``overrides`` by the run record's names (``lr``, ``adam_betas``)."""
-    from analysis.train.config import TrainConfig
+    from analysis.training.config import TrainConfig
 
     values = dict(
         model="nano",

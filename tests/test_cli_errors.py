@@ -6,7 +6,7 @@ import pytest
 
 from analysis import bench, cli, gpu_check, reproduce
 from analysis.results import curate, figures, memory
-from analysis.train import cli as train_cli
+from analysis.training import cli as train_cli
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ DOCTESTED = (
     "analysis.optim.baselines",
     "analysis.optim.state",
     "analysis.optim.sharding",
-    "analysis.train.lr_schedule",
+    "analysis.training.lr_schedule",
 )
 
 

@@ -19,9 +19,9 @@ import torch
 
 from analysis.recording import METRICS, SPECTRA, load_run, load_segments
 from analysis.results import stats
-from analysis.train import checkpoint, loop
-from analysis.train.cli import main
-from analysis.train.loop import train
+from analysis.training import checkpoint, loop
+from analysis.training.cli import main
+from analysis.training.loop import train
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.xdist_group("test_hostile_inputs")  # its module fixture is built once, on one worker
@@ -337,7 +337,7 @@ def test_an_allowed_lr_change_takes_effect_and_every_reader_sees_the_true_run(tm
     assert rows(changed, "loss").loc[4] == rows(base, "loss").loc[4]  # step 4's gradient: same weights
     assert rows(changed, "loss").loc[5] != rows(base, "loss").loc[5]
     # the recorded lr is the lr each step used: the new schedule (9 steps, peak 3e-3) from step 4
-    from analysis.train.lr_schedule import lr_lambda
+    from analysis.training.lr_schedule import lr_lambda
 
     new = lr_lambda(tiny_config(steps=9, lr=3e-3))
     old = lr_lambda(tiny_config(steps=6))
@@ -360,8 +360,8 @@ def test_an_allowed_change_resumes_with_the_groups_a_fresh_optimizer_would_have(
     config (lr structure, initial_lr, weight decay), at the new schedule's factor for the step
     the checkpoint holds; the per-parameter state is the checkpoint's."""
     from analysis.optim.recipes import build_optimizer
-    from analysis.train.lr_schedule import lr_lambda
-    from analysis.train.setup import setup
+    from analysis.training.lr_schedule import lr_lambda
+    from analysis.training.setup import setup
 
     run = tmp_path / "run"
     train(tiny_config(steps=6, save_every=3, keep_checkpoints=5, eval_every=0), out=run, progress=False)
@@ -506,7 +506,7 @@ def test_a_file_of_the_run_turning_unwritable_is_one_line_naming_it(target, tmp_
     (or names it when the lock itself is the file)."""
     from pathlib import Path
 
-    from analysis.train import rundir
+    from analysis.training import rundir
 
     real_replace, real_unlink = os.replace, Path.unlink
 

@@ -15,7 +15,7 @@ anything, and the next batch is the one an uninterrupted run would have read. (`
 own ``shuffle`` would drop its buffer on resume, which is why the buffer lives here.)
 
 Validation: the first ``max_tokens`` of the unshuffled validation split, packed the same way,
-read once and kept in memory; every rank holds the same blocks (``analysis.train.evaluation.evaluate`` deals them).
+read once and kept in memory; every rank holds the same blocks (``analysis.training.evaluation.evaluate`` deals them).
 """
 
 from __future__ import annotations

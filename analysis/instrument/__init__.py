@@ -1,4 +1,4 @@
-"""Instrumentation: hooks that record per-layer gradient variance, column-norm statistics and
+"""Instrumentation: hooks that record per-layer gradient variance, per-unit norm statistics and
 update spectra on a schedule (``hooks``, ``estimators``, ``spectra``, ``schedule``)."""
 
 from analysis.instrument.hooks import Instrumentation

@@ -1,4 +1,4 @@
-"""Instrumentation: hooks that record gradient noise, column-norm statistics and update spectra.
+"""Instrumentation: hooks that record gradient noise, per-unit norm statistics and update spectra.
 
 ``with Instrumentation(model, optimizer, recorder, config, last_step=...) as monitor:`` installs
 
@@ -28,14 +28,8 @@ micro-batch (the default); the step's gradient is then the same sum taken in sma
 (equal up to float rounding, so bitwise equality with an uninstrumented run holds only for
 batches that already have ``MIN_MICRO_BATCHES`` micro-batches).
 
-Statistics (see ``analysis.instrument.estimators`` and ``analysis.instrument.spectra`` for the formulas):
-``grad_norm``, ``grad_var`` / ``grad_var_rel`` / ``grad_var_coord`` (estimator a), ``gns_trace``,
-``gns_sqnorm`` (c, from micro-batches), ``probe_var`` / ``probe_var_rel`` / ``probe_trace`` (b),
-``grad_row_rms_*`` and ``update_row_rms_*`` (column-norm summaries), ``update_rms``,
-``update_weight_ratio``, ``weight_norm``, ``grad_cos_prev``, ``momentum_grad_cos``, and on
-spectral steps ``update_sigma_max``, ``update_stable_rank``, ``update_effective_rank``,
-``update_topk_energy``; vector records (``spectra.jsonl``): ``update_spectrum`` (s / s_1),
-``grad_var_rows`` and ``grad_row_rms`` (output and embedding), ``token_frequency``.
+Statistics: the formulas in ``analysis.instrument.estimators`` and ``analysis.instrument.spectra``;
+every recorded name and what it measures in ``analysis.instrument.stat_names``.
 """
 
 from __future__ import annotations

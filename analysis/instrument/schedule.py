@@ -2,7 +2,7 @@
 
 Three tiers, counted in optimizer steps (not backward calls):
 
-- ``cheap``: norms, per-layer gradient variance across micro-batches, column-norm summaries,
+- ``cheap``: norms, per-layer gradient variance across micro-batches, per-unit norm summaries,
   update/weight ratios, cosines. Every step for the first ``dense_until`` steps, then every
   ``cheap_every`` steps.
 - ``rows``: full per-row vectors (output-layer row RMS against token frequency) and top-k

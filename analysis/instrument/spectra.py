@@ -1,4 +1,5 @@
-"""Statistics of matrices: per-row (column-norm) summaries and singular-value spectra.
+"""Statistics of matrices: per-unit norm summaries (one value per output unit's fan-in) and
+singular-value spectra.
 
 Row statistics: ``r_i = rms(U[i, :])``, the per-output-unit scale that SCALE divides by
 (torch row ``i`` of an ``(out, in)`` weight; for the embedding, pass the fan-in axis 0 so each

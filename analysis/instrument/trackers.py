@@ -6,7 +6,7 @@ values)`` and ``close()``; ``Recorder(run_dir, trackers=[...])`` calls them afte
 
 - ``TensorBoard(logdir)``: per-layer scalars ``<stat>/<param>``, per-role means
   ``<stat>/role/<role>`` (the paper's per-role view), run-level scalars ``<stat>``, and a
-  histogram per vector record (column-norm rows ``grad_row_rms``, ``update_spectrum``), with
+  histogram per vector record (per-unit rows ``grad_row_rms``, ``update_spectrum``), with
   ``torch.utils.tensorboard`` (extra ``trackers``: the ``tensorboard`` package).
 - ``DictLogger(log)``: the same per-layer, per-role and run-level scalars as one
   ``log(dict, step=step)`` call per step, the signature of ``wandb.log`` and ``trackio.log``;

@@ -83,7 +83,7 @@ def is_built() -> bool:
 
 
 def kernels():
-    """``torch.ops.scale_lab_cpu`` (rows_step, cols_step, momentum_rows_step, adam_step), built
+    """``torch.ops.scale_lab_cpu`` (per_unit_step, per_unit_dim0_step, momentum_per_unit_step, adam_step), built
     and loaded once per process; ``KernelBuildError`` names the cause when the build fails."""
     if "ops" not in _LOADED:
         from torch.utils.cpp_extension import load

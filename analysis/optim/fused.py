@@ -34,7 +34,11 @@ from analysis.optim.transforms import Transform, chain, momentum, normalize, sca
 
 @dataclass(frozen=True)
 class FusedRule:
-    """What ``fusable`` found: ``kind`` is "rows", "cols", "momentum_rows" or "adam"."""
+    """What ``fusable`` found. ``kind`` names the rule in the project's one vocabulary (a *unit*
+    is an output unit, whose fan-in the paper's column normalization scales to unit RMS):
+    "per_unit" (fan-in on torch dim 1, a Linear's rows: the hidden matrices), "per_unit_dim0"
+    (fan-in on dim 0: the embedding), "momentum_per_unit" (EMA momentum, then per unit: the
+    output layer) or "adam" (the vectors)."""
 
     kind: str
     beta: float = 0.0  # momentum's beta
@@ -49,7 +53,7 @@ def fusable(transform: Transform) -> FusedRule | None:
     - ``normalize(dim=1)``: ``p <- p (1 - lr wd) - lr g / max(rms_row(g), 1e-8)`` (hidden);
     - ``normalize(dim=0)``: the same with column RMS (the embedding): the column sums need the
       whole matrix read before any row is updated, so the floor is 4 passes (compiled, only
-      the reduction: ``_col_sum_of_squares``; the update is the readable one);
+      the reduction: ``_dim0_sum_of_squares``; the update is the readable one);
     - ``momentum(beta) -> normalize(dim=1)``, EMA without Nesterov: the output layer's rule, on
       the same ``"{i}.momentum.buf"`` state the chain keeps (a checkpoint does not know which
       path wrote it);
@@ -67,18 +71,18 @@ def fusable(transform: Transform) -> FusedRule | None:
     core = [(i, t) for i, t in enumerate(links) if not isinstance(t, tap)]
     kinds = [type(t) for _, t in core]
     if kinds == [normalize] and core[0][1].axis in (0, 1):
-        return FusedRule("rows" if core[0][1].axis == 1 else "cols")
+        return FusedRule("per_unit" if core[0][1].axis == 1 else "per_unit_dim0")
     if kinds == [momentum, normalize] and core[1][1].axis == 1:
         (i, m), _ = core
         if m.kind == "ema" and not m.nesterov:
-            return FusedRule("momentum_rows", beta=m.beta, buffer=prefix(i, m) + "buf")
+            return FusedRule("momentum_per_unit", beta=m.beta, buffer=prefix(i, m) + "buf")
     if kinds == [scale_by_adam]:
         i, adam = core[0]
         return FusedRule("adam", adam=adam, adam_prefix=prefix(i, adam))
     return None
 
 
-def _rows(params: list[Tensor], grads: list[Tensor], lr: Tensor, decay: Tensor) -> None:
+def _per_unit(params: list[Tensor], grads: list[Tensor], lr: Tensor, decay: Tensor) -> None:
     """``p <- p decay - lr g / max(rms_row(g), floor)`` for each matrix."""
     for p, g in zip(params, grads):
         scale = (g * g).mean(dim=1, keepdim=True).sqrt().clamp_min(RMS_FLOOR).reciprocal()
@@ -88,7 +92,7 @@ def _rows(params: list[Tensor], grads: list[Tensor], lr: Tensor, decay: Tensor) 
 COL_BLOCK = 32  # rows per block of the column reduction (measured: 32 beats 64..256)
 
 
-def _col_sum_of_squares(g: Tensor) -> Tensor:
+def _dim0_sum_of_squares(g: Tensor) -> Tensor:
     """``sum(g**2, dim=0, keepdim=True)`` as blocks of ``COL_BLOCK`` rows, then the blocks.
     Compiled, a block is one cache-sized outer reduction that Inductor vectorizes along the
     row; one outer reduction over the whole height walks memory a row apart and ran 2x
@@ -99,17 +103,17 @@ def _col_sum_of_squares(g: Tensor) -> Tensor:
     return blocks + (tail * tail).sum(0, keepdim=True)
 
 
-def _cols(params: list[Tensor], grads: list[Tensor], lr: float, decay: float) -> None:
+def _per_unit_dim0(params: list[Tensor], grads: list[Tensor], lr: float, decay: float) -> None:
     """``p <- p decay - lr g / max(rms_col(g), floor)``: the compiled column reduction, then
     the readable path's update (``ChainedOptimizer._apply``: compiling it saves no pass)."""
     for p, g in zip(params, grads):
-        scale = _compiled("col_sums")(g).div_(g.shape[0]).sqrt_().clamp_min_(RMS_FLOOR).reciprocal_()
+        scale = _compiled("dim0_sums")(g).div_(g.shape[0]).sqrt_().clamp_min_(RMS_FLOOR).reciprocal_()
         if decay != 1.0:
             p.mul_(decay)
         p.addcmul_(g, scale, value=-lr)
 
 
-def _momentum_rows(
+def _momentum_per_unit(
     params: list[Tensor], grads: list[Tensor], buffers: list[Tensor], beta: float, lr: Tensor, decay: Tensor
 ) -> None:
     """``m <- beta m + (1 - beta) g``; ``p <- p decay - lr m / max(rms_row(m), floor)``."""
@@ -156,7 +160,11 @@ _COMPILED: dict[str, object] = {}
 
 def _compiled(name: str):
     if name not in _COMPILED:
-        function = {"rows": _rows, "col_sums": _col_sum_of_squares, "momentum_rows": _momentum_rows}[name]
+        function = {
+            "per_unit": _per_unit,
+            "dim0_sums": _dim0_sum_of_squares,
+            "momentum_per_unit": _momentum_per_unit,
+        }[name]
         _COMPILED[name] = torch.compile(function, dynamic=False)
     return _COMPILED[name]
 
@@ -242,13 +250,13 @@ def step(rule: FusedRule, params: list[Tensor], states: list[dict], lr: float, w
     decay = torch.tensor(1.0 - lr * weight_decay, dtype=torch.float32, device=device)
     try:
         with _outer_loop_fusion_guard():
-            if rule.kind == "rows":
-                _compiled("rows")(weights, grads, lr_t, decay)
-            elif rule.kind == "cols":
-                _cols(weights, grads, lr, 1.0 - lr * weight_decay)
+            if rule.kind == "per_unit":
+                _compiled("per_unit")(weights, grads, lr_t, decay)
+            elif rule.kind == "per_unit_dim0":
+                _per_unit_dim0(weights, grads, lr, 1.0 - lr * weight_decay)
             else:
                 buffers = [state[rule.buffer] for state in states]
-                _compiled("momentum_rows")(weights, grads, buffers, rule.beta, lr_t, decay)
+                _compiled("momentum_per_unit")(weights, grads, buffers, rule.beta, lr_t, decay)
     except torch._dynamo.exc.BackendCompilerFailed as error:  # e.g. no C++ compiler
         inner = getattr(error, "inner_exception", error)
         cause = f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
@@ -283,18 +291,18 @@ def _cpu_kernels():
 def _cpu_step(
     rule: FusedRule, weights: list[Tensor], grads: list[Tensor], states: list[dict], lr: float, decay: float
 ) -> None:
-    """The rule on the CPU with ``analysis.optim.cpu_kernels`` (the same math as ``_rows``,
-    ``_cols`` and ``_momentum_rows``, each matrix read as few times as that math allows)."""
+    """The rule on the CPU with ``analysis.optim.cpu_kernels`` (the same math as ``_per_unit``,
+    ``_per_unit_dim0`` and ``_momentum_per_unit``, each matrix read as few times as that math allows)."""
     ops = _cpu_kernels()
-    buffers = [state[rule.buffer] for state in states] if rule.kind == "momentum_rows" else []
-    if rule.kind == "momentum_rows":
+    buffers = [state[rule.buffer] for state in states] if rule.kind == "momentum_per_unit" else []
+    if rule.kind == "momentum_per_unit":
         for p, g, m in zip(weights, grads, buffers):
-            ops.momentum_rows_step(p, g, m, rule.beta, lr, decay, RMS_FLOOR)
-    elif rule.kind == "rows":  # one call for the group: one parallel loop over all its rows
-        ops.rows_step(weights, grads, lr, decay, RMS_FLOOR)
+            ops.momentum_per_unit_step(p, g, m, rule.beta, lr, decay, RMS_FLOOR)
+    elif rule.kind == "per_unit":  # one call for the group: one parallel loop over all its rows
+        ops.per_unit_step(weights, grads, lr, decay, RMS_FLOOR)
     else:
         for p, g in zip(weights, grads):
-            ops.cols_step(p, g, lr, decay, RMS_FLOOR)
+            ops.per_unit_dim0_step(p, g, lr, decay, RMS_FLOOR)
     # the kernels write through data pointers, which autograd does not see: without this, a
     # backward through a graph that saved these weights before the step would not stop (as
     # torch's in-place ops make it) but compute gradients from the new weights

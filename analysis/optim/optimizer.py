@@ -214,7 +214,10 @@ class ChainedOptimizer(torch.optim.Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         if rule is None or not fused_step.can_fuse(params):
             return False
-        if rule.kind in ("rows", "cols"):  # stateless: the entry the readable path makes, no init
+        if rule.kind in (
+            "per_unit",
+            "per_unit_dim0",
+        ):  # stateless: the entry the readable path makes, no init
             states = [self.state[p] for p in params]
         else:
             states = [self._state_of(p, transform) for p in params]

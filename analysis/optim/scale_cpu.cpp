@@ -120,7 +120,7 @@ void rows_range(float* P, const float* G, int64_t n, int64_t begin, int64_t end,
 // The rows rule on every matrix of a group in one parallel loop (as torch's foreach SGD does):
 // the matrices are cut into pieces of PIECE_ROWS rows, and a thread's consecutive pieces of one
 // matrix run as one pipelined range.
-void rows_step(at::TensorList ps, at::TensorList gs, double lr, double decay, double floor) {
+void per_unit_step(at::TensorList ps, at::TensorList gs, double lr, double decay, double floor) {
   TORCH_CHECK(ps.size() == gs.size(), "scale_cpu: ", ps.size(), " weights but ", gs.size(),
               " gradients");
   std::vector<std::pair<int64_t, int64_t>> pieces;  // (matrix, first row)
@@ -147,7 +147,7 @@ void rows_step(at::TensorList ps, at::TensorList gs, double lr, double decay, do
 // p <- p decay - lr g / max(rms_col(g), floor) (the embedding). Every row is read before any
 // is updated: blocks of COL_BLOCK rows sum their squares per column, the blocks are summed in
 // order, then one pass updates.
-void cols_step(at::Tensor p, const at::Tensor& g, double lr, double decay, double floor) {
+void per_unit_dim0_step(at::Tensor p, const at::Tensor& g, double lr, double decay, double floor) {
   check(p, p, "p");
   check(g, p, "g");
   const int64_t rows = p.size(0), n = p.size(1);
@@ -229,7 +229,7 @@ void cols_step(at::Tensor p, const at::Tensor& g, double lr, double decay, doubl
 // Pipelined as the rows rule is: the loop that updates row i of p with its momentum row (still
 // in cache) also blends and sums row i+1 of the momentum. lerp rounds as torch.lerp_ does:
 // m + w (g - m) for w < 0.5, else g - (g - m)(1 - w).
-void momentum_rows_step(at::Tensor p, const at::Tensor& g, at::Tensor m, double beta, double lr,
+void momentum_per_unit_step(at::Tensor p, const at::Tensor& g, at::Tensor m, double beta, double lr,
                         double decay, double floor) {
   check(p, p, "p");
   check(g, p, "g");
@@ -325,17 +325,17 @@ void adam_step(at::TensorList ps, at::TensorList gs, at::TensorList ms, at::Tens
 }
 
 TORCH_LIBRARY(scale_lab_cpu, ops) {
-  ops.def("rows_step(Tensor(a!)[] p, Tensor[] g, float lr, float decay, float floor) -> ()");
-  ops.def("cols_step(Tensor(a!) p, Tensor g, float lr, float decay, float floor) -> ()");
-  ops.def("momentum_rows_step(Tensor(a!) p, Tensor g, Tensor(b!) m, float beta, float lr, "
+  ops.def("per_unit_step(Tensor(a!)[] p, Tensor[] g, float lr, float decay, float floor) -> ()");
+  ops.def("per_unit_dim0_step(Tensor(a!) p, Tensor g, float lr, float decay, float floor) -> ()");
+  ops.def("momentum_per_unit_step(Tensor(a!) p, Tensor g, Tensor(b!) m, float beta, float lr, "
           "float decay, float floor) -> ()");
   ops.def("adam_step(Tensor(a!)[] p, Tensor[] g, Tensor(b!)[] m, Tensor(c!)[] v, float beta1, "
           "float beta2, float eps, bool eps_raw, int t, float lr, float decay) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(scale_lab_cpu, CPU, ops) {
-  ops.impl("rows_step", &rows_step);
-  ops.impl("cols_step", &cols_step);
-  ops.impl("momentum_rows_step", &momentum_rows_step);
+  ops.impl("per_unit_step", &per_unit_step);
+  ops.impl("per_unit_dim0_step", &per_unit_dim0_step);
+  ops.impl("momentum_per_unit_step", &momentum_per_unit_step);
   ops.impl("adam_step", &adam_step);
 }

@@ -1,6 +1,6 @@
 """What the optimizers need to know about FSDP2 row shards (torch ``DTensor``), and nothing else.
 
-Under FSDP2 (``analysis.train.parallel``) every parameter is a ``DTensor`` placed ``Shard(0)``:
+Under FSDP2 (``analysis.training.parallel``) every parameter is a ``DTensor`` placed ``Shard(0)``:
 each process holds a block of whole rows. ``ChainedOptimizer`` runs its transforms on the
 local blocks (``local``); a transform that reduces along the sharded axis (the embedding's
 dim-0 normalization) asks ``sharded_group`` which process group to all-reduce over. A rule

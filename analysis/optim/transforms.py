@@ -54,7 +54,7 @@ def tap_listener(listener: Callable[[str, Tensor, Tensor], None]):
 class Transform:
     """Base class: a stateless-by-default direction map.
 
-    Under FSDP2 (``analysis.train.parallel``) ``update`` gets this process's row block of the
+    Under FSDP2 (``analysis.training.parallel``) ``update`` gets this process's row block of the
     gradient and of the state, and the whole logical ``param`` (a ``DTensor``).
     ``row_shard_safe`` says the update of a row block equals the row block of the update
     (elementwise rules, per-row rules, or rules that communicate what they need); the trainer

@@ -14,7 +14,7 @@ from pathlib import Path
 from analysis.optim.hyper import OptimizerConfig
 from analysis.recording import TUNING, read_json
 from analysis.results.run_set import REFERENCE
-from analysis.train.config import ConfigError
+from analysis.training.config import ConfigError
 
 
 @dataclass(frozen=True)

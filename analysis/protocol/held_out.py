@@ -39,7 +39,7 @@ from pathlib import Path
 
 from analysis.protocol.arms import Arm
 from analysis.protocol.presets import Preset
-from analysis.train.config import TrainConfig
+from analysis.training.config import TrainConfig
 
 Key = tuple[float, float, int]  # (beta2, multiplier, lr grid point)
 

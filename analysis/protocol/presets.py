@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.hyper import OptimizerConfig
 from analysis.protocol.arms import ARM_BY_LABEL, SHARED_HYPER, Arm
-from analysis.train.config import ConfigError, TrainConfig
+from analysis.training.config import ConfigError, TrainConfig
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from analysis.recording import CONFIG, RESULT, SEGMENTS, load_result, write_atomic
-from analysis.train import checkpoint
-from analysis.train.config import TrainConfig
-from analysis.train.loop import train
-from analysis.train.stopping import TrainingDiverged
+from analysis.training import checkpoint
+from analysis.training.config import TrainConfig
+from analysis.training.loop import train
+from analysis.training.stopping import TrainingDiverged
 
 
 def run_one(config: TrainConfig, run_dir: Path, progress: bool = False) -> dict:

@@ -27,7 +27,7 @@ from analysis.protocol.presets import Preset
 from analysis.protocol.runner import Runner
 from analysis.recording import ORDER, SELECTION, TUNING, is_run_dir, load_result, read_json
 from analysis.results.paper import NORMALIZATIONS
-from analysis.train.config import ConfigError, TrainConfig
+from analysis.training.config import ConfigError, TrainConfig
 
 
 def _best(grid: dict[int, list[float]]) -> int | None:

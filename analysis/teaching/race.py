@@ -26,9 +26,9 @@ from analysis.protocol.presets import PRESETS
 from analysis.recording import load_run, run_settings, scalars
 from analysis.results import stats, style
 from analysis.results.run_set import REFERENCE
-from analysis.train.config import ConfigError, TrainConfig
-from analysis.train.loop import train
-from analysis.train.rundir import effective_settings
+from analysis.training.config import ConfigError, TrainConfig
+from analysis.training.loop import train
+from analysis.training.rundir import effective_settings
 
 BASELINES = ("scale", "adamw")
 # the settings a reference run must share with the race's to be reused

@@ -1,34 +1,26 @@
-"""Training: config, loop, lr schedule, data parallelism, checkpoints and evaluation.
+"""The old name of ``analysis.training``, kept for one release: importing it warns and gives the
+same modules (``analysis.train.config`` is ``analysis.training.config``, not a copy).
 
-``from analysis.train import TrainConfig, train`` is the importable trainer;
-``python -m analysis.train`` (``scale-lab train``) is its command line (``analysis.train.cli``).
-The package itself is callable as the trainer, so ``from analysis import train`` (which Python
-resolves to this package) trains too: ``train(config)`` is ``analysis.train.loop.train(config)``.
+The package was renamed so that ``from analysis import train`` is the trainer function itself.
 """
 
+import importlib
+import pkgutil
 import sys
-import types
+import warnings
 
-from analysis.train.cli import main
-from analysis.train.config import ConfigError, TrainConfig
-from analysis.train.loop import TrainingDiverged, TrainingInterrupted, TrainResult, train
+import analysis.training as _training
 
+warnings.warn(
+    "analysis.train is now analysis.training (the old name goes in the next release): import "
+    "from analysis.training, or run python -m analysis.training",
+    FutureWarning,  # shown by default: the reader is the user whose import names the old path
+    stacklevel=2,
+)
+for _module in pkgutil.iter_modules(_training.__path__):
+    if _module.name != "__main__":
+        _same = importlib.import_module(f"analysis.training.{_module.name}")
+        sys.modules[f"{__name__}.{_module.name}"] = globals()[_module.name] = _same
 
-class _CallableTrainer(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        return train(*args, **kwargs)
-
-    __call__.__doc__ = train.__doc__
-
-
-sys.modules[__name__].__class__ = _CallableTrainer
-
-__all__ = [
-    "ConfigError",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingDiverged",
-    "TrainingInterrupted",
-    "main",
-    "train",
-]
+from analysis.training import *  # noqa: E402,F403 (the old package's names)
+from analysis.training import __all__ as __all__  # noqa: E402

@@ -1,6 +1,8 @@
-"""``python -m analysis.train``: the trainer's command line (``analysis.train.cli``)."""
+"""``python -m analysis.train``: the old name of ``python -m analysis.training`` (it warns)."""
 
-from analysis.train.cli import main
+import sys
+
+from analysis.training.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -10,9 +10,9 @@ import pytest
 from analysis.optim.hyper import OptimizerConfig
 from analysis.protocol.arms import SHARED_HYPER, Arm
 from analysis.protocol.presets import PRESETS
-from analysis.train.cli import config_from, parser
-from analysis.train.config import RECORDED_HYPER, TrainConfig
-from analysis.train.rundir import changed_settings
+from analysis.training.cli import config_from, parser
+from analysis.training.config import RECORDED_HYPER, TrainConfig
+from analysis.training.rundir import changed_settings
 
 RECORDINGS = Path(__file__).resolve().parents[2] / "data" / "recordings"
 

@@ -5,7 +5,7 @@ CPU backend). Collectives run on gloo in ``test_parallel`` and ``test_train``.""
 import pytest
 import torch
 
-from analysis.train import train
+from analysis.training import train
 from tests.conftest import tiny_config
 
 

@@ -94,7 +94,7 @@ def test_a_smoke_race_gives_a_paired_leaderboard(tmp_path):
 def test_the_race_reuses_a_run_whose_segments_record_the_effective_settings(tmp_path, monkeypatch):
     # a run's segments record the recipe's default placement ("output" for scale): the race's
     # config, which leaves it to the recipe, is the same configuration
-    from analysis.train.loop import train
+    from analysis.training.loop import train
 
     config = PRESETS["smoke"].config(Arm("scale", "scale"), 0, 1e-3)
     assert config.hyper.momentum is None

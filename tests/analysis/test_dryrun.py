@@ -3,9 +3,9 @@
 import pytest
 
 from analysis.results.memory import analytic_gb
-from analysis.train.cli import main
-from analysis.train.config import TrainConfig
-from analysis.train.dryrun import plan
+from analysis.training.cli import main
+from analysis.training.config import TrainConfig
+from analysis.training.dryrun import plan
 from toy_models.llama import PAPER_MODELS
 
 
@@ -79,7 +79,7 @@ def test_a_gpu_preset_is_sized_on_this_cpu_machine(capsys):
 def test_the_dry_run_sizes_the_model_the_trainer_builds():
     import torch
 
-    from analysis.train.setup import build
+    from analysis.training.setup import build
     from toy_models.llama import load_config
 
     config = TrainConfig(model="micro2k", optimizer="scale", batch_size=4, seq_len=32)
@@ -93,8 +93,8 @@ def test_the_dry_run_sizes_the_model_the_trainer_builds():
 
 
 def test_a_whole_matrix_rule_counts_its_gathered_matrix_under_fsdp():
-    from analysis.train.config import TrainConfig
-    from analysis.train.dryrun import plan
+    from analysis.training.config import TrainConfig
+    from analysis.training.dryrun import plan
     from toy_models.llama import load_config, matrix_shapes
 
     common = dict(model="60m", batch_size=64, micro_batch_size=8, seq_len=256, precision="bf16-mixed")

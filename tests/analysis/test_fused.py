@@ -58,15 +58,15 @@ def _state_tensors(optimizer):
 def test_scale_groups_get_their_fused_rule_and_the_rest_none():
     optimizer = build_optimizer("scale", build_model(load_config("nano", vocab_size=512)))
     kinds = {g["label"]: fused.fusable(optimizer.transform_of(g)) for g in optimizer.param_groups}
-    assert kinds["hidden"].kind == "rows"
-    assert kinds["output"] == fused.FusedRule("momentum_rows", beta=0.9, buffer="0.momentum.buf")
+    assert kinds["hidden"].kind == "per_unit"
+    assert kinds["output"] == fused.FusedRule("momentum_per_unit", beta=0.9, buffer="0.momentum.buf")
     assert kinds["vector"].kind == "adam"
-    assert kinds["embedding"].kind == "cols"
+    assert kinds["embedding"].kind == "per_unit_dim0"
     assert fused.fusable(chain(momentum(0.9, nesterov=True), normalize(1))) is None
     assert fused.fusable(chain(momentum(0.9, kind="sum"), normalize(1))) is None
     assert fused.fusable(chain(orthogonalize(), tap("update"))) is None
     assert fused.fusable(normalize((1, 2))) is None
-    assert fused.fusable(chain(tap("g"), normalize(1), tap("update"))).kind == "rows"
+    assert fused.fusable(chain(tap("g"), normalize(1), tap("update"))).kind == "per_unit"
 
 
 @pytest.mark.parametrize("vector_rule", ["published", "torch"])
@@ -149,7 +149,7 @@ def test_a_step_that_cannot_compile_says_so_and_names_the_fix(monkeypatch):
             torch.compile, RuntimeError("Failed to find C++ compiler. Please specify via CXX"), None
         )
 
-    monkeypatch.setitem(fused._COMPILED, "rows", no_compiler)
+    monkeypatch.setitem(fused._COMPILED, "per_unit", no_compiler)
     monkeypatch.setattr(fused, "_plain_matrix", lambda p, g: False)  # the compiled path
     _, _, model, fast = _pair()
     for p in model.parameters():
@@ -187,7 +187,7 @@ def test_cpu_kernels_that_cannot_be_built_say_so_and_name_the_fix(monkeypatch):
 
 
 def test_the_compiled_rules_for_cuda_equal_the_readable_ones_on_the_cpu(monkeypatch):
-    """The CUDA path compiles ``_rows``, ``_cols`` and ``_momentum_rows`` and runs ``_adam``;
+    """The CUDA path compiles ``_per_unit``, ``_per_unit_dim0`` and ``_momentum_per_unit`` and runs ``_adam``;
     CI has no GPU, so the same functions run here (Inductor's CPU backend)."""
     monkeypatch.setattr(fused, "_contiguous", lambda p: False)
     monkeypatch.setattr(fused, "_plain_matrix", lambda p, g: False)
@@ -197,7 +197,7 @@ def test_the_compiled_rules_for_cuda_equal_the_readable_ones_on_the_cpu(monkeypa
     assert _relative_gap(_state_tensors(fast), _state_tensors(readable)) < 1e-6
 
 
-@pytest.mark.parametrize("kernel", ["rows_step", "cols_step", "momentum_rows_step"])
+@pytest.mark.parametrize("kernel", ["per_unit_step", "per_unit_dim0_step", "momentum_per_unit_step"])
 def test_cpu_kernels_follow_the_rule_with_the_same_bits_on_any_thread_count(kernel):
     """Rows and blocks of rows are summed in one fixed order, whatever thread takes them, and
     the result is the rule's torch formula; the shape leaves a ragged last block and row tail
@@ -210,9 +210,11 @@ def test_cpu_kernels_follow_the_rule_with_the_same_bits_on_any_thread_count(kern
         for n in (1, 3, 4):
             torch.set_num_threads(n)
             q, buf = p.clone(), m.clone()
-            args = {"rows_step": ([q], [g]), "cols_step": (q, g), "momentum_rows_step": (q, g, buf, 0.9)}[
-                kernel
-            ]
+            args = {
+                "per_unit_step": ([q], [g]),
+                "per_unit_dim0_step": (q, g),
+                "momentum_per_unit_step": (q, g, buf, 0.9),
+            }[kernel]
             getattr(ops, kernel)(*args, 0.01, 0.999, 1e-8)
             results.append((q, buf))
     finally:
@@ -220,11 +222,11 @@ def test_cpu_kernels_follow_the_rule_with_the_same_bits_on_any_thread_count(kern
     assert all(torch.equal(a, results[0][0]) and torch.equal(b, results[0][1]) for a, b in results)
     # and they are the rule: the plain torch formula, in float64, on the same ragged shape
     p64, g64, m64 = p.double(), g.double(), m.double()
-    if kernel == "momentum_rows_step":
+    if kernel == "momentum_per_unit_step":
         m64 = 0.9 * m64 + 0.1 * g64
         g64 = m64
         assert _relative_gap([results[0][1].double()], [m64]) < 1e-6
-    dim = 0 if kernel == "cols_step" else 1
+    dim = 0 if kernel == "per_unit_dim0_step" else 1
     want = p64 * 0.999 - 0.01 * g64 / g64.square().mean(dim, keepdim=True).sqrt().clamp_min(1e-8)
     assert _relative_gap([results[0][0].double() - p64 * 0.999], [want - p64 * 0.999]) < 1e-5
 
@@ -257,7 +259,7 @@ def test_instrumented_training_records_the_same_and_fuses_the_unrecorded_steps(t
     # (rows of a normalized update have unit RMS: their spread is float noise, ~1e-8)
     assert ((ours - theirs).abs() <= 1e-5 * theirs.abs() + 1e-6).all()
     # steps 1 and 3 fused (hidden, embedding, output, vectors), 2 and 4 readable
-    assert sorted(fused_calls) == sorted(["rows", "cols", "momentum_rows", "adam"] * 2)
+    assert sorted(fused_calls) == sorted(["per_unit", "per_unit_dim0", "momentum_per_unit", "adam"] * 2)
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
@@ -334,7 +336,7 @@ def test_a_group_with_one_fsdp2_shard_among_plain_matrices_takes_the_readable_pa
 
 def test_a_default_run_takes_the_fused_step_and_says_so(tmp_path, capsys):
     from analysis.recording import run_config
-    from analysis.train.cli import main
+    from analysis.training.cli import main
 
     args = [
         "--model",
@@ -363,7 +365,7 @@ def test_a_default_run_takes_the_fused_step_and_says_so(tmp_path, capsys):
 def test_kernels_that_cannot_be_built_fall_back_in_one_line(tmp_path, monkeypatch, capsys):
     from analysis.optim import cpu_kernels
     from analysis.recording import run_config
-    from analysis.train.cli import main
+    from analysis.training.cli import main
 
     def no_compiler():
         raise cpu_kernels.KernelBuildError("FileNotFoundError: c++")

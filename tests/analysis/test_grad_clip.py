@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from analysis.recording import load_run, read_json, scalars
-from analysis.train import main, train
-from analysis.train.parallel import clip_gradients, global_grad_norm
+from analysis.training import main, train
+from analysis.training.parallel import clip_gradients, global_grad_norm
 from tests.conftest import tiny_config
 
 

@@ -7,7 +7,7 @@ import pytest
 from analysis.instrument.heads import head_layouts
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.recording import load_run
-from analysis.train.loop import train
+from analysis.training.loop import train
 from tests.conftest import tiny_config
 
 PER_HEAD = InstrumentConfig(cheap_every=1, rows_every=2, per_head=True)
@@ -47,7 +47,7 @@ def test_one_head_equals_the_matrix_statistic(tmp_path):
     def one_head(name, **kw):
         return real(name, **kw | {"num_attention_heads": 1, "num_key_value_heads": 1})
 
-    import analysis.train.setup as setup
+    import analysis.training.setup as setup
 
     setup.load_config, saved = one_head, setup.load_config
     try:

@@ -6,7 +6,7 @@ from analysis.instrument.hooks import Instrumentation
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.recipes import build_optimizer
 from analysis.recording import Recorder, load_run
-from analysis.train import train
+from analysis.training import train
 from tests.conftest import tiny_config
 
 
@@ -129,3 +129,21 @@ def test_schedule_tiers():
     assert not any(cfg.due("probe", s, 400) for s in range(1, 400))
     with pytest.raises(ValueError, match="cheap_every"):
         InstrumentConfig(cheap_every=0)
+
+
+def test_every_statistic_a_run_records_has_its_meaning_documented(tmp_path):
+    """Every name an instrumented run writes (every tier due, per head, the probe, clipping on)
+    is defined in ``analysis.instrument.stat_names``, the recordings' one documentation."""
+    from analysis.instrument import stat_names
+    from analysis.recording import load_run
+
+    everything = InstrumentConfig(
+        every_step=True, per_head=True, probe_at=(2,), probe_small=2, probe_large=6, probe_repeats=2
+    )
+    config = tiny_config(steps=3, micro_batch_size=1, instrument=everything, grad_clip=1.0)
+    train(config, out=tmp_path / "run", progress=False)
+    recorded = set(load_run(tmp_path / "run").stat) | set(load_run(tmp_path / "run", "spectra").stat)
+    undocumented = sorted(s for s in recorded if stat_names.meaning(s) is None)
+    assert not undocumented, f"statistics without a meaning in stat_names: {undocumented}"
+    assert {"probe_var", "grad_var_head", "update_row_rms_cv", "update_spectrum", "grad_clipped"} <= recorded
+    assert stat_names.meaning("no_such_stat") is None

@@ -19,7 +19,7 @@ def test_the_fused_step_equals_the_readable_one_on_cuda():
 
 def test_a_bf16_run_on_cuda_trains_and_records_its_mfu(tmp_path):
     from analysis.recording import load_run, scalars
-    from analysis.train.loop import train
+    from analysis.training.loop import train
     from tests.conftest import tiny_config
 
     result = train(

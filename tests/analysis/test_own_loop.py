@@ -14,7 +14,7 @@ from analysis.instrument import Instrumentation, InstrumentConfig
 from analysis.instrument.trackers import DictLogger, TensorBoard
 from analysis.optim.recipes import build_optimizer
 from analysis.recording import Recorder, load_run
-from analysis.train.loop import accumulate
+from analysis.training.loop import accumulate
 from tests.conftest import tiny_config
 
 STEPS, BATCH, MICRO, SEQ = 3, 4, 1, 16  # 4 micro-batches: the trainer cuts none further
@@ -146,7 +146,7 @@ def test_the_callback_weights_a_micro_batch_by_its_predicted_tokens():
 def test_the_trainer_sends_its_recording_to_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from analysis.train.cli import main
+    from analysis.training.cli import main
 
     assert (
         main(

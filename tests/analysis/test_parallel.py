@@ -8,9 +8,9 @@ import torch
 from analysis.optim.optimizer import NotShardable, check_shardable
 from analysis.optim.recipes import build_optimizer
 from analysis.recording import load_run, scalars
-from analysis.train.checkpoint import CheckpointError, identity, load_latest, save
-from analysis.train.config import ConfigError
-from analysis.train.parallel import global_grad_norm
+from analysis.training.checkpoint import CheckpointError, identity, load_latest, save
+from analysis.training.config import ConfigError
+from analysis.training.parallel import global_grad_norm
 from tests.conftest import tiny_config
 
 
@@ -106,7 +106,7 @@ def test_fsdp2_with_scale_equals_ddp_with_scale_and_resumes(tmp_path):
     and resuming from the gathered checkpoint changes nothing."""
     args = [
         "-m",
-        "analysis.train",
+        "analysis.training",
         "--model",
         "nano",
         "--optimizer",
@@ -159,7 +159,7 @@ def test_fsdp2_with_a_whole_matrix_rule_equals_ddp_and_resumes(tmp_path, name, p
     losses are DDP's; the sharded state checkpoints and resumes as SCALE's does."""
     args = [
         "-m",
-        "analysis.train",
+        "analysis.training",
         "--model",
         "nano",
         "--optimizer",
@@ -207,7 +207,7 @@ def test_fsdp2_refuses_adafactor_before_training(tmp_path):
             "--master_port",
             "29544",
             "-m",
-            "analysis.train",
+            "analysis.training",
             "--model",
             "nano",
             "--optimizer",
@@ -240,6 +240,6 @@ def test_importing_the_trainer_does_not_import_dtensor():
     """``torch.distributed.tensor`` takes over a second to import: the trainer's own modules
     leave it to the sharded run (``shard_model``); transformers still imports it when it
     builds a model, so this saves the second only where no model is built."""
-    code = "import sys, analysis.train.cli; print('torch.distributed.tensor' in sys.modules)"
+    code = "import sys, analysis.training.cli; print('torch.distributed.tensor' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -251,7 +251,7 @@ def test_every_recipe_trains_for_100_steps(name):
     # The whole-matrix rules on nano: Newton-Schulz and power iterations on micro's matrices
     # took 30-70 s of the suite each (torch.optim.Muon in bf16: 2.7 s a step on CPUs without
     # bf16 matrix units); the others on micro.
-    from analysis.train import train
+    from analysis.training import train
     from tests.conftest import tiny_config
 
     model = "nano" if name in WHOLE_MATRIX else "micro"

@@ -32,7 +32,7 @@ def test_kill_9_leaves_flushed_rows_readable(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "analysis.train",
+        "analysis.training",
         "--model",
         "nano",
         "--steps",

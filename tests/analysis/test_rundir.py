@@ -10,11 +10,11 @@ import signal
 import pytest
 
 from analysis.recording import CONFIG, load_run, load_segments
-from analysis.train import loop
-from analysis.train.cli import main
-from analysis.train.config import ConfigError
-from analysis.train.loop import train
-from analysis.train.stopping import TrainingInterrupted
+from analysis.training import loop
+from analysis.training.cli import main
+from analysis.training.config import ConfigError
+from analysis.training.loop import train
+from analysis.training.stopping import TrainingInterrupted
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.xdist_group("test_rundir")  # its module fixture is built once, on one worker
@@ -191,7 +191,7 @@ def test_a_stale_lock_is_reported_and_replaced(tmp_path, capsys):
 def test_a_failed_checkpoint_write_keeps_the_last_good_one(tmp_path, monkeypatch):
     import torch
 
-    from analysis.train import checkpoint
+    from analysis.training import checkpoint
 
     real, calls = torch.save, []
 

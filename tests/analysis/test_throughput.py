@@ -7,8 +7,8 @@ import torch
 
 from analysis.provenance import cpu_model
 from analysis.recording import load_run
-from analysis.train import throughput
-from analysis.train.loop import train
+from analysis.training import throughput
+from analysis.training.loop import train
 from tests.conftest import tiny_config
 
 
@@ -84,7 +84,7 @@ def test_an_auto_run_records_its_pick_trains_as_that_precision_and_resumes_with_
     named = train(tiny_config(steps=4, precision=pick, device="cpu"), out=tmp_path / "named", progress=False)
     assert auto.losses == named.losses
     # a resume keeps the recorded precision: nothing is measured, the model is built at the pick
-    from analysis.train import setup
+    from analysis.training import setup
 
     (tmp_path / "auto" / "result.json").unlink()
     monkeypatch.setattr(throughput, "fastest_cpu_precision", _must_not_measure)
@@ -115,7 +115,7 @@ def _must_not_measure(*args):
 
 
 def test_the_trainer_says_what_auto_picked(tmp_path, monkeypatch, capsys):
-    from analysis.train import main
+    from analysis.training import main
 
     monkeypatch.setenv("SCALE_LAB_HOME", str(tmp_path / "home"))
     _fake_rates(monkeypatch, fp32=2000.0, bf16=1000.0)

@@ -56,7 +56,7 @@ def trained(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "analysis.train",
+            "analysis.training",
             *ARGS,
             "--out",
             str(base / "run"),

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from analysis.recording import load_run, scalars
-from analysis.train import main, train
-from analysis.train.config import ConfigError
-from analysis.train.lr_schedule import lr_lambda
+from analysis.training import main, train
+from analysis.training.config import ConfigError
+from analysis.training.lr_schedule import lr_lambda
 from tests.conftest import tiny_config
 
 
@@ -47,7 +47,7 @@ def test_schedule_warms_up_then_decays_to_floor():
 
 
 def test_vector_group_follows_schedule_with_its_own_peak(tmp_path):
-    from analysis.train.setup import build
+    from analysis.training.setup import build
 
     config = tiny_config(lr=1e-3, adam_lr=2e-2, steps=20, warmup_steps=5)
     _, _, model, opt = build(config, torch.device("cpu"), "fp32")
@@ -166,7 +166,7 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path)
 
     args = [
         "-m",
-        "analysis.train",
+        "analysis.training",
         "--model",
         "nano",
         "--steps",
@@ -230,7 +230,7 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path)
 
 
 def test_batch_not_divisible_by_world_size_is_refused_before_anything_is_written(tmp_path, monkeypatch):
-    from analysis.train import train
+    from analysis.training import train
 
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "0")
@@ -248,7 +248,7 @@ def test_kill_then_resume_equals_uninterrupted_bitwise(tmp_path):
 
     args = [
         "-m",
-        "analysis.train",
+        "analysis.training",
         "--model",
         "nano",
         "--steps",
@@ -343,7 +343,7 @@ def test_resuming_with_another_optimizer_is_refused_and_keeps_the_run(tmp_path, 
 
 
 def test_the_seed_release_flags_are_accepted_with_their_meaning():
-    from analysis.train.cli import parser, translate_paper_flags
+    from analysis.training.cli import parser, translate_paper_flags
 
     args = translate_paper_flags(
         parser().parse_args(

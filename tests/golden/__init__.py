@@ -53,7 +53,7 @@ CHAOTIC = 1e-5  # sensitivity above which a recipe is checked against its band
 
 def config(recipe: str):
     """The fixed training setting of the golden losses for ``recipe``."""
-    from analysis.train import TrainConfig
+    from analysis.training import TrainConfig
 
     return TrainConfig(
         model="nano",
@@ -85,7 +85,7 @@ def ulp_perturbed(pattern: int):
     """Builds made inside move every initial weight by one float32 ulp, ``w (1 +- 2^-24)`` (a
     random sign per entry, seeded by ``pattern``): a rounding-sized change of the start, to
     measure how rounding grows."""
-    from analysis.train import setup
+    from analysis.training import setup
 
     build = setup.build_model
 
@@ -108,7 +108,7 @@ def ulp_perturbed(pattern: int):
 def losses(recipe: str, n_threads: int = 1, pattern: int | None = None) -> list[float]:
     """The first ``STEPS`` training losses of ``recipe`` in the golden setting (optionally with
     ``n_threads`` threads or a one-ulp ``pattern`` of the initial weights)."""
-    from analysis.train import train
+    from analysis.training import train
 
     perturbation = ulp_perturbed(pattern) if pattern is not None else contextlib.nullcontext()
     with threads(n_threads), perturbation:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.train.loop import train
+from analysis.training.loop import train
 from tests.conftest import tiny_config
 from toy_models.corpus import CorpusError
 

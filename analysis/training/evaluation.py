@@ -12,7 +12,7 @@ import math
 import torch
 
 from analysis.recording import RecordingError, load_run, scalars
-from analysis.train.config import TrainConfig
+from analysis.training.config import TrainConfig
 
 
 def recorded_value(run_dir, stat: str, step: int) -> float:
@@ -37,7 +37,7 @@ def hardware_stats(
     device: torch.device, flops_per_s: float, world: int, limit: tuple[str, float] | None
 ) -> dict:
     """Achieved FLOP/s per process (``6 N + 12 L h T`` per token) and its share of ``limit``
-    (``analysis.train.throughput``: MFU on CUDA over ``world`` GPUs, the measured matmul peak's
+    (``analysis.training.throughput``: MFU on CUDA over ``world`` GPUs, the measured matmul peak's
     fraction on CPU); on CUDA also the peak memory since the last call."""
     stats = {"flops_per_s": flops_per_s / world}
     if limit is not None:

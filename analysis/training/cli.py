@@ -1,4 +1,4 @@
-"""``scale-lab train`` (``python -m analysis.train``): the trainer's command line.
+"""``scale-lab train`` (``python -m analysis.training``): the trainer's command line.
 
 Flags mirror ``TrainConfig``'s record (``to_dict``) key by key; the SCALE seed release's flag
 names are accepted as aliases where they mean the same thing (``--num_training_steps``,
@@ -22,11 +22,11 @@ from analysis.optim.hyper import RecipeError
 from analysis.optim.recipes import recipe_table
 from analysis.optim.roles import RoleError
 from analysis.recording import RecordingError, run_config
-from analysis.train.checkpoint import CheckpointError
-from analysis.train.config import ConfigError, TrainConfig
-from analysis.train.dryrun import plan
-from analysis.train.loop import train
-from analysis.train.stopping import TrainingDiverged, TrainingInterrupted
+from analysis.training.checkpoint import CheckpointError
+from analysis.training.config import ConfigError, TrainConfig
+from analysis.training.dryrun import plan
+from analysis.training.loop import train
+from analysis.training.stopping import TrainingDiverged, TrainingInterrupted
 from toy_models.corpus import CorpusError
 from toy_models.files import NotWritable
 

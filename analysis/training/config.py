@@ -159,7 +159,7 @@ class TrainConfig:
 
     def fused_step(self) -> bool:
         """Whether the optimizer takes its fused step: ``fused`` when set, else yes (wherever a
-        rule has one; ``analysis.train.setup.fused_step_for`` falls back when the CPU kernels
+        rule has one; ``analysis.training.setup.fused_step_for`` falls back when the CPU kernels
         cannot be built)."""
         return True if self.fused is None else self.fused
 

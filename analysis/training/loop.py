@@ -18,10 +18,10 @@ The loop, top to bottom, per optimizer step ``s`` (0-based; the recorded step is
 
 The same code runs single-process and under ``torchrun``: DDP (``no_sync`` on non-final
 micro-steps) or FSDP2 (``--parallel fsdp``: ``fully_shard`` per block, the optimizer on row
-shards; see ``analysis.train.parallel``). On CPU a fixed seed gives bitwise-identical runs.
+shards; see ``analysis.training.parallel``). On CPU a fixed seed gives bitwise-identical runs.
 
 ``train`` reads as the loop above; each part is a named function that tests can call:
-``setup`` (``analysis.train.setup``), ``micro_batches``, ``accumulate``, ``grad_norm_of``,
+``setup`` (``analysis.training.setup``), ``micro_batches``, ``accumulate``, ``grad_norm_of``,
 ``stop_diverged`` and ``clip_if_asked``, ``log_step``, ``evaluate_if_due``, ``checkpoint_if_due``, ``stop_if_interrupted`` and ``finish``.
 
 SIGINT (Ctrl-C) and SIGTERM (a cluster's preemption) let the current step finish, write a
@@ -41,21 +41,21 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-import analysis.train.checkpoint as checkpoint
-import analysis.train.parallel as parallel
+import analysis.training.checkpoint as checkpoint
+import analysis.training.parallel as parallel
 from analysis.instrument.hooks import Instrumentation
 from analysis.optim.inspection import state_bytes
 from analysis.recording import RESULT_KEYS, RecordingError
-from analysis.train.config import TrainConfig
-from analysis.train.evaluation import (
+from analysis.training.config import TrainConfig
+from analysis.training.evaluation import (
     evaluate,
     hardware_stats,
     recorded_first_eval,
     recorded_value,
     token_loss,
 )
-from analysis.train.setup import Run, setup
-from analysis.train.stopping import TrainingDiverged, TrainingInterrupted, interrupt_requests
+from analysis.training.setup import Run, setup
+from analysis.training.stopping import TrainingDiverged, TrainingInterrupted, interrupt_requests
 
 
 @dataclass
@@ -98,7 +98,7 @@ def instrumentation(run: Run):
 
 
 def run_evaluation(run: Run) -> float:
-    """Token-weighted validation loss of the model now (``analysis.train.evaluation``)."""
+    """Token-weighted validation loss of the model now (``analysis.training.evaluation``)."""
     return evaluate(run.model, run.data, run.config, run.device, run.autocast, run.rank, run.world)
 
 

@@ -2,7 +2,7 @@
 data, model, optimizer, scheduler, checkpoint identity and recorder, held in one ``Run``.
 
 ``build`` (tokenizer, data, model, optimizer for a config) is shared with the benchmarks.
-With ``parallel="fsdp"`` and several processes the model is sharded (``analysis.train.
+With ``parallel="fsdp"`` and several processes the model is sharded (``analysis.training.
 parallel``) before the optimizer is built, and a recipe that needs whole matrices is refused.
 """
 
@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 import analysis.optim.cpu_kernels as cpu_kernels
-import analysis.train.checkpoint as checkpoint
-import analysis.train.parallel as parallel
-import analysis.train.rundir as rundir
-import analysis.train.throughput as throughput
+import analysis.training.checkpoint as checkpoint
+import analysis.training.parallel as parallel
+import analysis.training.rundir as rundir
+import analysis.training.throughput as throughput
 from analysis.instrument.trackers import TensorBoard, Trackio, WandB
 from analysis.optim.fused import step_path
 from analysis.optim.optimizer import NotShardable, check_shardable
@@ -38,8 +38,8 @@ from analysis.recording import (
     RecordingError,
     run_config,
 )
-from analysis.train.config import ConfigError, TrainConfig
-from analysis.train.lr_schedule import lr_lambda
+from analysis.training.config import ConfigError, TrainConfig
+from analysis.training.lr_schedule import lr_lambda
 from toy_models.data import load_blocks
 from toy_models.llama import UnknownModelError, build_model, flops_per_token, load_config
 from toy_models.stream import StreamData
@@ -272,7 +272,7 @@ def setup(
     trackers: dict | None = None,
 ) -> Run:
     """Validate, join the processes, build everything, resume if asked, open the recorder.
-    A resume is checked first (``analysis.train.rundir``): it never rewrites the records."""
+    A resume is checked first (``analysis.training.rundir``): it never rewrites the records."""
     config.validate(int(os.environ.get("WORLD_SIZE", "1")))  # refuse bad input before any setup
     changed = {}
     # only rank 0 writes the directory, so only rank 0 checks it: another rank could find it

@@ -9,7 +9,7 @@ function of ``(seed, s)``, ``toy_models.data``); a stream's is where each rank's
 
 Files are written to a temporary name and renamed, so a crash never leaves a torn checkpoint;
 only the newest ``keep`` are kept. ``gather`` collects the state from every rank (the plain
-``state_dict()``, or the unsharded name-keyed state of an FSDP2 run, ``analysis.train.parallel``);
+``state_dict()``, or the unsharded name-keyed state of an FSDP2 run, ``analysis.training.parallel``);
 ``resume`` puts it back; the identity records which of the two layouts a checkpoint holds.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-import analysis.train.parallel as parallel
+import analysis.training.parallel as parallel
 import toy_models.files as files
 
 PATTERN = re.compile(r"^ckpt-(\d{8})\.pt$")
@@ -35,7 +35,7 @@ class CheckpointError(ValueError):
 
 def identity(config: dict, model: torch.nn.Module, layout: str = "plain") -> dict:
     """What a checkpoint must match to be resumed: model, optimizer, momentum placement,
-    parameter shapes, and the state ``layout`` ("plain" or "fsdp", see ``analysis.train.parallel``)."""
+    parameter shapes, and the state ``layout`` ("plain" or "fsdp", see ``analysis.training.parallel``)."""
     return {
         "model": config["model"],
         "optimizer": config["optimizer"],

@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-import analysis.train.checkpoint as checkpoint
+import analysis.training.checkpoint as checkpoint
 from analysis.provenance import provenance
 from analysis.recording import (
     CONFIG,
@@ -48,7 +48,7 @@ from analysis.recording import (
     run_settings,
     write_atomic,
 )
-from analysis.train.config import HYPER_KEYS, ConfigError, TrainConfig, hyper_record
+from analysis.training.config import HYPER_KEYS, ConfigError, TrainConfig, hyper_record
 
 # Settings whose change turns a resumed run into another experiment (every optimizer setting).
 EXPERIMENT_FIELDS = (

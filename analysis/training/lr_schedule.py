@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from analysis.train.config import TrainConfig
+from analysis.training.config import TrainConfig
 
 
 def lr_lambda(config: TrainConfig) -> Callable[[int], float]:

@@ -29,7 +29,7 @@ import torch
 
 from analysis.optim.optimizer import NotShardable, check_shardable, whole_matrix_params
 from analysis.optim.recipes import build_optimizer, declared_state_elements
-from analysis.train.config import TrainConfig
+from analysis.training.config import TrainConfig
 from toy_models.llama import build_model, flops_per_token, load_config, matrix_shapes
 from toy_models.tokenizer import tokenizer_size
 
