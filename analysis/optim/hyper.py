@@ -12,6 +12,8 @@ hyperparameters are checked and their defaults filled in.
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import math
 from dataclasses import dataclass
 
@@ -52,6 +54,7 @@ class OptimizerConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
     momentum: str | None = None  # placement for ladder recipes; None -> recipe default
+    momentum_on: tuple[str, ...] = ()  # and on the matrices these names match (fnmatch globs)
     rank: int | None = None  # low-rank baselines; None -> hidden_size // 4
     update_proj_gap: int = 200
     ns_steps: int = 5
@@ -96,6 +99,10 @@ class OptimizerConfig:
                 self.momentum is None or self.momentum in PLACEMENTS,
                 f"unknown momentum placement {self.momentum!r}; choose one of {', '.join(PLACEMENTS)}",
             ),
+            (
+                all(isinstance(p, str) and p for p in self.momentum_on),
+                f"momentum_on takes parameter names or globs (e.g. 'lm_head.weight'), got {self.momentum_on!r}",
+            ),
             (self.rank is None or self.rank >= 1, f"rank must be >= 1, got {self.rank}"),
             (self.ns_steps >= 1, f"ns_steps must be >= 1, got {self.ns_steps}"),
         ]
@@ -116,25 +123,51 @@ def role_lrs(cfg: OptimizerConfig) -> dict[str, float]:
     }
 
 
+MOMENTUM_SUFFIX = "+momentum"  # the label of a role's matrices that ``momentum_on`` names
+
+
+def momentum_matrices(layout: Layout, patterns: tuple[str, ...]) -> set[str]:
+    """The matrices (by parameter name) that the globs ``patterns`` name (``fnmatch``, against
+    ``Layout`` names: ``"lm_head.weight"``, ``"model.layers.3.*"``); ``RecipeError`` for a
+    pattern that names no matrix, with the nearest names, since a typo would silently train
+    without the momentum asked for."""
+    matrices = [p.name for p in layout.params.values() if p.role in MATRIX_ROLES]
+    found = set()
+    for pattern in patterns:
+        hits = fnmatch.filter(matrices, pattern)
+        if not hits:
+            near = difflib.get_close_matches(pattern, matrices, n=3, cutoff=0.4)
+            raise RecipeError(
+                f"momentum_on {pattern!r} names no matrix of the model"
+                + (f" (nearest: {', '.join(near)})" if near else "")
+                + "; give parameter names or globs as model.named_parameters() spells them"
+            )
+        found |= set(hits)
+    return found
+
+
 def role_groups(layout: Layout, cfg: OptimizerConfig, roles=ROLES) -> list[dict]:
     """Parameter groups of the roles in ``roles``, labelled by role, at ``role_lrs(cfg)``: one
     per (role, fan-in axes) present in ``layout`` (``analysis.optim.roles.assign``), so a
-    per-layout transform knows its axes (``"fan_in"``). Vectors get weight decay only under
-    the published vector rule. Each group keeps its parameter names (``names``) for tables
-    and checkpoints."""
+    per-layout transform knows its axes (``"fan_in"``). The matrices ``cfg.momentum_on`` names
+    form groups of their own, labelled ``"<role>+momentum"`` (the same lr; a ladder recipe puts
+    momentum on them). Vectors get weight decay only under the published vector rule. Each
+    group keeps its parameter names (``names``) for tables and checkpoints."""
     lrs = role_lrs(cfg)
     vector_decay = cfg.weight_decay if cfg.vector_rule == "published" else 0.0
     by_role = layout.by_role()
+    placed = momentum_matrices(layout, cfg.momentum_on) if cfg.momentum_on else set()
     groups = []
     for role in roles:
         layouts: dict = {}
         for p in by_role.get(role, []):
-            layouts.setdefault(p.fan_in, []).append(p)
-        for fan_in, params in layouts.items():
+            label = role + MOMENTUM_SUFFIX if p.name in placed else role
+            layouts.setdefault((label, p.fan_in), []).append(p)
+        for (label, fan_in), params in layouts.items():
             group = {
                 "params": [p.param for p in params],
                 "names": [p.name for p in params],
-                "label": role,
+                "label": label,
                 "lr": lrs[role],
                 "weight_decay": vector_decay if role == "vector" else cfg.weight_decay,
             }

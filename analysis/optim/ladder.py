@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from analysis.optim.hyper import MATRIX_ROLES, PLACEMENTS, OptimizerConfig, RecipeError
+from analysis.optim.hyper import MATRIX_ROLES, MOMENTUM_SUFFIX, PLACEMENTS, OptimizerConfig, RecipeError
 from analysis.optim.roles import fan_out
 from analysis.optim.transforms import (
     PerLayout,
@@ -43,11 +43,14 @@ def direction_map(kind: str, fan_in: tuple[int, ...], cfg: OptimizerConfig) -> T
 
 
 def ladder_transforms(kind: str, placement: str, cfg: OptimizerConfig) -> dict[str, Transform]:
-    """Per role: momentum (where ``placement`` puts it), then ``kind``'s map; Adam on vectors."""
+    """Per role: momentum (where ``placement`` puts it), then ``kind``'s map; Adam on vectors.
+    The matrices ``cfg.momentum_on`` names (their groups' label ``"<role>+momentum"``,
+    ``hyper.role_groups``) get momentum whatever the placement."""
     with_momentum = PLACEMENTS[placement]
     transforms = {}
     for role in MATRIX_ROLES:
         transforms[role] = PerLayout(partial(_ladder_step, kind, role in with_momentum, cfg))
+        transforms[role + MOMENTUM_SUFFIX] = PerLayout(partial(_ladder_step, kind, True, cfg))
     eps_on = "raw" if cfg.vector_rule == "published" else "corrected"
     transforms["vector"] = chain(scale_by_adam(cfg.betas, cfg.eps, eps_on), tap("update"))
     return transforms

@@ -106,6 +106,11 @@ class Recipe:
                 f"{self.name} updates vectors with torch's AdamW rule; "
                 f"vector_rule {rule!r} applies to the ladder recipes (sgd .. scale)"
             )
+        if cfg.momentum_on and not self.placeable:
+            raise RecipeError(
+                f"{self.name} does not place momentum per matrix; momentum_on applies to the ladder "
+                "recipes (sgd, sign, row_norm, col_norm, spectral_norm, scale)"
+            )
         return replace(
             cfg, lr=lr, adam_lr=adam_lr, vector_rule=rule, momentum=cfg.momentum or self.default_momentum
         ).validate()

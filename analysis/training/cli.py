@@ -19,6 +19,7 @@ import torch
 from analysis.arguments import Parser
 from analysis.instrument.schedule import InstrumentConfig
 from analysis.optim.hyper import RecipeError
+from analysis.optim.placement import ADVISED, read_placement
 from analysis.optim.recipes import recipe_table
 from analysis.optim.roles import RoleError
 from analysis.recording import RecordingError, run_config
@@ -42,8 +43,19 @@ def parser() -> argparse.ArgumentParser:
         help="nano | micro | mini | 60m | 130m | 350m | 1b | 7b, or a path to a LLaMA "
         "config JSON of your own",
     )
-    p.add_argument("--optimizer", default=d.optimizer, help="a recipe name, or 'list'")
+    p.add_argument(
+        "--optimizer",
+        default=d.optimizer,
+        help="a recipe name, 'list', or advised:PATH (a `scale-lab advise` placement)",
+    )
     p.add_argument("--momentum", default=None, help="momentum placement: none | output | embedding | all")
+    p.add_argument(
+        "--momentum_on",
+        nargs="+",
+        default=(),
+        metavar="NAME",
+        help="also momentum on these matrices (parameter names or globs, e.g. lm_head.weight 'model.layers.0.*')",
+    )
     for name in ("lr", "adam_lr"):
         p.add_argument(f"--{name}", type=float, default=None)
     for name in ("beta", "weight_decay", "min_lr_ratio", "embedding_lr_mult", "output_lr_mult"):
@@ -210,6 +222,12 @@ def config_from(args) -> TrainConfig:
             "scheduler",
         )
     }
+    if str(record.get("optimizer", "")).startswith(ADVISED):  # a placement file from `scale-lab advise`
+        advised = read_placement(record["optimizer"])
+        record["optimizer"] = advised["optimizer"]
+        record["momentum_on"] = tuple(record.get("momentum_on") or ()) + advised["momentum_on"]
+        if advised["beta"] is not None and record.get("beta") == TrainConfig().hyper.beta:
+            record["beta"] = advised["beta"]  # the file's, unless --beta said otherwise
     return TrainConfig.from_dict(record | {"instrument": InstrumentConfig() if args.instrument else None})
 
 
