@@ -21,6 +21,7 @@ PUBLIC = {
     "InstrumentConfig": "analysis.instrument.schedule",
     "train": "analysis.training.loop",
     "TrainConfig": "analysis.training.config",
+    "advise": "analysis.advice.advisor",
     "load_run": "analysis.recording",
     "load_runs": "analysis.results.root",
     "Recorder": "analysis.recording",

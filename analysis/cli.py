@@ -4,6 +4,7 @@ scale-lab train      -> python -m analysis.training
 scale-lab reproduce  -> python -m analysis.reproduce
 scale-lab figures    -> python -m analysis.results.figures
 scale-lab memory     -> python -m analysis.results.memory
+scale-lab advise     -> python -m analysis.advice
 scale-lab bench      -> python -m analysis.bench
 scale-lab notebooks  -> python -m analysis.notebooks
 scale-lab setup      -> python -m toy_models.corpus (builds the offline corpus, says where)
@@ -19,6 +20,7 @@ COMMANDS = {
     "reproduce": "analysis.reproduce",
     "figures": "analysis.results.figures",
     "memory": "analysis.results.memory",
+    "advise": "analysis.advice.cli",
     "bench": "analysis.bench",
     "notebooks": "analysis.notebooks",
     "setup": "toy_models.corpus",

@@ -26,6 +26,10 @@ def test_readme_example_runs(code, name, tmp_path, monkeypatch, capsys):
         frame = load_run("runs/mine")
         assert set(frame.role.dropna()) == {"embedding", "hidden", "output", "vector"}
         assert sorted(frame.step.unique()) == [1, 2, 3] and "update_rms" in set(frame.stat)
+    if name == "placement advice":
+        advice = namespace["advice"]
+        assert "predicted gain" in out and len(advice.table) == 5  # wte, wpe, two blocks, lm_head
+        assert advice.state_bytes <= advice.budget_bytes and namespace["opt"].param_groups
     if name == "plain loop":
         assert "transformer.h.0.attn.c_attn.weight" in out and "Conv1D" in out
         grad_var = namespace["grad_var"]

@@ -1,0 +1,91 @@
+"""``scale-lab advise`` (``python -m analysis.advice``): the placement advice for one of the
+project's LLaMA configs (or your config JSON) on the bundled corpus, or, with ``--memory-only``,
+its memory side from the config's shapes alone (the paper's 60M..7B included).
+
+    scale-lab advise --model cpu60m-half --budget 0.3 --out runs/advice
+    scale-lab advise --model 7b --memory-only
+"""
+
+from __future__ import annotations
+
+import sys
+
+from analysis.advice.advisor import advise, memory_table
+from analysis.advice.plan import GROUPINGS
+from analysis.advice.probe import ProbeConfig
+from analysis.arguments import Parser
+from toy_models.data import load_blocks
+from toy_models.llama import UnknownModelError, build_model, load_config, model_tokenizer
+from toy_models.tokenizer import load_tokenizer
+
+
+def parser() -> Parser:
+    """The argument parser of ``scale-lab advise``."""
+    p = Parser(prog="scale-lab advise", description="Where does your model need momentum?")
+    p.add_argument("--model", default="cpu60m-half", help="a LLaMA config name or JSON path")
+    p.add_argument(
+        "--budget",
+        default="0.3",
+        help="optimizer state allowed: a fraction of AdamW's (0.3) or a size (12MB)",
+    )
+    p.add_argument(
+        "--group", default="block", choices=GROUPINGS, help="place momentum per matrix, block, type or role"
+    )
+    p.add_argument("--beta", type=float, default=0.9, help="the momentum the advice is for")
+    p.add_argument("--lr", type=float, default=3e-3, help="col_norm's lr during the probe")
+    p.add_argument("--probe-steps", type=int, default=60)
+    p.add_argument("--points", type=int, default=3, help="probe points after warmup")
+    p.add_argument("--k", type=int, default=8, help="batch gradients per probe point")
+    p.add_argument("--seeds", type=int, default=2, help="probe seeds (their spread is shown)")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--seq_len", type=int, default=128)
+    p.add_argument("--out", default=None, help="write the table, curve, figure and placement.json here")
+    p.add_argument("--memory-only", action="store_true", help="the memory side from shapes alone")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``scale-lab advise``: print the advice (or the memory table); 2 with one line on bad input."""
+    args = parser().parse_args(argv)
+    try:
+        if args.memory_only:
+            print(memory_table(args.model).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+            return 0
+        budget = float(args.budget) if _is_number(args.budget) else args.budget
+        model, batches = _bundled(args)
+        config = ProbeConfig(
+            steps=args.probe_steps,
+            warmup=max(1, args.probe_steps // 6),
+            points=args.points,
+            k=args.k,
+            seeds=args.seeds,
+            lr=args.lr,
+        )
+        advice = advise(model, batches, budget=budget, by=args.group, beta=args.beta, probe_config=config)
+    except (UnknownModelError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(advice.lines()))
+    if args.out:
+        paths = advice.save(args.out)
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
+        print(f"train it: scale-lab train --model {args.model} --optimizer advised:{paths['placement.json']}")
+    return 0
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _bundled(args):
+    """The model (the paper's init, seed 0) and training batches of the bundled corpus."""
+    tokenizer = load_tokenizer(model_tokenizer(args.model))
+    config = load_config(args.model, vocab_size=len(tokenizer))
+    data = load_blocks(tokenizer, args.seq_len, seed=0)
+    count = args.probe_steps + args.points * args.k
+    batches = [data.train_batch(step, args.batch_size) for step in range(count)]
+    return build_model(config, seed=0), batches
