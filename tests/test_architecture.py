@@ -36,7 +36,7 @@ FLOORS = {
     "analysis.cli": 5,
     "analysis.teaching": 5,
     "analysis.notebooks": 6,
-    "analysis.advice": 4,
+    "analysis.advice": 5,
 }
 
 

@@ -3,17 +3,21 @@ project's LLaMA configs (or your config JSON) on the bundled corpus, or, with ``
 its memory side from the config's shapes alone (the paper's 60M..7B included).
 
     scale-lab advise --model cpu60m-half --budget 0.3 --out runs/advice
+    scale-lab advise --model cpu60m-half --budget 0.3 --verify 200 --out runs/advice
     scale-lab advise --model 7b --memory-only
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from analysis.advice.advisor import advise, memory_table
 from analysis.advice.plan import GROUPINGS
 from analysis.advice.probe import ProbeConfig
+from analysis.advice.verify import verify
 from analysis.arguments import Parser
+from analysis.protocol.arms import tuned_points
 from toy_models.data import load_blocks
 from toy_models.llama import UnknownModelError, build_model, load_config, model_tokenizer
 from toy_models.tokenizer import load_tokenizer
@@ -41,6 +45,18 @@ def parser() -> Parser:
     p.add_argument("--seq_len", type=int, default=128)
     p.add_argument("--out", default=None, help="write the table, curve, figure and placement.json here")
     p.add_argument("--memory-only", action="store_true", help="the memory side from shapes alone")
+    p.add_argument(
+        "--verify",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="check the advice: train it, col_norm, scale and col_norm+all for STEPS steps on paired seeds",
+    )
+    p.add_argument("--verify-seeds", type=int, default=3)
+    p.add_argument(
+        "--verify-lr", type=float, default=None, help="their shared lr (default: col_norm's tuned lr)"
+    )
+    p.add_argument("--jobs", type=int, default=1, help="verification runs in parallel")
     return p
 
 
@@ -66,6 +82,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("\n".join(advice.lines()))
+    if args.verify:
+        lr = args.verify_lr or tuned_points().get("col_norm", (None,))[0]
+        if lr is None:
+            print("error: no tuned col_norm lr to verify at; pass --verify-lr", file=sys.stderr)
+            return 2
+        out = Path(args.out or "runs/advice")
+        seeds = tuple(range(args.verify_seeds))
+        checked = verify(advice, args.model, args.verify, lr, seeds, out / "verify", jobs=args.jobs)
+        print(f"verification at lr {lr:g}, {args.verify} steps, seeds {list(seeds)}:")
+        print("\n".join(checked.lines()))
     if args.out:
         paths = advice.save(args.out)
         print(f"wrote {', '.join(str(p) for p in paths.values())}")

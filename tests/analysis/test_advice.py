@@ -178,3 +178,54 @@ def test_the_command_line_says_a_bad_budget_in_one_line(capsys):
     assert main(["advise", "--model", "nano", "--budget", "lots"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "budget 'lots'" in err[0]
+
+
+def test_the_verdicts_read_the_paired_differences_in_claim_9_s_terms():
+    import pandas as pd
+
+    from analysis.advice.verify import verdicts
+
+    losses = {
+        "advised": [3.0, 3.1, 3.2],
+        "col_norm": [3.5, 3.6, 3.7],
+        "scale": [3.01, 3.09, 3.21],
+        "col_norm+all": [2.5, 2.6, 2.7],
+    }
+    results = pd.DataFrame(
+        [{"label": a, "seed": s, "final_eval_loss": x} for a, xs in losses.items() for s, x in enumerate(xs)]
+    )
+    predicted = {"advised": 1.0, "col_norm": 0.0, "scale": 0.5, "col_norm+all": 0.8}
+    by = {r["against"]: r["verdict"] for r in verdicts(results, predicted).rows}
+    # advised ends lower than col_norm as predicted; ties scale; is beaten by all, against the prediction
+    assert by == {"col_norm": "agree", "scale": "tied", "col_norm+all": "disagree"}
+
+
+def test_verify_trains_the_four_arms_on_paired_seeds_and_resumes(tmp_path, capsys):
+    from analysis.advice.verify import verification_runs
+    from analysis.cli import main
+
+    runs = verification_runs(["lm_head.weight"], "nano", 2, 1e-3, seeds=(0, 1), out=tmp_path)
+    by_label = {(c.label, c.seed): c for c, _ in runs}
+    assert len(runs) == 8 and by_label[("advised", 0)].hyper.momentum_on == ("lm_head.weight",)
+    assert (
+        by_label[("col_norm+all", 1)].hyper.momentum == "all" and not by_label[("scale", 0)].hyper.momentum_on
+    )
+    args = ["advise", "--model", "nano", "--probe-steps", "4", "--points", "1", "--k", "2", "--seeds", "1"]
+    args += [
+        "--batch_size",
+        "2",
+        "--seq_len",
+        "16",
+        "--verify",
+        "2",
+        "--verify-seeds",
+        "2",
+        "--verify-lr",
+        "1e-3",
+    ]
+    assert main([*args, "--out", str(tmp_path / "adv")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("advised vs ") == 3 and "over 2 seeds" in out
+    assert len(list((tmp_path / "adv" / "verify").glob("*/seed*/result.json"))) == 8
+    assert main([*args, "--out", str(tmp_path / "adv")]) == 0  # again: every run reused, none trained
+    assert "run advised" not in capsys.readouterr().out

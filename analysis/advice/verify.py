@@ -1,0 +1,104 @@
+"""The advice checked: short paired runs of the advised placement against col_norm, SCALE and
+col_norm+all, on the same seeds at one shared lr, and the prediction's verdict per pair in the
+terms of the paper's claim 9 (``analysis.results.theory``): the predicted order of two
+placements' gains *agrees* or *disagrees* with the measured paired loss difference, or the
+measured difference's 95% interval holds 0 (*tied*: no evidence either way).
+
+Runs are the trainer's own (resumable: a finished run is reused, an interrupted one resumes),
+under ``out/<arm>/seed<k>``, in parallel worker processes (``analysis.protocol.runner``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.protocol.arms import Arm
+from analysis.protocol.presets import PRESETS
+from analysis.protocol.runner import Runner
+from analysis.results.stats import final_results, fmt, paired, separated
+from analysis.training.config import TrainConfig
+
+ARMS = {
+    "col_norm": Arm("col_norm", "col_norm"),
+    "scale": Arm("scale", "scale"),
+    "col_norm+all": Arm("col_norm+all", "col_norm", "all"),
+    "advised": Arm("advised", "col_norm"),
+}
+
+
+def verification_runs(
+    momentum_on: list[str],
+    model: str,
+    steps: int,
+    lr: float,
+    seeds=(0, 1, 2),
+    out: str | Path = "runs/advice",
+) -> list[tuple[TrainConfig, Path]]:
+    """``(config, run_dir)`` of every verification run: each arm on each seed, the reference
+    preset's batch shape on ``model``, ``steps`` long, at ``lr``, the final evaluation only."""
+    shape = replace(PRESETS["reference"], model=model, steps=steps, instrument=None, eval_every=steps)
+    runs = []
+    for label, arm in ARMS.items():
+        for seed in seeds:
+            config = shape.config(arm, seed, lr)
+            if label == "advised":
+                config = replace(config, hyper=replace(config.hyper, momentum_on=tuple(momentum_on)))
+            runs.append((config, Path(out) / label / f"seed{seed}"))
+    return runs
+
+
+@dataclass
+class Verdicts:
+    """The advised placement against each other arm: predicted and measured, and the verdict."""
+
+    rows: list[dict]
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+    def lines(self) -> list[str]:
+        return [
+            f"advised vs {r['against']}: predicted gain {r['predicted']:+.3g} (advised minus {r['against']}), "
+            f"measured loss difference {fmt(r['measured'], r['half'])} nats over {r['seeds']} seeds: {r['verdict']}"
+            for r in self.rows
+        ]
+
+
+def verdicts(results: pd.DataFrame, predicted: dict[str, float]) -> Verdicts:
+    """Per arm other than ``advised``: the predicted gain difference (advised minus arm, >0:
+    advised should end lower), the measured paired ``loss(advised) - loss(arm)`` and the
+    verdict (agree, disagree, tied, or n/a when the prediction ranks them equal or no seed pairs)."""
+    rows = []
+    for other in [a for a in ARMS if a != "advised"]:
+        gap = predicted["advised"] - predicted[other]
+        mean, half, n = paired(results, "advised", other)
+        if n < 2 or gap == 0:
+            verdict = "n/a"
+        elif not separated(mean, half):
+            verdict = "tied"
+        else:
+            verdict = "agree" if (mean < 0) == (gap > 0) else "disagree"
+        rows.append(
+            {
+                "against": other,
+                "predicted": gap,
+                "measured": mean,
+                "half": half,
+                "seeds": n,
+                "verdict": verdict,
+            }
+        )
+    return Verdicts(rows)
+
+
+def verify(advice, model: str, steps: int, lr: float, seeds=(0, 1, 2), out="runs/advice", jobs: int = 1,
+           progress: bool = True) -> Verdicts:  # fmt: skip
+    """Train the verification runs (``verification_runs``) and judge ``advice``'s prediction."""
+    runs = verification_runs(advice.momentum_on, model, steps, lr, seeds, out)
+    Runner(jobs=jobs, progress=progress).run(runs)
+    predicted = {name: gain for name, (_, gain) in advice.marks.items() if name in ARMS}
+    predicted["advised"] = advice.predicted_gain
+    return verdicts(final_results(out), predicted)
