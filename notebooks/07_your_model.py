@@ -164,3 +164,53 @@ grad_var = frame.query("stat == 'grad_var'")
 assert {"embedding", "hidden", "output", "vector"} <= set(grad_var.role) and (grad_var.value > 0).all()
 loss = frame.query("stat == 'loss'").sort_values("step").value
 assert loss.iloc[-1] < loss.iloc[0], (loss.iloc[0], loss.iloc[-1])
+
+# %% [markdown]
+# ### Where does this GPT-2 need momentum? Predict, then check
+#
+# SCALE puts momentum on the output layer because the paper measured it to be the noisiest
+# matrix of its LLaMAs. Your model may differ. `analysis.advise` asks the question of *this*
+# model: a short probe (column normalization, no momentum) measures each matrix's gradient
+# variance on its batches, Theorem 2.1 turns variance into a predicted gain of momentum, and an
+# exact knapsack places momentum where it pays most under a memory budget.
+#
+# **Predict** before running the next cell: per megabyte of momentum buffer, which group of this
+# GPT-2 gains most: the token embedding `transformer.wte.weight`, the position embedding
+# `transformer.wpe.weight`, a block `transformer.h.0` / `transformer.h.1`, or the output layer
+# `lm_head.weight`? Write it in `my_guess`.
+
+# %%
+from analysis import advise
+from analysis.advice.probe import ProbeConfig
+
+my_guess = "lm_head.weight"  # your prediction
+torch.manual_seed(0)
+fresh = GPT2LMHeadModel(model.config)  # the probe asks the question at initialization
+batches = [data.train_batch(step, 8) for step in range(40)]
+probe_steps = (
+    ProbeConfig(steps=8, warmup=2, points=2, k=4, seeds=2) if SMOKE else ProbeConfig(steps=30, warmup=5)
+)
+advice = advise(fresh, batches, budget=0.3, by="block", probe_config=probe_steps)
+print("\n".join(advice.lines()))
+first = advice.table.iloc[0]["group"]
+print(f"you predicted {my_guess}; per MB the probe ranks {first} first")
+advice.figure()
+
+# %% [markdown]
+# The check has two halves. The probe's ranking is what you just compared your guess with. The
+# prediction itself is only a prediction: on the project's reference model it ranks momentum on
+# every matrix above the output layer alone, and the runs measure the two as tied (README,
+# "Where does your model need momentum?"). `scale-lab advise --verify STEPS` trains the advised
+# placement against col_norm, SCALE and col_norm+all on paired seeds and says, per pair,
+# whether the measured losses agree with the predicted order.
+
+# %%
+assert advice.state_bytes <= advice.budget_bytes
+assert set(advice.table["group"]) == {
+    "transformer.wte.weight",
+    "transformer.wpe.weight",
+    "transformer.h.0",
+    "transformer.h.1",
+    "lm_head.weight",
+}
+assert (advice.matrices["sigma2"] > 0).all() and advice.momentum_on == list(advice.recipe()["momentum_on"])
