@@ -15,6 +15,7 @@ from pathlib import Path
 from analysis.advice.advisor import advise, memory_table
 from analysis.advice.plan import GROUPINGS
 from analysis.advice.probe import ProbeConfig
+from analysis.advice.track_record import track_record
 from analysis.advice.verify import verify
 from analysis.arguments import Parser
 from analysis.protocol.arms import tuned_points
@@ -57,6 +58,11 @@ def parser() -> Parser:
         "--verify-lr", type=float, default=None, help="their shared lr (default: col_norm's tuned lr)"
     )
     p.add_argument("--jobs", type=int, default=1, help="verification runs in parallel")
+    p.add_argument(
+        "--track-record",
+        action="store_true",
+        help="the advice's predictions against the placements the shipped reference measured",
+    )
     return p
 
 
@@ -82,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("\n".join(advice.lines()))
+    if args.track_record:
+        print("track record on the shipped reference (predicted vs measured gains over col_norm):")
+        print("\n".join(track_record(advice).lines()))
     if args.verify:
         lr = args.verify_lr or tuned_points().get("col_norm", (None,))[0]
         if lr is None:

@@ -18,7 +18,8 @@ import pandas as pd
 from analysis.protocol.arms import Arm
 from analysis.protocol.presets import PRESETS
 from analysis.protocol.runner import Runner
-from analysis.results.stats import final_results, fmt, paired, separated
+from analysis.results.stats import final_results, fmt, paired
+from analysis.results.theory import pair_verdict
 from analysis.training.config import TrainConfig
 
 ARMS = {
@@ -75,12 +76,7 @@ def verdicts(results: pd.DataFrame, predicted: dict[str, float]) -> Verdicts:
     for other in [a for a in ARMS if a != "advised"]:
         gap = predicted["advised"] - predicted[other]
         mean, half, n = paired(results, "advised", other)
-        if n < 2 or gap == 0:
-            verdict = "n/a"
-        elif not separated(mean, half):
-            verdict = "tied"
-        else:
-            verdict = "agree" if (mean < 0) == (gap > 0) else "disagree"
+        verdict = pair_verdict(-mean, half, n if n >= 2 else 0, None if gap == 0 else gap > 0)
         rows.append(
             {
                 "against": other,

@@ -108,17 +108,30 @@ def check(frame: pd.DataFrame, results: pd.DataFrame, root, beta: float = 0.9) -
         return None
     removed = 1 - kept_fraction(beta)
     predicted = {p: removed * sum(sigma2.get(r, 0.0) for r in ROLES_OF[p]) for p in MOMENTUM_ARMS}
+    return judge(predicted, results, sigma2)
+
+
+def pair_verdict(diff: float, half: float, n: int, predicted_first_gains_more: bool | None) -> str:
+    """One pair's verdict: ``diff`` +- ``half`` (over ``n`` seeds) is the measured advantage of
+    the first placement (> 0: it ends lower); "tied" when the interval holds 0, "n/a" without
+    seeds or when the prediction ranks the two equal (None)."""
+    if n == 0 or not math.isfinite(diff) or predicted_first_gains_more is None:
+        return "n/a"
+    if not separated(diff, half):
+        return "tied"
+    return "agree" if (diff > 0) == predicted_first_gains_more else "disagree"
+
+
+def judge(predicted: dict[str, float], results: pd.DataFrame, sigma2: dict[str, float]) -> TheoryCheck:
+    """Predicted gains per placement (``MOMENTUM_ARMS``' keys) against ``results``' measured
+    gains over col_norm, every pair two-sided (``pair_verdict``); ``sigma2`` is what the
+    prediction was made from, per role (for the lines)."""
     measured = {p: paired(results, "col_norm", arm) for p, arm in MOMENTUM_ARMS.items()}
     pairs = []
     names = list(MOMENTUM_ARMS)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             diff, half, n = paired(results, MOMENTUM_ARMS[b], MOMENTUM_ARMS[a])  # > 0: a gains more
-            if n == 0 or not math.isfinite(diff):
-                verdict = "n/a"
-            elif not separated(diff, half):
-                verdict = "tied"
-            else:
-                verdict = "agree" if (diff > 0) == (predicted[a] > predicted[b]) else "disagree"
-            pairs.append((a, b, verdict))
+            more = None if predicted[a] == predicted[b] else predicted[a] > predicted[b]
+            pairs.append((a, b, pair_verdict(diff, half, n, more)))
     return TheoryCheck(predicted, measured, pairs, sigma2)

@@ -229,3 +229,26 @@ def test_verify_trains_the_four_arms_on_paired_seeds_and_resumes(tmp_path, capsy
     assert len(list((tmp_path / "adv" / "verify").glob("*/seed*/result.json"))) == 8
     assert main([*args, "--out", str(tmp_path / "adv")]) == 0  # again: every run reused, none trained
     assert "run advised" not in capsys.readouterr().out
+
+
+def test_the_track_record_judges_the_advice_against_the_shipped_reference():
+    """The advisor's own probe of the reference's model, its predicted gains for the placements
+    the reference ran, and the measured gains of those runs, pair by pair (claim 9's judge)."""
+    from analysis.advice.track_record import track_record
+    from analysis.results.run_set import REFERENCE
+    from analysis.results.stats import final_results
+    from toy_models.llama import build_model, load_config
+
+    model_name = final_results(REFERENCE)["model"].iloc[0]
+    model = build_model(load_config(model_name), seed=0)
+    tokens = [
+        torch.randint(0, model.config.vocab_size, (4, 32), generator=torch.Generator().manual_seed(i))
+        for i in range(12)
+    ]
+    advice = advise(model, tokens, probe_config=QUICK)
+    record = track_record(advice)
+    assert set(record.predicted) == {"output", "embedding", "all"}
+    assert record.predicted["all"] >= max(record.predicted["output"], record.predicted["embedding"])
+    gain, half, seeds = record.measured["output"]
+    assert seeds >= 3 and gain - half > 0  # the shipped runs: output momentum helps, resolved
+    assert {v for _, _, v in record.pairs} <= {"agree", "disagree", "tied"} and len(record.pairs) == 3
