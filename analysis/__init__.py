@@ -1,11 +1,11 @@
 """scale-lab: optimizers (``optim``; SCALE in one file: ``optim/scale.py``), instrumentation
 (``instrument``), training (``training``), results (``results``), the comparison protocol
-(``protocol``) and teaching (``teaching``) for studying SCALE (arXiv 2506.16659) and its
-baselines; ``recording`` is the run-directory schema.
+(``protocol``), the placement advisor (``advice``) and teaching (``teaching``) for studying
+SCALE (arXiv 2506.16659) and its baselines; ``recording`` is the run-directory schema.
 
 The short path to each, imported on first use so that ``import analysis`` stays fast::
 
-    from analysis import build_optimizer, Instrumentation, InstrumentConfig, train, TrainConfig, load_run
+    from analysis import build_optimizer, Instrumentation, InstrumentConfig, train, TrainConfig, load_run, advise
 """
 
 from __future__ import annotations
