@@ -14,16 +14,15 @@ import json
 from pathlib import Path
 
 from analysis.optim.hyper import RecipeError
+from analysis.recording import write_atomic
 
 ADVISED = "advised:"  # --optimizer advised:PATH
 
 
 def write_placement(path: str | Path, optimizer: str, momentum_on: list[str], beta: float, **about) -> Path:
     """Write the placement file (``about``: what the advice says of it, kept for the reader)."""
-    path = Path(path)
     record = {"optimizer": optimizer, "momentum_on": list(momentum_on), "beta": beta, **about}
-    path.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
-    return path
+    return write_atomic(path, json.dumps(record, indent=1, allow_nan=False) + "\n")  # whole or not at all
 
 
 def read_placement(spec: str) -> dict:

@@ -269,11 +269,10 @@ def _main(argv: list[str] | None) -> int:
         print(recipe_table())
         return 0
     try:
-        args = translate_paper_flags(args)
-    except ConfigError as err:
+        config = config_from(translate_paper_flags(args))
+    except (ConfigError, RecipeError) as err:  # a paper flag with no counterpart, a bad placement file
         print(f"error: {err}", file=sys.stderr)
         return 2
-    config = config_from(args)
     if args.dry_run:
         try:
             print(plan(config, args.gpus).table())

@@ -65,3 +65,14 @@ def test_the_trainer_records_the_placement_and_takes_it_from_the_command_line(tm
     assert config["config"]["momentum_on"] == ["lm_head.weight", "model.layers.0.mlp.*"]
     restored = tiny_config(**{k: v for k, v in config["config"].items() if k in ("optimizer", "momentum_on")})
     assert restored.hyper.momentum_on == ("lm_head.weight", "model.layers.0.mlp.*")
+
+
+def test_a_missing_or_wrong_placement_file_is_one_line_and_exit_2(tmp_path, capsys):
+    from analysis.training.cli import main
+
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('{"lr": 1}')
+    for path, says in ((tmp_path / "none.json", "no placement file"), (wrong, "is not a placement file")):
+        assert main(["--model", "nano", "--optimizer", f"advised:{path}", "--steps", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0] and "scale-lab advise" in err[0]
