@@ -59,6 +59,15 @@ def tuned_points(path: str | Path = REFERENCE / TUNING) -> dict[str, tuple[float
     }
 
 
+def tuned_mults(path: str | Path = REFERENCE / TUNING) -> dict[str, float]:
+    """The chosen embedding/output multiplier per arm of a tuning (``tuning.json``; 1.0 where the
+    tuning did not tune it, as protocol version 2 did not), or {} when there is none."""
+    table = read_json(path) or {"arms": {}}
+    return {
+        label: row.get("mult") or 1.0 for label, row in table["arms"].items() if row.get("best") is not None
+    }
+
+
 def tuned_lrs(path: str | Path = REFERENCE / TUNING) -> dict[str, float]:
     """The best lr per arm of a tuning (``tuning.json``), or {} when there is none."""
     return {label: lr for label, (lr, _) in tuned_points(path).items()}

@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from analysis.protocol.arms import Arm, tuned_points
+from analysis.protocol.arms import Arm, tuned_mults, tuned_points
 from analysis.protocol.headline import final_loss, run_held_out, write_record
 from analysis.protocol.held_out import finite_std, grid_lr, lr_key, mean, point_dir
 from analysis.protocol.presets import Preset
@@ -264,7 +264,7 @@ def _run_main(preset: Preset, out: Path, arms, runner: Runner, seeds) -> list[Pa
         return run_held_out(preset, out, arms, runner)
     seeds = tuple(seeds) if seeds is not None else preset.seeds
     first = preset.beta2_choices[0]
-    beta2s = {}
+    beta2s, mults = {}, {}
     if preset.tune_seeds:
         rows = tune(preset, out, arms, runner)["arms"]
         lrs = {label: row["best"] for label, row in rows.items()}
@@ -272,8 +272,9 @@ def _run_main(preset: Preset, out: Path, arms, runner: Runner, seeds) -> list[Pa
     else:
         points = tuned_points()
         lrs = preset.fixed_lrs or (dict(preset.centers) | {k: lr for k, (lr, _) in points.items()})
-        if not preset.fixed_lrs:  # the tuning's beta2 with its lr
+        if not preset.fixed_lrs:  # the tuning's beta2 and multiplier with its lr
             beta2s = {k: b2 for k, (_, b2) in points.items() if b2 is not None}
+            mults = tuned_mults()
     chosen = [(arm, lrs[arm.label], seed) for seed in seeds for arm in arms if lrs.get(arm.label) is not None]
     beta2_of = {arm.label: beta2s.get(arm.label, first) for arm in arms}
     dirs = (
@@ -289,7 +290,7 @@ def _run_main(preset: Preset, out: Path, arms, runner: Runner, seeds) -> list[Pa
             shutil.rmtree(d)
     results = runner.run(
         [
-            (preset.config(arm, seed, lr, beta2=beta2_of[arm.label]), d)
+            (preset.config(arm, seed, lr, beta2=beta2_of[arm.label], mult=mults.get(arm.label, 1.0)), d)
             for (arm, lr, seed), d in zip(chosen, dirs)
         ]
     )

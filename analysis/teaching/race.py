@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.protocol.arms import Arm, tuned_points
+from analysis.protocol.arms import Arm, tuned_mults, tuned_points
 from analysis.protocol.presets import PRESETS
 from analysis.recording import load_run, run_settings, scalars
 from analysis.results import stats, style
@@ -86,13 +86,18 @@ def race(
             f"no tuned lr for {missing} in {REFERENCE}/tuning.json: the race "
             "needs the shipped reference tuning"
         )
-    # the baselines at their tuned (lr, beta2); a design at the reader's lr and SCALE's beta2
-    entrants = {b: (Arm(b, b), *points[b]) for b in BASELINES}
-    entrants |= {name: (Arm(name, name), lr, points["scale"][1]) for name, lr in designs.items()}
+    # the baselines at their tuned (lr, beta2, multiplier); a design at the reader's lr and
+    # SCALE's beta2 and multiplier
+    mults = tuned_mults()
+    entrants = {b: (Arm(b, b), *points[b], mults.get(b, 1.0)) for b in BASELINES}
+    entrants |= {
+        name: (Arm(name, name), lr, points["scale"][1], mults.get("scale", 1.0))
+        for name, lr in designs.items()
+    }
     rows, total = [], len(entrants) * len(seeds)
-    for label, (arm, lr, beta2) in entrants.items():
+    for label, (arm, lr, beta2, mult) in entrants.items():
         for seed in seeds:
-            config = setting.config(arm, seed, lr, beta2=beta2)
+            config = setting.config(arm, seed, lr, beta2=beta2, mult=mult)
             reused = _reference_run(label, seed, config) if label in BASELINES else None
             row = {"label": label, "seed": seed, "lr": lr, "beta2": config.hyper.betas[1]}
             if reused is not None:

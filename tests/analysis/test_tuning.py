@@ -137,3 +137,22 @@ def test_an_optimum_within_the_seed_noise_is_extended_until_the_limit_and_report
     assert not row["bracketed"]
     assert len(row["grid"]) > 3  # the noise check added points beyond
     assert row["runs"] == len(runner.calls)
+
+
+def test_an_untuned_preset_takes_the_tunings_multiplier(tmp_path, monkeypatch):
+    """A preview (quick, smoke) mirrors the shipped tuning: lr, beta2 and, from protocol
+    version 3 on, the embedding/output multiplier (a version-2 tuning has none: 1.0)."""
+    import json
+
+    from analysis.protocol import tuning
+    from analysis.protocol.arms import tuned_mults
+    from analysis.protocol.runner import Runner
+    from analysis.recording import run_config
+
+    table = {"arms": {"scale": {"best": 4e-3, "beta2": 0.95, "mult": 4.0}, "adamw": {"best": 4e-3}}}
+    (tmp_path / "tuning.json").write_text(json.dumps(table))
+    assert tuned_mults(tmp_path / "tuning.json") == {"scale": 4.0, "adamw": 1.0}
+    monkeypatch.setattr(tuning, "tuned_mults", lambda: {"scale": 2.0})
+    dirs = run_preset(PRESETS["smoke"], tmp_path / "runs", select_arms(["scale"]), Runner(1))
+    config = run_config(dirs[0])["config"]
+    assert config["embedding_lr_mult"] == config["output_lr_mult"] == 2.0
