@@ -23,12 +23,14 @@ FSDP2 at the run's precision:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from analysis.optim.hyper import MOMENTUM_SUFFIX, PLACEMENTS
 from analysis.optim.optimizer import NotShardable, check_shardable, whole_matrix_params
-from analysis.optim.recipes import build_optimizer, declared_state_elements
+from analysis.optim.recipes import build_optimizer, declared_state_elements, get_recipe
+from analysis.optim.state import total_elements
 from analysis.training.config import TrainConfig
 from toy_models.llama import build_model, flops_per_token, load_config, matrix_shapes
 from toy_models.tokenizer import tokenizer_size
@@ -52,6 +54,7 @@ class Plan:
     flops_per_step: float
     shardable: bool = True  # False: the recipe needs whole matrices, FSDP2 refuses it
     gathered_elements: int = 0  # the largest matrix a whole-matrix rule gathers under FSDP2
+    placements: dict[str, int] = field(default_factory=dict)  # a ladder recipe: state per placement
 
     def per_gpu(self, parallel: str) -> dict[str, float]:
         """Bytes per GPU by part: weights, gradients, state, activations, extra, total."""
@@ -88,6 +91,14 @@ class Plan:
             lines.append(f"{parallel:<10}" + "".join(f"{v / 1e9:>13.2f}" for v in parts.values()))
         if not self.shardable:
             lines.append(f"(fsdp refuses {self.optimizer}: it needs whole matrices; run it with ddp)")
+        if self.placements:  # the memory side of `scale-lab advise`, for this model and precision
+            wb, adamw = WEIGHT_BYTES[self.precision], 2 * self.parameters
+            lines.append("momentum placements, state GB per GPU (ddp / fsdp) and share of AdamW's state:")
+            for name, elements in self.placements.items():
+                lines.append(
+                    f"  {name:<18} {elements * wb / 1e9:>9.2f} / {elements * wb / self.gpus / 1e9:.2f}"
+                    f"  {elements / adamw:>6.1%}"
+                )
         return "\n".join(lines)
 
 
@@ -116,6 +127,24 @@ def plan(config: TrainConfig, gpus: int = 1) -> Plan:
         shardable = False
     rank = optimizer_config.rank or max(1, model_config.hidden_size // 4)
     shapes = [(role, shape) for _, role, shape in matrix_shapes(model_config)]
+    recipe = get_recipe(config.optimizer)
+    placed = PLACEMENTS[optimizer_config.momentum] if recipe.placeable else ()
+    # matrices momentum_on names beyond the placement's roles: one momentum buffer each
+    named = sum(
+        p.numel()
+        for g in optimizer.param_groups
+        if g.get("label", "").endswith(MOMENTUM_SUFFIX)
+        and g["label"].removesuffix(MOMENTUM_SUFFIX) not in placed
+        for p in g["params"]
+    )
+    placements = (
+        {
+            name: total_elements(recipe.state_rules(name), shapes, rank)
+            for name in ("none", "output", "embedding", "all")
+        }
+        if recipe.placeable
+        else {}
+    )
     precision = "bf16-mixed" if config.precision == "auto" else config.precision  # as on CUDA
     micro = config.micro(gpus)
     block = sum(p.numel() for p in model.model.layers[0].parameters())
@@ -125,10 +154,11 @@ def plan(config: TrainConfig, gpus: int = 1) -> Plan:
         precision,
         gpus,
         sum(p.numel() for p in model.parameters()),
-        declared_state_elements(config.optimizer, shapes, rank, optimizer_config.momentum),
+        declared_state_elements(config.optimizer, shapes, rank, optimizer_config.momentum) + named,
         activation_bytes(model_config, micro * config.seq_len, COMPUTE_BYTES[precision]),
         block,
         flops_per_token(model_config, config.seq_len) * config.batch_size * config.seq_len,
         shardable,
         max((p.numel() for p in whole_matrix_params(optimizer)), default=0),
+        placements,
     )

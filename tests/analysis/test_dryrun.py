@@ -1,5 +1,7 @@
 """`scale-lab train --dry-run`: the paper's models sized on the meta device, no GPU."""
 
+from dataclasses import replace
+
 import pytest
 
 from analysis.results.memory import analytic_gb
@@ -106,3 +108,26 @@ def test_a_whole_matrix_rule_counts_its_gathered_matrix_under_fsdp():
     assert spectral.gathered_elements == largest == 32000 * 512  # Newton-Schulz on every matrix
     extra = spectral.per_gpu("fsdp")["extra"] - scale.per_gpu("fsdp")["extra"]
     assert extra == 16 * largest and spectral.shardable
+
+
+def test_the_dry_run_counts_momentum_placed_per_matrix_and_lists_the_placements():
+    """col_norm with momentum on lm_head.weight by name keeps SCALE's state; the table lists
+    the ladder's placements beside it (the memory side of ``scale-lab advise``)."""
+    from analysis.optim.hyper import OptimizerConfig
+
+    scale = plan(TrainConfig(model="60m", optimizer="scale", batch_size=8, seq_len=256))
+    named = TrainConfig(
+        model="60m",
+        optimizer="col_norm",
+        hyper=OptimizerConfig(momentum_on=("lm_head.weight",)),
+        batch_size=8,
+        seq_len=256,
+    )
+    assert plan(named).state_elements == scale.state_elements
+    assert (
+        scale.placements["output"] == scale.state_elements and scale.placements["none"] < scale.state_elements
+    )
+    assert (
+        "momentum placements" in scale.table()
+        and not plan(replace(named, optimizer="adamw", hyper=OptimizerConfig())).placements
+    )
