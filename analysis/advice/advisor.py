@@ -17,7 +17,9 @@ import torch
 from analysis.advice.plan import best_under, curve, groups, marks, parse_budget, predicted_gains
 from analysis.advice.probe import ProbeConfig, probe
 from analysis.optim.placement import write_placement
+from analysis.optim.recipes import get_recipe
 from analysis.optim.roles import assign
+from analysis.optim.state import total_elements
 from analysis.results import style
 from toy_models.llama import load_config, matrix_shapes
 
@@ -144,13 +146,12 @@ def advise(
     ``"12MB"``), exactly (``analysis.advice.plan``). ``rules``: role rules for a model the
     defaults cannot assign (``analysis.optim.roles``)."""
     layout = assign(model, rules)  # a model the roles cannot assign fails here, in one line
-    vector_bytes = sum(
-        p.param.numel() * p.param.element_size() for p in layout.params.values() if p.role == "vector"
-    )
+    sizes = {n: p.param.numel() * p.param.element_size() for n, p in layout.params.items()}
+    vector_bytes = sum(sizes[n] for n, p in layout.params.items() if p.role == "vector")
+    budget_bytes = parse_budget(budget, 2 * sum(sizes.values()))  # a bad budget fails before the probe
     matrices = predicted_gains(probe(model, batches, loss_fn, probe_config or ProbeConfig(), rules), beta)
     table = groups(matrices, by)
     known = marks(matrices, vector_bytes)
-    budget_bytes = parse_budget(budget, known["adamw"][0])
     chosen = set(best_under(table, budget_bytes - 2 * vector_bytes))
     table["chosen"] = [i in chosen for i in table.index]
     return Advice(
@@ -186,27 +187,19 @@ def _notes(model, layout) -> list[str]:
 
 def memory_table(name: str) -> pd.DataFrame:
     """The memory side of the advice from a LLaMA config's shapes alone (``toy_models.llama``):
-    per placement, the optimizer state in MB and as a share of AdamW's, float32 state."""
-    shapes = matrix_shapes(load_config(name))
-    size = {role: 0 for role in ("embedding", "hidden", "output", "vector")}
-    for _, role, shape in shapes:
-        size[role] += 4 * int(torch.Size(shape).numel())
-    matrices = size["embedding"] + size["hidden"] + size["output"]
-    adamw = 2 * (matrices + size["vector"])
-    placements = {
-        "col_norm": 0,
-        "scale (output)": size["output"],
-        "col_norm+embedding": size["embedding"],
-        "output+embedding": size["output"] + size["embedding"],
-        "col_norm+all": matrices,
-    }
-    rows = [
-        {
-            "placement": p,
-            "state_MB": (2 * size["vector"] + b) / 1e6,
-            "of_adamw": (2 * size["vector"] + b) / adamw,
-        }
-        for p, b in placements.items()
-    ]
-    rows.append({"placement": "adamw", "state_MB": adamw / 1e6, "of_adamw": 1.0})
-    return pd.DataFrame(rows).assign(model=name)
+    per placement, the optimizer state in MB (float32) and as a share of AdamW's, from the
+    recipes' declared state (``analysis.optim.state``, which the dry run reads too)."""
+    shapes = [(role, shape) for _, role, shape in matrix_shapes(load_config(name))]
+    col_norm = get_recipe("col_norm")
+    placements = {"col_norm": "none", "scale (output)": "output", "col_norm+embedding": "embedding"}
+    elements = {label: total_elements(col_norm.state_rules(p), shapes, 1) for label, p in placements.items()}
+    output_only = elements["scale (output)"] - elements["col_norm"]
+    elements["output+embedding"] = elements["col_norm+embedding"] + output_only
+    elements["col_norm+all"] = total_elements(col_norm.state_rules("all"), shapes, 1)
+    elements["adamw"] = total_elements(get_recipe("adamw").state_rules(), shapes, 1)
+    return pd.DataFrame(
+        [
+            {"placement": p, "state_MB": 4 * e / 1e6, "of_adamw": e / elements["adamw"], "model": name}
+            for p, e in elements.items()
+        ]
+    )

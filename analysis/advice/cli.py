@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from analysis.advice.advisor import advise, memory_table
-from analysis.advice.plan import GROUPINGS
+from analysis.advice.plan import GROUPINGS, parse_budget
 from analysis.advice.probe import ProbeConfig
 from analysis.advice.track_record import track_record
 from analysis.advice.verify import verify
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             print(memory_table(args.model).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
             return 0
         budget = float(args.budget) if _is_number(args.budget) else args.budget
+        parse_budget(budget, 1)  # a bad budget is said before the corpus and the probe
         model, batches = _bundled(args)
         config = ProbeConfig(
             steps=args.probe_steps,
