@@ -223,8 +223,8 @@ reference_model = final_results(REFERENCE)["model"].iloc[0]
 reference_tokens = load_tokenizer(model_tokenizer(reference_model))
 reference_data = load_blocks(reference_tokens, seq_len=128)
 reference_batches = [reference_data.train_batch(step, 16) for step in range(84)]
-model_60m_shape = build_model(load_config(reference_model, vocab_size=len(reference_tokens)), seed=0)
-reference_advice = advise(model_60m_shape, reference_batches, probe_config=probe_steps)
+reference_llama = build_model(load_config(reference_model, vocab_size=len(reference_tokens)), seed=0)
+reference_advice = advise(reference_llama, reference_batches, probe_config=probe_steps)
 record = track_record(reference_advice)
 print("\n".join(record.lines()))
 
