@@ -99,8 +99,9 @@ def _one_seed(model, batches, loss_fn, config: ProbeConfig, rules, seed: int) ->
     order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(seed)).tolist()
     draws = iter(order * (1 + (config.steps + config.points * config.k) // len(batches)))
     wanted, sums = set(config.probe_steps()), []
+    peaks = [g["lr"] for g in optimizer.param_groups]  # linear warmup to these, then constant
     for step in range(1, config.steps + 1):
-        for group, peak in zip(optimizer.param_groups, _peaks(optimizer)):
+        for group, peak in zip(optimizer.param_groups, peaks):
             group["lr"] = peak * min(1.0, step / max(1, config.warmup))
         loss_fn(model, batches[next(draws)]).backward()
         optimizer.step()
@@ -129,13 +130,6 @@ def _one_seed(model, batches, loss_fn, config: ProbeConfig, rules, seed: int) ->
             }
         )
     return pd.DataFrame(rows)
-
-
-def _peaks(optimizer) -> list[float]:
-    """Each group's peak lr, kept on the optimizer the first time (the warmup scales it)."""
-    if not hasattr(optimizer, "_advice_peaks"):
-        optimizer._advice_peaks = [g["lr"] for g in optimizer.param_groups]
-    return optimizer._advice_peaks
 
 
 def _variance_at(model, batches, loss_fn, matrices) -> list[tuple[float, float]]:
