@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.memory_only:
             print(memory_table(args.model).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
             return 0
-        budget = float(args.budget) if _is_number(args.budget) else args.budget
+        budget = args.budget  # parse_budget reads "0.3" as a fraction and "12MB" as a size
         parse_budget(budget, 1)  # a bad budget is said before the corpus and the probe
         model, batches = _bundled(args)
         config = ProbeConfig(
@@ -107,14 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
         print(f"train it: scale-lab train --model {args.model} --optimizer advised:{paths['placement.json']}")
     return 0
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _bundled(args):
