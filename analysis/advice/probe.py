@@ -74,7 +74,8 @@ def probe(
     config: ProbeConfig | None = None,
     rules=None,
 ) -> pd.DataFrame:
-    """One row per matrix: ``name``, ``role``, ``block``, ``type``, ``layer`` (its module),
+    """One row per matrix: ``name``, ``role`` (a mixture of experts' router and experts as
+    roles of their own, ``roles.ParamLayout.kind``), ``block``, ``type``, ``layer`` (its module),
     ``shape``, ``elements``, ``bytes`` (one buffer in the parameter's dtype), and the variance
     ``sigma2`` (mean over seeds of the mean over the probe's points), ``sigma2_std`` (over
     seeds), ``sigma2_rel`` (over ``||g||^2``). ``batches``: a sequence the probe cycles
@@ -117,7 +118,7 @@ def _one_seed(model, batches, loss_fn, config: ProbeConfig, rules, seed: int) ->
         rows.append(
             {
                 "name": p.name,
-                "role": p.role,
+                "role": p.kind,
                 "block": block_of(p.name),
                 "type": type_of(p.name),
                 "layer": p.layer,

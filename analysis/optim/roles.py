@@ -7,6 +7,13 @@ Roles:
 - ``vector``: any parameter with fewer than 2 dims (norm gains, biases);
 - ``hidden``: every other matrix of a layer whose fan-in axis is known.
 
+A mixture of experts' matrices are hidden matrices with a ``part`` of their own: the router
+(transformers' ``*Router`` modules, a ``(experts, d)`` weight read as ``x W^T``: one output unit
+per expert logit) is part ``"router"``, and the stacked experts (transformers' expert modules,
+``(experts, out, in)`` weights each read as ``x W_e^T``) part ``"experts"``, normalized per
+expert and output unit. The optimizer updates them by their role; the advisor and its tables
+read the part, so the router can be placed and costed as a role of its own.
+
 The fan-in axes are the axes SCALE normalizes over ("one scale per output unit", arXiv
 2506.16659), a property of the layer type, never guessed from a shape:
 
@@ -18,6 +25,8 @@ layer                               weight stored as         fan-in axes
                                     map of a one-hot input
 transformers' ``Conv1D`` (GPT-2)    ``(in, out)``            ``0``
 ``nn.Conv1d/2d/3d``                 ``(out, in, *kernel)``   ``(1, 2, ...)``
+a transformers MoE router           ``(experts, in)``        ``1``
+transformers' stacked experts       ``(experts, out, in)``   ``2``
 ==================================  =======================  ===========
 
 A matrix of any other layer (``nn.MultiheadAttention``'s packed projection, a custom layer)
@@ -64,6 +73,7 @@ class Rule:
     text: str = ""
     user: bool = True
     resolves_tie: bool = False
+    part: str = ""
 
 
 def by_type(role: str, *types: type, fan_in: int | FanIn | None = None) -> Rule:
@@ -119,15 +129,32 @@ def layer_fan_in(module: nn.Module, p: torch.Tensor) -> FanIn | None:
     return None
 
 
+def _is_moe_router(module: nn.Module) -> bool:
+    """A transformers mixture-of-experts router (``MixtralTopKRouter``, ``DeepseekV3TopkRouter``,
+    ...): a module of its own holding the ``(experts, d)`` weight it applies as ``F.linear``."""
+    cls = type(module)
+    return "Router" in cls.__name__ and cls.__module__.startswith("transformers")
+
+
+def _is_stacked_experts(module: nn.Module) -> bool:
+    """transformers' stacked experts (``MixtralExperts`` and the others its
+    ``use_experts_implementation`` makes) in the ``(experts, out, in)`` layout; a transposed
+    ``(experts, in, out)`` one (GPT-OSS) is left to a rule."""
+    cls = type(module)
+    return cls.__module__.startswith("transformers") and getattr(module, "is_transposed", None) is False
+
+
 def fan_out(fan_in: FanIn) -> FanIn:
     """The output-unit axes of a matrix with fan-in axes ``fan_in``, for every layer in the
-    table: the other axis of a 2-D weight; a convolution's axis 0 (its output channels)."""
-    return (1,) if fan_in == (0,) else (0,)
+    table: the other axis of a 2-D weight; a convolution's axis 0 (its output channels); the
+    output axis 1 of stacked ``(experts, out, in)`` matrices (axis 0 is the stack)."""
+    return (1,) if fan_in in ((0,), (2,)) else (0,)
 
 
 def default_rules() -> list[Rule]:
     """The rules for LLaMA-like models, in order: output head, ``nn.Embedding``, vectors
-    (ndim < 2), hidden (any matrix of a known layer type)."""
+    (ndim < 2), a mixture of experts' router and stacked experts, hidden (any matrix of a known
+    layer type)."""
     return [
         Rule(
             "output",
@@ -144,6 +171,22 @@ def default_rules() -> list[Rule]:
         Rule("vector", lambda model, module, name, p: p.ndim < 2, text="ndim < 2", user=False),
         Rule(
             "hidden",
+            lambda model, module, name, p: _is_moe_router(module) and p.ndim == 2,
+            fan_in=(1,),
+            text="MoE router",
+            user=False,
+            part="router",
+        ),
+        Rule(
+            "hidden",
+            lambda model, module, name, p: _is_stacked_experts(module) and p.ndim == 3,
+            fan_in=(2,),
+            text="MoE stacked experts",
+            user=False,
+            part="experts",
+        ),
+        Rule(
+            "hidden",
             lambda model, module, name, p: p.ndim >= 2 and layer_fan_in(module, p) is not None,
             text="Linear, Conv1D, Conv*d",
             user=False,
@@ -153,7 +196,8 @@ def default_rules() -> list[Rule]:
 
 @dataclass(frozen=True)
 class ParamLayout:
-    """One parameter's role, fan-in axes (None for vectors), layer type and deciding rule."""
+    """One parameter's role, fan-in axes (None for vectors), layer type, deciding rule, and
+    ``part`` (``"router"``, ``"experts"``; ``""`` when the role says all)."""
 
     name: str
     role: str
@@ -161,6 +205,12 @@ class ParamLayout:
     layer: str
     rule: str
     param: torch.Tensor = field(repr=False, compare=False)
+    part: str = ""
+
+    @property
+    def kind(self) -> str:
+        """The part where there is one, else the role: what the advisor groups as a role."""
+        return self.part or self.role
 
 
 @dataclass
@@ -188,6 +238,7 @@ class Layout:
                 "shape": tuple(p.param.shape),
                 "layer": p.layer,
                 "role": p.role,
+                "part": p.part,
                 "fan_in": p.fan_in,
                 "rule": p.rule,
             }
@@ -241,7 +292,7 @@ def assign(model: nn.Module, rules=None) -> Layout:
                     f"gets role {rule.role!r} from rule '{rule.text}' but its fan-in "
                     "axis is unknown; give it: fan_in=1 (torch rows) or fan_in=0"
                 )
-            entry = ParamLayout(name, rule.role, fan_in, type(module).__name__, rule.text, p)
+            entry = ParamLayout(name, rule.role, fan_in, type(module).__name__, rule.text, p, rule.part)
             previous = found.get(id(p))
             if previous is not None and previous.role != entry.role:
                 if tie is None:

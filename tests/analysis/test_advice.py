@@ -1,6 +1,6 @@
 """The placement advisor on real model families: the project's LLaMA, GPT-2 (Conv1D, a tied
 embedding), a Qwen2 with grouped-query attention, a Mixtral-style mixture of experts (its router
-named by a rule) and a plain MLP on synthetic data; the exact knapsack; the command line."""
+a role of its own) and a plain MLP on synthetic data; the exact knapsack; the command line."""
 
 import itertools
 import random
@@ -15,7 +15,7 @@ from analysis.advice.probe import ProbeConfig
 from analysis.optim.hyper import momentum_matrices
 from analysis.optim.placement import read_placement
 from analysis.optim.recipes import build_optimizer
-from analysis.optim.roles import RoleError, assign, by_type, tied
+from analysis.optim.roles import RoleError, assign, tied
 
 QUICK = ProbeConfig(steps=6, warmup=2, points=2, k=3, seeds=2, lr=1e-2)
 
@@ -115,26 +115,54 @@ def test_qwen2_grouped_query_attention_costs_its_own_shapes():
     assert advice.state_bytes <= 2000 or advice.chosen.empty
 
 
-def test_a_mixture_of_experts_router_needs_a_rule_and_is_then_its_own_type():
+def _mixtral():
     from transformers import MixtralConfig, MixtralForCausalLM
 
     torch.manual_seed(0)
-    model = MixtralForCausalLM(
+    return MixtralForCausalLM(
         MixtralConfig(
-            vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-            num_key_value_heads=1, num_local_experts=2, num_experts_per_tok=1,
+            vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, num_local_experts=4, num_experts_per_tok=2,
         )
     )  # fmt: skip
-    with pytest.raises(
-        RoleError, match=r"parameter model.layers.0.mlp.\S+ .*matches no role rule.*add a rule"
-    ):
-        advise(model, _tokens(), probe_config=QUICK)
-    mlp = model.model.layers[0].mlp
-    # the router is Linear-like (experts, hidden); the experts are stacked (experts, out, in)
-    rules = [by_type("hidden", type(mlp.gate), fan_in=1), by_type("hidden", type(mlp.experts), fan_in=2)]
-    advice = advise(model, _tokens(), by="type", probe_config=QUICK, rules=rules)
-    assert "model.layers.*.mlp.gate.weight" in set(advice.table["group"])
+
+
+def test_a_mixture_of_experts_router_is_a_role_of_its_own():
+    """Mixtral's router and stacked experts need no rule: the router is costed and placed as a
+    role of its own, and the advice trains (momentum on the routers only)."""
+    model = _mixtral()
+    layout = assign(model).params
+    router, experts = layout["model.layers.0.mlp.gate.weight"], layout["model.layers.0.mlp.experts.down_proj"]
+    assert (router.role, router.part, router.fan_in) == ("hidden", "router", (1,))
+    assert (experts.role, experts.part, experts.fan_in) == ("hidden", "experts", (2,))
+    advice = advise(model, _tokens(), by="role", probe_config=QUICK)
+    table = advice.table.set_index("group")
+    assert {"router", "experts", "hidden", "output", "embedding"} <= set(table.index)
+    assert table.loc["router", "bytes"] == 2 * 4 * 16 * 4  # two layers of (4 experts, 16) floats
     assert (advice.matrices["sigma2"] > 0).all()
+    optimizer = build_optimizer(
+        "col_norm", model, lr=1e-2, momentum="none", momentum_on=table.loc["router", "patterns"]
+    )
+    model(input_ids=_tokens()[0], labels=_tokens()[0]).loss.backward()
+    optimizer.step()
+    names = {id(p): n for n, p in model.named_parameters()}
+    with_buffer = {names[id(p)] for p, s in optimizer.state.items() if any("momentum" in k for k in s)}
+    assert with_buffer == {"model.layers.0.mlp.gate.weight", "model.layers.1.mlp.gate.weight"}
+
+
+def test_stacked_experts_are_normalized_per_expert_and_output_unit():
+    """col_norm on a (experts, out, in) tensor: every expert's every output unit moves by the
+    same RMS, as each expert's own Linear would; row_norm normalizes over the output axis."""
+    model = _mixtral()
+    experts = model.model.layers[0].mlp.experts.gate_up_proj
+    for kind, axis in (("col_norm", 2), ("row_norm", 1)):
+        optimizer = build_optimizer(kind, model, lr=1.0, momentum="none", weight_decay=0.0)
+        before = experts.detach().clone()
+        for p in model.parameters():
+            p.grad = torch.randn_like(p) * torch.rand(p.shape[0], *([1] * (p.ndim - 1)))
+        optimizer.step()
+        rms = (experts.detach() - before).pow(2).mean(dim=axis).sqrt()
+        assert torch.allclose(rms, rms.flatten()[0].expand_as(rms), rtol=1e-4), kind
 
 
 def test_a_model_that_is_not_a_language_model():
@@ -227,6 +255,13 @@ def test_verify_trains_the_four_arms_on_paired_seeds_and_resumes(tmp_path, capsy
     out = capsys.readouterr().out
     assert out.count("advised vs ") == 3 and "over 2 seeds" in out
     assert len(list((tmp_path / "adv" / "verify").glob("*/seed*/result.json"))) == 8
+    import pandas as pd
+
+    written = pd.read_csv(tmp_path / "adv" / "verdicts.csv")
+    assert list(written["against"]) == ["col_norm", "scale", "col_norm+all"] and (written["seeds"] == 2).all()
+    assert set(written["verdict"]) <= {"agree", "disagree", "tied", "n/a"} and (written["steps"] == 2).all()
+    runs = pd.read_csv(tmp_path / "adv" / "verify_runs.csv")
+    assert len(runs) == 8 and runs["final_eval_loss"].notna().all() and runs["git_sha"].notna().all()
     assert main([*args, "--out", str(tmp_path / "adv")]) == 0  # again: every run reused, none trained
     assert "run advised" not in capsys.readouterr().out
 
