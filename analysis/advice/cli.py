@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from analysis.advice.advisor import advise, memory_table
 from analysis.advice.plan import GROUPINGS, parse_budget
 from analysis.advice.probe import ProbeConfig
@@ -89,9 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("\n".join(advice.lines()))
+    written = []
     if args.track_record:
+        record = track_record(advice)
         print("track record on the shipped reference (predicted vs measured gains over col_norm):")
-        print("\n".join(track_record(advice).lines()))
+        print("\n".join(record.lines()))
+        if args.out:
+            written.append(_save_track_record(record, Path(args.out)))
     if args.verify:
         lr = args.verify_lr or tuned_points().get("col_norm", (None,))[0]
         if lr is None:
@@ -102,11 +108,22 @@ def main(argv: list[str] | None = None) -> int:
         checked = verify(advice, args.model, args.verify, lr, seeds, out / "verify", jobs=args.jobs)
         print(f"verification at lr {lr:g}, {args.verify} steps, seeds {list(seeds)}:")
         print("\n".join(checked.lines()))
+        written += checked.save(out, lr, args.verify).values()
     if args.out:
         paths = advice.save(args.out)
-        print(f"wrote {', '.join(str(p) for p in paths.values())}")
+        print(f"wrote {', '.join(str(p) for p in [*paths.values(), *written])}")
         print(f"train it: scale-lab train --model {args.model} --optimizer advised:{paths['placement.json']}")
     return 0
+
+
+def _save_track_record(record, out: Path) -> Path:
+    """``track_record.csv``: per placement the predicted and measured gain, then the pairs."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = record.table().reset_index()
+    pairs = pd.DataFrame(record.pairs, columns=["placement", "against", "verdict"])
+    path = out / "track_record.csv"
+    table.merge(pairs, on="placement", how="left").to_csv(path, index=False)
+    return path
 
 
 def _bundled(args):

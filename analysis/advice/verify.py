@@ -18,6 +18,7 @@ import pandas as pd
 from analysis.protocol.arms import Arm
 from analysis.protocol.presets import PRESETS
 from analysis.protocol.runner import Runner
+from analysis.recording import CONFIG, read_json
 from analysis.results.stats import final_results, fmt, paired
 from analysis.results.theory import pair_verdict
 from analysis.training.config import TrainConfig
@@ -56,9 +57,23 @@ class Verdicts:
     """The advised placement against each other arm: predicted and measured, and the verdict."""
 
     rows: list[dict]
+    runs: pd.DataFrame | None = None  # per arm and seed: the final loss and the commit that trained it
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
+
+    def save(self, out: str | Path, lr: float, steps: int) -> dict[str, Path]:
+        """Write ``verdicts.csv`` (per pair: predicted, measured +- half-width, seeds, verdict,
+        the shared lr and steps) and ``verify_runs.csv`` (per run: arm, seed, final loss, git
+        commit), small enough to ship beside the advice."""
+        out = Path(out)
+        paths = {"verdicts.csv": out / "verdicts.csv", "verify_runs.csv": out / "verify_runs.csv"}
+        self.frame().assign(lr=lr, steps=steps).to_csv(paths["verdicts.csv"], index=False)
+        if self.runs is not None:
+            self.runs.to_csv(paths["verify_runs.csv"], index=False)
+        else:
+            del paths["verify_runs.csv"]
+        return paths
 
     def lines(self) -> list[str]:
         return [
@@ -66,6 +81,13 @@ class Verdicts:
             f"measured loss difference {fmt(r['measured'], r['half'])} nats over {r['seeds']} seeds: {r['verdict']}"
             for r in self.rows
         ]
+
+
+def _runs(results: pd.DataFrame) -> pd.DataFrame:
+    """Per run: arm, seed, steps, lr, final loss and the commit that trained it (config.json)."""
+    commits = [(read_json(Path(run) / CONFIG) or {}).get("git_sha") for run in results["run"]]
+    keep = ["label", "seed", "steps", "lr", "final_eval_loss"]
+    return results[keep].assign(git_sha=commits).sort_values(["label", "seed"], ignore_index=True)
 
 
 def verdicts(results: pd.DataFrame, predicted: dict[str, float]) -> Verdicts:
@@ -97,4 +119,5 @@ def verify(advice, model: str, steps: int, lr: float, seeds=(0, 1, 2), out="runs
     Runner(jobs=jobs, progress=progress).run(runs)
     predicted = {name: gain for name, (_, gain) in advice.marks.items() if name in ARMS}
     predicted["advised"] = advice.predicted_gain
-    return verdicts(final_results(out), predicted)
+    results = final_results(out)
+    return replace(verdicts(results, predicted), runs=_runs(results))
