@@ -5,6 +5,10 @@ its memory side from the config's shapes alone (the paper's 60M..7B included).
     scale-lab advise --model cpu60m-half --budget 0.3 --out runs/advice
     scale-lab advise --model cpu60m-half --budget 0.3 --verify 200 --out runs/advice
     scale-lab advise --model 7b --memory-only
+
+The shipped ``data/recordings/advice`` is ``--budget 0.3 --track-record --verify 570 --jobs 2
+--out data/recordings/advice --runs runs/advice/verify``: the advice, its verdicts and each
+verification run's final loss, without the runs themselves.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ def parser() -> Parser:
     p.add_argument(
         "--verify-lr", type=float, default=None, help="their shared lr (default: col_norm's tuned lr)"
     )
+    p.add_argument("--runs", default=None, help="where the verification runs train (default: <out>/verify)")
     p.add_argument("--jobs", type=int, default=1, help="verification runs in parallel")
     p.add_argument(
         "--track-record",
@@ -105,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         out = Path(args.out or "runs/advice")
         seeds = tuple(range(args.verify_seeds))
-        checked = verify(advice, args.model, args.verify, lr, seeds, out / "verify", jobs=args.jobs)
+        runs = Path(args.runs) if args.runs else out / "verify"
+        checked = verify(advice, args.model, args.verify, lr, seeds, runs, jobs=args.jobs)
         print(f"verification at lr {lr:g}, {args.verify} steps, seeds {list(seeds)}:")
         print("\n".join(checked.lines()))
         written += checked.save(out, lr, args.verify).values()

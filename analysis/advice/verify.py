@@ -67,6 +67,7 @@ class Verdicts:
         the shared lr and steps) and ``verify_runs.csv`` (per run: arm, seed, final loss, git
         commit), small enough to ship beside the advice."""
         out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
         paths = {"verdicts.csv": out / "verdicts.csv", "verify_runs.csv": out / "verify_runs.csv"}
         self.frame().assign(lr=lr, steps=steps).to_csv(paths["verdicts.csv"], index=False)
         if self.runs is not None:

@@ -251,10 +251,12 @@ def test_verify_trains_the_four_arms_on_paired_seeds_and_resumes(tmp_path, capsy
         "--verify-lr",
         "1e-3",
     ]
+    args += ["--runs", str(tmp_path / "runs")]  # the runs apart from the small files that ship
     assert main([*args, "--out", str(tmp_path / "adv")]) == 0
     out = capsys.readouterr().out
     assert out.count("advised vs ") == 3 and "over 2 seeds" in out
-    assert len(list((tmp_path / "adv" / "verify").glob("*/seed*/result.json"))) == 8
+    assert len(list((tmp_path / "runs").glob("*/seed*/result.json"))) == 8
+    assert not (tmp_path / "adv" / "verify").exists()
     import pandas as pd
 
     written = pd.read_csv(tmp_path / "adv" / "verdicts.csv")
