@@ -122,7 +122,8 @@ def setting_results(root: str | Path) -> dict[str, pd.DataFrame]:
 
 def ladder_order(root: str | Path) -> dict[str, list[str]]:
     """Per tuned setting (the main one and ``order/*``), the ladder arms best-first by the mean
-    loss of their best point over the tuning seeds (the table beside claim 8)."""
+    loss of their best point over the tuning seeds (the table beside claim 8), each labelled
+    with the protocol version that tuned it (a further setting may keep version 2's runs)."""
     root = Path(root)
     settings = {}
     for path in [root / TUNING, *sorted((root / ORDER).glob(f"*/{TUNING}"))]:
@@ -142,7 +143,10 @@ def ladder_order(root: str | Path) -> dict[str, list[str]]:
                 if losses:
                     best[label] = sum(losses) / len(losses)
         name = "main" if path.parent == root else path.parent.name
-        settings[f"{name} ({table['model']}, {table['steps']} steps)"] = sorted(best, key=best.get)
+        version = table.get("protocol", 2)  # a setting tuned before version 3 keeps its label
+        settings[f"{name} ({table['model']}, {table['steps']} steps, protocol v{version})"] = sorted(
+            best, key=best.get
+        )
     return settings
 
 

@@ -147,6 +147,18 @@ def test_claims_hold_when_the_numbers_say_so(tmp_path):
     assert all(c.paper for c in checked)  # the paper's number beside every claim
 
 
+def test_the_ladder_table_labels_each_setting_with_the_protocol_that_tuned_it(tmp_path):
+    from analysis.results.ladder_claims import ladder_order
+
+    _ladder(tmp_path, GOOD, GOOD_VARIANCE, short={"sgd": 6.4, "col_norm": 5.9})
+    table = json.loads((tmp_path / TUNING).read_text())
+    (tmp_path / TUNING).write_text(json.dumps({**table, "protocol": 3}))
+    assert list(ladder_order(tmp_path)) == [
+        "main (nano, 10 steps, protocol v3)",
+        "short (nano, 5 steps, protocol v2)",  # its tuning.json predates the version field
+    ]
+
+
 def test_claims_fail_honestly_with_their_numbers(tmp_path):
     bad = GOOD | {
         "sgd": 5.9,
