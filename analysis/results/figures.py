@@ -166,7 +166,7 @@ def _highlight(colours: dict, label: str, *axes) -> None:
 def lr_sweep(rec: RunSet):
     """The tuning behind the results: final validation loss against peak lr for every arm,
     one point per seed, the mean as a line, the chosen lr ringed (a ringed point at a line's
-    end would be an optimum at the grid's edge)."""
+    end would be an optimum at the grid's edge), at each arm's chosen beta2."""
     tuning = rec.side_file(TUNING)
     if tuning is None:
         raise MissingData(
@@ -176,16 +176,16 @@ def lr_sweep(rec: RunSet):
     labels = style.ordered(tuning["arms"])
     colours = style.palette(labels)
     fig, (ax,) = style.figure(width=7.5, height=4.2)
+    first = tuning.get("beta2_choices", [None])[0]
     for label in labels:
         row = tuning["arms"][label]
-        lrs = [float(lr) for lr in row["grid"]]
-        losses = np.array(
-            [
-                [np.nan if v is None or not np.isfinite(v) else v for v in seeds]
-                for seeds in row["grid"].values()
-            ],
-            dtype=float,
-        )
+        # the column of the chosen beta2; a point has as many losses as seeds ran it (a screen
+        # on one tuning seed, a candidate on every one), so the rows are padded with NaN
+        grid = row["grid"] if row.get("beta2", first) == first else row["beta2_grid"][f"{row['beta2']:g}"]
+        lrs = [float(lr) for lr in grid]
+        losses = np.full((len(grid), max(len(v) for v in grid.values())), np.nan)
+        for i, seeds in enumerate(grid.values()):
+            losses[i, : len(seeds)] = [np.nan if v is None or not np.isfinite(v) else v for v in seeds]
         ax.plot(lrs, np.nanmean(losses, axis=1), color=colours[label], label=label, marker=".")
         for k in range(losses.shape[1]):
             ax.scatter(lrs, losses[:, k], color=colours[label], s=8, alpha=0.5)

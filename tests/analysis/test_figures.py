@@ -142,3 +142,35 @@ def test_a_long_spectrum_s_kept_values_get_their_ranks(tmp_path):
     ranks = spectrum_ranks(SimpleNamespace(root=tmp_path), "run", "w", kept)
     assert list(ranks) == [i + 1 for i in log_spaced(200)] and ranks[-1] == 200 and kept < 200
     assert spectrum_ranks(SimpleNamespace(root=tmp_path), "run", "w", 200) is None  # not what was kept
+
+
+def test_the_lr_sweep_draws_a_version_3_grid_at_each_arm_s_chosen_beta2():
+    """A version-3 tuning.json: points screened on one tuning seed and candidates on two (rows
+    of unequal length), and an arm whose chosen beta2 is not the first choice."""
+    import matplotlib.pyplot as plt
+
+    tuning = {
+        "steps": 10,
+        "tune_seeds": [0, 1],
+        "beta2_choices": [0.999, 0.95],
+        "arms": {
+            "adamw": {
+                "grid": {"0.001": [4.3], "0.002": [4.1, 4.2]},
+                "beta2_grid": {"0.95": {"0.002": [4.0, 4.2], "0.004": [4.5]}},
+                "beta2": 0.95,
+                "best": 0.002,
+            }
+        },
+    }
+
+    class Tuned:
+        root = Path("tuned")
+
+        def side_file(self, name):
+            return tuning
+
+    ax = figures.lr_sweep(Tuned()).axes[0]
+    mean_line = ax.lines[0]
+    assert list(mean_line.get_xdata()) == [0.002, 0.004]  # beta2 0.95's column
+    assert list(mean_line.get_ydata()) == pytest.approx([4.1, 4.5])
+    plt.close("all")
