@@ -3,7 +3,8 @@
 ``python -m analysis.results.curate runs/reproduce/reference data/recordings/reference`` copies every
 finished reported run's ``config.json`` and ``result.json`` (of a tuned root, the runs in its
 ``selection.json``; the sweep's other points are summarized by ``tuning.json``, copied with
-the root's other side files) and writes gzipped, filtered tables:
+the root's other side files; the rows beside the arms that ``selection.json`` lists, run-level
+rows only) and writes gzipped, filtered tables:
 
 - ``metrics.jsonl.gz``: run-level rows (loss, lr, tokens/s, eval; not the timings and group
   lrs in ``DROP_RUN_LEVEL``) and the per-parameter statistics in ``KEEP_STATS`` (what the
@@ -40,6 +41,7 @@ from analysis.recording import (
     RecordingError,
     _read_jsonl,
     load_result,
+    read_json,
     run_settings,
     table_path,
 )
@@ -123,6 +125,7 @@ def curate(src: str | Path, dst: str | Path, scalars_only: bool = False) -> int:
     if not runs and not list((src / ORDER).glob(f"*/{TUNING}")):
         raise RecordingError(f"no finished runs under {src}; run `scale-lab reproduce` first")
     total = _curate_root(src, dst, runs, ("report.md", SELECTION, TUNING, REFERENCE_LINES), scalars_only)
+    total += _curate_rows(src, dst)
     for tuning in sorted((src / ORDER).glob(f"*/{TUNING}")):
         setting = tuning.parent
         reported = (
@@ -134,6 +137,19 @@ def curate(src: str | Path, dst: str | Path, scalars_only: bool = False) -> int:
             setting, dst / setting.relative_to(src), reported, (SELECTION, TUNING), scalars_only
         )
     return total
+
+
+def _curate_rows(src: Path, dst: Path) -> int:
+    """The runs of the rows beside the arms (``selection.json``'s ``rows``: the clipping
+    sensitivity, Muon at AdamW's embedding/output lr), run-level rows only: the report pairs
+    their final losses by seed with their arms."""
+    rows = (read_json(src / SELECTION) or {}).get("rows", {})
+    runs = [src / run for listed in rows.values() for run in listed]
+    return sum(
+        curate_run(run, dst / run.relative_to(src), wide=False, scalars_only=True)
+        for run in runs
+        if load_result(run) is not None
+    )
 
 
 def _curate_root(src: Path, dst: Path, runs: list[Path], side_files, scalars_only: bool = False) -> int:

@@ -1,6 +1,6 @@
 """The parts of a report that version 3 of the protocol adds (a root whose ``tuning.json`` says
 ``"protocol": 3``; ``analysis.protocol.held_out``): which seeds tuned and which reported, the
-arms not bracketed (named first), each arm's tuned point (lr, beta2, embedding/output
+arms not bracketed and those whose multiplier sits at its grid's edge (named first), each arm's tuned point (lr, beta2, embedding/output
 multiplier), the rows beside the arms (clipping sensitivity, Muon with AdamW's embedding and
 output lr: how much of Muon's lead the multiplier explains) and every reported run that was
 trained twice with both values.
@@ -52,7 +52,33 @@ def seed_lines(root: Path, results: pd.DataFrame) -> list[str]:
             f"that reads these arms inherits it): {', '.join(loose)}.",
             "",
         ]
+    edge = mult_at_edge(tuning)
+    if edge:
+        lines += [
+            "**Multiplier at its grid's edge** (the best embedding/output multiplier is the "
+            "largest or smallest tried at the chosen lr, after the protocol's extensions: a "
+            "further step might still help, and every claim that reads these arms inherits it): "
+            + ", ".join(f"{label} x{m:g}" for label, m in edge.items())
+            + ".",
+            "",
+        ]
     return lines
+
+
+def mult_at_edge(tuning: dict) -> dict[str, float]:
+    """``{arm: multiplier}`` for each arm whose chosen embedding/output multiplier (not 1) is
+    the largest or the smallest it tried at its chosen lr and beta2 (``tuning.json``'s points)."""
+    edge = {}
+    for label, row in tuning["arms"].items():
+        m = row.get("mult")
+        if m is None or m == 1.0:
+            continue
+        tried = {
+            p["mult"] for p in row.get("points", []) if p["lr"] == row["best"] and p["beta2"] == row["beta2"]
+        }
+        if tried and m in (min(tried), max(tried)):
+            edge[label] = m
+    return edge
 
 
 def tuned_points_table(root: Path) -> list[str]:

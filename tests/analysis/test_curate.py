@@ -48,6 +48,17 @@ def test_a_tuned_root_ships_its_reported_runs_and_the_tuning(tmp_path):
     ).exists()
 
 
+def test_the_rows_beside_the_arms_ship_with_their_losses_only(tmp_path):
+    src = tmp_path / "full"
+    run_preset(PRESETS["smoke"], src, select_arms(["scale", "adamw"]), Runner(1))
+    selection = {"runs": ["scale/seed0"], "rows": {"scale+clip1": ["adamw/seed0"]}}
+    (src / SELECTION).write_text(json.dumps(selection))
+    curate(src, tmp_path / "small")
+    row = tmp_path / "small" / "adamw" / "seed0"
+    assert (row / "result.json").exists()
+    assert load_run(row)["param"].isna().all()  # run-level rows alone: the report reads its loss
+
+
 def test_a_further_setting_ships_its_reported_runs_for_the_claims_to_pair(tmp_path):
     from analysis.results.ladder_claims import setting_results
 

@@ -179,3 +179,22 @@ def test_the_runner_trains_a_directory_listed_twice_once(tmp_path, monkeypatch):
     config = PRESETS["smoke"].config(ARM_BY_LABEL["scale"], 0, 1e-3)
     runner.Runner(jobs=1).run([(config, tmp_path / "a"), (config, tmp_path / "a")])
     assert trained == [tmp_path / "a"]
+
+
+def test_a_multiplier_at_its_grid_s_edge_is_named():
+    from analysis.results.held_out_report import mult_at_edge
+
+    def point(lr, mult):
+        return {"lr": lr, "beta2": 0.95, "mult": mult}
+
+    tried = [point(0.004, m) for m in (0.5, 1.0, 2.0, 4.0, 8.0)] + [point(0.002, 16.0)]
+    tuning = {
+        "arms": {
+            "top": {"best": 0.004, "beta2": 0.95, "mult": 8.0, "points": tried},
+            "inside": {"best": 0.004, "beta2": 0.95, "mult": 2.0, "points": tried},
+            "one": {"best": 0.004, "beta2": 0.95, "mult": 1.0, "points": tried[:2]},
+            "bottom": {"best": 0.004, "beta2": 0.95, "mult": 0.5, "points": tried},
+        }
+    }
+    # 16 was tried at another lr only: at the chosen lr, x8 is the top of the grid
+    assert mult_at_edge(tuning) == {"top": 8.0, "bottom": 0.5}
