@@ -84,13 +84,16 @@ def _kept(row: dict) -> dict | None:
 
 
 def curate_run(src: Path, dst: Path, wide: bool, scalars_only: bool = False) -> int:
-    """Copy one run's config and result and write its filtered, gzipped tables into ``dst``;
+    """Copy one run's config and result (without the ``run_dir`` an older trainer wrote: a path
+    of the machine that trained it) and write its filtered, gzipped tables into ``dst``;
     ``wide`` keeps the vocabulary-sized vectors, ``scalars_only`` the run-level rows alone.
     Returns the bytes written."""
     dst.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG, RESULT, SEGMENTS):  # segments: the settings each start ran with
+    for name in (CONFIG, SEGMENTS):  # segments: the settings each start ran with
         if (src / name).exists():
             shutil.copy2(src / name, dst / name)
+    result = {k: v for k, v in load_result(src).items() if k != "run_dir"}  # a path of the machine
+    (dst / RESULT).write_text(json.dumps(result, indent=2) + "\n")
     metrics = [
         r
         for r in map(_kept, _read_jsonl(table_path(src, METRICS)))

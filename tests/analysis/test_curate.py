@@ -91,3 +91,32 @@ def test_curation_rounds_statistics_drops_timings_and_can_keep_scalars_only(tmp_
         and scalars(light, "loss")["value"].tolist() == scalars(original, "loss")["value"].tolist()
     )
     assert not (tmp_path / "scalars" / "scale" / "seed0" / "spectra.jsonl.gz").exists() and again > 0
+
+
+def test_a_curated_result_holds_no_path_of_the_machine_that_trained_it(tmp_path):
+    src = tmp_path / "full"
+    run_preset(PRESETS["smoke"], src, select_arms(["scale"]), Runner(1))
+    result = src / "scale" / "seed0" / "result.json"
+    # an older trainer wrote its run directory into result.json
+    result.write_text(json.dumps({**json.loads(result.read_text()), "run_dir": str(result.parent)}))
+    curate(src, tmp_path / "small")
+    shipped = json.loads((tmp_path / "small" / "scale" / "seed0" / "result.json").read_text())
+    assert (
+        "run_dir" not in shipped
+        and shipped["final_eval_loss"] == json.loads(result.read_text())["final_eval_loss"]
+    )
+
+
+def test_no_shipped_file_holds_a_path_of_the_machine_that_made_it():
+    import re
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[2] / "data"
+    absolute = re.compile(r'"(/(?:work|home|root|tmp|Users|mnt)/[^"]*)"')
+    found = [
+        f"{p.relative_to(data)}: {m.group(1)}"
+        for p in [*data.glob("recordings/**/*.json"), *data.glob("sweeps/**/*.json")]
+        for m in [absolute.search(p.read_text())]
+        if m
+    ]
+    assert not found, found[:5]
