@@ -68,10 +68,11 @@ pd.DataFrame(recipe_rows()).set_index("name").loc[["scale", "scale+embedding"]]
 # ## The race
 #
 # Same model, data order, length and lr structure as the reference (the `quick` preset);
-# SCALE and AdamW at the lr and beta2 their tuning chose at this length, read from the shipped
-# reference recordings (checked to be the same configuration); your design trains now, a few
+# SCALE and AdamW at the lr, beta2 and embedding/output multiplier their tuning chose at this
+# length, read from the shipped reference recordings (checked to be the same configuration), on
+# held-out seeds (100-102) that chose nothing, as the reference reports; your design trains now, a few
 # minutes per seed on 2 cores (each run says when it starts), with SCALE's beta2 for its Adam
-# part, so it differs from SCALE only where you changed it. Leaderboard: mean final validation loss over seeds with a
+# part and multiplier, so it differs from SCALE only where you changed it. Leaderboard: mean final validation loss over seeds with a
 # Student-t 95% interval, and the difference to SCALE paired by seed. In SMOKE mode (CI) the
 # race is a seconds-long plumbing check on `nano` with one seed, not a finding.
 #
@@ -80,7 +81,7 @@ pd.DataFrame(recipe_rows()).set_index("name").loc[["scale", "scale+embedding"]]
 # help, hurt, or not be distinguishable from seed noise in a race at the reference's length?
 
 # %%
-seeds = (0,) if SMOKE else (0, 1, 2)
+seeds = (0,) if SMOKE else (100, 101, 102)  # held out: the tuning saw seeds 0-1
 scale_lr = tuned_points()["scale"][0]
 runs = race.race({"scale+embedding": scale_lr}, seeds=seeds, preset="smoke" if SMOKE else "quick")
 board = race.leaderboard(runs)
