@@ -36,9 +36,17 @@ def make_dir(directory: Path, fix: str = HOME_FIX) -> Path:
     return Path(directory)
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back: Python has no getter)."""
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
 def replace_atomically(path: Path, write: Callable[[Path], None], fix: str = HOME_FIX) -> Path:
     """Call ``write(tmp)`` on a fresh temporary file in ``path``'s directory, then rename it to
-    ``path``; the temporary file is removed if anything fails. Returns ``path``. A directory
+    ``path``, with the permissions a plain ``open`` would give it (0666 less the umask); the
+    temporary file is removed if anything fails. Returns ``path``. A directory
     that cannot be made or written raises ``NotWritable`` (naming it and ``fix``)."""
     path = Path(path)
     make_dir(path.parent, fix)
@@ -49,6 +57,7 @@ def replace_atomically(path: Path, write: Callable[[Path], None], fix: str = HOM
     os.close(fd)
     tmp = Path(name)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from the group
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
