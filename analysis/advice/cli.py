@@ -25,6 +25,7 @@ from analysis.advice.track_record import track_record
 from analysis.advice.verify import verify
 from analysis.arguments import Parser
 from analysis.protocol.arms import tuned_points
+from analysis.protocol.presets import PRESETS
 from toy_models.data import load_blocks
 from toy_models.llama import UnknownModelError, build_model, load_config, model_tokenizer
 from toy_models.tokenizer import load_tokenizer
@@ -59,7 +60,9 @@ def parser() -> Parser:
         metavar="STEPS",
         help="check the advice: train it, col_norm, scale and col_norm+all for STEPS steps on paired seeds",
     )
-    p.add_argument("--verify-seeds", type=int, default=3)
+    p.add_argument(
+        "--verify-seeds", type=int, default=3, help="how many of the reference's held-out seeds (from 100)"
+    )
     p.add_argument(
         "--verify-lr", type=float, default=None, help="their shared lr (default: col_norm's tuned lr)"
     )
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             print("error: no tuned col_norm lr to verify at; pass --verify-lr", file=sys.stderr)
             return 2
         out = Path(args.out or "runs/advice")
-        seeds = tuple(range(args.verify_seeds))
+        seeds = tuple(PRESETS["reference"].held_out_seeds[: args.verify_seeds])  # never a tuning seed
         runs = Path(args.runs) if args.runs else out / "verify"
         checked = verify(advice, args.model, args.verify, lr, seeds, runs, jobs=args.jobs)
         print(f"verification at lr {lr:g}, {args.verify} steps, seeds {list(seeds)}:")

@@ -264,6 +264,7 @@ def test_verify_trains_the_four_arms_on_paired_seeds_and_resumes(tmp_path, capsy
     assert set(written["verdict"]) <= {"agree", "disagree", "tied", "n/a"} and (written["steps"] == 2).all()
     runs = pd.read_csv(tmp_path / "adv" / "verify_runs.csv")
     assert len(runs) == 8 and runs["final_eval_loss"].notna().all() and runs["git_sha"].notna().all()
+    assert set(runs["seed"]) == {100, 101}  # held out: col_norm's lr was tuned on seeds 0-1
     assert main([*args, "--out", str(tmp_path / "adv")]) == 0  # again: every run reused, none trained
     assert "run advised" not in capsys.readouterr().out
 
