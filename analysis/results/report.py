@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import analysis.results.held_out_report as held_out_report
@@ -256,7 +257,7 @@ def readme_excerpt(report: str) -> str:
     start = next(i for i, line in enumerate(lines) if line.startswith("**Regime"))
     end = next(i for i, line in enumerate(lines) if line.startswith("Model `"))
     opening = [line for line in lines[start:end] if not line.startswith("- ")]
-    verdicts = [line for line in lines if line[:1].isdigit() and ". **" in line[:5]]
+    verdicts = [line for line in lines if re.match(r"\d+\. \*\*", line)]  # claim 10 too
     return (
         "\n".join(
             [

@@ -339,6 +339,7 @@ def test_sync_readme_quotes_the_regime_gates_and_verdicts(tmp_path):
     assert quoted.lstrip().startswith("**Regime:") and "Gates (fixed before the runs" in quoted
     assert not any(line.startswith("- ") for line in quoted.splitlines())
     assert quoted.strip() == readme_excerpt(report.read_text()).strip() and text.endswith("after\n")
-    assert any(line.startswith("1. **") for line in quoted.splitlines())
+    claims = [line for line in quoted.splitlines() if line[:1].isdigit()]
+    assert claims[0].startswith("1. **") and claims[-1].startswith("10. **") and len(claims) == 10
     with pytest.raises(ValueError, match="no <!-- reference report"):
         sync_readme(tmp_path / "report.md", report)
