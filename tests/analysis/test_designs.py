@@ -11,7 +11,7 @@ from analysis.optim.hyper import RecipeError
 from analysis.optim.inspection import state_numel
 from analysis.optim.recipes import build_optimizer, get_recipe
 from analysis.optim.transforms import chain, momentum, normalize
-from analysis.protocol.arms import Arm, tuned_lrs, tuned_points
+from analysis.protocol.arms import Arm, tuned_lrs, tuned_mults, tuned_points
 from analysis.protocol.presets import PRESETS
 from analysis.results.run_set import REFERENCE
 from analysis.teaching import race
@@ -62,17 +62,16 @@ def test_a_builtin_name_is_refused():
 @pytest.mark.skipif(not (REFERENCE / "tuning.json").exists(), reason="reference recordings not built")
 def test_the_race_reuses_only_reference_runs_of_the_same_configuration():
     lr, beta2 = tuned_points()["scale"]  # quick is the reference's setting: its runs are reused
-    config = PRESETS["quick"].config(Arm("scale", "scale"), 0, lr, beta2=beta2)
-    assert race._reference_run("scale", 0, config) is not None
-    assert race._reference_run("scale", 0, replace(config, hyper=replace(config.hyper, lr=lr * 2))) is None
-    assert race._reference_run("scale", 0, replace(config, steps=60)) is None
-    assert (
-        race._reference_run("scale", 0, replace(config, hyper=replace(config.hyper, betas=(0.9, 0.5))))
-        is None
-    )
-    assert (
-        race._reference_run("scale", 0, replace(config, hyper=replace(config.hyper, momentum="all"))) is None
-    )
+    mult = tuned_mults().get("scale", 1.0)
+    seed = 100  # a held-out seed: the reference reports those
+    config = PRESETS["quick"].config(Arm("scale", "scale"), seed, lr, beta2=beta2, mult=mult)
+    assert race._reference_run("scale", seed, config) is not None
+    assert race._reference_run("scale", seed, replace(config, hyper=replace(config.hyper, lr=lr * 2))) is None
+    assert race._reference_run("scale", seed, replace(config, steps=60)) is None
+    for other in ({"betas": (0.9, 0.5)}, {"momentum": "all"}, {"output_lr_mult": mult * 2}):
+        assert (
+            race._reference_run("scale", seed, replace(config, hyper=replace(config.hyper, **other))) is None
+        )
 
 
 @pytest.mark.skipif(not (REFERENCE / "tuning.json").exists(), reason="reference recordings not built")
