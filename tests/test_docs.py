@@ -164,3 +164,21 @@ def test_the_readme_quotes_the_shipped_report():
     assert quoted.strip() == readme_excerpt((REFERENCE / "report.md").read_text()).strip(), (
         "the README's results are stale: python -m analysis.results.report --sync-readme"
     )
+
+
+def test_the_readme_quotes_the_shipped_advice_and_its_verdicts():
+    """The advisor's numbers in the README are the shipped ``data/recordings/advice`` files'
+    (``scale-lab advise ... --track-record --verify 570 --out data/recordings/advice``)."""
+    import pandas as pd
+
+    from analysis.results.stats import fmt
+
+    advice = ROOT / "data" / "recordings" / "advice"
+    section = (ROOT / "README.md").read_text().split("### Where does your model need momentum?")[1]
+    section = " ".join(section.split("\n### ", 1)[0].split())  # a phrase may wrap across lines
+    for row in pd.read_csv(advice / "verdicts.csv").itertuples():
+        said = f"vs {row.against} {fmt(row.measured, row.half)} nats ({row.verdict})"
+        assert said in section, f"the README's verification is stale: it should say {said!r}"
+    for row in pd.read_csv(advice / "track_record.csv").drop_duplicates("placement").itertuples():
+        said = f"{row.placement} {row.predicted:.3f} predicted, {fmt(row.measured, row.measured_ci)} measured"
+        assert said in section, f"the README's track record is stale: it should say {said!r}"
