@@ -32,7 +32,7 @@ SMOKE = os.environ.get("SCALE_LAB_SMOKE") == "1"  # True: small and fast (what C
 SOLUTIONS = os.environ.get("SCALE_LAB_SOLUTIONS") == "1"  # True: fill in the exercises' solutions
 RECOMPUTE = (
     os.environ.get("SCALE_LAB_RECOMPUTE") == "1"
-)  # True: train the ladder yourself (seed 0 of every arm at the reference's setting, about 25 minutes on 2 cores)
+)  # True: train the ladder yourself (seed 100 of every arm at the reference's setting, about 25 minutes on 2 cores)
 
 # %%
 import numpy as np
