@@ -149,8 +149,15 @@ def adamw_claim(results: pd.DataFrame, stable: bool | None = None) -> Claim:
     if n < 2 or not math.isfinite(half):
         return Claim(title, rule, None, "needs `scale` and `adamw` on >= 2 seeds", paper)
     gap, low, high = (ppl_gap(d, 0) for d in (diff, diff - half, diff + half))
-    superior = " (superior: the whole interval is below 0)" if high < 0 else ""
     holds, fails = high <= NON_INFERIOR, low > NON_INFERIOR
+    superior = (
+        " (superior: the whole interval is below 0)"
+        if high < 0
+        else f" (inferior: SCALE trails tuned AdamW by more than the +{100 * NON_INFERIOR:.0f}% margin "
+        "at this scale)"
+        if fails
+        else ""
+    )
     decides = (
         ""
         if holds or fails

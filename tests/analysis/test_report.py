@@ -182,6 +182,7 @@ def test_claims_fail_honestly_with_their_numbers(tmp_path):
     assert "total (probe): embedding > output" in checked[0].evidence
     assert "120% of col_norm's progress" in checked[2].evidence  # sgd trains here
     assert "gap +49.2%" in checked[5].evidence  # scale 0.4 nats worse than adamw: inferior
+    assert "inferior: SCALE trails tuned AdamW by more than the +5% margin" in checked[5].evidence
     assert checked[6].held is False and "share -100%" in checked[6].evidence  # momentum hurts here
     assert checked[7].held is False and "against the paper's order" in checked[7].evidence
     assert held
@@ -320,7 +321,7 @@ def test_a_preview_says_so_on_its_report_s_first_line(tmp_path):
     assert preview_line(PRESETS["reference"]) is None
     text = write_report(tmp_path, tmp_path / "report.md", preview=preview_line(PRESETS["quick"])).read_text()
     first = text.splitlines()[2]
-    assert first.startswith("**PREVIEW** of the shipped reference recordings") and "seed 0" in first
+    assert first.startswith("**PREVIEW** of the shipped reference recordings") and "seed 100" in first
     assert text.splitlines()[4].startswith("**Regime:")
 
 
