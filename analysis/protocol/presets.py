@@ -276,16 +276,14 @@ REFERENCE_PRESET = Preset(
     fused=False,
 )
 
-# make reproduce: a labelled preview of the reference, its two headline arms on its first
-# held-out seed (a run it reports, so the preview can be compared with it run for run) at their
-# tuned lr, beta2 and multiplier (two runs side by side: 4.5-5.3 minutes on 2 cores, measured)
+# make reproduce: a labelled preview of the reference, its two headline arms on its first held-out
+# seed (a run it reports) tuned (two runs side by side: 4.5-5.3 minutes on 2 cores, measured)
 QUICK_PRESET = replace(
     REFERENCE_PRESET,
     name="quick",
     description=(
-        f"seed 100 of scale and adamw at the reference's setting (cpu60m-half, {V2_STEPS} steps x 32 "
-        "x 128 tokens = 10 tokens per parameter) and at their tuned lr, beta2 and multiplier; <= 10 "
-        "min on 2 cores"
+        f"seed 100 of scale and adamw at the reference's setting (cpu60m-half, {V2_STEPS} steps x 32 x "
+        "128 tokens = 10 tokens per parameter), tuned lr, beta2 and multiplier; <= 10 min on 2 cores"
     ),
     seeds=(REFERENCE_PRESET.held_out_seeds[0],),
     tune_seeds=(),
