@@ -44,7 +44,7 @@ from analysis.results.instrument_figures import (
     update_spectra,
 )
 from analysis.results.memory import analytic_terms
-from analysis.results.root import scan_runs
+from analysis.results.root import chosen_grid, scan_runs
 from analysis.results.run_set import REFERENCE, MissingData, RunSet
 from analysis.results.stats import summary, t_band
 from toy_models import quadratic
@@ -176,12 +176,11 @@ def lr_sweep(rec: RunSet):
     labels = style.ordered(tuning["arms"])
     colours = style.palette(labels)
     fig, (ax,) = style.figure(width=7.5, height=4.2)
-    first = tuning.get("beta2_choices", [None])[0]
     for label in labels:
         row = tuning["arms"][label]
-        # the column of the chosen beta2; a point has as many losses as seeds ran it (a screen
-        # on one tuning seed, a candidate on every one), so the rows are padded with NaN
-        grid = row["grid"] if row.get("beta2", first) == first else row["beta2_grid"][f"{row['beta2']:g}"]
+        # a point has as many losses as seeds ran it (a screen on one tuning seed, a candidate
+        # on every one), so the rows are padded with NaN
+        grid = chosen_grid(tuning, row)
         lrs = [float(lr) for lr in grid]
         losses = np.full((len(grid), max(len(v) for v in grid.values())), np.nan)
         for i, seeds in enumerate(grid.values()):

@@ -14,6 +14,7 @@ import pandas as pd
 from analysis.recording import ORDER, SELECTION, TUNING, RecordingError, read_json
 from analysis.results.paper import ABLATION_PERPLEXITY
 from analysis.results.paper import NORMALIZATIONS as LADDER
+from analysis.results.root import chosen_grid
 from analysis.results.stats import final_results, fmt, paired, separated, summary
 from analysis.results.variance_claims import Claim, three_way
 
@@ -133,13 +134,7 @@ def ladder_order(root: str | Path) -> dict[str, list[str]]:
         best = {}
         for label, row in table["arms"].items():
             if label in LADDER and row.get("best") is not None:
-                grid = (
-                    row["grid"]
-                    if row.get("beta2", table.get("beta2_choices", [0.999])[0])
-                    == table.get("beta2_choices", [0.999])[0]
-                    else row["beta2_grid"][f"{row['beta2']:g}"]
-                )
-                losses = [x for x in grid[f"{row['best']:.3g}"] if x is not None]
+                losses = [x for x in chosen_grid(table, row)[f"{row['best']:.3g}"] if x is not None]
                 if losses:
                     best[label] = sum(losses) / len(losses)
         name = "main" if path.parent == root else path.parent.name

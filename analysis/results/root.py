@@ -95,3 +95,11 @@ def load_runs(root: str | Path, table: str = "metrics") -> pd.DataFrame:
     frame = pd.concat(frames, ignore_index=True)
     frame.attrs["bad_rows"] = bad  # {run: what was bad}, for the readers to say
     return frame
+
+
+def chosen_grid(tuning: dict, row: dict) -> dict[str, list]:
+    """An arm's lr grid (``{lr: [loss per tuning seed]}``) at the beta2 it chose: ``tuning.json``
+    keeps the protocol's first beta2 choice as ``grid`` and the others in ``beta2_grid``."""
+    first = tuning.get("beta2_choices", [0.999])[0]
+    beta2 = row.get("beta2")
+    return row["grid"] if beta2 is None or beta2 == first else row["beta2_grid"][f"{beta2:g}"]
