@@ -6,7 +6,7 @@ same bytes."""
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,11 +36,17 @@ def make_dir(directory: Path, fix: str = HOME_FIX) -> Path:
     return Path(directory)
 
 
-def _umask() -> int:
-    """The process's umask (read by setting it and setting it back: Python has no getter)."""
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
+def _fresh_file(directory: Path, prefix: str) -> Path:
+    """Create a new empty file with a unique name in ``directory``. Opened with mode 0666 and
+    ``O_EXCL`` (as ``tempfile.mkstemp``, which fixes 0600), so the kernel applies the umask as
+    for a plain ``open``: the file keeps the permissions its reader expects after the rename."""
+    while True:
+        name = directory / f"{prefix}{secrets.token_hex(8)}.tmp"
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return name
+        except FileExistsError:
+            continue
 
 
 def replace_atomically(path: Path, write: Callable[[Path], None], fix: str = HOME_FIX) -> Path:
@@ -51,13 +57,10 @@ def replace_atomically(path: Path, write: Callable[[Path], None], fix: str = HOM
     path = Path(path)
     make_dir(path.parent, fix)
     try:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = _fresh_file(path.parent, f".{path.name}.")
     except OSError as err:
         raise NotWritable(path.parent, err, fix) from None
-    os.close(fd)
-    tmp = Path(name)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from the group
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
