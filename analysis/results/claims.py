@@ -150,7 +150,7 @@ def adamw_claim(results: pd.DataFrame, stable: bool | None = None) -> Claim:
         return Claim(title, rule, None, "needs `scale` and `adamw` on >= 2 seeds", paper)
     gap, low, high = (ppl_gap(d, 0) for d in (diff, diff - half, diff + half))
     holds, fails = high <= NON_INFERIOR, low > NON_INFERIOR
-    superior = (
+    plainly = (  # superiority as a fact, inferiority beyond the margin in words
         " (superior: the whole interval is below 0)"
         if high < 0
         else f" (inferior: SCALE trails tuned AdamW by more than the +{100 * NON_INFERIOR:.0f}% margin "
@@ -171,7 +171,7 @@ def adamw_claim(results: pd.DataFrame, stable: bool | None = None) -> Claim:
             holds,
             fails,
             f"perplexity gap {100 * gap:+.1f}% (95% interval {100 * low:+.1f}% .. "
-            f"{100 * high:+.1f}%){superior}{decides}; loss difference "
+            f"{100 * high:+.1f}%){plainly}{decides}; loss difference "
             f"{fmt(diff, half)} nats over {n} seeds",
             paper,
         ),
