@@ -692,18 +692,18 @@ def test_setup_into_a_read_only_home_is_one_line_with_the_fix(tmp_path, monkeypa
 def test_a_read_only_token_cache_is_one_line_with_the_fix(tmp_path, monkeypatch, capsys):
     """A data file the cache has not seen must be tokenized and cached: the cache's directory
     refusing the file is named, nothing is trained."""
-    import tempfile
+    import os
 
     (tmp_path / "train.jsonl").write_text('{"text": "to be or not to be that is the question"}\n' * 50)
     (tmp_path / "validation.jsonl").write_text('{"text": "whether tis nobler in the mind"}\n' * 20)
-    real = tempfile.mkstemp
+    real = os.open
 
-    def mkstemp(*args, **kwargs):
-        if str(kwargs.get("suffix", "")).endswith(".tmp") and ".npy" in str(kwargs.get("prefix", "")):
+    def refusing_open(path, flags, *args, **kwargs):  # the cache's temporary file, created beside it
+        if str(path).endswith(".tmp") and ".npy" in str(path):
             raise _eperm()
-        return real(*args, **kwargs)
+        return real(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(os, "open", refusing_open)
     code, err = run_cli(
         TINY + ["--data", str(tmp_path / "*.jsonl"), "--precision", "fp32", "--out", str(tmp_path / "r")],
         capsys,
